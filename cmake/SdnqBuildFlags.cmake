@@ -1,0 +1,11 @@
+# Flags for the project's own tests, examples and benchmarks (never imposed on consumers).
+add_library(sdnq_build_flags INTERFACE)
+target_compile_options(sdnq_build_flags INTERFACE
+  $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>
+  $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -Xcompiler=-Wall>)
+if(SDNQ_SANITIZE)
+  target_compile_options(sdnq_build_flags INTERFACE
+    $<$<COMPILE_LANGUAGE:CXX>:-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer>)
+  target_link_options(sdnq_build_flags INTERFACE
+    $<$<LINK_LANGUAGE:CXX>:-fsanitize=address,undefined>)
+endif()

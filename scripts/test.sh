@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The one command that sets up a fresh Debian 12 machine and runs every check CI runs:
+#   1. installs missing packages (scripts/setup.sh);
+#   2. builds the host tests and tools with ASan + UBSan;
+#   3. compiles every CUDA header, test and benchmark for sm_90a and sm_80 (no GPU needed to compile);
+#   4. builds and runs the consumer project through all four consumption routes;
+#   5. runs the safetensors header fuzzer for a bounded time;
+#   6. runs the host tests (ctest) and ends with their counts.
+# Environment: SDNQ_JOBS (parallel build jobs, default nproc), SDNQ_SKIP_CUDA=1 where no nvcc exists,
+# SDNQ_FUZZ_SECONDS (default 60), SDNQ_FIXTURES (default ../shared/fixtures/sdnq-reference).
+set -euo pipefail
+start=$(date +%s)
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+jobs=${SDNQ_JOBS:-$(nproc)}
+step() { printf '\n== %s (%ds)\n' "$1" $(($(date +%s) - start)); }
+
+step "setup"
+bash scripts/setup.sh
+
+step "host build with sanitizers"
+cmake --preset cpu-sanitize >/dev/null
+cmake --build build/cpu-sanitize -j "$jobs"
+
+step "CUDA compile check (sm_90a, sm_80)"
+nvcc_path=${CUDACXX:-/usr/local/cuda/bin/nvcc}
+if [[ "${SDNQ_SKIP_CUDA:-0}" == 1 ]]; then
+  echo "skipped: SDNQ_SKIP_CUDA=1"
+elif [[ ! -x "$nvcc_path" ]]; then
+  echo "error: nvcc not found at $nvcc_path (set CUDACXX, or SDNQ_SKIP_CUDA=1 to skip the CUDA compile check)" >&2
+  exit 1
+else
+  cmake --preset cuda -DCMAKE_CUDA_COMPILER="$nvcc_path" >/dev/null
+  cmake --build build/cuda -j "$jobs"
+fi
+
+step "consumers: add_subdirectory, find_package, FetchContent, include/ copy"
+bash tests/consumers/run.sh "$root" "$root/build/consumers"
+
+step "fuzz the safetensors header parser for ${SDNQ_FUZZ_SECONDS:-60}s"
+bash tests/fuzz/run.sh "$root" "$root/build/fuzz" "${SDNQ_FUZZ_SECONDS:-60}"
+
+step "host tests"
+log=$(mktemp)
+set +e
+ctest --test-dir build/cpu-sanitize --output-on-failure -j "$jobs" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+summary=$(grep -E 'tests passed, [0-9]+ tests failed out of [0-9]+' "$log" | tail -1)
+total=$(sed -E 's/.*out of ([0-9]+).*/\1/' <<<"$summary")
+failed=$(sed -E 's/.* ([0-9]+) tests failed.*/\1/' <<<"$summary")
+rm -f "$log"
+elapsed=$(($(date +%s) - start))
+printf '\nci: finished in %dm%02ds\n' $((elapsed / 60)) $((elapsed % 60))
+echo "tests: $((total - failed)) passed, ${failed} failed"
+exit "$status"
