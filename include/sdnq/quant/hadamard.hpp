@@ -69,7 +69,7 @@ inline double hadamard_entry_magnitude(int size, DType dtype) {
   const double root = std::sqrt(static_cast<double>(size));
   if (dtype == DType::f64) return 1.0 / root;
   const float quotient = 1.0f / static_cast<float>(root);
-  return round_to_dtype(quotient, dtype);
+  return round_float_to(quotient, dtype);
 }
 
 }  // namespace detail
