@@ -6,6 +6,7 @@
 
 #include <sdnq/core/dtype.hpp>
 #include <sdnq/core/error.hpp>
+#include <sdnq/core/scalar.hpp>
 #include <sdnq/core/tensor.hpp>
 #include <sdnq/version.hpp>
 
@@ -49,6 +50,13 @@ int main() {
   check(transposed.nbytes() == rows * cols * sizeof(float), "nbytes of a [3, 2] f32 tensor");
   check(sdnq::dtype_of_v<float> == sdnq::DType::f32 && sdnq::dtype_name(sdnq::DType::bf16) == "BF16",
         "dtype table");
+
+  // bf16 is the top half of a float: 1.5f is 0x3FC00000, so its bf16 bits are 0x3FC0.
+  sdnq::Tensor halves = sdnq::Tensor::empty({2}, sdnq::DType::bf16);  // [2]
+  halves.data_as<sdnq::bf16>()[0] = sdnq::bf16(1.5f);
+  halves.data_as<sdnq::bf16>()[1] = sdnq::bf16::from_bits(0xC040);  // -3.0f is 0xC0400000
+  check(halves.data_as<sdnq::bf16>()[0].bits == 0x3FC0 && halves.data_as<sdnq::bf16>()[1].to_float() == -3.0f,
+        "bf16 elements of a bf16 tensor");
 
   sdnq::Tensor moved = std::move(matrix);
   check(!matrix.defined() && moved.defined() && moved.numel() == rows * cols, "move leaves the source empty");
