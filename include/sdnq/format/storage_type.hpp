@@ -305,17 +305,19 @@ inline constexpr std::string_view weights_dtype_ladder[] = {
 };
 // clang-format on
 
-constexpr const StorageType* find_canonical(std::string_view name) {
-  for (const auto& type : storage_type_table)
-    if (type.name == name) return &type;
-  return nullptr;
+// Index into storage_type_table, or -1. Indices rather than pointers keep the static_asserts below
+// constant expressions under GCC's -fsanitize=undefined, which rejects pointer comparisons there.
+constexpr int canonical_index(std::string_view name) {
+  for (std::size_t i = 0; i < std::size(storage_type_table); ++i)
+    if (storage_type_table[i].name == name) return static_cast<int>(i);
+  return -1;
 }
 
-constexpr const StorageType* find_by_name_or_alias(std::string_view name) {
-  if (const StorageType* type = find_canonical(name)) return type;
+constexpr int index_by_name_or_alias(std::string_view name) {
+  if (const int index = canonical_index(name); index >= 0) return index;
   for (const auto& entry : storage_type_alias_table)
-    if (entry.alias == name) return find_canonical(entry.canonical);
-  return nullptr;
+    if (entry.alias == name) return canonical_index(entry.canonical);
+  return -1;
 }
 
 // Reads "float{n}_e{E}m{M}fn" / "...fnu" (and the one "_sdnq" suffix) back, so a row whose name disagrees
@@ -343,20 +345,22 @@ constexpr bool custom_float_name_matches(const StorageType& type) {
 }
 
 constexpr bool table_is_consistent() {
-  for (const auto& type : storage_type_table) {
+  const std::size_t types = std::size(storage_type_table), aliases = std::size(storage_type_alias_table);
+  for (std::size_t i = 0; i < types; ++i) {
+    const StorageType& type = storage_type_table[i];
     if (type.kind == NumberKind::custom_float && !custom_float_name_matches(type)) return false;
-    for (const auto& other : storage_type_table)
-      if (&other != &type && other.name == type.name) return false;
+    for (std::size_t j = i + 1; j < types; ++j)
+      if (storage_type_table[j].name == type.name) return false;
     for (const auto& entry : storage_type_alias_table)
       if (entry.alias == type.name) return false;
   }
-  for (const auto& entry : storage_type_alias_table) {
-    if (find_canonical(entry.canonical) == nullptr) return false;
-    for (const auto& other : storage_type_alias_table)
-      if (&other != &entry && other.alias == entry.alias) return false;
+  for (std::size_t i = 0; i < aliases; ++i) {
+    if (canonical_index(storage_type_alias_table[i].canonical) < 0) return false;
+    for (std::size_t j = i + 1; j < aliases; ++j)
+      if (storage_type_alias_table[j].alias == storage_type_alias_table[i].alias) return false;
   }
   for (std::string_view name : weights_dtype_ladder)
-    if (find_canonical(name) == nullptr) return false;
+    if (canonical_index(name) < 0) return false;
   return true;
 }
 
@@ -372,7 +376,8 @@ inline std::span<const StorageTypeAlias> storage_type_aliases() { return detail:
 
 // The record for a canonical name or an alias ("fp8", "ufp4", "bool", ...); nullptr if unknown.
 inline const StorageType* find_storage_type(std::string_view name_or_alias) {
-  return detail::find_by_name_or_alias(name_or_alias);
+  const int index = detail::index_by_name_or_alias(name_or_alias);
+  return index < 0 ? nullptr : &detail::storage_type_table[index];
 }
 
 inline const StorageType& storage_type(std::string_view name_or_alias) {
