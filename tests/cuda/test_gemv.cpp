@@ -1,0 +1,114 @@
+// The small-M weight-only GEMM (repack + kernels) against x · Ŵᵀ + b computed in double on the CPU,
+// Ŵ being the dense weight the test derived from the codes it packed itself.
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <vector>
+
+#include "cuda/cuda_test_support.hpp"
+#include "cuda/test_gemv_support.hpp"
+#include "sdnq_catch.hpp"
+
+namespace {
+
+using sdnq::DType;
+using sdnq::cuda::CodeValue;
+
+template <class T>
+double run_and_compare(const sdnq::test::RandomLinear& linear, std::int64_t tokens, bool with_bias, std::uint64_t seed) {
+  const std::int64_t n = linear.codes.out_features, k = linear.codes.in_features;
+  const sdnq::cuda::GemvWeightsHost repacked = sdnq::cuda::repack_for_gemv<T>(linear.codes);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  sdnq::Tensor x = sdnq::Tensor::empty(sdnq::Shape{tokens, k}, sdnq::dtype_of_v<T>);
+  sdnq::Tensor bias = sdnq::Tensor::empty(sdnq::Shape{n}, sdnq::dtype_of_v<T>);
+  for (std::int64_t i = 0; i < x.numel(); ++i) x.data_as<T>()[i] = T(dist(rng));
+  for (std::int64_t i = 0; i < n; ++i) bias.data_as<T>()[i] = T(dist(rng));
+
+  const sdnq::Tensor y = sdnq::test::run_gemv_kernel(
+      repacked, x, with_bias ? std::optional<sdnq::TensorView>(bias) : std::nullopt);
+  std::vector<double> actual(static_cast<std::size_t>(tokens * n)), expected(actual.size());
+  for (std::int64_t m = 0; m < tokens; ++m)
+    for (std::int64_t o = 0; o < n; ++o) {
+      double sum = with_bias ? bias.data_as<T>()[o].to_float() : 0.0;
+      for (std::int64_t c = 0; c < k; ++c) sum += double(x.data_as<T>()[m * k + c].to_float()) * linear.dense[o * k + c];
+      expected[m * n + o] = sum;
+      actual[m * n + o] = y.data_as<T>()[m * n + o].to_float();
+      REQUIRE(std::isfinite(actual[m * n + o]));  // poisoned with NaN before the launch: every element written
+    }
+  return sdnq::test::relative_l2(actual, expected);
+}
+
+}  // namespace
+
+TEST_CASE("gemv: uint4 with zero points, groups 32/64/128, odd token counts", "[cuda][gemv]") {
+  const std::int64_t group = GENERATE(32, 64, 128);
+  const std::int64_t tokens = GENERATE(1, 3, 7, 16, 33, 64);
+  INFO("group " << group << ", tokens " << tokens);
+  const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 203, 512, group, 0, 11);
+  CHECK(run_and_compare<sdnq::bf16>(linear, tokens, true, 12) <= 1e-2);
+}
+
+TEST_CASE("gemv: int8 row-wise, grouped and transposed", "[cuda][gemv]") {
+  const std::int64_t tokens = GENERATE(1, 4, 9);
+  SECTION("row-wise") {
+    const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::signed_integer, 101, 384, -1, 0, 21);
+    CHECK(run_and_compare<sdnq::bf16>(linear, tokens, true, 22) <= 1e-2);
+  }
+  SECTION("groups of 128") {
+    const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::signed_integer, 64, 384, 128, 0, 23);
+    CHECK(run_and_compare<sdnq::bf16>(linear, tokens, false, 24) <= 1e-2);
+  }
+  SECTION("transposed direct-matmul layout, uint8 tensor-wise, fp16") {
+    const auto linear = sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 96, 256, -1, 0, 25, true);
+    CHECK(run_and_compare<sdnq::fp16>(linear, tokens, true, 26) <= 1e-2);
+    const auto tensorwise = sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::unsigned_integer, 80, 256, -2, 0, 27);
+    CHECK(run_and_compare<sdnq::fp16>(tensorwise, tokens, true, 28) <= 1e-2);
+  }
+}
+
+TEST_CASE("gemv: generic path for the other packed widths", "[cuda][gemv]") {
+  const int bits = GENERATE(1, 2, 3, 5, 6, 7);
+  const bool is_signed = GENERATE(false, true);
+  if (bits == 1 && is_signed) return;
+  const std::int64_t tokens = GENERATE(1, 5);
+  INFO("bits " << bits << (is_signed ? " signed" : " unsigned") << ", tokens " << tokens);
+  const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(
+      bits, is_signed ? CodeValue::signed_integer : CodeValue::unsigned_integer, 77, 320, 64, 0, 30 + bits);
+  CHECK(run_and_compare<sdnq::bf16>(linear, tokens, true, 31) <= 1e-2);
+}
+
+TEST_CASE("gemv: SVD branch of rank 0/16/32/128 and split-K", "[cuda][gemv]") {
+  const std::int64_t rank = GENERATE(0, 16, 32, 128);
+  const std::int64_t tokens = GENERATE(1, 4, 17);
+  INFO("rank " << rank << ", tokens " << tokens);
+  SECTION("few rows, long K: several K splits") {
+    const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 48, 4096, 128, rank, 40);
+    CHECK(run_and_compare<sdnq::bf16>(linear, tokens, true, 41) <= 1e-2);
+  }
+  SECTION("odd rows, one split") {
+    const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 131, 256, 64, rank, 42);
+    CHECK(run_and_compare<sdnq::bf16>(linear, tokens, false, 43) <= 1e-2);
+  }
+}
+
+TEST_CASE("gemv: unsupported input is rejected with a typed error", "[cuda][gemv]") {
+  SECTION("in_features not a multiple of 32") {
+    const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 16, 100, 50, 0, 50);
+    const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
+        [&] { (void)sdnq::cuda::repack_for_gemv<sdnq::bf16>(linear.codes); });
+    CHECK(sdnq::test::contains(message, "multiples of 32"));
+  }
+  SECTION("float codes") {
+    const std::vector<float> table(16, 1.0f);
+    const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::lookup, 16, 64, 32, 0, 51, false, &table);
+    CHECK_THROWS_AS(sdnq::cuda::repack_for_gemv<sdnq::bf16>(linear.codes), sdnq::UnsupportedError);
+  }
+  SECTION("more than 64 tokens") {
+    const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 16, 64, 32, 0, 52);
+    const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
+        [&] { run_and_compare<sdnq::bf16>(linear, 65, false, 53); });
+    CHECK(sdnq::test::contains(message, "65 tokens"));
+  }
+}
