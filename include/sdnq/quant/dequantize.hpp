@@ -1,0 +1,276 @@
+#pragma once
+// CPU reference dequantizer (format doc §4): stored codes + scale (+ zero point, + SVD factors) ->
+// the dense weight in PyTorch layout, bit-exact with the reference where the reference is
+// deterministic. Steps: decode codes, affine map per group (zero point by one exact fma), un-transpose,
+// un-group, SVD add-back, cast, inverse Hadamard.
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sdnq/core/error.hpp"
+#include "sdnq/core/parallel.hpp"
+#include "sdnq/core/scalar.hpp"
+#include "sdnq/core/tensor.hpp"
+#include "sdnq/quant/detail/read_decode.hpp"
+#include "sdnq/quant/hadamard.hpp"
+#include "sdnq/quant/layout.hpp"
+
+namespace sdnq::quant {
+
+// Stored tensors of one layer (views into a checkpoint or owned elsewhere).
+struct QuantizedWeight {
+  LayerLayout layout;
+  TensorView weight, scale;  // scale: the codebook levels when layout.use_codebook
+  std::optional<TensorView> zero_point, svd_up, svd_down;
+  std::string name = "layer";  // parameter prefix (e.g. "blocks.0.attn.to_q"), for error messages
+};
+
+// How scale and zero point enter the arithmetic. reference_compatible: rounded to the output (model)
+// dtype first, as diffusers' from_pretrained does before SDNQ widens them back to fp32 (fixture
+// README) — reproduces a loaded reference model bit-exactly. as_stored: the file's values as they are.
+enum class ScalePrecision { reference_compatible, as_stored };
+
+namespace detail {
+
+inline void require_host_contiguous(const QuantizedWeight& layer, TensorView tensor, std::string_view key) {
+  SDNQ_REQUIRE(tensor.device().is_cpu() && tensor.is_contiguous(), FormatError,
+               "{}.{}: the CPU dequantizer needs a contiguous host tensor, got shape {} on {}", layer.name, key,
+               tensor.shape().to_string(), tensor.device().to_string());
+}
+
+inline void require_float_tensor(const QuantizedWeight& layer, TensorView tensor, std::string_view key,
+                                 const Shape& expected_shape) {
+  require_host_contiguous(layer, tensor, key);
+  const DType dtype = tensor.dtype();
+  SDNQ_REQUIRE(dtype == DType::f32 || dtype == DType::bf16 || dtype == DType::f16 || dtype == DType::f64, FormatError,
+               "{}.{} has dtype {}, expected a float tensor (F32, BF16, F16 or F64) for {}", layer.name, key,
+               dtype_name(dtype), describe(layer.layout));
+  SDNQ_REQUIRE(tensor.shape() == expected_shape, FormatError, "{}.{} has shape {}, expected {} for {}", layer.name,
+               key, tensor.shape().to_string(), expected_shape.to_string(), describe(layer.layout));
+}
+
+inline void require_presence(const QuantizedWeight& layer, bool present, bool expected, std::string_view key) {
+  SDNQ_REQUIRE(present == expected, FormatError, "{}.{} is {}, but {} {} it", layer.name, key,
+               present ? "present" : "missing", describe(layer.layout), expected ? "needs" : "has no place for");
+}
+
+// Element types the dequantizer writes.
+template <class Out>
+Out narrow_to(float value) {
+  if constexpr (std::is_same_v<Out, float>)
+    return value;
+  else
+    return Out(value);
+}
+
+inline float round_to_dtype(float value, DType dtype) {
+  switch (dtype) {
+    case DType::bf16: return bf16(value).to_float();
+    case DType::f16: return fp16(value).to_float();
+    default: return value;
+  }
+}
+
+// A small float tensor (scale, zero point, SVD factor) widened to fp32, optionally via `round_dtype`.
+inline std::vector<float> widen_small(TensorView tensor, std::optional<DType> round_dtype) {
+  std::vector<float> values(static_cast<std::size_t>(tensor.numel()));
+  for (std::int64_t i = 0; i < tensor.numel(); ++i) {
+    const float value = load_float_element(tensor.data(), tensor.dtype(), i);
+    values[i] = round_dtype ? round_to_dtype(value, *round_dtype) : value;
+  }
+  return values;
+}
+
+// Strides of `scale_shape` broadcast against `value_shape` (0 where the scale has extent 1), rank aligned.
+inline std::vector<std::int64_t> broadcast_strides(const Shape& scale_shape, const Shape& value_shape) {
+  std::vector<std::int64_t> strides(static_cast<std::size_t>(value_shape.rank()), 0);
+  const Shape contiguous = contiguous_strides(scale_shape);
+  for (int axis = 0; axis < value_shape.rank(); ++axis)
+    strides[axis] = scale_shape[axis] == 1 && value_shape[axis] != 1 ? 0 : contiguous[axis];
+  return strides;
+}
+
+// Step 2 (§4): r = q·scale (symmetric), fma(q, scale, zero_point) (asymmetric), levels[...] (codebook),
+// in place over `values` laid out in quantized_shape order.
+inline void apply_affine_map(const LayerLayout& layout, std::vector<float>& values, const std::vector<float>& scale,
+                             const std::vector<float>* zero_point, std::optional<DType> intermediate_dtype) {
+  const Shape& shape = layout.quantized_shape;
+  const int rank = shape.rank();
+  const std::int64_t row_length = shape[rank - 1];
+  const std::int64_t rows = shape.numel() / row_length;
+  std::vector<std::int64_t> strides;
+  std::int64_t code_stride = 0;  // codebook: where the level index moves within the levels tensor
+  if (layout.use_codebook) {
+    strides.assign(static_cast<std::size_t>(rank), 0);
+    if (layout.reduction_axis >= 0) {
+      strides = broadcast_strides(layout.scale_shape, shape);
+      code_stride = contiguous_strides(layout.scale_shape)[layout.reduction_axis];
+      strides[layout.reduction_axis] = 0;
+    } else {
+      code_stride = 1;
+    }
+  } else {
+    strides = broadcast_strides(layout.scale_shape, shape);
+  }
+  parallel_for(0, rows, std::max<std::int64_t>(1, (1 << 15) / row_length), [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t row = begin; row < end; ++row) {
+      std::int64_t base = 0;
+      for (std::int64_t rest = row, axis = rank - 2; axis >= 0; --axis) {
+        base += (rest % shape[static_cast<int>(axis)]) * strides[axis];
+        rest /= shape[static_cast<int>(axis)];
+      }
+      float* row_values = values.data() + row * row_length;
+      const std::int64_t step = strides[rank - 1];
+      for (std::int64_t column = 0; column < row_length; ++column) {
+        const std::int64_t offset = base + column * step;
+        float result;
+        if (layout.use_codebook)
+          result = scale[offset + static_cast<std::int64_t>(row_values[column]) * code_stride];
+        else if (zero_point != nullptr)
+          result = std::fma(row_values[column], scale[offset], (*zero_point)[offset]);
+        else
+          result = row_values[column] * scale[offset];
+        row_values[column] = intermediate_dtype ? round_to_dtype(result, *intermediate_dtype) : result;
+      }
+    }
+  });
+}
+
+// Step 5: r += U·D with U [rows, rank], D [rank, cols] (stored transposed for quantized-matmul layers).
+inline void add_low_rank(const QuantizedWeight& layer, std::vector<float>& dense, std::optional<DType> factor_round,
+                         std::optional<DType> intermediate_dtype) {
+  const LayerLayout& layout = layer.layout;
+  const std::int64_t rows = layout.original_shape[0], cols = layout.original_shape.numel() / rows;
+  const std::int64_t rank = layout.svd_rank;
+  const std::vector<float> up = widen_small(*layer.svd_up, factor_round);
+  const std::vector<float> down = widen_small(*layer.svd_down, factor_round);
+  const bool transposed = layout.use_quantized_matmul;
+  // The conv path multiplies first (rounding the product to the factors' dtype), 2-D weights add in one GEMM.
+  const bool separate_product = layout.original_shape.rank() > 2 && layout.quantized_shape.rank() > 2;
+  parallel_for(0, rows, 8, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t row = begin; row < end; ++row)
+      for (std::int64_t col = 0; col < cols; ++col) {
+        double sum = 0.0;
+        for (std::int64_t r = 0; r < rank; ++r) {
+          const float u = transposed ? up[r * rows + row] : up[row * rank + r];
+          const float d = transposed ? down[col * rank + r] : down[r * cols + col];
+          sum += static_cast<double>(u) * d;
+        }
+        float& value = dense[row * cols + col];
+        if (separate_product) {
+          float product = static_cast<float>(sum);
+          if (intermediate_dtype) product = round_to_dtype(product, *intermediate_dtype);
+          value += product;
+        } else {
+          value = static_cast<float>(static_cast<double>(value) + sum);
+        }
+        if (intermediate_dtype) value = round_to_dtype(value, *intermediate_dtype);
+      }
+  });
+}
+
+}  // namespace detail
+
+// Checks every tensor of `layer` against its layout: presence, dtype and shape. Throws FormatError
+// naming the layer, the tensor and what the layout expects.
+inline void validate_quantized_weight(const QuantizedWeight& layer) {
+  const LayerLayout& layout = layer.layout;
+  SDNQ_REQUIRE(layout.weights_type != nullptr, FormatError, "{}: the layout has no weights type", layer.name);
+  const format::StorageType& type = *layout.weights_type;
+  detail::require_host_contiguous(layer, layer.weight, "weight");
+  const DType stored = layer.weight.dtype();
+  const bool one_bit_bytes = type.bits == 1 && (stored == DType::u8 || stored == DType::boolean);
+  SDNQ_REQUIRE(stored == type.stored_dtype || one_bit_bytes, FormatError,
+               "{}.weight has dtype {}, expected {} for weights_dtype {} ({})", layer.name, dtype_name(stored),
+               dtype_name(type.stored_dtype), type.name, describe(layout));
+  SDNQ_REQUIRE(layer.weight.shape() == layout.stored_weight_shape, FormatError,
+               "{}.weight has shape {} ({} elements), expected {} for {}", layer.name, layer.weight.shape().to_string(),
+               layer.weight.numel(), layout.stored_weight_shape.to_string(), describe(layout));
+  detail::require_float_tensor(layer, layer.scale, layout.use_codebook ? "scale (codebook levels)" : "scale",
+                               layout.scale_shape);
+  detail::require_presence(layer, layer.zero_point.has_value(), layout.has_zero_point, "zero_point");
+  if (layer.zero_point) detail::require_float_tensor(layer, *layer.zero_point, "zero_point", layout.scale_shape);
+  const bool has_svd = layout.svd_rank > 0;
+  detail::require_presence(layer, layer.svd_up.has_value(), has_svd, "svd_up");
+  detail::require_presence(layer, layer.svd_down.has_value(), has_svd, "svd_down");
+  if (has_svd) {
+    detail::require_float_tensor(layer, *layer.svd_up, "svd_up", layout.svd_up_shape);
+    detail::require_float_tensor(layer, *layer.svd_down, "svd_down", layout.svd_down_shape);
+  }
+}
+
+// Writes the dense weight [original_shape] into `output` (contiguous, element type Out).
+// Instantiated for float, bf16 and fp16 through dequantize() below.
+template <class Out>
+void dequantize_into(const QuantizedWeight& layer, Out* output, ScalePrecision precision, bool include_svd,
+                     bool undo_hadamard) {
+  validate_quantized_weight(layer);
+  const LayerLayout& layout = layer.layout;
+  constexpr DType output_dtype = dtype_of_v<Out>;
+  const std::optional<DType> model_round =
+      precision == ScalePrecision::reference_compatible ? std::optional<DType>(output_dtype) : std::nullopt;
+  // dequantize_fp32 = false: the reference computes steps 2-5 in the model dtype, rounding after each.
+  const std::optional<DType> intermediate =
+      layout.dequantize_fp32 ? std::nullopt : std::optional<DType>(output_dtype);
+
+  const std::int64_t numel = layout.quantized_shape.numel();
+  std::vector<float> values = detail::decode_weight_values(*layout.weights_type, layer.weight, numel,
+                                                           layout.use_codebook, layer.name + ".weight");
+  if (layout.use_codebook) {
+    const std::int64_t levels = layout.levels();
+    for (float index : values)
+      SDNQ_REQUIRE(index >= 0 && index < static_cast<float>(levels), FormatError,
+                   "{}.weight holds codebook index {} outside the {} levels", layer.name, index, levels);
+  }
+  const std::vector<float> scale = detail::widen_small(layer.scale, model_round);
+  std::optional<std::vector<float>> zero_point;
+  if (layer.zero_point) zero_point = detail::widen_small(*layer.zero_point, model_round);
+  detail::apply_affine_map(layout, values, scale, zero_point ? &*zero_point : nullptr, intermediate);
+
+  // Step 3: transposed layers hold [in, out]; the dense weight is [out, in]. Step 4 (un-group) is a
+  // row-major view, so nothing moves.
+  if (layout.transposed) {
+    const std::int64_t in = layout.quantized_shape[0], out = layout.quantized_shape[1];
+    std::vector<float> untransposed(values.size());
+    parallel_for(0, out, 16, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t o = begin; o < end; ++o)
+        for (std::int64_t c = 0; c < in; ++c) untransposed[o * in + c] = values[c * out + o];
+    });
+    values = std::move(untransposed);
+  }
+  if (include_svd && layout.svd_rank > 0) detail::add_low_rank(layer, values, model_round, intermediate);
+
+  parallel_for(0, numel, 1 << 16, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) output[i] = detail::narrow_to<Out>(values[i]);
+  });
+  if (undo_hadamard && layout.hadamard_size > 0) {
+    const std::int64_t rows = layout.original_shape[0];
+    rotate_hadamard(TensorView(output, output_dtype, Shape{rows, numel / rows}), layout.hadamard_size);
+  }
+}
+
+// The dense weight [original_shape] in `output_dtype` (F32, BF16 or F16).
+inline Tensor dequantize(const QuantizedWeight& layer, DType output_dtype, ScalePrecision precision,
+                         bool include_svd = true, bool undo_hadamard = true) {
+  Tensor output = Tensor::empty(layer.layout.original_shape, output_dtype);
+  switch (output_dtype) {
+    case DType::f32:
+      dequantize_into(layer, output.data_as<float>(), precision, include_svd, undo_hadamard);
+      break;
+    case DType::bf16:
+      dequantize_into(layer, output.data_as<bf16>(), precision, include_svd, undo_hadamard);
+      break;
+    case DType::f16:
+      dequantize_into(layer, output.data_as<fp16>(), precision, include_svd, undo_hadamard);
+      break;
+    default:
+      throw UnsupportedError(fmt::format("{}: dequantize to {} is not supported (F32, BF16 or F16)", layer.name,
+                                         dtype_name(output_dtype)));
+  }
+  return output;
+}
+
+}  // namespace sdnq::quant
