@@ -3,11 +3,13 @@
 // fp8_e4m3fn and fp8_e5m2 (OCP FP8). Each is its raw bits plus conversions to and from float.
 // No arithmetic: compute in float, store in these.
 //
-// float -> T rounds to nearest, ties to even, and gives the same bits as PyTorch's c10 host scalar
-// conversions (c10::BFloat16, c10::Half, c10::Float8_e4m3fn, c10::Float8_e5m2):
+// float -> T rounds to nearest, ties to even, and gives the same bits as PyTorch's conversions
+// (c10::BFloat16, c10::Half, c10::Float8_e4m3fn, c10::Float8_e5m2; checked against torch 2.11 on CPU
+// and CUDA by scripts/gpu-check.sh) for every non-NaN input. NaN bits follow c10's scalar types:
 //   bf16        overflow -> inf;  NaN -> 0x7FC0 (sign dropped, as c10 does)
 //   fp16        overflow -> inf;  NaN -> sign | 0x7E00
-//   fp8_e4m3fn  no infinity: |x| >= 464 (the midpoint past the max 448), inf and NaN -> sign | 0x7F (NaN)
+//   fp8_e4m3fn  no infinity: rounding treats the NaN code 0x7F as the value after 448 (480), so
+//               448 < |x| < 464 -> 448, |x| == 464 (a tie) -> 448 (even), |x| > 464, inf, NaN -> sign | 0x7F
 //   fp8_e5m2    overflow -> inf (sign | 0x7C);  NaN -> sign | 0x7F
 // T -> float is exact. NaNs widen to a quiet float NaN with the same sign and the payload in the top
 // mantissa bits; bf16 widens by a plain 16-bit shift (it is the top half of a float), NaNs included.
@@ -127,8 +129,9 @@ struct fp8_e4m3fn {
     const std::uint32_t sign = input & detail::float_sign_mask;
     const std::uint32_t magnitude = input ^ sign;
     const auto sign8 = static_cast<std::uint8_t>(sign >> 24);
-    // PyTorch's rule: from 464 up (ties there included), and for inf and NaN, the result is NaN.
-    if (magnitude >= detail::float_bits_of_464) return sign8 | 0x7Fu;
+    // Past 464 (the midpoint between 448 and the NaN code's 480) the result is NaN, as for inf and
+    // NaN; 464 itself ties and goes to the even 448, which round_magnitude does.
+    if (magnitude > detail::float_bits_of_464) return sign8 | 0x7Fu;
     return static_cast<std::uint8_t>(sign8 | detail::Fp8E4m3Format::round_magnitude(magnitude));
   }
 };
