@@ -4,17 +4,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <map>
 #include <random>
 #include <set>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "sdnq/format/packing.hpp"
 #include "sdnq/format/storage_type.hpp"
+#include "sdnq/io/safetensors.hpp"
 
 using namespace sdnq;
 using namespace sdnq::format;
@@ -357,56 +354,28 @@ TEST_CASE("packing: bad sizes and dtypes are clear errors", "[format][packing]")
 
 namespace {
 
-// A minimal safetensors reader for the tests of this layer: one tensor's dtype, shape and bytes.
-struct RawTensor {
-  DType dtype;
-  Shape shape;
-  std::vector<std::byte> data;
-};
-
-std::map<std::string, RawTensor> read_safetensors(const std::filesystem::path& path) {
-  std::ifstream file(path, std::ios::binary);
-  REQUIRE(file);
-  std::uint64_t header_size = 0;
-  file.read(reinterpret_cast<char*>(&header_size), 8);
-  std::string header(header_size, '\0');
-  file.read(header.data(), static_cast<std::streamsize>(header_size));
-  const auto json = nlohmann::json::parse(header);
-  std::map<std::string, RawTensor> tensors;
-  for (const auto& [name, entry] : json.items()) {
-    if (name == "__metadata__") continue;
-    RawTensor tensor;
-    tensor.dtype = dtype_from_name(entry.at("dtype").get<std::string>()).value();
-    for (std::int64_t extent : entry.at("shape")) tensor.shape.push_back(extent);
-    const auto begin = entry.at("data_offsets")[0].get<std::uint64_t>();
-    const auto end = entry.at("data_offsets")[1].get<std::uint64_t>();
-    tensor.data.resize(end - begin);
-    file.seekg(static_cast<std::streamoff>(8 + header_size + begin));
-    file.read(reinterpret_cast<char*>(tensor.data.data()), static_cast<std::streamsize>(end - begin));
-    REQUIRE(file);
-    tensors.emplace(name, std::move(tensor));
-  }
-  return tensors;
-}
-
 // Unpacking and re-packing every packed weight of a reference file gives back the file's bytes.
 // Returns how many weights were checked.
 int check_fixture_round_trip(const std::filesystem::path& path, std::string_view weights_dtype) {
   const StorageType& type = storage_type(weights_dtype);
   if (!type.uses_bit_packer()) return 0;
+  const auto file = io::SafetensorsFile::open(path);
   int checked = 0;
-  for (auto& [name, tensor] : read_safetensors(path)) {
-    if (!name.ends_with(".weight") || tensor.dtype != type.stored_dtype) continue;
+  for (const std::string& name : file.names()) {
+    const TensorView packed = file.tensor(name);
+    if (!name.ends_with(".weight") || packed.dtype() != type.stored_dtype) continue;
     INFO(path.string() << " " << name);
-    const std::int64_t codes = static_cast<std::int64_t>(tensor.data.size()) * 8 / type.bits /
-                               (type.bits == 1 ? 8 : 1);  // 1-bit: one byte of codes per int64 word
-    CHECK(tensor.shape == packed_shape(type.bits, codes));
+    const std::span<const std::byte> stored = file.bytes(name);
+    // 1 bit: each int64 word holds 8 codes; otherwise every stored bit is a code bit.
+    const std::int64_t codes =
+        type.bits == 1 ? packed.numel() * 8 : static_cast<std::int64_t>(stored.size()) * 8 / type.bits;
+    CHECK(packed.shape() == packed_shape(type.bits, codes));
     std::vector<std::uint16_t> unpacked(static_cast<std::size_t>(codes));
-    unpack_codes(type.bits, TensorView(tensor.data.data(), tensor.dtype, tensor.shape), unpacked, name);
+    unpack_codes(type.bits, packed, unpacked, name);
     CHECK(std::all_of(unpacked.begin(), unpacked.end(), [&](std::uint16_t code) { return code < (1u << type.bits); }));
-    std::vector<std::byte> repacked(tensor.data.size());
+    std::vector<std::byte> repacked(stored.size());
     pack_codes(type.bits, unpacked, repacked.data());
-    CHECK(repacked == tensor.data);
+    CHECK(std::equal(repacked.begin(), repacked.end(), stored.begin(), stored.end()));
     ++checked;
   }
   return checked;
