@@ -59,7 +59,7 @@ struct PreparedWeight {
   Shape shape;                // original shape
   std::vector<float> values;  // fp32, C order
   int hadamard_size = 0;
-  std::optional<Tensor> svd_up, svd_down;  // model dtype, stored orientation (transposed for quantized matmul)
+  std::optional<Tensor> svd_up, svd_down;  // model dtype, [rows, rank] and [rank, cols] (not yet oriented)
 };
 
 namespace detail {
@@ -152,7 +152,7 @@ inline PreparedWeight prepare_weight(TensorView weight, const LayerLayout& layou
     rotate_hadamard(TensorView(prepared.values.data(), DType::f32, prepared.shape), layout.hadamard_size);
   if (layout.svd_rank > 0) {
     const std::int64_t rows = prepared.shape[0], cols = prepared.shape.numel() / rows;
-    auto split = detail::split_low_rank(prepared.values, rows, cols, layout, options.svd_steps, model_dtype,
+    auto split = detail::split_low_rank(prepared.values, rows, cols, layout.svd_rank, options.svd_steps, model_dtype,
                                         controls.seed);
     prepared.svd_up = std::move(split.up);
     prepared.svd_down = std::move(split.down);
@@ -176,8 +176,12 @@ inline QuantizedTensors quantize_prepared(const PreparedWeight& prepared, const 
   result.layout = layout;
   result.name = std::string(controls.layer_name);
   if (prepared.svd_up) {
-    result.svd_up = prepared.svd_up->clone();
-    result.svd_down = prepared.svd_down->clone();
+    result.svd_up = detail::oriented_factor(*prepared.svd_up, layout.use_quantized_matmul);
+    result.svd_down = detail::oriented_factor(*prepared.svd_down, layout.use_quantized_matmul);
+    SDNQ_REQUIRE(result.svd_up->shape() == layout.svd_up_shape && result.svd_down->shape() == layout.svd_down_shape,
+                 ShapeError, "{}: SVD factors {} / {} do not match the layout's {} / {}", controls.layer_name,
+                 result.svd_up->shape().to_string(), result.svd_down->shape().to_string(),
+                 layout.svd_up_shape.to_string(), layout.svd_down_shape.to_string());
   }
 
   if (layout.use_codebook) {

@@ -2,6 +2,7 @@
 // The numeric steps of §3.5–§3.9 on an fp32 working copy: the SVD residual, per-slice scales with
 // the reference's op order, the element codes, and their conversion to the stored tensors.
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -61,14 +62,13 @@ inline float model_dtype_dot(const std::vector<float>& up, const std::vector<flo
 }
 
 struct SvdSplit {
-  Tensor up, down;  // model dtype, stored orientation (transposed for quantized matmul)
+  Tensor up, down;  // model dtype, [rows, rank] and [rank, cols]
 };
 
 // §3.5 on the fp32 working copy `values` viewed as [rows, cols] = W.flatten(1): factors rounded to the
 // model dtype, their product taken in the model dtype and subtracted from the fp32 values in place.
-inline SvdSplit split_low_rank(std::vector<float>& values, std::int64_t rows, std::int64_t cols, const LayerLayout& layout,
+inline SvdSplit split_low_rank(std::vector<float>& values, std::int64_t rows, std::int64_t cols, std::int64_t rank,
                                std::int64_t power_iterations, DType model_dtype, std::uint64_t seed) {
-  const std::int64_t rank = layout.svd_rank;
   const LowRankFactors factors = svd_lowrank(values, rows, cols, rank, power_iterations, seed);
   std::vector<float> up(factors.up.size()), down(factors.down.size());  // exact model-dtype values
   for (std::size_t i = 0; i < up.size(); ++i) up[i] = round_float_to(static_cast<float>(factors.up[i]), model_dtype);
@@ -77,16 +77,23 @@ inline SvdSplit split_low_rank(std::vector<float>& values, std::int64_t rows, st
   for (std::int64_t i = 0; i < rows; ++i)
     for (std::int64_t j = 0; j < cols; ++j)
       values[i * cols + j] -= model_dtype_dot(up, down, i, j, rank, cols, model_dtype);
-
-  SvdSplit split{Tensor::empty(layout.svd_up_shape, model_dtype), Tensor::empty(layout.svd_down_shape, model_dtype)};
-  const bool transposed = layout.use_quantized_matmul;  // [r, rows] and [cols, r]
-  for (std::int64_t i = 0; i < rows; ++i)
-    for (std::int64_t k = 0; k < rank; ++k)
-      store_float_as(model_dtype, split.up.data(), transposed ? k * rows + i : i * rank + k, up[i * rank + k]);
-  for (std::int64_t k = 0; k < rank; ++k)
-    for (std::int64_t j = 0; j < cols; ++j)
-      store_float_as(model_dtype, split.down.data(), transposed ? j * rank + k : k * cols + j, down[k * cols + j]);
+  SvdSplit split{Tensor::empty({rows, rank}, model_dtype), Tensor::empty({rank, cols}, model_dtype)};
+  for (std::size_t i = 0; i < up.size(); ++i) store_float_as(model_dtype, split.up.data(), std::int64_t(i), up[i]);
+  for (std::size_t i = 0; i < down.size(); ++i) store_float_as(model_dtype, split.down.data(), std::int64_t(i), down[i]);
   return split;
+}
+
+// The factors in the orientation a layer stores them: transposed ([r, rows], [cols, r]) for quantized matmul.
+inline Tensor oriented_factor(const Tensor& factor, bool transpose) {
+  if (!transpose) return factor.clone();
+  const std::int64_t rows = factor.shape()[0], cols = factor.shape()[1];
+  Tensor result = Tensor::empty({cols, rows}, factor.dtype());
+  const std::size_t size = factor.view().element_size();
+  for (std::int64_t i = 0; i < rows; ++i)
+    for (std::int64_t j = 0; j < cols; ++j)
+      std::memcpy(static_cast<char*>(result.data()) + (j * rows + i) * size,
+                  static_cast<const char*>(factor.data()) + (i * cols + j) * size, size);
+  return result;
 }
 
 // §3.3 / §3.8: the dtype scale and zero point are rounded to before computing q, or none (fp32).
