@@ -4,20 +4,17 @@
 // codes of a block are OR-ed in unmasked, exactly as the reference does, so a quirk-Q1 code of 2^n spills
 // into its neighbour's bits the same way. constexpr, so device code can call them too.
 #include <cstdint>
+#include <numeric>
+#include <type_traits>
 
 namespace sdnq::format::detail {
 
 template <int Bits>
 struct PackedBlock {
   static_assert(Bits >= 1 && Bits <= 15 && Bits != 8, "the packer handles 1..7 and 9..15 bits");
-  // Codes per block (B) and words per block (W).
-  static constexpr int codes = Bits == 1                                               ? 8
-                               : Bits == 2                                             ? 4
-                               : Bits == 4                                             ? 2
-                               : (Bits == 6 || Bits == 12)                             ? 4
-                               : (Bits == 9 || Bits == 11 || Bits == 13 || Bits == 15) ? 16
-                                                                                       : 8;
+  // Codes per block (B): the fewest whole codes that fill whole words; words per block (W).
   static constexpr int word_bits = Bits < 8 ? 8 : 16;
+  static constexpr int codes = word_bits / std::gcd(Bits, word_bits);
   static constexpr int words = codes * Bits / word_bits;
   // 1-bit words are int64 (quirk Q2), sub-word words int16 on disk (handled here as their uint16 bits).
   using Word = std::conditional_t<Bits == 1, std::int64_t, std::conditional_t<(Bits < 8), std::uint8_t, std::uint16_t>>;
