@@ -82,13 +82,22 @@ struct ReferenceFormat {
   }
 };
 
-template <class T> ReferenceFormat reference_format();
-template <> ReferenceFormat reference_format<sdnq::bf16>() { return {"bf16", 16, 8, 7, false, false, 0x7FC0, true}; }
-template <> ReferenceFormat reference_format<sdnq::fp16>() { return {"fp16", 16, 5, 10, false, true, 0x7E00, false}; }
-template <> ReferenceFormat reference_format<sdnq::fp8_e4m3fn>() {
+template <class T>
+ReferenceFormat reference_format();
+template <>
+ReferenceFormat reference_format<sdnq::bf16>() {
+  return {"bf16", 16, 8, 7, false, false, 0x7FC0, true};
+}
+template <>
+ReferenceFormat reference_format<sdnq::fp16>() {
+  return {"fp16", 16, 5, 10, false, true, 0x7E00, false};
+}
+template <>
+ReferenceFormat reference_format<sdnq::fp8_e4m3fn>() {
   return {"fp8_e4m3fn", 8, 4, 3, true, true, 0x7F, false};
 }
-template <> ReferenceFormat reference_format<sdnq::fp8_e5m2>() {
+template <>
+ReferenceFormat reference_format<sdnq::fp8_e5m2>() {
   return {"fp8_e5m2", 8, 5, 2, false, true, 0x7F, false};
 }
 
@@ -158,8 +167,8 @@ MismatchLog compare_encodings(const std::vector<float>& inputs) {
     const std::uint32_t expected = reference.encode(input);
     const std::uint32_t actual = encoded_bits<T>(input);
     if (actual != expected)
-      log.add(fmt::format("{}: float bits {:#010x} ({}) -> {:#x}, reference {:#x}", format.name, bits_of(input),
-                          input, actual, expected));
+      log.add(fmt::format("{}: float bits {:#010x} ({}) -> {:#x}, reference {:#x}", format.name, bits_of(input), input,
+                          actual, expected));
   }
   return log;
 }
@@ -191,7 +200,8 @@ std::vector<float> midpoints_and_neighbours() {
   for (double midpoint : midpoints) {
     const auto tie = static_cast<float>(midpoint);
     REQUIRE(static_cast<double>(tie) == midpoint);
-    for (float magnitude : {tie, std::nextafter(tie, 0.0f), std::nextafter(tie, std::numeric_limits<float>::infinity())})
+    for (float magnitude :
+         {tie, std::nextafter(tie, 0.0f), std::nextafter(tie, std::numeric_limits<float>::infinity())})
       for (float sign : {1.0f, -1.0f}) inputs.push_back(sign * magnitude);
   }
   return inputs;

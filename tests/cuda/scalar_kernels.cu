@@ -72,21 +72,31 @@ void encode(const float* device_inputs, void* device_codes, std::int64_t count) 
 
 void decode_every_code_on_device(DType dtype, std::uint32_t* device_float_bits) {
   switch (dtype) {
-    case DType::bf16: return decode_every_code<bf16>(device_float_bits);
-    case DType::f16: return decode_every_code<fp16>(device_float_bits);
-    case DType::f8_e4m3fn: return decode_every_code<fp8_e4m3fn>(device_float_bits);
-    case DType::f8_e5m2: return decode_every_code<fp8_e5m2>(device_float_bits);
-    default: unsupported(dtype);
+    case DType::bf16:
+      return decode_every_code<bf16>(device_float_bits);
+    case DType::f16:
+      return decode_every_code<fp16>(device_float_bits);
+    case DType::f8_e4m3fn:
+      return decode_every_code<fp8_e4m3fn>(device_float_bits);
+    case DType::f8_e5m2:
+      return decode_every_code<fp8_e5m2>(device_float_bits);
+    default:
+      unsupported(dtype);
   }
 }
 
 void encode_on_device(DType dtype, const float* device_inputs, void* device_codes, std::int64_t count) {
   switch (dtype) {
-    case DType::bf16: return encode<bf16>(device_inputs, device_codes, count);
-    case DType::f16: return encode<fp16>(device_inputs, device_codes, count);
-    case DType::f8_e4m3fn: return encode<fp8_e4m3fn>(device_inputs, device_codes, count);
-    case DType::f8_e5m2: return encode<fp8_e5m2>(device_inputs, device_codes, count);
-    default: unsupported(dtype);
+    case DType::bf16:
+      return encode<bf16>(device_inputs, device_codes, count);
+    case DType::f16:
+      return encode<fp16>(device_inputs, device_codes, count);
+    case DType::f8_e4m3fn:
+      return encode<fp8_e4m3fn>(device_inputs, device_codes, count);
+    case DType::f8_e5m2:
+      return encode<fp8_e5m2>(device_inputs, device_codes, count);
+    default:
+      unsupported(dtype);
   }
 }
 

@@ -30,8 +30,8 @@ TEST_CASE("SDNQ_CUBLAS_CHECK throws CudaError with the cuBLAS status name", "[cu
   float alpha = 1.0f, beta = 0.0f;
   // A negative matrix extent is rejected before any memory is touched.
   const std::string message = message_of<sdnq::CudaError>([&] {
-    SDNQ_CUBLAS_CHECK(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, -1, 1, 1, &alpha, nullptr, 1, nullptr, 1, &beta,
-                                  nullptr, 1));
+    SDNQ_CUBLAS_CHECK(
+        cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, -1, 1, 1, &alpha, nullptr, 1, nullptr, 1, &beta, nullptr, 1));
   });
   SDNQ_CUBLAS_CHECK(cublasDestroy(handle));
   INFO(message);
@@ -39,7 +39,6 @@ TEST_CASE("SDNQ_CUBLAS_CHECK throws CudaError with the cuBLAS status name", "[cu
   CHECK(contains(message, "CUBLAS_STATUS_INVALID_VALUE"));
   CHECK(contains(message, "test_check.cpp:"));
 
-  const std::string from_status =
-      message_of<sdnq::CudaError>([] { SDNQ_CUBLAS_CHECK(CUBLAS_STATUS_NOT_SUPPORTED); });
+  const std::string from_status = message_of<sdnq::CudaError>([] { SDNQ_CUBLAS_CHECK(CUBLAS_STATUS_NOT_SUPPORTED); });
   CHECK(contains(from_status, "CUBLAS_STATUS_NOT_SUPPORTED"));
 }

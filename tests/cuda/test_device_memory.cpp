@@ -149,8 +149,7 @@ TEST_CASE("cuda::copy rejects tensors that do not match", "[cuda][memory]") {
   const sdnq::Tensor other_shape = sdnq::cuda::empty({2, 8}, sdnq::DType::i32);
   const sdnq::Tensor other_dtype = sdnq::cuda::empty({4, 4}, sdnq::DType::f32);
 
-  const std::string shape_message =
-      message_of<sdnq::ShapeError>([&] { sdnq::cuda::copy(other_shape, host); });
+  const std::string shape_message = message_of<sdnq::ShapeError>([&] { sdnq::cuda::copy(other_shape, host); });
   INFO(shape_message);
   CHECK(contains(shape_message, "[4, 4]"));
   CHECK(contains(shape_message, "[2, 8]"));
@@ -171,16 +170,14 @@ TEST_CASE("a view whose pointer is not where its device says is rejected", "[cud
 
   // Host memory labelled as cuda:0.
   const sdnq::TensorView host_as_device(host.data(), sdnq::DType::i32, {8}, sdnq::Device::cuda(0));
-  const std::string host_message =
-      message_of<sdnq::ShapeError>([&] { (void)sdnq::cuda::to_host(host_as_device); });
+  const std::string host_message = message_of<sdnq::ShapeError>([&] { (void)sdnq::cuda::to_host(host_as_device); });
   INFO(host_message);
   CHECK(contains(host_message, "copy source claims to live on cuda:0"));
   CHECK(contains(host_message, "host memory"));
 
   // Device memory labelled as host memory.
   const sdnq::TensorView device_as_host(device.data(), sdnq::DType::i32, {8}, sdnq::Device::cpu());
-  const std::string device_message =
-      message_of<sdnq::ShapeError>([&] { sdnq::cuda::copy(device_as_host, host); });
+  const std::string device_message = message_of<sdnq::ShapeError>([&] { sdnq::cuda::copy(device_as_host, host); });
   CHECK(contains(device_message, "copy destination claims to live on cpu"));
   CHECK(contains(device_message, "device memory on cuda:0"));
 

@@ -40,8 +40,7 @@ void check_decoding_matches_host() {
   std::int64_t mismatches = 0;
   std::string first;
   for (std::int64_t code = 0; code < code_count; ++code) {
-    const auto expected =
-        std::bit_cast<std::uint32_t>(T::from_bits(static_cast<decltype(T::bits)>(code)).to_float());
+    const auto expected = std::bit_cast<std::uint32_t>(T::from_bits(static_cast<decltype(T::bits)>(code)).to_float());
     if (actual[code] != expected && mismatches++ < 8)
       first += fmt::format("code {:#x}: device {:#010x}, host {:#010x}\n", code, actual[code], expected);
   }

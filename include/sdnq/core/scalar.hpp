@@ -176,9 +176,21 @@ struct fp8_e5m2 {
 static_assert(sizeof(bf16) == 2 && sizeof(fp16) == 2 && sizeof(fp8_e4m3fn) == 1 && sizeof(fp8_e5m2) == 1,
               "scalar types must have their storage size: tensors of them are arrays of raw bits");
 
-template <> struct dtype_of<bf16> { static constexpr DType value = DType::bf16; };
-template <> struct dtype_of<fp16> { static constexpr DType value = DType::f16; };
-template <> struct dtype_of<fp8_e4m3fn> { static constexpr DType value = DType::f8_e4m3fn; };
-template <> struct dtype_of<fp8_e5m2> { static constexpr DType value = DType::f8_e5m2; };
+template <>
+struct dtype_of<bf16> {
+  static constexpr DType value = DType::bf16;
+};
+template <>
+struct dtype_of<fp16> {
+  static constexpr DType value = DType::f16;
+};
+template <>
+struct dtype_of<fp8_e4m3fn> {
+  static constexpr DType value = DType::f8_e4m3fn;
+};
+template <>
+struct dtype_of<fp8_e5m2> {
+  static constexpr DType value = DType::f8_e5m2;
+};
 
 }  // namespace sdnq

@@ -26,8 +26,8 @@ inline int device_count() {
 
 inline void require_device_exists(int device) {
   const int count = device_count();
-  SDNQ_REQUIRE(device >= 0 && device < count, UnsupportedError, "cuda:{} does not exist: this machine has {} CUDA device(s)",
-               device, count);
+  SDNQ_REQUIRE(device >= 0 && device < count, UnsupportedError,
+               "cuda:{} does not exist: this machine has {} CUDA device(s)", device, count);
 }
 
 // Makes `device` the current CUDA device for a scope; the previous one is current again after it.
@@ -93,10 +93,9 @@ inline void check_pointer_location(const TensorView& view, std::string_view role
                                                  view.data(), view.device().to_string(), cudaGetErrorString(status)));
   }
   const bool on_claimed_device =
-      view.device().is_cuda()
-          ? attributes.type == cudaMemoryTypeManaged ||
-                (attributes.type == cudaMemoryTypeDevice && attributes.device == view.device().index)
-          : attributes.type != cudaMemoryTypeDevice;
+      view.device().is_cuda() ? attributes.type == cudaMemoryTypeManaged || (attributes.type == cudaMemoryTypeDevice &&
+                                                                             attributes.device == view.device().index)
+                              : attributes.type != cudaMemoryTypeDevice;
   SDNQ_REQUIRE(on_claimed_device, ShapeError, "{} claims to live on {} but its pointer {} is {}", role,
                view.device().to_string(), view.data(), detail::describe_memory(attributes));
 }
@@ -147,8 +146,8 @@ inline void copy(TensorView destination, TensorView source, cudaStream_t stream 
   const Device from = source.device();
   const Device to = destination.device();
   if (from.is_cuda() && to.is_cuda() && from.index != to.index) {
-    SDNQ_CUDA_CHECK(cudaMemcpyPeerAsync(destination.data(), to.index, source.data(), from.index, source.nbytes(),
-                                        stream));
+    SDNQ_CUDA_CHECK(
+        cudaMemcpyPeerAsync(destination.data(), to.index, source.data(), from.index, source.nbytes(), stream));
     return;
   }
   const cudaMemcpyKind kind = from.is_cuda() ? (to.is_cuda() ? cudaMemcpyDeviceToDevice : cudaMemcpyDeviceToHost)

@@ -17,9 +17,7 @@ namespace sdnq::detail {
 
 // __builtin_bit_cast is what std::bit_cast is built on; unlike std::bit_cast it is also usable in
 // device code (nvcc 11.7+) without --expt-relaxed-constexpr, and it stays constexpr everywhere.
-SDNQ_HOST_DEVICE constexpr std::uint32_t float_to_bits(float value) {
-  return __builtin_bit_cast(std::uint32_t, value);
-}
+SDNQ_HOST_DEVICE constexpr std::uint32_t float_to_bits(float value) { return __builtin_bit_cast(std::uint32_t, value); }
 SDNQ_HOST_DEVICE constexpr float float_from_bits(std::uint32_t bits) { return __builtin_bit_cast(float, bits); }
 
 inline constexpr std::uint32_t float_sign_mask = 0x80000000u;
@@ -69,8 +67,7 @@ struct NarrowFloat {
   SDNQ_HOST_DEVICE static constexpr std::uint32_t widen_finite_magnitude(std::uint32_t code) {
     const std::uint32_t exponent = code >> MantissaBits;
     std::uint32_t mantissa = code & mantissa_mask;
-    if (exponent != 0)
-      return ((exponent + float_bias - bias) << float_mantissa_bits) | (mantissa << dropped_bits);
+    if (exponent != 0) return ((exponent + float_bias - bias) << float_mantissa_bits) | (mantissa << dropped_bits);
     if (mantissa == 0) return 0;
     // Subnormal: shift the leading one up to the implicit bit, one binade down per step.
     std::uint32_t float_exponent = min_normal_float_exponent;
