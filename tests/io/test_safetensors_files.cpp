@@ -1,5 +1,6 @@
 // The file layer under safetensors: MappedFile and AtomicFileWriter.
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <csignal>
 #include <vector>
@@ -38,6 +39,9 @@ TEST_CASE("MappedFile: maps whole files, empty ones too, and moves", "[io][mappe
 
   require_error<IoError>([&] { MappedFile::open(folder / "absent"); }, {"cannot open", "absent", "No such file"});
   require_error<IoError>([&] { MappedFile::open(folder.path()); }, {"not a regular file"});
+  // A FIFO would block a plain open() until a writer appears; it is refused at once instead.
+  REQUIRE(::mkfifo((folder / "fifo").c_str(), 0600) == 0);
+  require_error<IoError>([&] { MappedFile::open(folder / "fifo"); }, {"fifo", "not a regular file"});
 }
 
 TEST_CASE("AtomicFileWriter: the target appears only on commit", "[io][atomic_file]") {

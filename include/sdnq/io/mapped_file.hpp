@@ -36,7 +36,8 @@ class MappedFile {
   static MappedFile open(const std::filesystem::path& path) {
     MappedFile mapped;
     mapped.path_ = path;
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO must not hang; regular files ignore the flag.
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) throw IoError(fmt::format("cannot open {}: {}", path.string(), std::strerror(errno)));
     // The descriptor is closed on every path; the mapping keeps the file alive on its own.
     struct CloseOnExit {
