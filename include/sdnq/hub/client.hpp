@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -69,8 +70,8 @@ struct RepoListing {
 
 struct SnapshotOptions {
   std::string revision = "main";
-  std::vector<std::string> allow_patterns;   // fnmatch; empty keeps everything
-  std::vector<std::string> ignore_patterns;
+  std::vector<std::string> allow_patterns{};   // fnmatch; empty keeps everything
+  std::vector<std::string> ignore_patterns{};
   DownloadProgress* progress = nullptr;
 };
 
@@ -653,6 +654,7 @@ class HubClient {
         if (!matched) missing.push_back(fmt::format("(nothing matching '{}')", pattern));
       }
     }
+    std::sort(snapshot.files.begin(), snapshot.files.end());
     if (!missing.empty()) {
       std::size_t shown = std::min<std::size_t>(missing.size(), 8);
       throw LocalEntryNotFoundError(fmt::format("{} and the cached snapshot {} of {} is incomplete: missing {}{}; "
