@@ -153,19 +153,19 @@ inline void add_low_rank(const QuantizedWeight& layer, std::vector<float>& dense
   parallel_for(0, rows, 8, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t row = begin; row < end; ++row)
       for (std::int64_t col = 0; col < cols; ++col) {
-        double sum = 0.0;
+        float sum = 0.0f;  // fp32 accumulation, as the reference's CPU GEMM
         for (std::int64_t r = 0; r < rank; ++r) {
           const float u = transposed ? up[r * rows + row] : up[row * rank + r];
           const float d = transposed ? down[col * rank + r] : down[r * cols + col];
-          sum += static_cast<double>(u) * d;
+          sum = std::fma(u, d, sum);
         }
         float& value = dense[row * cols + col];
         if (separate_product) {
-          float product = static_cast<float>(sum);
+          float product = sum;
           if (intermediate_dtype) product = round_to_dtype(product, *intermediate_dtype);
           value += product;
         } else {
-          value = static_cast<float>(static_cast<double>(value) + sum);
+          value = value + sum;
         }
         if (intermediate_dtype) value = round_to_dtype(value, *intermediate_dtype);
       }
@@ -225,6 +225,10 @@ void dequantize_into(const QuantizedWeight& layer, Out* output, ScalePrecision p
       SDNQ_REQUIRE(index >= 0 && index < static_cast<float>(levels), FormatError,
                    "{}.weight holds codebook index {} outside the {} levels", layer.name, index, levels);
   }
+  // diffusers also casts float-dtype weights (float16 / bfloat16 / float32 storage) to the model dtype
+  // on load; fp8 -> bf16/fp16 is exact, wider ones round (float32 codes near fp32 max even become inf).
+  if (model_round && detail::is_float_dtype(layer.weight.dtype()))
+    for (float& value : values) value = detail::round_to_dtype(value, *model_round);
   const std::vector<float> scale = detail::widen_small(layer.scale, model_round);
   std::optional<std::vector<float>> zero_point;
   if (layer.zero_point) zero_point = detail::widen_small(*layer.zero_point, model_round);

@@ -1,0 +1,384 @@
+// sdnq-conformance <fixtures-dir> [--filter substr]
+//
+// Checks this library against the reference fixtures (fixtures/sdnq-reference/README.md): for every
+// case folder under <dir>/codecs/ it loads the quantized probe model, dequantizes each layer, runs it,
+// and re-quantizes the original weights, comparing every result with what the Python reference wrote.
+// One line per case (PASS name / FAIL name: reasons), models/ cases reported as skipped, then the
+// counts; exit status 1 when any case failed. Each check is one function below.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "sdnq/io/safetensors.hpp"
+#include "sdnq/quant/checkpoint.hpp"
+#include "sdnq/quant/dequantize.hpp"
+#include "sdnq/quant/quantize.hpp"
+#include "sdnq/quant/reference_layers.hpp"
+
+namespace fs = std::filesystem;
+using namespace sdnq;
+using quant::LayerKind;
+using quant::ScalePrecision;
+
+namespace {
+
+// One layer of the SdnqProbe model (config.json: in/out_features, conv_in/conv_out, embed_vocab/embed_dim).
+struct ProbeLayer {
+  std::string name;
+  LayerKind kind;
+  Shape shape;
+};
+
+struct CaseContext {
+  std::string name;
+  const quant::SdnqCheckpoint& checkpoint;
+  const io::SafetensorsFile& reference;
+  DType model_dtype;
+};
+
+using Failures = std::vector<std::string>;
+
+std::vector<ProbeLayer> probe_layers(const fs::path& folder) {
+  std::ifstream file(folder / "config.json");
+  const auto config = nlohmann::json::parse(file);
+  const auto extent = [&](const char* key) { return config.value(key, std::int64_t{0}); };
+  std::vector<ProbeLayer> layers;
+  if (extent("in_features") > 0)
+    layers.push_back({"linear", LayerKind::linear, Shape{extent("out_features"), extent("in_features")}});
+  if (extent("conv_out") > 0)
+    layers.push_back({"conv", LayerKind::conv2d, Shape{extent("conv_out"), extent("conv_in"), 3, 3}});
+  if (extent("embed_vocab") > 0)
+    layers.push_back({"embed", LayerKind::embedding, Shape{extent("embed_vocab"), extent("embed_dim")}});
+  return layers;
+}
+
+std::vector<double> to_doubles(TensorView tensor) {
+  std::vector<double> values(static_cast<std::size_t>(tensor.numel()));
+  for (std::int64_t i = 0; i < tensor.numel(); ++i)
+    values[i] = quant::detail::load_float_element(tensor.data(), tensor.dtype(), i);
+  return values;
+}
+
+// Relative L2 error over the elements where the reference is finite; NaN when the non-finite
+// elements (a float32-weights reference overflows its bf16 cast) are not non-finite in ours too.
+double relative_l2(TensorView ours, TensorView reference) {
+  const auto a = to_doubles(ours), b = to_doubles(reference);
+  double difference = 0, norm = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(b[i])) {
+      if (std::isfinite(a[i])) return std::nan("");
+      continue;
+    }
+    difference += (a[i] - b[i]) * (a[i] - b[i]);
+    norm += b[i] * b[i];
+  }
+  return std::sqrt(difference / std::max(norm, 1e-300));
+}
+
+// Largest distance in ulps between two tensors of one 16-bit float dtype (0 = bit-identical).
+std::int64_t max_ulp_distance(TensorView ours, TensorView reference) {
+  const auto ordered = [](std::uint16_t bits) -> std::int64_t {
+    return (bits & 0x8000u) ? -static_cast<std::int64_t>(bits & 0x7FFFu) : static_cast<std::int64_t>(bits);
+  };
+  std::int64_t worst = 0;
+  if (dtype_size(ours.dtype()) == 4) {  // fp32 model: compare bit patterns the same way
+    const auto* a = static_cast<const std::uint32_t*>(ours.data());
+    const auto* b = static_cast<const std::uint32_t*>(reference.data());
+    const auto ordered32 = [](std::uint32_t bits) -> std::int64_t {
+      return (bits & 0x80000000u) ? -static_cast<std::int64_t>(bits & 0x7FFFFFFFu) : static_cast<std::int64_t>(bits);
+    };
+    for (std::int64_t i = 0; i < ours.numel(); ++i) worst = std::max(worst, static_cast<std::int64_t>(std::llabs(ordered32(a[i]) - ordered32(b[i]))));
+    return worst;
+  }
+  const auto* a = static_cast<const std::uint16_t*>(ours.data());
+  const auto* b = static_cast<const std::uint16_t*>(reference.data());
+  for (std::int64_t i = 0; i < ours.numel(); ++i) worst = std::max(worst, static_cast<std::int64_t>(std::llabs(ordered(a[i]) - ordered(b[i]))));
+  return worst;
+}
+
+// One ulp of `dtype` at |value|.
+double ulp_at(DType dtype, double value) {
+  const float magnitude = static_cast<float>(std::fabs(value));
+  switch (dtype) {
+    case DType::bf16: {
+      const bf16 x(magnitude);
+      return bf16::from_bits(static_cast<std::uint16_t>(x.bits + 1)).to_float() - x.to_float();
+    }
+    case DType::f16: {
+      const fp16 x(magnitude);
+      return fp16::from_bits(static_cast<std::uint16_t>(x.bits + 1)).to_float() - x.to_float();
+    }
+    default: return std::nextafter(magnitude, INFINITY) - magnitude;
+  }
+}
+
+// Elements further than one model-dtype ulp from the reference: the ulp at the element's magnitude,
+// or at its row's largest magnitude for elements that cancel towards zero (float32 scales leave an
+// absolute error of the scale's rounding there, not one relative to the tiny result).
+std::int64_t count_beyond_one_ulp(TensorView ours, TensorView reference, double zero_point_magnitude) {
+  const auto a = to_doubles(ours), b = to_doubles(reference);
+  const std::int64_t rows = reference.size(0), row_length = reference.numel() / rows;
+  std::int64_t beyond = 0;
+  for (std::int64_t row = 0; row < rows; ++row) {
+    double row_max = zero_point_magnitude;  // the affine map's largest term can be the zero point
+    for (std::int64_t i = row * row_length; i < (row + 1) * row_length; ++i) row_max = std::max(row_max, std::fabs(b[i]));
+    for (std::int64_t i = row * row_length; i < (row + 1) * row_length; ++i) {
+      const double tolerance = std::max(ulp_at(reference.dtype(), std::max(std::fabs(a[i]), std::fabs(b[i]))),
+                                        ulp_at(reference.dtype(), row_max));
+      beyond += std::fabs(a[i] - b[i]) > tolerance;
+    }
+  }
+  return beyond;
+}
+
+std::optional<TensorView> bias_of(const CaseContext& context, const ProbeLayer& layer) {
+  const std::string key = layer.name + ".bias";
+  if (!context.checkpoint.contains(key)) return std::nullopt;
+  return context.checkpoint.tensor(key);
+}
+
+// ---- the checks ------------------------------------------------------------------------------
+
+// Reference-compatible dequantization: bit-exact (SVD cases: 1 ulp, the rank sum's order is free).
+void check_dequantize_exact(const CaseContext& context, const ProbeLayer& layer, const quant::QuantizedWeight& weight,
+                            Failures& failures) {
+  const TensorView expected = context.reference.tensor("dequantized." + layer.name + ".weight");
+  const Tensor ours = quant::dequantize(weight, context.model_dtype, ScalePrecision::reference_compatible);
+  const std::int64_t allowed = weight.layout.svd_rank > 0 ? 1 : 0;
+  const std::int64_t distance = max_ulp_distance(ours, expected);
+  if (distance > allowed)
+    failures.push_back(fmt::format("{} dequantized (reference-compatible) differs by {} ulp (allowed {})", layer.name,
+                                   distance, allowed));
+}
+
+// Scales that underflow into the model dtype's subnormals (bfloat16/float32/e8m0 weights: scale =
+// amax / 3.4e38) lose most of their bits when the reference rounds them, so the stored float32 scales
+// cannot agree with it to an ulp; the as-stored comparison is not meaningful there.
+bool scales_underflow(const CaseContext& context, const quant::QuantizedWeight& weight) {
+  const double min_normal = context.model_dtype == DType::f16 ? 0x1p-14 : 0x1p-126;
+  for (double value : to_doubles(weight.scale))
+    if (value != 0 && std::fabs(value) < min_normal) return true;
+  return false;
+}
+
+// Dequantization with the stored float32 scales: within one ulp of the model dtype. Where the map
+// cancels towards zero, and after a Hadamard rotation or SVD add-back mixes elements, single elements
+// may exceed that; they are counted and must stay below 1%.
+void check_dequantize_as_stored(const CaseContext& context, const ProbeLayer& layer,
+                                const quant::QuantizedWeight& weight, Failures& failures,
+                                std::vector<std::string>& notes) {
+  if (scales_underflow(context, weight)) {
+    notes.push_back(fmt::format("{} as-stored check skipped: scales are subnormal in {}", layer.name,
+                                dtype_name(context.model_dtype)));
+    return;
+  }
+  const TensorView expected = context.reference.tensor("dequantized." + layer.name + ".weight");
+  const Tensor ours = quant::dequantize(weight, context.model_dtype, ScalePrecision::as_stored);
+  double zero_point_magnitude = 0;
+  if (weight.zero_point)
+    for (double value : to_doubles(*weight.zero_point)) zero_point_magnitude = std::max(zero_point_magnitude, std::fabs(value));
+  const std::int64_t beyond = count_beyond_one_ulp(ours, expected, zero_point_magnitude);
+  if (beyond == 0) return;
+  const std::string summary = fmt::format("{} dequantized (as stored) has {} of {} elements beyond 1 ulp", layer.name,
+                                          beyond, expected.numel());
+  (beyond * 100 > expected.numel() ? failures : notes).push_back(summary);
+}
+
+// output_fp32.linear = input @ dequantizedᵀ + bias in float32 (only the linear layer has it).
+void check_output_fp32(const CaseContext& context, const ProbeLayer& layer, const quant::QuantizedWeight& weight,
+                       Failures& failures) {
+  const std::string key = "output_fp32." + layer.name;
+  if (!context.reference.contains(key)) return;
+  const Tensor ours = quant::linear_forward(context.reference.tensor("input." + layer.name), weight,
+                                            bias_of(context, layer), quant::MatmulMode::dequantize_then_matmul,
+                                            DType::f32, context.model_dtype);
+  if (const double error = relative_l2(ours, context.reference.tensor(key)); !(error < 1e-5))
+    failures.push_back(fmt::format("{} relative L2 error {:.3g} (limit 1e-5)", key, error));
+}
+
+// output.<layer>: the layer's own code path (quantized matmul where enabled), model-dtype math.
+void check_layer_output(const CaseContext& context, const ProbeLayer& layer, const quant::QuantizedWeight& weight,
+                        Failures& failures) {
+  const std::string key = "output." + layer.name;
+  if (!context.reference.contains(key)) return;
+  const TensorView input = context.reference.tensor("input." + layer.name);
+  Tensor ours;
+  switch (layer.kind) {
+    case LayerKind::linear:
+      ours = quant::linear_forward(input, weight, bias_of(context, layer), quant::MatmulMode::quantized_matmul,
+                                   context.model_dtype);
+      break;
+    case LayerKind::conv2d: {
+      quant::Conv2dParams params;
+      params.padding = {1, 1};  // the probe's 3x3 conv keeps the spatial size
+      ours = quant::conv2d_forward(input, weight, bias_of(context, layer), params, quant::MatmulMode::quantized_matmul,
+                                   context.model_dtype);
+      break;
+    }
+    case LayerKind::embedding: ours = quant::embedding_forward(input, weight, context.model_dtype); break;
+    default: return;
+  }
+  if (const double error = relative_l2(ours, context.reference.tensor(key)); !(error < 1e-2))
+    failures.push_back(fmt::format("{} relative L2 error {:.3g} (limit 1e-2)", key, error));
+}
+
+// Mismatching elements of two tensors of one dtype, compared as bit patterns.
+std::int64_t count_bit_mismatches(TensorView ours, TensorView stored) {
+  if (ours.dtype() != stored.dtype() || !(ours.shape() == stored.shape())) return stored.numel();
+  const std::size_t size = dtype_size(ours.dtype());
+  const auto* a = static_cast<const unsigned char*>(ours.data());
+  const auto* b = static_cast<const unsigned char*>(stored.data());
+  std::int64_t mismatches = 0;
+  for (std::int64_t i = 0; i < ours.numel(); ++i)
+    mismatches += std::memcmp(a + i * size, b + i * size, size) != 0;
+  return mismatches;
+}
+
+double relative_error_to(TensorView dense, TensorView original) { return relative_l2(dense, original); }
+
+// Quantizing original.<layer>.weight with the case's settings reproduces the stored tensors; SVD cases
+// (random factors) compare reconstruction quality instead: at most 1.2x the reference's error.
+void check_requantize(const CaseContext& context, const ProbeLayer& layer, const quant::QuantizedWeight& stored,
+                      Failures& failures, std::vector<std::string>& notes) {
+  const TensorView original = context.reference.tensor("original." + layer.name + ".weight");
+  const auto options = context.checkpoint.layer_options(layer.name, layer.kind);
+  const quant::QuantizedTensors ours = quant::quantize_weight(original, layer.kind, options, context.model_dtype);
+  if (stored.layout.svd_rank > 0) {
+    const Tensor dense = quant::dequantize(ours.view(), context.model_dtype, ScalePrecision::reference_compatible);
+    const double our_error = relative_error_to(dense, original);
+    const double reference_error =
+        relative_error_to(context.reference.tensor("dequantized." + layer.name + ".weight"), original);
+    if (!(our_error <= 1.2 * reference_error))
+      failures.push_back(fmt::format("{} re-quantized with SVD: error {:.4g} > 1.2 x reference {:.4g}", layer.name,
+                                     our_error, reference_error));
+    return;
+  }
+  std::int64_t mismatches = 0, total = 0;
+  const auto compare = [&](const char* what, TensorView mine, TensorView theirs) {
+    if (mine.dtype() != theirs.dtype() || !(mine.shape() == theirs.shape())) {
+      failures.push_back(fmt::format("{} re-quantized {} is {} {}, stored {} {}", layer.name, what,
+                                     dtype_name(mine.dtype()), mine.shape().to_string(), dtype_name(theirs.dtype()),
+                                     theirs.shape().to_string()));
+      return;
+    }
+    mismatches += count_bit_mismatches(mine, theirs);
+    total += theirs.numel();
+  };
+  compare("weight", ours.weight, stored.weight);
+  compare("scale", ours.scale, stored.scale);
+  if (ours.zero_point && stored.zero_point) compare("zero_point", *ours.zero_point, *stored.zero_point);
+  if (mismatches == 0) return;
+  // Rounding ties may fall differently (README): allowed while a vanishing fraction.
+  const std::string summary =
+      fmt::format("{} re-quantized: {} of {} stored elements differ", layer.name, mismatches, total);
+  if (mismatches * 1000 > total)
+    failures.push_back(summary);
+  else
+    notes.push_back(summary);
+}
+
+// ---- driver -------------------------------------------------------------------------------------
+
+template <class Check>
+void run_check(const char* check_name, const ProbeLayer& layer, Failures& failures, Check&& check) {
+  try {
+    check();
+  } catch (const std::exception& error) {
+    failures.push_back(fmt::format("{} {} check threw: {}", layer.name, check_name, error.what()));
+  }
+}
+
+bool run_case(const fs::path& folder) {
+  const std::string name = folder.filename().string();
+  Failures failures;
+  std::vector<std::string> notes;
+  try {
+    const auto checkpoint = quant::SdnqCheckpoint::open(folder);
+    const auto reference = io::SafetensorsFile::open(folder / "reference.safetensors");
+    const auto layers = probe_layers(folder);
+    if (layers.empty()) failures.push_back("config.json describes no probe layer");
+    for (const auto& layer : layers) {
+      const CaseContext context{name, checkpoint, reference,
+                                reference.info("dequantized." + layer.name + ".weight").dtype};
+      if (!checkpoint.is_quantized(layer.name, layer.kind)) {
+        failures.push_back(fmt::format("{} is not quantized according to the config", layer.name));
+        continue;
+      }
+      const auto weight = checkpoint.quantized_weight(layer.name, layer.kind, layer.shape);
+      run_check("dequantize", layer, failures, [&] { check_dequantize_exact(context, layer, weight, failures); });
+      run_check("dequantize-as-stored", layer, failures,
+                [&] { check_dequantize_as_stored(context, layer, weight, failures, notes); });
+      run_check("output_fp32", layer, failures, [&] { check_output_fp32(context, layer, weight, failures); });
+      run_check("output", layer, failures, [&] { check_layer_output(context, layer, weight, failures); });
+      run_check("requantize", layer, failures, [&] { check_requantize(context, layer, weight, failures, notes); });
+    }
+  } catch (const std::exception& error) {
+    failures.push_back(error.what());
+  }
+  if (failures.empty()) {
+    std::printf("PASS %s%s\n", name.c_str(),
+                notes.empty() ? "" : fmt::format(" ({})", fmt::join(notes, "; ")).c_str());
+    return true;
+  }
+  std::printf("FAIL %s: %s\n", name.c_str(), fmt::format("{}", fmt::join(failures, "; ")).c_str());
+  return false;
+}
+
+std::vector<fs::path> subfolders(const fs::path& folder, std::string_view filter) {
+  std::vector<fs::path> result;
+  std::error_code error;
+  if (!fs::is_directory(folder, error)) return result;
+  for (const auto& entry : fs::directory_iterator(folder))
+    if (entry.is_directory() && entry.path().filename().string().find(filter) != std::string::npos)
+      result.push_back(entry.path());
+  std::sort(result.begin(), result.end());
+  return result;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::optional<fs::path> fixtures;
+  std::string filter;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view argument = argv[i];
+    if (argument == "--filter" && i + 1 < argc) {
+      filter = argv[++i];
+    } else if (!argument.starts_with("-") && !fixtures) {
+      fixtures = argument;
+    } else {
+      std::fprintf(stderr, "usage: sdnq-conformance <fixtures-dir> [--filter substr]\n");
+      return 2;
+    }
+  }
+  if (!fixtures) {
+    std::fprintf(stderr, "usage: sdnq-conformance <fixtures-dir> [--filter substr]\n");
+    return 2;
+  }
+  const auto cases = subfolders(*fixtures / "codecs", filter);
+  if (cases.empty()) {
+    std::fprintf(stderr, "no case folders under %s matching \"%s\"\n", (*fixtures / "codecs").c_str(), filter.c_str());
+    return 2;
+  }
+  int passed = 0, failed = 0, skipped = 0;
+  for (const auto& folder : cases) (run_case(folder) ? passed : failed) += 1;
+  for (const auto& folder : subfolders(*fixtures / "models", filter)) {
+    std::printf("SKIP models/%s: whole-model conformance is not part of this tool\n",
+                folder.filename().string().c_str());
+    ++skipped;
+  }
+  std::printf("%d passed, %d failed%s\n", passed, failed,
+              skipped ? fmt::format(", {} skipped", skipped).c_str() : "");
+  return failed == 0 ? 0 : 1;
+}
