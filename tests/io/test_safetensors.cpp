@@ -41,8 +41,7 @@ TEST_CASE("safetensors: every dtype round-trips, zero-copy and in the given orde
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(),
                    [&](auto a, auto b) { return sources[a].view().element_size() > sources[b].view().element_size(); });
-  for (auto i : order)
-    tensors.push_back({"t_" + std::string(dtype_name(sources[i].dtype())), sources[i]});
+  for (auto i : order) tensors.push_back({"t_" + std::string(dtype_name(sources[i].dtype())), sources[i]});
 
   const auto path = folder / "all.safetensors";
   write_safetensors(path, tensors, {{"format", "pt"}});
@@ -75,15 +74,13 @@ TEST_CASE("safetensors: the writer's bytes match the format, byte by byte", "[io
   std::vector<float> values = {1.5f, -2.0f};
   std::vector<std::uint8_t> flags = {1, 0, 1};
   const auto path = folder / "small.safetensors";
-  write_safetensors(path,
-                    {{"w", TensorView(values.data(), DType::f32, {2})},
-                     {"flags", TensorView(flags.data(), DType::u8, {3})}},
-                    {{"format", "pt"}});
+  write_safetensors(
+      path, {{"w", TensorView(values.data(), DType::f32, {2})}, {"flags", TensorView(flags.data(), DType::u8, {3})}},
+      {{"format", "pt"}});
 
   // Metadata first, tensors in the given order, compact JSON, spaces up to a multiple of 8.
-  std::string header =
-      R"({"__metadata__":{"format":"pt"},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-      R"("flags":{"dtype":"U8","shape":[3],"data_offsets":[8,11]}})";
+  std::string header = R"({"__metadata__":{"format":"pt"},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                       R"("flags":{"dtype":"U8","shape":[3],"data_offsets":[8,11]}})";
   header.append((8 - header.size() % 8) % 8, ' ');
   std::string data(reinterpret_cast<const char*>(values.data()), 8);
   data += std::string("\x01\x00\x01", 3);
@@ -92,10 +89,9 @@ TEST_CASE("safetensors: the writer's bytes match the format, byte by byte", "[io
 
 TEST_CASE("safetensors: reads a file built by hand, scalars and empty tensors included", "[io][safetensors]") {
   ScratchFolder folder;
-  const std::string header =
-      R"({"scale":{"dtype":"F32","shape":[],"data_offsets":[8,12]},)"
-      R"("empty":{"dtype":"BF16","shape":[0,7],"data_offsets":[8,8]},)"
-      R"("ids":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}})";
+  const std::string header = R"({"scale":{"dtype":"F32","shape":[],"data_offsets":[8,12]},)"
+                             R"("empty":{"dtype":"BF16","shape":[0,7],"data_offsets":[8,8]},)"
+                             R"("ids":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}})";
   std::int32_t ids[2] = {-7, 123456};
   float scale = 0.25f;
   std::string data(reinterpret_cast<const char*>(ids), 8);
@@ -120,9 +116,8 @@ TEST_CASE("safetensors: reads a file built by hand, scalars and empty tensors in
 TEST_CASE("safetensors: a tensor at an offset unaligned for its dtype is copied to aligned memory",
           "[io][safetensors]") {
   ScratchFolder folder;
-  const std::string header =
-      R"({"bytes":{"dtype":"U8","shape":[3],"data_offsets":[0,3]},)"
-      R"("value":{"dtype":"F32","shape":[1],"data_offsets":[3,7]}})";
+  const std::string header = R"({"bytes":{"dtype":"U8","shape":[3],"data_offsets":[0,3]},)"
+                             R"("value":{"dtype":"F32","shape":[1],"data_offsets":[3,7]}})";
   const float value = 3.75f;
   std::string data = "abc";
   data.append(reinterpret_cast<const char*>(&value), 4);
@@ -184,11 +179,16 @@ TEST_CASE("safetensors: the writer rejects duplicate names, reserved names and d
   TensorView view(values, DType::f32, {2});
   const auto path = folder / "bad.safetensors";
   using sdnq::test::require_error;
-  require_error<FormatError>([&] { write_safetensors(path, {{"a", view}, {"b", view}, {"a", view}}); },
-                             {"bad.safetensors", "'a'", "twice"});
+  require_error<FormatError>(
+      [&] {
+        write_safetensors(path, {{"a", view}, {"b", view}, {"a", view}});
+      },
+      {"bad.safetensors", "'a'", "twice"});
   require_error<FormatError>([&] { write_safetensors(path, {{"__metadata__", view}}); }, {"__metadata__", "reserved"});
   require_error<ShapeError>(
-      [&] { write_safetensors(path, {{"gpu", TensorView(values, DType::f32, {2}, {1}, Device::cuda(0))}}); },
+      [&] {
+        write_safetensors(path, {{"gpu", TensorView(values, DType::f32, {2}, {1}, Device::cuda(0))}});
+      },
       {"bad.safetensors", "'gpu'", "cuda:0", "host"});
   require_error<FormatError>([&] { write_safetensors(path, {{std::string("bad\xff"), view}}); }, {"UTF-8"});
   CHECK_FALSE(std::filesystem::exists(path));

@@ -17,7 +17,10 @@ namespace {
 // A well-formed two-tensor file: "a" F32[2] at [0, 8), "b" U8[4] at [8, 12).
 const std::string valid_header =
     R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"U8","shape":[4],"data_offsets":[8,12]}})";
-const std::string valid_data = std::string("\x00\x00\x80\x3f\x00\x00\x00\x40" "wxyz", 12);
+const std::string valid_data = std::string(
+    "\x00\x00\x80\x3f\x00\x00\x00\x40"
+    "wxyz",
+    12);
 
 // Writes `bytes` as <name>.safetensors and opens it.
 void open_bytes(const ScratchFolder& folder, const std::string& name, const std::string& bytes) {
@@ -46,7 +49,8 @@ TEST_CASE("safetensors errors: a file cut short at any point is rejected", "[io]
     require_error<FormatError>([&] { open_bytes(folder, "cut.safetensors", whole.substr(0, cut)); },
                                {"cut.safetensors"});
   }
-  require_error<FormatError>([&] { open_bytes(folder, "tiny.safetensors", "1234"); }, {"tiny.safetensors", "too short"});
+  require_error<FormatError>([&] { open_bytes(folder, "tiny.safetensors", "1234"); },
+                             {"tiny.safetensors", "too short"});
   require_error<FormatError>([&] { open_bytes(folder, "data-cut.safetensors", whole.substr(0, whole.size() - 1)); },
                              {"'b'", "[8, 12]", "past the end"});
 }
@@ -56,9 +60,8 @@ TEST_CASE("safetensors errors: header length beyond the file or the 100 MB limit
   require_error<FormatError>(
       [&] { open_bytes(folder, "long.safetensors", safetensors_bytes(valid_header, valid_data, 4096)); },
       {"long.safetensors", "header length 4096", "past the end"});
-  require_error<FormatError>(
-      [&] { open_bytes(folder, "huge.safetensors", safetensors_bytes("{}", "", 100'000'001)); },
-      {"huge.safetensors", "100000001", "limit"});
+  require_error<FormatError>([&] { open_bytes(folder, "huge.safetensors", safetensors_bytes("{}", "", 100'000'001)); },
+                             {"huge.safetensors", "100000001", "limit"});
   require_error<FormatError>(
       [&] { open_bytes(folder, "max.safetensors", safetensors_bytes("{}", "", -2 + (std::int64_t{1} << 62))); },
       {"max.safetensors", "limit"});
@@ -72,41 +75,54 @@ TEST_CASE("safetensors errors: overlapping, gapped, reversed and out-of-range of
       [&] { open_bytes(folder, "overlap.safetensors", safetensors_bytes(a_entry + b_entry + "[6,10]}}", valid_data)); },
       {"overlap.safetensors", "'b'", "overlap", "'a'"});
   require_error<FormatError>(
-      [&] { open_bytes(folder, "gap.safetensors", safetensors_bytes(a_entry + b_entry + "[9,13]}}", valid_data + "!")); },
+      [&] {
+        open_bytes(folder, "gap.safetensors", safetensors_bytes(a_entry + b_entry + "[9,13]}}", valid_data + "!"));
+      },
       {"gap.safetensors", "'b'", "gap", "[8, 9)"});
   require_error<FormatError>(
-      [&] { open_bytes(folder, "first-gap.safetensors", one_tensor(R"({"dtype":"U8","shape":[4],"data_offsets":[4,8]})")); },
+      [&] {
+        open_bytes(folder, "first-gap.safetensors", one_tensor(R"({"dtype":"U8","shape":[4],"data_offsets":[4,8]})"));
+      },
       {"'w'", "gap", "[0, 4)"});
   require_error<FormatError>(
-      [&] { open_bytes(folder, "reversed.safetensors", one_tensor(R"({"dtype":"U8","shape":[0],"data_offsets":[8,0]})")); },
+      [&] {
+        open_bytes(folder, "reversed.safetensors", one_tensor(R"({"dtype":"U8","shape":[0],"data_offsets":[8,0]})"));
+      },
       {"reversed.safetensors", "'w'", "end before they begin"});
   require_error<FormatError>(
-      [&] { open_bytes(folder, "range.safetensors", one_tensor(R"({"dtype":"U8","shape":[16],"data_offsets":[0,16]})")); },
+      [&] {
+        open_bytes(folder, "range.safetensors", one_tensor(R"({"dtype":"U8","shape":[16],"data_offsets":[0,16]})"));
+      },
       {"range.safetensors", "'w'", "past the end of the 8-byte data section"});
   require_error<FormatError>(
       [&] { open_bytes(folder, "trailing.safetensors", safetensors_bytes(valid_header, valid_data + "junk")); },
       {"trailing.safetensors", "16 bytes", "only the first 12"});
-  require_error<FormatError>(
-      [&] { open_bytes(folder, "no-tensors.safetensors", safetensors_bytes("{}", "data")); },
-      {"no-tensors.safetensors", "trailing"});
+  require_error<FormatError>([&] { open_bytes(folder, "no-tensors.safetensors", safetensors_bytes("{}", "data")); },
+                             {"no-tensors.safetensors", "trailing"});
 }
 
 TEST_CASE("safetensors errors: dtype, shape and size problems", "[io][safetensors][errors]") {
   ScratchFolder folder;
   require_error<FormatError>(
-      [&] { open_bytes(folder, "dtype.safetensors", one_tensor(R"({"dtype":"F33","shape":[2],"data_offsets":[0,8]})")); },
+      [&] {
+        open_bytes(folder, "dtype.safetensors", one_tensor(R"({"dtype":"F33","shape":[2],"data_offsets":[0,8]})"));
+      },
       {"dtype.safetensors", "'w'", "unknown dtype \"F33\"", "F8_E4M3"});
   require_error<UnsupportedError>(
       [&] { open_bytes(folder, "c64.safetensors", one_tensor(R"({"dtype":"C64","shape":[1],"data_offsets":[0,8]})")); },
       {"c64.safetensors", "'w'", "C64", "not support"});
   require_error<FormatError>(
-      [&] { open_bytes(folder, "size.safetensors", one_tensor(R"({"dtype":"F32","shape":[3],"data_offsets":[0,8]})")); },
+      [&] {
+        open_bytes(folder, "size.safetensors", one_tensor(R"({"dtype":"F32","shape":[3],"data_offsets":[0,8]})"));
+      },
       {"size.safetensors", "'w'", "8 bytes", "F32 [3] needs 12"});
   require_error<FormatError>(
       [&] { open_bytes(folder, "neg.safetensors", one_tensor(R"({"dtype":"U8","shape":[-8],"data_offsets":[0,8]})")); },
       {"neg.safetensors", "'w'", "negative"});
   require_error<FormatError>(
-      [&] { open_bytes(folder, "negoff.safetensors", one_tensor(R"({"dtype":"U8","shape":[8],"data_offsets":[-1,8]})")); },
+      [&] {
+        open_bytes(folder, "negoff.safetensors", one_tensor(R"({"dtype":"U8","shape":[8],"data_offsets":[-1,8]})"));
+      },
       {"'w'", "data_offsets[0]", "negative"});
   require_error<FormatError>(
       [&] {
@@ -181,7 +197,9 @@ TEST_CASE("safetensors errors: duplicate JSON keys", "[io][safetensors][errors]"
   ScratchFolder folder;
   const std::string entry = R"({"dtype":"U8","shape":[4],"data_offsets":[0,4]})";
   require_error<FormatError>(
-      [&] { open_bytes(folder, "dup.safetensors", safetensors_bytes(R"({"w":)" + entry + R"(,"w":)" + entry + "}", "1234")); },
+      [&] {
+        open_bytes(folder, "dup.safetensors", safetensors_bytes(R"({"w":)" + entry + R"(,"w":)" + entry + "}", "1234"));
+      },
       {"dup.safetensors", "duplicate", "\"w\""});
   require_error<FormatError>(
       [&] {

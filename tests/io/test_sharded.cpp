@@ -24,7 +24,8 @@ struct FiveTensors {
     storage.resize(sizes.size());
     for (std::size_t t = 0; t < sizes.size(); ++t) {
       for (std::int64_t i = 0; i < sizes[t]; ++i) storage[t].push_back(static_cast<float>(t * 100 + i));
-      named.push_back({"block." + std::to_string(t) + ".weight", TensorView(storage[t].data(), DType::f32, {sizes[t]})});
+      named.push_back(
+          {"block." + std::to_string(t) + ".weight", TensorView(storage[t].data(), DType::f32, {sizes[t]})});
     }
   }
 };
@@ -40,7 +41,9 @@ void check_values(const Checkpoint& checkpoint, const FiveTensors& source) {
   }
 }
 
-nlohmann::json read_json(const std::filesystem::path& path) { return nlohmann::json::parse(sdnq::test::read_file(path)); }
+nlohmann::json read_json(const std::filesystem::path& path) {
+  return nlohmann::json::parse(sdnq::test::read_file(path));
+}
 
 // A folder with two valid shards ("a" in one, "b" in the other); the test writes the index.
 struct TwoShards {
@@ -63,22 +66,23 @@ TEST_CASE("sharded: writes huggingface-named shards and an index, and reads them
   ScratchFolder folder;
   FiveTensors source;
   // 64-byte shards: {16, 40, 8} = 64, {64}, {4}.
-  const auto written = write_sharded_safetensors(folder.path(), "diffusion_pytorch_model", source.named, 64,
-                                                 {{"format", "pt"}});
+  const auto written =
+      write_sharded_safetensors(folder.path(), "diffusion_pytorch_model", source.named, 64, {{"format", "pt"}});
   CHECK(written == folder / "diffusion_pytorch_model.safetensors.index.json");
-  for (const char* shard : {"diffusion_pytorch_model-00001-of-00003.safetensors",
-                            "diffusion_pytorch_model-00002-of-00003.safetensors",
-                            "diffusion_pytorch_model-00003-of-00003.safetensors"})
+  for (const char* shard :
+       {"diffusion_pytorch_model-00001-of-00003.safetensors", "diffusion_pytorch_model-00002-of-00003.safetensors",
+        "diffusion_pytorch_model-00003-of-00003.safetensors"})
     CHECK(std::filesystem::is_regular_file(folder / shard));
   CHECK_FALSE(std::filesystem::exists(folder / "diffusion_pytorch_model.safetensors"));
 
   const nlohmann::json index = read_json(written);
   CHECK(index["metadata"]["total_size"] == 16 + 40 + 8 + 64 + 4);
-  CHECK(index["weight_map"] == nlohmann::json{{"block.0.weight", "diffusion_pytorch_model-00001-of-00003.safetensors"},
-                                              {"block.1.weight", "diffusion_pytorch_model-00001-of-00003.safetensors"},
-                                              {"block.2.weight", "diffusion_pytorch_model-00001-of-00003.safetensors"},
-                                              {"block.3.weight", "diffusion_pytorch_model-00002-of-00003.safetensors"},
-                                              {"block.4.weight", "diffusion_pytorch_model-00003-of-00003.safetensors"}});
+  CHECK(index["weight_map"] ==
+        nlohmann::json{{"block.0.weight", "diffusion_pytorch_model-00001-of-00003.safetensors"},
+                       {"block.1.weight", "diffusion_pytorch_model-00001-of-00003.safetensors"},
+                       {"block.2.weight", "diffusion_pytorch_model-00001-of-00003.safetensors"},
+                       {"block.3.weight", "diffusion_pytorch_model-00002-of-00003.safetensors"},
+                       {"block.4.weight", "diffusion_pytorch_model-00003-of-00003.safetensors"}});
 
   const Checkpoint checkpoint = open_checkpoint(written);
   CHECK(checkpoint.is_sharded());
@@ -117,7 +121,9 @@ TEST_CASE("sharded: one file without index when everything fits, stale files rep
   check_values(open_checkpoint(folder / "model.safetensors.index.json"), source);
 
   require_error<FormatError>(
-      [&] { write_sharded_safetensors(folder.path(), "dup", {source.named[0], source.named[0]}, 8); },
+      [&] {
+        write_sharded_safetensors(folder.path(), "dup", {source.named[0], source.named[0]}, 8);
+      },
       {"'block.0.weight'", "twice"});
   CHECK_FALSE(std::filesystem::exists(folder / "dup-00001-of-00002.safetensors"));  // checked before writing
   require_error<ConfigError>([&] { write_sharded_safetensors(folder.path(), "../up", source.named, 8); },
@@ -154,8 +160,8 @@ TEST_CASE("sharded: index problems name the index and the entry", "[io][sharded]
                              {"m.safetensors.index.json", "JSON object"});
   require_error<FormatError>(
       [&] {
-        ShardedSafetensors::open(shards.index(
-            R"({"weight_map":{"a":"m-00001-of-00002.safetensors","a":"m-00002-of-00002.safetensors"}})"));
+        ShardedSafetensors::open(
+            shards.index(R"({"weight_map":{"a":"m-00001-of-00002.safetensors","a":"m-00002-of-00002.safetensors"}})"));
       },
       {"m.safetensors.index.json", "duplicate", "\"a\""});
   require_error<FormatError>([&] { ShardedSafetensors::open(shards.index("{\"weight_map\":{\"\xff\":\"x\"}}")); },

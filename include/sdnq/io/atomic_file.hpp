@@ -90,8 +90,8 @@ class AtomicFileWriter {
  private:
   [[noreturn]] void fail(std::string_view action, int error) {
     discard();
-    throw IoError(fmt::format("cannot write {}: {} failed after {} bytes: {}", target_.string(), action,
-                              bytes_written_, std::strerror(error)));
+    throw IoError(fmt::format("cannot write {}: {} failed after {} bytes: {}", target_.string(), action, bytes_written_,
+                              std::strerror(error)));
   }
   void remove_temporary() noexcept {
     if (!temporary_.empty()) ::unlink(temporary_.c_str());

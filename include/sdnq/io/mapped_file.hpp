@@ -48,8 +48,7 @@ class MappedFile {
     struct stat status {};
     if (::fstat(fd, &status) != 0)
       throw IoError(fmt::format("cannot stat {}: {}", path.string(), std::strerror(errno)));
-    if (!S_ISREG(status.st_mode))
-      throw IoError(fmt::format("cannot map {}: not a regular file", path.string()));
+    if (!S_ISREG(status.st_mode)) throw IoError(fmt::format("cannot map {}: not a regular file", path.string()));
     mapped.size_ = static_cast<std::size_t>(status.st_size);
     if (mapped.size_ == 0) return mapped;
 

@@ -30,7 +30,8 @@
 
 namespace sdnq::io {
 
-static_assert(std::endian::native == std::endian::little, "safetensors data is little-endian; so is every host sdnq targets");
+static_assert(std::endian::native == std::endian::little,
+              "safetensors data is little-endian; so is every host sdnq targets");
 
 // The reference reader's MAX_HEADER_SIZE.
 inline constexpr std::uint64_t max_safetensors_header_length = 100'000'000;
@@ -84,15 +85,16 @@ inline SafetensorsHeader parse_safetensors_header(std::span<const std::byte> fil
     const auto begin = info.data_begin, end = info.data_end;
     SDNQ_REQUIRE(end >= begin, FormatError, "{}: tensor '{}': data_offsets [{}, {}] end before they begin", file_label,
                  info.name, begin, end);
-    SDNQ_REQUIRE(begin >= covered, FormatError, "{}: tensor '{}': data_offsets [{}, {}] overlap tensor '{}' ending at {}",
-                 file_label, info.name, begin, end, previous ? previous->name : "", covered);
+    SDNQ_REQUIRE(begin >= covered, FormatError,
+                 "{}: tensor '{}': data_offsets [{}, {}] overlap tensor '{}' ending at {}", file_label, info.name,
+                 begin, end, previous ? previous->name : "", covered);
     SDNQ_REQUIRE(begin == covered, FormatError,
-                 "{}: tensor '{}': data_offsets [{}, {}] leave a gap: data bytes [{}, {}) belong to no tensor", file_label,
-                 info.name, begin, end, covered, begin);
+                 "{}: tensor '{}': data_offsets [{}, {}] leave a gap: data bytes [{}, {}) belong to no tensor",
+                 file_label, info.name, begin, end, covered, begin);
     const std::uint64_t expected = detail::checked_tensor_bytes(info, file_label);
     SDNQ_REQUIRE(end - begin == expected, FormatError,
-                 "{}: tensor '{}': data_offsets [{}, {}] span {} bytes but {} {} needs {}", file_label, info.name, begin,
-                 end, end - begin, dtype_name(info.dtype), info.shape.to_string(), expected);
+                 "{}: tensor '{}': data_offsets [{}, {}] span {} bytes but {} {} needs {}", file_label, info.name,
+                 begin, end, end - begin, dtype_name(info.dtype), info.shape.to_string(), expected);
     SDNQ_REQUIRE(end <= data_size, FormatError,
                  "{}: tensor '{}': data_offsets [{}, {}] run past the end of the {}-byte data section", file_label,
                  info.name, begin, end, data_size);

@@ -74,8 +74,8 @@ class ShardedSafetensors {
       const SafetensorsFile& file = sharded.shards_.back();
       for (const auto& tensor : tensors) {
         SDNQ_REQUIRE(file.contains(tensor), FormatError,
-                     "{}: weight_map puts tensor '{}' in shard \"{}\", but that file has no such tensor", label,
-                     tensor, shard_name);
+                     "{}: weight_map puts tensor '{}' in shard \"{}\", but that file has no such tensor", label, tensor,
+                     shard_name);
         sharded.shard_of_.emplace(tensor, sharded.shards_.size() - 1);
       }
     }
@@ -141,16 +141,24 @@ class Checkpoint {
   explicit Checkpoint(ShardedSafetensors sharded) : source_(std::move(sharded)) {}
 
   bool is_sharded() const { return std::holds_alternative<ShardedSafetensors>(source_); }
-  const std::filesystem::path& path() const { return visit([](auto& s) -> auto& { return s.path(); }); }
+  const std::filesystem::path& path() const {
+    return visit([](auto& s) -> auto& { return s.path(); });
+  }
   const std::map<std::string, std::string>& metadata() const {
     return visit([](auto& s) -> auto& { return s.metadata(); });
   }
-  const std::vector<std::string>& names() const { return visit([](auto& s) -> auto& { return s.names(); }); }
-  bool contains(std::string_view name) const { return visit([&](auto& s) { return s.contains(name); }); }
+  const std::vector<std::string>& names() const {
+    return visit([](auto& s) -> auto& { return s.names(); });
+  }
+  bool contains(std::string_view name) const {
+    return visit([&](auto& s) { return s.contains(name); });
+  }
   const TensorInfo& info(std::string_view name) const {
     return visit([&](auto& s) -> auto& { return s.info(name); });
   }
-  TensorView tensor(std::string_view name) const { return visit([&](auto& s) { return s.tensor(name); }); }
+  TensorView tensor(std::string_view name) const {
+    return visit([&](auto& s) { return s.tensor(name); });
+  }
   // The safetensors file holding `name`.
   const SafetensorsFile& file_of(std::string_view name) const {
     if (const auto* file = std::get_if<SafetensorsFile>(&source_)) {
@@ -159,7 +167,6 @@ class Checkpoint {
     }
     return std::get<ShardedSafetensors>(source_).file_of(name);
   }
-
 };
 
 // The weights file of a diffusers or transformers component folder: diffusion_pytorch_model or model,

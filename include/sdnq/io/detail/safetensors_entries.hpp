@@ -42,8 +42,8 @@ inline std::string known_dtype_names() {
 }
 
 // A JSON integer that fits u64 (serde's usize: no sign, no fraction); `what` names it for errors.
-inline std::uint64_t header_unsigned(const nlohmann::json& value, std::string_view file_label,
-                                     std::string_view tensor, std::string_view what) {
+inline std::uint64_t header_unsigned(const nlohmann::json& value, std::string_view file_label, std::string_view tensor,
+                                     std::string_view what) {
   if (value.is_number_unsigned()) return value.get<std::uint64_t>();
   if (value.is_number_integer()) {
     const auto signed_value = value.get<std::int64_t>();
@@ -56,8 +56,8 @@ inline std::uint64_t header_unsigned(const nlohmann::json& value, std::string_vi
 }
 
 inline DType parse_header_dtype(const nlohmann::json& value, std::string_view file_label, std::string_view tensor) {
-  SDNQ_REQUIRE(value.is_string(), FormatError, "{}: tensor '{}': dtype must be a string, got {} {}", file_label,
-               tensor, json_type_name(value), short_dump(value));
+  SDNQ_REQUIRE(value.is_string(), FormatError, "{}: tensor '{}': dtype must be a string, got {} {}", file_label, tensor,
+               json_type_name(value), short_dump(value));
   const auto& name = value.get_ref<const std::string&>();
   if (auto dtype = dtype_from_name(name)) return *dtype;
   for (auto unsupported : unsupported_safetensors_dtypes)
@@ -119,7 +119,8 @@ inline TensorInfo parse_tensor_entry(const std::string& name, const nlohmann::js
   info.shape = parse_header_shape(entry["shape"], file_label, name);
   const auto& offsets = entry["data_offsets"];
   SDNQ_REQUIRE(offsets.is_array() && offsets.size() == 2, FormatError,
-               "{}: tensor '{}': data_offsets must be an array [begin, end], got {}", file_label, name, short_dump(offsets));
+               "{}: tensor '{}': data_offsets must be an array [begin, end], got {}", file_label, name,
+               short_dump(offsets));
   info.data_begin = header_unsigned(offsets[0], file_label, name, "data_offsets[0]");
   info.data_end = header_unsigned(offsets[1], file_label, name, "data_offsets[1]");
   return info;

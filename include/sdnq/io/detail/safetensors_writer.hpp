@@ -36,8 +36,8 @@ inline void check_tensor_to_write(const NamedTensor& named, std::string_view fil
   SDNQ_REQUIRE(named.name != "__metadata__", FormatError,
                "{}: '__metadata__' is reserved by safetensors and cannot name a tensor", file_label);
   SDNQ_REQUIRE(view.device().is_cpu(), ShapeError,
-               "{}: tensor '{}' is on {}; write_safetensors needs host tensors (copy it to the host first)",
-               file_label, named.name, view.device().to_string());
+               "{}: tensor '{}' is on {}; write_safetensors needs host tensors (copy it to the host first)", file_label,
+               named.name, view.device().to_string());
   for (auto extent : view.shape())
     SDNQ_REQUIRE(extent >= 0, ShapeError, "{}: tensor '{}' has a negative extent in shape {}", file_label, named.name,
                  view.shape().to_string());

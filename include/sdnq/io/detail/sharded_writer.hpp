@@ -93,8 +93,7 @@ inline std::filesystem::path write_sharded_safetensors(const std::filesystem::pa
 
   std::filesystem::create_directories(folder);
   if (shards.size() <= 1) {
-    write_safetensors(folder / single_name, shards.empty() ? std::span<const NamedTensor>() : shards.front(),
-                      metadata);
+    write_safetensors(folder / single_name, shards.empty() ? std::span<const NamedTensor>() : shards.front(), metadata);
     detail::remove_stale_checkpoint_files(folder, base_name, {single_name});
     return folder / single_name;
   }
