@@ -5,10 +5,6 @@
 // so no launch finds its weights in cache; activations are tiny and do stay in L2 (as in a model).
 // Run: bench_weight_only --benchmark_min_time=0.05s
 
-// fmt 9 under nvcc in C++20 needs its constexpr mode on (see tests/cuda/scalar_kernels.cu).
-#ifndef FMT_USE_CONSTEXPR
-#define FMT_USE_CONSTEXPR 1
-#endif
 #include <benchmark/benchmark.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>

@@ -1,11 +1,5 @@
 // Kernels that run the scalar conversions of sdnq/core/scalar.hpp in device code.
 
-// fmt 9 turns its constexpr off under nvcc but keeps its C++20 constexpr parts, so <fmt/format.h>
-// (included by sdnq/core/error.hpp) fails to compile in C++20 .cu files. Turning it on, as it is in
-// every host-compiled file, fixes that. Belongs in the sdnq_cuda target's CUDA compile definitions.
-#ifndef FMT_USE_CONSTEXPR
-#define FMT_USE_CONSTEXPR 1
-#endif
 #include <cstdint>
 
 #include <cuda_runtime_api.h>

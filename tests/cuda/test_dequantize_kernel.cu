@@ -1,10 +1,5 @@
 // Launcher of the dequantize kernel for the Catch cases in test_dequantize_kernel.cpp.
 
-// fmt 9 under nvcc in C++20 needs its constexpr mode on (see scalar_kernels.cu); belongs in the
-// sdnq_cuda target's CUDA compile definitions.
-#ifndef FMT_USE_CONSTEXPR
-#define FMT_USE_CONSTEXPR 1
-#endif
 #include <cuda_runtime.h>
 
 #include "cuda/test_gemv_support.hpp"

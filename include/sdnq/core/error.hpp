@@ -5,6 +5,11 @@
 #include <string>
 #include <utility>
 
+// nvcc 13 in C++20 mode rejects fmt 9's half-constexpr setup; fully constexpr fmt compiles
+// (the sdnq::cuda target defines this too, for files that include fmt before this header).
+#if defined(__CUDACC__) && !defined(FMT_USE_CONSTEXPR)
+#define FMT_USE_CONSTEXPR 1
+#endif
 #include <fmt/format.h>
 
 namespace sdnq {
