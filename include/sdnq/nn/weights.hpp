@@ -1,0 +1,157 @@
+#pragma once
+// A component folder (config.json + single or sharded safetensors), dense or SDNQ-quantized, as the
+// source of modules' weights. Modules take their tensors through it by name; every tensor taken is
+// marked used, so a model can refuse a checkpoint with tensors it does not know (unused_tensors()).
+//
+// The mapping stays open for as long as any module loaded from it lives (shared ownership): quantized
+// layers keep views into it for the quantized-matmul path.
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "sdnq/core/error.hpp"
+#include "sdnq/core/tensor.hpp"
+#include "sdnq/format/packing.hpp"  // quant/layout.hpp uses it without including it
+#include "sdnq/io/sharded.hpp"
+#include "sdnq/nn/detail/ops_common.hpp"
+#include "sdnq/quant/checkpoint.hpp"
+#include "sdnq/quant/config.hpp"
+
+namespace sdnq::nn {
+
+namespace detail {
+
+inline nlohmann::json read_component_config(const std::filesystem::path& folder) {
+  const std::filesystem::path path = folder / "config.json";
+  std::ifstream file(path, std::ios::binary);
+  SDNQ_REQUIRE(file.good(), IoError, "cannot read {}: a component folder needs its config.json", path.string());
+  std::stringstream text;
+  text << file.rdbuf();
+  try {
+    nlohmann::json config = nlohmann::json::parse(text.str());
+    SDNQ_REQUIRE(config.is_object(), FormatError, "{}: expected a JSON object, got {}", path.string(),
+                 config.type_name());
+    return config;
+  } catch (const nlohmann::json::exception& error) {
+    throw FormatError(fmt::format("{}: invalid JSON: {}", path.string(), error.what()));
+  }
+}
+
+// What a WeightLoader and the modules loaded from it share.
+struct LoadedCheckpoint {
+  std::filesystem::path folder;
+  nlohmann::json config;
+  std::optional<quant::SdnqCheckpoint> sdnq;  // when the folder has a quantization config
+  std::optional<io::Checkpoint> dense;        // otherwise
+  std::set<std::string, std::less<>> used;
+
+  const io::Checkpoint& tensors() const { return sdnq ? sdnq->tensors() : *dense; }
+};
+
+}  // namespace detail
+
+class WeightLoader {
+ public:
+  static WeightLoader open(const std::filesystem::path& component_folder) {
+    auto state = std::make_shared<detail::LoadedCheckpoint>();
+    state->folder = component_folder;
+    state->config = detail::read_component_config(component_folder);
+    if (quant::read_quantization_config(component_folder))
+      state->sdnq.emplace(quant::SdnqCheckpoint::open(component_folder));
+    else
+      state->dense.emplace(io::open_checkpoint(component_folder));
+    return WeightLoader(std::move(state));
+  }
+
+  const nlohmann::json& config() const { return state_->config; }
+  const std::filesystem::path& folder() const { return state_->folder; }
+  bool contains(std::string_view tensor_name) const { return state_->tensors().contains(tensor_name); }
+  // Whether the component carries an SDNQ quantization config.
+  bool is_sdnq() const { return state_->sdnq.has_value(); }
+  const quant::SdnqCheckpoint* sdnq() const { return state_->sdnq ? &*state_->sdnq : nullptr; }
+
+  // The stored tensor as it is in the file (any dtype), marked used.
+  TensorView raw(std::string_view tensor_name) {
+    require_present(tensor_name);
+    state_->used.emplace(tensor_name);
+    return state_->tensors().tensor(tensor_name);
+  }
+
+  // A float tensor (norm weights, biases, embeddings...) widened to f32.
+  Tensor dense(std::string_view tensor_name) {
+    const TensorView stored = raw(tensor_name);
+    SDNQ_REQUIRE(dtype_info(stored.dtype()).is_float, FormatError,
+                 "{}: tensor '{}' is {} {}, a float tensor was expected", folder().string(), tensor_name,
+                 dtype_name(stored.dtype()), stored.shape().to_string());
+    return detail::to_f32(stored, fmt::format("{}: tensor '{}'", folder().string(), tensor_name));
+  }
+  // The same, checked against the shape the model's config implies.
+  Tensor dense(std::string_view tensor_name, const Shape& expected_shape) {
+    Tensor tensor = dense(tensor_name);
+    SDNQ_REQUIRE(tensor.shape() == expected_shape, ShapeError,
+                 "{}: tensor '{}' has shape {}, but the config implies {}", folder().string(), tensor_name,
+                 tensor.shape().to_string(), expected_shape.to_string());
+    return tensor;
+  }
+
+  // The stored tensors of a quantized layer (views valid while keep_alive() is held), or nullopt when
+  // the config leaves this layer unquantized. Marks weight, scale, zero_point and svd_* used.
+  std::optional<quant::QuantizedWeight> quantized(std::string_view prefix, quant::LayerKind kind,
+                                                  const Shape& original_shape) {
+    if (!state_->sdnq || !state_->sdnq->is_quantized(prefix, kind)) return std::nullopt;
+    require_present(std::string(prefix) + ".weight");
+    quant::QuantizedWeight layer = state_->sdnq->quantized_weight(prefix, kind, original_shape);
+    for (const char* suffix : {"weight", "scale", "zero_point", "svd_up", "svd_down"}) {
+      const std::string key = std::string(prefix) + "." + suffix;
+      if (contains(key)) state_->used.insert(key);
+    }
+    return layer;
+  }
+
+  // Shared ownership of the open files, for modules that keep views into them.
+  std::shared_ptr<const void> keep_alive() const { return state_; }
+
+  // Every tensor of the file not taken by a module, in file order.
+  std::vector<std::string> unused_tensors() const {
+    std::vector<std::string> unused;
+    for (const auto& name : state_->tensors().names())
+      if (state_->used.find(name) == state_->used.end()) unused.push_back(name);
+    return unused;
+  }
+  // Throws FormatError naming the unused tensors (after a model took all it needs), except those
+  // `ignorable` says may be left over (e.g. a position_ids buffer).
+  template <class Ignorable>
+  void require_all_used(std::string_view model_name, Ignorable&& ignorable) const {
+    std::vector<std::string> extra;
+    for (auto& name : unused_tensors())
+      if (!ignorable(std::string_view(name))) extra.push_back(std::move(name));
+    if (extra.empty()) return;
+    const std::size_t shown = std::min<std::size_t>(extra.size(), 8);
+    throw FormatError(fmt::format("{}: {} tensor(s) that {} does not use: {}{}", folder().string(), extra.size(),
+                                  model_name, fmt::join(extra.begin(), extra.begin() + static_cast<std::ptrdiff_t>(shown), ", "),
+                                  extra.size() > shown ? ", ..." : ""));
+  }
+  void require_all_used(std::string_view model_name) const {
+    require_all_used(model_name, [](std::string_view) { return false; });
+  }
+
+ private:
+  explicit WeightLoader(std::shared_ptr<detail::LoadedCheckpoint> state) : state_(std::move(state)) {}
+
+  void require_present(std::string_view tensor_name) const {
+    SDNQ_REQUIRE(contains(tensor_name), FormatError, "{}: tensor '{}' is missing from {}", folder().string(),
+                 tensor_name, state_->tensors().path().filename().string());
+  }
+
+  std::shared_ptr<detail::LoadedCheckpoint> state_;
+};
+
+}  // namespace sdnq::nn
