@@ -1,0 +1,145 @@
+#pragma once
+// Writing an SDNQ checkpoint of one component (§2.2, §2.3, §6.1, §6.3): apply the quantization-time
+// skip rules, quantize every remaining layer, and write `diffusion_pytorch_model.safetensors`
+// (metadata {"format": "pt"}), `config.json` (the model config with `quantization_config` merged in)
+// and `quantization_config.json`, each atomically. Returns the final config (with the expanded
+// modules_to_not_convert and any dynamic choices), exactly what was written.
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "sdnq/core/error.hpp"
+#include "sdnq/io/atomic_file.hpp"
+#include "sdnq/io/safetensors.hpp"
+#include "sdnq/quant/config.hpp"
+#include "sdnq/quant/detail/write_skip_keys.hpp"
+#include "sdnq/quant/dynamic.hpp"
+#include "sdnq/quant/layer_options.hpp"
+#include "sdnq/quant/quantize.hpp"
+
+namespace sdnq::quant {
+
+// A module that SDNQ's class test accepts (Linear, Conv*, ConvTranspose*, Embedding — §2.1), by its
+// module path ("blocks.0.attn.to_q"); its weight is the parameter "<prefix>.weight".
+struct QuantizableModule {
+  std::string prefix;
+  LayerKind kind;
+};
+
+struct ComponentToSave {
+  std::vector<io::NamedTensor> parameters;   // the float state dict, in order (model dtype)
+  std::vector<QuantizableModule> modules;    // in traversal order
+  nlohmann::ordered_json model_config = nlohmann::ordered_json::object();  // config.json without quantization
+  std::string model_class_name;              // for the per-class skip keys (§2.3)
+  std::vector<std::string> keep_in_fp32_modules, skip_layerwise_casting_patterns, tied_weight_keys;
+  DType model_dtype = DType::bf16;
+};
+
+namespace detail {
+
+inline void append_unique(std::vector<std::string>& list, std::string_view key) {
+  if (std::find(list.begin(), list.end(), key) == list.end()) list.emplace_back(key);
+}
+
+// §2.3 with add_skip_keys: the model's fp32 modules and tied weights, then the class's keys or the
+// common keys plus the model's layerwise-casting skip patterns.
+inline void add_module_skip_keys(SdnqConfig& config, const ComponentToSave& component) {
+  for (const auto& key : component.keep_in_fp32_modules) append_unique(config.modules_to_not_convert, key);
+  for (const auto& key : component.tied_weight_keys) append_unique(config.modules_to_not_convert, key);
+  const auto class_keys = model_skip_keys(component.model_class_name);
+  if (!class_keys.empty()) {
+    for (auto key : class_keys) append_unique(config.modules_to_not_convert, key);
+    return;
+  }
+  for (auto key : common_skip_keys) append_unique(config.modules_to_not_convert, key);
+  for (const auto& key : component.skip_layerwise_casting_patterns) append_unique(config.modules_to_not_convert, key);
+}
+
+// C of the notation: Linear/Embedding the last axis, Conv axis 1, ConvTranspose axis 0.
+inline std::int64_t channel_size(const Shape& shape, LayerKind kind) {
+  if (is_conv(kind)) return shape[1];
+  if (is_conv_transpose(kind)) return shape[0];
+  return shape[-1];
+}
+
+inline void write_json_atomically(const std::filesystem::path& path, const nlohmann::ordered_json& json) {
+  io::AtomicFileWriter writer(path);
+  writer.write(json.dump(2) + "\n");
+  writer.commit();
+}
+
+}  // namespace detail
+
+// Quantizes `component` with `config` and writes the checkpoint into `folder` (created if missing).
+inline SdnqConfig save_sdnq_checkpoint(const std::filesystem::path& folder, const ComponentToSave& component,
+                                       SdnqConfig config, const QuantizeControls& controls = {}) {
+  std::filesystem::create_directories(folder);
+  if (config.add_skip_keys) detail::add_module_skip_keys(config, component);
+
+  std::map<std::string, const io::NamedTensor*, std::less<>> by_name;
+  for (const auto& parameter : component.parameters) by_name[parameter.name] = &parameter;
+
+  std::map<std::string, QuantizedTensors, std::less<>> quantized;  // by parameter name
+  for (const auto& module : component.modules) {
+    const std::string param_name = module.prefix + ".weight";
+    const auto found = by_name.find(param_name);
+    SDNQ_REQUIRE(found != by_name.end(), ShapeError, "{}: module {} has no parameter {} in the state dict",
+                 folder.string(), module.prefix, param_name);
+    const TensorView weight = found->second->tensor;
+    if (matches_any_pattern(param_name, config.modules_to_not_convert)) continue;
+    const bool class_allowed = (module.kind != LayerKind::embedding || config.quant_embedding) &&
+                               ((!is_conv(module.kind) && !is_conv_transpose(module.kind)) || config.quant_conv);
+    const bool float_weight = weight.dtype() == DType::f32 || weight.dtype() == DType::f64 ||
+                              weight.dtype() == DType::f16 || weight.dtype() == DType::bf16;
+    if (!class_allowed || !float_weight || weight.rank() < 2 ||
+        detail::channel_size(weight.shape(), module.kind) < config.minimum_allowed_channel_size ||
+        weight.numel() < config.minimum_allowed_numel) {
+      config.modules_to_not_convert.push_back(param_name);
+      continue;
+    }
+    if (is_conv_transpose(module.kind) && config.use_quantized_matmul_conv)
+      detail::append_unique(config.modules_to_not_use_matmul, param_name);
+    QuantizeControls layer_controls = controls;
+    layer_controls.layer_name = module.prefix;
+    const LayerOptions options = resolve_layer_options(config, param_name, module.kind);
+    if (config.use_dynamic_quantization) {
+      DynamicChoice choice = choose_dynamic_dtype(weight, module.kind, options, component.model_dtype,
+                                                  config.dynamic_loss_threshold, layer_controls);
+      record_dynamic_choice(config, param_name, choice);
+      if (choice.tensors) quantized.emplace(param_name, std::move(*choice.tensors));
+      continue;
+    }
+    quantized.emplace(param_name, quantize_weight(weight, module.kind, options, component.model_dtype, layer_controls));
+  }
+
+  std::vector<io::NamedTensor> tensors;
+  for (const auto& parameter : component.parameters) {
+    const auto layer = quantized.find(parameter.name);
+    if (layer == quantized.end()) {
+      tensors.push_back(parameter);
+      continue;
+    }
+    const std::string prefix = parameter.name.substr(0, parameter.name.size() - std::string_view(".weight").size());
+    const QuantizedTensors& q = layer->second;
+    tensors.push_back({prefix + ".weight", q.weight.view()});
+    tensors.push_back({prefix + ".scale", q.scale.view()});
+    if (q.zero_point) tensors.push_back({prefix + ".zero_point", q.zero_point->view()});
+    if (q.svd_up) tensors.push_back({prefix + ".svd_up", q.svd_up->view()});
+    if (q.svd_down) tensors.push_back({prefix + ".svd_down", q.svd_down->view()});
+  }
+  io::write_safetensors(folder / "diffusion_pytorch_model.safetensors", tensors, {{"format", "pt"}});
+
+  const nlohmann::ordered_json quantization_config = config.to_ordered_json();
+  nlohmann::ordered_json model_config = component.model_config;
+  model_config["quantization_config"] = quantization_config;
+  detail::write_json_atomically(folder / "config.json", model_config);
+  detail::write_json_atomically(folder / "quantization_config.json", quantization_config);
+  return config;
+}
+
+}  // namespace sdnq::quant
