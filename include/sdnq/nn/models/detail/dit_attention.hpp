@@ -13,7 +13,7 @@
 #include "sdnq/nn/models/detail/dit_embeddings.hpp"
 #include "sdnq/nn/models/detail/dit_ops.hpp"
 #include "sdnq/nn/modules/linear.hpp"
-#include "sdnq/nn/modules/norm.hpp"
+#include "sdnq/nn/modules/norms.hpp"
 #include "sdnq/nn/tensor_ops.hpp"
 #include "sdnq/nn/weights.hpp"
 

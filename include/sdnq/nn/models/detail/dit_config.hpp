@@ -3,10 +3,12 @@
 // absent (diffusers' ConfigMixin semantics), a present key of the wrong JSON type is a ConfigError
 // naming the model and the key, and the class name must be the expected one.
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "sdnq/core/error.hpp"
@@ -58,6 +60,26 @@ inline std::vector<std::int64_t> config_int_list(const nlohmann::json& config, s
     values.push_back(item.get<std::int64_t>());
   }
   return values;
+}
+
+// Runs `load` and prefixes any library error with the model and folder, keeping the error's type,
+// so "missing tensor transformer_blocks.3.attn.to_q.weight" says which model was being loaded.
+template <class Load>
+auto with_load_context(std::string_view model, const std::filesystem::path& folder, Load&& load) {
+  const auto context = [&](const Error& error) { return fmt::format("loading {} from {}: {}", model, folder.string(), error.what()); };
+  try {
+    return load();
+  } catch (const IoError& error) {
+    throw IoError(context(error));
+  } catch (const FormatError& error) {
+    throw FormatError(context(error));
+  } catch (const ConfigError& error) {
+    throw ConfigError(context(error));
+  } catch (const ShapeError& error) {
+    throw ShapeError(context(error));
+  } catch (const UnsupportedError& error) {
+    throw UnsupportedError(context(error));
+  }
 }
 
 }  // namespace sdnq::nn::detail
