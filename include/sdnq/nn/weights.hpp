@@ -58,6 +58,36 @@ struct LoadedCheckpoint {
 
 }  // namespace detail
 
+// Typed reads of a component config's values: a missing key takes the constructor default (the
+// diffusers/transformers rule); a value of the wrong type is a ConfigError naming the key.
+inline std::int64_t config_int(const nlohmann::json& config, const char* key, std::int64_t fallback,
+                               std::string_view source) {
+  auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return fallback;
+  SDNQ_REQUIRE(it->is_number_integer(), ConfigError, "{}: \"{}\" must be an integer, got {}", source, key,
+               it->dump());
+  return it->get<std::int64_t>();
+}
+inline double config_float(const nlohmann::json& config, const char* key, double fallback, std::string_view source) {
+  auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return fallback;
+  SDNQ_REQUIRE(it->is_number(), ConfigError, "{}: \"{}\" must be a number, got {}", source, key, it->dump());
+  return it->get<double>();
+}
+inline bool config_bool(const nlohmann::json& config, const char* key, bool fallback, std::string_view source) {
+  auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return fallback;
+  SDNQ_REQUIRE(it->is_boolean(), ConfigError, "{}: \"{}\" must be true or false, got {}", source, key, it->dump());
+  return it->get<bool>();
+}
+inline std::string config_string(const nlohmann::json& config, const char* key, std::string_view fallback,
+                                 std::string_view source) {
+  auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return std::string(fallback);
+  SDNQ_REQUIRE(it->is_string(), ConfigError, "{}: \"{}\" must be a string, got {}", source, key, it->dump());
+  return it->get<std::string>();
+}
+
 class WeightLoader {
  public:
   static WeightLoader open(const std::filesystem::path& component_folder) {

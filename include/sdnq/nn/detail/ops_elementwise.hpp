@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
+#include <string_view>
 
 #include "sdnq/core/parallel.hpp"
 #include "sdnq/nn/detail/ops_common.hpp"
@@ -25,6 +27,17 @@ inline float activation_value(float x, Activation activation) {
     case Activation::relu: return x > 0.0f ? x : 0.0f;
   }
   return x;
+}
+
+// The activation a transformers / diffusers config names ("quick_gelu", "gelu", "gelu_new", ...).
+inline std::optional<Activation> activation_from_name(std::string_view name) {
+  if (name == "silu" || name == "swish") return Activation::silu;
+  if (name == "gelu") return Activation::gelu;
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_tanh" || name == "gelu-approximate")
+    return Activation::gelu_tanh;
+  if (name == "quick_gelu") return Activation::quick_gelu;
+  if (name == "relu") return Activation::relu;
+  return std::nullopt;
 }
 
 inline void activate_(Tensor& x, Activation activation) {

@@ -4,12 +4,32 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "sdnq/nn/tensor_ops.hpp"
 #include "sdnq/nn/weights.hpp"
 #include "sdnq/quant/dequantize.hpp"
 
 namespace sdnq::nn {
+
+// Token ids (I64 or I32 host tensor, any shape) as int64 values, in row-major order.
+inline std::vector<std::int64_t> token_ids(const TensorView& ids, std::string_view what) {
+  SDNQ_REQUIRE(ids.device().is_cpu() && (ids.dtype() == DType::i64 || ids.dtype() == DType::i32), ShapeError,
+               "{}: ids must be a host I64 or I32 tensor, got {} {}", what, dtype_name(ids.dtype()),
+               ids.shape().to_string());
+  Tensor contiguous;
+  TensorView source = ids;
+  if (!ids.is_contiguous()) {
+    contiguous = Tensor::empty(ids.shape(), ids.dtype());
+    copy(contiguous, ids);
+    source = contiguous.view();
+  }
+  std::vector<std::int64_t> values(static_cast<std::size_t>(ids.numel()));
+  for (std::size_t i = 0; i < values.size(); ++i)
+    values[i] = ids.dtype() == DType::i64 ? static_cast<const std::int64_t*>(source.data())[i]
+                                          : static_cast<const std::int32_t*>(source.data())[i];
+  return values;
+}
 
 class Embedding {
  public:
@@ -27,23 +47,13 @@ class Embedding {
 
   // ids (I64 or I32) [...] -> [..., dim]; an id outside the table is a ShapeError naming it.
   Tensor forward(const TensorView& ids) const {
-    SDNQ_REQUIRE(ids.device().is_cpu() && (ids.dtype() == DType::i64 || ids.dtype() == DType::i32), ShapeError,
-                 "Embedding '{}': ids must be a host I64 or I32 tensor, got {} {}", name_, dtype_name(ids.dtype()),
-                 ids.shape().to_string());
-    Tensor contiguous;
-    TensorView source = ids;
-    if (!ids.is_contiguous()) {
-      contiguous = Tensor::empty(ids.shape(), ids.dtype());
-      copy(contiguous, ids);
-      source = contiguous.view();
-    }
+    const std::vector<std::int64_t> values = token_ids(ids, "Embedding '" + name_ + "'");
     Shape shape = ids.shape();
     shape.push_back(dim());
     Tensor out = Tensor::empty(shape, DType::f32);
     const float* table = weight_.data_as<float>();
     for (std::int64_t i = 0; i < ids.numel(); ++i) {
-      const std::int64_t id = ids.dtype() == DType::i64 ? static_cast<const std::int64_t*>(source.data())[i]
-                                                         : static_cast<const std::int32_t*>(source.data())[i];
+      const std::int64_t id = values[static_cast<std::size_t>(i)];
       SDNQ_REQUIRE(id >= 0 && id < num_embeddings(), ShapeError,
                    "Embedding '{}': id {} at position {} is outside [0, {})", name_, id, i, num_embeddings());
       std::memcpy(out.data_as<float>() + i * dim(), table + id * dim(), static_cast<std::size_t>(dim()) * sizeof(float));
