@@ -282,15 +282,16 @@ class HubClient {
     std::this_thread::sleep_for(delay);
   }
 
-  // Retries 408/429/5xx (honouring Retry-After) and transport failures, with backoff.
+  // Retries 408/429/5xx (honouring Retry-After) and dropped or timed-out connections, with backoff.
   detail::HttpResponse send_with_retries(const detail::HttpRequest& request, int max_retries) {
     for (int attempt = 0;; ++attempt) {
       try {
         detail::HttpResponse response = send(request);
         if (!detail::is_retryable_status(response.status) || attempt >= max_retries) return response;
         sleep_before_retry(attempt, detail::retry_after_seconds(response));
-      } catch (const NetworkError&) {
-        if (attempt >= max_retries) throw;
+      } catch (const NetworkError& error) {
+        // Refused or unresolvable: fail fast, as huggingface_hub does, so the cache can answer instead.
+        if (attempt >= max_retries || !error.connected()) throw;
         sleep_before_retry(attempt, std::nullopt);
       }
     }

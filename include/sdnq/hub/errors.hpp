@@ -54,7 +54,14 @@ class EntryNotFoundError : public HttpError {
 // A connection that could not be made or kept, after the retries.
 class NetworkError : public HubError {
  public:
-  using HubError::HubError;
+  explicit NetworkError(std::string message, bool connected = true)
+      : HubError(std::move(message)), connected_(connected) {}
+  // False when no connection was made at all (refused, unknown host): nothing listens there, so
+  // retrying only delays the fallback to the cache.
+  bool connected() const { return connected_; }
+
+ private:
+  bool connected_;
 };
 
 // Offline mode (HF_HUB_OFFLINE or a failed connection) and the cache does not hold what was asked for.

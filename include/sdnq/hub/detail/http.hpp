@@ -153,9 +153,12 @@ inline HttpResponse perform(const HttpRequest& request, const BodySink* sink = n
   char* effective_url = nullptr;
   if (curl_easy_getinfo(handle, CURLINFO_EFFECTIVE_URL, &effective_url) == CURLE_OK && effective_url != nullptr)
     state.response.url = effective_url;
-  if (result != CURLE_OK)
+  if (result != CURLE_OK) {
+    const bool connected = result != CURLE_COULDNT_CONNECT && result != CURLE_COULDNT_RESOLVE_HOST &&
+                           result != CURLE_COULDNT_RESOLVE_PROXY;
     throw NetworkError(fmt::format("{} {} failed: {}", request.head ? "HEAD" : "GET", request.url,
-                                   curl_easy_strerror(result)));
+                                   curl_easy_strerror(result)), connected);
+  }
   return std::move(state.response);
 }
 
