@@ -191,6 +191,24 @@ TEST_CASE("safetensors: the writer rejects duplicate names, reserved names and d
       },
       {"bad.safetensors", "'gpu'", "cuda:0", "host"});
   require_error<FormatError>([&] { write_safetensors(path, {{std::string("bad\xff"), view}}); }, {"UTF-8"});
+  std::uint8_t bytes[2] = {0x7f, 0x80};
+  require_error<FormatError>(
+      [&] {
+        write_safetensors(path, {{"f", TensorView(values, DType::f32, {2}), "F8_E4M3FNUZ"}});
+      },
+      {"bad.safetensors", "'f'", "F8_E4M3FNUZ", "1-byte"});
+  require_error<FormatError>(
+      [&] {
+        write_safetensors(path, {{"f", TensorView(bytes, DType::u8, {2}), "F99"}});
+      },
+      {"'f'", "\"F99\""});
   CHECK_FALSE(std::filesystem::exists(path));
-  CHECK(std::filesystem::is_empty(folder.path()));  // no temporary left either
+  CHECK(std::filesystem::is_empty(folder.path()));
+
+  // A valid override: the header says F8_E4M3FNUZ, the bytes are the U8 view's.
+  const auto fnuz = folder / "fnuz.safetensors";
+  write_safetensors(fnuz, {{"f", TensorView(bytes, DType::u8, {2}), "F8_E4M3FNUZ"}});
+  std::string header = R"({"f":{"dtype":"F8_E4M3FNUZ","shape":[2],"data_offsets":[0,2]}})";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  CHECK(sdnq::test::read_file(fnuz) == sdnq::test::safetensors_bytes(header, "\x7f\x80"));  // no temporary left either
 }

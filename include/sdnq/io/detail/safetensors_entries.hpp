@@ -20,7 +20,8 @@ namespace sdnq::io {
 // One tensor of a safetensors file, as its header describes it.
 struct TensorInfo {
   std::string name;
-  DType dtype = DType::u8;
+  DType dtype = DType::u8;        // how tensor() presents the bytes
+  std::string safetensors_dtype;  // as written in the header; "F8_E4M3FNUZ" / "F8_E5M2FNUZ" are read as U8
   Shape shape;
   std::uint64_t data_begin = 0;  // byte offsets into the data section (the header's data_offsets)
   std::uint64_t data_end = 0;    // exclusive
@@ -31,9 +32,17 @@ struct TensorInfo {
 
 namespace sdnq::io::detail {
 
-// Valid safetensors dtypes that sdnq::DType has no row for.
-inline constexpr std::array<std::string_view, 6> unsupported_safetensors_dtypes = {
-    "C64", "F4", "F6_E2M3", "F6_E3M2", "F8_E4M3FNUZ", "F8_E5M2FNUZ"};
+// Valid safetensors dtypes without a sdnq::DType row that are still one byte per element: their
+// bytes are presented as U8 (the storage the SDNQ format table uses for the fnuz floats).
+inline constexpr std::array<std::string_view, 2> byte_safetensors_dtypes = {"F8_E4M3FNUZ", "F8_E5M2FNUZ"};
+// Valid safetensors dtypes sdnq cannot present at all.
+inline constexpr std::array<std::string_view, 4> unsupported_safetensors_dtypes = {"C64", "F4", "F6_E2M3", "F6_E3M2"};
+
+inline bool is_byte_safetensors_dtype(std::string_view name) {
+  for (auto byte_dtype : byte_safetensors_dtypes)
+    if (name == byte_dtype) return true;
+  return false;
+}
 
 inline std::string known_dtype_names() {
   std::string names;
@@ -60,6 +69,7 @@ inline DType parse_header_dtype(const nlohmann::json& value, std::string_view fi
                json_type_name(value), short_dump(value));
   const auto& name = value.get_ref<const std::string&>();
   if (auto dtype = dtype_from_name(name)) return *dtype;
+  if (is_byte_safetensors_dtype(name)) return DType::u8;
   for (auto unsupported : unsupported_safetensors_dtypes)
     SDNQ_REQUIRE(name != unsupported, UnsupportedError,
                  "{}: tensor '{}': dtype {} is valid safetensors but sdnq does not support it (supported: {})",
@@ -116,6 +126,7 @@ inline TensorInfo parse_tensor_entry(const std::string& name, const nlohmann::js
   TensorInfo info;
   info.name = name;
   info.dtype = parse_header_dtype(entry["dtype"], file_label, name);
+  info.safetensors_dtype = entry["dtype"].get<std::string>();
   info.shape = parse_header_shape(entry["shape"], file_label, name);
   const auto& offsets = entry["data_offsets"];
   SDNQ_REQUIRE(offsets.is_array() && offsets.size() == 2, FormatError,

@@ -17,14 +17,17 @@
 #include "sdnq/core/error.hpp"
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/io/atomic_file.hpp"
+#include "sdnq/io/detail/safetensors_entries.hpp"
 #include "sdnq/io/detail/utf8.hpp"
 
 namespace sdnq::io {
 
-// One tensor to write: its name in the file and a host view (any strides).
+// One tensor to write: its name in the file and a host view (any strides). `safetensors_dtype`
+// overrides the dtype written in the header for U8/I8 bytes of a type DType lacks ("F8_E4M3FNUZ").
 struct NamedTensor {
   std::string name;
   TensorView tensor;
+  std::string safetensors_dtype = {};
 };
 
 namespace detail {
@@ -43,6 +46,11 @@ inline void check_tensor_to_write(const NamedTensor& named, std::string_view fil
                  view.shape().to_string());
   SDNQ_REQUIRE(view.data() != nullptr || view.numel() == 0, ShapeError,
                "{}: tensor '{}' ({} elements) has no data pointer", file_label, named.name, view.numel());
+  SDNQ_REQUIRE(named.safetensors_dtype.empty() ||
+                   (is_byte_safetensors_dtype(named.safetensors_dtype) && view.element_size() == 1),
+               FormatError,
+               "{}: tensor '{}': dtype override \"{}\" needs 1-byte elements of F8_E4M3FNUZ or F8_E5M2FNUZ", file_label,
+               named.name, named.safetensors_dtype);
 }
 
 // The padded JSON header for `tensors` laid out back to back in the given order.
@@ -66,7 +74,9 @@ inline std::string build_safetensors_header(std::span<const NamedTensor> tensors
                  named.name);
     const std::uint64_t bytes = named.tensor.nbytes();
     const auto dims = named.tensor.shape().dims();
-    header[named.name] = {{"dtype", dtype_name(named.tensor.dtype())},
+    const std::string_view dtype =
+        named.safetensors_dtype.empty() ? dtype_name(named.tensor.dtype()) : named.safetensors_dtype;
+    header[named.name] = {{"dtype", dtype},
                           {"shape", std::vector<std::int64_t>(dims.begin(), dims.end())},
                           {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
