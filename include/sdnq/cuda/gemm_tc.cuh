@@ -1,0 +1,211 @@
+#pragma once
+// Tensor-core weight-only GEMM  y[M, N] = x[M, K] · dequant(W)ᵀ (+ (x·svd_downᵀ)·svd_upᵀ) (+ b) for
+// M ≥ 16: bf16/fp16 activations, uint4/int4 (grouped, zero point) and 8-bit (row-wise or grouped)
+// weights in the layout of detail/gemm_tc_repack.hpp. mma.sync m16n8k16 with fp32 accumulators
+// (sm_80, sm_89, sm_90), a cp.async multi-stage pipeline for activations, codes and group
+// parameters, codes dequantized in registers straight into B fragments (exponent trick, w = q·s + z
+// rounded once in T as the reference loader does). Kernel: detail/gemm_tc_kernel.cuh.
+// SVD branch: low_rank = x · svd_downᵀ [M, rp] (T, in the caller's workspace) by a small dense
+// tensor-core launch, then the main kernel runs rp/64 extra K tiles over it with svd_up into the same
+// accumulators (fused; no pass over y). Bias and the single rounding happen in the epilogue.
+// Requirements (checked before launch): N % 64 == 0, K % 64 == 0, group size 32 or a multiple of 64.
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+
+#include "sdnq/core/dtype.hpp"
+#include "sdnq/core/error.hpp"
+#include "sdnq/core/tensor.hpp"
+#include "sdnq/cuda/check.hpp"
+#include "sdnq/cuda/config.cuh"
+#include "sdnq/cuda/detail/gemm_tc_kernel.cuh"
+#include "sdnq/cuda/detail/gemm_tc_repack.hpp"
+#include "sdnq/cuda/device_memory.hpp"
+
+SDNQ_KERNEL_NAMESPACE_BEGIN
+
+// Device view of repacked weights.
+struct GemmTcWeights {
+  int bits = 0;
+  bool is_signed = false;
+  std::int64_t out_features = 0, in_features = 0, group_size = 0;
+  std::int64_t svd_rank_padded = 0;        // 0 without SVD
+  DType dtype = DType::bf16;
+  const std::uint32_t* codes = nullptr;    // [K/64, N/16, 32, bits]
+  const void* group_params = nullptr;      // [G, N, 2] dtype
+  const void* svd_up = nullptr;            // [N, rp]
+  const void* svd_down = nullptr;          // [rp, K]
+};
+
+struct GemmTcWeightsDevice {
+  GemmTcWeights meta;  // pointers refer to the tensors below
+  Tensor codes, group_params, svd_up, svd_down;
+  const GemmTcWeights& view() const { return meta; }
+};
+
+inline GemmTcWeightsDevice upload_gemm_tc_weights(const GemmTcWeightsHost& host, int device = 0,
+                                                  cudaStream_t stream = nullptr) {
+  GemmTcWeightsDevice out;
+  out.codes = sdnq::cuda::to_device(host.codes, device, stream);
+  out.group_params = sdnq::cuda::to_device(host.group_params, device, stream);
+  if (host.svd_up.defined()) {
+    out.svd_up = sdnq::cuda::to_device(host.svd_up, device, stream);
+    out.svd_down = sdnq::cuda::to_device(host.svd_down, device, stream);
+  }
+  out.meta = GemmTcWeights{host.bits, host.is_signed, host.out_features, host.in_features, host.group_size,
+                           host.svd_up.defined() ? host.svd_rank_padded : 0, host.dtype,
+                           static_cast<const std::uint32_t*>(out.codes.data()), out.group_params.data(),
+                           host.svd_up.defined() ? out.svd_up.data() : nullptr,
+                           host.svd_up.defined() ? out.svd_down.data() : nullptr};
+  return out;
+}
+
+// Device workspace gemm_tc() needs for M rows of x: the low-rank product [M, rp] in the dtype.
+inline std::size_t gemm_tc_workspace_bytes(const GemmTcWeights& w, std::int64_t tokens) {
+  return static_cast<std::size_t>(tokens * w.svd_rank_padded) * 2;
+}
+
+namespace kernel_detail {
+
+// The instantiated tile shapes: M ≤ 16 (streams weights, 4 warps side by side in N), mid-size, and
+// 128×128 once there are enough tiles to fill every SM.
+using TcTileSmall = TcTile<16, 64, 1, 4, 6>;
+using TcTileMedium = TcTile<64, 64, 2, 2, 4>;
+using TcTileLarge = TcTile<128, 128, 2, 4, 3>;
+
+template <class T, int Bits, class Tile>
+void launch_gemm_tc(const GemmTcParams& params, cudaStream_t stream) {
+  constexpr int shared_bytes = Tile::template shared_bytes<Bits>();
+  if constexpr (shared_bytes > 48 * 1024) {
+    // Opt in to more than 48 KB of dynamic shared memory, once per device (devices 0..63).
+    static std::atomic<std::uint64_t> opted_in{0};
+    int device = 0;
+    SDNQ_CUDA_CHECK(cudaGetDevice(&device));
+    const std::uint64_t bit = std::uint64_t{1} << (device & 63);
+    if ((opted_in.load(std::memory_order_relaxed) & bit) == 0) {
+      SDNQ_CUDA_CHECK(cudaFuncSetAttribute(gemm_tc_kernel<T, Bits, Tile>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           shared_bytes));
+      opted_in.fetch_or(bit, std::memory_order_relaxed);
+    }
+  }
+  const dim3 grid(static_cast<unsigned>(params.n / Tile::BN), static_cast<unsigned>((params.m + Tile::BM - 1) / Tile::BM));
+  gemm_tc_kernel<T, Bits, Tile><<<grid, Tile::threads, shared_bytes, stream>>>(params);
+  SDNQ_CUDA_CHECK(cudaGetLastError());
+}
+
+enum class TcTileChoice { small, medium, large };
+
+inline TcTileChoice choose_tc_tile(std::int64_t tokens, std::int64_t out_features, int multiprocessors) {
+  if (tokens <= 16) return TcTileChoice::small;
+  const std::int64_t large_tiles = (tokens + 127) / 128 * (out_features / 128);
+  if (out_features % 128 == 0 && large_tiles >= multiprocessors) return TcTileChoice::large;
+  return TcTileChoice::medium;
+}
+
+template <class T, int Bits>
+void dispatch_gemm_tc_tile(TcTileChoice tile, const GemmTcParams& params, cudaStream_t stream) {
+  switch (tile) {
+    case TcTileChoice::small: return launch_gemm_tc<T, Bits, TcTileSmall>(params, stream);
+    case TcTileChoice::medium: return launch_gemm_tc<T, Bits, TcTileMedium>(params, stream);
+    default: return launch_gemm_tc<T, Bits, TcTileLarge>(params, stream);
+  }
+}
+
+template <class T>
+void run_gemm_tc(const GemmTcWeights& w, const GemmTcParams& main, TcTileChoice tile, cudaStream_t stream) {
+  if (w.svd_rank_padded > 0) {  // low_rank = x · svd_downᵀ, a dense [M, rp] GEMM on the same tensor cores
+    GemmTcParams down{};
+    down.a = main.a;
+    down.b = w.svd_down;
+    down.y = const_cast<void*>(main.low_rank);
+    down.m = main.m;
+    down.n = main.rank_padded;
+    down.k = main.k;
+    launch_gemm_tc<T, 16, TcTileMedium>(down, stream);
+  }
+  if (w.bits == 4) dispatch_gemm_tc_tile<T, 4>(tile, main, stream);
+  else dispatch_gemm_tc_tile<T, 8>(tile, main, stream);
+}
+
+inline std::uint32_t half_bits_pair(std::uint16_t half) { return static_cast<std::uint32_t>(half) * 0x10001u; }
+
+}  // namespace kernel_detail
+
+// y = x · dequant(W)ᵀ (+ SVD branch) (+ bias). x [M, K], y [M, N], bias [N]: device, contiguous, in
+// w.dtype; 16-byte aligned x. `workspace`: device memory of at least gemm_tc_workspace_bytes(w, M)
+// bytes (empty is fine without SVD). Checks everything before launching; throws ShapeError /
+// UnsupportedError naming what is required.
+inline void gemm_tc(const GemmTcWeights& w, TensorView x, std::optional<TensorView> bias, TensorView y,
+                    TensorView workspace, cudaStream_t stream = nullptr) {
+  SDNQ_REQUIRE((w.bits == 4 || w.bits == 8) && w.codes != nullptr && w.group_params != nullptr, UnsupportedError,
+               "gemm_tc: weights must be repacked 4- or 8-bit codes (repack_for_gemm_tc), got {} bits", w.bits);
+  SDNQ_REQUIRE(w.dtype == DType::bf16 || w.dtype == DType::f16, UnsupportedError,
+               "gemm_tc: activations must be BF16 or F16, weights were repacked for {}", dtype_name(w.dtype));
+  SDNQ_REQUIRE(w.out_features > 0 && w.out_features % 64 == 0 && w.in_features > 0 && w.in_features % 64 == 0 &&
+                   w.out_features < (std::int64_t{1} << 31) && w.in_features < (std::int64_t{1} << 31),
+               UnsupportedError, "gemm_tc: needs N % 64 == 0 and K % 64 == 0, got weight [{}, {}]", w.out_features,
+               w.in_features);
+  SDNQ_REQUIRE(w.group_size > 0 && w.in_features % w.group_size == 0 && (w.group_size == 32 || w.group_size % 64 == 0),
+               UnsupportedError, "gemm_tc: group size must be 32 or a multiple of 64 dividing K = {}, got {}",
+               w.in_features, w.group_size);
+  SDNQ_REQUIRE(w.svd_rank_padded >= 0 && w.svd_rank_padded % 64 == 0 && w.svd_rank_padded <= gemm_tc_max_rank &&
+                   (w.svd_rank_padded == 0 || (w.svd_up != nullptr && w.svd_down != nullptr)),
+               UnsupportedError, "gemm_tc: SVD factors must be padded to a multiple of 64 up to {}, got {}",
+               gemm_tc_max_rank, w.svd_rank_padded);
+  SDNQ_REQUIRE(x.rank() == 2 && x.size(1) == w.in_features && x.dtype() == w.dtype && x.is_contiguous() &&
+                   x.device().is_cuda(),
+               ShapeError, "gemm_tc: x must be a contiguous device {} tensor [M, {}], got {} {} on {}",
+               dtype_name(w.dtype), w.in_features, dtype_name(x.dtype()), x.shape().to_string(), x.device().to_string());
+  const std::int64_t tokens = x.size(0);
+  SDNQ_REQUIRE(tokens >= 1 && tokens < (std::int64_t{1} << 24), UnsupportedError,
+               "gemm_tc: {} rows of x; 1..2^24 supported (M ≥ 16 is where it beats the GEMV)", tokens);
+  SDNQ_REQUIRE(y.rank() == 2 && y.size(0) == tokens && y.size(1) == w.out_features && y.dtype() == w.dtype &&
+                   y.is_contiguous() && y.device().is_cuda(),
+               ShapeError, "gemm_tc: y must be a contiguous device {} tensor [{}, {}], got {} {}", dtype_name(w.dtype),
+               tokens, w.out_features, dtype_name(y.dtype()), y.shape().to_string());
+  if (bias)
+    SDNQ_REQUIRE(bias->numel() == w.out_features && bias->dtype() == w.dtype && bias->is_contiguous() &&
+                     bias->device().is_cuda(),
+                 ShapeError, "gemm_tc: bias must be a contiguous device {} tensor [{}], got {} {}", dtype_name(w.dtype),
+                 w.out_features, dtype_name(bias->dtype()), bias->shape().to_string());
+  const auto aligned = [](const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0; };
+  SDNQ_REQUIRE(aligned(x.data()) && aligned(y.data()) && aligned(w.codes) && aligned(w.group_params) &&
+                   (w.svd_rank_padded == 0 || (aligned(w.svd_up) && aligned(w.svd_down))),
+               ShapeError, "gemm_tc: x, y, codes, group parameters and SVD factors need 16-byte alignment");
+  const std::size_t workspace_bytes = gemm_tc_workspace_bytes(w, tokens);
+  SDNQ_REQUIRE(workspace_bytes == 0 || (workspace.nbytes() >= workspace_bytes && workspace.device().is_cuda() &&
+                                        aligned(workspace.data())),
+               ShapeError, "gemm_tc: needs {} bytes of 16-byte aligned device workspace, got {}", workspace_bytes,
+               workspace.nbytes());
+
+  kernel_detail::GemmTcParams params{};
+  params.a = x.data();
+  params.b = w.codes;
+  params.group_params = w.group_params;
+  params.low_rank = workspace_bytes > 0 ? workspace.data() : nullptr;
+  params.svd_up = w.svd_up;
+  params.bias = bias ? bias->data() : nullptr;
+  params.y = y.data();
+  params.m = static_cast<int>(tokens);
+  params.n = static_cast<int>(w.out_features);
+  params.k = static_cast<int>(w.in_features);
+  params.group_size = static_cast<int>(w.group_size);
+  params.rank_padded = static_cast<int>(w.svd_rank_padded);
+  const int code_offset = w.is_signed ? -(1 << (w.bits - 1)) : 0;
+  params.minus_f = 8388608.0f - static_cast<float>(code_offset);
+  // magic − offset as a T pair: 128 − offset (bf16) or 1024 − offset (fp16), exact in both.
+  const float magic = w.dtype == DType::bf16 ? 128.0f : 1024.0f;
+  if (w.dtype == DType::bf16) params.minus = kernel_detail::half_bits_pair(bf16(magic - code_offset).bits);
+  else params.minus = kernel_detail::half_bits_pair(fp16(magic - code_offset).bits);
+
+  int device = 0, multiprocessors = 0;
+  SDNQ_CUDA_CHECK(cudaGetDevice(&device));
+  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
+  const auto tile = kernel_detail::choose_tc_tile(tokens, w.out_features, multiprocessors);
+  if (w.dtype == DType::bf16) kernel_detail::run_gemm_tc<__nv_bfloat16>(w, params, tile, stream);
+  else kernel_detail::run_gemm_tc<__half>(w, params, tile, stream);
+}
+
+SDNQ_KERNEL_NAMESPACE_END

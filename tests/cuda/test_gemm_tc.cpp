@@ -1,0 +1,156 @@
+// The tensor-core weight-only GEMM (repack + kernels) against x · Ŵᵀ + b computed in double on the
+// CPU, Ŵ being the dense weight (incl. the SVD term) the test derived from the codes it packed itself
+// (test_gemv_support.hpp's independent packer).
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <vector>
+
+#include "cuda/cuda_test_support.hpp"
+#include "cuda/test_gemm_tc_support.hpp"
+#include "cuda/test_gemv_support.hpp"
+#include "sdnq_catch.hpp"
+
+namespace {
+
+using sdnq::cuda::CodeValue;
+
+// Relative L2 error of the GPU result against the double reference; every element must be finite
+// (y is NaN-poisoned before the launch).
+template <class T>
+double run_and_compare(const sdnq::test::RandomLinear& linear, std::int64_t tokens, bool with_bias, std::uint64_t seed) {
+  const std::int64_t n = linear.codes.out_features, k = linear.codes.in_features;
+  const sdnq::cuda::GemmTcWeightsHost repacked = sdnq::cuda::repack_for_gemm_tc<T>(linear.codes);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  sdnq::Tensor x = sdnq::Tensor::empty(sdnq::Shape{tokens, k}, sdnq::dtype_of_v<T>);
+  sdnq::Tensor bias = sdnq::Tensor::empty(sdnq::Shape{n}, sdnq::dtype_of_v<T>);
+  for (std::int64_t i = 0; i < x.numel(); ++i) x.data_as<T>()[i] = T(dist(rng));
+  for (std::int64_t i = 0; i < n; ++i) bias.data_as<T>()[i] = T(dist(rng));
+
+  const sdnq::Tensor y =
+      sdnq::test::run_gemm_tc_kernel(repacked, x, with_bias ? std::optional<sdnq::TensorView>(bias) : std::nullopt);
+  std::vector<double> xs(static_cast<std::size_t>(tokens * k));
+  for (std::size_t i = 0; i < xs.size(); ++i) xs[i] = x.data_as<T>()[i].to_float();
+  std::vector<double> actual(static_cast<std::size_t>(tokens * n)), expected(actual.size());
+  std::int64_t non_finite = 0;
+  for (std::int64_t m = 0; m < tokens; ++m)
+    for (std::int64_t o = 0; o < n; ++o) {
+      double sum = with_bias ? bias.data_as<T>()[o].to_float() : 0.0;
+      const double* row = linear.dense.data() + o * k;
+      const double* input = xs.data() + m * k;
+      for (std::int64_t c = 0; c < k; ++c) sum += input[c] * row[c];
+      expected[m * n + o] = sum;
+      actual[m * n + o] = y.data_as<T>()[m * n + o].to_float();
+      if (!std::isfinite(actual[m * n + o])) ++non_finite;
+    }
+  REQUIRE(non_finite == 0);  // every element written
+  return sdnq::test::relative_l2(actual, expected);
+}
+
+}  // namespace
+
+TEST_CASE("gemm_tc: uint4 with zero points, groups 32/64/128, M from 16 to 1024", "[cuda][gemm_tc]") {
+  const std::int64_t group = GENERATE(32, 64, 128);
+  const std::int64_t tokens = GENERATE(16, 33, 128, 257, 1024);
+  INFO("group " << group << ", tokens " << tokens);
+  const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 192, 512, group, 0, 11);
+  CHECK(run_and_compare<sdnq::bf16>(linear, tokens, true, 12) <= 1e-2);
+}
+
+TEST_CASE("gemm_tc: fp16 activations, uint4 and signed int4", "[cuda][gemm_tc]") {
+  const std::int64_t tokens = GENERATE(16, 33, 257);
+  INFO("tokens " << tokens);
+  const auto unsigned4 = sdnq::test::make_random_linear<sdnq::fp16>(4, CodeValue::unsigned_integer, 128, 384, 64, 0, 13);
+  CHECK(run_and_compare<sdnq::fp16>(unsigned4, tokens, true, 14) <= 1e-2);
+  const auto signed4 = sdnq::test::make_random_linear<sdnq::fp16>(4, CodeValue::signed_integer, 64, 256, 32, 0, 15);
+  CHECK(run_and_compare<sdnq::fp16>(signed4, tokens, false, 16) <= 1e-2);
+  const auto signed4_bf16 = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::signed_integer, 64, 256, 128, 0, 17);
+  CHECK(run_and_compare<sdnq::bf16>(signed4_bf16, tokens, true, 18) <= 1e-2);
+}
+
+TEST_CASE("gemm_tc: int8 row-wise, grouped and transposed, uint8 tensor-wise", "[cuda][gemm_tc]") {
+  const std::int64_t tokens = GENERATE(16, 33, 128, 1024);
+  INFO("tokens " << tokens);
+  SECTION("row-wise bf16") {
+    const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::signed_integer, 320, 384, -1, 0, 21);
+    CHECK(run_and_compare<sdnq::bf16>(linear, tokens, true, 22) <= 1e-2);
+  }
+  SECTION("groups of 32 and 128, bf16 and fp16") {
+    const auto g128 = sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::signed_integer, 64, 384, 128, 0, 23);
+    CHECK(run_and_compare<sdnq::bf16>(g128, tokens, false, 24) <= 1e-2);
+    const auto g32 = sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 128, 256, 32, 0, 25);
+    CHECK(run_and_compare<sdnq::fp16>(g32, tokens, true, 26) <= 1e-2);
+  }
+  SECTION("transposed direct-matmul layout (fp16), uint8 tensor-wise with zero point") {
+    const auto transposed = sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 192, 256, -1, 0, 27, true);
+    CHECK(run_and_compare<sdnq::fp16>(transposed, tokens, true, 28) <= 1e-2);
+    const auto tensorwise = sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::unsigned_integer, 128, 256, -2, 0, 29);
+    CHECK(run_and_compare<sdnq::bf16>(tensorwise, tokens, true, 30) <= 1e-2);
+  }
+}
+
+TEST_CASE("gemm_tc: the 128x128 tile on a wide weight", "[cuda][gemm_tc]") {
+  // N = 2304: ceil(M/128)·(N/128) ≥ 132 SMs at M = 1024, so the large tile runs on an H100.
+  const auto uint4 = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 2304, 256, 64, 32, 35);
+  CHECK(run_and_compare<sdnq::bf16>(uint4, 1024, true, 36) <= 1e-2);
+  CHECK(run_and_compare<sdnq::bf16>(uint4, 1000, false, 37) <= 1e-2);
+  const auto int8 = sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 2304, 256, -1, 0, 38);
+  CHECK(run_and_compare<sdnq::fp16>(int8, 1024, true, 39) <= 1e-2);
+}
+
+TEST_CASE("gemm_tc: SVD branch of rank 0/16/32/128", "[cuda][gemm_tc]") {
+  const std::int64_t rank = GENERATE(0, 16, 32, 128);
+  const std::int64_t tokens = GENERATE(16, 33, 257);
+  INFO("rank " << rank << ", tokens " << tokens);
+  SECTION("uint4 g64 bf16") {
+    const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 192, 1024, 64, rank, 40);
+    CHECK(run_and_compare<sdnq::bf16>(linear, tokens, true, 41) <= 1e-2);
+  }
+  SECTION("int8 row-wise fp16") {
+    const auto linear = sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 128, 256, -1, rank, 42);
+    CHECK(run_and_compare<sdnq::fp16>(linear, tokens, false, 43) <= 1e-2);
+  }
+}
+
+TEST_CASE("gemm_tc: unsupported weights are rejected before launch with what is required", "[cuda][gemm_tc]") {
+  SECTION("out_features not a multiple of 64") {
+    const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 100, 128, 64, 0, 50);
+    const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
+        [&] { (void)sdnq::cuda::repack_for_gemm_tc<sdnq::bf16>(linear.codes); });
+    CHECK(sdnq::test::contains(message, "multiples of 64"));
+    CHECK(sdnq::test::contains(message, "test.linear"));
+  }
+  SECTION("in_features not a multiple of 64") {
+    const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::signed_integer, 64, 96, 32, 0, 51);
+    CHECK_THROWS_AS(sdnq::cuda::repack_for_gemm_tc<sdnq::bf16>(linear.codes), sdnq::UnsupportedError);
+  }
+  SECTION("group size 96") {
+    const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 64, 192, 96, 0, 52);
+    const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
+        [&] { (void)sdnq::cuda::repack_for_gemm_tc<sdnq::bf16>(linear.codes); });
+    CHECK(sdnq::test::contains(message, "group size 32 or a multiple of 64"));
+  }
+  SECTION("3-bit codes and float codes") {
+    const auto three = sdnq::test::make_random_linear<sdnq::bf16>(3, CodeValue::unsigned_integer, 64, 128, 64, 0, 53);
+    CHECK_THROWS_AS(sdnq::cuda::repack_for_gemm_tc<sdnq::bf16>(three.codes), sdnq::UnsupportedError);
+    const std::vector<float> table(16, 1.0f);
+    const auto lookup = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::lookup, 64, 128, 64, 0, 54, false, &table);
+    CHECK_THROWS_AS(sdnq::cuda::repack_for_gemm_tc<sdnq::bf16>(lookup.codes), sdnq::UnsupportedError);
+  }
+  SECTION("SVD rank above 128") {
+    const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 64, 128, 64, 160, 55);
+    const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
+        [&] { (void)sdnq::cuda::repack_for_gemm_tc<sdnq::bf16>(linear.codes); });
+    CHECK(sdnq::test::contains(message, "rank 160"));
+  }
+  SECTION("x of the wrong width") {
+    const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 64, 128, 64, 0, 56);
+    const auto repacked = sdnq::cuda::repack_for_gemm_tc<sdnq::bf16>(linear.codes);
+    sdnq::Tensor x = sdnq::Tensor::zeros(sdnq::Shape{16, 64}, sdnq::DType::bf16);
+    const auto message = sdnq::test::message_of<sdnq::ShapeError>(
+        [&] { (void)sdnq::test::run_gemm_tc_kernel(repacked, x, std::nullopt); });
+    CHECK(sdnq::test::contains(message, "[M, 128]"));
+  }
+}
