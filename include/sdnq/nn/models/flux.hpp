@@ -11,10 +11,15 @@
 #include <cstdint>
 #include <filesystem>
 #include <numeric>
+#include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#define SDNQ_NN_RUN_CASE_FLUX 1
+#include "sdnq/nn/model_conformance.hpp"
 
 #include "sdnq/core/error.hpp"
 #include "sdnq/core/tensor.hpp"
@@ -204,5 +209,18 @@ class FluxTransformer2DModel {
   FluxTransformerConfig config_;
   Modules modules_;
 };
+
+// The conformance runner (nn/model_conformance.hpp): forward on the case's input.* tensors.
+inline ModelCaseResult run_case_flux(const ModelCase& model_case) {
+  const FluxTransformer2DModel model = FluxTransformer2DModel::load(model_case.folder);
+  std::optional<TensorView> guidance;
+  if (model_case.has_input("guidance")) guidance = model_case.input("guidance");
+  std::vector<std::pair<std::string, Tensor>> outputs;
+  outputs.emplace_back("output", model.forward(model_case.input("hidden_states"), model_case.input("encoder_hidden_states"),
+                                               model_case.input("pooled_projections"), model_case.input("timestep"),
+                                               model_case.input("img_ids"), model_case.input("txt_ids"),
+                                               guidance ? &*guidance : nullptr));
+  return compare_outputs(model_case, outputs);
+}
 
 }  // namespace sdnq::nn

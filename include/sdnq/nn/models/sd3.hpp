@@ -16,6 +16,9 @@
 
 #include <nlohmann/json.hpp>
 
+#define SDNQ_NN_RUN_CASE_SD3 1
+#include "sdnq/nn/model_conformance.hpp"
+
 #include "sdnq/core/error.hpp"
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/nn/models/detail/dit_config.hpp"
@@ -211,5 +214,14 @@ class SD3Transformer2DModel {
   SD3TransformerConfig config_;
   Modules modules_;
 };
+
+// The conformance runner (nn/model_conformance.hpp): forward on the case's input.* tensors.
+inline ModelCaseResult run_case_sd3(const ModelCase& model_case) {
+  const SD3Transformer2DModel model = SD3Transformer2DModel::load(model_case.folder);
+  std::vector<std::pair<std::string, Tensor>> outputs;
+  outputs.emplace_back("output", model.forward(model_case.input("hidden_states"), model_case.input("encoder_hidden_states"),
+                                               model_case.input("pooled_projections"), model_case.input("timestep")));
+  return compare_outputs(model_case, outputs);
+}
 
 }  // namespace sdnq::nn
