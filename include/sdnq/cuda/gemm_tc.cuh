@@ -5,6 +5,8 @@
 // (sm_80, sm_89, sm_90), a cp.async multi-stage pipeline for activations, codes and group
 // parameters, codes dequantized in registers straight into B fragments (exponent trick, w = q·s + z
 // rounded once in T as the reference loader does). Kernel: detail/gemm_tc_kernel.cuh.
+// Small M: K is split over the grid when the output tiles leave SMs idle (fp32 partial sums in the
+// workspace, one reduce launch adds them, the bias, and rounds).
 // SVD branch: low_rank = x · svd_downᵀ [M, rp] (T, in the caller's workspace) by a small dense
 // tensor-core launch, then the main kernel runs rp/64 extra K tiles over it with svd_up into the same
 // accumulators (fused; no pass over y). Bias and the single rounding happen in the epilogue.
@@ -62,21 +64,94 @@ inline GemmTcWeightsDevice upload_gemm_tc_weights(const GemmTcWeightsHost& host,
   return out;
 }
 
-// Device workspace gemm_tc() needs for M rows of x: the low-rank product [M, rp] in the dtype.
+namespace kernel_detail {
+
+// The instantiated tile shapes: M ≤ 16 (streams weights, 4 warps side by side in N), mid-size, and
+// 128×128 (two blocks per SM) once there are enough tiles to fill every SM.
+using TcTileSmall = TcTile<16, 64, 1, 4, 6>;
+using TcTileMedium = TcTile<64, 64, 2, 2, 4>;
+using TcTileLarge = TcTile<128, 128, 2, 4, 3, 2>;
+
+enum class TcTileChoice { small, medium, large };
+
+inline TcTileChoice choose_tc_tile(std::int64_t tokens, std::int64_t out_features, int multiprocessors) {
+  if (tokens <= 16) return TcTileChoice::small;
+  const std::int64_t large_tiles = (tokens + 127) / 128 * (out_features / 128);
+  if (out_features % 128 == 0 && large_tiles >= multiprocessors) return TcTileChoice::large;
+  return TcTileChoice::medium;
+}
+
+inline std::int64_t tile_rows(TcTileChoice tile) {
+  return tile == TcTileChoice::small ? 16 : tile == TcTileChoice::medium ? 64 : 128;
+}
+inline std::int64_t tile_columns(TcTileChoice tile) { return tile == TcTileChoice::large ? 128 : 64; }
+
+// Split K over gridDim.z when the output tiles alone leave SMs idle (small M): about two blocks per
+// SM, at least `min_tiles` K tiles per split.
+struct KSplit {
+  int splits = 1, tiles_per_split = 0;
+};
+inline KSplit choose_k_split(std::int64_t blocks, int k_tiles, int min_tiles, int multiprocessors) {
+  const std::int64_t wanted = (2 * std::int64_t{multiprocessors} + blocks - 1) / blocks;
+  const int most = k_tiles / min_tiles > 1 ? (k_tiles / min_tiles < 16 ? k_tiles / min_tiles : 16) : 1;
+  const int splits = static_cast<int>(wanted < 1 ? 1 : wanted > most ? most : wanted);
+  KSplit out;
+  out.tiles_per_split = (k_tiles + splits - 1) / splits;
+  out.splits = (k_tiles + out.tiles_per_split - 1) / out.tiles_per_split;  // no empty split
+  return out;
+}
+
+}  // namespace kernel_detail
+
+// How one call is cut into launches, and the workspace it needs.
+struct GemmTcPlan {
+  kernel_detail::TcTileChoice tile = kernel_detail::TcTileChoice::small;
+  kernel_detail::KSplit main, down;            // K splits of the main GEMM and of x · svd_downᵀ
+  std::size_t low_rank_bytes = 0;              // T [M, rp]
+  std::size_t partial_floats = 0;              // fp32 split-K partial sums (shared by both launches)
+  std::size_t workspace_bytes() const { return (low_rank_bytes + 15) / 16 * 16 + partial_floats * sizeof(float); }
+};
+
+inline GemmTcPlan plan_gemm_tc(const GemmTcWeights& w, std::int64_t tokens, int multiprocessors) {
+  using namespace kernel_detail;
+  GemmTcPlan plan;
+  const int k_tiles = static_cast<int>(w.in_features / 64);
+  plan.tile = choose_tc_tile(tokens, w.out_features, multiprocessors);
+  const std::int64_t blocks =
+      (tokens + tile_rows(plan.tile) - 1) / tile_rows(plan.tile) * (w.out_features / tile_columns(plan.tile));
+  plan.main = choose_k_split(blocks, k_tiles, 8, multiprocessors);
+  std::size_t partial = plan.main.splits > 1 ? static_cast<std::size_t>(plan.main.splits * tokens * w.out_features) : 0;
+  if (w.svd_rank_padded > 0) {
+    const std::int64_t down_blocks = (tokens + 63) / 64 * (w.svd_rank_padded / 64);
+    plan.down = choose_k_split(down_blocks, k_tiles, 4, multiprocessors);
+    plan.low_rank_bytes = static_cast<std::size_t>(tokens * w.svd_rank_padded) * 2;
+    if (plan.down.splits > 1) {
+      const auto down_partial = static_cast<std::size_t>(plan.down.splits * tokens * w.svd_rank_padded);
+      partial = partial > down_partial ? partial : down_partial;
+    }
+  }
+  plan.partial_floats = partial;
+  return plan;
+}
+
+inline int current_multiprocessor_count() {
+  int device = 0, count = 0;
+  SDNQ_CUDA_CHECK(cudaGetDevice(&device));
+  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+  return count;
+}
+
+// Device workspace gemm_tc() needs for M rows of x on the current device (low-rank product and
+// split-K partial sums); 0 when neither is needed.
 inline std::size_t gemm_tc_workspace_bytes(const GemmTcWeights& w, std::int64_t tokens) {
-  return static_cast<std::size_t>(tokens * w.svd_rank_padded) * 2;
+  const GemmTcPlan plan = plan_gemm_tc(w, tokens, current_multiprocessor_count());
+  return plan.low_rank_bytes + plan.partial_floats == 0 ? 0 : plan.workspace_bytes();
 }
 
 namespace kernel_detail {
 
-// The instantiated tile shapes: M ≤ 16 (streams weights, 4 warps side by side in N), mid-size, and
-// 128×128 once there are enough tiles to fill every SM.
-using TcTileSmall = TcTile<16, 64, 1, 4, 6>;
-using TcTileMedium = TcTile<64, 64, 2, 2, 4>;
-using TcTileLarge = TcTile<128, 128, 2, 4, 3>;
-
 template <class T, int Bits, class Tile>
-void launch_gemm_tc(const GemmTcParams& params, cudaStream_t stream) {
+void launch_gemm_tc(const GemmTcParams& params, const KSplit& split, cudaStream_t stream) {
   constexpr int shared_bytes = Tile::template shared_bytes<Bits>();
   if constexpr (shared_bytes > 48 * 1024) {
     // Opt in to more than 48 KB of dynamic shared memory, once per device (devices 0..63).
@@ -90,43 +165,47 @@ void launch_gemm_tc(const GemmTcParams& params, cudaStream_t stream) {
       opted_in.fetch_or(bit, std::memory_order_relaxed);
     }
   }
-  const dim3 grid(static_cast<unsigned>(params.n / Tile::BN), static_cast<unsigned>((params.m + Tile::BM - 1) / Tile::BM));
-  gemm_tc_kernel<T, Bits, Tile><<<grid, Tile::threads, shared_bytes, stream>>>(params);
+  GemmTcParams p = params;
+  p.tiles_per_split = split.tiles_per_split;
+  const dim3 grid(static_cast<unsigned>(p.n / Tile::BN), static_cast<unsigned>((p.m + Tile::BM - 1) / Tile::BM),
+                  static_cast<unsigned>(split.splits));
+  gemm_tc_kernel<T, Bits, Tile><<<grid, Tile::threads, shared_bytes, stream>>>(p);
   SDNQ_CUDA_CHECK(cudaGetLastError());
-}
-
-enum class TcTileChoice { small, medium, large };
-
-inline TcTileChoice choose_tc_tile(std::int64_t tokens, std::int64_t out_features, int multiprocessors) {
-  if (tokens <= 16) return TcTileChoice::small;
-  const std::int64_t large_tiles = (tokens + 127) / 128 * (out_features / 128);
-  if (out_features % 128 == 0 && large_tiles >= multiprocessors) return TcTileChoice::large;
-  return TcTileChoice::medium;
+  if (split.splits > 1) {
+    const std::size_t quads = static_cast<std::size_t>(p.m) * p.n / 4;
+    const unsigned blocks = static_cast<unsigned>((quads + 255) / 256 < 4096 ? (quads + 255) / 256 : 4096);
+    gemm_tc_reduce_kernel<T><<<blocks, 256, 0, stream>>>(p.partial, split.splits, p.m, p.n, static_cast<const T*>(p.bias),
+                                                         static_cast<T*>(p.y));
+    SDNQ_CUDA_CHECK(cudaGetLastError());
+  }
 }
 
 template <class T, int Bits>
-void dispatch_gemm_tc_tile(TcTileChoice tile, const GemmTcParams& params, cudaStream_t stream) {
-  switch (tile) {
-    case TcTileChoice::small: return launch_gemm_tc<T, Bits, TcTileSmall>(params, stream);
-    case TcTileChoice::medium: return launch_gemm_tc<T, Bits, TcTileMedium>(params, stream);
-    default: return launch_gemm_tc<T, Bits, TcTileLarge>(params, stream);
+void dispatch_gemm_tc_tile(const GemmTcPlan& plan, const GemmTcParams& params, cudaStream_t stream) {
+  switch (plan.tile) {
+    case TcTileChoice::small: return launch_gemm_tc<T, Bits, TcTileSmall>(params, plan.main, stream);
+    case TcTileChoice::medium: return launch_gemm_tc<T, Bits, TcTileMedium>(params, plan.main, stream);
+    default: return launch_gemm_tc<T, Bits, TcTileLarge>(params, plan.main, stream);
   }
 }
 
 template <class T>
-void run_gemm_tc(const GemmTcWeights& w, const GemmTcParams& main, TcTileChoice tile, cudaStream_t stream) {
+void run_gemm_tc(const GemmTcWeights& w, const GemmTcParams& main, const GemmTcPlan& plan, cudaStream_t stream) {
   if (w.svd_rank_padded > 0) {  // low_rank = x · svd_downᵀ, a dense [M, rp] GEMM on the same tensor cores
     GemmTcParams down{};
     down.a = main.a;
     down.b = w.svd_down;
     down.y = const_cast<void*>(main.low_rank);
+    down.partial = plan.down.splits > 1 ? main.partial : nullptr;
     down.m = main.m;
     down.n = main.rank_padded;
     down.k = main.k;
-    launch_gemm_tc<T, 16, TcTileMedium>(down, stream);
+    launch_gemm_tc<T, 16, TcTileMedium>(down, plan.down, stream);
   }
-  if (w.bits == 4) dispatch_gemm_tc_tile<T, 4>(tile, main, stream);
-  else dispatch_gemm_tc_tile<T, 8>(tile, main, stream);
+  GemmTcParams p = main;
+  if (plan.main.splits == 1) p.partial = nullptr;
+  if (w.bits == 4) dispatch_gemm_tc_tile<T, 4>(plan, p, stream);
+  else dispatch_gemm_tc_tile<T, 8>(plan, p, stream);
 }
 
 inline std::uint32_t half_bits_pair(std::uint16_t half) { return static_cast<std::uint32_t>(half) * 0x10001u; }
@@ -135,7 +214,7 @@ inline std::uint32_t half_bits_pair(std::uint16_t half) { return static_cast<std
 
 // y = x · dequant(W)ᵀ (+ SVD branch) (+ bias). x [M, K], y [M, N], bias [N]: device, contiguous, in
 // w.dtype; 16-byte aligned x. `workspace`: device memory of at least gemm_tc_workspace_bytes(w, M)
-// bytes (empty is fine without SVD). Checks everything before launching; throws ShapeError /
+// bytes (empty is fine when that is 0: no SVD and no K split). Checks everything before launching; throws ShapeError /
 // UnsupportedError naming what is required.
 inline void gemm_tc(const GemmTcWeights& w, TensorView x, std::optional<TensorView> bias, TensorView y,
                     TensorView workspace, cudaStream_t stream = nullptr) {
@@ -174,7 +253,8 @@ inline void gemm_tc(const GemmTcWeights& w, TensorView x, std::optional<TensorVi
   SDNQ_REQUIRE(aligned(x.data()) && aligned(y.data()) && aligned(w.codes) && aligned(w.group_params) &&
                    (w.svd_rank_padded == 0 || (aligned(w.svd_up) && aligned(w.svd_down))),
                ShapeError, "gemm_tc: x, y, codes, group parameters and SVD factors need 16-byte alignment");
-  const std::size_t workspace_bytes = gemm_tc_workspace_bytes(w, tokens);
+  const GemmTcPlan plan = plan_gemm_tc(w, tokens, current_multiprocessor_count());
+  const std::size_t workspace_bytes = plan.low_rank_bytes + plan.partial_floats == 0 ? 0 : plan.workspace_bytes();
   SDNQ_REQUIRE(workspace_bytes == 0 || (workspace.nbytes() >= workspace_bytes && workspace.device().is_cuda() &&
                                         aligned(workspace.data())),
                ShapeError, "gemm_tc: needs {} bytes of 16-byte aligned device workspace, got {}", workspace_bytes,
@@ -184,7 +264,11 @@ inline void gemm_tc(const GemmTcWeights& w, TensorView x, std::optional<TensorVi
   params.a = x.data();
   params.b = w.codes;
   params.group_params = w.group_params;
-  params.low_rank = workspace_bytes > 0 ? workspace.data() : nullptr;
+  auto* workspace_bytes_begin = static_cast<char*>(workspace.data());
+  params.low_rank = plan.low_rank_bytes > 0 ? workspace_bytes_begin : nullptr;
+  params.partial = plan.partial_floats > 0
+                       ? reinterpret_cast<float*>(workspace_bytes_begin + (plan.low_rank_bytes + 15) / 16 * 16)
+                       : nullptr;
   params.svd_up = w.svd_up;
   params.bias = bias ? bias->data() : nullptr;
   params.y = y.data();
@@ -200,12 +284,8 @@ inline void gemm_tc(const GemmTcWeights& w, TensorView x, std::optional<TensorVi
   if (w.dtype == DType::bf16) params.minus = kernel_detail::half_bits_pair(bf16(magic - code_offset).bits);
   else params.minus = kernel_detail::half_bits_pair(fp16(magic - code_offset).bits);
 
-  int device = 0, multiprocessors = 0;
-  SDNQ_CUDA_CHECK(cudaGetDevice(&device));
-  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
-  const auto tile = kernel_detail::choose_tc_tile(tokens, w.out_features, multiprocessors);
-  if (w.dtype == DType::bf16) kernel_detail::run_gemm_tc<__nv_bfloat16>(w, params, tile, stream);
-  else kernel_detail::run_gemm_tc<__half>(w, params, tile, stream);
+  if (w.dtype == DType::bf16) kernel_detail::run_gemm_tc<__nv_bfloat16>(w, params, plan, stream);
+  else kernel_detail::run_gemm_tc<__half>(w, params, plan, stream);
 }
 
 SDNQ_KERNEL_NAMESPACE_END

@@ -26,14 +26,17 @@ struct GemmTcParams {
   const void* svd_up;        // [N, rank_padded] T
   const void* bias;          // [N] T, or null
   void* y;                   // [M, N] T
+  float* partial;            // [splits, M, N] fp32 when K is split over gridDim.z, else null
   int m, n, k, group_size, rank_padded;
+  int tiles_per_split;       // 64-wide K tiles of one split
   std::uint32_t minus;       // T pair: magic − code offset
   float minus_f;             // 2^23 − code offset
 };
 
-template <int BM_, int BN_, int WarpsM_, int WarpsN_, int Stages_>
+template <int BM_, int BN_, int WarpsM_, int WarpsN_, int Stages_, int MinBlocks_ = 1>
 struct TcTile {
   static constexpr int BM = BM_, BN = BN_, WarpsM = WarpsM_, WarpsN = WarpsN_, Stages = Stages_;
+  static constexpr int min_blocks = MinBlocks_;  // blocks per SM the register budget must allow
   static constexpr int threads = WarpsM * WarpsN * 32;
   static constexpr int WM = BM / WarpsM, WN = BN / WarpsN;
   static constexpr int MT = WM / 16, NT = WN / 8;  // m16 and n8 tiles per warp
@@ -101,15 +104,16 @@ __device__ __forceinline__ void pipelined_k_loop(int tiles, Load&& load, Compute
 
 // acc += a[row0.., :K] · b[col0.., :K]ᵀ with both operands dense T, K a multiple of 64.
 template <class T, class Tile, int Stages>
-__device__ __forceinline__ void dense_k_loop(char* shared, const T* a, const T* b, int k, int valid_rows,
-                                             float (&acc)[Tile::MT][Tile::NT][4]) {
+__device__ __forceinline__ void dense_k_loop(char* shared, const T* a, const T* b, int k, int first_tile, int tiles,
+                                             int valid_rows, float (&acc)[Tile::MT][Tile::NT][4]) {
   T* a_tiles = reinterpret_cast<T*>(shared);
   T* b_tiles = reinterpret_cast<T*>(shared + Stages * Tile::a_bytes);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int warp_m = warp / Tile::WarpsN, warp_n = warp % Tile::WarpsN;
   auto load = [&](int stage, int tile) {
-    load_rows_async<T, Tile::BM, Tile::threads>(a_tiles + stage * Tile::BM * 64, a, k, valid_rows, tile * 64);
-    load_rows_async<T, Tile::BN, Tile::threads>(b_tiles + stage * Tile::BN * 64, b, k, Tile::BN, tile * 64);
+    const int k0 = (first_tile + tile) * 64;
+    load_rows_async<T, Tile::BM, Tile::threads>(a_tiles + stage * Tile::BM * 64, a, k, valid_rows, k0);
+    load_rows_async<T, Tile::BN, Tile::threads>(b_tiles + stage * Tile::BN * 64, b, k, Tile::BN, k0);
   };
   auto compute = [&](int stage) {
     const T* a_tile = a_tiles + stage * Tile::BM * 64;
@@ -132,13 +136,13 @@ __device__ __forceinline__ void dense_k_loop(char* shared, const T* a, const T* 
       }
     }
   };
-  pipelined_k_loop<Stages>(k / 64, load, compute);
+  pipelined_k_loop<Stages>(tiles, load, compute);
 }
 
 // acc += a[row0.., :] · dequant(codes)[col0.., :]ᵀ over all K.
 template <class T, int Bits, class Tile>
-__device__ __forceinline__ void quantized_k_loop(char* shared, const GemmTcParams& p, const T* a, int valid_rows,
-                                                 float (&acc)[Tile::MT][Tile::NT][4]) {
+__device__ __forceinline__ void quantized_k_loop(char* shared, const GemmTcParams& p, const T* a, int first_tile,
+                                                 int tiles, int valid_rows, float (&acc)[Tile::MT][Tile::NT][4]) {
   constexpr int Stages = Tile::Stages;
   constexpr int b_bytes = Tile::BN * 64 * Bits / 8;
   T* a_tiles = reinterpret_cast<T*>(shared);
@@ -153,7 +157,8 @@ __device__ __forceinline__ void quantized_k_loop(char* shared, const GemmTcParam
   const std::uint32_t* params = static_cast<const std::uint32_t*>(p.group_params) + col0;
   DequantConstants<T> constants{as_pair<T>(p.minus), p.minus_f};
 
-  auto load = [&](int stage, int tile) {
+  auto load = [&](int stage, int local_tile) {
+    const int tile = first_tile + local_tile;
     load_rows_async<T, Tile::BM, Tile::threads>(a_tiles + stage * Tile::BM * 64, a, p.k, valid_rows, tile * 64);
     const char* source = codes + tile * codes_tile_stride;
     char* target = b_tiles + stage * b_bytes;
@@ -210,16 +215,18 @@ __device__ __forceinline__ void quantized_k_loop(char* shared, const GemmTcParam
       }
     }
   };
-  pipelined_k_loop<Stages>(p.k / 64, load, compute);
+  pipelined_k_loop<Stages>(tiles, load, compute);
 }
 
 template <class T, int Bits, class Tile>
-__global__ void __launch_bounds__(Tile::threads) gemm_tc_kernel(const GemmTcParams p) {
+__global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) gemm_tc_kernel(const GemmTcParams p) {
   extern __shared__ uint4 shared_words[];
   char* shared = reinterpret_cast<char*>(shared_words);
   const int row0 = blockIdx.y * Tile::BM, col0 = blockIdx.x * Tile::BN;
   const int valid_rows = min(Tile::BM, p.m - row0);
   const T* a = static_cast<const T*>(p.a) + static_cast<std::size_t>(row0) * p.k;
+  const int first_tile = blockIdx.z * p.tiles_per_split;
+  const int tiles = min(p.tiles_per_split, p.k / 64 - first_tile);
 
   float acc[Tile::MT][Tile::NT][4];
 #pragma unroll
@@ -231,17 +238,18 @@ __global__ void __launch_bounds__(Tile::threads) gemm_tc_kernel(const GemmTcPara
 
   if constexpr (Bits == 16) {
     const T* b = static_cast<const T*>(p.b) + static_cast<std::size_t>(col0) * p.k;
-    dense_k_loop<T, Tile, Tile::Stages>(shared, a, b, p.k, valid_rows, acc);
+    dense_k_loop<T, Tile, Tile::Stages>(shared, a, b, p.k, first_tile, tiles, valid_rows, acc);
   } else {
-    quantized_k_loop<T, Bits, Tile>(shared, p, a, valid_rows, acc);
-    if (p.rank_padded > 0) {
+    quantized_k_loop<T, Bits, Tile>(shared, p, a, first_tile, tiles, valid_rows, acc);
+    if (p.rank_padded > 0 && blockIdx.z == 0) {  // the SVD branch belongs to one split
       const T* low_rank = static_cast<const T*>(p.low_rank) + static_cast<std::size_t>(row0) * p.rank_padded;
       const T* up = static_cast<const T*>(p.svd_up) + static_cast<std::size_t>(col0) * p.rank_padded;
-      dense_k_loop<T, Tile, 2>(shared, low_rank, up, p.rank_padded, valid_rows, acc);
+      dense_k_loop<T, Tile, 2>(shared, low_rank, up, p.rank_padded, 0, p.rank_padded / 64, valid_rows, acc);
     }
   }
 
-  // Epilogue: + bias, one rounding to T, stored as T pairs straight from the accumulators.
+  // Epilogue: + bias, one rounding to T, stored as T pairs straight from the accumulators; with split
+  // K the fp32 partial sums go to the workspace instead and gemm_tc_reduce_kernel finishes.
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int warp_m = warp / Tile::WarpsN, warp_n = warp % Tile::WarpsN;
   const T* bias = static_cast<const T*>(p.bias);
@@ -250,7 +258,7 @@ __global__ void __launch_bounds__(Tile::threads) gemm_tc_kernel(const GemmTcPara
   for (int nt = 0; nt < Tile::NT; ++nt) {
     const int col = col0 + warp_n * Tile::WN + nt * 8 + 2 * (lane & 3);
     float2 b = make_float2(0.0f, 0.0f);
-    if (bias != nullptr) b = make_float2(to_float(bias[col]), to_float(bias[col + 1]));
+    if (bias != nullptr && p.partial == nullptr) b = make_float2(to_float(bias[col]), to_float(bias[col + 1]));
 #pragma unroll
     for (int mt = 0; mt < Tile::MT; ++mt)
 #pragma unroll
@@ -258,11 +266,41 @@ __global__ void __launch_bounds__(Tile::threads) gemm_tc_kernel(const GemmTcPara
         const int row = row0 + warp_m * Tile::WM + mt * 16 + half * 8 + (lane >> 2);
         if (row >= p.m) continue;
         const float lo = acc[mt][nt][2 * half] + b.x, hi = acc[mt][nt][2 * half + 1] + b.y;
+        if (p.partial != nullptr) {
+          *reinterpret_cast<float2*>(p.partial + (static_cast<std::size_t>(blockIdx.z) * p.m + row) * p.n + col) =
+              make_float2(lo, hi);
+          continue;
+        }
         pair_of<T> out;
         if constexpr (std::is_same_v<T, __nv_bfloat16>) out = __floats2bfloat162_rn(lo, hi);
         else out = __floats2half2_rn(lo, hi);
         *reinterpret_cast<pair_of<T>*>(y + static_cast<std::size_t>(row) * p.n + col) = out;
       }
+  }
+}
+
+// y = Σ_splits partial (+ bias), rounded once; four columns per thread (N % 64 == 0).
+template <class T>
+__global__ void __launch_bounds__(256) gemm_tc_reduce_kernel(const float* partial, int splits, int m, int n,
+                                                             const T* bias, T* y) {
+  const std::size_t quads = static_cast<std::size_t>(m) * n / 4;
+  for (std::size_t q = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; q < quads; q += std::size_t(gridDim.x) * blockDim.x) {
+    float4 sum = reinterpret_cast<const float4*>(partial)[q];
+    for (int s = 1; s < splits; ++s) {
+      const float4 v = reinterpret_cast<const float4*>(partial + static_cast<std::size_t>(s) * m * n)[q];
+      sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
+    }
+    if (bias != nullptr) {
+      const int col = static_cast<int>(q * 4 % n);
+      sum.x += to_float(bias[col]), sum.y += to_float(bias[col + 1]);
+      sum.z += to_float(bias[col + 2]), sum.w += to_float(bias[col + 3]);
+    }
+    pair_of<T>* out = reinterpret_cast<pair_of<T>*>(y) + 2 * q;
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      out[0] = __floats2bfloat162_rn(sum.x, sum.y), out[1] = __floats2bfloat162_rn(sum.z, sum.w);
+    } else {
+      out[0] = __floats2half2_rn(sum.x, sum.y), out[1] = __floats2half2_rn(sum.z, sum.w);
+    }
   }
 }
 
