@@ -6,7 +6,9 @@
 #   3. runs the host tests (sdnq_tests) as a cross-check with g++ 13 and Catch2 v3;
 #   4. runs the CUDA tests (sdnq_cuda_tests);
 #   5. runs the CUDA tests again under compute-sanitizer memcheck (with leak check);
-#   6. where Python has PyTorch, compares the scalar conversions with torch's bit for bit.
+#   6. runs racecheck on the kernel tests (tags [dequantize],[gemv],[gemm_tc], or SDNQ_RACECHECK_FILTER);
+#   7. runs every benchmark in bench/ (SDNQ_SKIP_BENCHMARKS=1 skips them), JSON next to the logs;
+#   8. where Python has PyTorch, compares the scalar conversions with torch's bit for bit.
 # A failing test step does not stop the later ones; the script exits non-zero if any step failed.
 # Logs go to $OUT when set (its files come back from the GPU machine), else to <build dir>/logs.
 # Environment: SDNQ_JOBS (default nproc), SDNQ_BUILD_DIR (default build/gpu-check), CUDACXX (default
@@ -178,6 +180,22 @@ if [[ -x "$sanitizer" ]]; then
 else
   echo "!! compute-sanitizer not found"
   failed_steps+=(cuda-tests-memcheck)
+fi
+
+step "CUDA tests under compute-sanitizer racecheck (the kernels that use shared memory)"
+if [[ -x "$sanitizer" ]]; then
+  run_logged cuda-tests-racecheck "$sanitizer" --tool racecheck --report-api-errors no --error-exitcode 99 \
+    "$cuda_tests" "${SDNQ_RACECHECK_FILTER:-[dequantize],[gemv],[gemm_tc]}"
+fi
+
+if [[ "${SDNQ_SKIP_BENCHMARKS:-0}" != 1 ]]; then
+  step "benchmarks (Google Benchmark, JSON in the log folder)"
+  for bench in "$build_dir"/bench/bench_*; do
+    [[ -x "$bench" && -f "$bench" ]] || continue
+    name=$(basename "$bench")
+    run_logged "$name" "$bench" --benchmark_min_time="${SDNQ_BENCH_MIN_TIME:-0.05s}" \
+      --benchmark_out="$log_dir/$name.json" --benchmark_out_format=json
+  done
 fi
 
 step "scalar conversions against PyTorch"
