@@ -5,16 +5,64 @@
 #include <charconv>
 #include <cstdint>
 #include <optional>
-#include <regex>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "sdnq/core/error.hpp"
 #include "sdnq/format/storage_type.hpp"
 #include "sdnq/quant/config.hpp"
 
 namespace sdnq::quant {
+
+namespace detail {
+
+// One element of the regex the reference builds from a glob: a literal character or `.` (any), with
+// an optional `*`. Those are the only constructs module names and the reference's conversion produce.
+struct RegexAtom {
+  char literal;
+  bool any, repeated;
+};
+
+inline std::vector<RegexAtom> parse_glob_regex(std::string_view regex, std::string_view pattern) {
+  std::vector<RegexAtom> atoms;
+  for (std::size_t i = 0; i < regex.size(); ++i) {
+    const char c = regex[i];
+    if (c == '*') {
+      SDNQ_REQUIRE(!atoms.empty() && !atoms.back().repeated, ConfigError,
+                   "module pattern \"{}\": '*' follows nothing repeatable in its regex \"{}\"", pattern, regex);
+      atoms.back().repeated = true;
+    } else if (c == '\\') {
+      SDNQ_REQUIRE(i + 1 < regex.size(), ConfigError, "module pattern \"{}\" ends with a backslash", pattern);
+      atoms.push_back({regex[++i], false, false});
+    } else {
+      SDNQ_REQUIRE(std::string_view("+?()[]{}|^$").find(c) == std::string_view::npos, ConfigError,
+                   "module pattern \"{}\" uses regex syntax '{}' that sdnq does not support (only '.', '*' and "
+                   "literal characters)",
+                   pattern, c);
+      atoms.push_back({c, c == '.', false});
+    }
+  }
+  return atoms;
+}
+
+// Python's re.match: does some prefix of `text` (from position `at`) match atoms[first..]?
+inline bool match_prefix(std::span<const RegexAtom> atoms, std::string_view text, std::size_t at) {
+  if (atoms.empty()) return true;
+  const RegexAtom& atom = atoms.front();
+  const auto accepts = [&](std::size_t position) {
+    return position < text.size() && (atom.any || text[position] == atom.literal);
+  };
+  if (!atom.repeated) return accepts(at) && match_prefix(atoms.subspan(1), text, at + 1);
+  std::size_t end = at;
+  while (accepts(end)) ++end;
+  for (std::size_t stop = end + 1; stop-- > at;)  // greedy, then backtrack
+    if (match_prefix(atoms.subspan(1), text, stop)) return true;
+  return false;
+}
+
+}  // namespace detail
 
 // §2.2 `check_param_name_in` for one pattern: ".x" = prefix anchored at the model root; otherwise the
 // whole name, one dot-separated component, or (with `*`) a start-anchored glob turned into a regex
@@ -39,16 +87,10 @@ inline bool matches_module_pattern(std::string_view param_name, std::string_view
       escaped += pattern[i];
     }
   }
-  std::string regex_text;
-  for (char c : escaped) regex_text += c == '*' ? std::string(".*") : std::string(1, c);
-  try {
-    const std::regex regex(regex_text, std::regex::ECMAScript);
-    const std::string name(param_name);
-    return std::regex_search(name, regex, std::regex_constants::match_continuous);
-  } catch (const std::regex_error& error) {
-    throw ConfigError(fmt::format("module pattern \"{}\" is not a valid glob/regex (as regex \"{}\"): {}", pattern,
-                                  regex_text, error.what()));
-  }
+  std::string regex;
+  for (char c : escaped) regex += c == '*' ? std::string(".*") : std::string(1, c);
+  const std::vector<detail::RegexAtom> atoms = detail::parse_glob_regex(regex, pattern);
+  return detail::match_prefix(atoms, param_name, 0);
 }
 
 // The first pattern of `patterns` that matches, or nullptr.
@@ -91,8 +133,8 @@ inline std::string minimum_dtype(const std::string& weights_dtype, std::string_v
     const auto remove_suffix = [&](std::string_view suffix) {
       if (rule.ends_with(suffix)) rule.remove_suffix(suffix.size());
     };
-    remove_prefix("minimum"), remove_prefix("-"), remove_prefix("_");
-    remove_suffix("bits"), remove_suffix("bit"), remove_suffix("-"), remove_suffix("_");
+    for (std::string_view prefix : {"minimum", "-", "_"}) remove_prefix(prefix);
+    for (std::string_view suffix : {"bits", "bit", "-", "_"}) remove_suffix(suffix);
     const bool is_unsigned = rule.starts_with("uint");
     remove_prefix(is_unsigned ? "uint" : "int");
     int minimum_bits = 0;
