@@ -100,6 +100,14 @@ TEST_CASE("gemm_tc: the 128x128 tile on a wide weight", "[cuda][gemm_tc]") {
   CHECK(run_and_compare<sdnq::fp16>(int8, 1024, true, 39) <= 1e-2);
 }
 
+TEST_CASE("gemm_tc: the 128x256 tile on a wide weight and many rows", "[cuda][gemm_tc]") {
+  // ceil(M/128)·(N/256) = 16·9 ≥ the SM count of an H100 (132) or an A100 (108): the 128x256 tile runs.
+  const auto uint4 = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 2304, 256, 128, 16, 60);
+  CHECK(run_and_compare<sdnq::bf16>(uint4, 2048, true, 61) <= 1e-2);
+  const auto int8 = sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 2304, 192, 64, 0, 62);
+  CHECK(run_and_compare<sdnq::fp16>(int8, 2000, true, 63) <= 1e-2);
+}
+
 TEST_CASE("gemm_tc: SVD branch of rank 0/16/32/128", "[cuda][gemm_tc]") {
   const std::int64_t rank = GENERATE(0, 16, 32, 128);
   const std::int64_t tokens = GENERATE(16, 33, 257);

@@ -66,16 +66,28 @@ inline GemmTcWeightsDevice upload_gemm_tc_weights(const GemmTcWeightsHost& host,
 
 namespace kernel_detail {
 
-// The instantiated tile shapes: M ≤ 16 (streams weights, 4 warps side by side in N), mid-size, and
-// 128×128 (two blocks per SM) once there are enough tiles to fill every SM.
+// The instantiated tile shapes: M ≤ 16 (streams weights, 4 warps side by side in N), mid-size,
+// 128×128 (two blocks per SM) once there are enough tiles to fill every SM, and 128×256 (64×64 per
+// warp: fewer L2 → SM bytes and dequantizations per FLOP) for large M and N.
 using TcTileSmall = TcTile<16, 64, 1, 4, 6>;
 using TcTileMedium = TcTile<64, 64, 2, 2, 4>;
 using TcTileLarge = TcTile<128, 128, 2, 4, 3, 2>;
+using TcTileHuge = TcTile<128, 256, 2, 4, 3, 1>;
 
-enum class TcTileChoice { small, medium, large };
+enum class TcTileChoice { small, medium, large, huge };
 
-inline TcTileChoice choose_tc_tile(std::int64_t tokens, std::int64_t out_features, int multiprocessors) {
+// `shared_optin`: the device's dynamic shared-memory limit per block (the 128×256 int8 tile needs
+// 102 KB, more than sm_86/sm_89 allow).
+inline TcTileChoice choose_tc_tile(std::int64_t tokens, std::int64_t out_features, int bits, int multiprocessors,
+                                   int shared_optin) {
   if (tokens <= 16) return TcTileChoice::small;
+  const std::int64_t huge_tiles = (tokens + 127) / 128 * (out_features / 256);
+  const int huge_shared = bits == 4 ? TcTileHuge::shared_bytes<4>() : TcTileHuge::shared_bytes<8>();
+  // Measured on the H100 (docs/kernels.md): 2-7 % faster than 128×128 at M = 4096, up to 15 % slower
+  // at M = 1024 (one 8-warp block per SM hides less latency), so only from 16 row tiles up.
+  const bool many_rows = (tokens + 127) / 128 >= 16;
+  if (out_features % 256 == 0 && many_rows && huge_tiles >= multiprocessors && huge_shared <= shared_optin)
+    return TcTileChoice::huge;
   const std::int64_t large_tiles = (tokens + 127) / 128 * (out_features / 128);
   if (out_features % 128 == 0 && large_tiles >= multiprocessors) return TcTileChoice::large;
   return TcTileChoice::medium;
@@ -84,7 +96,9 @@ inline TcTileChoice choose_tc_tile(std::int64_t tokens, std::int64_t out_feature
 inline std::int64_t tile_rows(TcTileChoice tile) {
   return tile == TcTileChoice::small ? 16 : tile == TcTileChoice::medium ? 64 : 128;
 }
-inline std::int64_t tile_columns(TcTileChoice tile) { return tile == TcTileChoice::large ? 128 : 64; }
+inline std::int64_t tile_columns(TcTileChoice tile) {
+  return tile == TcTileChoice::huge ? 256 : tile == TcTileChoice::large ? 128 : 64;
+}
 
 // Split K over gridDim.z when the output tiles alone leave SMs idle (small M): about two blocks per
 // SM, at least `min_tiles` K tiles per split.
@@ -112,11 +126,18 @@ struct GemmTcPlan {
   std::size_t workspace_bytes() const { return (low_rank_bytes + 15) / 16 * 16 + partial_floats * sizeof(float); }
 };
 
-inline GemmTcPlan plan_gemm_tc(const GemmTcWeights& w, std::int64_t tokens, int multiprocessors) {
+// What the plan needs to know about the GPU.
+struct GemmTcDevice {
+  int multiprocessors = 0;
+  int shared_optin = 0;  // bytes of dynamic shared memory a block may opt in to
+};
+
+inline GemmTcPlan plan_gemm_tc(const GemmTcWeights& w, std::int64_t tokens, const GemmTcDevice& device) {
   using namespace kernel_detail;
   GemmTcPlan plan;
   const int k_tiles = static_cast<int>(w.in_features / 64);
-  plan.tile = choose_tc_tile(tokens, w.out_features, multiprocessors);
+  const int multiprocessors = device.multiprocessors;
+  plan.tile = choose_tc_tile(tokens, w.out_features, w.bits, multiprocessors, device.shared_optin);
   const std::int64_t blocks =
       (tokens + tile_rows(plan.tile) - 1) / tile_rows(plan.tile) * (w.out_features / tile_columns(plan.tile));
   plan.main = choose_k_split(blocks, k_tiles, 8, multiprocessors);
@@ -134,17 +155,19 @@ inline GemmTcPlan plan_gemm_tc(const GemmTcWeights& w, std::int64_t tokens, int 
   return plan;
 }
 
-inline int current_multiprocessor_count() {
-  int device = 0, count = 0;
+inline GemmTcDevice current_gemm_tc_device() {
+  int device = 0;
+  GemmTcDevice out;
   SDNQ_CUDA_CHECK(cudaGetDevice(&device));
-  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-  return count;
+  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&out.multiprocessors, cudaDevAttrMultiProcessorCount, device));
+  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&out.shared_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return out;
 }
 
 // Device workspace gemm_tc() needs for M rows of x on the current device (low-rank product and
 // split-K partial sums); 0 when neither is needed.
 inline std::size_t gemm_tc_workspace_bytes(const GemmTcWeights& w, std::int64_t tokens) {
-  const GemmTcPlan plan = plan_gemm_tc(w, tokens, current_multiprocessor_count());
+  const GemmTcPlan plan = plan_gemm_tc(w, tokens, current_gemm_tc_device());
   return plan.low_rank_bytes + plan.partial_floats == 0 ? 0 : plan.workspace_bytes();
 }
 
@@ -185,7 +208,8 @@ void dispatch_gemm_tc_tile(const GemmTcPlan& plan, const GemmTcParams& params, c
   switch (plan.tile) {
     case TcTileChoice::small: return launch_gemm_tc<T, Bits, TcTileSmall>(params, plan.main, stream);
     case TcTileChoice::medium: return launch_gemm_tc<T, Bits, TcTileMedium>(params, plan.main, stream);
-    default: return launch_gemm_tc<T, Bits, TcTileLarge>(params, plan.main, stream);
+    case TcTileChoice::large: return launch_gemm_tc<T, Bits, TcTileLarge>(params, plan.main, stream);
+    default: return launch_gemm_tc<T, Bits, TcTileHuge>(params, plan.main, stream);
   }
 }
 
@@ -253,7 +277,7 @@ inline void gemm_tc(const GemmTcWeights& w, TensorView x, std::optional<TensorVi
   SDNQ_REQUIRE(aligned(x.data()) && aligned(y.data()) && aligned(w.codes) && aligned(w.group_params) &&
                    (w.svd_rank_padded == 0 || (aligned(w.svd_up) && aligned(w.svd_down))),
                ShapeError, "gemm_tc: x, y, codes, group parameters and SVD factors need 16-byte alignment");
-  const GemmTcPlan plan = plan_gemm_tc(w, tokens, current_multiprocessor_count());
+  const GemmTcPlan plan = plan_gemm_tc(w, tokens, current_gemm_tc_device());
   const std::size_t workspace_bytes = plan.low_rank_bytes + plan.partial_floats == 0 ? 0 : plan.workspace_bytes();
   SDNQ_REQUIRE(workspace_bytes == 0 || (workspace.nbytes() >= workspace_bytes && workspace.device().is_cuda() &&
                                         aligned(workspace.data())),
