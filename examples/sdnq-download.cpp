@@ -130,8 +130,10 @@ int download(const Arguments& arguments) {
   } else if (arguments.target.find('/') != std::string::npos) {
     repo_id = arguments.target;
   } else {
-    throw UsageError{fmt::format("'{}' is neither a catalog name nor a repo id (org/name); sdnq-download --list shows "
-                                 "the catalog", arguments.target)};
+    throw UsageError{
+        fmt::format("'{}' is neither a catalog name nor a repo id (org/name); sdnq-download --list shows "
+                    "the catalog",
+                    arguments.target)};
   }
   validate_repo_id(repo_id);
   Repo repo{repo_id, RepoType::model};
@@ -141,8 +143,8 @@ int download(const Arguments& arguments) {
   options.revision = arguments.revision;
   if (!arguments.components.empty()) {
     if (entry && !entry->is_diffusers_pipeline())
-      throw UsageError{fmt::format("{} is not a diffusers pipeline, it has no components to pick: {}", entry->name,
-                                   entry->notes)};
+      throw UsageError{
+          fmt::format("{} is not a diffusers pipeline, it has no components to pick: {}", entry->name, entry->notes)};
     if (!client.settings().offline) {
       std::set<std::string> available = component_folders(client.list_files(repo, arguments.revision).files);
       for (const std::string& component : arguments.components)

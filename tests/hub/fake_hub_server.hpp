@@ -61,8 +61,8 @@ class FakeHub {
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, pipe_ends[1], STDOUT_FILENO);
     std::string script = fake_hub_script().string(), manifest_arg = manifest_path.string();
-    const char* argv[] = {"python3", script.c_str(), "--manifest", manifest_arg.c_str(), "--port", "0",
-                          "--lifetime", "120", nullptr};
+    const char* argv[] = {"python3",    script.c_str(), "--manifest", manifest_arg.c_str(), "--port", "0",
+                          "--lifetime", "120",          nullptr};
     int spawned = ::posix_spawnp(&pid_, "python3", &actions, nullptr, const_cast<char**>(argv), environ);
     posix_spawn_file_actions_destroy(&actions);
     ::close(pipe_ends[1]);

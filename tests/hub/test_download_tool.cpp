@@ -82,17 +82,20 @@ ToolResult run_tool(const std::vector<std::string>& arguments, const std::vector
 }
 
 nlohmann::json tool_manifest() {
-  auto file = [](std::string text, bool lfs) { return nlohmann::json{{"text", text}, {"repeat", lfs ? 4096 : 1}, {"lfs", lfs}}; };
+  auto file = [](std::string text, bool lfs) {
+    return nlohmann::json{{"text", text}, {"repeat", lfs ? 4096 : 1}, {"lfs", lfs}};
+  };
   nlohmann::json files = {{"model_index.json", file(R"({"_class_name": "ZImagePipeline"})", false)},
                           {"vae/config.json", file(R"({"shift_factor": 0.1159})", false)},
                           {"vae/diffusion_pytorch_model.safetensors", file("vae weights ", true)},
                           {"transformer/config.json", file(R"({"dim": 3840})", false)},
                           {"transformer/diffusion_pytorch_model.safetensors", file("transformer weights ", true)}};
   const char* commit = "3333333333333333333333333333333333333333";
-  return {{"accepted_token", "hf_good"},
-          {"repos",
-           {{"Disty0/Z-Image-Turbo-SDNQ-int8", {{"commit", commit}, {"refs", {{"main", commit}}}, {"files", files}}},
-            {"sdnq-test/gated", {{"commit", commit}, {"refs", {{"main", commit}}}, {"gated", true}, {"files", files}}}}}};
+  return {
+      {"accepted_token", "hf_good"},
+      {"repos",
+       {{"Disty0/Z-Image-Turbo-SDNQ-int8", {{"commit", commit}, {"refs", {{"main", commit}}}, {"files", files}}},
+        {"sdnq-test/gated", {{"commit", commit}, {"refs", {{"main", commit}}}, {"gated", true}, {"files", files}}}}}};
 }
 
 }  // namespace
@@ -115,8 +118,8 @@ TEST_CASE("sdnq-download fetches the chosen components into the shared cache", "
   const std::filesystem::path home = folder.path() / "hf-home";
   std::vector<std::string> environment = {"HF_ENDPOINT=" + hub.endpoint(), "HF_HOME=" + home.string(),
                                           "HOME=" + folder.path().string()};
-  const std::filesystem::path snapshot =
-      home / "hub" / "models--Disty0--Z-Image-Turbo-SDNQ-int8" / "snapshots" / "3333333333333333333333333333333333333333";
+  const std::filesystem::path snapshot = home / "hub" / "models--Disty0--Z-Image-Turbo-SDNQ-int8" / "snapshots" /
+                                         "3333333333333333333333333333333333333333";
 
   ToolResult result = run_tool({"Z-Image-Turbo-SDNQ-int8", "--components", "vae"}, environment, folder.path());
   INFO(result.err);
@@ -128,8 +131,8 @@ TEST_CASE("sdnq-download fetches the chosen components into the shared cache", "
   // Not a terminal: one line per finished file on stderr.
   CHECK(result.err.find("vae/diffusion_pytorch_model.safetensors (48.0 KiB)") != std::string::npos);
 
-  ToolResult unknown_component = run_tool({"Disty0/Z-Image-Turbo-SDNQ-int8", "--components", "unet"}, environment,
-                                          folder.path());
+  ToolResult unknown_component =
+      run_tool({"Disty0/Z-Image-Turbo-SDNQ-int8", "--components", "unet"}, environment, folder.path());
   CHECK(unknown_component.exit_code == 2);
   CHECK(unknown_component.err.find("has no component 'unet'") != std::string::npos);
   CHECK(unknown_component.err.find("transformer, vae") != std::string::npos);
@@ -139,7 +142,8 @@ TEST_CASE("sdnq-download fetches the chosen components into the shared cache", "
   ToolResult offline = run_tool({"Z-Image-Turbo-SDNQ-int8", "--components", "vae"}, environment, folder.path());
   CHECK(offline.exit_code == 0);
   CHECK(offline.out == snapshot.string() + "\n");
-  ToolResult offline_miss = run_tool({"Z-Image-Turbo-SDNQ-int8", "--components", "transformer"}, environment, folder.path());
+  ToolResult offline_miss =
+      run_tool({"Z-Image-Turbo-SDNQ-int8", "--components", "transformer"}, environment, folder.path());
   CHECK(offline_miss.exit_code == 7);
   CHECK(offline_miss.err.find("missing transformer/config.json") != std::string::npos);
 }
@@ -181,8 +185,8 @@ TEST_CASE("sdnq-download explains each failure with its own exit code", "[hub][t
   CHECK(offline_miss.err.find("Disty0/Chroma1-HD-SDNQ-uint4-svd-r32") != std::string::npos);
 
   // Nothing listens on port 9 and nothing is cached: the cache miss is reported, at once (no retries).
-  std::vector<std::string> unreachable = {"HF_ENDPOINT=http://127.0.0.1:9", "HF_HOME=" + (folder.path() / "hf").string(),
-                                          "HF_HUB_ETAG_TIMEOUT=2"};
+  std::vector<std::string> unreachable = {"HF_ENDPOINT=http://127.0.0.1:9",
+                                          "HF_HOME=" + (folder.path() / "hf").string(), "HF_HUB_ETAG_TIMEOUT=2"};
   ToolResult network = run_tool({"sdnq-test/never-cached"}, unreachable, folder.path());
   CHECK(network.exit_code == 7);
   CHECK(network.err.find("could not be reached") != std::string::npos);

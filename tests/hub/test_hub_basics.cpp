@@ -43,8 +43,8 @@ TEST_CASE("fnmatch_case follows Python's fnmatch.fnmatchcase", "[hub][patterns]"
   CHECK(fnmatch_case("model.[0-9]*", "model.3.bin"));
   CHECK_FALSE(fnmatch_case("model.[!0-9]*", "model.3.bin"));
   CHECK(fnmatch_case("model.[!0-9]*", "model.a.bin"));
-  CHECK(fnmatch_case("[]]x", "]x"));   // ']' first in a set is a member
-  CHECK(fnmatch_case("a[b", "a[b"));   // an unclosed '[' is literal
+  CHECK(fnmatch_case("[]]x", "]x"));  // ']' first in a set is a member
+  CHECK(fnmatch_case("a[b", "a[b"));  // an unclosed '[' is literal
   CHECK_FALSE(fnmatch_case("a[b", "ab"));
   CHECK(fnmatch_case("[z-a]*", "") == false);
   CHECK_FALSE(fnmatch_case("[z-a]", "m"));  // a reversed range matches nothing
@@ -56,7 +56,7 @@ TEST_CASE("fnmatch_case follows Python's fnmatch.fnmatchcase", "[hub][patterns]"
 }
 
 TEST_CASE("path selection applies allow then ignore patterns like filter_repo_objects", "[hub][patterns]") {
-  std::vector<std::string> files = {"model_index.json",  "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
+  std::vector<std::string> files = {"model_index.json", "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
                                     "unet/config.json", "unet/model.bin",  "README.md"};
   CHECK(filter_paths(files, {"vae/", "model_index.json"}, {}) ==
         std::vector<std::string>{"model_index.json", "vae/config.json", "vae/diffusion_pytorch_model.safetensors"});

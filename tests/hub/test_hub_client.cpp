@@ -57,16 +57,25 @@ nlohmann::json test_manifest() {
       {"repos",
        {{"sdnq-test/tiny-pipeline", pipeline},
         {"sdnq-test/old-name", {{"redirect_to", "sdnq-test/tiny-pipeline"}}},
-        {"sdnq-test/gated", {{"commit", commit_other}, {"refs", {{"main", commit_other}}}, {"gated", true},
-                             {"files", {{"model_index.json", regular(index_text)}}}}},
-        {"sdnq-test/corrupt", {{"commit", commit_other}, {"refs", {{"main", commit_other}}},
-                               {"files", {{"weights.safetensors", lfs("corrupt me ", 10000, {"corrupt"})}}}}},
-        {"sdnq-test/flaky", {{"commit", commit_other}, {"refs", {{"main", commit_other}}},
-                             {"files", {{"weights.safetensors", lfs("flaky ", 30000, {"server_error_once", "ignore_range",
-                                                                                    "cut_once:5000"})}}}}},
-        {"sdnq-test/evil", {{"commit", commit_other}, {"refs", {{"main", commit_other}}},
-                            {"files", {{"model_index.json", regular(index_text)}}},
-                            {"extra_listed_paths", {"../escape.txt"}}}}}}};
+        {"sdnq-test/gated",
+         {{"commit", commit_other},
+          {"refs", {{"main", commit_other}}},
+          {"gated", true},
+          {"files", {{"model_index.json", regular(index_text)}}}}},
+        {"sdnq-test/corrupt",
+         {{"commit", commit_other},
+          {"refs", {{"main", commit_other}}},
+          {"files", {{"weights.safetensors", lfs("corrupt me ", 10000, {"corrupt"})}}}}},
+        {"sdnq-test/flaky",
+         {{"commit", commit_other},
+          {"refs", {{"main", commit_other}}},
+          {"files",
+           {{"weights.safetensors", lfs("flaky ", 30000, {"server_error_once", "ignore_range", "cut_once:5000"})}}}}},
+        {"sdnq-test/evil",
+         {{"commit", commit_other},
+          {"refs", {{"main", commit_other}}},
+          {"files", {{"model_index.json", regular(index_text)}}},
+          {"extra_listed_paths", {"../escape.txt"}}}}}}};
 }
 
 HubSettings test_settings(const std::string& endpoint, const std::filesystem::path& cache) {
@@ -166,7 +175,8 @@ TEST_CASE("downloads lay out the cache exactly as huggingface_hub does", "[hub][
                              fmt::format("snapshots/{}/model_index.json", commit_main),
                              fmt::format("snapshots/{}/vae/diffusion_pytorch_model.safetensors", commit_main),
                          });
-  CHECK(std::filesystem::exists(cache / ".locks" / "models--sdnq-test--tiny-pipeline" / fmt::format("{}.lock", vae_sha256)));
+  CHECK(std::filesystem::exists(cache / ".locks" / "models--sdnq-test--tiny-pipeline" /
+                                fmt::format("{}.lock", vae_sha256)));
 
   // The token reaches the Hub, never the CDN on the other host name.
   bool cdn_seen = false;
@@ -294,7 +304,8 @@ TEST_CASE("gated, missing and unknown repos, files and revisions raise typed err
   HubClient approved(settings);
   CHECK(read_file(approved.download_file({"sdnq-test/gated"}, "model_index.json")) == index_text);
 
-  std::string missing_repo = message_of([&] { approved.download_file({"sdnq-test/nothing-here"}, "model_index.json"); });
+  std::string missing_repo =
+      message_of([&] { approved.download_file({"sdnq-test/nothing-here"}, "model_index.json"); });
   CHECK(missing_repo.find("repository sdnq-test/nothing-here not found") != std::string::npos);
   CHECK_THROWS_AS(approved.download_file({"sdnq-test/nothing-here"}, "model_index.json"), RepositoryNotFoundError);
 
@@ -329,7 +340,8 @@ TEST_CASE("snapshot_download fetches only the selected components, in parallel",
   CHECK(snapshot.files == std::vector<std::string>{"model_index.json", "scheduler/scheduler_config.json",
                                                    "vae/config.json", "vae/diffusion_pytorch_model.safetensors"});
   CHECK(tree_of(snapshot.folder) == std::vector<std::string>{"model_index.json", "scheduler/scheduler_config.json",
-                                                             "vae/config.json", "vae/diffusion_pytorch_model.safetensors"});
+                                                             "vae/config.json",
+                                                             "vae/diffusion_pytorch_model.safetensors"});
   CHECK(read_file(snapshot.folder / "vae" / "diffusion_pytorch_model.safetensors") == vae_bytes());
   // The listing came in pages of 3 (Link rel="next") and is cached per commit.
   CHECK(requests_for(hub, "/api/models/sdnq-test/tiny-pipeline/tree/").size() == 3);
@@ -375,7 +387,8 @@ TEST_CASE("a cache built the Python way is used offline with zero requests", "[h
   std::ofstream(repo / "blobs" / etag_config) << R"({"scaling_factor": 0.3611})";
   std::ofstream(repo / "blobs" / etag_weights) << "weights";
   std::ofstream(repo / "refs" / "main") << commit_other;
-  std::filesystem::create_symlink("../../../blobs/" + etag_config, repo / "snapshots" / commit_other / "vae" / "config.json");
+  std::filesystem::create_symlink("../../../blobs/" + etag_config,
+                                  repo / "snapshots" / commit_other / "vae" / "config.json");
   std::filesystem::create_symlink("../../../blobs/" + etag_weights,
                                   repo / "snapshots" / commit_other / "vae" / "diffusion_pytorch_model.safetensors");
   std::filesystem::create_directories(repo / ".no_exist" / commit_other / "vae");

@@ -35,7 +35,8 @@ namespace detail {
 // `.` and `..` components, NUL bytes and backslashes (a separator on Windows).
 inline void check_relative_path(std::string_view path, std::string_view what) {
   auto fail = [&](std::string_view why) {
-    throw UnsafePathError(fmt::format("refusing {} '{}': {}; it must be a relative path inside the repo", what, path, why));
+    throw UnsafePathError(
+        fmt::format("refusing {} '{}': {}; it must be a relative path inside the repo", what, path, why));
   };
   if (path.empty()) fail("it is empty");
   if (path.front() == '/') fail("it is absolute");
@@ -64,13 +65,14 @@ inline void check_etag(std::string_view etag) {
   bool hex = !etag.empty() && etag.size() <= 128;
   for (char c : etag) hex = hex && std::isxdigit(static_cast<unsigned char>(c));
   if (!hex)
-    throw UnsafePathError(fmt::format("refusing etag '{}' from the server: a blob name must be hex digits (a sha256 or git sha1)",
-                                      etag));
+    throw UnsafePathError(
+        fmt::format("refusing etag '{}' from the server: a blob name must be hex digits (a sha256 or git sha1)", etag));
 }
 
 inline void check_commit(std::string_view commit) {
   if (!is_commit_hash(commit))
-    throw UnsafePathError(fmt::format("refusing commit '{}' from the server: expected 40 lowercase hex digits", commit));
+    throw UnsafePathError(
+        fmt::format("refusing commit '{}' from the server: expected 40 lowercase hex digits", commit));
 }
 
 // What a cache lookup found (try_to_load_from_cache).

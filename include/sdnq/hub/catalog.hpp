@@ -32,12 +32,18 @@ enum class StorageFormat {
 
 inline std::string_view to_string(StorageFormat format) {
   switch (format) {
-    case StorageFormat::sdnq_uint4_svd: return "sdnq-uint4-svd";
-    case StorageFormat::sdnq_int8: return "sdnq-int8";
-    case StorageFormat::sdnq_dynamic_4bit: return "sdnq-4bit-dynamic";
-    case StorageFormat::sdnq_dynamic_8bit: return "sdnq-8bit-dynamic";
-    case StorageFormat::quanto_qint8: return "optimum-quanto-qint8";
-    case StorageFormat::quanto_qint4: return "optimum-quanto-qint4";
+    case StorageFormat::sdnq_uint4_svd:
+      return "sdnq-uint4-svd";
+    case StorageFormat::sdnq_int8:
+      return "sdnq-int8";
+    case StorageFormat::sdnq_dynamic_4bit:
+      return "sdnq-4bit-dynamic";
+    case StorageFormat::sdnq_dynamic_8bit:
+      return "sdnq-8bit-dynamic";
+    case StorageFormat::quanto_qint8:
+      return "optimum-quanto-qint8";
+    case StorageFormat::quanto_qint4:
+      return "optimum-quanto-qint4";
   }
   return "unknown";
 }
@@ -46,9 +52,9 @@ inline std::string_view to_string(StorageFormat format) {
 // the card gives them, else the diffusers pipeline's __call__ defaults; empty means "the pipeline's own
 // default" where neither was confirmed.
 struct ModelFamily {
-  std::string_view name;                // "FLUX.1"
-  std::string_view pipeline_class;      // diffusers class in model_index.json; empty when not diffusers
-  std::string_view scheduler;           // diffusers scheduler class
+  std::string_view name;            // "FLUX.1"
+  std::string_view pipeline_class;  // diffusers class in model_index.json; empty when not diffusers
+  std::string_view scheduler;       // diffusers scheduler class
   std::optional<int> steps;
   std::optional<float> guidance;
   std::string_view guidance_parameter;  // "guidance_scale" or "true_cfg_scale" (Qwen-Image's real CFG)
@@ -56,15 +62,15 @@ struct ModelFamily {
 };
 
 struct CatalogEntry {
-  std::string_view name;         // the registry key: "FLUX.1-dev-SDNQ-uint4"
-  std::string_view repo_id;      // "Disty0/FLUX.1-dev-SDNQ-uint4-svd-r32"
-  std::string_view catalog_type; // the registry's `type`: FLUX, FLUX2, Qwen, Z-Image, ...
-  std::string_view quant_level;  // the registry's `quant_level`: int8, uint4, 4bit
-  int priority;                  // the registry's sort order (1 = first; 14 is unused there)
-  std::string_view description;  // the registry's description
+  std::string_view name;          // the registry key: "FLUX.1-dev-SDNQ-uint4"
+  std::string_view repo_id;       // "Disty0/FLUX.1-dev-SDNQ-uint4-svd-r32"
+  std::string_view catalog_type;  // the registry's `type`: FLUX, FLUX2, Qwen, Z-Image, ...
+  std::string_view quant_level;   // the registry's `quant_level`: int8, uint4, 4bit
+  int priority;                   // the registry's sort order (1 = first; 14 is unused there)
+  std::string_view description;   // the registry's description
   const ModelFamily* family;
   StorageFormat format;
-  int svd_rank;                  // 0: no SVD side channel
+  int svd_rank;  // 0: no SVD side channel
   std::string_view format_detail;
   std::string_view notes;
 
@@ -103,7 +109,8 @@ inline void require_sdnq(const CatalogEntry& entry) {
   throw UnsupportedError(fmt::format(
       "{} ({}) is not an SDNQ checkpoint: it is {} (a quantization_map.json with Optimum-Quanto tensors), which sdnq "
       "does not load. Use FLUX.1-dev-SDNQ-uint4 (Disty0/FLUX.1-dev-SDNQ-uint4-svd-r32) for FLUX.1-dev in SDNQ.",
-      entry.name, entry.repo_id, entry.format == StorageFormat::quanto_qint8 ? "Optimum-Quanto qint8" : "Optimum-Quanto qint4"));
+      entry.name, entry.repo_id,
+      entry.format == StorageFormat::quanto_qint8 ? "Optimum-Quanto qint8" : "Optimum-Quanto qint4"));
 }
 
 inline nlohmann::json to_json(const CatalogEntry& entry) {
@@ -115,25 +122,20 @@ inline nlohmann::json to_json(const CatalogEntry& entry) {
                            {"guidance", family.guidance ? nlohmann::json(*family.guidance) : nlohmann::json(nullptr)},
                            {"guidance_parameter", family.guidance_parameter},
                            {"notes", family.notes}};
-  return {{"name", entry.name},
-          {"repo_id", entry.repo_id},
-          {"type", entry.catalog_type},
-          {"quant_level", entry.quant_level},
-          {"priority", entry.priority},
-          {"description", entry.description},
-          {"sdnq", entry.is_sdnq()},
-          {"format", to_string(entry.format)},
-          {"svd_rank", entry.svd_rank},
-          {"format_detail", entry.format_detail},
-          {"notes", entry.notes},
-          {"preset", std::move(preset)}};
+  return {{"name", entry.name},         {"repo_id", entry.repo_id},
+          {"type", entry.catalog_type}, {"quant_level", entry.quant_level},
+          {"priority", entry.priority}, {"description", entry.description},
+          {"sdnq", entry.is_sdnq()},    {"format", to_string(entry.format)},
+          {"svd_rank", entry.svd_rank}, {"format_detail", entry.format_detail},
+          {"notes", entry.notes},       {"preset", std::move(preset)}};
 }
 
 // The whole catalog as JSON (docs/catalog.json is this, dumped with indent 2).
 inline nlohmann::json catalog_json() {
   nlohmann::json entries = nlohmann::json::array();
   for (const CatalogEntry& entry : catalog()) entries.push_back(to_json(entry));
-  return {{"source", "EnragedAntelope/comfyui-sdnq core/registry.py (2026-01-15), formats from the Hugging Face model cards"},
+  return {{"source",
+           "EnragedAntelope/comfyui-sdnq core/registry.py (2026-01-15), formats from the Hugging Face model cards"},
           {"entries", std::move(entries)}};
 }
 

@@ -8,67 +8,162 @@
 
 namespace sdnq::hub::detail {
 
-inline constexpr ModelFamily flux1{"FLUX.1", "FluxPipeline", "FlowMatchEulerDiscreteScheduler", 28, 3.5f,
-                                   "guidance_scale",
-                                   "guidance_scale is distilled guidance; a negative prompt only acts with true_cfg_scale > 1"};
-inline constexpr ModelFamily flux1_schnell{"FLUX.1-schnell", "FluxPipeline", "FlowMatchEulerDiscreteScheduler", 4, 0.0f,
-                                           "guidance_scale", "timestep-distilled: 4 steps, no guidance"};
-inline constexpr ModelFamily flux1_kontext{"FLUX.1-Kontext", "FluxKontextPipeline", "FlowMatchEulerDiscreteScheduler", 28,
-                                           2.5f, "guidance_scale", "image editing: pass the input image as `image`"};
-inline constexpr ModelFamily flux2_dev{"FLUX.2-dev", "Flux2Pipeline", "FlowMatchEulerDiscreteScheduler", 50, 4.0f,
+inline constexpr ModelFamily flux1{
+    "FLUX.1",
+    "FluxPipeline",
+    "FlowMatchEulerDiscreteScheduler",
+    28,
+    3.5f,
+    "guidance_scale",
+    "guidance_scale is distilled guidance; a negative prompt only acts with true_cfg_scale > 1"};
+inline constexpr ModelFamily flux1_schnell{"FLUX.1-schnell",
+                                           "FluxPipeline",
+                                           "FlowMatchEulerDiscreteScheduler",
+                                           4,
+                                           0.0f,
+                                           "guidance_scale",
+                                           "timestep-distilled: 4 steps, no guidance"};
+inline constexpr ModelFamily flux1_kontext{"FLUX.1-Kontext",
+                                           "FluxKontextPipeline",
+                                           "FlowMatchEulerDiscreteScheduler",
+                                           28,
+                                           2.5f,
+                                           "guidance_scale",
+                                           "image editing: pass the input image as `image`"};
+inline constexpr ModelFamily flux2_dev{"FLUX.2-dev",
+                                       "Flux2Pipeline",
+                                       "FlowMatchEulerDiscreteScheduler",
+                                       50,
+                                       4.0f,
                                        "guidance_scale",
                                        "Mistral Small 3 text encoder; no negative prompt; accepts reference images"};
-inline constexpr ModelFamily flux2_klein{"FLUX.2-klein", "Flux2KleinPipeline", "FlowMatchEulerDiscreteScheduler", {}, 4.0f,
+inline constexpr ModelFamily flux2_klein{"FLUX.2-klein",
+                                         "Flux2KleinPipeline",
+                                         "FlowMatchEulerDiscreteScheduler",
+                                         {},
+                                         4.0f,
                                          "guidance_scale",
                                          "Qwen3 text encoder (4B for klein-4B, 8B for klein-9B); step-distilled "
                                          "(is_distilled), take the step count from the model card"};
-inline constexpr ModelFamily qwen_image{"Qwen-Image", "QwenImagePipeline", "FlowMatchEulerDiscreteScheduler", 50, 4.0f,
+inline constexpr ModelFamily qwen_image{"Qwen-Image",
+                                        "QwenImagePipeline",
+                                        "FlowMatchEulerDiscreteScheduler",
+                                        50,
+                                        4.0f,
                                         "true_cfg_scale",
                                         "the real CFG is true_cfg_scale with a negative prompt; guidance_scale is only "
                                         "for guidance-distilled variants"};
-inline constexpr ModelFamily qwen_image_lightning{"Qwen-Image-Lightning", "QwenImagePipeline",
-                                                  "FlowMatchEulerDiscreteScheduler", 8, 1.0f, "true_cfg_scale",
+inline constexpr ModelFamily qwen_image_lightning{"Qwen-Image-Lightning",
+                                                  "QwenImagePipeline",
+                                                  "FlowMatchEulerDiscreteScheduler",
+                                                  8,
+                                                  1.0f,
+                                                  "true_cfg_scale",
                                                   "Lightning distillation: few steps and CFG off; check the model card "
                                                   "for the 4- or 8-step variant"};
-inline constexpr ModelFamily qwen_image_edit{"Qwen-Image-Edit", "QwenImageEditPipeline", "FlowMatchEulerDiscreteScheduler",
-                                             50, 4.0f, "true_cfg_scale", "one input image; real CFG is true_cfg_scale"};
-inline constexpr ModelFamily qwen_image_edit_lightning{"Qwen-Image-Edit-Lightning", "QwenImageEditPipeline",
-                                                       "FlowMatchEulerDiscreteScheduler", 8, 1.0f, "true_cfg_scale",
+inline constexpr ModelFamily qwen_image_edit{"Qwen-Image-Edit",
+                                             "QwenImageEditPipeline",
+                                             "FlowMatchEulerDiscreteScheduler",
+                                             50,
+                                             4.0f,
+                                             "true_cfg_scale",
+                                             "one input image; real CFG is true_cfg_scale"};
+inline constexpr ModelFamily qwen_image_edit_lightning{"Qwen-Image-Edit-Lightning",
+                                                       "QwenImageEditPipeline",
+                                                       "FlowMatchEulerDiscreteScheduler",
+                                                       8,
+                                                       1.0f,
+                                                       "true_cfg_scale",
                                                        "Lightning distillation of Qwen-Image-Edit: few steps, CFG off"};
-inline constexpr ModelFamily qwen_image_edit_plus{"Qwen-Image-Edit-Plus", "QwenImageEditPlusPipeline",
-                                                  "FlowMatchEulerDiscreteScheduler", 50, 4.0f, "true_cfg_scale",
+inline constexpr ModelFamily qwen_image_edit_plus{"Qwen-Image-Edit-Plus",
+                                                  "QwenImageEditPlusPipeline",
+                                                  "FlowMatchEulerDiscreteScheduler",
+                                                  50,
+                                                  4.0f,
+                                                  "true_cfg_scale",
                                                   "2509/2511 editing with several input images"};
-inline constexpr ModelFamily qwen_image_layered{"Qwen-Image-Layered", "QwenImageLayeredPipeline",
-                                                "FlowMatchEulerDiscreteScheduler", 50, 4.0f, "true_cfg_scale",
+inline constexpr ModelFamily qwen_image_layered{"Qwen-Image-Layered",
+                                                "QwenImageLayeredPipeline",
+                                                "FlowMatchEulerDiscreteScheduler",
+                                                50,
+                                                4.0f,
+                                                "true_cfg_scale",
                                                 "layered (RGBA layer) decomposition and editing"};
-inline constexpr ModelFamily z_image_turbo{"Z-Image-Turbo", "ZImagePipeline", "FlowMatchEulerDiscreteScheduler", 9, 0.0f,
-                                           "guidance_scale",
-                                           "distilled: the card uses 9 steps and guidance 0; the VAE uses shift_factor"};
-inline constexpr ModelFamily chroma{"Chroma", "ChromaPipeline", "FlowMatchEulerDiscreteScheduler", 35, 5.0f,
-                                    "guidance_scale", "T5 text encoder only; negative prompts supported"};
-inline constexpr ModelFamily chrono_edit{"ChronoEdit", "ChronoEditPipeline", "FlowMatchEulerDiscreteScheduler", {}, {},
+inline constexpr ModelFamily z_image_turbo{
+    "Z-Image-Turbo",
+    "ZImagePipeline",
+    "FlowMatchEulerDiscreteScheduler",
+    9,
+    0.0f,
+    "guidance_scale",
+    "distilled: the card uses 9 steps and guidance 0; the VAE uses shift_factor"};
+inline constexpr ModelFamily chroma{"Chroma",
+                                    "ChromaPipeline",
+                                    "FlowMatchEulerDiscreteScheduler",
+                                    35,
+                                    5.0f,
+                                    "guidance_scale",
+                                    "T5 text encoder only; negative prompts supported"};
+inline constexpr ModelFamily chrono_edit{"ChronoEdit",
+                                         "ChronoEditPipeline",
+                                         "FlowMatchEulerDiscreteScheduler",
+                                         {},
+                                         {},
                                          "guidance_scale",
                                          "Wan-based 14B image editor (UMT5 + CLIP vision encoder, Wan VAE); steps and "
                                          "guidance not confirmed, the pipeline defaults apply"};
-inline constexpr ModelFamily hunyuan_image3{"HunyuanImage-3", "", "", {}, {}, "",
+inline constexpr ModelFamily hunyuan_image3{"HunyuanImage-3",
+                                            "",
+                                            "",
+                                            {},
+                                            {},
+                                            "",
                                             "not a diffusers pipeline: a transformers multimodal MoE (80B total, 13B "
                                             "active) with remote code and no model_index.json"};
-inline constexpr ModelFamily sdxl_vpred{"SDXL-vpred", "StableDiffusionXLPipeline", "EulerDiscreteScheduler", 28, 5.0f,
+inline constexpr ModelFamily sdxl_vpred{"SDXL-vpred",
+                                        "StableDiffusionXLPipeline",
+                                        "EulerDiscreteScheduler",
+                                        28,
+                                        5.0f,
                                         "guidance_scale",
                                         "v-prediction: the scheduler needs prediction_type=v_prediction and "
                                         "rescale_betas_zero_snr"};
-inline constexpr ModelFamily sdxl{"SDXL", "StableDiffusionXLPipeline", "EulerAncestralDiscreteScheduler", 28, 5.0f,
-                                  "guidance_scale", "epsilon prediction; CLIP-L + OpenCLIP bigG text encoders"};
-inline constexpr ModelFamily wan22_t2v{"Wan2.2-T2V", "WanPipeline", "UniPCMultistepScheduler", 40, 4.0f, "guidance_scale",
+inline constexpr ModelFamily sdxl{"SDXL",
+                                  "StableDiffusionXLPipeline",
+                                  "EulerAncestralDiscreteScheduler",
+                                  28,
+                                  5.0f,
+                                  "guidance_scale",
+                                  "epsilon prediction; CLIP-L + OpenCLIP bigG text encoders"};
+inline constexpr ModelFamily wan22_t2v{"Wan2.2-T2V",
+                                       "WanPipeline",
+                                       "UniPCMultistepScheduler",
+                                       40,
+                                       4.0f,
+                                       "guidance_scale",
                                        "two experts: transformer (high noise) and transformer_2 (low noise), switched "
                                        "at boundary_ratio; guidance_scale_2 for the second"};
-inline constexpr ModelFamily wan22_i2v{"Wan2.2-I2V", "WanImageToVideoPipeline", "UniPCMultistepScheduler", 40, 3.5f,
-                                       "guidance_scale", "two experts as Wan2.2-T2V; the first frame is the input image"};
-inline constexpr ModelFamily glm_image{"GLM-Image", "GlmImagePipeline", "FlowMatchEulerDiscreteScheduler", {}, {},
+inline constexpr ModelFamily wan22_i2v{"Wan2.2-I2V",
+                                       "WanImageToVideoPipeline",
+                                       "UniPCMultistepScheduler",
+                                       40,
+                                       3.5f,
+                                       "guidance_scale",
+                                       "two experts as Wan2.2-T2V; the first frame is the input image"};
+inline constexpr ModelFamily glm_image{"GLM-Image",
+                                       "GlmImagePipeline",
+                                       "FlowMatchEulerDiscreteScheduler",
+                                       {},
+                                       {},
                                        "guidance_scale",
                                        "an autoregressive vision-language encoder plus a diffusion decoder; steps and "
                                        "guidance not confirmed, the pipeline defaults apply"};
-inline constexpr ModelFamily ltx2{"LTX-2", "LTX2Pipeline", "FlowMatchEulerDiscreteScheduler", {}, {}, "guidance_scale",
+inline constexpr ModelFamily ltx2{"LTX-2",
+                                  "LTX2Pipeline",
+                                  "FlowMatchEulerDiscreteScheduler",
+                                  {},
+                                  {},
+                                  "guidance_scale",
                                   "video with audio (Gemma 3 text encoder, video and audio VAEs, vocoder); "
                                   "LTX2ImageToVideoPipeline for image-to-video; experimental"};
 
@@ -83,8 +178,8 @@ inline constexpr std::array<CatalogEntry, 30> catalog_entries{{
      StorageFormat::quanto_qint4, 0, "Optimum-Quanto qint4", "not SDNQ: refused"},
     {"FLUX.1-dev-SDNQ-uint4", "Disty0/FLUX.1-dev-SDNQ-uint4-svd-r32", "FLUX", "uint4", 3, "T2I", &flux1,
      StorageFormat::sdnq_uint4_svd, 32, uint4_svd32, "base model FLUX.1-dev is gated: accept its licence"},
-    {"FLUX.1-schnell-SDNQ-uint4", "Disty0/FLUX.1-schnell-SDNQ-uint4-svd-r32", "FLUX", "uint4", 4, "fast", &flux1_schnell,
-     StorageFormat::sdnq_uint4_svd, 32, uint4_svd32, ""},
+    {"FLUX.1-schnell-SDNQ-uint4", "Disty0/FLUX.1-schnell-SDNQ-uint4-svd-r32", "FLUX", "uint4", 4, "fast",
+     &flux1_schnell, StorageFormat::sdnq_uint4_svd, 32, uint4_svd32, ""},
     {"FLUX.1-Krea-dev-SDNQ-uint4", "Disty0/FLUX.1-Krea-dev-SDNQ-uint4-svd-r32", "FLUX", "uint4", 5, "", &flux1,
      StorageFormat::sdnq_uint4_svd, 32, uint4_svd32, ""},
     {"FLUX.1-Kontext-dev-SDNQ-uint4", "Disty0/FLUX.1-Kontext-dev-SDNQ-uint4-svd-r32", "FLUX", "uint4", 6, "edit model",
@@ -93,8 +188,8 @@ inline constexpr std::array<CatalogEntry, 30> catalog_entries{{
      &flux2_dev, StorageFormat::sdnq_uint4_svd, 32, uint4_svd32, ""},
     {"Qwen-Image-SDNQ-uint4", "Disty0/Qwen-Image-SDNQ-uint4-svd-r32", "Qwen", "uint4", 8, "T2I", &qwen_image,
      StorageFormat::sdnq_uint4_svd, 32, uint4_svd32, ""},
-    {"Qwen-Image-Lightning-SDNQ-uint4", "Disty0/Qwen-Image-Lightning-SDNQ-uint4-svd-r32", "Qwen", "uint4", 9, "fast T2I",
-     &qwen_image_lightning, StorageFormat::sdnq_uint4_svd, 32, uint4_svd32, ""},
+    {"Qwen-Image-Lightning-SDNQ-uint4", "Disty0/Qwen-Image-Lightning-SDNQ-uint4-svd-r32", "Qwen", "uint4", 9,
+     "fast T2I", &qwen_image_lightning, StorageFormat::sdnq_uint4_svd, 32, uint4_svd32, ""},
     {"Qwen-Image-Edit-2509-SDNQ-uint4", "Disty0/Qwen-Image-Edit-2509-SDNQ-uint4-svd-r32", "Qwen", "uint4", 10, "I2I",
      &qwen_image_edit_plus, StorageFormat::sdnq_uint4_svd, 32, uint4_svd32, ""},
     {"Qwen-Image-Edit-2511-SDNQ-uint4", "Disty0/Qwen-Image-Edit-2511-SDNQ-uint4-svd-r32", "Qwen", "uint4", 11,
@@ -125,8 +220,9 @@ inline constexpr std::array<CatalogEntry, 30> catalog_entries{{
      StorageFormat::sdnq_uint4_svd, 32, uint4_svd32, "video"},
     {"FLUX.2-klein-4B-SDNQ-4bit", "Disty0/FLUX.2-klein-4B-SDNQ-4bit-dynamic", "FLUX2", "4bit", 24, "smaller FLUX.2",
      &flux2_klein, StorageFormat::sdnq_dynamic_4bit, 0, "dynamic per-layer mix of uint4 and int5, no SVD", ""},
-    {"FLUX.2-klein-9B-SDNQ-4bit", "Disty0/FLUX.2-klein-9B-SDNQ-4bit-dynamic-svd-r32", "FLUX2", "4bit", 25, "larger klein",
-     &flux2_klein, StorageFormat::sdnq_dynamic_4bit, 32, "dynamic per-layer mix of uint4 and int5, SVD rank 32", ""},
+    {"FLUX.2-klein-9B-SDNQ-4bit", "Disty0/FLUX.2-klein-9B-SDNQ-4bit-dynamic-svd-r32", "FLUX2", "4bit", 25,
+     "larger klein", &flux2_klein, StorageFormat::sdnq_dynamic_4bit, 32,
+     "dynamic per-layer mix of uint4 and int5, SVD rank 32", ""},
     {"GLM-Image-SDNQ-4bit", "Disty0/GLM-Image-SDNQ-4bit-dynamic", "GLM", "4bit", 26, "T2I", &glm_image,
      StorageFormat::sdnq_dynamic_4bit, 0, "dynamic per-layer mix of uint4, int5 and float5_e3m1fn, no SVD", ""},
     {"Qwen-Image-2512-SDNQ-4bit", "Disty0/Qwen-Image-2512-SDNQ-4bit-dynamic", "Qwen", "4bit", 27, "Dec 2025 update",

@@ -37,8 +37,11 @@
 #include "sdnq/hub/cache.hpp"
 #include "sdnq/hub/detail/file_lock.hpp"
 #include "sdnq/hub/detail/http.hpp"
+#include "sdnq/hub/detail/partial_file.hpp"
 #include "sdnq/hub/detail/status_errors.hpp"
+#include "sdnq/hub/detail/tree_cache.hpp"
 #include "sdnq/hub/errors.hpp"
+#include "sdnq/hub/listing.hpp"
 #include "sdnq/hub/patterns.hpp"
 #include "sdnq/hub/progress.hpp"
 #include "sdnq/hub/repo.hpp"
@@ -49,28 +52,15 @@ namespace sdnq::hub {
 
 // What the HEAD of a resolve URL says about one file.
 struct FileMetadata {
-  std::string commit;       // X-Repo-Commit: the 40-hex commit the revision resolved to
-  std::string etag;         // X-Linked-Etag or ETag: sha256 for LFS files, git blob sha1 otherwise
-  std::uint64_t size = 0;   // X-Linked-Size, else Content-Length
-  std::string location;     // where to GET the bytes: a CDN URL after an absolute redirect
-};
-
-struct RepoFileEntry {
-  std::string path;                          // "transformer/diffusion_pytorch_model.safetensors"
-  std::uint64_t size = 0;
-  std::string blob_id;                       // git blob sha1
-  std::optional<std::string> lfs_sha256;     // LFS files only
-  std::string etag() const { return lfs_sha256 ? *lfs_sha256 : blob_id; }
-};
-
-struct RepoListing {
-  std::string commit;
-  std::vector<RepoFileEntry> files;
+  std::string commit;      // X-Repo-Commit: the 40-hex commit the revision resolved to
+  std::string etag;        // X-Linked-Etag or ETag: sha256 for LFS files, git blob sha1 otherwise
+  std::uint64_t size = 0;  // X-Linked-Size, else Content-Length
+  std::string location;    // where to GET the bytes: a CDN URL after an absolute redirect
 };
 
 struct SnapshotOptions {
   std::string revision = "main";
-  std::vector<std::string> allow_patterns{};   // fnmatch; empty keeps everything
+  std::vector<std::string> allow_patterns{};  // fnmatch; empty keeps everything
   std::vector<std::string> ignore_patterns{};
   DownloadProgress* progress = nullptr;
 };
@@ -102,8 +92,8 @@ class HubClient {
   }
 
   // hf_hub_download into the cache: the path of snapshots/<commit>/<path_in_repo>.
-  std::filesystem::path download_file(const Repo& repo, std::string_view path_in_repo, std::string_view revision = "main",
-                                      DownloadProgress* progress = nullptr) {
+  std::filesystem::path download_file(const Repo& repo, std::string_view path_in_repo,
+                                      std::string_view revision = "main", DownloadProgress* progress = nullptr) {
     validate_repo_id(repo.id);
     detail::check_relative_path(path_in_repo, "file path");
     if (is_commit_hash(revision)) {
@@ -132,7 +122,8 @@ class HubClient {
         report_cached(progress, path_in_repo, cached.path);
         return cached.path;
       }
-      throw_cache_miss(repo, path_in_repo, revision, cached, fmt::format("the Hub could not be reached ({})", error.what()));
+      throw_cache_miss(repo, path_in_repo, revision, cached,
+                       fmt::format("the Hub could not be reached ({})", error.what()));
     }
     if (head.status == 404 && head.header("x-error-code") == "EntryNotFound") {
       std::string commit = head.header("x-repo-commit");
@@ -154,11 +145,14 @@ class HubClient {
   std::string resolve_commit(const Repo& repo, std::string_view revision) {
     if (is_commit_hash(revision)) return std::string(revision);
     require_online(repo, "", revision);
-    detail::HttpResponse response = get_json(revision_info_url(settings_.endpoint, repo, revision), context(repo, revision, ""));
+    detail::HttpResponse response =
+        get_json(revision_info_url(settings_.endpoint, repo, revision), context(repo, revision, ""));
     auto info = nlohmann::json::parse(response.body, nullptr, false);
     if (info.is_discarded() || !info.is_object() || !info.contains("sha") || !info["sha"].is_string())
-      throw FileMetadataError(fmt::format("{} did not answer with repo info JSON holding a 'sha': is HF_ENDPOINT ({}) "
-                                          "the Hub?", response.url, settings_.endpoint));
+      throw FileMetadataError(
+          fmt::format("{} did not answer with repo info JSON holding a 'sha': is HF_ENDPOINT ({}) "
+                      "the Hub?",
+                      response.url, settings_.endpoint));
     std::string commit = info["sha"].get<std::string>();
     check_commit(commit);
     return commit;
@@ -170,7 +164,7 @@ class HubClient {
     validate_repo_id(repo.id);
     RepoListing listing;
     listing.commit = resolve_commit(repo, revision);
-    if (auto cached = read_tree_cache(repo, listing.commit)) {
+    if (auto cached = detail::read_tree_cache(cache_, repo, listing.commit)) {
       listing.files = std::move(*cached);
       return listing;
     }
@@ -195,7 +189,7 @@ class HubClient {
       }
       url = next_page_url(response.header("link"));
     }
-    write_tree_cache(repo, listing);
+    detail::write_tree_cache(cache_, repo, listing);
     return listing;
   }
 
@@ -218,9 +212,10 @@ class HubClient {
       total_bytes += file.size;
     }
     if (selected.empty() && !options.allow_patterns.empty())
-      throw EntryNotFoundError(fmt::format("no file of {} at revision '{}' matches {}; the repo has {} files",
-                                           repo.id, options.revision, fmt::join(options.allow_patterns, ", "),
-                                           listing.files.size()), 404, tree_url(settings_.endpoint, repo, listing.commit));
+      throw EntryNotFoundError(
+          fmt::format("no file of {} at revision '{}' matches {}; the repo has {} files", repo.id, options.revision,
+                      fmt::join(options.allow_patterns, ", "), listing.files.size()),
+          404, tree_url(settings_.endpoint, repo, listing.commit));
     cache_.write_ref(repo, options.revision, listing.commit);
     if (options.progress) options.progress->begin(selected.size(), total_bytes);
     run_parallel(selected.size(), [&](std::size_t index) {
@@ -239,8 +234,9 @@ class HubClient {
 
   void require_online(const Repo& repo, std::string_view path, std::string_view revision) const {
     if (settings_.offline)
-      throw LocalEntryNotFoundError(fmt::format("HF_HUB_OFFLINE is set, so no request for {}{} at revision '{}' is sent",
-                                                repo.id, path.empty() ? "" : fmt::format(" file '{}'", path), revision));
+      throw LocalEntryNotFoundError(
+          fmt::format("HF_HUB_OFFLINE is set, so no request for {}{} at revision '{}' is sent", repo.id,
+                      path.empty() ? "" : fmt::format(" file '{}'", path), revision));
   }
 
   [[noreturn]] void throw_cache_miss(const Repo& repo, std::string_view path, std::string_view revision,
@@ -312,7 +308,8 @@ class HubClient {
 
   // HEAD of the resolve URL; relative redirects (renamed repos) are followed on the same host with the
   // token, an absolute one (the CDN) ends the chain and becomes the download location.
-  detail::HttpResponse head_resolve(const Repo& repo, std::string_view path, std::string_view revision, int max_retries) {
+  detail::HttpResponse head_resolve(const Repo& repo, std::string_view path, std::string_view revision,
+                                    int max_retries) {
     std::string url = resolve_url(settings_.endpoint, repo, revision, path);
     const std::string origin = detail::url_origin(url);
     for (int hop = 0; hop < 10; ++hop) {
@@ -333,17 +330,20 @@ class HubClient {
     throw HubError(fmt::format("more than 10 redirects for {}", resolve_url(settings_.endpoint, repo, revision, path)));
   }
 
-  FileMetadata parse_metadata(const detail::HttpResponse& response, const detail::RequestContext& request_context) const {
+  FileMetadata parse_metadata(const detail::HttpResponse& response,
+                              const detail::RequestContext& request_context) const {
     if (response.status >= 400) detail::throw_for_status(response, request_context);
     auto not_the_hub = [&](std::string_view missing) {
-      throw FileMetadataError(fmt::format("{} answered without {}: the response does not come from the Hub. Check "
-                                          "HF_ENDPOINT ({}) and any proxy or firewall in between", response.url,
-                                          missing, settings_.endpoint));
+      throw FileMetadataError(
+          fmt::format("{} answered without {}: the response does not come from the Hub. Check "
+                      "HF_ENDPOINT ({}) and any proxy or firewall in between",
+                      response.url, missing, settings_.endpoint));
     };
     FileMetadata metadata;
     metadata.commit = response.header("x-repo-commit");
     if (metadata.commit.empty()) not_the_hub("X-Repo-Commit");
-    std::string etag = response.has_header("x-linked-etag") ? response.header("x-linked-etag") : response.header("etag");
+    std::string etag =
+        response.has_header("x-linked-etag") ? response.header("x-linked-etag") : response.header("etag");
     if (etag.starts_with("W/")) etag.erase(0, 2);
     if (etag.size() >= 2 && etag.front() == '"' && etag.back() == '"') etag = etag.substr(1, etag.size() - 2);
     if (etag.empty()) not_the_hub("an ETag");
@@ -395,12 +395,12 @@ class HubClient {
     const std::filesystem::path blob = cache_.blob_path(repo, metadata.etag);
     const std::filesystem::path partial = cache_.incomplete_path(repo, metadata.etag);
     HubCache::create_folder(blob.parent_path());
-    PartialFile file(partial);
+    detail::PartialFile file(partial);
     std::uint64_t written = file.size();
     if (written > metadata.size) written = file.truncate();
     const bool verify_sha256 = metadata.etag.size() == 64;
     Sha256 hash;
-    if (verify_sha256 && written > 0) hash_existing(partial, written, hash);
+    if (verify_sha256 && written > 0) detail::hash_file_prefix(partial, written, hash);
     if (progress) progress->file_started(path, metadata.size, written);
 
     // The token goes only to the endpoint's own host, never to a CDN that a redirect named.
@@ -438,9 +438,10 @@ class HubClient {
       } catch (const NetworkError& error) {
         if (data_arrived) failures = 0;  // progress was made: the retry budget starts again
         if (++failures > settings_.max_retries)
-          throw NetworkError(fmt::format("downloading '{}' of {} stopped at {} of {} bytes and {} retries failed ({}); "
-                                         "run again to resume from {}", path, repo.id, written, metadata.size,
-                                         settings_.max_retries, error.what(), partial.string()));
+          throw NetworkError(fmt::format(
+              "downloading '{}' of {} stopped at {} of {} bytes and {} retries failed ({}); "
+              "run again to resume from {}",
+              path, repo.id, written, metadata.size, settings_.max_retries, error.what(), partial.string()));
         sleep_before_retry(0, std::nullopt);
         continue;
       } catch (const std::exception&) {
@@ -462,8 +463,10 @@ class HubClient {
     }
     if (written != metadata.size) {
       file.remove();
-      throw IntegrityError(fmt::format("consistency check failed for '{}' of {}: it should be {} bytes but {} arrived; "
-                                       "the partial file was deleted, run again", path, repo.id, metadata.size, written));
+      throw IntegrityError(
+          fmt::format("consistency check failed for '{}' of {}: it should be {} bytes but {} arrived; "
+                      "the partial file was deleted, run again",
+                      path, repo.id, metadata.size, written));
     }
     if (verify_sha256) {
       std::string digest = hash.finish_hex();
@@ -471,88 +474,15 @@ class HubClient {
       for (char& c : expected) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
       if (digest != expected) {
         file.remove();
-        throw IntegrityError(fmt::format("sha256 mismatch for '{}' of {}: the Hub announced {} (its etag) but the "
-                                         "downloaded bytes hash to {}; the corrupt file was deleted, run again (a proxy "
-                                         "that alters downloads gives this too)", path, repo.id, expected, digest));
+        throw IntegrityError(
+            fmt::format("sha256 mismatch for '{}' of {}: the Hub announced {} (its etag) but the "
+                        "downloaded bytes hash to {}; the corrupt file was deleted, run again (a proxy "
+                        "that alters downloads gives this too)",
+                        path, repo.id, expected, digest));
       }
     }
     file.commit(blob);
     if (progress) progress->file_finished(path, metadata.size, false);
-  }
-
-  // The partial download file: appended to, removed on fatal errors, renamed into place when whole.
-  class PartialFile {
-   public:
-    explicit PartialFile(std::filesystem::path path) : path_(std::move(path)) {
-      fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
-      if (fd_ < 0)
-        throw IoError(fmt::format("cannot write {}: {}; make the cache writable or set HF_HUB_CACHE to a writable "
-                                  "folder", path_.string(), std::strerror(errno)));
-      size_ = static_cast<std::uint64_t>(::lseek(fd_, 0, SEEK_END));
-    }
-    PartialFile(const PartialFile&) = delete;
-    PartialFile& operator=(const PartialFile&) = delete;
-    ~PartialFile() {
-      if (fd_ >= 0) ::close(fd_);
-    }
-    std::uint64_t size() const { return size_; }
-    std::uint64_t truncate() {
-      if (::ftruncate(fd_, 0) != 0 || ::lseek(fd_, 0, SEEK_SET) != 0)
-        throw IoError(fmt::format("cannot truncate {}: {}", path_.string(), std::strerror(errno)));
-      size_ = 0;
-      return 0;
-    }
-    void write(std::string_view bytes, const std::filesystem::path& blob) {
-      while (!bytes.empty()) {
-        ssize_t count = ::write(fd_, bytes.data(), bytes.size());
-        if (count < 0 && errno == EINTR) continue;
-        if (count <= 0) {
-          int error = count < 0 ? errno : ENOSPC;
-          throw IoError(fmt::format("cannot write {} after {} bytes: {}{}", path_.string(), size_, std::strerror(error),
-                                    error == ENOSPC || error == EDQUOT
-                                        ? "; free disk space or set HF_HUB_CACHE to a folder on a larger disk"
-                                        : ""));
-        }
-        bytes.remove_prefix(static_cast<std::size_t>(count));
-        size_ += static_cast<std::uint64_t>(count);
-      }
-    }
-    void remove() noexcept {
-      if (fd_ >= 0) ::close(fd_);
-      fd_ = -1;
-      ::unlink(path_.c_str());
-    }
-    void commit(const std::filesystem::path& target) {
-      if (::fsync(fd_) != 0 || ::close(fd_) != 0) {
-        int error = errno;
-        fd_ = -1;
-        ::unlink(path_.c_str());
-        throw IoError(fmt::format("cannot write {}: {}", path_.string(), std::strerror(error)));
-      }
-      fd_ = -1;
-      if (::rename(path_.c_str(), target.c_str()) != 0) {
-        int error = errno;
-        ::unlink(path_.c_str());
-        throw IoError(fmt::format("cannot move {} to {}: {}", path_.string(), target.string(), std::strerror(error)));
-      }
-    }
-
-   private:
-    std::filesystem::path path_;
-    int fd_ = -1;
-    std::uint64_t size_ = 0;
-  };
-
-  static void hash_existing(const std::filesystem::path& path, std::uint64_t length, Sha256& hash) {
-    std::ifstream in(path, std::ios::binary);
-    std::vector<char> buffer(1 << 20);
-    while (length > 0 && in) {
-      in.read(buffer.data(), static_cast<std::streamsize>(std::min<std::uint64_t>(length, buffer.size())));
-      auto got = static_cast<std::size_t>(in.gcount());
-      hash.update(std::as_bytes(std::span(buffer.data(), got)));
-      length -= got;
-      if (got == 0) break;
-    }
   }
 
   // `<url>; rel="next"` in a Link header, GitHub style.
@@ -564,76 +494,23 @@ class HubClient {
     return link.substr(open + 1, close - open - 1);
   }
 
-  std::optional<std::vector<RepoFileEntry>> read_tree_cache(const Repo& repo, const std::string& commit) const {
-    std::ifstream in(cache_.tree_listing_path(repo, commit), std::ios::binary);
-    if (!in) return std::nullopt;
-    auto tree = nlohmann::json::parse(in, nullptr, false);
-    if (tree.is_discarded() || !tree.is_object() || tree.value("format_version", 0) != 1 || !tree.contains("files") ||
-        !tree["files"].is_object())
-      return std::nullopt;  // another format version: ignored, as huggingface_hub ignores it
-    std::vector<RepoFileEntry> files;
-    for (const auto& [path, entry] : tree["files"].items()) {
-      if (!entry.is_object()) return std::nullopt;
-      detail::check_relative_path(path, "file path in the cached listing");
-      RepoFileEntry file{path, entry.value("size", std::uint64_t{0}), entry.value("blob_id", ""), std::nullopt};
-      if (entry.contains("lfs_sha256")) {
-        file.lfs_sha256 = entry.value("lfs_sha256", "");
-        file.size = entry.value("lfs_size", file.size);
-      }
-      files.push_back(std::move(file));
-    }
-    return files;
-  }
-
-  // {"files": {path: {"blob_id", "size", ["lfs_sha256", "lfs_size"]}}, "format_version": 1}, sorted keys,
-  // indent 1, written to a temp file and renamed, as huggingface_hub's _tree_cache.py writes it.
-  void write_tree_cache(const Repo& repo, const RepoListing& listing) const {
-    nlohmann::json files = nlohmann::json::object();
-    for (const RepoFileEntry& file : listing.files) {
-      nlohmann::json entry = {{"size", file.size}, {"blob_id", file.blob_id}};
-      if (file.lfs_sha256) {
-        entry["lfs_sha256"] = *file.lfs_sha256;
-        entry["lfs_size"] = file.size;
-      }
-      files[file.path] = std::move(entry);
-    }
-    nlohmann::json tree = {{"format_version", 1}, {"files", std::move(files)}};
-    std::filesystem::path path = cache_.tree_listing_path(repo, listing.commit);
-    try {
-      HubCache::create_folder(path.parent_path());
-    } catch (const IoError&) {
-      return;  // only an optimisation: the downloads report an unwritable cache themselves
-    }
-    std::filesystem::path temporary = path;
-    temporary += fmt::format(".{}.tmp", detail::random_hex8());
-    {
-      std::ofstream out(temporary, std::ios::binary);
-      out << tree.dump(1, ' ', true);
-      if (!out.flush()) {
-        std::error_code ignored;
-        std::filesystem::remove(temporary, ignored);
-        return;
-      }
-    }
-    std::error_code error;
-    std::filesystem::rename(temporary, path, error);
-    if (error) std::filesystem::remove(temporary, error);
-  }
-
   Snapshot snapshot_from_cache(const Repo& repo, const SnapshotOptions& options, std::string_view reason) const {
     auto commit = cache_.resolve_revision(repo, options.revision);
     if (!commit)
-      throw LocalEntryNotFoundError(fmt::format("{} and the cache {} has no revision '{}' of {} (no {}): download it "
-                                                "once with network access{}", reason, cache_.root().string(),
-                                                options.revision, repo.id, cache_.ref_path(repo, options.revision).string(),
-                                                settings_.offline ? " (unset HF_HUB_OFFLINE)" : ""));
+      throw LocalEntryNotFoundError(fmt::format(
+          "{} and the cache {} has no revision '{}' of {} (no {}): download it "
+          "once with network access{}",
+          reason, cache_.root().string(), options.revision, repo.id, cache_.ref_path(repo, options.revision).string(),
+          settings_.offline ? " (unset HF_HUB_OFFLINE)" : ""));
     Snapshot snapshot{cache_.snapshot_folder(repo, *commit), *commit, {}};
     std::error_code error;
     if (!std::filesystem::is_directory(snapshot.folder, error))
-      throw LocalEntryNotFoundError(fmt::format("{} and the cache has no snapshot {} of {}: download it once with "
-                                                "network access", reason, snapshot.folder.string(), repo.id));
+      throw LocalEntryNotFoundError(
+          fmt::format("{} and the cache has no snapshot {} of {}: download it once with "
+                      "network access",
+                      reason, snapshot.folder.string(), repo.id));
     std::vector<std::string> missing;
-    if (auto listed = read_tree_cache(repo, *commit)) {
+    if (auto listed = detail::read_tree_cache(cache_, repo, *commit)) {
       // The listing says what the snapshot should hold: check that every selected file is there.
       for (const RepoFileEntry& file : *listed) {
         if (!path_is_selected(file.path, options.allow_patterns, options.ignore_patterns)) continue;
@@ -651,17 +528,19 @@ class HubClient {
       }
       for (const std::string& pattern : options.allow_patterns) {
         bool matched = false;
-        for (const std::string& path : snapshot.files) matched = matched || fnmatch_case(normalize_pattern(pattern), path);
+        for (const std::string& path : snapshot.files)
+          matched = matched || fnmatch_case(normalize_pattern(pattern), path);
         if (!matched) missing.push_back(fmt::format("(nothing matching '{}')", pattern));
       }
     }
     std::sort(snapshot.files.begin(), snapshot.files.end());
     if (!missing.empty()) {
       std::size_t shown = std::min<std::size_t>(missing.size(), 8);
-      throw LocalEntryNotFoundError(fmt::format("{} and the cached snapshot {} of {} is incomplete: missing {}{}; "
-                                                "download it once with network access", reason, snapshot.folder.string(),
-                                                repo.id, fmt::join(missing.begin(), missing.begin() + shown, ", "),
-                                                missing.size() > shown ? fmt::format(" and {} more", missing.size() - shown) : ""));
+      throw LocalEntryNotFoundError(fmt::format(
+          "{} and the cached snapshot {} of {} is incomplete: missing {}{}; "
+          "download it once with network access",
+          reason, snapshot.folder.string(), repo.id, fmt::join(missing.begin(), missing.begin() + shown, ", "),
+          missing.size() > shown ? fmt::format(" and {} more", missing.size() - shown) : ""));
     }
     if (options.progress) {
       options.progress->begin(snapshot.files.size(), 0);
@@ -689,7 +568,8 @@ class HubClient {
         }
       }
     };
-    std::size_t thread_count = std::min<std::size_t>(count, static_cast<std::size_t>(std::max(1, settings_.max_workers)));
+    std::size_t thread_count =
+        std::min<std::size_t>(count, static_cast<std::size_t>(std::max(1, settings_.max_workers)));
     detail::ensure_curl_initialized();
     std::vector<std::thread> threads;
     for (std::size_t i = 1; i < thread_count; ++i) threads.emplace_back(worker);

@@ -92,8 +92,9 @@ class TerminalProgress : public DownloadProgress {
       draw_line(now);
       return;
     }
-    std::string how = from_cache ? "already in the cache"
-                                 : fmt::format("in {:.1f} s, {}/s", seconds, format_bytes(seconds > 0 ? size / seconds : 0));
+    std::string how = from_cache
+                          ? "already in the cache"
+                          : fmt::format("in {:.1f} s, {}/s", seconds, format_bytes(seconds > 0 ? size / seconds : 0));
     fmt::print(out_, "[{}/{}] {} ({}) {}\n", finished_files_, file_count_, path, format_bytes(double(size)), how);
     std::fflush(out_);
   }

@@ -15,10 +15,14 @@ enum class RepoType { model, dataset, space, kernel };
 
 inline std::string_view to_string(RepoType type) {
   switch (type) {
-    case RepoType::model: return "model";
-    case RepoType::dataset: return "dataset";
-    case RepoType::space: return "space";
-    case RepoType::kernel: return "kernel";
+    case RepoType::model:
+      return "model";
+    case RepoType::dataset:
+      return "dataset";
+    case RepoType::space:
+      return "space";
+    case RepoType::kernel:
+      return "kernel";
   }
   return "model";
 }
@@ -35,8 +39,9 @@ inline RepoType parse_repo_type(std::string_view name) {
 // word character, no `--` or `..`, not ending in `.git`. Throws ConfigError naming the rule broken.
 inline void validate_repo_id(std::string_view repo_id) {
   auto fail = [&](std::string_view why) {
-    throw ConfigError(fmt::format("invalid repo id '{}': {} (expected 'namespace/name', e.g. 'Disty0/FLUX.1-dev-SDNQ-uint4-svd-r32')",
-                                  repo_id, why));
+    throw ConfigError(
+        fmt::format("invalid repo id '{}': {} (expected 'namespace/name', e.g. 'Disty0/FLUX.1-dev-SDNQ-uint4-svd-r32')",
+                    repo_id, why));
   };
   if (repo_id.empty()) fail("it is empty");
   std::size_t slash = repo_id.find('/');
@@ -50,7 +55,8 @@ inline void validate_repo_id(std::string_view repo_id) {
     if (part.empty() || part.size() > 96) fail("each part must have 1 to 96 characters");
     for (char c : part)
       if (!is_word(c) && c != '-' && c != '.') fail(fmt::format("character '{}' is not allowed", c));
-    if (!is_word(part.front()) || !is_word(part.back())) fail("each part must start and end with a letter, digit or '_'");
+    if (!is_word(part.front()) || !is_word(part.back()))
+      fail("each part must start and end with a letter, digit or '_'");
   };
   if (slash == std::string_view::npos) {
     check_part(repo_id);

@@ -89,7 +89,7 @@ inline std::optional<std::string> read_token_file(const std::filesystem::path& p
 }  // namespace detail
 
 struct HubSettings {
-  std::string endpoint = "https://huggingface.co";  // no trailing '/'
+  std::string endpoint = "https://huggingface.co";    // no trailing '/'
   std::filesystem::path hf_home;                      // ~/.cache/huggingface
   std::filesystem::path cache_dir;                    // $HF_HOME/hub
   std::optional<std::string> token;                   // sent as "authorization: Bearer <token>"

@@ -50,7 +50,8 @@ class Sha256 {
     std::size_t zero_count = (buffered_ <= 56) ? 56 - buffered_ : 64 + 56 - buffered_;
     update_raw(zeros.data(), zero_count);
     std::array<std::uint8_t, 8> length_bytes;
-    for (int i = 0; i < 8; ++i) length_bytes[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(bit_length >> (56 - 8 * i));
+    for (int i = 0; i < 8; ++i)
+      length_bytes[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(bit_length >> (56 - 8 * i));
     update_raw(length_bytes.data(), length_bytes.size());
     std::array<std::uint8_t, 32> digest;
     for (std::size_t i = 0; i < 8; ++i)
@@ -95,8 +96,10 @@ class Sha256 {
       schedule[i] = (std::uint32_t{block[4 * i]} << 24) | (std::uint32_t{block[4 * i + 1]} << 16) |
                     (std::uint32_t{block[4 * i + 2]} << 8) | std::uint32_t{block[4 * i + 3]};
     for (std::size_t i = 16; i < 64; ++i) {
-      std::uint32_t s0 = rotate_right(schedule[i - 15], 7) ^ rotate_right(schedule[i - 15], 18) ^ (schedule[i - 15] >> 3);
-      std::uint32_t s1 = rotate_right(schedule[i - 2], 17) ^ rotate_right(schedule[i - 2], 19) ^ (schedule[i - 2] >> 10);
+      std::uint32_t s0 =
+          rotate_right(schedule[i - 15], 7) ^ rotate_right(schedule[i - 15], 18) ^ (schedule[i - 15] >> 3);
+      std::uint32_t s1 =
+          rotate_right(schedule[i - 2], 17) ^ rotate_right(schedule[i - 2], 19) ^ (schedule[i - 2] >> 10);
       schedule[i] = schedule[i - 16] + s0 + schedule[i - 7] + s1;
     }
     auto [a, b, c, d, e, f, g, h] = state_;

@@ -156,8 +156,9 @@ inline HttpResponse perform(const HttpRequest& request, const BodySink* sink = n
   if (result != CURLE_OK) {
     const bool connected = result != CURLE_COULDNT_CONNECT && result != CURLE_COULDNT_RESOLVE_HOST &&
                            result != CURLE_COULDNT_RESOLVE_PROXY;
-    throw NetworkError(fmt::format("{} {} failed: {}", request.head ? "HEAD" : "GET", request.url,
-                                   curl_easy_strerror(result)), connected);
+    throw NetworkError(
+        fmt::format("{} {} failed: {}", request.head ? "HEAD" : "GET", request.url, curl_easy_strerror(result)),
+        connected);
   }
   return std::move(state.response);
 }

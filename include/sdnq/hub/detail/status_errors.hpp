@@ -66,19 +66,25 @@ inline bool is_retryable_status(long status) {
 
   if (code == "RevisionNotFound")
     throw RevisionNotFoundError(fmt::format("revision '{}' not found in {} ({} {}): check the branch, tag or commit "
-                                            "name.{}", context.revision, repo, status, url, suffix), status, url);
+                                            "name.{}",
+                                            context.revision, repo, status, url, suffix),
+                                status, url);
   if (code == "EntryNotFound")
     throw EntryNotFoundError(fmt::format("file '{}' not found in {} at revision '{}' ({} {}).{}", context.path_in_repo,
-                                         repo, context.revision, status, url, suffix), status, url);
+                                         repo, context.revision, status, url, suffix),
+                             status, url);
   if (code == "GatedRepo") {
     if (status == 403 || context.token_sent)
       throw GatedRepoError(fmt::format("{} is a gated repo and the account of your token has no access yet ({} {}): "
                                        "open {} while logged in as that account, accept the licence and wait for "
-                                       "approval.{}", repo, status, url, page, suffix), status, url);
+                                       "approval.{}",
+                                       repo, status, url, page, suffix),
+                           status, url);
     throw GatedRepoError(fmt::format("{} is a gated repo and no token was sent ({} {}): accept the licence on {} "
                                      "while logged in, create a read token at https://huggingface.co/settings/tokens "
-                                     "and set HF_TOKEN to it (or write it to $HF_HOME/token).{}", repo, status, url,
-                                     page, suffix), status, url);
+                                     "and set HF_TOKEN to it (or write it to $HF_HOME/token).{}",
+                                     repo, status, url, page, suffix),
+                         status, url);
   }
   if (detail == "Access to this resource is disabled.")
     throw HttpError(fmt::format("{} has been disabled on the Hub ({} {}).{}", repo, status, url, suffix), status, url);
@@ -91,25 +97,30 @@ inline bool is_retryable_status(long status) {
   if (status == 401)
     throw HttpError(fmt::format("the Hub rejected the token ({} {}): HF_TOKEN or $HF_HOME/token holds an invalid or "
                                 "expired token; create a new one at https://huggingface.co/settings/tokens.{}",
-                                status, url, suffix), status, url);
+                                status, url, suffix),
+                    status, url);
   if (status == 403)
     throw HttpError(fmt::format("403 Forbidden for {} ({}): make sure your token has read access to {}.{}", url,
-                                context.path_in_repo.empty() ? repo : context.path_in_repo, repo, suffix), status, url);
+                                context.path_in_repo.empty() ? repo : context.path_in_repo, repo, suffix),
+                    status, url);
   if (status == 404)
     throw EntryNotFoundError(
         fmt::format("404 Not Found: {}{} at revision '{}' ({}): check the repo id, the file path and the revision.{}",
                     repo, context.path_in_repo.empty() ? "" : fmt::format(" has no file '{}'", context.path_in_repo),
-                    context.revision, url, suffix), status, url);
+                    context.revision, url, suffix),
+        status, url);
   if (status == 429) {
     auto wait = retry_after_seconds(response);
     throw HttpError(fmt::format("429 Too Many Requests from {}: the Hub's rate limit was reached and the retries ran "
                                 "out{}; wait and run again, and set HF_TOKEN (authenticated users get higher "
-                                "limits).{}", url, wait ? fmt::format(" (it asks to wait {} s)", *wait) : "", suffix),
+                                "limits).{}",
+                                url, wait ? fmt::format(" (it asks to wait {} s)", *wait) : "", suffix),
                     status, url);
   }
   if (status >= 500)
     throw HttpError(fmt::format("the Hub answered {} (server error) for {} after the retries; try again later.{}",
-                                status, url, suffix), status, url);
+                                status, url, suffix),
+                    status, url);
   throw HttpError(fmt::format("unexpected HTTP status {} for {}.{}", status, url, suffix), status, url);
 }
 
