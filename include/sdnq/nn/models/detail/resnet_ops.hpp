@@ -10,7 +10,7 @@
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/nn/modules/conv2d.hpp"
 #include "sdnq/nn/modules/linear.hpp"
-#include "sdnq/nn/modules/norm.hpp"
+#include "sdnq/nn/modules/norms.hpp"
 #include "sdnq/nn/tensor_ops.hpp"
 #include "sdnq/nn/weights.hpp"
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sdnq/nn/models/detail/resnet_ops.hpp"
@@ -94,7 +95,7 @@ class Transformer2D {
     if (proj_in_linear_) h = proj_in_linear_->forward(h);
     for (const BasicTransformerBlock& block : blocks_) h = block.forward(std::move(h), context);
     if (proj_out_linear_) h = proj_out_linear_->forward(h);
-    h = to_image(h, batch, height, width);  // [B, C or inner, H, W]
+    h = to_image(std::move(h), batch, height, width);  // [B, C or inner, H, W]
     if (proj_out_conv_) h = proj_out_conv_->forward(h);
     return add(h, x);
   }

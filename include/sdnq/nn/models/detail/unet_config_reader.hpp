@@ -26,6 +26,8 @@ class DiffusersConfigReader {
 
   const std::string& label() const { return label_; }
 
+  bool has_key(std::string_view key) const { return config_.contains(std::string(key)); }
+
   bool is_set(std::string_view key) const {
     auto found = config_.find(std::string(key));
     return found != config_.end() && !found->is_null();

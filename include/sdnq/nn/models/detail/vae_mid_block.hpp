@@ -58,7 +58,7 @@ class VaeMidBlock {
   static VaeMidBlock load(WeightLoader& weights, const std::string& prefix, std::int64_t channels, int groups,
                           bool add_attention) {
     constexpr float eps = 1e-6f;
-    const ResnetBlockSettings resnet{.in_channels = channels, .out_channels = channels, .groups = groups, .eps = eps};
+    const ResnetBlockSettings resnet{.in_channels = channels, .out_channels = channels, .temb_channels = std::nullopt, .groups = groups, .eps = eps};
     VaeMidBlock block;
     block.first_ = ResnetBlock2D::load(weights, prefix + ".resnets.0", resnet);
     if (add_attention) block.attention_ = VaeSpatialAttention::load(weights, prefix + ".attentions.0", channels, groups, eps);
