@@ -32,11 +32,13 @@ __device__ std::uint32_t hash32(std::uint64_t i, std::uint32_t seed) {
   return static_cast<std::uint32_t>(z ^ (z >> 31));
 }
 __global__ void fill_words(std::uint32_t* data, std::size_t count, std::uint32_t seed) {
-  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < count; i += std::size_t(gridDim.x) * blockDim.x)
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < count;
+       i += std::size_t(gridDim.x) * blockDim.x)
     data[i] = hash32(i, seed);
 }
 __global__ void fill_bf16(__nv_bfloat16* data, std::size_t count, float low, float high, std::uint32_t seed) {
-  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < count; i += std::size_t(gridDim.x) * blockDim.x)
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < count;
+       i += std::size_t(gridDim.x) * blockDim.x)
     data[i] = __float2bfloat16(low + (high - low) * (hash32(i, seed) >> 8) * (1.0f / 16777216.0f));
 }
 
@@ -86,7 +88,8 @@ void report(benchmark::State& state, double us, double flops, double bytes) {
 }
 
 void bench_cublas(benchmark::State& state) {
-  const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)), k = static_cast<int>(state.range(2));
+  const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)),
+            k = static_cast<int>(state.range(2));
   const double weight_bytes = 2.0 * n * k;
   const int copies = std::max(1, static_cast<int>(rotation_bytes / weight_bytes) + 1);
   std::vector<sdnq::Tensor> weights;
@@ -113,11 +116,13 @@ void bench_cublas(benchmark::State& state) {
 
 // state.range: M, N, K, bits, group size (-1 row-wise), SVD rank (padded to 64 as the repack does).
 void bench_sdnq_tc(benchmark::State& state) {
-  const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)), k = static_cast<int>(state.range(2));
+  const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)),
+            k = static_cast<int>(state.range(2));
   const int bits = static_cast<int>(state.range(3));
   const std::int64_t group = state.range(4) > 0 ? state.range(4) : k;
   const std::int64_t rank = state.range(5), padded = (rank + 63) / 64 * 64;
-  const double code_bytes = double(n) * k * bits / 8, param_bytes = 4.0 * n * (k / group), svd_bytes = 2.0 * rank * (n + k);
+  const double code_bytes = double(n) * k * bits / 8, param_bytes = 4.0 * n * (k / group),
+               svd_bytes = 2.0 * rank * (n + k);
   const double bytes = code_bytes + param_bytes + svd_bytes;
   const int copies = std::max(1, static_cast<int>(rotation_bytes / bytes) + 1);
   std::vector<sdnq::Tensor> storage;
@@ -127,8 +132,17 @@ void bench_sdnq_tc(benchmark::State& state) {
     sdnq::Tensor params = sdnq::cuda::empty(sdnq::Shape{k / group, n, 2}, sdnq::DType::bf16);
     fill(codes, 200 + c);
     fill(params, 300 + c, 0.001f, 0.02f);
-    sdnq::cuda::GemmTcWeights w{bits, bits == 8, n, k, group, 0, sdnq::DType::bf16,
-                                static_cast<const std::uint32_t*>(codes.data()), params.data(), nullptr, nullptr};
+    sdnq::cuda::GemmTcWeights w{bits,
+                                bits == 8,
+                                n,
+                                k,
+                                group,
+                                0,
+                                sdnq::DType::bf16,
+                                static_cast<const std::uint32_t*>(codes.data()),
+                                params.data(),
+                                nullptr,
+                                nullptr};
     storage.push_back(std::move(codes));
     storage.push_back(std::move(params));
     if (rank > 0) {
@@ -150,25 +164,31 @@ void bench_sdnq_tc(benchmark::State& state) {
   fill(x, 8);
   fill(bias, 9);
   const std::size_t workspace_bytes = sdnq::cuda::gemm_tc_workspace_bytes(weights[0], m);
-  sdnq::Tensor workspace = sdnq::cuda::empty(sdnq::Shape{static_cast<std::int64_t>(workspace_bytes) + 16}, sdnq::DType::u8);
-  const double us = time_median_us(state, copies, [&](int c) {
-    sdnq::cuda::gemm_tc(weights[c], x, sdnq::TensorView(bias), y, workspace);
-  });
+  sdnq::Tensor workspace =
+      sdnq::cuda::empty(sdnq::Shape{static_cast<std::int64_t>(workspace_bytes) + 16}, sdnq::DType::u8);
+  const double us = time_median_us(
+      state, copies, [&](int c) { sdnq::cuda::gemm_tc(weights[c], x, sdnq::TensorView(bias), y, workspace); });
   report(state, us, 2.0 * m * n * k, bytes);
   const auto it = cublas_microseconds().find({m, n, k});
   if (it != cublas_microseconds().end()) state.counters["vs_cublas"] = it->second / us;
 }
 
 void register_all() {
-  const std::vector<std::pair<int, int>> shapes = {{3072, 3072}, {12288, 3072}, {3072, 12288}, {9216, 3072}, {21504, 3072}};
+  const std::vector<std::pair<int, int>> shapes = {
+      {3072, 3072}, {12288, 3072}, {3072, 12288}, {9216, 3072}, {21504, 3072}};
   for (const int m : {16, 64, 256, 1024, 4096})
     for (const auto& [n, k] : shapes) {
       const std::string shape = "/M" + std::to_string(m) + "/N" + std::to_string(n) + "/K" + std::to_string(k);
       benchmark::RegisterBenchmark(("cublas_bf16" + shape).c_str(), bench_cublas)->Args({m, n, k})->UseManualTime();
-      benchmark::RegisterBenchmark(("tc_uint4_g64" + shape).c_str(), bench_sdnq_tc)->Args({m, n, k, 4, 64, 0})->UseManualTime();
+      benchmark::RegisterBenchmark(("tc_uint4_g64" + shape).c_str(), bench_sdnq_tc)
+          ->Args({m, n, k, 4, 64, 0})
+          ->UseManualTime();
       benchmark::RegisterBenchmark(("tc_uint4_g64_svd32" + shape).c_str(), bench_sdnq_tc)
-          ->Args({m, n, k, 4, 64, 32})->UseManualTime();
-      benchmark::RegisterBenchmark(("tc_int8_rowwise" + shape).c_str(), bench_sdnq_tc)->Args({m, n, k, 8, -1, 0})->UseManualTime();
+          ->Args({m, n, k, 4, 64, 32})
+          ->UseManualTime();
+      benchmark::RegisterBenchmark(("tc_int8_rowwise" + shape).c_str(), bench_sdnq_tc)
+          ->Args({m, n, k, 8, -1, 0})
+          ->UseManualTime();
     }
 }
 

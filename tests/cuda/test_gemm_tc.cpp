@@ -19,7 +19,8 @@ using sdnq::cuda::CodeValue;
 // Relative L2 error of the GPU result against the double reference; every element must be finite
 // (y is NaN-poisoned before the launch).
 template <class T>
-double run_and_compare(const sdnq::test::RandomLinear& linear, std::int64_t tokens, bool with_bias, std::uint64_t seed) {
+double run_and_compare(const sdnq::test::RandomLinear& linear, std::int64_t tokens, bool with_bias,
+                       std::uint64_t seed) {
   const std::int64_t n = linear.codes.out_features, k = linear.codes.in_features;
   const sdnq::cuda::GemmTcWeightsHost repacked = sdnq::cuda::repack_for_gemm_tc<T>(linear.codes);
   std::mt19937_64 rng(seed);
@@ -55,18 +56,21 @@ TEST_CASE("gemm_tc: uint4 with zero points, groups 32/64/128, M from 16 to 1024"
   const std::int64_t group = GENERATE(32, 64, 128);
   const std::int64_t tokens = GENERATE(16, 33, 128, 257, 1024);
   INFO("group " << group << ", tokens " << tokens);
-  const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 192, 512, group, 0, 11);
+  const auto linear =
+      sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 192, 512, group, 0, 11);
   CHECK(run_and_compare<sdnq::bf16>(linear, tokens, true, 12) <= 1e-2);
 }
 
 TEST_CASE("gemm_tc: fp16 activations, uint4 and signed int4", "[cuda][gemm_tc]") {
   const std::int64_t tokens = GENERATE(16, 33, 257);
   INFO("tokens " << tokens);
-  const auto unsigned4 = sdnq::test::make_random_linear<sdnq::fp16>(4, CodeValue::unsigned_integer, 128, 384, 64, 0, 13);
+  const auto unsigned4 =
+      sdnq::test::make_random_linear<sdnq::fp16>(4, CodeValue::unsigned_integer, 128, 384, 64, 0, 13);
   CHECK(run_and_compare<sdnq::fp16>(unsigned4, tokens, true, 14) <= 1e-2);
   const auto signed4 = sdnq::test::make_random_linear<sdnq::fp16>(4, CodeValue::signed_integer, 64, 256, 32, 0, 15);
   CHECK(run_and_compare<sdnq::fp16>(signed4, tokens, false, 16) <= 1e-2);
-  const auto signed4_bf16 = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::signed_integer, 64, 256, 128, 0, 17);
+  const auto signed4_bf16 =
+      sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::signed_integer, 64, 256, 128, 0, 17);
   CHECK(run_and_compare<sdnq::bf16>(signed4_bf16, tokens, true, 18) <= 1e-2);
 }
 
@@ -84,9 +88,11 @@ TEST_CASE("gemm_tc: int8 row-wise, grouped and transposed, uint8 tensor-wise", "
     CHECK(run_and_compare<sdnq::fp16>(g32, tokens, true, 26) <= 1e-2);
   }
   SECTION("transposed direct-matmul layout (fp16), uint8 tensor-wise with zero point") {
-    const auto transposed = sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 192, 256, -1, 0, 27, true);
+    const auto transposed =
+        sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 192, 256, -1, 0, 27, true);
     CHECK(run_and_compare<sdnq::fp16>(transposed, tokens, true, 28) <= 1e-2);
-    const auto tensorwise = sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::unsigned_integer, 128, 256, -2, 0, 29);
+    const auto tensorwise =
+        sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::unsigned_integer, 128, 256, -2, 0, 29);
     CHECK(run_and_compare<sdnq::bf16>(tensorwise, tokens, true, 30) <= 1e-2);
   }
 }
@@ -113,11 +119,13 @@ TEST_CASE("gemm_tc: SVD branch of rank 0/16/32/128", "[cuda][gemm_tc]") {
   const std::int64_t tokens = GENERATE(16, 33, 257);
   INFO("rank " << rank << ", tokens " << tokens);
   SECTION("uint4 g64 bf16") {
-    const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 192, 1024, 64, rank, 40);
+    const auto linear =
+        sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 192, 1024, 64, rank, 40);
     CHECK(run_and_compare<sdnq::bf16>(linear, tokens, true, 41) <= 1e-2);
   }
   SECTION("int8 row-wise fp16") {
-    const auto linear = sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 128, 256, -1, rank, 42);
+    const auto linear =
+        sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 128, 256, -1, rank, 42);
     CHECK(run_and_compare<sdnq::fp16>(linear, tokens, false, 43) <= 1e-2);
   }
 }
@@ -144,11 +152,13 @@ TEST_CASE("gemm_tc: unsupported weights are rejected before launch with what is 
     const auto three = sdnq::test::make_random_linear<sdnq::bf16>(3, CodeValue::unsigned_integer, 64, 128, 64, 0, 53);
     CHECK_THROWS_AS(sdnq::cuda::repack_for_gemm_tc<sdnq::bf16>(three.codes), sdnq::UnsupportedError);
     const std::vector<float> table(16, 1.0f);
-    const auto lookup = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::lookup, 64, 128, 64, 0, 54, false, &table);
+    const auto lookup =
+        sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::lookup, 64, 128, 64, 0, 54, false, &table);
     CHECK_THROWS_AS(sdnq::cuda::repack_for_gemm_tc<sdnq::bf16>(lookup.codes), sdnq::UnsupportedError);
   }
   SECTION("SVD rank above 128") {
-    const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 64, 128, 64, 160, 55);
+    const auto linear =
+        sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 64, 128, 64, 160, 55);
     const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
         [&] { (void)sdnq::cuda::repack_for_gemm_tc<sdnq::bf16>(linear.codes); });
     CHECK(sdnq::test::contains(message, "rank 160"));

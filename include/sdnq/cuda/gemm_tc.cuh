@@ -33,12 +33,12 @@ struct GemmTcWeights {
   int bits = 0;
   bool is_signed = false;
   std::int64_t out_features = 0, in_features = 0, group_size = 0;
-  std::int64_t svd_rank_padded = 0;        // 0 without SVD
+  std::int64_t svd_rank_padded = 0;  // 0 without SVD
   DType dtype = DType::bf16;
-  const std::uint32_t* codes = nullptr;    // [K/64, N/16, 32, bits]
-  const void* group_params = nullptr;      // [G, N, 2] dtype
-  const void* svd_up = nullptr;            // [N, rp]
-  const void* svd_down = nullptr;          // [rp, K]
+  const std::uint32_t* codes = nullptr;  // [K/64, N/16, 32, bits]
+  const void* group_params = nullptr;    // [G, N, 2] dtype
+  const void* svd_up = nullptr;          // [N, rp]
+  const void* svd_down = nullptr;        // [rp, K]
 };
 
 struct GemmTcWeightsDevice {
@@ -56,9 +56,15 @@ inline GemmTcWeightsDevice upload_gemm_tc_weights(const GemmTcWeightsHost& host,
     out.svd_up = sdnq::cuda::to_device(host.svd_up, device, stream);
     out.svd_down = sdnq::cuda::to_device(host.svd_down, device, stream);
   }
-  out.meta = GemmTcWeights{host.bits, host.is_signed, host.out_features, host.in_features, host.group_size,
-                           host.svd_up.defined() ? host.svd_rank_padded : 0, host.dtype,
-                           static_cast<const std::uint32_t*>(out.codes.data()), out.group_params.data(),
+  out.meta = GemmTcWeights{host.bits,
+                           host.is_signed,
+                           host.out_features,
+                           host.in_features,
+                           host.group_size,
+                           host.svd_up.defined() ? host.svd_rank_padded : 0,
+                           host.dtype,
+                           static_cast<const std::uint32_t*>(out.codes.data()),
+                           out.group_params.data(),
                            host.svd_up.defined() ? out.svd_up.data() : nullptr,
                            host.svd_up.defined() ? out.svd_down.data() : nullptr};
   return out;
@@ -120,9 +126,9 @@ inline KSplit choose_k_split(std::int64_t blocks, int k_tiles, int min_tiles, in
 // How one call is cut into launches, and the workspace it needs.
 struct GemmTcPlan {
   kernel_detail::TcTileChoice tile = kernel_detail::TcTileChoice::small;
-  kernel_detail::KSplit main, down;            // K splits of the main GEMM and of x · svd_downᵀ
-  std::size_t low_rank_bytes = 0;              // T [M, rp]
-  std::size_t partial_floats = 0;              // fp32 split-K partial sums (shared by both launches)
+  kernel_detail::KSplit main, down;  // K splits of the main GEMM and of x · svd_downᵀ
+  std::size_t low_rank_bytes = 0;    // T [M, rp]
+  std::size_t partial_floats = 0;    // fp32 split-K partial sums (shared by both launches)
   std::size_t workspace_bytes() const { return (low_rank_bytes + 15) / 16 * 16 + partial_floats * sizeof(float); }
 };
 
@@ -197,8 +203,8 @@ void launch_gemm_tc(const GemmTcParams& params, const KSplit& split, cudaStream_
   if (split.splits > 1) {
     const std::size_t quads = static_cast<std::size_t>(p.m) * p.n / 4;
     const unsigned blocks = static_cast<unsigned>((quads + 255) / 256 < 4096 ? (quads + 255) / 256 : 4096);
-    gemm_tc_reduce_kernel<T><<<blocks, 256, 0, stream>>>(p.partial, split.splits, p.m, p.n, static_cast<const T*>(p.bias),
-                                                         static_cast<T*>(p.y));
+    gemm_tc_reduce_kernel<T><<<blocks, 256, 0, stream>>>(p.partial, split.splits, p.m, p.n,
+                                                         static_cast<const T*>(p.bias), static_cast<T*>(p.y));
     SDNQ_CUDA_CHECK(cudaGetLastError());
   }
 }
@@ -206,10 +212,14 @@ void launch_gemm_tc(const GemmTcParams& params, const KSplit& split, cudaStream_
 template <class T, int Bits>
 void dispatch_gemm_tc_tile(const GemmTcPlan& plan, const GemmTcParams& params, cudaStream_t stream) {
   switch (plan.tile) {
-    case TcTileChoice::small: return launch_gemm_tc<T, Bits, TcTileSmall>(params, plan.main, stream);
-    case TcTileChoice::medium: return launch_gemm_tc<T, Bits, TcTileMedium>(params, plan.main, stream);
-    case TcTileChoice::large: return launch_gemm_tc<T, Bits, TcTileLarge>(params, plan.main, stream);
-    default: return launch_gemm_tc<T, Bits, TcTileHuge>(params, plan.main, stream);
+    case TcTileChoice::small:
+      return launch_gemm_tc<T, Bits, TcTileSmall>(params, plan.main, stream);
+    case TcTileChoice::medium:
+      return launch_gemm_tc<T, Bits, TcTileMedium>(params, plan.main, stream);
+    case TcTileChoice::large:
+      return launch_gemm_tc<T, Bits, TcTileLarge>(params, plan.main, stream);
+    default:
+      return launch_gemm_tc<T, Bits, TcTileHuge>(params, plan.main, stream);
   }
 }
 
@@ -228,8 +238,10 @@ void run_gemm_tc(const GemmTcWeights& w, const GemmTcParams& main, const GemmTcP
   }
   GemmTcParams p = main;
   if (plan.main.splits == 1) p.partial = nullptr;
-  if (w.bits == 4) dispatch_gemm_tc_tile<T, 4>(plan, p, stream);
-  else dispatch_gemm_tc_tile<T, 8>(plan, p, stream);
+  if (w.bits == 4)
+    dispatch_gemm_tc_tile<T, 4>(plan, p, stream);
+  else
+    dispatch_gemm_tc_tile<T, 8>(plan, p, stream);
 }
 
 inline std::uint32_t half_bits_pair(std::uint16_t half) { return static_cast<std::uint32_t>(half) * 0x10001u; }
@@ -257,13 +269,15 @@ inline void gemm_tc(const GemmTcWeights& w, TensorView x, std::optional<TensorVi
                    (w.svd_rank_padded == 0 || (w.svd_up != nullptr && w.svd_down != nullptr)),
                UnsupportedError, "gemm_tc: SVD factors must be padded to a multiple of 64 up to {}, got {}",
                gemm_tc_max_rank, w.svd_rank_padded);
-  SDNQ_REQUIRE(x.rank() == 2 && x.size(1) == w.in_features && x.dtype() == w.dtype && x.is_contiguous() &&
-                   x.device().is_cuda(),
-               ShapeError, "gemm_tc: x must be a contiguous device {} tensor [M, {}], got {} {} on {}",
-               dtype_name(w.dtype), w.in_features, dtype_name(x.dtype()), x.shape().to_string(), x.device().to_string());
+  SDNQ_REQUIRE(
+      x.rank() == 2 && x.size(1) == w.in_features && x.dtype() == w.dtype && x.is_contiguous() && x.device().is_cuda(),
+      ShapeError, "gemm_tc: x must be a contiguous device {} tensor [M, {}], got {} {} on {}", dtype_name(w.dtype),
+      w.in_features, dtype_name(x.dtype()), x.shape().to_string(), x.device().to_string());
   const std::int64_t tokens = x.size(0);
-  SDNQ_REQUIRE(tokens >= 1 && tokens < (std::int64_t{1} << 24), UnsupportedError,
-               "gemm_tc: {} rows of x; 1..2^24 supported (M ≥ 16 is where it beats the GEMV)", tokens);
+  // gridDim.y ≤ 65535 row tiles of the smallest multi-row tile (64 rows).
+  constexpr std::int64_t max_tokens = std::int64_t{65535} * 64;
+  SDNQ_REQUIRE(tokens >= 1 && tokens <= max_tokens, UnsupportedError,
+               "gemm_tc: {} rows of x; 1..{} supported (M ≥ 16 is where it beats the GEMV)", tokens, max_tokens);
   SDNQ_REQUIRE(y.rank() == 2 && y.size(0) == tokens && y.size(1) == w.out_features && y.dtype() == w.dtype &&
                    y.is_contiguous() && y.device().is_cuda(),
                ShapeError, "gemm_tc: y must be a contiguous device {} tensor [{}, {}], got {} {}", dtype_name(w.dtype),
@@ -279,8 +293,8 @@ inline void gemm_tc(const GemmTcWeights& w, TensorView x, std::optional<TensorVi
                ShapeError, "gemm_tc: x, y, codes, group parameters and SVD factors need 16-byte alignment");
   const GemmTcPlan plan = plan_gemm_tc(w, tokens, current_gemm_tc_device());
   const std::size_t workspace_bytes = plan.low_rank_bytes + plan.partial_floats == 0 ? 0 : plan.workspace_bytes();
-  SDNQ_REQUIRE(workspace_bytes == 0 || (workspace.nbytes() >= workspace_bytes && workspace.device().is_cuda() &&
-                                        aligned(workspace.data())),
+  SDNQ_REQUIRE(workspace_bytes == 0 ||
+                   (workspace.nbytes() >= workspace_bytes && workspace.device().is_cuda() && aligned(workspace.data())),
                ShapeError, "gemm_tc: needs {} bytes of 16-byte aligned device workspace, got {}", workspace_bytes,
                workspace.nbytes());
 
@@ -305,11 +319,15 @@ inline void gemm_tc(const GemmTcWeights& w, TensorView x, std::optional<TensorVi
   params.minus_f = 8388608.0f - static_cast<float>(code_offset);
   // magic − offset as a T pair: 128 − offset (bf16) or 1024 − offset (fp16), exact in both.
   const float magic = w.dtype == DType::bf16 ? 128.0f : 1024.0f;
-  if (w.dtype == DType::bf16) params.minus = kernel_detail::half_bits_pair(bf16(magic - code_offset).bits);
-  else params.minus = kernel_detail::half_bits_pair(fp16(magic - code_offset).bits);
+  if (w.dtype == DType::bf16)
+    params.minus = kernel_detail::half_bits_pair(bf16(magic - code_offset).bits);
+  else
+    params.minus = kernel_detail::half_bits_pair(fp16(magic - code_offset).bits);
 
-  if (w.dtype == DType::bf16) kernel_detail::run_gemm_tc<__nv_bfloat16>(w, params, plan, stream);
-  else kernel_detail::run_gemm_tc<__half>(w, params, plan, stream);
+  if (w.dtype == DType::bf16)
+    kernel_detail::run_gemm_tc<__nv_bfloat16>(w, params, plan, stream);
+  else
+    kernel_detail::run_gemm_tc<__half>(w, params, plan, stream);
 }
 
 SDNQ_KERNEL_NAMESPACE_END

@@ -28,9 +28,9 @@ struct GemmTcParams {
   void* y;                   // [M, N] T
   float* partial;            // [splits, M, N] fp32 when K is split over gridDim.z, else null
   int m, n, k, group_size, rank_padded;
-  int tiles_per_split;       // 64-wide K tiles of one split
-  std::uint32_t minus;       // T pair: magic − code offset
-  float minus_f;             // 2^23 − code offset
+  int tiles_per_split;  // 64-wide K tiles of one split
+  std::uint32_t minus;  // T pair: magic − code offset
+  float minus_f;        // 2^23 − code offset
 };
 
 template <int BM_, int BN_, int WarpsM_, int WarpsN_, int Stages_, int MinBlocks_ = 1>
@@ -45,7 +45,9 @@ struct TcTile {
   static constexpr int dense_b_bytes = BN * 64 * 2;
   static constexpr int param_bytes = 2 * BN * 4;  // up to two groups (of 32) per k-tile
   template <int Bits>
-  static constexpr int quant_stage_bytes() { return a_bytes + BN * 64 * Bits / 8 + param_bytes; }
+  static constexpr int quant_stage_bytes() {
+    return a_bytes + BN * 64 * Bits / 8 + param_bytes;
+  }
   template <int Bits>
   static constexpr int shared_bytes() {
     const int dense = Stages * (a_bytes + dense_b_bytes);
@@ -65,8 +67,8 @@ __device__ __forceinline__ void load_rows_async(T* tile, const T* source, int ld
   for (int c = threadIdx.x; c < Rows * 8; c += Threads) {
     const int row = c >> 3, chunk = c & 7;
     const bool valid = row < valid_rows;
-    copy_async_16(tile + swizzled_offset(row, chunk), source + static_cast<std::size_t>(valid ? row : 0) * ld + k0 + chunk * 8,
-                  valid);
+    copy_async_16(tile + swizzled_offset(row, chunk),
+                  source + static_cast<std::size_t>(valid ? row : 0) * ld + k0 + chunk * 8, valid);
   }
 }
 
@@ -272,8 +274,10 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) gemm_tc_kerne
           continue;
         }
         pair_of<T> out;
-        if constexpr (std::is_same_v<T, __nv_bfloat16>) out = __floats2bfloat162_rn(lo, hi);
-        else out = __floats2half2_rn(lo, hi);
+        if constexpr (std::is_same_v<T, __nv_bfloat16>)
+          out = __floats2bfloat162_rn(lo, hi);
+        else
+          out = __floats2half2_rn(lo, hi);
         *reinterpret_cast<pair_of<T>*>(y + static_cast<std::size_t>(row) * p.n + col) = out;
       }
   }
@@ -281,10 +285,11 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) gemm_tc_kerne
 
 // y = Σ_splits partial (+ bias), rounded once; four columns per thread (N % 64 == 0).
 template <class T>
-__global__ void __launch_bounds__(256) gemm_tc_reduce_kernel(const float* partial, int splits, int m, int n,
-                                                             const T* bias, T* y) {
+__global__ void __launch_bounds__(256)
+    gemm_tc_reduce_kernel(const float* partial, int splits, int m, int n, const T* bias, T* y) {
   const std::size_t quads = static_cast<std::size_t>(m) * n / 4;
-  for (std::size_t q = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; q < quads; q += std::size_t(gridDim.x) * blockDim.x) {
+  for (std::size_t q = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; q < quads;
+       q += std::size_t(gridDim.x) * blockDim.x) {
     float4 sum = reinterpret_cast<const float4*>(partial)[q];
     for (int s = 1; s < splits; ++s) {
       const float4 v = reinterpret_cast<const float4*>(partial + static_cast<std::size_t>(s) * m * n)[q];

@@ -27,21 +27,21 @@
 
 namespace sdnq::cuda {
 
-inline constexpr std::int64_t gemm_tc_k_tile = 64;        // inputs per pipeline stage
-inline constexpr std::int64_t gemm_tc_n_multiple = 64;    // smallest output tile
+inline constexpr std::int64_t gemm_tc_k_tile = 64;      // inputs per pipeline stage
+inline constexpr std::int64_t gemm_tc_n_multiple = 64;  // smallest output tile
 inline constexpr std::int64_t gemm_tc_max_rank = 128;
 
 struct GemmTcWeightsHost {
-  int bits = 0;                   // 4 or 8
-  bool is_signed = false;         // q = code − 2^(bits−1), else q = code
+  int bits = 0;            // 4 or 8
+  bool is_signed = false;  // q = code − 2^(bits−1), else q = code
   std::int64_t out_features = 0, in_features = 0;
-  std::int64_t group_size = 0;    // 32, a multiple of 64, or in_features (row-/tensor-wise)
-  std::int64_t svd_rank = 0;      // true rank r; the factors are padded to svd_rank_padded
+  std::int64_t group_size = 0;  // 32, a multiple of 64, or in_features (row-/tensor-wise)
+  std::int64_t svd_rank = 0;    // true rank r; the factors are padded to svd_rank_padded
   std::int64_t svd_rank_padded = 0;
-  DType dtype = DType::bf16;      // activation, output and parameter dtype
-  Tensor codes;                   // U32 [K/64, N/16, 32, bits]
-  Tensor group_params;            // dtype [G, N, 2]
-  Tensor svd_up, svd_down;        // dtype [N, rp], [rp, K]; undefined without SVD
+  DType dtype = DType::bf16;  // activation, output and parameter dtype
+  Tensor codes;               // U32 [K/64, N/16, 32, bits]
+  Tensor group_params;        // dtype [G, N, 2]
+  Tensor svd_up, svd_down;    // dtype [N, rp], [rp, K]; undefined without SVD
 };
 
 namespace detail {
@@ -85,16 +85,18 @@ GemmTcWeightsHost repack_for_gemm_tc(const LinearCodes& w) {
   const std::int64_t n = w.out_features, k = w.in_features;
   const std::int64_t group_size = w.group_size > 0 ? w.group_size : k;
   SDNQ_REQUIRE(n % gemm_tc_n_multiple == 0 && k % gemm_tc_k_tile == 0, UnsupportedError,
-               "{}: the tensor-core GEMM needs out_features ({}) and in_features ({}) to be multiples of 64",
-               w.name, n, k);
+               "{}: the tensor-core GEMM needs out_features ({}) and in_features ({}) to be multiples of 64", w.name, n,
+               k);
   SDNQ_REQUIRE(group_size == 32 || group_size % 64 == 0, UnsupportedError,
                "{}: the tensor-core GEMM needs group size 32 or a multiple of 64, got {}", w.name, group_size);
   SDNQ_REQUIRE(w.svd_rank() <= gemm_tc_max_rank, UnsupportedError,
                "{}: SVD rank {} exceeds the tensor-core GEMM's limit of {}", w.name, w.svd_rank(), gemm_tc_max_rank);
 
   std::vector<std::uint8_t> codes;  // [N, K], offset binary for signed formats
-  if (w.bits == 4) detail::unpack_all_codes<4>(w, codes);
-  else detail::unpack_all_codes<8>(w, codes);
+  if (w.bits == 4)
+    detail::unpack_all_codes<4>(w, codes);
+  else
+    detail::unpack_all_codes<8>(w, codes);
 
   GemmTcWeightsHost out;
   out.bits = w.bits;
