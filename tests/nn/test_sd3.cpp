@@ -4,8 +4,10 @@
 // 16×16 input reads, see tests/data/models/sd3-bf16/README.md); every sd3-* case runs where the full
 // fixtures are (../shared beside the checkout, or SDNQ_FIXTURES).
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -13,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sdnq/io/detail/safetensors_writer.hpp"
 #include "sdnq/io/safetensors.hpp"
 #include "sdnq/nn/models/sd3.hpp"
 #include "sdnq_catch.hpp"
@@ -94,7 +97,67 @@ Tensor repeat_batch(const TensorView& x, std::int64_t copies) {
   return out;
 }
 
+// A copy of the bundled bf16 case turned into an SD3.5-style checkpoint whose block 0 has dual
+// attention: norm1 grows to 9 chunks (the first 6 as stored, then shift/scale/gate for attn2) and
+// attn2 gets q/k/v projections and an output projection scaled by `out_scale` (0: attn2 adds nothing).
+fs::path with_dual_attention_block(const std::string& name, float out_scale) {
+  const fs::path folder = copy_with_config(name, [](auto& c) { c["dual_attention_layers"] = {0}; });
+  const auto original = sdnq::io::SafetensorsFile::open(bundled_bf16 / "diffusion_pytorch_model.safetensors");
+  constexpr std::int64_t dim = 64;
+  const std::string norm1 = "transformer_blocks.0.norm1.linear";
+  std::deque<Tensor> owned;  // stable addresses for the views written below
+  const auto deterministic = [&](sdnq::Shape shape, float scale, int salt) -> const Tensor& {
+    Tensor t = Tensor::empty(shape, DType::f32);
+    for (std::int64_t i = 0; i < t.numel(); ++i)
+      t.data_as<float>()[i] = scale * static_cast<float>(std::sin(0.61 * static_cast<double>(i) + salt));
+    owned.push_back(std::move(t));
+    return owned.back();
+  };
+  // norm1 with 9 chunks: the stored 6 first, so the first attention and the MLP see the same modulation.
+  Tensor weight9 = Tensor::empty({9 * dim, dim}, DType::f32), bias9 = Tensor::empty({9 * dim}, DType::f32);
+  const Tensor weight6 = sdnq::nn::detail::to_f32(original.tensor(norm1 + ".weight"), "norm1 weight");
+  const Tensor bias6 = sdnq::nn::detail::to_f32(original.tensor(norm1 + ".bias"), "norm1 bias");
+  const Tensor& extra_weight = deterministic({3 * dim, dim}, 0.05f, 1);
+  const Tensor& extra_bias = deterministic({3 * dim}, 0.3f, 2);
+  std::memcpy(weight9.data(), weight6.data(), weight6.nbytes());
+  std::memcpy(static_cast<char*>(weight9.data()) + weight6.nbytes(), extra_weight.data(), extra_weight.nbytes());
+  std::memcpy(bias9.data(), bias6.data(), bias6.nbytes());
+  std::memcpy(static_cast<char*>(bias9.data()) + bias6.nbytes(), extra_bias.data(), extra_bias.nbytes());
+  std::vector<sdnq::io::NamedTensor> tensors{{norm1 + ".weight", weight9}, {norm1 + ".bias", bias9}};
+  int salt = 3;
+  for (const char* projection : {"to_q", "to_k", "to_v", "to_out.0"}) {
+    const float scale = std::string(projection) == "to_out.0" ? 0.2f * out_scale : 0.2f;
+    const std::string prefix = std::string("transformer_blocks.0.attn2.") + projection;
+    tensors.push_back({prefix + ".weight", deterministic({dim, dim}, scale, salt++)});
+    tensors.push_back({prefix + ".bias", deterministic({dim}, scale, salt++)});
+  }
+  for (const auto& stored : original.names())
+    if (stored.rfind(norm1, 0) != 0) tensors.push_back({stored, original.tensor(stored)});
+  sdnq::io::write_safetensors(folder / "diffusion_pytorch_model.safetensors", tensors);
+  return folder;
+}
+
 }  // namespace
+
+TEST_CASE("SD3Transformer2DModel: dual attention reads chunks 6..8 and adds attn2 after the first attention",
+          "[nn][sd3]") {
+  const auto reference = sdnq::io::SafetensorsFile::open(bundled_bf16 / "reference.safetensors");
+  const auto run = [&](const fs::path& folder) {
+    const SD3Transformer2DModel model = SD3Transformer2DModel::load(folder);
+    REQUIRE(model.config().dual_attention(0));
+    return model.forward(reference.tensor("input.hidden_states"), reference.tensor("input.encoder_hidden_states"),
+                         reference.tensor("input.pooled_projections"), reference.tensor("input.timestep"));
+  };
+  // attn2 with a zero output projection adds nothing: the 9-chunk modulation must leave chunks 0..5
+  // where AdaLayerNormZero has them, and the output stays the reference's.
+  const fs::path silent = with_dual_attention_block("dual-silent", 0.0f);
+  CHECK(sdnq::nn::relative_l2(run(silent), reference.tensor("output_fp32.output")) < 1e-5);
+  // With a live output projection the same checkpoint must change the output.
+  const fs::path live = with_dual_attention_block("dual-live", 1.0f);
+  CHECK(sdnq::nn::relative_l2(run(live), reference.tensor("output_fp32.output")) > 1e-3);
+  fs::remove_all(silent);
+  fs::remove_all(live);
+}
 
 TEST_CASE("SD3Transformer2DModel: the fixture copies in tests/data match the reference", "[nn][sd3][fixtures]") {
   const auto cases = cases_named(sdnq::test::data_dir() / "models", "sd3-");

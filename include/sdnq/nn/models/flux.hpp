@@ -100,13 +100,14 @@ class FluxTransformer2DModel {
       FluxTransformerConfig config = FluxTransformerConfig::from_json(weights.config());
       const std::int64_t dim = config.inner_dim();
       const detail::AttentionShape shape{dim, config.num_attention_heads, config.attention_head_dim};
-      Modules modules{Linear::load(weights, "x_embedder", config.in_channels, dim),
-                      Linear::load(weights, "context_embedder", config.joint_attention_dim, dim),
-                      detail::TimeTextEmbedding::load(weights, dim, config.pooled_projection_dim, config.guidance_embeds),
-                      {},
-                      {},
-                      detail::AdaptiveNorm::load(weights, "norm_out", dim, 2),
-                      Linear::load(weights, "proj_out", dim, config.patch_size * config.patch_size * config.out_channels)};
+      Modules modules{
+          Linear::load(weights, "x_embedder", config.in_channels, dim),
+          Linear::load(weights, "context_embedder", config.joint_attention_dim, dim),
+          detail::TimeTextEmbedding::load(weights, dim, config.pooled_projection_dim, config.guidance_embeds),
+          {},
+          {},
+          detail::AdaptiveNorm::load(weights, "norm_out", dim, 2),
+          Linear::load(weights, "proj_out", dim, config.patch_size * config.patch_size * config.out_channels)};
       for (int i = 0; i < config.num_layers; ++i)
         modules.transformer_blocks.push_back(detail::FluxDoubleBlock::load(weights, i, shape));
       for (int i = 0; i < config.num_single_layers; ++i)
@@ -138,14 +139,15 @@ class FluxTransformer2DModel {
       guidance_scaled = detail::per_sample_values(*guidance, batch, class_name, "guidance");
       scale_by_1000_(guidance_scaled);
     }
-    const Tensor temb = modules_.time_text_embed.forward(timestep_scaled, guidance != nullptr ? &guidance_scaled.view() : nullptr,
-                                                          pooled_projections);  // [B, D]
+    const Tensor temb =
+        modules_.time_text_embed.forward(timestep_scaled, guidance != nullptr ? &guidance_scaled.view() : nullptr,
+                                         pooled_projections);  // [B, D]
     const Tensor temb_silu = detail::silu_of(temb);
 
     const TensorView id_parts[] = {text_ids, image_ids};
     const detail::RotaryEmbedding rope = detail::rotary_embedding(concat(id_parts, 0), config_.axes_dims_rope);
 
-    Tensor image = modules_.x_embedder.forward(hidden_states);              // [B, L_img, D]
+    Tensor image = modules_.x_embedder.forward(hidden_states);                  // [B, L_img, D]
     Tensor context = modules_.context_embedder.forward(encoder_hidden_states);  // [B, L_txt, D]
     for (const auto& block : modules_.transformer_blocks) block.forward(image, context, temb_silu, rope);
 
@@ -200,9 +202,8 @@ class FluxTransformer2DModel {
     SDNQ_REQUIRE(rows.size(1) == axes, ShapeError,
                  "{}.forward: {} must be [tokens, {}] (one column per axes_dims_rope entry), got {}", class_name, name,
                  axes, ids.shape().to_string());
-    SDNQ_REQUIRE(rows.size(0) == tokens, ShapeError,
-                 "{}.forward: {} has {} rows but {} has {} tokens; they must agree", class_name, name, rows.size(0),
-                 stream, tokens);
+    SDNQ_REQUIRE(rows.size(0) == tokens, ShapeError, "{}.forward: {} has {} rows but {} has {} tokens; they must agree",
+                 class_name, name, rows.size(0), stream, tokens);
     return rows;
   }
 
@@ -216,10 +217,11 @@ inline ModelCaseResult run_case_flux(const ModelCase& model_case) {
   std::optional<TensorView> guidance;
   if (model_case.has_input("guidance")) guidance = model_case.input("guidance");
   std::vector<std::pair<std::string, Tensor>> outputs;
-  outputs.emplace_back("output", model.forward(model_case.input("hidden_states"), model_case.input("encoder_hidden_states"),
-                                               model_case.input("pooled_projections"), model_case.input("timestep"),
-                                               model_case.input("img_ids"), model_case.input("txt_ids"),
-                                               guidance ? &*guidance : nullptr));
+  outputs.emplace_back(
+      "output",
+      model.forward(model_case.input("hidden_states"), model_case.input("encoder_hidden_states"),
+                    model_case.input("pooled_projections"), model_case.input("timestep"), model_case.input("img_ids"),
+                    model_case.input("txt_ids"), guidance ? &*guidance : nullptr));
   return compare_outputs(model_case, outputs);
 }
 

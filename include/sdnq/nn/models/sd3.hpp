@@ -149,7 +149,7 @@ class SD3Transformer2DModel {
     const Tensor temb = modules_.time_text_embed.forward(timesteps, nullptr, pooled_projections);  // [B, D]
     const Tensor temb_silu = detail::silu_of(temb);
 
-    Tensor image = modules_.pos_embed.forward(hidden_states);                  // [B, h·w, D]
+    Tensor image = modules_.pos_embed.forward(hidden_states);                   // [B, h·w, D]
     Tensor context = modules_.context_embedder.forward(encoder_hidden_states);  // [B, L_txt, D]
     for (const auto& block : modules_.transformer_blocks) block.forward(image, context, temb_silu);
 
@@ -189,7 +189,8 @@ class SD3Transformer2DModel {
                  config_.in_channels, hidden_states.shape().to_string());
     SDNQ_REQUIRE(hidden_states.size(2) % patch == 0 && hidden_states.size(3) % patch == 0 &&
                      hidden_states.size(2) > 0 && hidden_states.size(3) > 0,
-                 ShapeError, "{}.forward: hidden_states height and width must be positive multiples of patch_size {}, got {}",
+                 ShapeError,
+                 "{}.forward: hidden_states height and width must be positive multiples of patch_size {}, got {}",
                  class_name, patch, hidden_states.shape().to_string());
     SDNQ_REQUIRE(hidden_states.size(2) / patch <= config_.pos_embed_max_size &&
                      hidden_states.size(3) / patch <= config_.pos_embed_max_size,
@@ -219,8 +220,9 @@ class SD3Transformer2DModel {
 inline ModelCaseResult run_case_sd3(const ModelCase& model_case) {
   const SD3Transformer2DModel model = SD3Transformer2DModel::load(model_case.folder);
   std::vector<std::pair<std::string, Tensor>> outputs;
-  outputs.emplace_back("output", model.forward(model_case.input("hidden_states"), model_case.input("encoder_hidden_states"),
-                                               model_case.input("pooled_projections"), model_case.input("timestep")));
+  outputs.emplace_back("output",
+                       model.forward(model_case.input("hidden_states"), model_case.input("encoder_hidden_states"),
+                                     model_case.input("pooled_projections"), model_case.input("timestep")));
   return compare_outputs(model_case, outputs);
 }
 

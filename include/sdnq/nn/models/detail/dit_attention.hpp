@@ -36,7 +36,8 @@ struct QkvNames {
   const char* norm_k;
 };
 inline constexpr QkvNames image_stream_names{"to_q", "to_k", "to_v", "norm_q", "norm_k"};
-inline constexpr QkvNames context_stream_names{"add_q_proj", "add_k_proj", "add_v_proj", "norm_added_q", "norm_added_k"};
+inline constexpr QkvNames context_stream_names{"add_q_proj", "add_k_proj", "add_v_proj", "norm_added_q",
+                                               "norm_added_k"};
 
 // q, k, v of one stream, each [B, L, heads, head_dim], q and k RMS-normed per head when configured.
 struct HeadsQkv {
@@ -97,10 +98,10 @@ enum class JointOrder { text_first /*FLUX*/, image_first /*SD3*/ };
 
 // Attention over both streams at once; each stream keeps its own projections and output layer.
 struct JointAttention {
-  QkvProjection image;                // to_q, to_k, to_v (+ norm_q, norm_k)
-  QkvProjection context;              // add_q_proj, add_k_proj, add_v_proj (+ norm_added_q, norm_added_k)
-  Linear to_out;                      // to_out.0
-  std::optional<Linear> to_add_out;   // absent where the text output is dropped (SD3's last block)
+  QkvProjection image;               // to_q, to_k, to_v (+ norm_q, norm_k)
+  QkvProjection context;             // add_q_proj, add_k_proj, add_v_proj (+ norm_added_q, norm_added_k)
+  Linear to_out;                     // to_out.0
+  std::optional<Linear> to_add_out;  // absent where the text output is dropped (SD3's last block)
   JointOrder order = JointOrder::text_first;
 
   static JointAttention load(WeightLoader& weights, const std::string& prefix, const AttentionShape& shape,

@@ -21,8 +21,8 @@ inline void require_class_name(const nlohmann::json& config, std::string_view ex
   SDNQ_REQUIRE(found != config.end() && found->is_string(), UnsupportedError,
                "{}: config.json has no string \"_class_name\"; expected \"{}\"", expected, expected);
   const std::string name = found->get<std::string>();
-  SDNQ_REQUIRE(name == expected, UnsupportedError, "config.json: _class_name \"{}\" is not supported here (expected \"{}\")",
-               name, expected);
+  SDNQ_REQUIRE(name == expected, UnsupportedError,
+               "config.json: _class_name \"{}\" is not supported here (expected \"{}\")", name, expected);
 }
 
 // An integer key (absent or null: `fallback`), which must be at least `minimum`.
@@ -33,8 +33,8 @@ inline std::int64_t config_int(const nlohmann::json& config, std::string_view mo
   SDNQ_REQUIRE(found->is_number_integer(), ConfigError, "{}: config key \"{}\" must be an integer, got {}", model, key,
                found->dump());
   const auto value = found->get<std::int64_t>();
-  SDNQ_REQUIRE(value >= minimum, UnsupportedError, "{}: config key \"{}\" = {} is not supported (must be >= {})",
-               model, key, value, minimum);
+  SDNQ_REQUIRE(value >= minimum, UnsupportedError, "{}: config key \"{}\" = {} is not supported (must be >= {})", model,
+               key, value, minimum);
   return value;
 }
 
@@ -47,8 +47,8 @@ inline bool config_bool(const nlohmann::json& config, std::string_view model, co
 }
 
 // A list of integers (absent: `fallback`).
-inline std::vector<std::int64_t> config_int_list(const nlohmann::json& config, std::string_view model,
-                                                 const char* key, std::vector<std::int64_t> fallback) {
+inline std::vector<std::int64_t> config_int_list(const nlohmann::json& config, std::string_view model, const char* key,
+                                                 std::vector<std::int64_t> fallback) {
   const auto found = config.find(key);
   if (found == config.end() || found->is_null()) return fallback;
   SDNQ_REQUIRE(found->is_array(), ConfigError, "{}: config key \"{}\" must be a list of integers, got {}", model, key,
@@ -66,7 +66,9 @@ inline std::vector<std::int64_t> config_int_list(const nlohmann::json& config, s
 // so "missing tensor transformer_blocks.3.attn.to_q.weight" says which model was being loaded.
 template <class Load>
 auto with_load_context(std::string_view model, const std::filesystem::path& folder, Load&& load) {
-  const auto context = [&](const Error& error) { return fmt::format("loading {} from {}: {}", model, folder.string(), error.what()); };
+  const auto context = [&](const Error& error) {
+    return fmt::format("loading {} from {}: {}", model, folder.string(), error.what());
+  };
   try {
     return load();
   } catch (const IoError& error) {

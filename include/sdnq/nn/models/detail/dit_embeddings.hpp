@@ -77,8 +77,8 @@ struct RotaryEmbedding {
 
 // FLUX's FluxPosEmbed: axis a of each id row gets axes_dims[a] channels with frequencies
 // theta^(-2i / axes_dims[a]); angles in float64 like the reference, then rounded to f32.
-inline RotaryEmbedding rotary_embedding(const TensorView& ids /*[tokens, axes]*/, std::span<const std::int64_t> axes_dims,
-                                        double theta = 10000.0) {
+inline RotaryEmbedding rotary_embedding(const TensorView& ids /*[tokens, axes]*/,
+                                        std::span<const std::int64_t> axes_dims, double theta = 10000.0) {
   const std::int64_t tokens = ids.size(0), axes = ids.size(1);
   std::int64_t head_dim = 0;
   for (auto axis_dim : axes_dims) head_dim += axis_dim;
@@ -141,8 +141,9 @@ struct PatchEmbedding {
                              std::int64_t max_size) {
     Conv2dParams params;
     params.stride_h = params.stride_w = static_cast<int>(patch_size);
-    PatchEmbedding embedding{Conv2d::load(weights, "pos_embed.proj", in_channels, dim, static_cast<int>(patch_size), params),
-                             weights.dense("pos_embed.pos_embed"), patch_size, max_size, dim};
+    PatchEmbedding embedding{
+        Conv2d::load(weights, "pos_embed.proj", in_channels, dim, static_cast<int>(patch_size), params),
+        weights.dense("pos_embed.pos_embed"), patch_size, max_size, dim};
     SDNQ_REQUIRE(embedding.pos_embed.numel() == max_size * max_size * dim, FormatError,
                  "pos_embed.pos_embed is {}, expected [1, {}, {}] for pos_embed_max_size {}",
                  embedding.pos_embed.shape().to_string(), max_size * max_size, dim, max_size);

@@ -19,7 +19,17 @@ namespace sdnq::nn::detail {
 
 inline constexpr float adaptive_norm_eps = 1e-6f;
 
-enum ZeroChunk : int { shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp, shift_msa2, scale_msa2, gate_msa2 };
+enum ZeroChunk : int {
+  shift_msa,
+  scale_msa,
+  gate_msa,
+  shift_mlp,
+  scale_mlp,
+  gate_mlp,
+  shift_msa2,
+  scale_msa2,
+  gate_msa2
+};
 enum SingleChunk : int { single_shift, single_scale, single_gate };
 enum ContinuousChunk : int { continuous_scale, continuous_shift };
 

@@ -54,9 +54,8 @@ struct SD3JointBlock {
       modulate_(image_normed2, m[shift_msa2], m[scale_msa2]);
     }
     modulate_(image_normed, m[shift_msa], m[scale_msa]);
-    const Tensor context_normed = context_pre_only()
-                                      ? modulated_norm(context, c[continuous_shift], c[continuous_scale])
-                                      : modulated_norm(context, c[shift_msa], c[scale_msa]);
+    const Tensor context_normed = context_pre_only() ? modulated_norm(context, c[continuous_shift], c[continuous_scale])
+                                                     : modulated_norm(context, c[shift_msa], c[scale_msa]);
     auto [image_attention, context_attention] = attn.forward(image_normed, context_normed, nullptr);
 
     add_gated_(image, m[gate_msa], image_attention);
