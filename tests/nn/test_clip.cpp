@@ -1,7 +1,7 @@
 // CLIPTextModel / CLIPTextModelWithProjection against the reference fixtures (output_fp32.*, rel L2 < 1e-4).
+#include <unistd.h>
 #include <fstream>
 #include <string>
-#include <unistd.h>
 
 #include "nn_test_support.hpp"
 #include "sdnq/io/safetensors.hpp"

@@ -1,7 +1,7 @@
 // nn modules over a dense component folder written here, and over an SDNQ fixture folder.
+#include <unistd.h>
 #include <cmath>
 #include <fstream>
-#include <unistd.h>
 #include <vector>
 
 #include "nn_test_support.hpp"
@@ -44,10 +44,14 @@ struct DenseFolder {
     norm_weight = random_tensor({8}, 6);
     norm_bias = random_tensor({8}, 7);
     extra = random_tensor({3}, 8);
-    io::write_safetensors(folder / "model.safetensors",
-                          {{"lin.weight", linear_weight}, {"lin.bias", linear_bias}, {"conv.weight", conv_weight},
-                           {"conv.bias", conv_bias}, {"emb.weight", table}, {"norm.weight", norm_weight},
-                           {"norm.bias", norm_bias}, {"extra.weight", extra}});
+    io::write_safetensors(folder / "model.safetensors", {{"lin.weight", linear_weight},
+                                                         {"lin.bias", linear_bias},
+                                                         {"conv.weight", conv_weight},
+                                                         {"conv.bias", conv_bias},
+                                                         {"emb.weight", table},
+                                                         {"norm.weight", norm_weight},
+                                                         {"norm.bias", norm_bias},
+                                                         {"extra.weight", extra}});
   }
   ~DenseFolder() {
     std::error_code ignored;
@@ -71,7 +75,8 @@ TEST_CASE("Linear over a bf16 weight computes x·Wᵀ + b with the exact widened
   for (int r = 0; r < 3; ++r)
     for (int o = 0; o < 5; ++o) {
       double sum = files.linear_bias.data_as<float>()[o];
-      for (int i = 0; i < 8; ++i) sum += double(x.data_as<float>()[r * 8 + i]) * widened<bf16>(files.linear_weight, o * 8 + i);
+      for (int i = 0; i < 8; ++i)
+        sum += double(x.data_as<float>()[r * 8 + i]) * widened<bf16>(files.linear_weight, o * 8 + i);
       expected.push_back(sum);
     }
   CHECK(test::max_scaled_error(y, expected) < 1e-6);
@@ -97,7 +102,8 @@ TEST_CASE("Conv2d, Embedding and LayerNorm load dense weights of any float dtype
             for (int kx = 0; kx < 3; ++kx) {
               const int iy = oy + ky - 1, ix = ox + kx - 1;
               if (iy < 0 || iy >= 4 || ix < 0 || ix >= 5) continue;
-              sum += double(x.data_as<float>()[(c * 4 + iy) * 5 + ix]) * widened<fp16>(files.conv_weight, ((o * 2 + c) * 3 + ky) * 3 + kx);
+              sum += double(x.data_as<float>()[(c * 4 + iy) * 5 + ix]) *
+                     widened<fp16>(files.conv_weight, ((o * 2 + c) * 3 + ky) * 3 + kx);
             }
         expected.push_back(sum);
       }
@@ -123,7 +129,8 @@ TEST_CASE("Conv2d, Embedding and LayerNorm load dense weights of any float dtype
   for (int i = 0; i < 8; ++i) var += (z.data_as<float>()[i] - mean) * (z.data_as<float>()[i] - mean) / 8.0;
   std::vector<double> normalized;
   for (int i = 0; i < 8; ++i)
-    normalized.push_back((z.data_as<float>()[i] - mean) / std::sqrt(var + 1e-5) * files.norm_weight.data_as<float>()[i] +
+    normalized.push_back((z.data_as<float>()[i] - mean) / std::sqrt(var + 1e-5) *
+                             files.norm_weight.data_as<float>()[i] +
                          files.norm_bias.data_as<float>()[i]);
   CHECK(test::max_scaled_error(norm.forward(z), normalized) < 1e-6);
 
@@ -141,9 +148,9 @@ TEST_CASE("Module loading names the missing tensor or the shape the config impli
   CHECK_THROWS_AS(nn::Linear::load(weights, "absent", 8, 5), FormatError);
   CHECK_THROWS_WITH(nn::Linear::load(weights, "absent", 8, 5), Catch::Matchers::Contains("absent.weight"));
   CHECK_THROWS_AS(nn::Linear::load(weights, "lin", 7, 5), ShapeError);
-  CHECK_THROWS_WITH(nn::Linear::load(weights, "lin", 7, 5),
-                    Catch::Matchers::Contains("lin.weight") && Catch::Matchers::Contains("[5, 7]") &&
-                        Catch::Matchers::Contains("[5, 8]"));
+  CHECK_THROWS_WITH(nn::Linear::load(weights, "lin", 7, 5), Catch::Matchers::Contains("lin.weight") &&
+                                                                Catch::Matchers::Contains("[5, 7]") &&
+                                                                Catch::Matchers::Contains("[5, 8]"));
   CHECK_THROWS_AS(nn::RMSNorm::load(weights, "norm", 9, 1e-6f), ShapeError);
   CHECK_THROWS_AS(nn::WeightLoader::open(files.folder / "nowhere"), IoError);
 }
@@ -192,7 +199,8 @@ TEST_CASE("Linear keeps the quantized-matmul path for int8-qmm layers with 32 to
   // Below 32 tokens: exactly the dense result.
   const Tensor dense_few = nn::linear(few, fc1.dense_weight(), &fc1.bias().view());
   const Tensor out_few = fc1.forward(few);
-  for (std::int64_t i = 0; i < out_few.numel(); ++i) REQUIRE(out_few.data_as<float>()[i] == dense_few.data_as<float>()[i]);
+  for (std::int64_t i = 0; i < out_few.numel(); ++i)
+    REQUIRE(out_few.data_as<float>()[i] == dense_few.data_as<float>()[i]);
   // 32+ tokens: int8 activations, so close to but not equal to the dense result.
   const Tensor dense_many = nn::linear(many, fc1.dense_weight(), &fc1.bias().view());
   const double difference = nn::relative_l2(fc1.forward(many), dense_many);

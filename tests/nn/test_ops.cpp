@@ -42,7 +42,8 @@ std::vector<double> naive_attention(const Tensor& q, const Tensor& k, const Tens
         for (std::int64_t j = 0; j < Lk; ++j) {
           double s = 0;
           for (std::int64_t d = 0; d < D; ++d)
-            s += double(q.data_as<float>()[((b * H + h) * Lq + i) * D + d]) * k.data_as<float>()[((b * H + h) * Lk + j) * D + d];
+            s += double(q.data_as<float>()[((b * H + h) * Lq + i) * D + d]) *
+                 k.data_as<float>()[((b * H + h) * Lk + j) * D + d];
           s *= scale;
           if (mask) s += mask->data_as<float>()[i * Lk + j];
           weights[j] = (causal && j > i) ? -1e300 : s;
@@ -51,7 +52,8 @@ std::vector<double> naive_attention(const Tensor& q, const Tensor& k, const Tens
         for (auto& w : weights) total += (w = (w <= -1e299) ? 0.0 : std::exp(w - max_score));
         for (std::int64_t d = 0; d < Dv; ++d) {
           double acc = 0;
-          for (std::int64_t j = 0; j < Lk; ++j) acc += weights[j] / total * v.data_as<float>()[((b * H + h) * Lk + j) * Dv + d];
+          for (std::int64_t j = 0; j < Lk; ++j)
+            acc += weights[j] / total * v.data_as<float>()[((b * H + h) * Lk + j) * Dv + d];
           out.push_back(acc);
         }
       }
@@ -75,7 +77,8 @@ TEST_CASE("nn::attention matches explicit softmax loops: plain, causal, additive
   const Tensor k2 = random_tensor({2, 3, 7, 8}, 14), v2 = random_tensor({2, 3, 7, 4}, 15);
   nn::AttentionOptions cross;
   cross.scale = 1.0f;
-  CHECK(test::max_scaled_error(nn::attention(q, k2, v2, cross), naive_attention(q, k2, v2, 1.0, false, nullptr)) < 1e-5);
+  CHECK(test::max_scaled_error(nn::attention(q, k2, v2, cross), naive_attention(q, k2, v2, 1.0, false, nullptr)) <
+        1e-5);
   const Tensor bad_mask = random_tensor({4, 5}, 16);
   options.additive_mask = &bad_mask.view();
   CHECK_THROWS_AS(nn::attention(q, k, v, options), ShapeError);
@@ -83,7 +86,9 @@ TEST_CASE("nn::attention matches explicit softmax loops: plain, causal, additive
 }
 
 TEST_CASE("nn::conv2d equals the direct 7-loop convolution (stride, padding, dilation, groups, bias)", "[nn][ops]") {
-  struct Setting { int stride, pad, dilation, groups; };
+  struct Setting {
+    int stride, pad, dilation, groups;
+  };
   for (const Setting s : {Setting{1, 1, 1, 1}, Setting{2, 1, 1, 1}, Setting{1, 2, 2, 1}, Setting{2, 0, 1, 2}}) {
     const std::int64_t N = 2, C = 4, H = 7, W = 6, O = 6, K = 3;
     const Tensor x = random_tensor({N, C, H, W}, 20), w = random_tensor({O, C / s.groups, K, K}, 21);
@@ -107,7 +112,8 @@ TEST_CASE("nn::conv2d equals the direct 7-loop convolution (stride, padding, dil
             for (std::int64_t c = 0; c < cg; ++c)
               for (std::int64_t ky = 0; ky < K; ++ky)
                 for (std::int64_t kx = 0; kx < K; ++kx) {
-                  const std::int64_t iy = oy * s.stride - s.pad + ky * s.dilation, ix = ox * s.stride - s.pad + kx * s.dilation;
+                  const std::int64_t iy = oy * s.stride - s.pad + ky * s.dilation,
+                                     ix = ox * s.stride - s.pad + kx * s.dilation;
                   if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
                   const std::int64_t channel = (o / og) * cg + c;
                   sum += double(x.data_as<float>()[((n * C + channel) * H + iy) * W + ix]) *
@@ -152,7 +158,8 @@ TEST_CASE("nn norms equal their double formulas", "[nn][ops]") {
       for (int i = 0; i < per_group; ++i) var += (base[i] - mean) * (base[i] - mean) / per_group;
       for (int i = 0; i < per_group; ++i) {
         const int channel = group * 2 + i / 6;
-        gn.push_back((base[i] - mean) / std::sqrt(var + 1e-6) * gw.data_as<float>()[channel] + gb.data_as<float>()[channel]);
+        gn.push_back((base[i] - mean) / std::sqrt(var + 1e-6) * gw.data_as<float>()[channel] +
+                     gb.data_as<float>()[channel]);
       }
     }
   CHECK(test::max_scaled_error(nn::group_norm(g, groups, &gw.view(), &gb.view(), 1e-6f), gn) < 1e-5);
@@ -237,7 +244,8 @@ TEST_CASE("nn concat, chunk, permute and nearest upsampling move the right eleme
   for (int i = 0; i < 2; ++i)
     for (int j = 0; j < 8; ++j)
       for (int k = 0; k < 4; ++k) {
-        const float expected = j < 3 ? a.data_as<float>()[(i * 3 + j) * 4 + k] : b.data_as<float>()[(i * 5 + j - 3) * 4 + k];
+        const float expected =
+            j < 3 ? a.data_as<float>()[(i * 3 + j) * 4 + k] : b.data_as<float>()[(i * 5 + j - 3) * 4 + k];
         REQUIRE(joined.data_as<float>()[(i * 8 + j) * 4 + k] == expected);
       }
   const auto pieces = nn::chunk(joined, 2, -1);
@@ -251,7 +259,8 @@ TEST_CASE("nn concat, chunk, permute and nearest upsampling move the right eleme
   REQUIRE(permuted.shape() == Shape{4, 2, 3});
   for (int i = 0; i < 2; ++i)
     for (int j = 0; j < 3; ++j)
-      for (int k = 0; k < 4; ++k) REQUIRE(permuted.data_as<float>()[(k * 2 + i) * 3 + j] == a.data_as<float>()[(i * 3 + j) * 4 + k]);
+      for (int k = 0; k < 4; ++k)
+        REQUIRE(permuted.data_as<float>()[(k * 2 + i) * 3 + j] == a.data_as<float>()[(i * 3 + j) * 4 + k]);
 
   const Tensor image = random_tensor({1, 2, 2, 3}, 52);
   const Tensor up = nn::upsample_nearest2x(image);

@@ -43,7 +43,8 @@ TEST_CASE("T5 relative position buckets follow the bidirectional log rule", "[nn
     if (distance < 8)
       expected += distance;
     else
-      expected += std::min<std::int64_t>(15, 8 + static_cast<std::int64_t>(std::log(distance / 8.0) / std::log(16.0) * 8));
+      expected +=
+          std::min<std::int64_t>(15, 8 + static_cast<std::int64_t>(std::log(distance / 8.0) / std::log(16.0) * 8));
     INFO("relative position " << relative);
     REQUIRE(nn::t5_relative_position_bucket(relative, 32, 128) == expected);
   }

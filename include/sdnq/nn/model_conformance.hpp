@@ -93,11 +93,11 @@ struct ModelCaseResult {
 // The class name a component config declares.
 inline std::string model_class_name(const nlohmann::json& config, const std::filesystem::path& config_path) {
   if (auto it = config.find("_class_name"); it != config.end() && it->is_string()) return it->get<std::string>();
-  if (auto it = config.find("architectures"); it != config.end() && it->is_array() && !it->empty() &&
-                                              it->front().is_string())
+  if (auto it = config.find("architectures");
+      it != config.end() && it->is_array() && !it->empty() && it->front().is_string())
     return it->front().get<std::string>();
-  throw ConfigError(fmt::format("{}: neither \"_class_name\" nor \"architectures\" names the model class",
-                                config_path.string()));
+  throw ConfigError(
+      fmt::format("{}: neither \"_class_name\" nor \"architectures\" names the model class", config_path.string()));
 }
 
 inline ModelCase load_model_case(const std::filesystem::path& folder) {
@@ -176,9 +176,10 @@ inline ModelCaseResult run_model_case(const std::filesystem::path& case_folder) 
   const ModelCase model_case = load_model_case(case_folder);
   const std::string& name = model_case.class_name;
   const auto missing = [&](const char* header, const char* runner) {
-    return UnsupportedError(fmt::format("{}: model class {} needs sdnq/nn/models/{} defining {}, which this build "
-                                        "does not have",
-                                        case_folder.string(), name, header, runner));
+    return UnsupportedError(
+        fmt::format("{}: model class {} needs sdnq/nn/models/{} defining {}, which this build "
+                    "does not have",
+                    case_folder.string(), name, header, runner));
   };
   (void)missing;  // unused once every model header defines its runner
   if (name == "AutoencoderKL") {
@@ -223,10 +224,11 @@ inline ModelCaseResult run_model_case(const std::filesystem::path& case_folder) 
     throw missing("t5.hpp", "run_case_t5");
 #endif
   }
-  throw UnsupportedError(fmt::format("{}: unknown model class {} (known: AutoencoderKL, UNet2DConditionModel, "
-                                     "FluxTransformer2DModel, SD3Transformer2DModel, CLIPTextModel, "
-                                     "CLIPTextModelWithProjection, T5EncoderModel)",
-                                     case_folder.string(), name));
+  throw UnsupportedError(
+      fmt::format("{}: unknown model class {} (known: AutoencoderKL, UNet2DConditionModel, "
+                  "FluxTransformer2DModel, SD3Transformer2DModel, CLIPTextModel, "
+                  "CLIPTextModelWithProjection, T5EncoderModel)",
+                  case_folder.string(), name));
 }
 
 }  // namespace sdnq::nn

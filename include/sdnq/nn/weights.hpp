@@ -64,8 +64,7 @@ inline std::int64_t config_int(const nlohmann::json& config, const char* key, st
                                std::string_view source) {
   auto it = config.find(key);
   if (it == config.end() || it->is_null()) return fallback;
-  SDNQ_REQUIRE(it->is_number_integer(), ConfigError, "{}: \"{}\" must be an integer, got {}", source, key,
-               it->dump());
+  SDNQ_REQUIRE(it->is_number_integer(), ConfigError, "{}: \"{}\" must be an integer, got {}", source, key, it->dump());
   return it->get<std::int64_t>();
 }
 inline double config_float(const nlohmann::json& config, const char* key, double fallback, std::string_view source) {
@@ -166,7 +165,8 @@ class WeightLoader {
     if (extra.empty()) return;
     const std::size_t shown = std::min<std::size_t>(extra.size(), 8);
     throw FormatError(fmt::format("{}: {} tensor(s) that {} does not use: {}{}", folder().string(), extra.size(),
-                                  model_name, fmt::join(extra.begin(), extra.begin() + static_cast<std::ptrdiff_t>(shown), ", "),
+                                  model_name,
+                                  fmt::join(extra.begin(), extra.begin() + static_cast<std::ptrdiff_t>(shown), ", "),
                                   extra.size() > shown ? ", ..." : ""));
   }
   void require_all_used(std::string_view model_name) const {

@@ -14,7 +14,7 @@ namespace sdnq::nn {
 
 struct AttentionOptions {
   float scale = 1.0f;
-  bool causal = false;  // query i attends keys j <= i (top-left aligned, as torch's is_causal)
+  bool causal = false;                        // query i attends keys j <= i (top-left aligned, as torch's is_causal)
   const TensorView* additive_mask = nullptr;  // broadcastable to [B, H, Lq, Lk]
 };
 
@@ -31,17 +31,19 @@ inline Tensor attention(const TensorView& q, const TensorView& k, const TensorVi
   const std::int64_t lk = k.size(2), dv = v.size(3);
   SDNQ_REQUIRE(k.size(0) == batch && k.size(1) == heads && k.size(3) == dim && v.size(0) == batch &&
                    v.size(1) == heads && v.size(2) == lk,
-               ShapeError, "nn::attention: q {}, k {}, v {} disagree (need [B, H, Lq, D], [B, H, Lk, D], [B, H, Lk, Dv])",
+               ShapeError,
+               "nn::attention: q {}, k {}, v {} disagree (need [B, H, Lq, D], [B, H, Lk, D], [B, H, Lk, Dv])",
                q.shape().to_string(), k.shape().to_string(), v.shape().to_string());
   const Shape scores_shape{batch, heads, lq, lk};
   const float* mask = nullptr;
   Shape mask_strides;
   if (options.additive_mask != nullptr) {
     mask = detail::contiguous_f32(*options.additive_mask, ms, "attention", "additive_mask");
-    SDNQ_REQUIRE(options.additive_mask->rank() <= 4 &&
-                     detail::broadcast_shapes(options.additive_mask->shape(), scores_shape, "attention") == scores_shape,
-                 ShapeError, "nn::attention: additive_mask {} does not broadcast to the scores [B, H, Lq, Lk] = {}",
-                 options.additive_mask->shape().to_string(), scores_shape.to_string());
+    SDNQ_REQUIRE(
+        options.additive_mask->rank() <= 4 &&
+            detail::broadcast_shapes(options.additive_mask->shape(), scores_shape, "attention") == scores_shape,
+        ShapeError, "nn::attention: additive_mask {} does not broadcast to the scores [B, H, Lq, Lk] = {}",
+        options.additive_mask->shape().to_string(), scores_shape.to_string());
     mask_strides = detail::broadcast_strides(options.additive_mask->shape(), scores_shape);
   }
   Tensor out = Tensor::empty({batch, heads, lq, dv}, DType::f32);

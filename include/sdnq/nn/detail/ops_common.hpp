@@ -42,7 +42,9 @@ inline Tensor to_f32(const TensorView& x, std::string_view what) {
   const std::int64_t n = x.numel();
   const void* data = source.data();
   switch (x.dtype()) {
-    case DType::f32: std::memcpy(values, data, static_cast<std::size_t>(n) * sizeof(float)); break;
+    case DType::f32:
+      std::memcpy(values, data, static_cast<std::size_t>(n) * sizeof(float));
+      break;
     case DType::f64:
       for (std::int64_t i = 0; i < n; ++i) values[i] = static_cast<float>(static_cast<const double*>(data)[i]);
       break;

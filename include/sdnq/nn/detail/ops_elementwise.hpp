@@ -16,15 +16,19 @@ enum class Activation { silu, gelu, gelu_tanh, quick_gelu, relu };
 
 inline float activation_value(float x, Activation activation) {
   switch (activation) {
-    case Activation::silu: return x / (1.0f + std::exp(-x));
-    case Activation::gelu: return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
+    case Activation::silu:
+      return x / (1.0f + std::exp(-x));
+    case Activation::gelu:
+      return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
     case Activation::gelu_tanh: {
       // PyTorch's gelu(approximate="tanh") and transformers' gelu_new / gelu_pytorch_tanh.
       const float inner = 0.79788456080286536f * (x + 0.044715f * x * x * x);
       return 0.5f * x * (1.0f + std::tanh(inner));
     }
-    case Activation::quick_gelu: return x / (1.0f + std::exp(-1.702f * x));
-    case Activation::relu: return x > 0.0f ? x : 0.0f;
+    case Activation::quick_gelu:
+      return x / (1.0f + std::exp(-1.702f * x));
+    case Activation::relu:
+      return x > 0.0f ? x : 0.0f;
   }
   return x;
 }

@@ -15,8 +15,8 @@ inline float dot_f32(const float* a, const float* b, std::int64_t K) {
   std::int64_t k = 0;
   for (; k + 8 <= K; k += 8)
     for (int lane = 0; lane < 8; ++lane) partial[lane] += a[k + lane] * b[k + lane];
-  float sum = ((partial[0] + partial[1]) + (partial[2] + partial[3])) +
-              ((partial[4] + partial[5]) + (partial[6] + partial[7]));
+  float sum =
+      ((partial[0] + partial[1]) + (partial[2] + partial[3])) + ((partial[4] + partial[5]) + (partial[6] + partial[7]));
   for (; k < K; ++k) sum += a[k] * b[k];
   return sum;
 }

@@ -41,8 +41,8 @@ inline Tensor conv2d(const TensorView& x, const TensorView& weight, const Tensor
   const float* px = detail::contiguous_f32(x, xs, "conv2d", "x");
   const float* pw = detail::contiguous_f32(weight, ws, "conv2d", "weight");
   SDNQ_REQUIRE(x.rank() == 4 && weight.rank() == 4, ShapeError,
-               "nn::conv2d needs x [N, C, H, W] and weight [O, C/groups, kh, kw], got {} and {}",
-               x.shape().to_string(), weight.shape().to_string());
+               "nn::conv2d needs x [N, C, H, W] and weight [O, C/groups, kh, kw], got {} and {}", x.shape().to_string(),
+               weight.shape().to_string());
   SDNQ_REQUIRE(p.groups >= 1 && p.stride_h >= 1 && p.stride_w >= 1 && p.dilation_h >= 1 && p.dilation_w >= 1 &&
                    p.pad_h >= 0 && p.pad_w >= 0,
                ShapeError, "nn::conv2d: groups, strides and dilations must be >= 1 and paddings >= 0");

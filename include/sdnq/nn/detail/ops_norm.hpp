@@ -15,8 +15,8 @@ inline const float* optional_vector(const TensorView* v, std::int64_t length, Te
                                     std::string_view what) {
   if (v == nullptr) return nullptr;
   const float* values = contiguous_f32(*v, storage, op, what);
-  SDNQ_REQUIRE(v->rank() == 1 && v->size(0) == length, ShapeError, "nn::{}: {} must be [{}], got {}", op, what,
-               length, v->shape().to_string());
+  SDNQ_REQUIRE(v->rank() == 1 && v->size(0) == length, ShapeError, "nn::{}: {} must be [{}], got {}", op, what, length,
+               v->shape().to_string());
   return values;
 }
 
@@ -77,8 +77,7 @@ inline Tensor rms_norm(const TensorView& x, const TensorView* weight, float eps)
 
 // x [N, C, ...]: each of `groups` channel groups normalized over its channels and positions,
 // then per-channel weight and bias.
-inline Tensor group_norm(const TensorView& x, int groups, const TensorView* weight, const TensorView* bias,
-                         float eps) {
+inline Tensor group_norm(const TensorView& x, int groups, const TensorView* weight, const TensorView* bias, float eps) {
   Tensor xs, ws, bs;
   const float* in = detail::contiguous_f32(x, xs, "group_norm", "x");
   SDNQ_REQUIRE(x.rank() >= 2, ShapeError, "nn::group_norm needs x [N, C, ...], got {}", x.shape().to_string());

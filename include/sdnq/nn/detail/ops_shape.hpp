@@ -25,7 +25,8 @@ inline Tensor concat(std::span<const TensorView> parts, int axis) {
     shape[axis] += part.size(axis);
   }
   Tensor out = Tensor::empty(shape, DType::f32);
-  const std::int64_t outer = detail::extent_product(shape, 0, axis), inner = detail::extent_product(shape, axis + 1, rank);
+  const std::int64_t outer = detail::extent_product(shape, 0, axis),
+                     inner = detail::extent_product(shape, axis + 1, rank);
   float* po = out.data_as<float>();
   std::int64_t column = 0;
   for (const auto& part : parts) {
@@ -33,7 +34,8 @@ inline Tensor concat(std::span<const TensorView> parts, int axis) {
     const float* pp = detail::contiguous_f32(part, storage, "concat", "part");
     const std::int64_t width = part.size(axis) * inner;
     for (std::int64_t o = 0; o < outer; ++o)
-      std::memcpy(po + o * shape[axis] * inner + column, pp + o * width, static_cast<std::size_t>(width) * sizeof(float));
+      std::memcpy(po + o * shape[axis] * inner + column, pp + o * width,
+                  static_cast<std::size_t>(width) * sizeof(float));
     column += width;
   }
   return out;
@@ -44,8 +46,8 @@ inline std::vector<Tensor> chunk(const TensorView& x, int chunks, int axis) {
   Tensor storage;
   const float* px = detail::contiguous_f32(x, storage, "chunk", "x");
   axis = detail::normalize_axis(axis, x.rank(), "chunk");
-  SDNQ_REQUIRE(chunks >= 1 && x.size(axis) % chunks == 0, ShapeError,
-               "nn::chunk: {} chunks must divide axis {} of {}", chunks, axis, x.shape().to_string());
+  SDNQ_REQUIRE(chunks >= 1 && x.size(axis) % chunks == 0, ShapeError, "nn::chunk: {} chunks must divide axis {} of {}",
+               chunks, axis, x.shape().to_string());
   Shape shape = x.shape();
   shape[axis] /= chunks;
   const std::int64_t outer = detail::extent_product(x.shape(), 0, axis);
@@ -84,8 +86,7 @@ inline Tensor permute(const TensorView& x, std::span<const int> axes) {
 inline Tensor upsample_nearest2x(const TensorView& x) {
   Tensor storage;
   const float* px = detail::contiguous_f32(x, storage, "upsample_nearest2x", "x");
-  SDNQ_REQUIRE(x.rank() == 4, ShapeError, "nn::upsample_nearest2x needs x [N, C, H, W], got {}",
-               x.shape().to_string());
+  SDNQ_REQUIRE(x.rank() == 4, ShapeError, "nn::upsample_nearest2x needs x [N, C, H, W], got {}", x.shape().to_string());
   const std::int64_t planes = x.size(0) * x.size(1), h = x.size(2), w = x.size(3);
   Tensor out = Tensor::empty({x.size(0), x.size(1), 2 * h, 2 * w}, DType::f32);
   float* po = out.data_as<float>();

@@ -49,13 +49,16 @@ struct ClipTextConfig {
     config.projection_dim = config_int(json, "projection_dim", config.projection_dim, source);
     config.num_hidden_layers = config_int(json, "num_hidden_layers", config.num_hidden_layers, source);
     config.num_attention_heads = config_int(json, "num_attention_heads", config.num_attention_heads, source);
-    config.max_position_embeddings = config_int(json, "max_position_embeddings", config.max_position_embeddings, source);
+    config.max_position_embeddings =
+        config_int(json, "max_position_embeddings", config.max_position_embeddings, source);
     config.eos_token_id = config_int(json, "eos_token_id", config.eos_token_id, source);
     config.layer_norm_eps = static_cast<float>(config_float(json, "layer_norm_eps", 1e-5, source));
     const std::string activation = config_string(json, "hidden_act", "quick_gelu", source);
     const auto hidden_act = activation_from_name(activation);
-    SDNQ_REQUIRE(hidden_act.has_value(), UnsupportedError, "{}: hidden_act \"{}\" is not supported (quick_gelu, gelu, "
-                 "gelu_new, silu, relu)", source, activation);
+    SDNQ_REQUIRE(hidden_act.has_value(), UnsupportedError,
+                 "{}: hidden_act \"{}\" is not supported (quick_gelu, gelu, "
+                 "gelu_new, silu, relu)",
+                 source, activation);
     config.hidden_act = *hidden_act;
     SDNQ_REQUIRE(config.num_hidden_layers >= 1 && config.num_attention_heads >= 1 &&
                      config.hidden_size % config.num_attention_heads == 0,
@@ -81,8 +84,8 @@ class ClipTextModel {
     const ClipTextConfig& c = model.config_;
     const std::string root = weights.contains("text_model.embeddings.token_embedding.weight") ? "text_model." : "";
     model.token_embedding_ = Embedding::load(weights, root + "embeddings.token_embedding", c.vocab_size, c.hidden_size);
-    model.position_embedding_ = weights.dense(root + "embeddings.position_embedding.weight",
-                                              Shape{c.max_position_embeddings, c.hidden_size});
+    model.position_embedding_ =
+        weights.dense(root + "embeddings.position_embedding.weight", Shape{c.max_position_embeddings, c.hidden_size});
     for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
       const std::string p = root + "encoder.layers." + std::to_string(i) + ".";
       const std::int64_t d = c.hidden_size;
@@ -94,7 +97,8 @@ class ClipTextModel {
           Linear::load(weights, p + "mlp.fc1", d, c.intermediate_size),
           Linear::load(weights, p + "mlp.fc2", c.intermediate_size, d)});
     }
-    model.final_layer_norm_ = LayerNorm::load(weights, root + "final_layer_norm", c.hidden_size, c.layer_norm_eps, true);
+    model.final_layer_norm_ =
+        LayerNorm::load(weights, root + "final_layer_norm", c.hidden_size, c.layer_norm_eps, true);
     if (c.with_projection)
       model.text_projection_ = Linear::load(weights, "text_projection", c.hidden_size, c.projection_dim, false);
     weights.require_all_used(c.with_projection ? "CLIPTextModelWithProjection" : "CLIPTextModel",

@@ -33,8 +33,8 @@ struct T5EncoderConfig {
 
   static T5EncoderConfig from_json(const nlohmann::json& json, const std::string& source) {
     const std::string class_name = model_class_name(json, source);
-    SDNQ_REQUIRE(class_name == "T5EncoderModel", UnsupportedError,
-                 "{}: model class {} is not T5EncoderModel", source, class_name);
+    SDNQ_REQUIRE(class_name == "T5EncoderModel", UnsupportedError, "{}: model class {} is not T5EncoderModel", source,
+                 class_name);
     T5EncoderConfig c;
     c.vocab_size = config_int(json, "vocab_size", c.vocab_size, source);
     c.d_model = config_int(json, "d_model", c.d_model, source);
@@ -54,14 +54,15 @@ struct T5EncoderConfig {
     if (activation == "gelu" && c.gated) activation = "gelu_new";
     activation = config_string(json, "dense_act_fn", activation, source);
     const auto act = activation_from_name(activation);
-    SDNQ_REQUIRE(act.has_value(), UnsupportedError, "{}: T5 activation \"{}\" (feed_forward_proj \"{}\") is not supported",
-                 source, activation, projection);
+    SDNQ_REQUIRE(act.has_value(), UnsupportedError,
+                 "{}: T5 activation \"{}\" (feed_forward_proj \"{}\") is not supported", source, activation,
+                 projection);
     c.dense_act = *act;
-    SDNQ_REQUIRE(c.num_layers >= 1 && c.num_heads >= 1 && c.d_kv >= 1 && c.relative_attention_num_buckets >= 4 &&
-                     c.relative_attention_max_distance > c.relative_attention_num_buckets / 4,
-                 ConfigError, "{}: invalid T5 sizes (num_layers {}, num_heads {}, d_kv {}, buckets {}, max distance {})",
-                 source, c.num_layers, c.num_heads, c.d_kv, c.relative_attention_num_buckets,
-                 c.relative_attention_max_distance);
+    SDNQ_REQUIRE(
+        c.num_layers >= 1 && c.num_heads >= 1 && c.d_kv >= 1 && c.relative_attention_num_buckets >= 4 &&
+            c.relative_attention_max_distance > c.relative_attention_num_buckets / 4,
+        ConfigError, "{}: invalid T5 sizes (num_layers {}, num_heads {}, d_kv {}, buckets {}, max distance {})", source,
+        c.num_layers, c.num_heads, c.d_kv, c.relative_attention_num_buckets, c.relative_attention_max_distance);
     return c;
   }
 };
@@ -98,7 +99,9 @@ class T5EncoderModel {
                   Linear::load(weights, p + "0.SelfAttention.v", c.d_model, inner, false),
                   Linear::load(weights, p + "0.SelfAttention.o", inner, c.d_model, false),
                   RMSNorm::load(weights, p + "1.layer_norm", c.d_model, c.layer_norm_epsilon),
-                  {}, {}, {}};
+                  {},
+                  {},
+                  {}};
       if (c.gated) {
         block.wi_0 = Linear::load(weights, p + "1.DenseReluDense.wi_0", c.d_model, c.d_ff, false);
         block.wi_1 = Linear::load(weights, p + "1.DenseReluDense.wi_1", c.d_model, c.d_ff, false);
@@ -128,7 +131,7 @@ class T5EncoderModel {
                  input_ids.shape().to_string());
     const std::int64_t tokens = input_ids.size(1);
     Tensor x = embed_tokens_.forward(input_ids);  // [B, L, d_model]
-    const Tensor bias = position_bias(tokens);     // [1, H, L, L]
+    const Tensor bias = position_bias(tokens);    // [1, H, L, L]
     AttentionOptions options;
     options.scale = 1.0f;  // T5 folds the scaling into its weights
     options.additive_mask = &bias.view();
@@ -162,9 +165,10 @@ class T5EncoderModel {
     float* out = bias.data_as<float>();
     for (std::int64_t i = 0; i < tokens; ++i)
       for (std::int64_t j = 0; j < tokens; ++j) {
-        const std::int64_t bucket = t5_relative_position_bucket(j - i, c.relative_attention_num_buckets,
-                                                                c.relative_attention_max_distance);
-        for (std::int64_t h = 0; h < c.num_heads; ++h) out[(h * tokens + i) * tokens + j] = table[bucket * c.num_heads + h];
+        const std::int64_t bucket =
+            t5_relative_position_bucket(j - i, c.relative_attention_num_buckets, c.relative_attention_max_distance);
+        for (std::int64_t h = 0; h < c.num_heads; ++h)
+          out[(h * tokens + i) * tokens + j] = table[bucket * c.num_heads + h];
       }
     return bias;
   }

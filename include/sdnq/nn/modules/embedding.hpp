@@ -33,8 +33,7 @@ inline std::vector<std::int64_t> token_ids(const TensorView& ids, std::string_vi
 
 class Embedding {
  public:
-  static Embedding load(WeightLoader& weights, std::string_view prefix, std::int64_t num_embeddings,
-                        std::int64_t dim) {
+  static Embedding load(WeightLoader& weights, std::string_view prefix, std::int64_t num_embeddings, std::int64_t dim) {
     Embedding table;
     table.name_ = std::string(prefix);
     const Shape shape{num_embeddings, dim};
@@ -56,7 +55,8 @@ class Embedding {
       const std::int64_t id = values[static_cast<std::size_t>(i)];
       SDNQ_REQUIRE(id >= 0 && id < num_embeddings(), ShapeError,
                    "Embedding '{}': id {} at position {} is outside [0, {})", name_, id, i, num_embeddings());
-      std::memcpy(out.data_as<float>() + i * dim(), table + id * dim(), static_cast<std::size_t>(dim()) * sizeof(float));
+      std::memcpy(out.data_as<float>() + i * dim(), table + id * dim(),
+                  static_cast<std::size_t>(dim()) * sizeof(float));
     }
     return out;
   }

@@ -76,8 +76,8 @@ class Linear {
 
  private:
   std::string name_;
-  Tensor weight_;  // [out, in] f32
-  Tensor bias_;    // [out] f32 or undefined
+  Tensor weight_;                                    // [out, in] f32
+  Tensor bias_;                                      // [out] f32 or undefined
   std::optional<quant::QuantizedWeight> quantized_;  // views into storage_, for quantized-matmul layouts
   std::shared_ptr<const void> storage_;
 };
