@@ -167,6 +167,7 @@ TEST_CASE("sdnq-quantize output of a pipeline loads through SdnqCheckpoint withi
   write_dense_component(pipeline / "text_encoder");
   write_text(pipeline / "tokenizer/vocab.json", R"({"a": 0})");
   write_text(pipeline / "scheduler/scheduler_config.json", R"({"_class_name": "ToyScheduler"})");
+  write_text(pipeline / "assets/preview.txt", "not a component");
 
   tools::QuantizeRequest request = uint4_request(8);
   request.components = {"transformer"};
@@ -176,6 +177,7 @@ TEST_CASE("sdnq-quantize output of a pipeline loads through SdnqCheckpoint withi
   CHECK(fs::exists(out / "model_index.json"));
   CHECK(fs::exists(out / "tokenizer/vocab.json"));
   CHECK(fs::exists(out / "scheduler/scheduler_config.json"));
+  CHECK(fs::exists(out / "assets/preview.txt"));
   CHECK_FALSE(quant::read_quantization_config(out / "text_encoder").has_value());  // copied dense
   REQUIRE(result.components.size() == 4);
 

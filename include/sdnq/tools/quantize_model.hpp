@@ -298,9 +298,14 @@ inline QuantizeResult quantize_model(std::string_view input, const std::filesyst
   try {
     const bool single_file = source.kind == SourceKind::safetensors_file;
     if (source.kind == SourceKind::pipeline) {
+      // model_index.json and everything that is not a component (README, assets/) are copied as they are.
+      const auto is_component = [&](const std::filesystem::path& entry) {
+        return std::any_of(source.components.begin(), source.components.end(),
+                           [&](const ModelComponent& component) { return component.folder == entry; });
+      };
       if (!request.dry_run)
         for (const auto& entry : std::filesystem::directory_iterator(source.path))
-          if (!entry.is_directory()) detail::copy_tree(entry.path(), partial / entry.path().filename());
+          if (!is_component(entry.path())) detail::copy_tree(entry.path(), partial / entry.path().filename());
       for (const auto& component : source.components) {
         const auto out_folder = partial / component.name;
         if (!selected(component)) {
