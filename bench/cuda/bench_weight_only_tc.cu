@@ -3,7 +3,9 @@
 // SVD, its low-rank pre-pass launch included), TFLOP/s (2·M·N·K), effective TB/s over the bytes the
 // kernel must read (weights + group parameters + SVD factors; bf16 weights for cuBLAS), and the ratio
 // to cuBLAS (cuBLAS time / our time; > 1 is faster). Weights rotate among copies totalling > 2x the
-// 50 MB L2. Run: bench_weight_only_tc --benchmark_min_time=0.05s
+// 50 MB L2. Also "dequant_cublas_uint4_g64": the standalone dequantize kernel into one bf16 scratch
+// weight followed by cuBLAS — the route the library can take at large M while the fused kernel is slower.
+// Run: bench_weight_only_tc --benchmark_min_time=0.05s
 
 #include <benchmark/benchmark.h>
 #include <cublas_v2.h>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "sdnq/cuda/check.hpp"
+#include "sdnq/cuda/dequantize.cuh"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/gemm_tc.cuh"
 
@@ -173,6 +176,56 @@ void bench_sdnq_tc(benchmark::State& state) {
   if (it != cublas_microseconds().end()) state.counters["vs_cublas"] = it->second / us;
 }
 
+// uint4 g64 with zero points in checkpoint layout: dequantize (scales rounded to bf16) into a bf16
+// scratch [N, K], then cublasGemmEx; the time covers both launches.
+void bench_dequant_cublas(benchmark::State& state) {
+  const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)),
+            k = static_cast<int>(state.range(2));
+  constexpr int group = 64;
+  const double bytes = double(n) * k / 2 + 8.0 * n * (k / group);
+  const int copies = std::max(1, static_cast<int>(rotation_bytes / bytes) + 1);
+  std::vector<sdnq::Tensor> storage;
+  std::vector<sdnq::cuda::LinearCodes> weights;
+  for (int c = 0; c < copies; ++c) {
+    sdnq::Tensor codes = sdnq::cuda::empty(sdnq::Shape{std::int64_t(n) * k / 2}, sdnq::DType::u8);
+    sdnq::Tensor scale = sdnq::cuda::empty(sdnq::Shape{n, k / group, 1}, sdnq::DType::f32);
+    sdnq::Tensor zero = sdnq::cuda::empty(sdnq::Shape{n, k / group, 1}, sdnq::DType::f32);
+    fill(codes, 600 + c);
+    fill(scale, 700 + c);  // random words: only the bandwidth matters here
+    fill(zero, 800 + c);
+    sdnq::cuda::LinearCodes w;
+    w.name = "bench";
+    w.bits = 4;
+    w.out_features = n;
+    w.in_features = k;
+    w.group_size = group;
+    w.codes = codes;
+    w.scale = scale;
+    w.zero_point = sdnq::TensorView(zero);
+    weights.push_back(w);
+    storage.push_back(std::move(codes));
+    storage.push_back(std::move(scale));
+    storage.push_back(std::move(zero));
+  }
+  sdnq::Tensor dense = sdnq::cuda::empty(sdnq::Shape{n, k}, sdnq::DType::bf16);
+  sdnq::Tensor x = sdnq::cuda::empty(sdnq::Shape{m, k}, sdnq::DType::bf16);
+  sdnq::Tensor y = sdnq::cuda::empty(sdnq::Shape{m, n}, sdnq::DType::bf16);
+  fill(x, 10);
+  cublasHandle_t handle{};
+  SDNQ_CUBLAS_CHECK(cublasCreate(&handle));
+  const float alpha = 1.0f, beta = 0.0f;
+  const double us = time_median_us(state, copies, [&](int c) {
+    sdnq::cuda::dequantize(weights[c], dense, sdnq::cuda::ScaleRounding::to_output_dtype, nullptr);
+    SDNQ_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, dense.data(), CUDA_R_16BF, k,
+                                   x.data(), CUDA_R_16BF, k, &beta, y.data(), CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT));
+  });
+  SDNQ_CUBLAS_CHECK(cublasDestroy(handle));
+  report(state, us, 2.0 * m * n * k, bytes);
+  const auto it = cublas_microseconds().find({m, n, k});
+  if (it != cublas_microseconds().end()) state.counters["vs_cublas"] = it->second / us;
+}
+
 void register_all() {
   const std::vector<std::pair<int, int>> shapes = {
       {3072, 3072}, {12288, 3072}, {3072, 12288}, {9216, 3072}, {21504, 3072}};
@@ -189,6 +242,10 @@ void register_all() {
       benchmark::RegisterBenchmark(("tc_int8_rowwise" + shape).c_str(), bench_sdnq_tc)
           ->Args({m, n, k, 8, -1, 0})
           ->UseManualTime();
+      if (m >= 256)
+        benchmark::RegisterBenchmark(("dequant_cublas_uint4_g64" + shape).c_str(), bench_dequant_cublas)
+            ->Args({m, n, k})
+            ->UseManualTime();
     }
 }
 
