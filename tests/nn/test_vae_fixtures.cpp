@@ -23,10 +23,6 @@ void check_vae_case(const std::filesystem::path& folder, double tolerance = 1e-4
   }
 }
 
-bool is_uint4_svd(const std::filesystem::path& folder) {
-  return folder.filename().string().find("uint4-svd") != std::string::npos;
-}
-
 }  // namespace
 
 TEST_CASE("AutoencoderKL: the fixture copies in tests/data match the reference", "[nn][vae][fixtures]") {
@@ -43,17 +39,9 @@ TEST_CASE("AutoencoderKL: every vae_* case of the full reference fixtures, when 
     return;
   }
   CHECK(cases.size() == 10);
-  for (const auto& folder : cases)
-    if (!is_uint4_svd(folder)) check_vae_case(folder);
-}
-
-// decoder.conv_out [3, 32, 3, 3] carries an SVD branch of rank 3 (= its output channels, below the
-// configured svd_rank 8); quant/layout.hpp currently derives "no SVD" for that shape and refuses the
-// stored svd_up/svd_down. Reported; this case passes once the layout keeps rank min(svd_rank, rows, cols).
-TEST_CASE("AutoencoderKL: the uint4-svd cases, whose conv_out has an SVD rank below svd_rank",
-          "[nn][vae][fixtures][!mayfail]") {
-  for (const auto& folder : model_cases(sdnq::test::full_fixture_models(), "vae_"))
-    if (is_uint4_svd(folder)) check_vae_case(folder);
+  // Includes the uint4-svd cases, whose decoder.conv_out [3, 32, 3, 3] carries an SVD branch of rank 3
+  // (its output channels, below the configured svd_rank 8): the layout clamps the rank.
+  for (const auto& folder : cases) check_vae_case(folder);
 }
 
 TEST_CASE("AutoencoderKL: encode and decode shapes, and the latent scaling helpers", "[nn][vae]") {

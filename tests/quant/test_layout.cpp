@@ -138,17 +138,23 @@ TEST_CASE("§3.1 requant predicate and §3.2 gating", "[quant][layout]") {
   CHECK(derive_layout(Shape{64, 256}, LayerKind::linear, float_weights_int_matmul).re_quantize_for_matmul);
 }
 
-TEST_CASE("§3.5 SVD is dropped when the rank exceeds a dimension of the 2-D view", "[quant][layout]") {
+TEST_CASE("§3.5 the SVD rank is clamped to the smaller dimension of the 2-D view", "[quant][layout]") {
   auto svd = options("uint4");
   svd.use_svd = true;
   svd.svd_rank = 48;
   CHECK(derive_layout(Shape{64, 256}, LayerKind::linear, svd).svd_rank == 48);
-  const auto dropped = derive_layout(Shape{32, 256}, LayerKind::linear, svd);
-  CHECK(dropped.svd_rank == 0);
-  CHECK(dropped.group_size == 64);  // the SVD term of the auto group size is 0 too
-  // conv: the view is [out, C*k*k]
-  CHECK(derive_layout(Shape{64, 4, 3, 3}, LayerKind::conv2d, svd).svd_rank == 0);
-  CHECK(derive_layout(Shape{64, 8, 3, 3}, LayerKind::conv2d, svd).svd_rank == 48);
+  const auto clamped = derive_layout(Shape{32, 256}, LayerKind::linear, svd);
+  CHECK(clamped.svd_rank == 32);
+  CHECK(clamped.svd_up_shape == Shape{32, 32});
+  CHECK(clamped.group_size == 128);  // the SVD term of the auto group size counts: 2^(1+4+1+1)
+  // conv: the view is [out, C*k*k]; the reference fixtures store rank 3 for decoder.conv_out [3, 32, 3, 3]
+  // quantized with svd_rank 8
+  svd.svd_rank = 8;
+  const auto conv_out = derive_layout(Shape{3, 32, 3, 3}, LayerKind::conv2d, svd);
+  CHECK(conv_out.svd_rank == 3);
+  CHECK(conv_out.svd_up_shape == Shape{3, 3});
+  CHECK(conv_out.svd_down_shape == Shape{3, 288});
+  CHECK(derive_layout(Shape{64, 8, 3, 3}, LayerKind::conv2d, svd).svd_rank == 8);
 }
 
 TEST_CASE("ConvTranspose grouping: square ones split axis 1, non-square ones cannot exist", "[quant][layout]") {

@@ -75,6 +75,25 @@ inline void write_json_atomically(const std::filesystem::path& path, const nlohm
 
 }  // namespace detail
 
+// The quantization-time skip rules (§2.2): nullopt when the layer `param_name` (its weight of `dtype`
+// and `shape`) is quantized, else why not. modules_to_not_convert matches are reported as
+// "modules_to_not_convert"; every other reason means the name must be appended to that list.
+inline std::optional<std::string> quantization_skip_reason(const SdnqConfig& config, std::string_view param_name,
+                                                           LayerKind kind, DType dtype, const Shape& shape) {
+  if (matches_any_pattern(param_name, config.modules_to_not_convert)) return "modules_to_not_convert";
+  if (kind == LayerKind::embedding && !config.quant_embedding) return "Embedding (quant_embedding off)";
+  if ((is_conv(kind) || is_conv_transpose(kind)) && !config.quant_conv)
+    return fmt::format("{} (quant_conv off)", layer_kind_name(kind));
+  if (dtype != DType::f32 && dtype != DType::f64 && dtype != DType::f16 && dtype != DType::bf16)
+    return fmt::format("{} weight", dtype_name(dtype));
+  if (shape.rank() < 2) return fmt::format("rank-{} weight", shape.rank());
+  if (detail::channel_size(shape, kind) < config.minimum_allowed_channel_size)
+    return fmt::format("channels below minimum_allowed_channel_size {}", config.minimum_allowed_channel_size);
+  if (shape.numel() < config.minimum_allowed_numel)
+    return fmt::format("numel below minimum_allowed_numel {}", config.minimum_allowed_numel);
+  return std::nullopt;
+}
+
 // Quantizes `component` with `config` and writes the checkpoint into `folder` (created if missing).
 inline SdnqConfig save_sdnq_checkpoint(const std::filesystem::path& folder, const ComponentToSave& component,
                                        SdnqConfig config, const QuantizeControls& controls = {}) {
@@ -91,15 +110,8 @@ inline SdnqConfig save_sdnq_checkpoint(const std::filesystem::path& folder, cons
     SDNQ_REQUIRE(found != by_name.end(), ShapeError, "{}: module {} has no parameter {} in the state dict",
                  folder.string(), module.prefix, param_name);
     const TensorView weight = found->second->tensor;
-    if (matches_any_pattern(param_name, config.modules_to_not_convert)) continue;
-    const bool class_allowed = (module.kind != LayerKind::embedding || config.quant_embedding) &&
-                               ((!is_conv(module.kind) && !is_conv_transpose(module.kind)) || config.quant_conv);
-    const bool float_weight = weight.dtype() == DType::f32 || weight.dtype() == DType::f64 ||
-                              weight.dtype() == DType::f16 || weight.dtype() == DType::bf16;
-    if (!class_allowed || !float_weight || weight.rank() < 2 ||
-        detail::channel_size(weight.shape(), module.kind) < config.minimum_allowed_channel_size ||
-        weight.numel() < config.minimum_allowed_numel) {
-      config.modules_to_not_convert.push_back(param_name);
+    if (const auto reason = quantization_skip_reason(config, param_name, module.kind, weight.dtype(), weight.shape())) {
+      if (*reason != "modules_to_not_convert") config.modules_to_not_convert.push_back(param_name);
       continue;
     }
     if (is_conv_transpose(module.kind) && config.use_quantized_matmul_conv)

@@ -24,7 +24,7 @@ struct LowRankFactors {
   std::vector<double> singular_values;  // [rank], descending
 };
 
-// torch.svd_lowrank asserts q <= min(rows, cols); the reference then silently skips SVD (§3.5).
+// svd_lowrank needs 1 <= rank <= min(rows, cols); derive_layout clamps the configured rank to that (§3.5).
 inline bool svd_rank_fits(std::int64_t rows, std::int64_t cols, std::int64_t rank) {
   return rank >= 1 && rank <= std::min(rows, cols);
 }
@@ -98,7 +98,7 @@ inline void orthonormalize(std::vector<double>& basis, std::int64_t count, std::
 }  // namespace detail
 
 // `matrix` row-major [rows, cols] (any finite values). Throws ShapeError when the rank does not fit:
-// callers that follow the reference check svd_rank_fits first and skip SVD instead.
+// derive_layout has already clamped the rank of a reference layout to fit.
 inline LowRankFactors svd_lowrank(std::span<const float> matrix, std::int64_t rows, std::int64_t cols,
                                   std::int64_t rank, std::int64_t power_iterations, std::uint64_t seed) {
   SDNQ_REQUIRE(static_cast<std::int64_t>(matrix.size()) == rows * cols, ShapeError,

@@ -88,26 +88,6 @@ inline std::optional<quant::LayerKind> infer_layer_kind(std::string_view param_n
 
 namespace detail {
 
-inline bool is_float_dtype(DType dtype) {
-  return dtype == DType::f32 || dtype == DType::f16 || dtype == DType::bf16 || dtype == DType::f64;
-}
-
-// The quantization-time skip rules of save_sdnq_checkpoint (§2.2): nullopt when the layer is
-// quantized, else why not. Kept equal to quant/save.hpp, which has no public function for it.
-inline std::optional<std::string> skip_reason(const quant::SdnqConfig& config, const std::string& param_name,
-                                              quant::LayerKind kind, const io::TensorInfo& weight) {
-  if (quant::matches_any_pattern(param_name, config.modules_to_not_convert)) return "modules_to_not_convert";
-  if (kind == quant::LayerKind::embedding && !config.quant_embedding) return "Embedding (quant_embedding off)";
-  if ((quant::is_conv(kind) || quant::is_conv_transpose(kind)) && !config.quant_conv)
-    return fmt::format("{} (quant_conv off)", quant::layer_kind_name(kind));
-  if (!is_float_dtype(weight.dtype)) return fmt::format("{} weight", dtype_name(weight.dtype));
-  if (quant::detail::channel_size(weight.shape, kind) < config.minimum_allowed_channel_size)
-    return fmt::format("channels below minimum_allowed_channel_size {}", config.minimum_allowed_channel_size);
-  if (weight.shape.numel() < config.minimum_allowed_numel)
-    return fmt::format("numel below minimum_allowed_numel {}", config.minimum_allowed_numel);
-  return std::nullopt;
-}
-
 // Bytes a layer will take once quantized, from its re-derived layout (dry runs and plans).
 inline std::uint64_t planned_bytes(const quant::LayerLayout& layout, const quant::LayerOptions& options,
                                    DType model_dtype) {
@@ -200,7 +180,7 @@ inline ComponentResult quantize_component(const ModelComponent& component, const
     result.input_tensor_bytes += info.nbytes();
     const auto kind = infer_layer_kind(name, info.shape);
     std::optional<std::string> reason;
-    if (kind) reason = skip_reason(config, name, *kind, info);
+    if (kind) reason = quant::quantization_skip_reason(config, name, *kind, info.dtype, info.shape);
     if (kind && reason) {
       result.skipped.push_back(fmt::format("{} ({})", name, *reason));
       if (*reason != "modules_to_not_convert") config.modules_to_not_convert.push_back(name);
