@@ -7,7 +7,8 @@
 #   4. runs the CUDA tests (sdnq_cuda_tests);
 #   5. runs the CUDA tests again under compute-sanitizer memcheck (with leak check);
 #   6. runs racecheck on the kernel tests (tags [dequantize],[gemv],[gemm_tc], or SDNQ_RACECHECK_FILTER);
-#   7. runs every benchmark in bench/ (SDNQ_SKIP_BENCHMARKS=1 skips them), JSON next to the logs;
+#   7. runs every benchmark in bench/ (SDNQ_SKIP_BENCHMARKS=1 skips them, SDNQ_BENCH_FILTER=<regex of
+#      program names> picks some), JSON next to the logs;
 #   8. where Python has PyTorch, compares the scalar conversions with torch's bit for bit.
 # A failing test step does not stop the later ones; the script exits non-zero if any step failed.
 # Logs go to $OUT when set (its files come back from the GPU machine), else to <build dir>/logs.
@@ -193,6 +194,7 @@ if [[ "${SDNQ_SKIP_BENCHMARKS:-0}" != 1 ]]; then
   for bench in "$build_dir"/bench/bench_*; do
     [[ -x "$bench" && -f "$bench" ]] || continue
     name=$(basename "$bench")
+    [[ "$name" =~ ${SDNQ_BENCH_FILTER:-.} ]] || continue
     run_logged "$name" "$bench" --benchmark_min_time="${SDNQ_BENCH_MIN_TIME:-0.05s}" \
       --benchmark_out="$log_dir/$name.json" --benchmark_out_format=json
   done
