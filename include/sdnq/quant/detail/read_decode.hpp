@@ -42,6 +42,23 @@ inline float load_float_element(const void* data, DType dtype, std::int64_t inde
 
 inline bool is_float_dtype(DType dtype) { return dtype_info(dtype).is_float; }
 
+// float8_e4m3fnuz / float8_e5m2fnuz (read as U8 bytes: DType has no entry for them): exponent bias
+// 2^(E-1), no infinities, no negative zero; 0x80 is the only NaN; exponent 0 is subnormal.
+inline float decode_fnuz_byte(std::uint8_t bits, int exponent_bits, int mantissa_bits) {
+  if (bits == 0x80) return std::numeric_limits<float>::quiet_NaN();
+  const int bias = 1 << (exponent_bits - 1);
+  const int exponent = (bits >> mantissa_bits) & ((1 << exponent_bits) - 1);
+  const int mantissa = bits & ((1 << mantissa_bits) - 1);
+  const float magnitude = exponent == 0 ? std::ldexp(static_cast<float>(mantissa), 1 - bias - mantissa_bits)
+                                        : std::ldexp(static_cast<float>((1 << mantissa_bits) | mantissa),
+                                                     exponent - bias - mantissa_bits);
+  return (bits & 0x80) ? -magnitude : magnitude;
+}
+
+inline bool is_fnuz_type(const format::StorageType& type) {
+  return type.kind == format::NumberKind::native_float && type.bits == 8 && type.name.ends_with("fnuz");
+}
+
 template <class Stored>
 void widen_elements(const void* data, std::span<float> values) {
   const auto* source = static_cast<const Stored*>(data);
@@ -86,6 +103,11 @@ inline std::vector<float> decode_weight_values(const format::StorageType& type, 
       std::memcpy(codes.data(), weight.data(), static_cast<std::size_t>(numel) * sizeof(std::uint16_t));
     }
     map_codes(type, codes, values, as_level_index);
+    return values;
+  }
+  if (is_fnuz_type(type)) {
+    const auto* bytes = static_cast<const std::uint8_t*>(weight.data());
+    for (std::int64_t i = 0; i < numel; ++i) values[i] = decode_fnuz_byte(bytes[i], type.exponent, type.mantissa);
     return values;
   }
   switch (weight.dtype()) {
