@@ -20,12 +20,12 @@ class DownloadProgress {
  public:
   virtual ~DownloadProgress() = default;
   // Everything selected for download, before any file starts (sizes as the listing gives them).
-  virtual void begin(std::size_t file_count, std::uint64_t total_bytes) {}
+  virtual void begin(std::size_t /*file_count*/, std::uint64_t /*total_bytes*/) {}
   // `already_present` bytes are on disk from an earlier attempt (a resumed download).
-  virtual void file_started(std::string_view path, std::uint64_t size, std::uint64_t already_present) {}
-  virtual void bytes_received(std::string_view path, std::uint64_t count) {}
+  virtual void file_started(std::string_view /*path*/, std::uint64_t /*size*/, std::uint64_t /*already_present*/) {}
+  virtual void bytes_received(std::string_view /*path*/, std::uint64_t /*count*/) {}
   // `from_cache`: nothing was downloaded, the file was already in the cache.
-  virtual void file_finished(std::string_view path, std::uint64_t size, bool from_cache) {}
+  virtual void file_finished(std::string_view /*path*/, std::uint64_t /*size*/, bool /*from_cache*/) {}
   virtual void end() {}
 };
 

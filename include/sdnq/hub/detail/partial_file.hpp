@@ -44,7 +44,7 @@ class PartialFile {
     size_ = 0;
     return 0;
   }
-  void write(std::string_view bytes, const std::filesystem::path& blob) {
+  void write(std::string_view bytes, const std::filesystem::path& /*blob*/) {
     while (!bytes.empty()) {
       ssize_t count = ::write(fd_, bytes.data(), bytes.size());
       if (count < 0 && errno == EINTR) continue;
