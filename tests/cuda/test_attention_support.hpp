@@ -1,0 +1,31 @@
+#pragma once
+// Launcher of the fused attention tests (defined in test_attention.cu, called from test_attention.cpp).
+#include <cstdint>
+
+#include "sdnq/core/tensor.hpp"
+
+namespace sdnq::test {
+
+// How q, k, v and out sit in device memory: [B, H, L, D] contiguous, or [B, L, H, D] (the models'
+// layout) passed to the kernel as strided [B, H, L, D] views.
+enum class AttentionLayout { heads_first, tokens_first };
+
+struct AttentionCase {
+  std::int64_t batch = 1, heads = 1, query_length = 1, key_length = 1, head_dim = 64;
+  float scale = 0.125f;
+  bool causal = false;
+  AttentionLayout layout = AttentionLayout::heads_first;
+  int block = -1;  // kernel block shape (cuda::ops::kernel_detail::AttentionBlock), -1 = default
+};
+
+// q [B, H, Lq, D], k and v [B, H, Lk, D] host tensors of dtype bf16 or f16 (contiguous): copies them
+// to the GPU in the case's layout, poisons out with NaN, runs cuda::ops::attention, returns out as a
+// host [B, H, Lq, D] tensor of the same dtype.
+Tensor run_attention_kernel(const AttentionCase& c, const TensorView& q, const TensorView& k, const TensorView& v);
+
+// Calls cuda::ops::attention on device buffers of the given shapes (contents unset) so the tests can
+// check the errors raised before launch. dtype applies to all four; out_shape defaults to q's.
+void call_attention_with_shapes(DType dtype, const Shape& q, const Shape& k, const Shape& v, const Shape& out,
+                                float scale);
+
+}  // namespace sdnq::test
