@@ -11,7 +11,8 @@
 //   CurlDiscard/streams      libcurl through the client's HTTP layer, bytes counted and dropped
 //   WriteFsync               writing SIZE bytes to the cache's disk in 16 KiB pieces, then fsync
 // Counters: bytes = bytes per second (k/M/G are powers of 1000, so "1.5G/s" is 1.5 GB/s);
-// peak_rss_MiB = getrusage's peak RSS of the whole process so far (server threads included; the
+// bytes_per_cpu_s = bytes per CPU-second of the whole process (all threads, the server included),
+// which a busy shared machine disturbs less than wall-clock time; peak_rss_MiB = getrusage's peak RSS of the whole process so far (server threads included; the
 // cases run in the order above, so each one's value also covers those before it).
 //
 // Run: bench_download [--size=2G] [benchmark flags]
@@ -123,9 +124,31 @@ double peak_rss_mib() {
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
 }
 
-void report(benchmark::State& state, double bytes_per_iteration) {
+// CPU seconds of the whole process (every thread, the in-process server included) over the timed
+// work: on a shared machine, bytes per CPU-second is steadier than bytes per wall-clock second.
+class ProcessCpuMeter {
+ public:
+  void start() { started_ = now(); }
+  void stop() { seconds_ += now() - started_; }
+  double seconds() const { return seconds_; }
+
+ private:
+  static double now() {
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    auto seconds = [](const timeval& time) { return static_cast<double>(time.tv_sec) + time.tv_usec * 1e-6; };
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+  }
+  double started_ = 0, seconds_ = 0;
+};
+
+void report(benchmark::State& state, double bytes_per_iteration, const ProcessCpuMeter& cpu) {
   state.counters["bytes"] = benchmark::Counter(bytes_per_iteration, benchmark::Counter::kIsIterationInvariantRate,
                                                benchmark::Counter::kIs1000);
+  const double total_bytes = bytes_per_iteration * static_cast<double>(state.iterations());
+  if (cpu.seconds() > 0)
+    state.counters["bytes_per_cpu_s"] =
+        benchmark::Counter(total_bytes / cpu.seconds(), benchmark::Counter::kDefaults, benchmark::Counter::kIs1000);
   state.counters["peak_rss_MiB"] = peak_rss_mib();
 }
 
@@ -210,6 +233,7 @@ hub::HubSettings settings_for(const Context& context, const std::filesystem::pat
 template <class Download>
 void bench_download(benchmark::State& state, const Context& context, Download&& download) {
   int cache_number = 0;
+  ProcessCpuMeter cpu;
   for (auto _ : state) {
     state.PauseTiming();
     std::optional<bench::TemporaryFolder> cache;
@@ -217,12 +241,14 @@ void bench_download(benchmark::State& state, const Context& context, Download&& 
     hub::HubClient client(settings_for(context, cache->path()));
     state.ResumeTiming();
     std::uint64_t downloaded = 0;
+    cpu.start();
     try {
       downloaded = download(client);
     } catch (const std::exception& error) {
       state.SkipWithError(error.what());
       break;
     }
+    cpu.stop();
     if (downloaded != context.data->size) {
       state.SkipWithError(fmt::format("{} bytes in the snapshot, expected {}", downloaded, context.data->size).c_str());
       break;
@@ -231,7 +257,7 @@ void bench_download(benchmark::State& state, const Context& context, Download&& 
     cache.reset();  // deleting the downloaded copy is not timed
     state.ResumeTiming();
   }
-  report(state, static_cast<double>(context.data->size));
+  report(state, static_cast<double>(context.data->size), cpu);
 }
 
 void register_benchmarks(const Context& context) {
@@ -244,12 +270,15 @@ void register_benchmarks(const Context& context) {
     std::vector<std::uint64_t> words(1u << 20);  // 8 MiB
     bench::fill_data(words, 0);
     const auto bytes = std::as_bytes(std::span(words));
+    ProcessCpuMeter cpu;
+    cpu.start();
     for (auto _ : state) {
       hub::Sha256 hash;
       hash.update(bytes);
       benchmark::DoNotOptimize(hash.finish());
     }
-    report(state, static_cast<double>(bytes.size()));
+    cpu.stop();
+    report(state, static_cast<double>(bytes.size()), cpu);
   }));
 
   for (int streams : {1, parallel_file_count}) {
@@ -257,6 +286,8 @@ void register_benchmarks(const Context& context) {
       auto name = fmt::format("RawSocketRead/streams:{}/read:{}KiB/{}", streams, buffer_size >> 10, label);
       finish(benchmark::RegisterBenchmark(name.c_str(), [&context, streams, buffer_size](benchmark::State& state) {
         const auto& files = stream_files(context, streams);
+        ProcessCpuMeter cpu;
+        cpu.start();
         for (auto _ : state) {
           std::uint64_t received = run_streams(streams, [&](int i) {
             return raw_socket_get(context.server->port(), "/cdn/" + files[static_cast<std::size_t>(i)].sha256,
@@ -264,7 +295,8 @@ void register_benchmarks(const Context& context) {
           });
           if (received != context.data->size) state.SkipWithError("the raw read came up short");
         }
-        report(state, static_cast<double>(context.data->size));
+        cpu.stop();
+        report(state, static_cast<double>(context.data->size), cpu);
       }));
     }
   }
@@ -273,6 +305,8 @@ void register_benchmarks(const Context& context) {
     auto name = fmt::format("CurlDiscard/streams:{}/{}", streams, label);
     finish(benchmark::RegisterBenchmark(name.c_str(), [&context, streams](benchmark::State& state) {
       const auto& files = stream_files(context, streams);
+      ProcessCpuMeter cpu;
+      cpu.start();
       for (auto _ : state) {
         std::uint64_t received = 0;
         try {
@@ -292,7 +326,8 @@ void register_benchmarks(const Context& context) {
         }
         if (received != context.data->size) state.SkipWithError("the curl read came up short");
       }
-      report(state, static_cast<double>(context.data->size));
+      cpu.stop();
+      report(state, static_cast<double>(context.data->size), cpu);
     }));
   }
 
@@ -301,6 +336,7 @@ void register_benchmarks(const Context& context) {
     std::vector<std::uint64_t> words(2048);  // 16 KiB
     bench::fill_data(words, 0);
     const auto piece = std::as_bytes(std::span(words));
+    ProcessCpuMeter cpu;
     for (auto _ : state) {
       state.PauseTiming();
       std::optional<bench::TemporaryFolder> folder;
@@ -308,9 +344,11 @@ void register_benchmarks(const Context& context) {
       try {
         hub::detail::PartialFile file(folder->path() / "blob.incomplete");
         state.ResumeTiming();
+        cpu.start();
         for (std::uint64_t written = 0; written < context.data->size; written += piece.size())
           file.write({reinterpret_cast<const char*>(piece.data()), piece.size()}, {});
         file.commit(folder->path() / "blob");
+        cpu.stop();
       } catch (const std::exception& error) {
         state.SkipWithError(error.what());
         break;
@@ -319,7 +357,7 @@ void register_benchmarks(const Context& context) {
       folder.reset();  // deleting the file is not timed
       state.ResumeTiming();
     }
-    report(state, static_cast<double>(context.data->size));
+    report(state, static_cast<double>(context.data->size), cpu);
   }));
 
   finish(benchmark::RegisterBenchmark(fmt::format("Download/one_file/{}", label).c_str(),
