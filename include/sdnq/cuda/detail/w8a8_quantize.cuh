@@ -1,0 +1,134 @@
+#pragma once
+// The GEMM prologue of gemm_w8a8: per-token activation quantization done on demand by the GEMM's own
+// blocks, once per row. A block needing rows row0..row0+BM of x first helps quantize them: each warp
+// claims a row (atomic counter of the row tile), reads it (bf16/fp16, 16-byte loads), reduces its
+// absmax, writes the row's 8-bit codes and scale to the workspace and counts the row as done. Then the
+// block waits until every row of its tile is done, and its main loop reads codes like any 8-bit GEMM.
+// Every block that needs a row tile works on it, so the N/BN blocks of one row tile share its
+// quantization; a block only ever waits for rows that running blocks claimed, so nothing can deadlock
+// whatever the launch order. The codes stay in L2 between the blocks of a row tile; x is read twice
+// (absmax, then codes) by exactly one warp per row.
+//
+// Numerics as activation_quant.hpp: amax propagates NaN (a row holding NaN gets a NaN scale and all
+// codes 0), s = amax / range in fp32 or rounded to T, codes per quantize_value (w8a8_fragments.cuh).
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "sdnq/cuda/config.cuh"
+#include "sdnq/cuda/detail/kernel_convert.cuh"
+#include "sdnq/cuda/detail/w8a8_fragments.cuh"
+
+SDNQ_KERNEL_NAMESPACE_BEGIN
+namespace kernel_detail {
+
+struct W8A8Params {
+  const void* x;          // [M, K] T activations
+  const void* w;          // [N, K] int8 or e4m3 codes (K contiguous)
+  const float* w_scale;   // [N]
+  const void* bias;       // [N] T, or null
+  void* y;                // [M, N] T
+  std::uint8_t* x_codes;  // workspace [M, K] 8-bit codes
+  float* x_scale;         // workspace [M]
+  int* row_claims;        // workspace [row tiles]: rows claimed (zeroed before the launch)
+  int* rows_done;         // workspace [row tiles]: rows quantized (zeroed before the launch)
+  int m, n, k;
+  bool scale_in_activation_dtype;  // quantization arithmetic rounded to T (dequantize_fp32 = false)
+};
+
+__device__ __forceinline__ int load_acquire(const int* address) {
+  int value;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(value) : "l"(address) : "memory");
+  return value;
+}
+
+__device__ __forceinline__ void add_release(int* address, int value) {
+  asm volatile("red.release.gpu.global.add.s32 [%0], %1;\n" ::"l"(address), "r"(value) : "memory");
+}
+
+// Eight T values of one 16-byte word, widened exactly.
+template <class T>
+__device__ __forceinline__ void widen_eight(const uint4& word, float (&values)[8]) {
+  const unsigned int parts[4] = {word.x, word.y, word.z, word.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 pair = pair_to_float2<T>(parts[i]);
+    values[2 * i] = pair.x, values[2 * i + 1] = pair.y;
+  }
+}
+
+// One warp quantizes row `row` of x (K % 8 == 0) into x_codes / x_scale. Each lane keeps
+// `in_flight` independent 16-byte loads outstanding: one warp per row is a latency chain otherwise.
+template <class T, W8A8Operand Operand>
+__device__ __forceinline__ void quantize_row(const W8A8Params& p, int row, int lane) {
+  constexpr int in_flight = 8;
+  const uint4* source = reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<std::size_t>(row) * p.k);
+  const int words = p.k / 8;
+  float amax = 0.0f;
+  bool has_nan = false;
+  for (int base = lane; base < words; base += 32 * in_flight) {
+    uint4 chunk[in_flight];
+#pragma unroll
+    for (int u = 0; u < in_flight; ++u)  // zeros past the row change neither amax nor has_nan
+      chunk[u] = base + 32 * u < words ? __ldg(source + base + 32 * u) : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+    for (int u = 0; u < in_flight; ++u) {
+      float values[8];
+      widen_eight<T>(chunk[u], values);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        has_nan |= values[i] != values[i];
+        amax = fmaxf(amax, fabsf(values[i]));
+      }
+    }
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, offset));
+  if (__any_sync(0xFFFFFFFFu, has_nan)) amax = __int_as_float(0x7FFFFFFF);  // torch.amax propagates NaN
+  const bool in_t = p.scale_in_activation_dtype;
+  const float scale = round_to_compute<T>(__fdiv_rn(amax, code_range<Operand>), in_t);
+
+  uint2* codes = reinterpret_cast<uint2*>(p.x_codes + static_cast<std::size_t>(row) * p.k);
+  for (int base = lane; base < words; base += 32 * in_flight) {
+    uint4 chunk[in_flight];
+#pragma unroll
+    for (int u = 0; u < in_flight; ++u)
+      chunk[u] = base + 32 * u < words ? __ldg(source + base + 32 * u) : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+    for (int u = 0; u < in_flight; ++u) {
+      if (base + 32 * u >= words) break;
+      float values[8];
+      widen_eight<T>(chunk[u], values);
+      std::uint32_t packed[2] = {0u, 0u};
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+        packed[i / 4] |= quantize_value<T, Operand>(values[i], scale, in_t) << (8 * (i % 4));
+      codes[base + 32 * u] = make_uint2(packed[0], packed[1]);
+    }
+  }
+  if (lane == 0) p.x_scale[row] = scale;
+}
+
+// Makes rows row0 .. row0 + valid_rows − 1 quantized before the block reads them (see the file comment).
+template <class T, W8A8Operand Operand>
+__device__ __forceinline__ void quantize_row_tile(const W8A8Params& p, int row_tile, int row0, int valid_rows) {
+  const int lane = threadIdx.x & 31;
+  int* claims = p.row_claims + row_tile;
+  int* done = p.rows_done + row_tile;
+  while (true) {
+    int row = 0;
+    if (lane == 0) row = atomicAdd(claims, 1);
+    row = __shfl_sync(0xFFFFFFFFu, row, 0);
+    if (row >= valid_rows) break;
+    quantize_row<T, Operand>(p, row0 + row, lane);
+    __threadfence();  // this lane's codes and scale, before the row is counted
+    __syncwarp();
+    if (lane == 0) add_release(done, 1);
+  }
+  if (threadIdx.x == 0)
+    while (load_acquire(done) < valid_rows) __nanosleep(100);
+  __syncthreads();
+}
+
+}  // namespace kernel_detail
+SDNQ_KERNEL_NAMESPACE_END

@@ -1,0 +1,253 @@
+#pragma once
+// 8-bit tensor-core GEMM for SDNQ's quantized matmul (sdnq-format.md §5.1) with the per-token
+// activation quantization fused into the GEMM:
+//   y[M, N] = (Σ_k xq[m, k]·wq[n, k]) · s_x[m] · s_w[n] (+ bias[n])      in fp32, rounded once to T
+// x [M, K] bf16/fp16 is read by the GEMM kernel itself: each row is quantized once, by the first
+// blocks that need it (detail/w8a8_quantize.cuh), into a workspace the main loop reads as 8-bit
+// codes; there is no separate launch over the activations. Weights: int8 (int32 accumulation, exact)
+// or float8_e4m3fn (fp32 accumulation, promoted every 128 inputs) from an SDNQ checkpoint, repacked
+// at load time by detail/w8a8_repack.hpp. mma.sync m16n8k32 on sm_80+ (int8) and sm_89+ (e4m3).
+// Numerics equal the CPU reference (quant/activation_quant.hpp, quant/detail/layers_qmm.hpp): same
+// scale formula, IEEE division, round-half-even, clamps; all-zero rows give exact zeros (+ bias) and
+// a row holding NaN/inf only affects its own outputs. Kernel: detail/w8a8_kernel.cuh.
+// Requirements (checked before launch): K % 16 == 0; any M ≥ 1 and N ≥ 1.
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+
+#include "sdnq/core/dtype.hpp"
+#include "sdnq/core/error.hpp"
+#include "sdnq/core/tensor.hpp"
+#include "sdnq/cuda/check.hpp"
+#include "sdnq/cuda/config.cuh"
+#include "sdnq/cuda/detail/w8a8_kernel.cuh"
+#include "sdnq/cuda/detail/w8a8_repack.hpp"
+#include "sdnq/cuda/device_memory.hpp"
+
+SDNQ_KERNEL_NAMESPACE_BEGIN
+
+// Device view of repacked weights.
+struct W8A8Weights {
+  W8A8Kind kind = W8A8Kind::int8;
+  std::int64_t out_features = 0, in_features = 0;
+  DType dtype = DType::bf16;       // activations, bias and output
+  DType scale_dtype = DType::f32;  // F32, or dtype when the layer computes its scales in the model dtype
+  const void* codes = nullptr;     // [N, K] int8 / e4m3
+  const float* scale = nullptr;    // [N]
+};
+
+struct W8A8WeightsDevice {
+  W8A8Weights meta;  // pointers refer to the tensors below
+  Tensor codes, scale;
+  const W8A8Weights& view() const { return meta; }
+};
+
+inline W8A8WeightsDevice upload_w8a8_weights(const W8A8WeightsHost& host, int device = 0,
+                                             cudaStream_t stream = nullptr) {
+  W8A8WeightsDevice out;
+  out.codes = sdnq::cuda::to_device(host.codes, device, stream);
+  out.scale = sdnq::cuda::to_device(host.scale, device, stream);
+  out.meta = W8A8Weights{host.kind,         host.out_features,  host.in_features,
+                         host.dtype,        host.scale_dtype,   out.codes.data(),
+                         static_cast<const float*>(out.scale.data())};
+  return out;
+}
+
+// The instantiated tiles: 16×32 (2 warps, many blocks: weight streaming) for M ≤ 32; 64×64 (4 warps)
+// when large tiles would leave SMs idle; 128×128 (8 warps, 64×32 per warp; two blocks per SM for
+// int8); 128×256 (64×64 per warp) for int8 at large M and N.
+enum class W8A8TileChoice { small, large, huge, narrow };
+
+namespace kernel_detail {
+
+using W8A8TileNarrow = W8A8Tile<16, 32, 1, 2, 8, 4>;
+using W8A8TileSmall = W8A8Tile<64, 64, 2, 2, 4, 2>;
+using W8A8TileLargeInt8 = W8A8Tile<128, 128, 2, 4, 3, 2>;
+using W8A8TileLargeFp8 = W8A8Tile<128, 128, 2, 4, 4, 1>;  // promotion doubles the accumulators
+using W8A8TileHuge = W8A8Tile<128, 256, 2, 4, 3, 1>;
+
+inline constexpr std::int64_t w8a8_smallest_tile_rows = 16;
+
+inline std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+
+inline W8A8TileChoice choose_w8a8_tile(W8A8Kind kind, std::int64_t tokens, std::int64_t out_features,
+                                       int multiprocessors, int shared_optin) {
+  if (tokens <= 32) return W8A8TileChoice::narrow;
+  const std::int64_t row_tiles = ceil_div(tokens, 128);
+  if (kind == W8A8Kind::int8 && row_tiles * ceil_div(out_features, 256) >= multiprocessors &&
+      W8A8TileHuge::shared_bytes <= shared_optin)
+    return W8A8TileChoice::huge;
+  if (row_tiles * ceil_div(out_features, 128) >= multiprocessors) return W8A8TileChoice::large;
+  return W8A8TileChoice::small;
+}
+
+// Raises the kernel's dynamic shared-memory limit, once per device (0..63) and instantiation.
+template <class T, W8A8Operand Operand, class Tile>
+void launch_gemm_w8a8(const W8A8Params& p, cudaStream_t stream) {
+  auto* kernel = gemm_w8a8_kernel<T, Operand, Tile>;
+  if constexpr (Tile::shared_bytes > 48 * 1024) {
+    static std::atomic<std::uint64_t> opted_in{0};  // a static per template instantiation
+    int device = 0;
+    SDNQ_CUDA_CHECK(cudaGetDevice(&device));
+    const std::uint64_t bit = std::uint64_t{1} << (device & 63);
+    if ((opted_in.load(std::memory_order_relaxed) & bit) == 0) {
+      SDNQ_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::shared_bytes));
+      opted_in.fetch_or(bit, std::memory_order_relaxed);
+    }
+  }
+  const auto blocks = static_cast<unsigned>(ceil_div(p.n, Tile::BN) * ceil_div(p.m, Tile::BM));
+  kernel<<<blocks, Tile::threads, Tile::shared_bytes, stream>>>(p);
+  SDNQ_CUDA_CHECK(cudaGetLastError());
+}
+
+template <class T, W8A8Operand Operand>
+void dispatch_gemm_w8a8(W8A8TileChoice tile, const W8A8Params& p, cudaStream_t stream) {
+  if (tile == W8A8TileChoice::narrow) return launch_gemm_w8a8<T, Operand, W8A8TileNarrow>(p, stream);
+  if (tile == W8A8TileChoice::small) return launch_gemm_w8a8<T, Operand, W8A8TileSmall>(p, stream);
+  if constexpr (Operand == W8A8Operand::int8) {
+    if (tile == W8A8TileChoice::huge) return launch_gemm_w8a8<T, Operand, W8A8TileHuge>(p, stream);
+    return launch_gemm_w8a8<T, Operand, W8A8TileLargeInt8>(p, stream);
+  } else {
+    return launch_gemm_w8a8<T, Operand, W8A8TileLargeFp8>(p, stream);
+  }
+}
+
+// Whether this build holds e4m3 tensor-core code for `device` (sm_89+ code in the fatbinary), asked
+// once per device (0..63).
+template <class T>
+bool has_e4m3_code(int device) {
+  static std::atomic<int> known[64] = {};  // 0 not asked yet, 1 yes, 2 no
+  std::atomic<int>& entry = known[device & 63];
+  if (entry.load(std::memory_order_relaxed) == 0) {
+    cudaFuncAttributes attributes{};
+    SDNQ_CUDA_CHECK(
+        cudaFuncGetAttributes(&attributes, gemm_w8a8_kernel<T, W8A8Operand::float8_e4m3fn, W8A8TileSmall>));
+    entry.store(attributes.binaryVersion >= 89 ? 1 : 2, std::memory_order_relaxed);
+  }
+  return entry.load(std::memory_order_relaxed) == 1;
+}
+
+struct W8A8Workspace {
+  std::size_t codes = 0, scales = 0, counters = 0;  // byte offsets
+  std::size_t bytes = 0;
+};
+
+inline W8A8Workspace w8a8_workspace_layout(std::int64_t tokens, std::int64_t in_features) {
+  const auto align = [](std::size_t bytes) { return (bytes + 255) / 256 * 256; };
+  W8A8Workspace layout;
+  layout.scales = align(static_cast<std::size_t>(tokens * in_features));
+  layout.counters = layout.scales + align(static_cast<std::size_t>(tokens) * sizeof(float));
+  const auto row_tiles = static_cast<std::size_t>(ceil_div(tokens, w8a8_smallest_tile_rows));
+  layout.bytes = layout.counters + 2 * row_tiles * sizeof(int);
+  return layout;
+}
+
+}  // namespace kernel_detail
+
+// Device workspace gemm_w8a8() needs for M rows: the 8-bit codes of x, its scales and the row-tile
+// counters (≈ M·K bytes). One workspace must not be used by two calls running at the same time.
+inline std::size_t gemm_w8a8_workspace_bytes(const W8A8Weights& w, std::int64_t tokens) {
+  return kernel_detail::w8a8_workspace_layout(tokens, w.in_features).bytes;
+}
+
+// y = x · Wᵀ through the 8-bit product (+ bias). x [M, K], y [M, N], bias [N]: contiguous device
+// tensors in w.dtype, x 16-byte aligned. `workspace`: ≥ gemm_w8a8_workspace_bytes(w, M) bytes of
+// 256-byte aligned device memory (cuda::empty gives that). `tile` forces a tile shape (benchmarks).
+// Checks everything before launching; throws ShapeError / UnsupportedError naming what is required.
+inline void gemm_w8a8(const W8A8Weights& w, TensorView x, std::optional<TensorView> bias, TensorView y,
+                      TensorView workspace, cudaStream_t stream = nullptr,
+                      std::optional<W8A8TileChoice> tile = std::nullopt) {
+  using namespace kernel_detail;
+  const char* kind = w.kind == W8A8Kind::int8 ? "int8" : "float8_e4m3fn";
+  SDNQ_REQUIRE(w.codes != nullptr && w.scale != nullptr, UnsupportedError,
+               "gemm_w8a8: weights have no codes or scales (use repack_for_w8a8 and upload_w8a8_weights)");
+  SDNQ_REQUIRE(w.dtype == DType::bf16 || w.dtype == DType::f16, UnsupportedError,
+               "gemm_w8a8: activations must be BF16 or F16, weights were repacked for {}", dtype_name(w.dtype));
+  SDNQ_REQUIRE(w.scale_dtype == DType::f32 || w.scale_dtype == w.dtype, UnsupportedError,
+               "gemm_w8a8: the activation scales are computed in F32 or in the activation dtype, not {}",
+               dtype_name(w.scale_dtype));
+  SDNQ_REQUIRE(w.in_features > 0 && w.in_features % 16 == 0 && w.out_features > 0 &&
+                   w.in_features < (std::int64_t{1} << 31) && w.out_features < (std::int64_t{1} << 31),
+               UnsupportedError, "gemm_w8a8: needs K % 16 == 0 (16-byte code rows), got weight [{}, {}]",
+               w.out_features, w.in_features);
+  SDNQ_REQUIRE(x.rank() == 2 && x.size(1) == w.in_features && x.dtype() == w.dtype && x.is_contiguous() &&
+                   x.device().is_cuda(),
+               ShapeError, "gemm_w8a8: x must be a contiguous device {} tensor [M, {}], got {} {} on {}",
+               dtype_name(w.dtype), w.in_features, dtype_name(x.dtype()), x.shape().to_string(),
+               x.device().to_string());
+  const std::int64_t tokens = x.size(0);
+  // Blocks are numbered in one int: M/16 · N/32 < 2^31.
+  SDNQ_REQUIRE(tokens >= 1 && ceil_div(tokens, 16) * ceil_div(w.out_features, 32) < (std::int64_t{1} << 31) &&
+                   tokens * w.in_features < (std::int64_t{1} << 40),
+               UnsupportedError, "gemm_w8a8: {} rows of x with {} outputs are too many for one launch", tokens,
+               w.out_features);
+  SDNQ_REQUIRE(y.rank() == 2 && y.size(0) == tokens && y.size(1) == w.out_features && y.dtype() == w.dtype &&
+                   y.is_contiguous() && y.device().is_cuda(),
+               ShapeError, "gemm_w8a8: y must be a contiguous device {} tensor [{}, {}], got {} {}",
+               dtype_name(w.dtype), tokens, w.out_features, dtype_name(y.dtype()), y.shape().to_string());
+  if (bias)
+    SDNQ_REQUIRE(bias->numel() == w.out_features && bias->dtype() == w.dtype && bias->is_contiguous() &&
+                     bias->device().is_cuda(),
+                 ShapeError, "gemm_w8a8: bias must be a contiguous device {} tensor [{}], got {} {}",
+                 dtype_name(w.dtype), w.out_features, dtype_name(bias->dtype()), bias->shape().to_string());
+  const auto aligned = [](const void* pointer, std::uintptr_t bytes) {
+    return reinterpret_cast<std::uintptr_t>(pointer) % bytes == 0;
+  };
+  SDNQ_REQUIRE(aligned(x.data(), 16) && aligned(w.codes, 16) && aligned(y.data(), 4), ShapeError,
+               "gemm_w8a8: x and the weight codes need 16-byte alignment, y 4-byte alignment");
+  const W8A8Workspace layout = w8a8_workspace_layout(tokens, w.in_features);
+  SDNQ_REQUIRE(workspace.nbytes() >= layout.bytes && workspace.device().is_cuda() && aligned(workspace.data(), 256),
+               ShapeError, "gemm_w8a8: needs {} bytes of 256-byte aligned device workspace, got {} on {}",
+               layout.bytes, workspace.nbytes(), workspace.device().to_string());
+
+  int device = 0, major = 0, minor = 0, multiprocessors = 0, shared_optin = 0;
+  SDNQ_CUDA_CHECK(cudaGetDevice(&device));
+  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
+  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&shared_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const int capability = major * 10 + minor;
+  SDNQ_REQUIRE(capability >= (w.kind == W8A8Kind::int8 ? 80 : 89), UnsupportedError,
+               "gemm_w8a8: {} tensor-core GEMMs need compute capability {} or newer; cuda:{} is sm_{}", kind,
+               w.kind == W8A8Kind::int8 ? "8.0" : "8.9", device, capability);
+  if (w.kind == W8A8Kind::float8_e4m3fn) {
+    const bool has_code = w.dtype == DType::bf16 ? has_e4m3_code<__nv_bfloat16>(device) : has_e4m3_code<__half>(device);
+    SDNQ_REQUIRE(has_code, UnsupportedError,
+                 "gemm_w8a8: this build has no sm_89+ code for the float8_e4m3fn GEMM (CMAKE_CUDA_ARCHITECTURES)");
+  }
+  const W8A8TileChoice chosen =
+      tile ? *tile : choose_w8a8_tile(w.kind, tokens, w.out_features, multiprocessors, shared_optin);
+  SDNQ_REQUIRE(chosen != W8A8TileChoice::huge || (w.kind == W8A8Kind::int8 && W8A8TileHuge::shared_bytes <= shared_optin),
+               UnsupportedError, "gemm_w8a8: the 128x256 tile is int8 only and needs {} bytes of shared memory",
+               W8A8TileHuge::shared_bytes);
+
+  auto* base = static_cast<std::uint8_t*>(workspace.data());
+  const std::int64_t row_tiles = ceil_div(tokens, w8a8_smallest_tile_rows);
+  W8A8Params p{};
+  p.x = x.data();
+  p.w = w.codes;
+  p.w_scale = w.scale;
+  p.bias = bias ? bias->data() : nullptr;
+  p.y = y.data();
+  p.x_codes = base + layout.codes;
+  p.x_scale = reinterpret_cast<float*>(base + layout.scales);
+  p.row_claims = reinterpret_cast<int*>(base + layout.counters);
+  p.rows_done = p.row_claims + row_tiles;
+  p.m = static_cast<int>(tokens);
+  p.n = static_cast<int>(w.out_features);
+  p.k = static_cast<int>(w.in_features);
+  p.scale_in_activation_dtype = w.scale_dtype != DType::f32;
+  SDNQ_CUDA_CHECK(cudaMemsetAsync(p.row_claims, 0, 2 * static_cast<std::size_t>(row_tiles) * sizeof(int), stream));
+
+  if (w.dtype == DType::bf16) {
+    if (w.kind == W8A8Kind::int8) dispatch_gemm_w8a8<__nv_bfloat16, W8A8Operand::int8>(chosen, p, stream);
+    else dispatch_gemm_w8a8<__nv_bfloat16, W8A8Operand::float8_e4m3fn>(chosen, p, stream);
+  } else {
+    if (w.kind == W8A8Kind::int8) dispatch_gemm_w8a8<__half, W8A8Operand::int8>(chosen, p, stream);
+    else dispatch_gemm_w8a8<__half, W8A8Operand::float8_e4m3fn>(chosen, p, stream);
+  }
+}
+
+SDNQ_KERNEL_NAMESPACE_END

@@ -1,0 +1,316 @@
+// The 8-bit GEMM with fused activation quantization (gemm_w8a8.cuh) against the CPU reference: the
+// activations are quantized by sdnq::quant::quantize_activations (the reference's formulas), the
+// product and the epilogue y = fma(acc·s_x, s_w, b) are computed by the test itself. int8 results
+// must be bit-identical (int32 accumulation is exact); e4m3 results within the rounding of the output
+// dtype. A real checkpoint layer (tests/data/layers/*-qmm) is also compared with quant::linear_forward.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <random>
+#include <vector>
+
+#include "cuda/cuda_test_support.hpp"
+#include "cuda/test_gemm_w8a8_support.hpp"
+#include "sdnq/io/safetensors.hpp"
+#include "sdnq/quant/activation_quant.hpp"
+#include "sdnq/quant/reference_layers.hpp"
+#include "sdnq_catch.hpp"
+
+namespace {
+
+using sdnq::DType;
+using sdnq::Tensor;
+using sdnq::TensorView;
+using sdnq::cuda::CodeValue;
+using sdnq::cuda::LinearCodes;
+using sdnq::quant::MatmulDType;
+
+// A random 8-bit weight as the checkpoint stores it for the direct quantized matmul: codes
+// transposed to [K, N], one fp32 scale per output channel ([1, N]).
+struct CheckpointWeight {
+  Tensor codes, scale;
+  LinearCodes view(std::int64_t n, std::int64_t k, bool fp8) const {
+    LinearCodes w;
+    w.name = "test.w8a8";
+    w.bits = 8;
+    w.value = fp8 ? CodeValue::lookup : CodeValue::signed_integer;
+    w.out_features = n;
+    w.in_features = k;
+    w.group_size = -1;
+    w.transposed = true;
+    w.codes = codes;
+    w.scale = scale;
+    if (fp8) w.lookup_table = lookup_table;
+    return w;
+  }
+  Tensor lookup_table;  // the e4m3 values of every code (LinearCodes wants one for lookup formats)
+};
+
+CheckpointWeight make_weight(std::int64_t n, std::int64_t k, bool fp8, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  CheckpointWeight w;
+  w.codes = Tensor::empty(sdnq::Shape{k, n}, fp8 ? DType::f8_e4m3fn : DType::i8);
+  auto* bytes = static_cast<std::uint8_t*>(w.codes.data());
+  std::uniform_int_distribution<int> code(-127, 127);
+  std::normal_distribution<float> normal(0.0f, 60.0f);
+  for (std::int64_t i = 0; i < n * k; ++i)
+    bytes[i] = fp8 ? sdnq::fp8_e4m3fn(std::clamp(normal(rng), -448.0f, 448.0f)).bits
+                   : static_cast<std::uint8_t>(static_cast<std::int8_t>(code(rng)));
+  w.scale = Tensor::empty(sdnq::Shape{1, n}, DType::f32);
+  std::uniform_real_distribution<float> scale(0.001f, 0.01f);
+  for (std::int64_t o = 0; o < n; ++o) w.scale.data_as<float>()[o] = scale(rng);
+  w.lookup_table = Tensor::empty(sdnq::Shape{256}, DType::f32);
+  for (int c = 0; c < 256; ++c)
+    w.lookup_table.data_as<float>()[c] = sdnq::fp8_e4m3fn::from_bits(static_cast<std::uint8_t>(c)).to_float();
+  return w;
+}
+
+template <class T>
+Tensor random_matrix(std::int64_t rows, std::int64_t cols, std::uint64_t seed, float spread = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, spread);
+  Tensor t = Tensor::empty(sdnq::Shape{rows, cols}, sdnq::dtype_of_v<T>);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data_as<T>()[i] = T(normal(rng) * (i % 13 == 0 ? 4.0f : 1.0f));
+  return t;
+}
+
+template <class T>
+float value_at(const Tensor& t, std::int64_t i) {
+  return t.data_as<T>()[i].to_float();
+}
+
+// The reference's result for every output: y = fma(acc·s_x, s_w, b) in fp32, and for e4m3 the
+// magnitude Σ|x_k·w_k|·s_x·s_w that bounds the fp32 accumulation error.
+struct Expected {
+  std::vector<float> values;
+  std::vector<double> magnitude;
+};
+
+template <class T>
+Expected reference_outputs(const CheckpointWeight& w, std::int64_t n, std::int64_t k, bool fp8, TensorView x,
+                           const Tensor* bias, DType scale_dtype) {
+  const std::int64_t m = x.size(0);
+  const auto activations =
+      sdnq::quant::quantize_activations(x, fp8 ? MatmulDType::float8_e4m3fn : MatmulDType::int8, scale_dtype);
+  const auto* w_bytes = static_cast<const std::uint8_t*>(w.codes.data());  // [K, N]
+  const auto* x_bytes = static_cast<const std::uint8_t*>(activations.values.data());
+  const auto decode = [fp8](std::uint8_t byte) -> double {
+    return fp8 ? sdnq::fp8_e4m3fn::from_bits(byte).to_float() : static_cast<double>(static_cast<std::int8_t>(byte));
+  };
+  Expected out;
+  out.values.resize(static_cast<std::size_t>(m * n));
+  out.magnitude.resize(out.values.size());
+  for (std::int64_t row = 0; row < m; ++row)
+    for (std::int64_t o = 0; o < n; ++o) {
+      double sum = 0.0, magnitude = 0.0;
+      for (std::int64_t c = 0; c < k; ++c) {
+        const double term = decode(x_bytes[row * k + c]) * decode(w_bytes[c * n + o]);
+        sum += term, magnitude += std::fabs(term);
+      }
+      const float s_w = T(w.scale.data_as<float>()[o]).to_float();  // rounded to the model dtype on load
+      const float b = bias ? value_at<T>(*bias, o) : 0.0f;
+      const float s_x = activations.scale[static_cast<std::size_t>(row)];
+      out.values[row * n + o] = std::fma(static_cast<float>(sum) * s_x, s_w, b);
+      out.magnitude[row * n + o] = magnitude * std::fabs(s_x) * s_w;
+    }
+  return out;
+}
+
+// Compares y with the reference: int8 bit-exact after rounding to T, e4m3 within one ulp of T plus
+// the fp32 accumulation bound. Non-finite expected values must be non-finite on the GPU too.
+template <class T>
+void require_matches(const Tensor& y, const Expected& expected, bool fp8) {
+  std::int64_t mismatches = 0;
+  for (std::int64_t i = 0; i < y.numel(); ++i) {
+    const float want = T(expected.values[i]).to_float(), got = value_at<T>(y, i);
+    bool ok;
+    if (!std::isfinite(want)) {
+      ok = std::isnan(want) ? std::isnan(got) : got == want;
+    } else if (!fp8) {
+      ok = got == want;
+    } else {
+      const double ulp = std::fabs(want) * (std::is_same_v<T, sdnq::bf16> ? 1.0 / 128 : 1.0 / 1024);
+      ok = std::isfinite(got) && std::fabs(got - expected.values[i]) <= ulp + 1e-6 * expected.magnitude[i] + 1e-30;
+    }
+    if (!ok && mismatches++ < 5) INFO("element " << i << ": got " << got << ", expected " << want);
+  }
+  CHECK(mismatches == 0);
+}
+
+template <class T>
+void run_case(std::int64_t m, std::int64_t n, std::int64_t k, bool fp8, bool with_bias, std::uint64_t seed,
+              int tile = -1, DType scale_dtype = DType::f32) {
+  INFO("M " << m << ", N " << n << ", K " << k << (fp8 ? ", e4m3" : ", int8") << ", tile " << tile);
+  const CheckpointWeight w = make_weight(n, k, fp8, seed);
+  const auto repacked = sdnq::cuda::repack_for_w8a8<T>(w.view(n, k, fp8), scale_dtype == DType::f32);
+  const Tensor x = random_matrix<T>(m, k, seed + 1);
+  std::optional<Tensor> bias;
+  if (with_bias) bias = random_matrix<T>(1, n, seed + 2);
+  std::optional<TensorView> bias_view;
+  if (bias) bias_view = TensorView(*bias).reshaped(sdnq::Shape{n});
+  const Tensor y = sdnq::test::run_gemm_w8a8_kernel(repacked, x, bias_view, tile);
+  require_matches<T>(y, reference_outputs<T>(w, n, k, fp8, x, bias ? &*bias : nullptr, scale_dtype), fp8);
+}
+
+}  // namespace
+
+TEST_CASE("gemm_w8a8 int8: odd M and N, K at the 16-byte limit, bf16 and fp16", "[cuda][w8a8]") {
+  const std::int64_t m = GENERATE(1, 33, 77, 130);
+  SECTION("bf16, K = 208 (13 code chunks: a partial K tile)") { run_case<sdnq::bf16>(m, 67, 208, false, true, 1); }
+  SECTION("fp16, K = 16, no bias") { run_case<sdnq::fp16>(m, 130, 16, false, false, 2); }
+  SECTION("bf16, K = 1024, N = 200") { run_case<sdnq::bf16>(m, 200, 1024, false, true, 3); }
+}
+
+TEST_CASE("gemm_w8a8 int8: every tile shape gives the same exact result", "[cuda][w8a8]") {
+  const int tile = GENERATE(0, 1, 2, 3);
+  run_case<sdnq::bf16>(300, 260, 400, false, true, 10, tile);
+  run_case<sdnq::fp16>(129, 511, 256, false, false, 11, tile);
+}
+
+TEST_CASE("gemm_w8a8 int8: scales computed in the model dtype (dequantize_fp32 = false)", "[cuda][w8a8]") {
+  run_case<sdnq::bf16>(70, 96, 512, false, true, 20, -1, DType::bf16);
+  run_case<sdnq::fp16>(70, 96, 512, false, true, 21, -1, DType::f16);
+}
+
+TEST_CASE("gemm_w8a8 fp8: odd shapes, every tile, K up to 15360", "[cuda][w8a8]") {
+  if (!sdnq::test::gpu_has_fp8_tensor_cores()) {
+    WARN("skipped: float8_e4m3fn tensor cores need compute capability 8.9");
+    return;
+  }
+  SECTION("odd M and N, partial K tile") {
+    const std::int64_t m = GENERATE(1, 33, 130);
+    run_case<sdnq::bf16>(m, 67, 208, true, true, 30);
+    run_case<sdnq::fp16>(m, 130, 16, true, false, 31);
+  }
+  SECTION("small and large tiles") {
+    const int tile = GENERATE(0, 1, 3);
+    run_case<sdnq::bf16>(300, 260, 400, true, true, 32, tile);
+  }
+  SECTION("K = 15360 (FLUX single-block linear2), accumulation promoted every 128 inputs") {
+    run_case<sdnq::bf16>(48, 40, 15360, true, true, 33);
+  }
+  SECTION("huge tile is int8 only: rejected before launch") {
+    const CheckpointWeight w = make_weight(64, 128, true, 34);
+    const auto repacked = sdnq::cuda::repack_for_w8a8<sdnq::bf16>(w.view(64, 128, true));
+    const Tensor x = random_matrix<sdnq::bf16>(16, 128, 35);
+    const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
+        [&] { (void)sdnq::test::run_gemm_w8a8_kernel(repacked, x, std::nullopt, 2); });
+    CHECK(sdnq::test::contains(message, "int8 only"));
+  }
+}
+
+TEST_CASE("gemm_w8a8: NaN/inf stay in their row, an all-zero row gives exactly the bias", "[cuda][w8a8]") {
+  const bool fp8 = GENERATE(false, true);
+  if (fp8 && !sdnq::test::gpu_has_fp8_tensor_cores()) {
+    WARN("skipped: float8_e4m3fn tensor cores need compute capability 8.9");
+    return;
+  }
+  const std::int64_t m = 40, n = 72, k = 256;
+  const CheckpointWeight w = make_weight(n, k, fp8, 40);
+  const auto repacked = sdnq::cuda::repack_for_w8a8<sdnq::bf16>(w.view(n, k, fp8));
+  Tensor x = random_matrix<sdnq::bf16>(m, k, 41);
+  auto* values = x.data_as<sdnq::bf16>();
+  values[3 * k + 17] = sdnq::bf16(std::numeric_limits<float>::quiet_NaN());
+  values[5 * k + 200] = sdnq::bf16(std::numeric_limits<float>::infinity());
+  values[6 * k + 1] = sdnq::bf16(-std::numeric_limits<float>::infinity());
+  for (std::int64_t c = 0; c < k; ++c) values[7 * k + c] = sdnq::bf16(0.0f);
+  const Tensor bias = random_matrix<sdnq::bf16>(1, n, 42);
+  const Tensor y = sdnq::test::run_gemm_w8a8_kernel(repacked, x, TensorView(bias).reshaped(sdnq::Shape{n}));
+  const Expected expected = reference_outputs<sdnq::bf16>(w, n, k, fp8, x, &bias, DType::f32);
+  require_matches<sdnq::bf16>(y, expected, fp8);
+  for (std::int64_t o = 0; o < n; ++o) {
+    INFO("output " << o);
+    CHECK(value_at<sdnq::bf16>(y, 7 * n + o) == value_at<sdnq::bf16>(bias, o));  // 0·0·s_w + b, not NaN
+    for (std::int64_t row : {0, 2, 4, 8, 39}) CHECK(std::isfinite(value_at<sdnq::bf16>(y, row * n + o)));
+    CHECK(std::isnan(value_at<sdnq::bf16>(y, 3 * n + o)));  // the reference: NaN scale
+  }
+}
+
+TEST_CASE("gemm_w8a8 equals quant::linear_forward on the fixture checkpoints", "[cuda][w8a8]") {
+  const bool fp8 = GENERATE(false, true);
+  if (fp8 && !sdnq::test::gpu_has_fp8_tensor_cores()) {
+    WARN("skipped: float8_e4m3fn tensor cores need compute capability 8.9");
+    return;
+  }
+  using namespace sdnq::quant;
+  const auto folder = sdnq::test::data_dir() / "layers" / (fp8 ? "float8_e4m3fn-qmm" : "int8-qmm");
+  const auto model = sdnq::io::SafetensorsFile::open(folder / "diffusion_pytorch_model.safetensors");
+  const std::int64_t n = 64, k = 256, m = 45;  // ≥ 32 tokens: the reference takes its quantized path
+  LayerOptions options;
+  options.weights_type = fp8 ? &sdnq::format::storage_type("float8_e4m3fn") : &sdnq::format::storage_type("int8");
+  options.use_quantized_matmul = true;
+  QuantizedWeight weight;
+  weight.layout = derive_layout({n, k}, LayerKind::linear, options);
+  REQUIRE(weight.layout.use_quantized_matmul);
+  REQUIRE(weight.layout.transposed);
+  weight.weight = model.tensor("linear.weight");
+  weight.scale = model.tensor("linear.scale");
+  const TensorView bias = model.tensor("linear.bias");
+  const Tensor x = random_matrix<sdnq::bf16>(m, k, 50, 2.0f);
+  const Tensor expected = linear_forward(x, weight, bias, MatmulMode::quantized_matmul, DType::bf16);
+
+  LinearCodes codes;
+  codes.name = "linear";
+  codes.bits = 8;
+  codes.value = fp8 ? CodeValue::lookup : CodeValue::signed_integer;
+  codes.out_features = n;
+  codes.in_features = k;
+  codes.group_size = -1;
+  codes.transposed = true;
+  codes.codes = weight.weight;
+  codes.scale = weight.scale;
+  Tensor table = Tensor::empty(sdnq::Shape{256}, DType::f32);
+  for (int c = 0; c < 256; ++c)
+    table.data_as<float>()[c] = sdnq::fp8_e4m3fn::from_bits(static_cast<std::uint8_t>(c)).to_float();
+  if (fp8) codes.lookup_table = table.view();
+  const Tensor y = sdnq::test::run_gemm_w8a8_kernel(sdnq::cuda::repack_for_w8a8<sdnq::bf16>(codes), x, bias);
+  std::int64_t differences = 0;
+  for (std::int64_t i = 0; i < m * n; ++i) {
+    const float want = value_at<sdnq::bf16>(expected, i), got = value_at<sdnq::bf16>(y, i);
+    // int8: identical; e4m3: the fp32 sums may round differently, by one bf16 ulp at most.
+    const bool ok = fp8 ? std::fabs(got - want) <= std::fabs(want) / 128.0f + 1e-6f : got == want;
+    if (!ok && differences++ < 5) INFO("element " << i << ": got " << got << ", reference " << want);
+  }
+  CHECK(differences == 0);
+}
+
+TEST_CASE("gemm_w8a8: bad weights and inputs are rejected before launch", "[cuda][w8a8]") {
+  SECTION("K not a multiple of 16") {
+    const CheckpointWeight w = make_weight(32, 40, false, 60);
+    const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
+        [&] { (void)sdnq::cuda::repack_for_w8a8<sdnq::bf16>(w.view(32, 40, false)); });
+    CHECK(sdnq::test::contains(message, "multiple of 16"));
+    CHECK(sdnq::test::contains(message, "test.w8a8"));
+  }
+  SECTION("uint8 codes") {
+    CheckpointWeight w = make_weight(32, 64, false, 61);
+    LinearCodes codes = w.view(32, 64, false);
+    codes.value = CodeValue::unsigned_integer;
+    const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
+        [&] { (void)sdnq::cuda::repack_for_w8a8<sdnq::bf16>(codes); });
+    CHECK(sdnq::test::contains(message, "uint8"));
+  }
+  SECTION("grouped scales") {
+    CheckpointWeight w = make_weight(32, 64, false, 62);
+    w.scale = Tensor::empty(sdnq::Shape{32, 2, 1}, DType::f32);
+    for (int i = 0; i < 64; ++i) w.scale.data_as<float>()[i] = 0.01f;
+    LinearCodes codes = w.view(32, 64, false);
+    codes.transposed = false;
+    codes.group_size = 32;
+    const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
+        [&] { (void)sdnq::cuda::repack_for_w8a8<sdnq::bf16>(codes); });
+    CHECK(sdnq::test::contains(message, "groups of 32"));
+  }
+  SECTION("x of the wrong width or dtype") {
+    const CheckpointWeight w = make_weight(32, 64, false, 63);
+    const auto repacked = sdnq::cuda::repack_for_w8a8<sdnq::bf16>(w.view(32, 64, false));
+    const Tensor narrow = random_matrix<sdnq::bf16>(8, 48, 64);
+    CHECK(sdnq::test::contains(sdnq::test::message_of<sdnq::ShapeError>(
+                                   [&] { (void)sdnq::test::run_gemm_w8a8_kernel(repacked, narrow, std::nullopt); }),
+                               "[M, 64]"));
+    const Tensor half = random_matrix<sdnq::fp16>(8, 64, 65);
+    CHECK_THROWS_AS(sdnq::test::run_gemm_w8a8_kernel(repacked, half, std::nullopt), sdnq::ShapeError);
+  }
+}
