@@ -88,7 +88,6 @@ inline DynamicChoice choose_dynamic_dtype(TensorView weight, LayerKind kind, con
   for (; position != ladder.end(); ++position) {
     const format::StorageType& candidate = format::storage_type(*position);
     if (options.use_codebook && !(candidate.is_integer && candidate.is_unsigned)) continue;
-    if (!candidate.has_safetensors_dtype || candidate.name == "float8_e8m0fnu") continue;
     LayerOptions candidate_options = options;
     candidate_options.weights_type = &candidate;
     const format::StorageType& matmul = format::storage_type(

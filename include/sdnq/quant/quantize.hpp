@@ -8,8 +8,11 @@
 //   codes are 0, so it decodes to its zero point (unsigned) or to 0 (signed, the all-zero group);
 // - non-finite weights are rejected (FormatError naming the layer) instead of producing NaN scales;
 // - SVD factors come from a seeded randomized SVD (the reference's are random, never reproducible);
-// - stochastic rounding is rejected with UnsupportedError (it is a training feature, and its random
-//   draws cannot match the reference's anyway).
+// - stochastic rounding follows the reference's rules with seeded, per-element draws
+//   (detail/write_stochastic.hpp): reproducible for a seed, never equal to the reference's own draws.
+// float8_e4m3fnuz / e5m2fnuz weights are U8 tensors holding torch's codes (DType has no entry for
+// them; the safetensors header names them through stored_safetensors_dtype), float8_e8m0fnu weights
+// F8_E8M0 with torch's rounding and its dropped sign, exactly what the reference writes.
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -22,6 +25,7 @@
 #include "sdnq/quant/codebook.hpp"
 #include "sdnq/quant/dequantize.hpp"
 #include "sdnq/format/custom_float.hpp"
+#include "sdnq/quant/detail/read_decode.hpp"
 #include "sdnq/quant/detail/write_quantize_steps.hpp"
 #include "sdnq/quant/hadamard.hpp"
 #include "sdnq/quant/layout.hpp"
@@ -62,6 +66,14 @@ struct PreparedWeight {
   std::optional<Tensor> svd_up, svd_down;  // model dtype, [rows, rank] and [rank, cols] (not yet oriented)
 };
 
+// The dtype name to write in the safetensors header for a layer's stored weight: "F8_E4M3FNUZ" /
+// "F8_E5M2FNUZ" for the fnuz floats (stored as U8 bytes), empty (the tensor's own dtype) otherwise.
+inline std::string stored_safetensors_dtype(const format::StorageType& type) {
+  if (type.name == "float8_e4m3fnuz") return "F8_E4M3FNUZ";
+  if (type.name == "float8_e5m2fnuz") return "F8_E5M2FNUZ";
+  return {};
+}
+
 namespace detail {
 
 inline void require_quantizable_input(TensorView weight, DType model_dtype, const LayerOptions& options,
@@ -73,16 +85,7 @@ inline void require_quantizable_input(TensorView weight, DType model_dtype, cons
                "{}: weight dtype {} cannot be quantized (F32, BF16 or F16)", name, dtype_name(dtype));
   SDNQ_REQUIRE(model_dtype == DType::f32 || model_dtype == DType::bf16 || model_dtype == DType::f16, UnsupportedError,
                "{}: model dtype {} is not supported (F32, BF16 or F16)", name, dtype_name(model_dtype));
-  SDNQ_REQUIRE(!options.use_stochastic_rounding, UnsupportedError,
-               "{}: use_stochastic_rounding is not supported by this quantizer (a training feature whose random "
-               "draws cannot match the reference)",
-               name);
   SDNQ_REQUIRE(options.weights_type != nullptr, ConfigError, "{}: LayerOptions.weights_type is not set", name);
-  SDNQ_REQUIRE(options.weights_type->has_safetensors_dtype, UnsupportedError,
-               "{}: weights_dtype {} has no safetensors dtype, so it cannot be stored", name,
-               options.weights_type->name);
-  SDNQ_REQUIRE(options.weights_type->name != "float8_e8m0fnu", UnsupportedError,
-               "{}: float8_e8m0fnu has no sign bit and cannot hold symmetric weights", name);
 }
 
 // Re-throws the active sdnq exception with the layer name in front, keeping its type.
@@ -212,13 +215,16 @@ inline QuantizedTensors quantize_prepared(const PreparedWeight& prepared, const 
   }
 
   const detail::SliceScales scales = detail::compute_scales(values, geometry, type, scale_dtype);
+  std::optional<detail::StochasticRounding> stochastic;
+  if (options.use_stochastic_rounding) stochastic.emplace(controls.seed, controls.layer_name);
   // q of every element, C order of the grouped (untransposed) tensor
   std::vector<float> quantized(static_cast<std::size_t>(numel));
   for (std::int64_t s = 0; s < geometry.slices(); ++s) {
     const float* zero_point = type.is_unsigned ? &scales.zero_point[s] : nullptr;
     for (std::int64_t l = 0; l < geometry.length; ++l) {
       const std::int64_t e = geometry.element(s, l);
-      quantized[e] = detail::quantized_value(values[e], scales.scale[s], zero_point, type);
+      quantized[e] =
+          detail::quantized_value(values[e], scales.scale[s], zero_point, type, stochastic ? &*stochastic : nullptr, e);
     }
   }
   result.scale = Tensor::empty(layout.scale_shape, stored_scale_dtype);
@@ -248,6 +254,14 @@ inline QuantizedTensors quantize_prepared(const PreparedWeight& prepared, const 
           static_cast<std::uint8_t*>(data)[target] = static_cast<std::uint8_t>(code);
         else
           static_cast<std::uint16_t*>(data)[target] = static_cast<std::uint16_t>(code);
+        return;
+      }
+      if (detail::is_fnuz_type(type)) {
+        static_cast<std::uint8_t*>(data)[target] = detail::encode_fnuz_byte(q, type.exponent, type.mantissa);
+        return;
+      }
+      if (type.stored_dtype == DType::f8_e8m0) {
+        static_cast<std::uint8_t*>(data)[target] = detail::encode_e8m0_byte(q);
         return;
       }
       if (!type.is_integer) return detail::store_float_as(type.stored_dtype, data, target, q);

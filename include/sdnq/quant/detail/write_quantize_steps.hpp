@@ -16,6 +16,7 @@
 #include "sdnq/format/packing.hpp"
 #include "sdnq/format/storage_type.hpp"
 #include "sdnq/quant/detail/write_float_bits.hpp"
+#include "sdnq/quant/detail/write_stochastic.hpp"
 #include "sdnq/quant/layout.hpp"
 #include "sdnq/quant/svd.hpp"
 
@@ -153,18 +154,23 @@ inline SliceScales compute_scales(const std::vector<float>& values, const SliceG
 
 // §3.7 for one element: q before the dtype conversion (rounded and clamped for integers, sanitized
 // and clamped for floats). An integer q of NaN (a constant group: 0/0) becomes 0, so such a group
-// decodes to its zero point (or 0): the reference leaves that case undefined.
-inline float quantized_value(float x, float scale, const float* zero_point, const format::StorageType& type) {
+// decodes to its zero point (or 0): the reference leaves that case undefined. With `stochastic`, the
+// reference's stochastic rounding draws element `element`'s noise (write_stochastic.hpp).
+inline float quantized_value(float x, float scale, const float* zero_point, const format::StorageType& type,
+                             const StochasticRounding* stochastic = nullptr, std::int64_t element = 0) {
   float q = zero_point ? (x - *zero_point) / scale : x / scale;
   const auto low = static_cast<float>(type.min), high = static_cast<float>(type.max);
   if (type.is_integer) {
     if (std::isnan(q)) return 0.0f;
+    if (stochastic) q = dither_integer(q, *stochastic, element);
     q = std::nearbyint(q);  // round half to even
-  } else if (std::isnan(q)) {
-    q = 0.0f;
-  } else if (std::isinf(q)) {
-    q = q > 0 ? std::numeric_limits<float>::max() : -std::numeric_limits<float>::max();
+    return std::min(std::max(q, low), high);
   }
+  if (stochastic) q = stochastic_float(q, type.mantissa, *stochastic, element);  // before nan_to_num, as the reference
+  if (std::isnan(q))
+    q = 0.0f;
+  else if (std::isinf(q))
+    q = q > 0 ? std::numeric_limits<float>::max() : -std::numeric_limits<float>::max();
   return std::min(std::max(q, low), high);
 }
 
