@@ -1,19 +1,20 @@
 // Download throughput of the Hub client (sdnq::hub::HubClient) on loopback, against a Hub stand-in
-// that this program starts on 127.0.0.1 (loopback_hub_server.hpp, sendfile from the page cache):
-//   Download/one_file        download_file of one file of SIZE bytes (one stream)
-//   Download/parallel        snapshot_download of the same SIZE in 8 files, on 8 worker threads
-// Both go into a fresh cache per iteration with everything real use does: HEAD + 302, GET into
-// blobs/<etag>.incomplete, SHA-256 verification against the etag, fsync, rename, snapshot link.
-// The ceilings show where the time goes, on the same bytes:
+// that this program starts on 127.0.0.1 (loopback_hub_server.hpp, sendfile from the page cache).
+// The cases, in the order they run; the first four are ceilings on the same bytes, to show where the
+// download's time goes:
 //   Sha256                   the client's SHA-256 alone, one thread, over an 8 MiB buffer
-//   RawSocketRead/streams    a plain recv() loop (16 KiB = curl's buffer, and 1 MiB reads) of the
-//                            served file(s), no HTTP library, nothing written
+//   RawSocketRead/streams    a plain recv() loop (16 KiB = curl's default buffer, and 1 MiB reads) of
+//                            the served file(s), no HTTP library, nothing written
 //   CurlDiscard/streams      libcurl through the client's HTTP layer, bytes counted and dropped
 //   WriteFsync               writing SIZE bytes to the cache's disk in 16 KiB pieces, then fsync
+//   Download/one_file        download_file of one file of SIZE bytes (one stream)
+//   Download/parallel        snapshot_download of the same SIZE in 8 files, on 8 worker threads
+// Both downloads go into a fresh cache per iteration with everything real use does: HEAD + 302, GET
+// into blobs/<etag>.incomplete, SHA-256 verification against the etag, fsync, rename, snapshot link.
 // Counters: bytes = bytes per second (k/M/G are powers of 1000, so "1.5G/s" is 1.5 GB/s);
 // bytes_per_cpu_s = bytes per CPU-second of the whole process (all threads, the server included),
-// which a busy shared machine disturbs less than wall-clock time; peak_rss_MiB = getrusage's peak RSS of the whole process so far (server threads included; the
-// cases run in the order above, so each one's value also covers those before it).
+// which a busy shared machine disturbs less than wall-clock time; peak_rss_MiB = getrusage's peak
+// RSS of the whole process so far, so each case's value also covers the cases before it.
 //
 // Run: bench_download [--size=2G] [benchmark flags]
 //   SIZE: --size= or SDNQ_BENCH_DOWNLOAD_SIZE (bytes, or with a K/M/G suffix, powers of 1024;
@@ -25,7 +26,10 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <cctype>
+#include <cstdint>
 #include <cstdlib>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -50,24 +54,20 @@ const hub::Repo parallel_repo{"sdnq-bench/eight-files"};
 
 std::uint64_t parse_size(std::string_view text) {
   std::string digits(text);
-  std::uint64_t unit = 1;
+  int shift = 0;  // K, M, G: powers of 1024
   if (!digits.empty()) {
-    switch (std::toupper(static_cast<unsigned char>(digits.back()))) {
-      case 'K': unit = 1ull << 10; break;
-      case 'M': unit = 1ull << 20; break;
-      case 'G': unit = 1ull << 30; break;
-      default: unit = 0;
-    }
-    if (unit != 0) digits.pop_back();
-    else unit = 1;
+    const char suffix = static_cast<char>(std::toupper(static_cast<unsigned char>(digits.back())));
+    shift = suffix == 'K' ? 10 : suffix == 'M' ? 20 : suffix == 'G' ? 30 : 0;
+    if (shift != 0) digits.pop_back();
   }
   char* end = nullptr;
   const std::uint64_t count = std::strtoull(digits.c_str(), &end, 10);
-  const std::uint64_t size = count * unit;
   const std::uint64_t smallest = 8 * parallel_file_count;
-  if (digits.empty() || *end != '\0' || size < smallest || size % 8 != 0)
-    throw ConfigError(fmt::format("download size '{}' is not a multiple of 8 bytes of at least {} (e.g. 2G, 256M)",
-                                  text, smallest));
+  const bool valid = !digits.empty() && *end == '\0' && count <= (UINT64_MAX >> shift);
+  const std::uint64_t size = valid ? count << shift : 0;
+  if (size < smallest || size % 8 != 0)
+    throw ConfigError(
+        fmt::format("download size '{}' is not a multiple of 8 bytes of at least {} (e.g. 2G, 256M)", text, smallest));
   return size;
 }
 
@@ -186,8 +186,7 @@ std::uint64_t raw_socket_get(std::uint16_t port, const std::string& target, std:
   address.sin_family = AF_INET;
   address.sin_port = htons(port);
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string request =
-      fmt::format("GET {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", target, port);
+  std::string request = fmt::format("GET {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", target, port);
   if (::connect(socket, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
       !bench::detail::send_all(socket, request)) {
     int error = errno;
@@ -331,41 +330,41 @@ void register_benchmarks(const Context& context) {
     }));
   }
 
-  finish(benchmark::RegisterBenchmark(fmt::format("WriteFsync/pieces:16KiB/{}", label).c_str(),
-                                      [&context](benchmark::State& state) {
-    std::vector<std::uint64_t> words(2048);  // 16 KiB
-    bench::fill_data(words, 0);
-    const auto piece = std::as_bytes(std::span(words));
-    ProcessCpuMeter cpu;
-    for (auto _ : state) {
-      state.PauseTiming();
-      std::optional<bench::TemporaryFolder> folder;
-      folder.emplace(context.work_folder, "write-");
-      try {
-        hub::detail::PartialFile file(folder->path() / "blob.incomplete");
-        state.ResumeTiming();
-        cpu.start();
-        for (std::uint64_t written = 0; written < context.data->size; written += piece.size())
-          file.write({reinterpret_cast<const char*>(piece.data()), piece.size()}, {});
-        file.commit(folder->path() / "blob");
-        cpu.stop();
-      } catch (const std::exception& error) {
-        state.SkipWithError(error.what());
-        break;
-      }
-      state.PauseTiming();
-      folder.reset();  // deleting the file is not timed
-      state.ResumeTiming();
-    }
-    report(state, static_cast<double>(context.data->size), cpu);
-  }));
+  finish(benchmark::RegisterBenchmark(
+      fmt::format("WriteFsync/pieces:16KiB/{}", label).c_str(), [&context](benchmark::State& state) {
+        std::vector<std::uint64_t> words(2048);  // 16 KiB
+        bench::fill_data(words, 0);
+        const auto piece = std::as_bytes(std::span(words));
+        ProcessCpuMeter cpu;
+        for (auto _ : state) {
+          state.PauseTiming();
+          std::optional<bench::TemporaryFolder> folder;
+          folder.emplace(context.work_folder, "write-");
+          try {
+            hub::detail::PartialFile file(folder->path() / "blob.incomplete");
+            state.ResumeTiming();
+            cpu.start();
+            for (std::uint64_t written = 0; written < context.data->size; written += piece.size())
+              file.write({reinterpret_cast<const char*>(piece.data()), piece.size()}, {});
+            file.commit(folder->path() / "blob");
+            cpu.stop();
+          } catch (const std::exception& error) {
+            state.SkipWithError(error.what());
+            break;
+          }
+          state.PauseTiming();
+          folder.reset();  // deleting the file is not timed
+          state.ResumeTiming();
+        }
+        report(state, static_cast<double>(context.data->size), cpu);
+      }));
 
-  finish(benchmark::RegisterBenchmark(fmt::format("Download/one_file/{}", label).c_str(),
-                                      [&context](benchmark::State& state) {
-    bench_download(state, context, [](hub::HubClient& client) {
-      return std::filesystem::file_size(client.download_file(one_file_repo, "model.safetensors"));
-    });
-  }));
+  finish(benchmark::RegisterBenchmark(
+      fmt::format("Download/one_file/{}", label).c_str(), [&context](benchmark::State& state) {
+        bench_download(state, context, [](hub::HubClient& client) {
+          return std::filesystem::file_size(client.download_file(one_file_repo, "model.safetensors"));
+        });
+      }));
 
   auto parallel_name =
       fmt::format("Download/parallel/files:{}/{}", parallel_file_count, size_label(context.data->slice_sizes[0]));
@@ -403,8 +402,9 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   try {
     const char* size_env = std::getenv("SDNQ_BENCH_DOWNLOAD_SIZE");
-    const std::uint64_t size =
-        parse_size(size_flag ? *size_flag : (size_env != nullptr && *size_env != '\0') ? size_env : "2G");
+    const std::uint64_t size = parse_size(size_flag                                    ? *size_flag
+                                          : (size_env != nullptr && *size_env != '\0') ? size_env
+                                                                                       : "2G");
     const std::filesystem::path parent = bench_parent_folder();
     // The served data plus one downloaded copy (or the WriteFsync file) at a time, plus some slack.
     bench::require_free_space(parent, 2 * size + (64ull << 20));

@@ -29,9 +29,10 @@ class TemporaryFolder {
   TemporaryFolder(const std::filesystem::path& parent, std::string_view prefix) {
     std::string pattern = (parent / fmt::format("{}XXXXXX", prefix)).string();
     if (::mkdtemp(pattern.data()) == nullptr)
-      throw IoError(fmt::format("cannot create a temporary folder {}: {}; set TMPDIR or SDNQ_BENCH_DIR to a "
-                                "writable folder",
-                                pattern, std::strerror(errno)));
+      throw IoError(
+          fmt::format("cannot create a temporary folder {}: {}; set TMPDIR or SDNQ_BENCH_DIR to a "
+                      "writable folder",
+                      pattern, std::strerror(errno)));
     path_ = pattern;
   }
   TemporaryFolder(const TemporaryFolder&) = delete;
@@ -72,15 +73,16 @@ inline void remove_on_signal(std::filesystem::path folder) {
 }
 
 inline void require_free_space(const std::filesystem::path& folder, std::uint64_t needed_bytes) {
-  struct statvfs info{};
+  struct statvfs info {};
   if (::statvfs(folder.c_str(), &info) != 0)
     throw IoError(fmt::format("cannot check the free space of {}: {}", folder.string(), std::strerror(errno)));
   const std::uint64_t available = static_cast<std::uint64_t>(info.f_bavail) * info.f_frsize;
   if (available < needed_bytes)
-    throw IoError(fmt::format("{} has {:.2f} GiB free but the benchmark needs {:.2f} GiB (the served data plus "
-                              "one downloaded copy); free space, point SDNQ_BENCH_DIR / TMPDIR elsewhere or use "
-                              "a smaller SDNQ_BENCH_DOWNLOAD_SIZE",
-                              folder.string(), available / 1073741824.0, needed_bytes / 1073741824.0));
+    throw IoError(
+        fmt::format("{} has {:.2f} GiB free but the benchmark needs {:.2f} GiB (the served data plus "
+                    "one downloaded copy); free space, point SDNQ_BENCH_DIR / TMPDIR elsewhere or use "
+                    "a smaller SDNQ_BENCH_DOWNLOAD_SIZE",
+                    folder.string(), available / 1073741824.0, needed_bytes / 1073741824.0));
 }
 
 // Deterministic pseudo-random 64-bit words (splitmix64 of the word index): incompressible, and the
@@ -99,7 +101,7 @@ inline void fill_data(std::span<std::uint64_t> words, std::uint64_t first_index)
 struct ServedData {
   std::filesystem::path file;
   std::uint64_t size = 0;
-  std::string sha256;                     // of the whole file
+  std::string sha256;  // of the whole file
   std::vector<std::uint64_t> slice_offsets, slice_sizes;
   std::vector<std::string> slice_sha256;  // of each slice
 };

@@ -347,8 +347,8 @@ class LoopbackHubServer {
     return send_text(socket, request, 200, "OK", {"Content-Type: application/json"}, body.dump());
   }
 
-  bool answer_resolve(int socket, const detail::Request& request, const std::string& repo_id,
-                      std::string_view revision, std::string_view path_in_repo) {
+  bool answer_resolve(int socket, const detail::Request& request, const std::string& repo_id, std::string_view revision,
+                      std::string_view path_in_repo) {
     bool sent_ok = true;
     const ServedRepo* repo = resolve_repo(socket, request, repo_id, revision, sent_ok);
     if (repo == nullptr) return sent_ok;
@@ -357,9 +357,8 @@ class LoopbackHubServer {
       std::string location = cdn_url(file);
       return send_text(socket, request, 302, "Found",
                        {fmt::format("X-Repo-Commit: {}", repo->commit),
-                        fmt::format("X-Linked-Etag: \"{}\"", file.sha256),
-                        fmt::format("X-Linked-Size: {}", file.size), fmt::format("Location: {}", location),
-                        "Content-Type: text/plain; charset=utf-8"},
+                        fmt::format("X-Linked-Etag: \"{}\"", file.sha256), fmt::format("X-Linked-Size: {}", file.size),
+                        fmt::format("Location: {}", location), "Content-Type: text/plain; charset=utf-8"},
                        fmt::format("Found. Redirecting to {}", location));
     }
     return send_error(socket, request, 404, "Not Found", "EntryNotFound",
@@ -372,7 +371,8 @@ class LoopbackHubServer {
     for (const ServedRepo& repo : repos_)
       for (const ServedFile& file : repo.files)
         if (file.sha256 == sha256) served = &file;
-    if (served == nullptr) return send_text(socket, request, 404, "Not Found", {"Content-Type: text/plain"}, "no such blob");
+    if (served == nullptr)
+      return send_text(socket, request, 404, "Not Found", {"Content-Type: text/plain"}, "no such blob");
     std::uint64_t start = 0, end = served->size;  // [start, end)
     std::vector<std::string> headers = {"Content-Type: application/octet-stream", "Accept-Ranges: bytes",
                                         fmt::format("ETag: \"{}\"", served->sha256)};
