@@ -49,6 +49,12 @@ class UnsupportedError : public Error {
   using Error::Error;
 };
 
+// A fixed-size resource ran out: a workspace arena too small for what a forward pass asked of it.
+class ResourceError : public Error {
+ public:
+  using Error::Error;
+};
+
 // A CUDA runtime or library call failed; the message carries the call site.
 class CudaError : public Error {
  public:
