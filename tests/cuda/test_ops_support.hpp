@@ -56,7 +56,7 @@ inline Comparison compare(const TensorView& actual, const TensorView& expected, 
     const double x = a.data_as<float>()[i], y = e.data_as<float>()[i];
     const double tolerance = absolute + relative * std::fabs(y);
     const double error = std::fabs(x - y);
-    const double excess = error / tolerance;
+    const double excess = tolerance > 0.0 ? error / tolerance : (error > 0.0 ? INFINITY : 0.0);
     if (!(error <= tolerance)) {
       if (result.first_bad < 0) result.first_bad = i;
       ++result.mismatches;

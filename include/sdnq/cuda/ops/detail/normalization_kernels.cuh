@@ -1,0 +1,199 @@
+#pragma once
+// Kernels of normalization.cuh. One warp per row for LayerNorm, RMSNorm and softmax over the last axis
+// (rows of a few thousand elements; the re-reads after the first hit L1/L2); one block per (sample,
+// group) for GroupNorm. Statistics in f32 with the mean subtracted before squaring (two passes).
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "sdnq/cuda/config.cuh"
+#include "sdnq/cuda/ops/detail/common.cuh"
+
+SDNQ_KERNEL_NAMESPACE_BEGIN
+namespace ops::kernel_detail {
+
+inline constexpr int rows_per_block = 4;  // warps per block of the row kernels
+
+enum class RowNorm { layer, rms };
+
+// x, out [rows, dim]; weight, bias [dim] or null. Vector: dim % 8 == 0 and 16-byte aligned rows.
+template <class T, RowNorm Norm, bool Vector>
+__global__ void __launch_bounds__(rows_per_block * 32)
+    row_norm_kernel(const T* x, const T* weight, const T* bias, T* out, std::int64_t rows, int dim, float eps) {
+  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * rows_per_block + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const T* in = x + row * dim;
+  T* o = out + row * dim;
+  constexpr int width = Vector ? 8 : 1;
+  float mean = 0.0f;
+  if constexpr (Norm == RowNorm::layer) {
+    float sum = 0.0f;
+    for (int i = lane * width; i < dim; i += 32 * width) {
+      if constexpr (Vector) {
+        float v[8];
+        load8(in + i, v);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) sum += v[e];
+      } else {
+        sum += to_float(in[i]);
+      }
+    }
+    mean = warp_sum(sum) / static_cast<float>(dim);
+  }
+  float squares = 0.0f;
+  for (int i = lane * width; i < dim; i += 32 * width) {
+    if constexpr (Vector) {
+      float v[8];
+      load8(in + i, v);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) squares += (v[e] - mean) * (v[e] - mean);
+    } else {
+      const float d = to_float(in[i]) - mean;
+      squares += d * d;
+    }
+  }
+  const float inverse = rsqrtf(warp_sum(squares) / static_cast<float>(dim) + eps);
+  for (int i = lane * width; i < dim; i += 32 * width) {
+    float v[width];
+    if constexpr (Vector)
+      load8(in + i, v);
+    else
+      v[0] = to_float(in[i]);
+#pragma unroll
+    for (int e = 0; e < width; ++e) {
+      v[e] = (v[e] - mean) * inverse;
+      if (weight != nullptr) v[e] *= to_float(weight[i + e]);
+      if (bias != nullptr) v[e] += to_float(bias[i + e]);
+    }
+    if constexpr (Vector)
+      store8(o + i, v);
+    else
+      o[i] = from_float<T>(v[0]);
+  }
+}
+
+// Softmax over rows of `dim` elements; a row that is entirely -inf becomes zeros.
+template <class T, bool Vector>
+__global__ void __launch_bounds__(rows_per_block * 32)
+    softmax_kernel(const T* x, T* out, std::int64_t rows, int dim) {
+  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * rows_per_block + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const T* in = x + row * dim;
+  T* o = out + row * dim;
+  constexpr int width = Vector ? 8 : 1;
+  float local_max = -INFINITY;
+  for (int i = lane * width; i < dim; i += 32 * width) {
+    float v[width];
+    if constexpr (Vector)
+      load8(in + i, v);
+    else
+      v[0] = to_float(in[i]);
+#pragma unroll
+    for (int e = 0; e < width; ++e) local_max = fmaxf(local_max, v[e]);
+  }
+  const float row_max = warp_max(local_max);
+  float local_sum = 0.0f;
+  for (int i = lane * width; i < dim; i += 32 * width) {
+    float v[width];
+    if constexpr (Vector)
+      load8(in + i, v);
+    else
+      v[0] = to_float(in[i]);
+#pragma unroll
+    for (int e = 0; e < width; ++e) local_sum += expf(v[e] - row_max);
+  }
+  const float total = warp_sum(local_sum);
+  const bool masked = row_max == -INFINITY;
+  const float inverse = masked ? 0.0f : 1.0f / total;
+  for (int i = lane * width; i < dim; i += 32 * width) {
+    float v[width];
+    if constexpr (Vector)
+      load8(in + i, v);
+    else
+      v[0] = to_float(in[i]);
+#pragma unroll
+    for (int e = 0; e < width; ++e) v[e] = masked ? 0.0f : expf(v[e] - row_max) * inverse;
+    if constexpr (Vector)
+      store8(o + i, v);
+    else
+      o[i] = from_float<T>(v[0]);
+  }
+}
+
+inline constexpr int group_norm_threads = 512;
+
+__device__ __forceinline__ float block_sum(float x, float* scratch /*[32]*/) {
+  x = warp_sum(x);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();  // scratch may still be read from a previous call
+  if (lane == 0) scratch[warp] = x;
+  __syncthreads();
+  float total = 0.0f;
+  for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) total += scratch[w];
+  return total;
+}
+
+// x, out [N, C, positions]; block (n, g) normalizes channels [g·C/G, (g+1)·C/G) × positions, a
+// contiguous run of group_size elements. Then per-channel weight/bias (or null) and optional SiLU.
+// Vector: positions % 8 == 0 and 16-byte aligned x and out.
+template <class T, bool Vector>
+__global__ void __launch_bounds__(group_norm_threads)
+    group_norm_kernel(const T* x, const T* weight, const T* bias, T* out, int channels, int groups,
+                      std::int64_t positions, float eps, bool silu) {
+  __shared__ float scratch[32];
+  const int group = blockIdx.x % groups;
+  const std::int64_t sample = blockIdx.x / groups;
+  const int group_channels = channels / groups;
+  const std::int64_t group_size = group_channels * positions;
+  const std::int64_t offset = (sample * channels + static_cast<std::int64_t>(group) * group_channels) * positions;
+  const T* in = x + offset;
+  T* o = out + offset;
+  constexpr int width = Vector ? 8 : 1;
+  const std::int64_t stride = static_cast<std::int64_t>(blockDim.x) * width;
+  float sum = 0.0f;
+  for (std::int64_t i = threadIdx.x * width; i < group_size; i += stride) {
+    float v[width];
+    if constexpr (Vector)
+      load8(in + i, v);
+    else
+      v[0] = to_float(in[i]);
+#pragma unroll
+    for (int e = 0; e < width; ++e) sum += v[e];
+  }
+  const float mean = block_sum(sum, scratch) / static_cast<float>(group_size);
+  float squares = 0.0f;
+  for (std::int64_t i = threadIdx.x * width; i < group_size; i += stride) {
+    float v[width];
+    if constexpr (Vector)
+      load8(in + i, v);
+    else
+      v[0] = to_float(in[i]);
+#pragma unroll
+    for (int e = 0; e < width; ++e) squares += (v[e] - mean) * (v[e] - mean);
+  }
+  const float inverse = rsqrtf(block_sum(squares, scratch) / static_cast<float>(group_size) + eps);
+  for (std::int64_t i = threadIdx.x * width; i < group_size; i += stride) {
+    const int channel = group * group_channels + static_cast<int>(i / positions);  // one channel per pack
+    const float scale = (weight != nullptr ? to_float(weight[channel]) : 1.0f) * inverse;
+    const float shift = bias != nullptr ? to_float(bias[channel]) : 0.0f;
+    float v[width];
+    if constexpr (Vector)
+      load8(in + i, v);
+    else
+      v[0] = to_float(in[i]);
+#pragma unroll
+    for (int e = 0; e < width; ++e) {
+      v[e] = fmaf(v[e] - mean, scale, shift);
+      if (silu) v[e] = v[e] / (1.0f + expf(-v[e]));
+    }
+    if constexpr (Vector)
+      store8(o + i, v);
+    else
+      o[i] = from_float<T>(v[0]);
+  }
+}
+
+}  // namespace ops::kernel_detail
+SDNQ_KERNEL_NAMESPACE_END

@@ -1,0 +1,140 @@
+#pragma once
+// Normalizations and softmax on device bf16/fp16 tensors (f32 statistics, explicit stream, outputs
+// passed in, no allocation; checked before launch). `out` may be `x`.
+//   layer_norm(x [..., D], weight*, bias*, eps, out)   (x − mean) / sqrt(var + eps) · weight + bias
+//   rms_norm(x [..., D], weight*, eps, out)            x / sqrt(mean(x²) + eps) · weight
+//   group_norm(x [N, C, ...], groups, weight*, bias*, eps, out, silu)   per (sample, group); SiLU fused
+//   softmax(x [..., D], out)                            over the last axis; an all -inf row gives zeros
+// weight / bias: [D] (or [C]) device tensors of x's dtype, or null.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <limits>
+#include <string_view>
+
+#include "sdnq/core/error.hpp"
+#include "sdnq/core/tensor.hpp"
+#include "sdnq/cuda/check.hpp"
+#include "sdnq/cuda/config.cuh"
+#include "sdnq/cuda/ops/detail/common.cuh"
+#include "sdnq/cuda/ops/detail/normalization_kernels.cuh"
+
+SDNQ_KERNEL_NAMESPACE_BEGIN
+namespace ops {
+
+namespace kernel_detail {
+
+inline const void* optional_parameter(const TensorView* p, const TensorView& x, std::int64_t length,
+                                      std::string_view op, std::string_view name) {
+  if (p == nullptr) return nullptr;
+  require_operand(*p, op, name);
+  SDNQ_REQUIRE(p->dtype() == x.dtype() && p->rank() == 1 && p->size(0) == length, ShapeError,
+               "cuda::ops::{}: {} must be {} [{}] like x {}, got {} {}", op, name, dtype_name(x.dtype()), length,
+               x.shape().to_string(), dtype_name(p->dtype()), p->shape().to_string());
+  return p->data();
+}
+
+// Rows and row length of x [..., D] (D ≥ 1, below 2^31).
+inline std::int64_t rows_of(const TensorView& x, std::string_view op) {
+  SDNQ_REQUIRE(x.rank() >= 1 && x.size(x.rank() - 1) >= 1 && x.size(x.rank() - 1) <= std::numeric_limits<int>::max(),
+               ShapeError, "cuda::ops::{}: x must be [..., D] with 1 ≤ D < 2^31, got {}", op, x.shape().to_string());
+  return x.numel() / x.size(x.rank() - 1);
+}
+
+template <RowNorm Norm>
+void run_row_norm(const TensorView& x, const TensorView* weight, const TensorView* bias, float eps,
+                  const TensorView& out, std::string_view op, cudaStream_t stream) {
+  require_operand(x, op, "x");
+  require_like(out, x, x.shape(), op, "out");
+  const std::int64_t rows = rows_of(x, op);
+  const int dim = static_cast<int>(x.size(x.rank() - 1));
+  const void* w = optional_parameter(weight, x, dim, op, "weight");
+  const void* b = optional_parameter(bias, x, dim, op, "bias");
+  SDNQ_REQUIRE(eps >= 0.0f, ShapeError, "cuda::ops::{}: eps must be >= 0, got {}", op, eps);
+  if (rows == 0) return;
+  const bool vector = dim % 8 == 0 && aligned16(x.data()) && aligned16(out.data()) && (w == nullptr || aligned16(w)) &&
+                      (b == nullptr || aligned16(b));
+  const auto blocks = static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block);
+  dispatch_16bit(x.dtype(), [&]<class T>() {
+    const auto* in = static_cast<const T*>(x.data());
+    const auto* wt = static_cast<const T*>(w);
+    const auto* bs = static_cast<const T*>(b);
+    auto* o = static_cast<T*>(out.data());
+    if (vector)
+      row_norm_kernel<T, Norm, true><<<blocks, rows_per_block * 32, 0, stream>>>(in, wt, bs, o, rows, dim, eps);
+    else
+      row_norm_kernel<T, Norm, false><<<blocks, rows_per_block * 32, 0, stream>>>(in, wt, bs, o, rows, dim, eps);
+  });
+  SDNQ_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace kernel_detail
+
+inline void layer_norm(const TensorView& x, const TensorView* weight, const TensorView* bias, float eps,
+                       const TensorView& out, cudaStream_t stream) {
+  kernel_detail::run_row_norm<kernel_detail::RowNorm::layer>(x, weight, bias, eps, out, "layer_norm", stream);
+}
+
+inline void rms_norm(const TensorView& x, const TensorView* weight, float eps, const TensorView& out,
+                     cudaStream_t stream) {
+  kernel_detail::run_row_norm<kernel_detail::RowNorm::rms>(x, weight, nullptr, eps, out, "rms_norm", stream);
+}
+
+inline void softmax(const TensorView& x, const TensorView& out, cudaStream_t stream) {
+  using namespace kernel_detail;
+  require_operand(x, "softmax", "x");
+  require_like(out, x, x.shape(), "softmax", "out");
+  const std::int64_t rows = rows_of(x, "softmax");
+  const int dim = static_cast<int>(x.size(x.rank() - 1));
+  if (rows == 0) return;
+  const bool vector = dim % 8 == 0 && aligned16(x.data()) && aligned16(out.data());
+  const auto blocks = static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block);
+  dispatch_16bit(x.dtype(), [&]<class T>() {
+    const auto* in = static_cast<const T*>(x.data());
+    auto* o = static_cast<T*>(out.data());
+    if (vector)
+      softmax_kernel<T, true><<<blocks, rows_per_block * 32, 0, stream>>>(in, o, rows, dim);
+    else
+      softmax_kernel<T, false><<<blocks, rows_per_block * 32, 0, stream>>>(in, o, rows, dim);
+  });
+  SDNQ_CUDA_CHECK(cudaGetLastError());
+}
+
+inline void group_norm(const TensorView& x, int groups, const TensorView* weight, const TensorView* bias, float eps,
+                       const TensorView& out, bool silu, cudaStream_t stream) {
+  using namespace kernel_detail;
+  require_operand(x, "group_norm", "x");
+  require_like(out, x, x.shape(), "group_norm", "out");
+  SDNQ_REQUIRE(x.rank() >= 2, ShapeError, "cuda::ops::group_norm: x must be [N, C, ...], got {}",
+               x.shape().to_string());
+  const std::int64_t samples = x.size(0), channels = x.size(1);
+  SDNQ_REQUIRE(groups >= 1 && channels % groups == 0 && channels <= std::numeric_limits<int>::max(), ShapeError,
+               "cuda::ops::group_norm: {} groups must divide the {} channels of x {}", groups, channels,
+               x.shape().to_string());
+  SDNQ_REQUIRE(samples * groups <= std::numeric_limits<int>::max(), UnsupportedError,
+               "cuda::ops::group_norm: {} samples x {} groups exceed one launch", samples, groups);
+  SDNQ_REQUIRE(eps >= 0.0f, ShapeError, "cuda::ops::group_norm: eps must be >= 0, got {}", eps);
+  const void* w = optional_parameter(weight, x, channels, "group_norm", "weight");
+  const void* b = optional_parameter(bias, x, channels, "group_norm", "bias");
+  const std::int64_t positions = channels == 0 || samples == 0 ? 0 : x.numel() / (samples * channels);
+  if (samples == 0 || channels == 0 || positions == 0) return;
+  const bool vector = positions % 8 == 0 && aligned16(x.data()) && aligned16(out.data());
+  const auto blocks = static_cast<unsigned>(samples * groups);
+  dispatch_16bit(x.dtype(), [&]<class T>() {
+    const auto* in = static_cast<const T*>(x.data());
+    const auto* wt = static_cast<const T*>(w);
+    const auto* bs = static_cast<const T*>(b);
+    auto* o = static_cast<T*>(out.data());
+    const int c = static_cast<int>(channels);
+    if (vector)
+      group_norm_kernel<T, true><<<blocks, group_norm_threads, 0, stream>>>(in, wt, bs, o, c, groups, positions, eps,
+                                                                           silu);
+    else
+      group_norm_kernel<T, false><<<blocks, group_norm_threads, 0, stream>>>(in, wt, bs, o, c, groups, positions, eps,
+                                                                            silu);
+  });
+  SDNQ_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace ops
+SDNQ_KERNEL_NAMESPACE_END

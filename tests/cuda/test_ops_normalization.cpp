@@ -1,0 +1,97 @@
+// LayerNorm, RMSNorm, GroupNorm (+ SiLU) and softmax on the GPU against nn::layer_norm / rms_norm /
+// group_norm / softmax (statistics in double on the CPU, f32 on the GPU) on the exact f32 widening of
+// the same bf16/fp16 inputs. Tolerance: the output rounding u·|expected| plus 2e-5 absolute for the
+// f32 statistics (outputs are O(1..10)). Rows of 8-multiple lengths take the 16-byte path, odd ones
+// the scalar path.
+#include <cstdint>
+#include <limits>
+
+#include "cuda/test_ops_launchers.hpp"
+#include "cuda/test_ops_support.hpp"
+#include "sdnq/nn/tensor_ops.hpp"
+#include "sdnq_catch.hpp"
+
+namespace {
+
+using sdnq::DType;
+using sdnq::Shape;
+using sdnq::Tensor;
+namespace gpu = sdnq::test::ops;
+
+void require_close(const sdnq::TensorView& actual, const sdnq::TensorView& expected, DType dtype) {
+  REQUIRE(actual.shape() == expected.shape());
+  const auto comparison = sdnq::test::compare(actual, expected, 2e-5, sdnq::test::unit_roundoff(dtype) * 1.01);
+  INFO(comparison.describe());
+  REQUIRE(comparison.mismatches == 0);
+}
+
+}  // namespace
+
+TEST_CASE("ops: layer_norm with and without affine parameters", "[cuda][ops]") {
+  const std::int64_t dim = GENERATE(3072, 768, 77, 8);
+  const bool affine = GENERATE(false, true);
+  const DType dtype = GENERATE(DType::bf16, DType::f16);
+  INFO("dim " << dim << ", affine " << affine << ", " << sdnq::dtype_name(dtype));
+  // An offset mean (1.5) checks the mean is taken out before squaring.
+  const Tensor x = sdnq::test::random_tensor(Shape{3, 11, dim}, dtype, 21, 0.5f, 2.5f);
+  const Tensor w = sdnq::test::random_tensor(Shape{dim}, dtype, 22, 0.5f, 1.5f);
+  const Tensor b = sdnq::test::random_tensor(Shape{dim}, dtype, 23);
+  const Tensor w32 = sdnq::test::widen(w), b32 = sdnq::test::widen(b);
+  const sdnq::TensorView wv = w32, bv = b32, wd = w, bd = b;
+  const Tensor expected = sdnq::nn::layer_norm(sdnq::test::widen(x), affine ? &wv : nullptr, affine ? &bv : nullptr,
+                                               1e-6f);
+  require_close(gpu::layer_norm(x, affine ? &wd : nullptr, affine ? &bd : nullptr, 1e-6f), expected, dtype);
+}
+
+TEST_CASE("ops: rms_norm with and without weight (T5, QK-norm over head_dim)", "[cuda][ops]") {
+  const std::int64_t dim = GENERATE(4096, 128, 45);
+  const bool weighted = GENERATE(false, true);
+  const DType dtype = GENERATE(DType::bf16, DType::f16);
+  INFO("dim " << dim << ", weighted " << weighted);
+  const Tensor x = sdnq::test::random_tensor(Shape{37, dim}, dtype, 24, -2.0f, 2.0f);
+  const Tensor w = sdnq::test::random_tensor(Shape{dim}, dtype, 25, 0.5f, 1.5f);
+  const Tensor w32 = sdnq::test::widen(w);
+  const sdnq::TensorView wv = w32, wd = w;
+  const Tensor expected = sdnq::nn::rms_norm(sdnq::test::widen(x), weighted ? &wv : nullptr, 1e-6f);
+  require_close(gpu::rms_norm(x, weighted ? &wd : nullptr, 1e-6f), expected, dtype);
+}
+
+TEST_CASE("ops: group_norm with affine parameters, optionally fused with SiLU", "[cuda][ops]") {
+  const Shape shape = GENERATE(Shape{2, 64, 16, 16}, Shape{2, 12, 5, 7}, Shape{1, 32, 3});
+  const int groups = GENERATE(4, 32);
+  const bool silu = GENERATE(false, true);
+  const DType dtype = GENERATE(DType::bf16, DType::f16);
+  if (shape[1] % groups != 0) return;
+  INFO("shape " << shape.to_string() << ", groups " << groups << ", silu " << silu);
+  const Tensor x = sdnq::test::random_tensor(shape, dtype, 26, -1.0f, 3.0f);
+  const Tensor w = sdnq::test::random_tensor(Shape{shape[1]}, dtype, 27, 0.5f, 1.5f);
+  const Tensor b = sdnq::test::random_tensor(Shape{shape[1]}, dtype, 28);
+  const Tensor w32 = sdnq::test::widen(w), b32 = sdnq::test::widen(b);
+  const sdnq::TensorView wv = w32, bv = b32, wd = w, bd = b;
+  Tensor expected = sdnq::nn::group_norm(sdnq::test::widen(x), groups, &wv, &bv, 1e-5f);
+  if (silu) sdnq::nn::activate_(expected, sdnq::nn::Activation::silu);
+  require_close(gpu::group_norm(x, groups, &wd, &bd, 1e-5f, silu), expected, dtype);
+}
+
+TEST_CASE("ops: group_norm without affine parameters", "[cuda][ops]") {
+  const Tensor x = sdnq::test::random_tensor(Shape{2, 32, 8, 8}, DType::bf16, 29);
+  const Tensor expected = sdnq::nn::group_norm(sdnq::test::widen(x), 8, nullptr, nullptr, 1e-6f);
+  require_close(gpu::group_norm(x, 8, nullptr, nullptr, 1e-6f, false), expected, DType::bf16);
+}
+
+TEST_CASE("ops: softmax over the last axis, incl. -inf entries and an all -inf row", "[cuda][ops]") {
+  const std::int64_t dim = GENERATE(77, 4608, 16);
+  const DType dtype = GENERATE(DType::bf16, DType::f16);
+  Tensor x = sdnq::test::random_tensor(Shape{5, dim}, dtype, 30, -8.0f, 8.0f);
+  const auto set = [&](std::int64_t i, float value) {
+    if (dtype == DType::bf16)
+      x.data_as<sdnq::bf16>()[i] = sdnq::bf16(value);
+    else
+      x.data_as<sdnq::fp16>()[i] = sdnq::fp16(value);
+  };
+  const float negative_infinity = -std::numeric_limits<float>::infinity();
+  for (std::int64_t i = 0; i < dim; i += 3) set(dim + i, negative_infinity);  // row 1: masked entries
+  for (std::int64_t i = 0; i < dim; ++i) set(2 * dim + i, negative_infinity);  // row 2: fully masked
+  INFO("dim " << dim << ", " << sdnq::dtype_name(dtype));
+  require_close(gpu::softmax(x), sdnq::nn::softmax(sdnq::test::widen(x)), dtype);
+}
