@@ -4,6 +4,8 @@
 //                        (bf16 [B·H, Lq, Lk] in memory), a row softmax kernel, cuBLAS O = P·V
 // at FLUX.1's shape (B 1, H 24, L 4608, D 128) and SDXL-like ones (D 64). bf16, [B, H, L, D] tensors.
 // Each sdnq row also reports max_abs_diff: the largest |difference| from the cuBLAS baseline's output.
+// rope_qk: cuda::ops::apply_rope in place on q and k ([B, L, H·D] activations seen through split_heads),
+// the memory-bound step FLUX runs right before attention; TBps counts bytes read + written.
 #include <benchmark/benchmark.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -19,6 +21,7 @@
 #include "sdnq/cuda/check.hpp"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/ops/attention.cuh"
+#include "sdnq/cuda/ops/positional.cuh"
 
 namespace {
 
@@ -138,8 +141,29 @@ void bench_sdnq_flash(benchmark::State& state) {
   }
 }
 
+void bench_rope_qk(benchmark::State& state) {
+  const Problem p = problem_of(state);
+  const std::int64_t width = static_cast<std::int64_t>(p.heads) * p.head_dim;
+  sdnq::Tensor q = sdnq::cuda::empty(sdnq::Shape{p.batch, p.length, width}, sdnq::DType::bf16);
+  sdnq::Tensor k = sdnq::cuda::empty(sdnq::Shape{p.batch, p.length, width}, sdnq::DType::bf16);
+  sdnq::Tensor cos = sdnq::cuda::empty(sdnq::Shape{p.length, p.head_dim}, sdnq::DType::f32);
+  sdnq::Tensor sin = sdnq::cuda::empty(sdnq::Shape{p.length, p.head_dim}, sdnq::DType::f32);
+  fill(q, 4);
+  fill(k, 5);
+  SDNQ_CUDA_CHECK(cudaMemset(cos.data(), 0, cos.nbytes()));  // values do not change the traffic
+  SDNQ_CUDA_CHECK(cudaMemset(sin.data(), 0, sin.nbytes()));
+  const sdnq::TensorView q_heads = sdnq::cuda::ops::split_heads(q, p.heads, p.head_dim);
+  const sdnq::TensorView k_heads = sdnq::cuda::ops::split_heads(k, p.heads, p.head_dim);
+  const double us = time_median_us(state, 1, [&](int) {
+    sdnq::cuda::ops::apply_rope(q_heads, cos, sin, q_heads, nullptr);
+    sdnq::cuda::ops::apply_rope(k_heads, cos, sin, k_heads, nullptr);
+  });
+  report(state, us, 0.0, 2.0 * 2.0 * static_cast<double>(q.nbytes()));
+}
+
 void register_all() {
   const std::vector<Problem> problems = {{1, 24, 4608, 128}, {2, 20, 1024, 64}, {2, 10, 4096, 64}, {1, 24, 1024, 128}};
+  benchmark::RegisterBenchmark("rope_qk/B1/H24/L4608/D128", bench_rope_qk)->Args({1, 24, 4608, 128})->UseManualTime();
   const char* block_names[] = {"warps4_rows64", "warps4_rows128", "warps8_rows128"};
   for (const Problem& p : problems) {
     const std::string shape = "/B" + std::to_string(p.batch) + "/H" + std::to_string(p.heads) + "/L" +
