@@ -1,6 +1,9 @@
 // SHA-256 against the NIST vectors, fnmatch against Python's fnmatchcase, repo ids, URLs and settings.
+#include <cstdint>
 #include <cstdlib>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "sdnq/hub/patterns.hpp"
 #include "sdnq/hub/repo.hpp"
@@ -31,6 +34,29 @@ TEST_CASE("sha256 matches the FIPS 180-4 example vectors", "[hub][sha256]") {
   CHECK(sha256_hex(std::string(55, 'a')) == "9f4390f8d30c2dd92ec9f095b65e2b9ae9b0a925a5258e241c9f1e910f734318");
   CHECK(sha256_hex(std::string(56, 'a')) == "b35439a4ac6f0948b6d6f9e3c6af0f5f590ce20f1bde7090ef7970686ec6738a");
   CHECK(sha256_hex(std::string(64, 'a')) == "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb");
+}
+
+TEST_CASE("sha256: the SHA-NI path computes the same compression as the portable code", "[hub][sha256]") {
+#if SDNQ_SHA256_HAS_X86_EXTENSIONS
+  if (!detail::cpu_has_sha_extensions()) {
+    WARN("this CPU has no SHA extensions: only the portable path (checked by the vectors above) runs here");
+    return;
+  }
+  std::mt19937 generator(5);
+  std::vector<std::uint8_t> data(64 * 37);
+  for (auto& byte : data) byte = static_cast<std::uint8_t>(generator());
+  for (std::size_t blocks : {0u, 1u, 2u, 3u, 17u, 37u}) {
+    std::array<std::uint32_t, 8> portable_state{}, x86_state{};
+    for (auto& word : portable_state) word = static_cast<std::uint32_t>(generator());
+    x86_state = portable_state;
+    detail::sha256_blocks_portable(portable_state, data.data(), blocks);
+    detail::sha256_blocks_x86(x86_state, data.data(), blocks);
+    CAPTURE(blocks);
+    CHECK(x86_state == portable_state);
+  }
+#else
+  WARN("not an x86 build: only the portable path exists");
+#endif
 }
 
 TEST_CASE("fnmatch_case follows Python's fnmatch.fnmatchcase", "[hub][patterns]") {
