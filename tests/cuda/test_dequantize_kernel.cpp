@@ -114,3 +114,69 @@ TEST_CASE("dequantize kernel: bad input is rejected before launching", "[cuda][d
                     sdnq::UnsupportedError);
   }
 }
+
+namespace {
+
+// float8_e4m3fn (§1.3): sign, 4 exponent bits (bias 7), 3 mantissa bits, S.1111.111 is NaN; written out here.
+std::vector<float> float8_e4m3fn_table() {
+  std::vector<float> table(256);
+  for (int code = 0; code < 256; ++code) {
+    const int sign = code >> 7, exponent = (code >> 3) & 15, mantissa = code & 7;
+    double magnitude = exponent > 0 ? std::ldexp(1.0 + mantissa / 8.0, exponent - 7) : std::ldexp(mantissa / 8.0, -6);
+    if (exponent == 15 && mantissa == 7) magnitude = std::nan("");
+    table[code] = static_cast<float>(sign ? -magnitude : magnitude);
+  }
+  return table;
+}
+
+// Bit-exact, except that a NaN expected value only needs a NaN (the NaN payload is not specified).
+template <class T>
+std::int64_t mismatches_allowing_nan(const sdnq::test::RandomLinear& linear, DType output) {
+  const sdnq::Tensor out = sdnq::test::run_dequantize_kernel(linear.codes, output, ScaleRounding::to_output_dtype);
+  std::int64_t mismatches = 0;
+  for (std::size_t i = 0; i < linear.dense.size(); ++i) {
+    const T actual = out.data_as<T>()[i];
+    if (std::isnan(linear.dense[i])) {
+      if (!std::isnan(actual.to_float())) ++mismatches;
+    } else if (actual.bits != T(static_cast<float>(linear.dense[i])).bits) {
+      ++mismatches;
+    }
+  }
+  return mismatches;
+}
+
+}  // namespace
+
+TEST_CASE("dequantize kernel: the vector path (2/4/8 bits, aligned K and groups) is bit-exact", "[cuda][dequantize]") {
+  SECTION("uint4 g128, bf16 and fp16") {
+    const auto bf = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 45, 384, 128, 0, 30);
+    require_bit_exact<sdnq::bf16>(bf, DType::bf16);
+    const auto half = sdnq::test::make_random_linear<sdnq::fp16>(4, CodeValue::unsigned_integer, 45, 384, 128, 0, 31);
+    require_bit_exact<sdnq::fp16>(half, DType::f16);
+  }
+  SECTION("signed int4 g32 and uint2 g32") {
+    require_bit_exact<sdnq::bf16>(
+        sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::signed_integer, 17, 64, 32, 0, 32), DType::bf16);
+    require_bit_exact<sdnq::bf16>(
+        sdnq::test::make_random_linear<sdnq::bf16>(2, CodeValue::unsigned_integer, 17, 96, 32, 0, 33), DType::bf16);
+  }
+  SECTION("int8 row-wise and g16 (fp16), uint8 tensor-wise") {
+    require_bit_exact<sdnq::bf16>(
+        sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::signed_integer, 29, 256, -1, 0, 34), DType::bf16);
+    require_bit_exact<sdnq::fp16>(
+        sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 29, 48, 16, 0, 35), DType::f16);
+    require_bit_exact<sdnq::bf16>(
+        sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::unsigned_integer, 29, 64, -2, 0, 36), DType::bf16);
+  }
+  SECTION("int8 with more chunks than one wave of threads (grid-stride loop): 1056 x 8448") {
+    const auto linear =
+        sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::signed_integer, 1056, 8448, 128, 0, 37);
+    require_bit_exact<sdnq::bf16>(linear, DType::bf16);
+  }
+  SECTION("float8_e4m3fn through the lookup table, NaN codes included") {
+    const std::vector<float> table = float8_e4m3fn_table();
+    const auto linear =
+        sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::lookup, 40, 512, -1, 0, 38, false, &table);
+    REQUIRE(mismatches_allowing_nan<sdnq::bf16>(linear, DType::bf16) == 0);
+  }
+}

@@ -6,7 +6,10 @@
 //   v  += Σ_r svd_up[o,r]·svd_down[r,c] in fp32 (optional), then one rounding to the output dtype.
 // Without SVD this is bit-exact with the reference loader.
 //
-// Tiling: one thread per "unit" (4 packed bytes for 2/4/8 bits, one packer block for 3/5/6/7 bits,
+// Fast path (detail/dequantize_vector.cuh): widths 2, 4 and 8 without SVD, not transposed, K and the
+// group size multiples of 32 (16 for 8 bits), aligned pointers: 16-byte loads and stores, 16-32 codes
+// and one parameter read per thread; the same arithmetic, so still bit-exact.
+// Generic path, everything else: one thread per "unit" (4 packed bytes for 2/4/8 bits, one packer block for 3/5/6/7 bits,
 // one int64 word for 1 bit), grid-stride; per unit one 32-bit division finds (row, column), then the
 // codes walk the row. Moves N·K·bits/8 bytes in and 2·N·K out; the SVD add-back costs r FMAs per
 // element through L1/L2 (a separate tiled pass would be faster for large r; not done yet).
@@ -20,6 +23,7 @@
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/cuda/check.hpp"
 #include "sdnq/cuda/config.cuh"
+#include "sdnq/cuda/detail/dequantize_vector.cuh"
 #include "sdnq/cuda/detail/kernel_convert.cuh"
 #include "sdnq/cuda/detail/kernel_packed_codes.hpp"
 #include "sdnq/cuda/repack.hpp"
@@ -205,6 +209,38 @@ inline void dequantize(const LinearCodes& weight, TensorView out, ScaleRounding 
   SDNQ_REQUIRE(weight.svd_rank() <= 1024, UnsupportedError, "{}: SVD rank {} exceeds 1024", weight.name,
                weight.svd_rank());
 
+  const std::int64_t group_size = weight.group_size > 0 ? weight.group_size : k;
+  const bool lookup = weight.value == CodeValue::lookup;
+  const bool native_int8 = weight.bits == 8 && weight.value == CodeValue::signed_integer;
+  const float code_offset =
+      weight.value == CodeValue::signed_integer ? -static_cast<float>(1 << (weight.bits - 1)) : 0.0f;
+  if (!weight.svd_up && !weight.transposed &&
+      kernel_detail::dequantize_vector_supported(weight.bits, k, group_size, weight.codes.data(), out.data())) {
+    kernel_detail::DequantizeVectorParams vector{};
+    vector.codes = weight.codes.data();
+    vector.scale = weight.scale.data();
+    vector.zero_point = weight.zero_point ? weight.zero_point->data() : nullptr;
+    vector.param_stride = 1;
+    vector.params_in_output_dtype = params_in_output_dtype;
+    vector.round_params = rounding == ScaleRounding::to_output_dtype;
+    vector.lookup_table = lookup ? static_cast<const float*>(weight.lookup_table->data()) : nullptr;
+    vector.out = out.data();
+    vector.rows = n;
+    vector.in_features = k;
+    vector.group_size = group_size;
+    vector.param_row_stride = weight.group_size == -2 ? 0 : weight.groups_per_row();
+    vector.code_xor = native_int8 ? 0x80u : 0u;
+    vector.code_minus = 8388608.0f - code_offset;
+    int device = 0, multiprocessors = 0;
+    SDNQ_CUDA_CHECK(cudaGetDevice(&device));
+    SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
+    if (out.dtype() == DType::bf16)
+      kernel_detail::dispatch_dequantize_vector<__nv_bfloat16>(weight.bits, lookup, vector, multiprocessors, stream);
+    else
+      kernel_detail::dispatch_dequantize_vector<__half>(weight.bits, lookup, vector, multiprocessors, stream);
+    return;
+  }
+
   kernel_detail::DequantizeParams params{};
   params.codes = static_cast<const std::uint8_t*>(weight.codes.data());
   params.word_bytes = weight.bits == 1 ? static_cast<int>(weight.codes.element_size()) : 1;
@@ -219,17 +255,13 @@ inline void dequantize(const LinearCodes& weight, TensorView out, ScaleRounding 
   params.out = out.data();
   params.out_features = n;
   params.in_features = k;
-  params.group_size = weight.group_size > 0 ? weight.group_size : k;
+  params.group_size = group_size;
   params.param_row_stride = weight.group_size == -2 ? 0 : weight.groups_per_row();
-  const bool native_int8 = weight.bits == 8 && weight.value == CodeValue::signed_integer;
   params.code_xor = native_int8 ? 0x80u : 0u;
-  const float code_offset =
-      weight.value == CodeValue::signed_integer ? -static_cast<float>(1 << (weight.bits - 1)) : 0.0f;
   params.code_minus = 8388608.0f - code_offset;
   params.transposed = weight.transposed;
   params.units = kernel_detail::dequantize_units(weight.bits, n * k);
 
-  const bool lookup = weight.value == CodeValue::lookup;
   if (out.dtype() == DType::bf16) kernel_detail::dispatch_dequantize_bits<__nv_bfloat16>(weight.bits, params, lookup, stream);
   else kernel_detail::dispatch_dequantize_bits<__half>(weight.bits, params, lookup, stream);
 }
