@@ -1,0 +1,176 @@
+// The quantized Linear dispatcher (linear.cuh) against cuBLAS bf16 at the issue's shapes, in one
+// process: "linear_<format>" is the automatic route, "route_<name>_<format>" forces one route (the
+// rows that chose the thresholds). Same conventions as bench_weight_only*.cu: median µs per call (the
+// API call with its checks and every launch included; our calls add the bias, cuBLAS does not),
+// TFLOP/s (2·M·N·K), TB/s over the bytes the kernels must read (codes + bf16 (scale, zero) pairs + SVD
+// factors; bf16 weights for cuBLAS), vs_cublas = cuBLAS time / ours (> 1 is faster). Weights rotate
+// among copies whose codes total > 120 MB. Formats: uint4 g128 with zero points + SVD rank 32, int8
+// row-wise; bf16 activations.
+// Run: bench_linear --benchmark_min_time=0.05s
+
+#include <benchmark/benchmark.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "bench_harness.cuh"
+#include "sdnq/core/scalar.hpp"
+#include "sdnq/cuda/check.hpp"
+#include "sdnq/cuda/device_memory.hpp"
+#include "sdnq/cuda/linear.cuh"
+
+namespace {
+
+using namespace sdnq_bench;
+using sdnq::cuda::LinearRoute;
+
+enum Format : int { uint4_g128_svd32 = 0, int8_rowwise = 1 };
+
+std::uint64_t next_random(std::uint64_t& state) {
+  state += 0x9E3779B97F4A7C15ull;
+  std::uint64_t z = state;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// A random host checkpoint weight: codes uniform, scales 0.001..0.02, zero points −0.05..0, SVD
+// factors ±0.05.
+struct HostWeight {
+  sdnq::cuda::LinearCodes codes;
+  sdnq::Tensor packed, scale, zero_point, svd_up, svd_down;
+};
+
+HostWeight make_host_weight(int format, std::int64_t n, std::int64_t k, std::uint64_t seed) {
+  HostWeight out;
+  const bool four_bit = format == uint4_g128_svd32;
+  const std::int64_t groups = four_bit ? k / 128 : 1;
+  out.packed = sdnq::Tensor::empty(sdnq::Shape{four_bit ? n * k / 2 : n * k}, four_bit ? sdnq::DType::u8 : sdnq::DType::i8);
+  auto* bytes = static_cast<std::uint8_t*>(out.packed.data());
+  for (std::int64_t i = 0; i < out.packed.numel(); i += 8) {
+    const std::uint64_t word = next_random(seed);
+    for (int b = 0; b < 8 && i + b < out.packed.numel(); ++b) bytes[i + b] = static_cast<std::uint8_t>(word >> (8 * b));
+  }
+  const auto uniform = [&](float low, float high) {
+    return low + (high - low) * static_cast<float>(next_random(seed) >> 40) / 16777216.0f;
+  };
+  out.scale = sdnq::Tensor::empty(sdnq::Shape{n, groups, 1}, sdnq::DType::f32);
+  for (std::int64_t i = 0; i < out.scale.numel(); ++i) out.scale.data_as<float>()[i] = uniform(0.001f, 0.02f);
+  auto& w = out.codes;
+  w.name = "bench";
+  w.bits = four_bit ? 4 : 8;
+  w.value = four_bit ? sdnq::cuda::CodeValue::unsigned_integer : sdnq::cuda::CodeValue::signed_integer;
+  w.out_features = n;
+  w.in_features = k;
+  w.group_size = four_bit ? 128 : -1;
+  w.codes = out.packed;
+  w.scale = out.scale;
+  if (four_bit) {
+    out.zero_point = sdnq::Tensor::empty(sdnq::Shape{n, groups, 1}, sdnq::DType::f32);
+    for (std::int64_t i = 0; i < out.zero_point.numel(); ++i) out.zero_point.data_as<float>()[i] = uniform(-0.05f, 0.0f);
+    w.zero_point = sdnq::TensorView(out.zero_point);
+    constexpr std::int64_t rank = 32;
+    out.svd_up = sdnq::Tensor::empty(sdnq::Shape{n, rank}, sdnq::DType::bf16);
+    out.svd_down = sdnq::Tensor::empty(sdnq::Shape{rank, k}, sdnq::DType::bf16);
+    for (std::int64_t i = 0; i < n * rank; ++i) out.svd_up.data_as<sdnq::bf16>()[i] = sdnq::bf16(uniform(-0.05f, 0.05f));
+    for (std::int64_t i = 0; i < rank * k; ++i) out.svd_down.data_as<sdnq::bf16>()[i] = sdnq::bf16(uniform(-0.05f, 0.05f));
+    w.svd_up = sdnq::TensorView(out.svd_up);
+    w.svd_down = sdnq::TensorView(out.svd_down);
+  }
+  return out;
+}
+
+double read_bytes(int format, double n, double k) {
+  return format == uint4_g128_svd32 ? n * k / 2 + 4.0 * n * (k / 128) + 2.0 * 32 * (n + k) : n * k + 4.0 * n;
+}
+
+// Layers per (format, N, K), built once and shared by every M and route (the host repack is slow).
+std::vector<std::unique_ptr<sdnq::cuda::QuantizedLinear>>& layers(int format, std::int64_t n, std::int64_t k) {
+  static std::map<std::tuple<int, std::int64_t, std::int64_t>, std::vector<std::unique_ptr<sdnq::cuda::QuantizedLinear>>>
+      cache;
+  auto& entry = cache[{format, n, k}];
+  if (entry.empty()) {
+    const HostWeight host = make_host_weight(format, n, k, 1234 + format);
+    const int copies = std::max(1, static_cast<int>(rotation_bytes / read_bytes(format, n, k)) + 1);
+    for (int c = 0; c < copies; ++c)
+      entry.push_back(std::make_unique<sdnq::cuda::QuantizedLinear>(host.codes, sdnq::DType::bf16));
+  }
+  return entry;
+}
+
+// state.range: M, N, K, format, route (LinearRoute as an integer).
+void bench_linear(benchmark::State& state) {
+  const std::int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const int format = static_cast<int>(state.range(3));
+  const auto route = static_cast<LinearRoute>(state.range(4));
+  auto& copies = layers(format, n, k);
+  const LinearRoute taken = route == LinearRoute::automatic ? copies[0]->route_for(m) : route;
+  if (!copies[0]->supports(taken)) {
+    state.SkipWithError("route not available for this weight");
+    return;
+  }
+  sdnq::Tensor x = sdnq::cuda::empty(sdnq::Shape{m, k}, sdnq::DType::bf16);
+  sdnq::Tensor bias = sdnq::cuda::empty(sdnq::Shape{n}, sdnq::DType::bf16);
+  sdnq::Tensor y = sdnq::cuda::empty(sdnq::Shape{m, n}, sdnq::DType::bf16);
+  fill(x, 8);
+  fill(bias, 9);
+  const std::size_t workspace_bytes = copies[0]->workspace_bytes(m, taken);
+  sdnq::Tensor workspace = sdnq::cuda::empty(sdnq::Shape{static_cast<std::int64_t>(workspace_bytes) + 16}, sdnq::DType::u8);
+  cublasHandle_t handle{};
+  SDNQ_CUBLAS_CHECK(cublasCreate(&handle));
+  const double us = time_median_us(state, static_cast<int>(copies.size()), [&](int c) {
+    sdnq::cuda::quantized_linear(*copies[c], x, sdnq::TensorView(bias), y, workspace, handle, nullptr, route);
+  });
+  SDNQ_CUBLAS_CHECK(cublasDestroy(handle));
+  report(state, us, 2.0 * m * n * k, read_bytes(format, n, k));
+  state.counters["route"] = static_cast<double>(static_cast<int>(taken));
+  const auto it = cublas_microseconds().find({static_cast<int>(m), static_cast<int>(n), static_cast<int>(k)});
+  if (it != cublas_microseconds().end()) state.counters["vs_cublas"] = it->second / us;
+}
+
+void register_all() {
+  const std::vector<std::pair<int, int>> shapes = {{3072, 3072}, {12288, 3072}, {3072, 12288}, {9216, 3072},
+                                                   {21504, 3072}, {8192, 8192}, {1280, 5120}};
+  const char* format_names[] = {"uint4_g128_svd32", "int8_rowwise"};
+  for (const auto& [n, k] : shapes)
+    for (const int m : {1, 4, 16, 64, 256, 1024, 4096}) {
+      const std::string shape = "/M" + std::to_string(m) + "/N" + std::to_string(n) + "/K" + std::to_string(k);
+      benchmark::RegisterBenchmark(("cublas_bf16" + shape).c_str(), bench_cublas)->Args({m, n, k})->UseManualTime();
+      for (const int format : {uint4_g128_svd32, int8_rowwise}) {
+        const std::string name = format_names[format];
+        benchmark::RegisterBenchmark(("linear_" + name + shape).c_str(), bench_linear)
+            ->Args({m, n, k, format, static_cast<int>(LinearRoute::automatic)})
+            ->UseManualTime();
+        // Forced routes only where they compete (the slow ends are in docs/kernels.md already).
+        if (m <= 16)
+          benchmark::RegisterBenchmark(("route_small_m_" + name + shape).c_str(), bench_linear)
+              ->Args({m, n, k, format, static_cast<int>(LinearRoute::small_m)})
+              ->UseManualTime();
+        if (m <= 1024)
+          benchmark::RegisterBenchmark(("route_tensor_core_" + name + shape).c_str(), bench_linear)
+              ->Args({m, n, k, format, static_cast<int>(LinearRoute::tensor_core)})
+              ->UseManualTime();
+        if (m >= 64)
+          benchmark::RegisterBenchmark(("route_dequantize_cublas_" + name + shape).c_str(), bench_linear)
+              ->Args({m, n, k, format, static_cast<int>(LinearRoute::dequantize_cublas)})
+              ->UseManualTime();
+      }
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

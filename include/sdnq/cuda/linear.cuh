@@ -1,0 +1,333 @@
+#pragma once
+// One quantized Linear on the GPU:  y[M, N] = x[M, K] · dequant(W)ᵀ (+ SVD branch) (+ b).
+// `QuantizedLinear` owns the weight repacked for the kernels that can run it; `quantized_linear()`
+// picks, by M and format, the fastest of three routes (or the one the caller forces):
+//   small_m            gemv.cuh: CUDA-core weight streaming, integer codes, M ≤ 64
+//   tensor_core        gemm_tc.cuh: mma.sync, dequantization in registers, 4/8-bit integer codes
+//   dequantize_cublas  the weight dequantized into the caller's workspace N-chunk by N-chunk (at most
+//                      QuantizedLinearOptions::dense_workspace_limit bytes), cuBLAS GEMM per chunk,
+//                      SVD branch as two small GEMMs (detail/linear_dense.cuh); every format
+// No allocation happens in a call: the caller passes a device workspace of at least
+// workspace_bytes(M) and a cuBLAS handle (needed by the dequantize_cublas route only; its stream is
+// set to `stream`). Every argument is checked before anything is launched.
+//
+// Automatic choice (thresholds below, measured on one H100, see docs/kernels.md):
+//   M ≤ small_m_max_tokens with a GEMV layout → small_m; M ≤ tensor_core_max_tokens with a
+//   tensor-core layout → tensor_core; formats without one: small_m up to
+//   small_m_max_tokens_without_tensor_core; everything else → dequantize_cublas.
+//
+// Memory: a 4/8-bit integer weight is kept in two layouts (GEMV and tensor core: twice the code
+// bytes); widths 1/3/5/6/7 and float codes also keep the checkpoint layout for the dense route.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sdnq/core/dtype.hpp"
+#include "sdnq/core/error.hpp"
+#include "sdnq/core/scalar.hpp"
+#include "sdnq/core/tensor.hpp"
+#include "sdnq/cuda/check.hpp"
+#include "sdnq/cuda/config.cuh"
+#include "sdnq/cuda/dequantize.cuh"
+#include "sdnq/cuda/detail/linear_dense.cuh"
+#include "sdnq/cuda/device_memory.hpp"
+#include "sdnq/cuda/gemm_tc.cuh"
+#include "sdnq/cuda/gemv.cuh"
+#include "sdnq/cuda/repack.hpp"
+
+SDNQ_KERNEL_NAMESPACE_BEGIN
+
+enum class LinearRoute : std::uint8_t { automatic, small_m, tensor_core, dequantize_cublas };
+
+inline const char* linear_route_name(LinearRoute route) {
+  switch (route) {
+    case LinearRoute::small_m: return "small_m";
+    case LinearRoute::tensor_core: return "tensor_core";
+    case LinearRoute::dequantize_cublas: return "dequantize_cublas";
+    default: return "automatic";
+  }
+}
+
+// Token counts where the automatic choice switches route (see the file comment).
+inline constexpr std::int64_t small_m_max_tokens = 4;
+inline constexpr std::int64_t tensor_core_max_tokens = 128;
+inline constexpr std::int64_t small_m_max_tokens_without_tensor_core = 8;
+
+struct QuantizedLinearOptions {
+  std::size_t dense_workspace_limit = std::size_t{64} << 20;  // bytes of dense weight per chunk
+};
+
+class QuantizedLinear {
+ public:
+  // Repacks a host checkpoint weight (LinearCodes of host tensors) for `dtype` activations (BF16 or
+  // F16) and uploads it to cuda:`device`.
+  QuantizedLinear(const LinearCodes& host, DType dtype, int device = 0, QuantizedLinearOptions options = {})
+      : name_(host.name), dtype_(dtype), device_(device), options_(options) {
+    SDNQ_REQUIRE(dtype == DType::bf16 || dtype == DType::f16, UnsupportedError,
+                 "{}: quantized Linear activations must be BF16 or F16, got {}", host.name, dtype_name(dtype));
+    sdnq::cuda::detail::require_linear_codes_consistent(host);
+    SDNQ_REQUIRE(host.codes.device().is_cpu() && host.scale.device().is_cpu(), ShapeError,
+                 "{}: QuantizedLinear is built from host tensors", host.name);
+    SDNQ_REQUIRE(host.svd_rank() <= gemv_max_rank_for_dense, UnsupportedError,
+                 "{}: SVD rank {} exceeds the supported 128", host.name, host.svd_rank());
+    DeviceGuard guard(device);
+    if (dtype == DType::bf16) build<bf16>(host);
+    else build<fp16>(host);
+  }
+
+  const std::string& name() const { return name_; }
+  DType dtype() const { return dtype_; }
+  int device() const { return device_; }
+  std::int64_t out_features() const { return out_features_; }
+  std::int64_t in_features() const { return in_features_; }
+  std::int64_t svd_rank() const { return svd_rank_; }
+
+  bool supports(LinearRoute route) const {
+    switch (route) {
+      case LinearRoute::small_m: return gemv_.has_value();
+      case LinearRoute::tensor_core: return tensor_core_.has_value();
+      default: return true;
+    }
+  }
+
+  // The route quantized_linear() takes for `tokens` rows of x when not forced.
+  LinearRoute route_for(std::int64_t tokens) const {
+    if (gemv_ && tokens <= small_m_max_tokens) return LinearRoute::small_m;
+    if (tensor_core_ && tokens <= tensor_core_max_tokens) return LinearRoute::tensor_core;
+    if (gemv_ && !tensor_core_ && tokens <= small_m_max_tokens_without_tensor_core) return LinearRoute::small_m;
+    return LinearRoute::dequantize_cublas;
+  }
+
+  // Device workspace bytes one call with `tokens` rows needs on the current device (16-byte aligned).
+  std::size_t workspace_bytes(std::int64_t tokens, LinearRoute route = LinearRoute::automatic) const {
+    if (route == LinearRoute::automatic) route = route_for(tokens);
+    SDNQ_REQUIRE(supports(route), UnsupportedError, "{}: route {} has no kernel for this weight ({}-bit, [{}, {}])",
+                 name_, linear_route_name(route), bits_, out_features_, in_features_);
+    switch (route) {
+      case LinearRoute::small_m: return gemv_workspace_bytes(gemv_->view(), tokens);
+      case LinearRoute::tensor_core: return gemm_tc_workspace_bytes(tensor_core_->view(), tokens);
+      default: return dense_low_rank_bytes(tokens) + dense_chunk_bytes();
+    }
+  }
+
+  // Rows of W dequantized per chunk by the dense route.
+  std::int64_t dense_chunk_rows() const { return dense_chunk_rows_; }
+
+ private:
+  static constexpr std::int64_t gemv_max_rank_for_dense = 128;
+
+  template <class T>
+  void build(const LinearCodes& host) {
+    out_features_ = host.out_features;
+    in_features_ = host.in_features;
+    svd_rank_ = host.svd_rank();
+    bits_ = host.bits;
+    const std::int64_t group = host.group_size > 0 ? host.group_size : host.in_features;
+    const bool integer = host.value != CodeValue::lookup;
+    if (integer && host.in_features % 32 == 0 && group % 32 == 0)
+      gemv_ = upload_gemv_weights(repack_for_gemv<T>(host), device_);
+    if (integer && (host.bits == 4 || host.bits == 8) && host.out_features % gemm_tc_n_multiple == 0 &&
+        host.in_features % gemm_tc_k_tile == 0 && (group == 32 || group % 64 == 0))
+      tensor_core_ = upload_gemm_tc_weights(repack_for_gemm_tc<T>(host), device_);
+    dense_from_gemv_ = gemv_ && (host.bits == 2 || host.bits == 4 || host.bits == 8);
+    if (!dense_from_gemv_) upload_checkpoint_copy(host);
+    if (svd_rank_ > 0 && !gemv_) {  // the dense route's factors in T (the GEMV layout has them otherwise)
+      Tensor up = Tensor::empty(Shape{out_features_, svd_rank_}, dtype_of_v<T>);
+      Tensor down = Tensor::empty(Shape{svd_rank_, in_features_}, dtype_of_v<T>);
+      for (std::int64_t i = 0; i < up.numel(); ++i) up.data_as<T>()[i] = sdnq::cuda::detail::narrow_param<T>(*host.svd_up, i);
+      for (std::int64_t i = 0; i < down.numel(); ++i)
+        down.data_as<T>()[i] = sdnq::cuda::detail::narrow_param<T>(*host.svd_down, i);
+      svd_up_ = to_device(up, device_);
+      svd_down_ = to_device(down, device_);
+    }
+    // Chunk rows: as many as the limit allows, a multiple of 128 (cuBLAS tiles) or at least of 8 (a
+    // whole number of packer blocks per chunk start); the transposed checkpoint layout is not cut.
+    const std::int64_t row_bytes = in_features_ * 2;
+    std::int64_t rows = static_cast<std::int64_t>(options_.dense_workspace_limit) / row_bytes;
+    rows = rows >= 128 ? rows / 128 * 128 : rows / 8 * 8;
+    if (rows < 8) rows = 8;
+    if (rows > out_features_ || (!dense_from_gemv_ && host.transposed)) rows = out_features_;
+    dense_chunk_rows_ = rows;
+  }
+
+  void upload_checkpoint_copy(const LinearCodes& host) {
+    checkpoint_ = host;
+    checkpoint_storage_.push_back(to_device(host.codes, device_));
+    checkpoint_.codes = checkpoint_storage_.back();
+    checkpoint_storage_.push_back(to_device(host.scale, device_));
+    checkpoint_.scale = checkpoint_storage_.back();
+    if (host.zero_point) {
+      checkpoint_storage_.push_back(to_device(*host.zero_point, device_));
+      checkpoint_.zero_point = TensorView(checkpoint_storage_.back());
+    }
+    if (host.lookup_table) {
+      checkpoint_storage_.push_back(to_device(*host.lookup_table, device_));
+      checkpoint_.lookup_table = TensorView(checkpoint_storage_.back());
+    }
+    checkpoint_.svd_up.reset();  // the dense route adds the SVD branch by GEMMs
+    checkpoint_.svd_down.reset();
+  }
+
+  std::size_t dense_low_rank_bytes(std::int64_t tokens) const {
+    return static_cast<std::size_t>((tokens * svd_rank_ * 2 + 255) / 256 * 256);
+  }
+  std::size_t dense_chunk_bytes() const { return static_cast<std::size_t>(dense_chunk_rows_ * in_features_ * 2); }
+
+  friend void quantized_linear(const QuantizedLinear&, TensorView, std::optional<TensorView>, TensorView, TensorView,
+                               cublasHandle_t, cudaStream_t, LinearRoute);
+  template <class T>
+  friend void run_dense_route(const QuantizedLinear&, TensorView, std::optional<TensorView>, TensorView, TensorView,
+                              cublasHandle_t, cudaStream_t);
+
+  std::string name_;
+  DType dtype_ = DType::bf16;
+  int device_ = 0;
+  QuantizedLinearOptions options_;
+  std::int64_t out_features_ = 0, in_features_ = 0, svd_rank_ = 0;
+  int bits_ = 0;
+  std::optional<GemvWeightsDevice> gemv_;
+  std::optional<GemmTcWeightsDevice> tensor_core_;
+  bool dense_from_gemv_ = false;
+  LinearCodes checkpoint_;                  // device views, no SVD factors
+  std::vector<Tensor> checkpoint_storage_;  // what checkpoint_ points into
+  Tensor svd_up_, svd_down_;                // T [N, r], [r, K] when there is no GEMV layout
+  std::int64_t dense_chunk_rows_ = 0;
+};
+
+// The dense route: see detail/linear_dense.cuh for the order of the work.
+template <class T>
+void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<TensorView> bias, TensorView y,
+                     TensorView workspace, cublasHandle_t cublas, cudaStream_t stream) {
+  using Kernel = std::conditional_t<std::is_same_v<T, bf16>, __nv_bfloat16, __half>;
+  const cudaDataType_t type = std::is_same_v<T, bf16> ? CUDA_R_16BF : CUDA_R_16F;
+  const std::int64_t tokens = x.size(0), n = layer.out_features_, k = layer.in_features_, rank = layer.svd_rank_;
+  SDNQ_CUBLAS_CHECK(cublasSetStream(cublas, stream));
+  auto* space = static_cast<char*>(workspace.data());
+  void* low_rank = space;                                      // T [M, r]
+  void* dense = space + layer.dense_low_rank_bytes(tokens);    // T [chunk rows, K]
+  float beta = 0.0f;
+  if (bias) {
+    kernel_detail::launch_broadcast_bias<Kernel>(bias->data(), y.data(), tokens, n, stream);
+    beta = 1.0f;
+  }
+  if (rank > 0) {
+    const void* up = layer.gemv_ ? layer.gemv_->view().svd_up : layer.svd_up_.data();
+    const void* down = layer.gemv_ ? layer.gemv_->view().svd_down : layer.svd_down_.data();
+    kernel_detail::gemm_row_major_abt(cublas, type, tokens, rank, k, x.data(), down, low_rank, rank, 0.0f);
+    kernel_detail::gemm_row_major_abt(cublas, type, tokens, n, rank, low_rank, up, y.data(), n, beta);
+    beta = 1.0f;
+  }
+  int multiprocessors = 0;
+  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, layer.device_));
+  for (std::int64_t row = 0; row < n; row += layer.dense_chunk_rows_) {
+    const std::int64_t rows = n - row < layer.dense_chunk_rows_ ? n - row : layer.dense_chunk_rows_;
+    if (layer.dense_from_gemv_) {
+      const GemvWeights& w = layer.gemv_->view();
+      const std::int64_t groups = w.in_features / w.group_size;
+      kernel_detail::DequantizeVectorParams p{};
+      p.codes = w.codes + row * (k / 32) * w.bits;
+      p.scale = static_cast<const T*>(w.group_params) + row * groups * 2;
+      p.zero_point = w.is_signed ? nullptr : static_cast<const T*>(p.scale) + 1;
+      p.param_stride = 2;
+      p.params_in_output_dtype = true;
+      p.out = dense;
+      p.rows = rows;
+      p.in_features = k;
+      p.group_size = w.group_size;
+      p.param_row_stride = groups;
+      p.code_minus = 8388608.0f + (w.is_signed ? static_cast<float>(1 << (w.bits - 1)) : 0.0f);
+      kernel_detail::dispatch_dequantize_vector<Kernel>(w.bits, false, p, multiprocessors, stream);
+    } else {
+      const LinearCodes& c = layer.checkpoint_;
+      LinearCodes part = c;
+      // A whole number of packer blocks precedes the chunk: row is a multiple of 8 (or 0).
+      const std::int64_t block_codes = c.bits == 8 ? 1 : c.bits == 1 ? 8 : c.bits == 2 ? 4 : c.bits == 4 ? 2 : c.bits == 6 ? 4 : 8;
+      const std::int64_t block_words = c.bits == 6 ? 3 : (c.bits == 3 || c.bits == 5 || c.bits == 7) ? c.bits : 1;
+      const std::int64_t code_bytes = row * k / block_codes * block_words * static_cast<std::int64_t>(c.codes.element_size());
+      const std::int64_t part_codes = c.codes.numel() * rows / n;
+      part.codes = TensorView(static_cast<char*>(c.codes.data()) + code_bytes, c.codes.dtype(), Shape{part_codes},
+                              c.codes.device());
+      part.out_features = rows;
+      if (c.group_size != -2) {
+        const std::int64_t per_row = c.scale.numel() / n;
+        const auto slice = [&](const TensorView& v) {
+          return TensorView(static_cast<char*>(v.data()) + row * per_row * v.element_size(), v.dtype(),
+                            Shape{rows * per_row}, v.device());
+        };
+        part.scale = slice(c.scale);
+        if (c.zero_point) part.zero_point = slice(*c.zero_point);
+      }
+      dequantize(part, TensorView(dense, layer.dtype_, Shape{rows, k}, Device::cuda(layer.device_)),
+                 ScaleRounding::to_output_dtype, stream);
+    }
+    kernel_detail::gemm_row_major_abt(cublas, type, tokens, rows, k, x.data(), dense,
+                                      static_cast<T*>(y.data()) + row, n, beta);
+  }
+}
+
+// y = x · dequant(W)ᵀ (+ SVD branch) (+ bias) on `stream`. x [M, K], y [M, N], bias [N]: contiguous
+// tensors of layer.dtype() on the layer's device, x and y 16-byte aligned. `workspace`: device memory
+// of at least layer.workspace_bytes(M, route) bytes, 16-byte aligned (may be empty when that is 0).
+// `cublas`: a handle for the dequantize_cublas route (may be null when the call takes another route).
+// Throws ShapeError / UnsupportedError naming the layer and what was expected, before any launch.
+inline void quantized_linear(const QuantizedLinear& layer, TensorView x, std::optional<TensorView> bias, TensorView y,
+                             TensorView workspace, cublasHandle_t cublas, cudaStream_t stream = nullptr,
+                             LinearRoute route = LinearRoute::automatic) {
+  const std::string& name = layer.name();
+  const std::int64_t n = layer.out_features(), k = layer.in_features();
+  const Device device = Device::cuda(layer.device());
+  SDNQ_REQUIRE(x.rank() == 2 && x.size(1) == k && x.size(0) >= 1 && x.dtype() == layer.dtype() && x.is_contiguous() &&
+                   x.device() == device,
+               ShapeError, "{}: x must be a contiguous {} tensor [M, {}] on {}, got {} {} on {}", name,
+               dtype_name(layer.dtype()), k, device.to_string(), dtype_name(x.dtype()), x.shape().to_string(),
+               x.device().to_string());
+  const std::int64_t tokens = x.size(0);
+  SDNQ_REQUIRE(y.rank() == 2 && y.size(0) == tokens && y.size(1) == n && y.dtype() == layer.dtype() &&
+                   y.is_contiguous() && y.device() == device,
+               ShapeError, "{}: y must be a contiguous {} tensor [{}, {}] on {}, got {} {} on {}", name,
+               dtype_name(layer.dtype()), tokens, n, device.to_string(), dtype_name(y.dtype()), y.shape().to_string(),
+               y.device().to_string());
+  if (bias)
+    SDNQ_REQUIRE(bias->numel() == n && bias->dtype() == layer.dtype() && bias->is_contiguous() &&
+                     bias->device() == device,
+                 ShapeError, "{}: bias must be a contiguous {} tensor [{}] on {}, got {} {} on {}", name,
+                 dtype_name(layer.dtype()), n, device.to_string(), dtype_name(bias->dtype()), bias->shape().to_string(),
+                 bias->device().to_string());
+  // The pointers must really live where the views claim (a host pointer would fault inside a kernel).
+  check_pointer_location(x, name + " x");
+  check_pointer_location(y, name + " y");
+  if (bias) check_pointer_location(*bias, name + " bias");
+  const auto aligned = [](const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0; };
+  SDNQ_REQUIRE(aligned(x.data()) && aligned(y.data()), ShapeError, "{}: x and y must be 16-byte aligned", name);
+  if (route == LinearRoute::automatic) route = layer.route_for(tokens);
+  SDNQ_REQUIRE(layer.supports(route), UnsupportedError,
+               "{}: route {} has no kernel for this weight ({}-bit, [{}, {}]); use automatic", name,
+               linear_route_name(route), layer.bits_, n, k);
+  SDNQ_REQUIRE(route != LinearRoute::small_m || tokens <= gemv_max_tokens, UnsupportedError,
+               "{}: route small_m takes 1..{} rows of x, got {}", name, gemv_max_tokens, tokens);
+  SDNQ_REQUIRE(route != LinearRoute::dequantize_cublas || cublas != nullptr, ShapeError,
+               "{}: route dequantize_cublas needs a cuBLAS handle", name);
+  DeviceGuard guard(layer.device());
+  const std::size_t needed = layer.workspace_bytes(tokens, route);
+  SDNQ_REQUIRE(needed == 0 || (workspace.nbytes() >= needed && workspace.device() == device && aligned(workspace.data())),
+               ShapeError, "{}: route {} with M = {} needs {} bytes of 16-byte aligned workspace on {}, got {} on {}",
+               name, linear_route_name(route), tokens, needed, device.to_string(), workspace.nbytes(),
+               workspace.device().to_string());
+  if (needed > 0) check_pointer_location(workspace, name + " workspace");
+
+  switch (route) {
+    case LinearRoute::small_m:
+      return gemv(layer.gemv_->view(), x, bias, y, workspace, stream);
+    case LinearRoute::tensor_core:
+      return gemm_tc(layer.tensor_core_->view(), x, bias, y, workspace, stream);
+    default:
+      if (layer.dtype() == DType::bf16) return run_dense_route<bf16>(layer, x, bias, y, workspace, cublas, stream);
+      return run_dense_route<fp16>(layer, x, bias, y, workspace, cublas, stream);
+  }
+}
+
+SDNQ_KERNEL_NAMESPACE_END

@@ -1,0 +1,82 @@
+// Launchers of the quantized Linear for the Catch cases in test_linear.cpp.
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <vector>
+
+#include "cuda/test_linear_support.hpp"
+#include "sdnq/cuda/check.hpp"
+#include "sdnq/cuda/device_memory.hpp"
+#include "sdnq/cuda/linear.cuh"
+
+namespace sdnq::test {
+namespace {
+
+cuda::LinearRoute to_route(TestRoute route) {
+  switch (route) {
+    case TestRoute::small_m: return cuda::LinearRoute::small_m;
+    case TestRoute::tensor_core: return cuda::LinearRoute::tensor_core;
+    case TestRoute::dequantize_cublas: return cuda::LinearRoute::dequantize_cublas;
+    default: return cuda::LinearRoute::automatic;
+  }
+}
+
+struct CublasHandle {
+  cublasHandle_t handle{};
+  CublasHandle() { SDNQ_CUBLAS_CHECK(cublasCreate(&handle)); }
+  ~CublasHandle() { cublasDestroy(handle); }
+};
+
+}  // namespace
+
+LinearRun run_quantized_linear(const cuda::LinearCodes& weight, DType dtype, TensorView x,
+                               std::optional<TensorView> bias, TestRoute route, std::size_t dense_workspace_limit) {
+  cuda::QuantizedLinearOptions options;
+  options.dense_workspace_limit = dense_workspace_limit;
+  const cuda::QuantizedLinear layer(weight, dtype, 0, options);
+  const std::int64_t tokens = x.size(0);
+  const cuda::LinearRoute chosen = route == TestRoute::automatic ? layer.route_for(tokens) : to_route(route);
+  Tensor device_x = cuda::to_device(x);
+  std::optional<Tensor> device_bias;
+  if (bias) device_bias = cuda::to_device(*bias);
+  Tensor y = cuda::empty(Shape{tokens, weight.out_features}, dtype);
+  SDNQ_CUDA_CHECK(cudaMemset(y.data(), 0xFF, y.nbytes()));  // NaN in bf16 and fp16
+  const std::size_t workspace_bytes = layer.workspace_bytes(tokens, chosen);
+  Tensor workspace = cuda::empty(Shape{static_cast<std::int64_t>(workspace_bytes) + 16}, DType::u8);
+  SDNQ_CUDA_CHECK(cudaMemset(workspace.data(), 0xFF, workspace.nbytes()));
+  CublasHandle cublas;
+  cuda::quantized_linear(layer, device_x, device_bias ? std::optional<TensorView>(*device_bias) : std::nullopt, y,
+                         workspace, cublas.handle, nullptr, to_route(route));
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+  return LinearRun{cuda::to_host(y), cuda::linear_route_name(chosen)};
+}
+
+void run_quantized_linear_misuse(const cuda::LinearCodes& weight, const std::string& what) {
+  const cuda::QuantizedLinear layer(weight, DType::bf16);
+  const std::int64_t tokens = 300, n = weight.out_features, k = weight.in_features;
+  Tensor x = cuda::zeros(Shape{tokens, k}, DType::bf16);
+  Tensor y = cuda::empty(Shape{tokens, n}, DType::bf16);
+  Tensor workspace = cuda::empty(Shape{static_cast<std::int64_t>(layer.workspace_bytes(tokens)) + 16}, DType::u8);
+  CublasHandle cublas;
+  if (what == "host_x") {
+    std::vector<std::uint16_t> host(static_cast<std::size_t>(tokens * k));
+    const TensorView lying(host.data(), DType::bf16, Shape{tokens, k}, Device::cuda(0));
+    cuda::quantized_linear(layer, lying, std::nullopt, y, workspace, cublas.handle);
+  } else if (what == "short_workspace") {
+    const TensorView small(workspace.data(), DType::u8, Shape{16}, Device::cuda(0));
+    cuda::quantized_linear(layer, x, std::nullopt, y, small, cublas.handle);
+  } else if (what == "wrong_width") {
+    Tensor wide = cuda::zeros(Shape{tokens, k + 32}, DType::bf16);
+    cuda::quantized_linear(layer, wide, std::nullopt, y, workspace, cublas.handle);
+  } else if (what == "forced_small_m_float") {
+    cuda::quantized_linear(layer, x, std::nullopt, y, workspace, cublas.handle, nullptr, cuda::LinearRoute::small_m);
+  } else if (what == "no_cublas") {
+    cuda::quantized_linear(layer, x, std::nullopt, y, workspace, nullptr, nullptr,
+                           cuda::LinearRoute::dequantize_cublas);
+  }
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+}  // namespace sdnq::test

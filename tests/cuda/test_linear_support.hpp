@@ -1,0 +1,32 @@
+#pragma once
+// Launcher of the quantized Linear tests (defined in test_linear.cu, called from test_linear.cpp).
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "sdnq/core/tensor.hpp"
+#include "sdnq/cuda/repack.hpp"
+
+namespace sdnq::test {
+
+// Which route quantized_linear takes; "automatic" lets it choose.
+enum class TestRoute { automatic, small_m, tensor_core, dequantize_cublas };
+
+struct LinearRun {
+  Tensor y;               // host copy of y [M, N]
+  std::string route;      // the route that ran (linear_route_name)
+};
+
+// Builds a QuantizedLinear from the host weight for `dtype` activations, copies x [M, K] and bias to
+// the GPU, poisons y and the workspace with NaN, runs quantized_linear, returns y on the host.
+// `dense_workspace_limit` bounds the dense route's chunk (small values force several chunks).
+LinearRun run_quantized_linear(const cuda::LinearCodes& weight, DType dtype, TensorView x,
+                               std::optional<TensorView> bias, TestRoute route,
+                               std::size_t dense_workspace_limit = std::size_t{64} << 20);
+
+// Calls quantized_linear with views that break one requirement; returns nothing, throws what it throws.
+// `what`: "host_x" (x claims cuda but points to host memory), "short_workspace", "wrong_width",
+// "forced_small_m_float", "no_cublas".
+void run_quantized_linear_misuse(const cuda::LinearCodes& weight, const std::string& what);
+
+}  // namespace sdnq::test
