@@ -124,6 +124,8 @@ TEST_CASE("ops: bad arguments are refused before launch with messages naming the
   CHECK(contains(shape_error("modulate batch"), "cuda::ops::modulate: scale must be [24] or [2, 24]"));
   CHECK(contains(shape_error("modulation_chunk"), "cuda::ops::modulation_chunk"));
   CHECK(contains(shape_error("layer_norm weight"), "cuda::ops::layer_norm: weight must be BF16 [24]"));
+  CHECK(contains(shape_error("layer_norm_modulate shift"),
+                 "cuda::ops::layer_norm_modulate: shift must be [24] or [2, 24]"));
   CHECK(contains(shape_error("group_norm groups"), "2 groups must divide the 5 channels"));
   CHECK(contains(shape_error("rope table"), "cos and sin must be contiguous device F32 [L, D] = [5, 24]"));
   CHECK(contains(shape_error("patchify odd"), "divisible by the patch size 2"));

@@ -138,6 +138,16 @@ Tensor layer_norm(const TensorView& x, const TensorView* weight, const TensorVie
   return finish(s, out);
 }
 
+Tensor layer_norm_modulate(const TensorView& x, const TensorView& emb, int chunks, int shift_index, int scale_index,
+                           float eps) {
+  Stream s;
+  Tensor dx = cuda::to_device(x), demb = cuda::to_device(emb);
+  Tensor out = poisoned(x.shape(), x.dtype());
+  device_ops::layer_norm_modulate(dx, device_ops::modulation_chunk(demb, chunks, shift_index),
+                                  device_ops::modulation_chunk(demb, chunks, scale_index), eps, out, s.stream);
+  return finish(s, out);
+}
+
 Tensor rms_norm(const TensorView& x, const TensorView* weight, float eps) {
   Stream s;
   Tensor dx = cuda::to_device(x);
@@ -234,6 +244,10 @@ void call_with_bad_argument(const std::string& which) {
   if (which == "layer_norm weight") {
     const TensorView w = vector;
     device_ops::layer_norm(x, &w, nullptr, 1e-5f, x, nullptr);
+  }
+  if (which == "layer_norm_modulate shift") {
+    const Tensor shift = cuda::empty(Shape{2, 23}, DType::bf16);
+    device_ops::layer_norm_modulate(x, shift, shift, 1e-6f, x, nullptr);
   }
   if (which == "group_norm groups") device_ops::group_norm(x, 2, nullptr, nullptr, 1e-5f, x, false, nullptr);
   if (which == "rope table") {

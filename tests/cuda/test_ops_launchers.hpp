@@ -21,6 +21,9 @@ Tensor modulate(const TensorView& x, const TensorView& emb, int chunks, int shif
 Tensor gated_add(const TensorView& residual, const TensorView& emb, int chunks, int gate_index,
                  const TensorView& update);
 Tensor layer_norm(const TensorView& x, const TensorView* weight, const TensorView* bias, float eps);
+// LayerNorm (no affine) then · (1 + scale) + shift, with shift / scale chunks of emb [B, chunks·D].
+Tensor layer_norm_modulate(const TensorView& x, const TensorView& emb, int chunks, int shift_index, int scale_index,
+                           float eps);
 Tensor rms_norm(const TensorView& x, const TensorView* weight, float eps);
 Tensor group_norm(const TensorView& x, int groups, const TensorView* weight, const TensorView* bias, float eps,
                   bool silu);

@@ -8,6 +8,7 @@
 
 #include "cuda/test_ops_launchers.hpp"
 #include "cuda/test_ops_support.hpp"
+#include "sdnq/nn/models/detail/dit_ops.hpp"
 #include "sdnq/nn/tensor_ops.hpp"
 #include "sdnq_catch.hpp"
 
@@ -41,6 +42,21 @@ TEST_CASE("ops: layer_norm with and without affine parameters", "[cuda][ops]") {
   const Tensor expected = sdnq::nn::layer_norm(sdnq::test::widen(x), affine ? &wv : nullptr, affine ? &bv : nullptr,
                                                1e-6f);
   require_close(gpu::layer_norm(x, affine ? &wd : nullptr, affine ? &bd : nullptr, 1e-6f), expected, dtype);
+}
+
+TEST_CASE("ops: layer_norm_modulate is FLUX's AdaLN (LayerNorm without affine, then modulate) in one pass",
+          "[cuda][ops]") {
+  const std::int64_t dim = GENERATE(3072, 40, 13);
+  const DType dtype = GENERATE(DType::bf16, DType::f16);
+  constexpr int chunks = 6;
+  INFO("dim " << dim << ", " << sdnq::dtype_name(dtype));
+  const Tensor x = sdnq::test::random_tensor(Shape{2, 9, dim}, dtype, 40, -1.0f, 3.0f);
+  const Tensor emb = sdnq::test::random_tensor(Shape{2, chunks * dim}, dtype, 41);
+  const Tensor emb32 = sdnq::test::widen(emb);
+  Tensor expected = sdnq::nn::layer_norm(sdnq::test::widen(x), nullptr, nullptr, 1e-6f);
+  sdnq::nn::detail::modulate_(expected, sdnq::nn::detail::modulation_chunk(emb32, chunks, 0),
+                              sdnq::nn::detail::modulation_chunk(emb32, chunks, 1));
+  require_close(gpu::layer_norm_modulate(x, emb, chunks, 0, 1, 1e-6f), expected, dtype);
 }
 
 TEST_CASE("ops: rms_norm with and without weight (T5, QK-norm over head_dim)", "[cuda][ops]") {

@@ -2,12 +2,14 @@
 // Normalizations and softmax on device bf16/fp16 tensors (f32 statistics, explicit stream, outputs
 // passed in, no allocation; checked before launch). `out` may be `x`.
 //   layer_norm(x [..., D], weight*, bias*, eps, out)   (x − mean) / sqrt(var + eps) · weight + bias
+//   layer_norm_modulate(x [B, ..., D], shift, scale, eps, out)   LayerNorm(x) · (1 + scale) + shift (AdaLN)
 //   rms_norm(x [..., D], weight*, eps, out)            x / sqrt(mean(x²) + eps) · weight
 //   group_norm(x [N, C, ...], groups, weight*, bias*, eps, out, silu)   per (sample, group); SiLU fused
 //   softmax(x [..., D], out)                            over the last axis; an all -inf row gives zeros
 // weight / bias: [D] (or [C]) device tensors of x's dtype, or null.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <string_view>
@@ -41,29 +43,58 @@ inline std::int64_t rows_of(const TensorView& x, std::string_view op) {
   return x.numel() / x.size(x.rank() - 1);
 }
 
+// Batch stride of an AdaLN vector [D] (shared) or [B, D] (per sample, unit stride along D) for x [B, ..., D].
+inline std::int64_t modulation_batch_stride(const TensorView& v, const TensorView& x, std::string_view op,
+                                            std::string_view name) {
+  const std::int64_t dim = x.size(x.rank() - 1);
+  SDNQ_REQUIRE(v.dtype() == x.dtype() && v.device().is_cuda(), ShapeError,
+               "cuda::ops::{}: {} must be a device {} tensor like x, got {} on {}", op, name, dtype_name(x.dtype()),
+               dtype_name(v.dtype()), v.device().to_string());
+  const bool shared = v.rank() == 1 && v.size(0) == dim;
+  const bool per_sample = v.rank() == 2 && v.size(0) == x.size(0) && v.size(1) == dim;
+  SDNQ_REQUIRE((shared || per_sample) && v.stride(v.rank() - 1) == 1, ShapeError,
+               "cuda::ops::{}: {} must be [{}] or [{}, {}] with unit stride along D (x {}), got {} with strides {}", op,
+               name, dim, x.size(0), dim, x.shape().to_string(), v.shape().to_string(), v.strides().to_string());
+  return shared ? 0 : v.stride(0);
+}
+
 template <RowNorm Norm>
-void run_row_norm(const TensorView& x, const TensorView* weight, const TensorView* bias, float eps,
-                  const TensorView& out, std::string_view op, cudaStream_t stream) {
+void run_row_norm(const TensorView& x, const TensorView* weight, const TensorView* bias, const TensorView* shift,
+                  const TensorView* scale, float eps, const TensorView& out, std::string_view op,
+                  cudaStream_t stream) {
   require_operand(x, op, "x");
   require_like(out, x, x.shape(), op, "out");
-  const std::int64_t rows = rows_of(x, op);
-  const int dim = static_cast<int>(x.size(x.rank() - 1));
-  const void* w = optional_parameter(weight, x, dim, op, "weight");
-  const void* b = optional_parameter(bias, x, dim, op, "bias");
+  RowNormParams p;
+  p.rows = rows_of(x, op);
+  p.dim = static_cast<int>(x.size(x.rank() - 1));
+  p.weight = optional_parameter(weight, x, p.dim, op, "weight");
+  p.bias = optional_parameter(bias, x, p.dim, op, "bias");
   SDNQ_REQUIRE(eps >= 0.0f, ShapeError, "cuda::ops::{}: eps must be >= 0, got {}", op, eps);
-  if (rows == 0) return;
-  const bool vector = dim % 8 == 0 && aligned16(x.data()) && aligned16(out.data()) && (w == nullptr || aligned16(w)) &&
-                      (b == nullptr || aligned16(b));
-  const auto blocks = static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block);
+  p.eps = eps;
+  if (shift != nullptr) {
+    SDNQ_REQUIRE(x.rank() >= 2, ShapeError, "cuda::ops::{}: x must be [B, ..., D], got {}", op,
+                 x.shape().to_string());
+    p.shift_batch_stride = modulation_batch_stride(*shift, x, op, "shift");
+    p.scale_batch_stride = modulation_batch_stride(*scale, x, op, "scale");
+    p.shift = shift->data();
+    p.scale = scale->data();
+    p.rows_per_sample = x.size(0) == 0 ? 1 : std::max<std::int64_t>(1, p.rows / x.size(0));
+  }
+  p.x = x.data();
+  p.out = out.data();
+  if (p.rows == 0) return;
+  const auto vector_ready = [](const void* pointer, std::int64_t stride) {
+    return pointer == nullptr || (aligned16(pointer) && stride % 8 == 0);
+  };
+  const bool vector = p.dim % 8 == 0 && aligned16(p.x) && aligned16(p.out) && vector_ready(p.weight, 0) &&
+                      vector_ready(p.bias, 0) && vector_ready(p.shift, p.shift_batch_stride) &&
+                      vector_ready(p.scale, p.scale_batch_stride);
+  const auto blocks = static_cast<unsigned>((p.rows + rows_per_block - 1) / rows_per_block);
   dispatch_16bit(x.dtype(), [&]<class T>() {
-    const auto* in = static_cast<const T*>(x.data());
-    const auto* wt = static_cast<const T*>(w);
-    const auto* bs = static_cast<const T*>(b);
-    auto* o = static_cast<T*>(out.data());
     if (vector)
-      row_norm_kernel<T, Norm, true><<<blocks, rows_per_block * 32, 0, stream>>>(in, wt, bs, o, rows, dim, eps);
+      row_norm_kernel<T, Norm, true><<<blocks, rows_per_block * 32, 0, stream>>>(p);
     else
-      row_norm_kernel<T, Norm, false><<<blocks, rows_per_block * 32, 0, stream>>>(in, wt, bs, o, rows, dim, eps);
+      row_norm_kernel<T, Norm, false><<<blocks, rows_per_block * 32, 0, stream>>>(p);
   });
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }
@@ -72,12 +103,22 @@ void run_row_norm(const TensorView& x, const TensorView* weight, const TensorVie
 
 inline void layer_norm(const TensorView& x, const TensorView* weight, const TensorView* bias, float eps,
                        const TensorView& out, cudaStream_t stream) {
-  kernel_detail::run_row_norm<kernel_detail::RowNorm::layer>(x, weight, bias, eps, out, "layer_norm", stream);
+  kernel_detail::run_row_norm<kernel_detail::RowNorm::layer>(x, weight, bias, nullptr, nullptr, eps, out,
+                                                             "layer_norm", stream);
+}
+
+// FLUX / SD3's AdaLN in one pass: LayerNorm(x) without affine parameters, then · (1 + scale) + shift.
+// x [B, ..., D]; shift, scale [D] or [B, D] (modulation_chunk views of the modulation vector).
+inline void layer_norm_modulate(const TensorView& x, const TensorView& shift, const TensorView& scale, float eps,
+                                const TensorView& out, cudaStream_t stream) {
+  kernel_detail::run_row_norm<kernel_detail::RowNorm::layer>(x, nullptr, nullptr, &shift, &scale, eps, out,
+                                                             "layer_norm_modulate", stream);
 }
 
 inline void rms_norm(const TensorView& x, const TensorView* weight, float eps, const TensorView& out,
                      cudaStream_t stream) {
-  kernel_detail::run_row_norm<kernel_detail::RowNorm::rms>(x, weight, nullptr, eps, out, "rms_norm", stream);
+  kernel_detail::run_row_norm<kernel_detail::RowNorm::rms>(x, weight, nullptr, nullptr, nullptr, eps, out, "rms_norm",
+                                                           stream);
 }
 
 inline void softmax(const TensorView& x, const TensorView& out, cudaStream_t stream) {

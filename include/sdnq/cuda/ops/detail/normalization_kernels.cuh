@@ -16,55 +16,75 @@ inline constexpr int rows_per_block = 4;  // warps per block of the row kernels
 
 enum class RowNorm { layer, rms };
 
-// x, out [rows, dim]; weight, bias [dim] or null. Vector: dim % 8 == 0 and 16-byte aligned rows.
+struct RowNormParams {
+  const void* x = nullptr;       // [rows, dim]
+  const void* weight = nullptr;  // [dim] or null
+  const void* bias = nullptr;    // [dim] or null
+  // AdaLN modulation after the norm (null: none): row r belongs to sample r / rows_per_sample, whose
+  // shift / scale vectors start at sample · *_batch_stride.
+  const void* shift = nullptr;
+  const void* scale = nullptr;
+  void* out = nullptr;  // [rows, dim]
+  std::int64_t rows = 0, rows_per_sample = 1, shift_batch_stride = 0, scale_batch_stride = 0;
+  int dim = 0;
+  float eps = 0.0f;
+};
+
+// One warp per row. Vector: dim % 8 == 0 and 16-byte aligned rows (and vectors).
 template <class T, RowNorm Norm, bool Vector>
-__global__ void __launch_bounds__(rows_per_block * 32)
-    row_norm_kernel(const T* x, const T* weight, const T* bias, T* out, std::int64_t rows, int dim, float eps) {
+__global__ void __launch_bounds__(rows_per_block * 32) row_norm_kernel(const RowNormParams p) {
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * rows_per_block + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  if (row >= rows) return;
-  const T* in = x + row * dim;
-  T* o = out + row * dim;
+  if (row >= p.rows) return;
+  const int dim = p.dim;
+  const T* in = static_cast<const T*>(p.x) + row * dim;
+  T* o = static_cast<T*>(p.out) + row * dim;
+  const T* weight = static_cast<const T*>(p.weight);
+  const T* bias = static_cast<const T*>(p.bias);
+  const std::int64_t sample = row / p.rows_per_sample;
+  const T* shift = p.shift != nullptr ? static_cast<const T*>(p.shift) + sample * p.shift_batch_stride : nullptr;
+  const T* scale = p.scale != nullptr ? static_cast<const T*>(p.scale) + sample * p.scale_batch_stride : nullptr;
   constexpr int width = Vector ? 8 : 1;
+  const auto load = [](const T* source, float (&v)[width]) {
+    if constexpr (Vector)
+      load8(source, v);
+    else
+      v[0] = to_float(*source);
+  };
   float mean = 0.0f;
   if constexpr (Norm == RowNorm::layer) {
     float sum = 0.0f;
     for (int i = lane * width; i < dim; i += 32 * width) {
-      if constexpr (Vector) {
-        float v[8];
-        load8(in + i, v);
+      float v[width];
+      load(in + i, v);
 #pragma unroll
-        for (int e = 0; e < 8; ++e) sum += v[e];
-      } else {
-        sum += to_float(in[i]);
-      }
+      for (int e = 0; e < width; ++e) sum += v[e];
     }
     mean = warp_sum(sum) / static_cast<float>(dim);
   }
   float squares = 0.0f;
   for (int i = lane * width; i < dim; i += 32 * width) {
-    if constexpr (Vector) {
-      float v[8];
-      load8(in + i, v);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) squares += (v[e] - mean) * (v[e] - mean);
-    } else {
-      const float d = to_float(in[i]) - mean;
-      squares += d * d;
-    }
-  }
-  const float inverse = rsqrtf(warp_sum(squares) / static_cast<float>(dim) + eps);
-  for (int i = lane * width; i < dim; i += 32 * width) {
     float v[width];
-    if constexpr (Vector)
-      load8(in + i, v);
-    else
-      v[0] = to_float(in[i]);
+    load(in + i, v);
+#pragma unroll
+    for (int e = 0; e < width; ++e) squares += (v[e] - mean) * (v[e] - mean);
+  }
+  const float inverse = rsqrtf(warp_sum(squares) / static_cast<float>(dim) + p.eps);
+  for (int i = lane * width; i < dim; i += 32 * width) {
+    float v[width], w[width], b[width], sh[width], sc[width];
+    load(in + i, v);
+    if (weight != nullptr) load(weight + i, w);
+    if (bias != nullptr) load(bias + i, b);
+    if (shift != nullptr) {
+      load(shift + i, sh);
+      load(scale + i, sc);
+    }
 #pragma unroll
     for (int e = 0; e < width; ++e) {
       v[e] = (v[e] - mean) * inverse;
-      if (weight != nullptr) v[e] *= to_float(weight[i + e]);
-      if (bias != nullptr) v[e] += to_float(bias[i + e]);
+      if (weight != nullptr) v[e] *= w[e];
+      if (bias != nullptr) v[e] += b[e];
+      if (shift != nullptr) v[e] = fmaf(v[e], 1.0f + sc[e], sh[e]);
     }
     if constexpr (Vector)
       store8(o + i, v);
