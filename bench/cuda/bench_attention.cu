@@ -164,14 +164,15 @@ void bench_rope_qk(benchmark::State& state) {
 void register_all() {
   const std::vector<Problem> problems = {{1, 24, 4608, 128}, {2, 20, 1024, 64}, {2, 10, 4096, 64}, {1, 24, 1024, 128}};
   benchmark::RegisterBenchmark("rope_qk/B1/H24/L4608/D128", bench_rope_qk)->Args({1, 24, 4608, 128})->UseManualTime();
-  const char* block_names[] = {"warps4_rows64", "warps4_rows128", "warps8_rows128"};
+  const char* block_names[] = {"warps4_rows64", "warps4_rows128", "warps8_rows128", "warps3_rows96",
+                               "warps4_rows128_eager"};
   for (const Problem& p : problems) {
     const std::string shape = "/B" + std::to_string(p.batch) + "/H" + std::to_string(p.heads) + "/L" +
                               std::to_string(p.length) + "/D" + std::to_string(p.head_dim);
     benchmark::RegisterBenchmark(("cublas_materialized" + shape).c_str(), bench_cublas_materialized)
         ->Args({p.batch, p.heads, p.length, p.head_dim})
         ->UseManualTime();
-    for (int block = 0; block < 3; ++block)
+    for (int block = 0; block < sdnq::cuda::ops::kernel_detail::attention_block_count; ++block)
       benchmark::RegisterBenchmark((std::string("sdnq_flash_") + block_names[block] + shape).c_str(),
                                    bench_sdnq_flash)
           ->Args({p.batch, p.heads, p.length, p.head_dim, block})

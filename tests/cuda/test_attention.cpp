@@ -104,7 +104,7 @@ TEST_CASE("attention: cross attention Lq != Lk, causal with Lq != Lk, and no key
 }
 
 TEST_CASE("attention: every block shape gives the same result", "[cuda][attention]") {
-  const int block = GENERATE(0, 1, 2);
+  const int block = GENERATE(0, 1, 2, 3, 4);
   const std::int64_t head_dim = GENERATE(64, 128);
   const bool causal = GENERATE(false, true);
   AttentionCase c;

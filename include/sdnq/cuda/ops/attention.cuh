@@ -45,7 +45,8 @@ inline TensorView split_heads(const TensorView& x, std::int64_t heads, std::int6
 namespace kernel_detail {
 
 // Which block shape a launch uses: warps × m16 tiles per warp of query rows (benchmarks compare them).
-enum class AttentionBlock { warps4_rows64, warps4_rows128, warps8_rows128 };
+enum class AttentionBlock { warps4_rows64, warps4_rows128, warps8_rows128, warps3_rows96, warps4_rows128_eager };
+inline constexpr int attention_block_count = 5;
 
 // Measured on an H100 (bench_attention): D 128 runs best with 4 warps of 2 × 16 rows (fewer K/V
 // fragment loads per MMA); D 64 with 8 warps of 16 rows, or 4 warps of 16 rows while 128-row blocks
@@ -73,6 +74,10 @@ void dispatch_attention_block(const AttentionParams& params, int batch, Attentio
       return launch_attention<T, AttentionTile<HeadDim, 4, 1>>(params, batch, stream);
     case AttentionBlock::warps4_rows128:
       return launch_attention<T, AttentionTile<HeadDim, 4, 2>>(params, batch, stream);
+    case AttentionBlock::warps3_rows96:
+      return launch_attention<T, AttentionTile<HeadDim, 3, 2>>(params, batch, stream);
+    case AttentionBlock::warps4_rows128_eager:
+      return launch_attention<T, AttentionTile<HeadDim, 4, 2, false>>(params, batch, stream);
     default:
       return launch_attention<T, AttentionTile<HeadDim, 8, 1>>(params, batch, stream);
   }

@@ -43,9 +43,11 @@ struct AttentionParams {
   bool causal = false;      // query i sees keys j ≤ i (top-left aligned)
 };
 
-// Warps × MTiles m16 tiles of query rows per block, 64 keys per step.
-template <int HeadDim, int Warps, int MTiles>
+// Warps × MTiles m16 tiles of query rows per block, 64 keys per step. LazyRescale: skip the O rescale
+// of a step when no row maximum of the warp moved (a warp vote) instead of always multiplying.
+template <int HeadDim, int Warps, int MTiles, bool LazyRescale = true>
 struct AttentionTile {
+  static constexpr bool lazy_rescale = LazyRescale;
   static_assert(HeadDim == 64 || HeadDim == 128, "head_dim 64 or 128");
   static constexpr int head_dim = HeadDim;
   static constexpr int warps = Warps;
@@ -237,7 +239,7 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) attention_ker
             sum += s[mt][nt][e];
           }
         row_sum[mt][h] = row_sum[mt][h] * correction + sum;  // per-thread partial; quad-summed at the end
-        if (__any_sync(0xFFFFFFFFu, correction != 1.0f)) {
+        if (!Tile::lazy_rescale || __any_sync(0xFFFFFFFFu, correction != 1.0f)) {
 #pragma unroll
           for (int dt = 0; dt < D / 8; ++dt) {
             o[mt][dt][2 * h] *= correction;
