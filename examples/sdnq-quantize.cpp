@@ -21,9 +21,10 @@ constexpr std::string_view usage_text =
     "usage: sdnq-quantize <pipeline folder | component folder | file.safetensors | org/repo> --type T -o OUT\n"
     "         [--svd-rank R] [--svd-steps N] [--group-size G] [--quantized-matmul] [--hadamard] [--codebook]\n"
     "         [--quant-conv] [--quant-embedding] [--components a,b] [--model-dtype bf16|fp16|fp32]\n"
-    "         [--no-skip-keys] [--seed S] [--dry-run] [--overwrite]\n"
-    "T is an SDNQ storage type: int8, uint4, float8_e4m3fn, ... --svd-rank turns SVD on. OUT is written\n"
-    "as OUT.partial and renamed when complete; an existing OUT is refused unless --overwrite.\n";
+    "         [--no-skip-keys] [--stochastic-rounding] [--seed S] [--max-shard-size 10GB] [--dry-run] [--overwrite]\n"
+    "T is an SDNQ storage type: int8, uint4, float8_e4m3fn, ... --svd-rank turns SVD on. Weights larger than\n"
+    "--max-shard-size (default 10GB, as diffusers; KB/MB/GB decimal, KiB/MiB/GiB binary) are sharded with an\n"
+    "index. OUT is written as OUT.partial and renamed when complete; an existing OUT is refused unless --overwrite.\n";
 
 sdnq::DType parse_model_dtype(const std::string& name) {
   if (name == "bf16" || name == "bfloat16") return sdnq::DType::bf16;
@@ -53,6 +54,14 @@ sdnq::tools::QuantizeRequest request_from(const sdnq::tools::ParsedArguments& ar
   config.quant_conv = arguments.flag("--quant-conv");
   config.quant_embedding = arguments.flag("--quant-embedding");
   config.add_skip_keys = !arguments.flag("--no-skip-keys");
+  config.use_stochastic_rounding = arguments.flag("--stochastic-rounding");
+  if (const auto size = arguments.value("--max-shard-size")) {
+    try {
+      request.max_shard_bytes = sdnq::io::parse_byte_size(*size);
+    } catch (const sdnq::ConfigError& error) {
+      throw UsageError(fmt::format("--max-shard-size: {}", error.what()));
+    }
+  }
   if (const auto components = arguments.value("--components")) request.components = sdnq::tools::split_list(*components);
   if (const auto dtype = arguments.value("--model-dtype")) request.model_dtype = parse_model_dtype(*dtype);
   request.seed = static_cast<std::uint64_t>(arguments.integer("--seed", 0, 0, std::numeric_limits<long long>::max()));
@@ -68,9 +77,9 @@ int main(int argc, char** argv) {
   try {
     const tools::OptionSpec spec{
         {"--quantized-matmul", "--hadamard", "--codebook", "--quant-conv", "--quant-embedding", "--no-skip-keys",
-         "--dry-run", "--overwrite", "--help"},
-        {"--type", "--svd-rank", "--svd-steps", "--group-size", "--components", "--model-dtype", "--seed", "-o",
-         "--output"}};
+         "--stochastic-rounding", "--dry-run", "--overwrite", "--help"},
+        {"--type", "--svd-rank", "--svd-steps", "--group-size", "--components", "--model-dtype", "--seed",
+         "--max-shard-size", "-o", "--output"}};
     const tools::ParsedArguments arguments = tools::parse_arguments(argc, argv, spec);
     if (arguments.flag("--help")) {
       fmt::print("{}", usage_text);

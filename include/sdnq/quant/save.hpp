@@ -1,9 +1,12 @@
 #pragma once
 // Writing an SDNQ checkpoint of one component (§2.2, §2.3, §6.1, §6.3): apply the quantization-time
 // skip rules, quantize every remaining layer, and write `diffusion_pytorch_model.safetensors`
-// (metadata {"format": "pt"}), `config.json` (the model config with `quantization_config` merged in)
-// and `quantization_config.json`, each atomically. Returns the final config (with the expanded
-// modules_to_not_convert and any dynamic choices), exactly what was written.
+// (metadata {"format": "pt"}) — or, above max_shard_bytes of tensor data, diffusers' shards
+// `diffusion_pytorch_model-0000i-of-0000n.safetensors` plus `diffusion_pytorch_model.safetensors.index.json`
+// (io::write_sharded_safetensors; default "10GB" as diffusers) —, then `config.json` (the model config
+// with `quantization_config` merged in) and `quantization_config.json`, each atomically. Every layer is
+// quantized before the first byte is written, so a failure leaves the folder as it was. Returns the
+// final config (with the expanded modules_to_not_convert and any dynamic choices), exactly what was written.
 #include <algorithm>
 #include <filesystem>
 #include <map>
@@ -16,6 +19,7 @@
 #include "sdnq/core/error.hpp"
 #include "sdnq/io/atomic_file.hpp"
 #include "sdnq/io/safetensors.hpp"
+#include "sdnq/io/sharded.hpp"
 #include "sdnq/quant/config.hpp"
 #include "sdnq/quant/detail/write_skip_keys.hpp"
 #include "sdnq/quant/dynamic.hpp"
@@ -96,8 +100,9 @@ inline std::optional<std::string> quantization_skip_reason(const SdnqConfig& con
 
 // Quantizes `component` with `config` and writes the checkpoint into `folder` (created if missing).
 inline SdnqConfig save_sdnq_checkpoint(const std::filesystem::path& folder, const ComponentToSave& component,
-                                       SdnqConfig config, const QuantizeControls& controls = {}) {
-  std::filesystem::create_directories(folder);
+                                       SdnqConfig config, const QuantizeControls& controls = {},
+                                       std::uint64_t max_shard_bytes = io::default_max_shard_bytes) {
+  SDNQ_REQUIRE(max_shard_bytes > 0, ConfigError, "{}: max_shard_bytes must be positive", folder.string());
   if (config.add_skip_keys) detail::add_module_skip_keys(config, component);
 
   std::map<std::string, const io::NamedTensor*, std::less<>> by_name;
@@ -138,13 +143,13 @@ inline SdnqConfig save_sdnq_checkpoint(const std::filesystem::path& folder, cons
     }
     const std::string prefix = parameter.name.substr(0, parameter.name.size() - std::string_view(".weight").size());
     const QuantizedTensors& q = layer->second;
-    tensors.push_back({prefix + ".weight", q.weight.view()});
+    tensors.push_back({prefix + ".weight", q.weight.view(), stored_safetensors_dtype(*q.layout.weights_type)});
     tensors.push_back({prefix + ".scale", q.scale.view()});
     if (q.zero_point) tensors.push_back({prefix + ".zero_point", q.zero_point->view()});
     if (q.svd_up) tensors.push_back({prefix + ".svd_up", q.svd_up->view()});
     if (q.svd_down) tensors.push_back({prefix + ".svd_down", q.svd_down->view()});
   }
-  io::write_safetensors(folder / "diffusion_pytorch_model.safetensors", tensors, {{"format", "pt"}});
+  io::write_sharded_safetensors(folder, "diffusion_pytorch_model", tensors, max_shard_bytes, {{"format", "pt"}});
 
   const nlohmann::ordered_json quantization_config = config.to_ordered_json();
   nlohmann::ordered_json model_config = component.model_config;

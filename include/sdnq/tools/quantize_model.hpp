@@ -2,8 +2,9 @@
 // sdnq-quantize's logic: quantizes a diffusers pipeline, a component folder or a .safetensors file
 // into an SDNQ checkpoint in the reference's layout (per component: weights + config.json with
 // quantization_config + quantization_config.json; other pipeline files copied). Tensor by tensor from
-// the memory map, so peak memory stays near a few copies of the largest tensor. Output is built in
-// `<out>.partial` and renamed into place only when every component is written.
+// the memory map, so peak memory stays near a few copies of the largest tensor. Weights above
+// QuantizeRequest::max_shard_bytes are split into diffusers-style shards with an index. Output is built
+// in `<out>.partial` and renamed into place only when every component is written.
 //
 // Layer kinds come from the tensors, since there is no model definition: a `.weight` of rank 2 is a
 // Linear unless its module's name says embedding (see infer_layer_kind), rank 3/4/5 a Conv1d/2d/3d
@@ -41,7 +42,8 @@ struct QuantizeRequest {
   std::optional<DType> model_dtype;     // default: the dtype of the first float 2-D weight
   std::vector<std::string> components;  // empty: every component with weights
   bool dry_run = false, overwrite = false;
-  std::uint64_t seed = 0;               // randomized SVD
+  std::uint64_t seed = 0;               // randomized SVD and stochastic rounding
+  std::uint64_t max_shard_bytes = io::default_max_shard_bytes;  // per weights file; larger output is sharded
   std::optional<bool> interactive_progress;  // default: whether stderr is a terminal
 };
 
@@ -170,8 +172,9 @@ inline ComponentResult quantize_component(const ModelComponent& component, const
 
   const std::string base_name =
       component.weights->filename().string().starts_with("model") ? "model" : "diffusion_pytorch_model";
-  std::optional<StreamingSafetensorsWriter> writer;
-  if (!request.dry_run) writer.emplace(out_folder / (base_name + ".safetensors"));
+  std::optional<ShardedStreamingWriter> writer;
+  if (!request.dry_run)
+    writer.emplace(out_folder, base_name, request.max_shard_bytes, std::map<std::string, std::string>{{"format", "pt"}});
 
   ProgressBar progress(component.name, static_cast<std::int64_t>(checkpoint.names().size()),
                        request.interactive_progress.value_or(::isatty(STDERR_FILENO) != 0));
@@ -213,7 +216,7 @@ inline ComponentResult quantize_component(const ModelComponent& component, const
       controls.seed = request.seed;
       const quant::QuantizedTensors q =
           quant::quantize_weight(checkpoint.tensor(name), *kind, options, model_dtype, controls);
-      writer->add(prefix + ".weight", q.weight.view());
+      writer->add(prefix + ".weight", q.weight.view(), quant::stored_safetensors_dtype(*q.layout.weights_type));
       writer->add(prefix + ".scale", q.scale.view());
       if (q.zero_point) writer->add(prefix + ".zero_point", q.zero_point->view());
       if (q.svd_up) writer->add(prefix + ".svd_up", q.svd_up->view());
@@ -228,7 +231,7 @@ inline ComponentResult quantize_component(const ModelComponent& component, const
                                 format_bytes(result.input_tensor_bytes), format_bytes(result.output_tensor_bytes)));
     return result;
   }
-  writer->commit({{"format", "pt"}});
+  writer->commit();
   const nlohmann::ordered_json quantization_config = config.to_ordered_json();
   nlohmann::ordered_json written_model_config = model_config;
   written_model_config["quantization_config"] = quantization_config;

@@ -7,13 +7,18 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "sdnq/core/error.hpp"
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/io/atomic_file.hpp"
 #include "sdnq/io/safetensors.hpp"
+#include "sdnq/io/sharded.hpp"
 
 namespace sdnq::tools::detail {
 
@@ -92,6 +97,90 @@ class StreamingSafetensorsWriter {
   std::FILE* data_ = nullptr;
   std::vector<Entry> entries_;
   std::uint64_t data_bytes_ = 0;
+};
+
+// Streams tensors into diffusers/transformers-style shards of at most `max_shard_bytes` of tensor
+// data (a larger tensor gets a shard of its own): `<base>.safetensors` when everything fits in one,
+// else `<base>-0000i-of-0000n.safetensors` + `<base>.safetensors.index.json` ({"metadata":
+// {"total_size"}, "weight_map"}), the io::write_sharded_safetensors layout. Shard names need the count,
+// known only at the end, so full shards are committed under temporary names and renamed by commit().
+// Meant for a staging folder that is renamed into place as a whole (quantize_model's OUT.partial).
+class ShardedStreamingWriter {
+ public:
+  ShardedStreamingWriter(std::filesystem::path folder, std::string base_name, std::uint64_t max_shard_bytes,
+                         std::map<std::string, std::string> metadata)
+      : folder_(std::move(folder)), base_name_(std::move(base_name)), max_shard_bytes_(max_shard_bytes),
+        metadata_(std::move(metadata)) {
+    SDNQ_REQUIRE(max_shard_bytes_ > 0, ConfigError, "{}: the maximum shard size must be positive", folder_.string());
+  }
+  ShardedStreamingWriter(const ShardedStreamingWriter&) = delete;
+  ShardedStreamingWriter& operator=(const ShardedStreamingWriter&) = delete;
+  ~ShardedStreamingWriter() {
+    std::error_code ignored;
+    for (const auto& path : finished_) std::filesystem::remove(path, ignored);
+  }
+
+  void add(const std::string& name, TensorView tensor, const std::string& safetensors_dtype = {}) {
+    const std::uint64_t bytes = tensor.nbytes();
+    if (current_ && current_->data_bytes() > 0 && current_->data_bytes() + bytes > max_shard_bytes_) finish_shard();
+    if (!current_) current_ = std::make_unique<StreamingSafetensorsWriter>(temporary_shard_path());
+    current_->add(name, tensor, safetensors_dtype);
+    current_names_.push_back(name);
+    total_bytes_ += bytes;
+  }
+
+  std::uint64_t data_bytes() const { return total_bytes_; }
+  std::size_t shard_count() const { return finished_.size() + (current_ ? 1 : 0); }
+
+  // Writes the last shard and puts every shard (and the index) under its final name; returns the
+  // file to open the checkpoint with.
+  std::filesystem::path commit() {
+    const std::string single_name = base_name_ + ".safetensors";
+    if (finished_.empty()) {  // one shard (or none: a tensor-free file) under the single-file name
+      if (!current_) current_ = std::make_unique<StreamingSafetensorsWriter>(temporary_shard_path());
+      current_->commit(metadata_);
+      current_.reset();
+      std::filesystem::rename(temporary_shard_path(), folder_ / single_name);
+      return folder_ / single_name;
+    }
+    if (current_) finish_shard();
+    nlohmann::json weight_map = nlohmann::json::object();
+    for (std::size_t shard = 0; shard < finished_.size(); ++shard) {
+      const std::string shard_name = io::detail::shard_file_name(base_name_, shard, finished_.size());
+      for (const auto& name : names_by_shard_[shard]) weight_map[name] = shard_name;
+      std::filesystem::rename(finished_[shard], folder_ / shard_name);
+    }
+    finished_.clear();
+    const std::string index_name = single_name + ".index.json";
+    const nlohmann::json index = {{"metadata", {{"total_size", total_bytes_}}}, {"weight_map", weight_map}};
+    io::AtomicFileWriter index_file(folder_ / index_name);
+    index_file.write(index.dump(2) + "\n");
+    index_file.commit();
+    return folder_ / index_name;
+  }
+
+ private:
+  // Where the shard being written goes until the shard count is known.
+  std::filesystem::path temporary_shard_path() const {
+    return folder_ / fmt::format(".{}-{:05d}.safetensors.partial", base_name_, finished_.size() + 1);
+  }
+  void finish_shard() {
+    current_->commit(metadata_);
+    current_.reset();
+    finished_.push_back(temporary_shard_path());
+    names_by_shard_.push_back(std::move(current_names_));
+    current_names_.clear();
+  }
+
+  std::filesystem::path folder_;
+  std::string base_name_;
+  std::uint64_t max_shard_bytes_;
+  std::map<std::string, std::string> metadata_;
+  std::unique_ptr<StreamingSafetensorsWriter> current_;
+  std::vector<std::string> current_names_;
+  std::vector<std::filesystem::path> finished_;  // committed shards under their temporary names, in order
+  std::vector<std::vector<std::string>> names_by_shard_;
+  std::uint64_t total_bytes_ = 0;
 };
 
 }  // namespace sdnq::tools::detail
