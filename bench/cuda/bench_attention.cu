@@ -72,7 +72,8 @@ __global__ void softmax_rows_kernel(__nv_bfloat16* s, int n) {
   __shared__ float partial[32];
   float local_max = -INFINITY;
   for (int i = threadIdx.x; i < n; i += blockDim.x) local_max = fmaxf(local_max, __bfloat162float(row[i]));
-  for (int offset = 16; offset > 0; offset /= 2) local_max = fmaxf(local_max, __shfl_xor_sync(0xFFFFFFFFu, local_max, offset));
+  for (int offset = 16; offset > 0; offset /= 2)
+    local_max = fmaxf(local_max, __shfl_xor_sync(0xFFFFFFFFu, local_max, offset));
   if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = local_max;
   __syncthreads();
   float row_max = -INFINITY;
@@ -101,12 +102,12 @@ void bench_cublas_materialized(benchmark::State& state) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(d)), one = 1.0f, zero = 0.0f;
   const double us = time_median_us(state, 1, [&](int) {
     // Row-major S[Lq, Lk] = Q·Kᵀ is column-major Sᵀ = K·Qᵀ (K read transposed).
-    SDNQ_CUBLAS_CHECK(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, l, l, d, &scale,
-                                                 operands.k.data(), CUDA_R_16BF, d, l * d, operands.q.data(),
-                                                 CUDA_R_16BF, d, l * d, &zero, scores.data(), CUDA_R_16BF, l, l * l,
-                                                 batch_count, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    softmax_rows_kernel<<<static_cast<unsigned>(batch_count * l), 256>>>(
-        static_cast<__nv_bfloat16*>(scores.data()), static_cast<int>(l));
+    SDNQ_CUBLAS_CHECK(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, l, l, d, &scale, operands.k.data(),
+                                                 CUDA_R_16BF, d, l * d, operands.q.data(), CUDA_R_16BF, d, l * d, &zero,
+                                                 scores.data(), CUDA_R_16BF, l, l * l, batch_count, CUBLAS_COMPUTE_32F,
+                                                 CUBLAS_GEMM_DEFAULT));
+    softmax_rows_kernel<<<static_cast<unsigned>(batch_count * l), 256>>>(static_cast<__nv_bfloat16*>(scores.data()),
+                                                                         static_cast<int>(l));
     SDNQ_CUDA_CHECK(cudaGetLastError());
     // Row-major O[Lq, D] = P·V is column-major Oᵀ = Vᵀ·Pᵀ.
     SDNQ_CUBLAS_CHECK(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, d, l, l, &one, operands.v.data(),
@@ -164,8 +165,7 @@ void bench_rope_qk(benchmark::State& state) {
 void register_all() {
   const std::vector<Problem> problems = {{1, 24, 4608, 128}, {2, 20, 1024, 64}, {2, 10, 4096, 64}, {1, 24, 1024, 128}};
   benchmark::RegisterBenchmark("rope_qk/B1/H24/L4608/D128", bench_rope_qk)->Args({1, 24, 4608, 128})->UseManualTime();
-  const char* block_names[] = {"warps4_rows64", "warps4_rows128", "warps8_rows128", "warps3_rows96",
-                               "warps4_rows128_eager"};
+  const char* block_names[] = {"warps4_rows64", "warps4_rows128", "warps8_rows128", "warps4_rows128_lazy"};
   for (const Problem& p : problems) {
     const std::string shape = "/B" + std::to_string(p.batch) + "/H" + std::to_string(p.heads) + "/L" +
                               std::to_string(p.length) + "/D" + std::to_string(p.head_dim);
@@ -173,8 +173,7 @@ void register_all() {
         ->Args({p.batch, p.heads, p.length, p.head_dim})
         ->UseManualTime();
     for (int block = 0; block < sdnq::cuda::ops::kernel_detail::attention_block_count; ++block)
-      benchmark::RegisterBenchmark((std::string("sdnq_flash_") + block_names[block] + shape).c_str(),
-                                   bench_sdnq_flash)
+      benchmark::RegisterBenchmark((std::string("sdnq_flash_") + block_names[block] + shape).c_str(), bench_sdnq_flash)
           ->Args({p.batch, p.heads, p.length, p.head_dim, block})
           ->UseManualTime();
   }

@@ -32,8 +32,8 @@ void check_against_cpu(const AttentionCase& c, DType dtype, std::uint64_t seed) 
   sdnq::nn::AttentionOptions options;
   options.scale = c.scale;
   options.causal = c.causal;
-  const sdnq::Tensor expected = sdnq::nn::attention(sdnq::test::widen(q), sdnq::test::widen(k),
-                                                    sdnq::test::widen(v), options);
+  const sdnq::Tensor expected =
+      sdnq::nn::attention(sdnq::test::widen(q), sdnq::test::widen(k), sdnq::test::widen(v), options);
   const double u = sdnq::test::unit_roundoff(dtype);
   const double max_v = c.key_length > 0 ? sdnq::test::max_abs(v) : 0.0;
   const auto comparison = sdnq::test::compare(out, expected, 3.0 * u * max_v + 1e-6, u);
@@ -84,9 +84,9 @@ TEST_CASE("attention: cross attention Lq != Lk, causal with Lq != Lk, and no key
     std::int64_t query, key;
     bool causal;
   };
-  const Lengths lengths = GENERATE(Lengths{130, 77, false}, Lengths{1, 200, false}, Lengths{257, 1, false},
-                                   Lengths{64, 4096 + 3, false}, Lengths{100, 40, true}, Lengths{40, 100, true},
-                                   Lengths{5, 0, false});
+  const Lengths lengths =
+      GENERATE(Lengths{130, 77, false}, Lengths{1, 200, false}, Lengths{257, 1, false}, Lengths{64, 4096 + 3, false},
+               Lengths{100, 40, true}, Lengths{40, 100, true}, Lengths{5, 0, false});
   const std::int64_t head_dim = GENERATE(64, 128);
   const auto layout = GENERATE(AttentionLayout::heads_first, AttentionLayout::tokens_first);
   AttentionCase c;
@@ -104,7 +104,7 @@ TEST_CASE("attention: cross attention Lq != Lk, causal with Lq != Lk, and no key
 }
 
 TEST_CASE("attention: every block shape gives the same result", "[cuda][attention]") {
-  const int block = GENERATE(0, 1, 2, 3, 4);
+  const int block = GENERATE(0, 1, 2, 3);
   const std::int64_t head_dim = GENERATE(64, 128);
   const bool causal = GENERATE(false, true);
   AttentionCase c;
@@ -125,25 +125,30 @@ TEST_CASE("attention: bad shapes, dtypes and scales are refused before launch", 
   using sdnq::test::contains;
   using sdnq::test::message_of;
   const Shape q{1, 2, 10, 64}, kv{1, 2, 12, 64};
-  const std::string head_dim = message_of<sdnq::UnsupportedError>(
-      [] { call_attention_with_shapes(DType::bf16, {1, 2, 10, 96}, {1, 2, 12, 96}, {1, 2, 12, 96}, {1, 2, 10, 96}, 1.0f); });
+  const std::string head_dim = message_of<sdnq::UnsupportedError>([] {
+    call_attention_with_shapes(DType::bf16, {1, 2, 10, 96}, {1, 2, 12, 96}, {1, 2, 12, 96}, {1, 2, 10, 96}, 1.0f);
+  });
   CHECK(contains(head_dim, "head_dim must be 64 or 128"));
-  const std::string key = message_of<sdnq::ShapeError>(
-      [&] { call_attention_with_shapes(DType::bf16, q, {1, 3, 12, 64}, kv, q, 1.0f); });
+  const std::string key = message_of<sdnq::ShapeError>([&] {
+    call_attention_with_shapes(DType::bf16, q, {1, 3, 12, 64}, kv, q, 1.0f);
+  });
   CHECK(contains(key, "k must be [B, H, L, D] = [1, 2, 12, 64]"));
-  const std::string value = message_of<sdnq::ShapeError>(
-      [&] { call_attention_with_shapes(DType::bf16, q, kv, {1, 2, 11, 64}, q, 1.0f); });
+  const std::string value = message_of<sdnq::ShapeError>([&] {
+    call_attention_with_shapes(DType::bf16, q, kv, {1, 2, 11, 64}, q, 1.0f);
+  });
   CHECK(contains(value, "v must be"));
-  const std::string out = message_of<sdnq::ShapeError>(
-      [&] { call_attention_with_shapes(DType::bf16, q, kv, kv, {1, 2, 12, 64}, 1.0f); });
+  const std::string out = message_of<sdnq::ShapeError>([&] {
+    call_attention_with_shapes(DType::bf16, q, kv, kv, {1, 2, 12, 64}, 1.0f);
+  });
   CHECK(contains(out, "out must be [B, H, L, D] = [1, 2, 10, 64]"));
-  const std::string dtype = message_of<sdnq::UnsupportedError>(
-      [&] { call_attention_with_shapes(DType::f32, q, kv, kv, q, 1.0f); });
+  const std::string dtype =
+      message_of<sdnq::UnsupportedError>([&] { call_attention_with_shapes(DType::f32, q, kv, kv, q, 1.0f); });
   CHECK(contains(dtype, "BF16 or F16"));
   const std::string scale =
       message_of<sdnq::ShapeError>([&] { call_attention_with_shapes(DType::f16, q, kv, kv, q, 0.0f); });
   CHECK(contains(scale, "scale must be finite and positive"));
-  const std::string rank =
-      message_of<sdnq::ShapeError>([&] { call_attention_with_shapes(DType::f16, {2, 10, 64}, kv, kv, q, 1.0f); });
+  const std::string rank = message_of<sdnq::ShapeError>([&] {
+    call_attention_with_shapes(DType::f16, {2, 10, 64}, kv, kv, q, 1.0f);
+  });
   CHECK(contains(rank, "q must be [B, H, Lq, D]"));
 }

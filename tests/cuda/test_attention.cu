@@ -44,8 +44,8 @@ Tensor run_attention_kernel(const AttentionCase& c, const TensorView& q, const T
   SDNQ_CUDA_CHECK(cudaMemset(out_storage.data(), 0xFF, out_storage.nbytes()));  // NaN in bf16 and fp16
   TensorView out_view = out_storage.view();
   if (c.layout == AttentionLayout::tokens_first)
-    out_view = cuda::ops::split_heads(
-        out_storage.view().reshaped(Shape{c.batch, c.query_length, c.heads * c.head_dim}), c.heads, c.head_dim);
+    out_view = cuda::ops::split_heads(out_storage.view().reshaped(Shape{c.batch, c.query_length, c.heads * c.head_dim}),
+                                      c.heads, c.head_dim);
   cudaStream_t stream{};
   SDNQ_CUDA_CHECK(cudaStreamCreate(&stream));
   const cuda::ops::AttentionOptions options{c.scale, c.causal};

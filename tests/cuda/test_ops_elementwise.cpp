@@ -104,8 +104,7 @@ TEST_CASE("ops: AdaLN modulation and gated residual add read chunks of the modul
   require_close(gpu::modulate(x, emb, chunks, 3, 4), modulated, dtype);
 
   Tensor gated = sdnq::test::widen(x);
-  sdnq::nn::detail::add_gated_(gated, sdnq::nn::detail::modulation_chunk(emb32, chunks, 5),
-                               sdnq::test::widen(update));
+  sdnq::nn::detail::add_gated_(gated, sdnq::nn::detail::modulation_chunk(emb32, chunks, 5), sdnq::test::widen(update));
   require_close(gpu::gated_add(x, emb, chunks, 5, update), gated, dtype);
 }
 

@@ -186,8 +186,8 @@ Tensor rope(const TensorView& x, const TensorView& cos, const TensorView& sin) {
   return finish(s, dx);
 }
 
-Tensor timestep_embedding(const TensorView& t, int dim, bool flip_sin_to_cos, float shift, float scale,
-                          int max_period, DType out_dtype) {
+Tensor timestep_embedding(const TensorView& t, int dim, bool flip_sin_to_cos, float shift, float scale, int max_period,
+                          DType out_dtype) {
   Stream s;
   Tensor dt = cuda::to_device(t);
   Tensor out = poisoned(Shape{t.size(0), dim}, out_dtype);
@@ -208,8 +208,8 @@ Tensor patchify(const TensorView& image, int patch, bool channel_major) {
   Tensor di = cuda::to_device(image);
   const std::int64_t b = image.size(0), c = image.size(1), h = image.size(2), w = image.size(3);
   Tensor out = poisoned(Shape{b, (h / patch) * (w / patch), c * patch * patch}, image.dtype());
-  device_ops::patchify(di, patch, channel_major ? device_ops::PatchOrder::channel_major
-                                                : device_ops::PatchOrder::channel_minor,
+  device_ops::patchify(di, patch,
+                       channel_major ? device_ops::PatchOrder::channel_major : device_ops::PatchOrder::channel_minor,
                        out, s.stream);
   return finish(s, out);
 }
@@ -218,8 +218,8 @@ Tensor unpatchify(const TensorView& tokens, int patch, bool channel_major, const
   Stream s;
   Tensor dt = cuda::to_device(tokens);
   Tensor out = poisoned(image_shape, tokens.dtype());
-  device_ops::unpatchify(dt, patch, channel_major ? device_ops::PatchOrder::channel_major
-                                                  : device_ops::PatchOrder::channel_minor,
+  device_ops::unpatchify(dt, patch,
+                         channel_major ? device_ops::PatchOrder::channel_major : device_ops::PatchOrder::channel_minor,
                          out, s.stream);
   return finish(s, out);
 }

@@ -31,8 +31,8 @@ Tensor softmax(const TensorView& x);
 // x [B, L, H, D]; cos, sin f32 [L, D]; run on the [B, H, L, D] split_heads view of [B, L, H·D], in place.
 Tensor rope(const TensorView& x, const TensorView& cos, const TensorView& sin);
 // t f32 [N] -> [N, dim] of `out_dtype`.
-Tensor timestep_embedding(const TensorView& t, int dim, bool flip_sin_to_cos, float shift, float scale,
-                          int max_period, DType out_dtype);
+Tensor timestep_embedding(const TensorView& t, int dim, bool flip_sin_to_cos, float shift, float scale, int max_period,
+                          DType out_dtype);
 Tensor upsample_nearest2x(const TensorView& x);
 Tensor patchify(const TensorView& image, int patch, bool channel_major);
 Tensor unpatchify(const TensorView& tokens, int patch, bool channel_major, const Shape& image_shape);

@@ -20,8 +20,7 @@ using sdnq::Shape;
 using sdnq::Tensor;
 namespace gpu = sdnq::test::ops;
 
-void require_close(const sdnq::TensorView& actual, const sdnq::TensorView& expected, double absolute,
-                   double relative) {
+void require_close(const sdnq::TensorView& actual, const sdnq::TensorView& expected, double absolute, double relative) {
   REQUIRE(actual.shape() == expected.shape());
   const auto comparison = sdnq::test::compare(actual, expected, absolute, relative);
   INFO(comparison.describe());
@@ -46,7 +45,8 @@ TEST_CASE("ops: FLUX's 3-axis RoPE on the [B, H, L, D] view of [B, L, H, D] acti
   const DType dtype = GENERATE(DType::bf16, DType::f16);
   const bool small = GENERATE(false, true);
   // D 128 with FLUX's axes (16, 56, 56); D 6 = axes (2, 2, 2) takes the scalar path.
-  const std::vector<std::int64_t> axes = small ? std::vector<std::int64_t>{2, 2, 2} : std::vector<std::int64_t>{16, 56, 56};
+  const std::vector<std::int64_t> axes =
+      small ? std::vector<std::int64_t>{2, 2, 2} : std::vector<std::int64_t>{16, 56, 56};
   const std::int64_t head_dim = small ? 6 : 128, heads = 3, batch = 2;
   const Tensor ids = flux_ids(5, 4, 6);
   const std::int64_t tokens = ids.size(0);
@@ -74,8 +74,7 @@ TEST_CASE("ops: sinusoidal timestep embedding like diffusers' get_timestep_embed
   // f32 angles up to 1000 rad: expf/std::exp may differ by an ulp of the frequency (≤ 1e-4 in the angle).
   const double relative = out_dtype == DType::f32 ? 0.0 : sdnq::test::unit_roundoff(out_dtype) * 1.01;
   INFO("dim " << s.dim << ", out " << sdnq::dtype_name(out_dtype));
-  require_close(gpu::timestep_embedding(t, s.dim, s.flip, s.shift, 1.0f, 10000, out_dtype), expected, 2e-4,
-                relative);
+  require_close(gpu::timestep_embedding(t, s.dim, s.flip, s.shift, 1.0f, 10000, out_dtype), expected, 2e-4, relative);
 }
 
 TEST_CASE("ops: nearest 2x upsampling", "[cuda][ops]") {

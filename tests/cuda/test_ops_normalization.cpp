@@ -39,8 +39,8 @@ TEST_CASE("ops: layer_norm with and without affine parameters", "[cuda][ops]") {
   const Tensor b = sdnq::test::random_tensor(Shape{dim}, dtype, 23);
   const Tensor w32 = sdnq::test::widen(w), b32 = sdnq::test::widen(b);
   const sdnq::TensorView wv = w32, bv = b32, wd = w, bd = b;
-  const Tensor expected = sdnq::nn::layer_norm(sdnq::test::widen(x), affine ? &wv : nullptr, affine ? &bv : nullptr,
-                                               1e-6f);
+  const Tensor expected =
+      sdnq::nn::layer_norm(sdnq::test::widen(x), affine ? &wv : nullptr, affine ? &bv : nullptr, 1e-6f);
   require_close(gpu::layer_norm(x, affine ? &wd : nullptr, affine ? &bd : nullptr, 1e-6f), expected, dtype);
 }
 
@@ -106,7 +106,7 @@ TEST_CASE("ops: softmax over the last axis, incl. -inf entries and an all -inf r
       x.data_as<sdnq::fp16>()[i] = sdnq::fp16(value);
   };
   const float negative_infinity = -std::numeric_limits<float>::infinity();
-  for (std::int64_t i = 0; i < dim; i += 3) set(dim + i, negative_infinity);  // row 1: masked entries
+  for (std::int64_t i = 0; i < dim; i += 3) set(dim + i, negative_infinity);   // row 1: masked entries
   for (std::int64_t i = 0; i < dim; ++i) set(2 * dim + i, negative_infinity);  // row 2: fully masked
   INFO("dim " << dim << ", " << sdnq::dtype_name(dtype));
   require_close(gpu::softmax(x), sdnq::nn::softmax(sdnq::test::widen(x)), dtype);

@@ -18,8 +18,7 @@ namespace sdnq::test {
 inline double unit_roundoff(DType dtype) { return dtype == DType::bf16 ? 0x1p-8 : 0x1p-11; }
 
 // A host tensor of `dtype` (bf16, f16 or f32) with values uniform in [low, high), rounded to dtype.
-inline Tensor random_tensor(const Shape& shape, DType dtype, std::uint64_t seed, float low = -1.0f,
-                            float high = 1.0f) {
+inline Tensor random_tensor(const Shape& shape, DType dtype, std::uint64_t seed, float low = -1.0f, float high = 1.0f) {
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> dist(low, high);
   Tensor out = Tensor::empty(shape, dtype);

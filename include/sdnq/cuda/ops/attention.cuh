@@ -45,12 +45,15 @@ inline TensorView split_heads(const TensorView& x, std::int64_t heads, std::int6
 namespace kernel_detail {
 
 // Which block shape a launch uses: warps × m16 tiles per warp of query rows (benchmarks compare them).
-enum class AttentionBlock { warps4_rows64, warps4_rows128, warps8_rows128, warps3_rows96, warps4_rows128_eager };
-inline constexpr int attention_block_count = 5;
+// warps4_rows128 rescales O every step; the others skip the rescale when no row maximum of the warp
+// moved (on 4 × 32 rows that costs register spills and ~5%: warps4_rows128_lazy, kept for comparison).
+enum class AttentionBlock { warps4_rows64, warps4_rows128, warps8_rows128, warps4_rows128_lazy };
+inline constexpr int attention_block_count = 4;
 
 // Measured on an H100 (bench_attention): D 128 runs best with 4 warps of 2 × 16 rows (fewer K/V
-// fragment loads per MMA); D 64 with 8 warps of 16 rows, or 4 warps of 16 rows while 128-row blocks
-// would leave fewer than four per SM.
+// fragment loads per MMA; 276 TFLOP/s at FLUX's shape against 240 for 8 × 16 and 212 for 4 × 16);
+// D 64 with 8 warps of 16 rows, or 4 warps of 16 rows while 128-row blocks would leave fewer than
+// four per SM.
 inline AttentionBlock default_attention_block(std::int64_t head_dim, std::int64_t rows_128_blocks) {
   if (head_dim == 128) return AttentionBlock::warps4_rows128;
   return rows_128_blocks >= 4 * 132 ? AttentionBlock::warps8_rows128 : AttentionBlock::warps4_rows64;
@@ -73,11 +76,9 @@ void dispatch_attention_block(const AttentionParams& params, int batch, Attentio
     case AttentionBlock::warps4_rows64:
       return launch_attention<T, AttentionTile<HeadDim, 4, 1>>(params, batch, stream);
     case AttentionBlock::warps4_rows128:
-      return launch_attention<T, AttentionTile<HeadDim, 4, 2>>(params, batch, stream);
-    case AttentionBlock::warps3_rows96:
-      return launch_attention<T, AttentionTile<HeadDim, 3, 2>>(params, batch, stream);
-    case AttentionBlock::warps4_rows128_eager:
       return launch_attention<T, AttentionTile<HeadDim, 4, 2, false>>(params, batch, stream);
+    case AttentionBlock::warps4_rows128_lazy:
+      return launch_attention<T, AttentionTile<HeadDim, 4, 2, true>>(params, batch, stream);
     default:
       return launch_attention<T, AttentionTile<HeadDim, 8, 1>>(params, batch, stream);
   }
@@ -87,10 +88,10 @@ inline AttentionStrides strides_of(const TensorView& x) { return {x.stride(0), x
 
 inline void check_attention_operand(const TensorView& x, const char* name, DType dtype, std::int64_t batch,
                                     std::int64_t heads, std::int64_t length, std::int64_t head_dim) {
-  SDNQ_REQUIRE(x.rank() == 4 && x.size(0) == batch && x.size(1) == heads && x.size(2) == length &&
-                   x.size(3) == head_dim,
-               ShapeError, "cuda::ops::attention: {} must be [B, H, L, D] = [{}, {}, {}, {}], got {}", name, batch,
-               heads, length, head_dim, x.shape().to_string());
+  SDNQ_REQUIRE(
+      x.rank() == 4 && x.size(0) == batch && x.size(1) == heads && x.size(2) == length && x.size(3) == head_dim,
+      ShapeError, "cuda::ops::attention: {} must be [B, H, L, D] = [{}, {}, {}, {}], got {}", name, batch, heads,
+      length, head_dim, x.shape().to_string());
   SDNQ_REQUIRE(x.dtype() == dtype && x.device().is_cuda(), ShapeError,
                "cuda::ops::attention: {} must be a device {} tensor like q, got {} on {}", name, dtype_name(dtype),
                dtype_name(x.dtype()), x.device().to_string());
@@ -129,9 +130,8 @@ inline void attention_with_block(const TensorView& q, const TensorView& k, const
   check_attention_operand(out, "out", q.dtype(), batch, heads, query_length, head_dim);
   constexpr std::int64_t max_grid_yz = 65535, max_length = std::numeric_limits<int>::max() - 256;
   SDNQ_REQUIRE(batch <= max_grid_yz && heads <= max_grid_yz && query_length <= max_length && key_length <= max_length,
-               UnsupportedError,
-               "cuda::ops::attention: at most {} batches and heads and {} tokens, got q {} and k {}", max_grid_yz,
-               max_length, q.shape().to_string(), k.shape().to_string());
+               UnsupportedError, "cuda::ops::attention: at most {} batches and heads and {} tokens, got q {} and k {}",
+               max_grid_yz, max_length, q.shape().to_string(), k.shape().to_string());
   SDNQ_REQUIRE(std::isfinite(options.scale) && options.scale > 0.0f, ShapeError,
                "cuda::ops::attention: scale must be finite and positive, got {}", options.scale);
   if (batch == 0 || heads == 0 || query_length == 0) return;

@@ -28,10 +28,10 @@ namespace ops {
 // Chunk `index` of a modulation vector emb [B, chunks·D] (torch.chunk(emb, chunks, dim=1)[index]) as a
 // [B, D] view without a copy.
 inline TensorView modulation_chunk(const TensorView& emb, int chunks, int index) {
-  SDNQ_REQUIRE(emb.rank() == 2 && chunks > 0 && index >= 0 && index < chunks && emb.size(1) % chunks == 0 &&
-                   emb.stride(1) == 1,
-               ShapeError, "cuda::ops::modulation_chunk: chunk {} of {} from emb {} (needs [B, chunks·D], unit stride)",
-               index, chunks, emb.shape().to_string());
+  SDNQ_REQUIRE(
+      emb.rank() == 2 && chunks > 0 && index >= 0 && index < chunks && emb.size(1) % chunks == 0 && emb.stride(1) == 1,
+      ShapeError, "cuda::ops::modulation_chunk: chunk {} of {} from emb {} (needs [B, chunks·D], unit stride)", index,
+      chunks, emb.shape().to_string());
   const std::int64_t dim = emb.size(1) / chunks;
   auto* base = static_cast<std::byte*>(emb.data()) + index * dim * static_cast<std::int64_t>(emb.element_size());
   return TensorView(base, emb.dtype(), Shape{emb.size(0), dim}, Shape{emb.stride(0), 1}, emb.device());
@@ -63,8 +63,8 @@ void launch_vector_op(const VectorOpParams& p, DType dtype, cudaStream_t stream)
   const bool vector_aligned =
       p.inner != 1 || ((p.first == nullptr || (aligned16(p.first) && p.first_batch_stride % 8 == 0)) &&
                        (p.second == nullptr || (aligned16(p.second) && p.second_batch_stride % 8 == 0)));
-  const bool vector = packs_fit && vector_aligned && aligned16(p.x) && aligned16(p.out) &&
-                      (p.update == nullptr || aligned16(p.update));
+  const bool vector =
+      packs_fit && vector_aligned && aligned16(p.x) && aligned16(p.out) && (p.update == nullptr || aligned16(p.update));
   dispatch_16bit(dtype, [&]<class T>() {
     const std::int64_t items = vector ? p.numel / 8 : p.numel;
     const unsigned blocks = grid_for(items, elementwise_threads);
@@ -131,7 +131,8 @@ inline void activation(const TensorView& x, const TensorView& out, Activation ac
     const auto* in = static_cast<const T*>(x.data());
     auto* o = static_cast<T*>(out.data());
     if (vector)
-      activation_kernel<T, true><<<grid_for(n / 8, elementwise_threads), elementwise_threads, 0, stream>>>(in, o, n, act);
+      activation_kernel<T, true>
+          <<<grid_for(n / 8, elementwise_threads), elementwise_threads, 0, stream>>>(in, o, n, act);
     else
       activation_kernel<T, false><<<grid_for(n, elementwise_threads), elementwise_threads, 0, stream>>>(in, o, n, act);
   });
@@ -154,11 +155,12 @@ inline void geglu(const TensorView& x, const TensorView& out, cudaStream_t strea
     const auto* in = static_cast<const T*>(x.data());
     auto* o = static_cast<T*>(out.data());
     if (vector)
-      gated_activation_kernel<T, true><<<grid_for(rows * half / 8, elementwise_threads), elementwise_threads, 0,
-                                         stream>>>(in, o, rows, half, Activation::gelu);
+      gated_activation_kernel<T, true>
+          <<<grid_for(rows * half / 8, elementwise_threads), elementwise_threads, 0, stream>>>(in, o, rows, half,
+                                                                                               Activation::gelu);
     else
-      gated_activation_kernel<T, false><<<grid_for(rows * half, elementwise_threads), elementwise_threads, 0,
-                                          stream>>>(in, o, rows, half, Activation::gelu);
+      gated_activation_kernel<T, false><<<grid_for(rows * half, elementwise_threads), elementwise_threads, 0, stream>>>(
+          in, o, rows, half, Activation::gelu);
   });
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }
@@ -188,8 +190,8 @@ inline void mul_vector(const TensorView& x, const TensorView& v, const TensorVie
                                                              stream);
 }
 inline void add_channel_vector(const TensorView& x, const TensorView& v, const TensorView& out, cudaStream_t stream) {
-  kernel_detail::run_vector_op<kernel_detail::VectorOp::add>(x, v, nullptr, nullptr, out, false,
-                                                             "add_channel_vector", "v", stream);
+  kernel_detail::run_vector_op<kernel_detail::VectorOp::add>(x, v, nullptr, nullptr, out, false, "add_channel_vector",
+                                                             "v", stream);
 }
 inline void modulate(const TensorView& x, const TensorView& shift, const TensorView& scale, const TensorView& out,
                      cudaStream_t stream) {

@@ -60,8 +60,7 @@ inline std::int64_t modulation_batch_stride(const TensorView& v, const TensorVie
 
 template <RowNorm Norm>
 void run_row_norm(const TensorView& x, const TensorView* weight, const TensorView* bias, const TensorView* shift,
-                  const TensorView* scale, float eps, const TensorView& out, std::string_view op,
-                  cudaStream_t stream) {
+                  const TensorView* scale, float eps, const TensorView& out, std::string_view op, cudaStream_t stream) {
   require_operand(x, op, "x");
   require_like(out, x, x.shape(), op, "out");
   RowNormParams p;
@@ -72,8 +71,7 @@ void run_row_norm(const TensorView& x, const TensorView* weight, const TensorVie
   SDNQ_REQUIRE(eps >= 0.0f, ShapeError, "cuda::ops::{}: eps must be >= 0, got {}", op, eps);
   p.eps = eps;
   if (shift != nullptr) {
-    SDNQ_REQUIRE(x.rank() >= 2, ShapeError, "cuda::ops::{}: x must be [B, ..., D], got {}", op,
-                 x.shape().to_string());
+    SDNQ_REQUIRE(x.rank() >= 2, ShapeError, "cuda::ops::{}: x must be [B, ..., D], got {}", op, x.shape().to_string());
     p.shift_batch_stride = modulation_batch_stride(*shift, x, op, "shift");
     p.scale_batch_stride = modulation_batch_stride(*scale, x, op, "scale");
     p.shift = shift->data();
@@ -103,8 +101,8 @@ void run_row_norm(const TensorView& x, const TensorView* weight, const TensorVie
 
 inline void layer_norm(const TensorView& x, const TensorView* weight, const TensorView* bias, float eps,
                        const TensorView& out, cudaStream_t stream) {
-  kernel_detail::run_row_norm<kernel_detail::RowNorm::layer>(x, weight, bias, nullptr, nullptr, eps, out,
-                                                             "layer_norm", stream);
+  kernel_detail::run_row_norm<kernel_detail::RowNorm::layer>(x, weight, bias, nullptr, nullptr, eps, out, "layer_norm",
+                                                             stream);
 }
 
 // FLUX / SD3's AdaLN in one pass: LayerNorm(x) without affine parameters, then · (1 + scale) + shift.
@@ -168,11 +166,11 @@ inline void group_norm(const TensorView& x, int groups, const TensorView* weight
     auto* o = static_cast<T*>(out.data());
     const int c = static_cast<int>(channels);
     if (vector)
-      group_norm_kernel<T, true><<<blocks, group_norm_threads, 0, stream>>>(in, wt, bs, o, c, groups, positions, eps,
-                                                                           silu);
+      group_norm_kernel<T, true>
+          <<<blocks, group_norm_threads, 0, stream>>>(in, wt, bs, o, c, groups, positions, eps, silu);
     else
-      group_norm_kernel<T, false><<<blocks, group_norm_threads, 0, stream>>>(in, wt, bs, o, c, groups, positions, eps,
-                                                                            silu);
+      group_norm_kernel<T, false>
+          <<<blocks, group_norm_threads, 0, stream>>>(in, wt, bs, o, c, groups, positions, eps, silu);
   });
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }

@@ -55,8 +55,8 @@ inline void apply_rope(const TensorView& x, const TensorView& cos, const TensorV
   const auto multiple_of_8 = [](const TensorView& v) {
     return v.stride(0) % 8 == 0 && v.stride(1) % 8 == 0 && v.stride(2) % 8 == 0 && aligned16(v.data());
   };
-  const bool vector = p.head_dim % 8 == 0 && multiple_of_8(x) && multiple_of_8(out) && aligned16(p.cos) &&
-                      aligned16(p.sin);
+  const bool vector =
+      p.head_dim % 8 == 0 && multiple_of_8(x) && multiple_of_8(out) && aligned16(p.cos) && aligned16(p.sin);
   constexpr int threads = 256;
   dispatch_16bit(x.dtype(), [&]<class T>() {
     if (vector)
@@ -87,7 +87,7 @@ inline void timestep_embedding(const TensorView& t, int dim, bool flip_sin_to_co
   const auto* steps = t.data_as<const float>();
   const auto launch = [&](auto* o) {
     timestep_embedding_kernel<<<blocks, threads, 0, stream>>>(steps, o, t.size(0), dim, flip_sin_to_cos,
-                                                               downscale_freq_shift, scale, log_max_period);
+                                                              downscale_freq_shift, scale, log_max_period);
   };
   if (out.dtype() == DType::f32)
     launch(static_cast<float*>(out.data()));

@@ -35,11 +35,11 @@ inline void upsample_nearest2x(const TensorView& x, const TensorView& out, cudaS
     const auto* in = static_cast<const T*>(x.data());
     auto* o = static_cast<T*>(out.data());
     if (vector)
-      upsample_nearest2x_kernel<T, true><<<grid_for(out.numel() / 8, threads), threads, 0, stream>>>(in, o, planes,
-                                                                                                  height, width);
+      upsample_nearest2x_kernel<T, true>
+          <<<grid_for(out.numel() / 8, threads), threads, 0, stream>>>(in, o, planes, height, width);
     else
-      upsample_nearest2x_kernel<T, false><<<grid_for(out.numel(), threads), threads, 0, stream>>>(in, o, planes,
-                                                                                               height, width);
+      upsample_nearest2x_kernel<T, false>
+          <<<grid_for(out.numel(), threads), threads, 0, stream>>>(in, o, planes, height, width);
   });
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }

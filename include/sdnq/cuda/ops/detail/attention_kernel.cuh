@@ -56,8 +56,8 @@ struct AttentionTile {
   static constexpr int rows = 16 * Warps * MTiles;  // query rows per block
   // Two resident blocks per SM: 8 warps must fit 128 registers per thread.
   static constexpr int min_blocks = Warps == 8 ? 2 : 1;
-  static constexpr int keys = 64;                   // keys per pipeline step
-  static constexpr int chunks = HeadDim / 8;        // 16-byte chunks per row
+  static constexpr int keys = 64;             // keys per pipeline step
+  static constexpr int chunks = HeadDim / 8;  // 16-byte chunks per row
   static constexpr int q_elements = rows * HeadDim;
   static constexpr int kv_elements = keys * HeadDim;
   // Q tile (reused for the output), two K tiles, two V tiles.
@@ -192,7 +192,8 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) attention_ker
 #pragma unroll
       for (int nt2 = 0; nt2 < KEYS / 16; ++nt2) {
         std::uint32_t b[4];
-        load_matrix_x4(b, k_tile + swizzled<CH>(nt2 * 16 + (lane & 7) + ((lane >> 4) << 3), kk * 2 + ((lane >> 3) & 1)));
+        load_matrix_x4(b,
+                       k_tile + swizzled<CH>(nt2 * 16 + (lane & 7) + ((lane >> 4) << 3), kk * 2 + ((lane >> 3) & 1)));
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
           mma_16816<T>(s[mt][2 * nt2], a[mt], b[0], b[1]);
@@ -225,7 +226,8 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) attention_ker
       for (int h = 0; h < 2; ++h) {
         float block_max = -INFINITY;
 #pragma unroll
-        for (int nt = 0; nt < KEYS / 8; ++nt) block_max = fmaxf(block_max, fmaxf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
+        for (int nt = 0; nt < KEYS / 8; ++nt)
+          block_max = fmaxf(block_max, fmaxf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
         const float new_max = fmaxf(row_max[mt][h], quad_max(block_max) * p.scale_log2);
         const float base = new_max == -INFINITY ? 0.0f : new_max;  // a fully masked row stays at zero
         const float correction = fast_exp2(row_max[mt][h] - base);

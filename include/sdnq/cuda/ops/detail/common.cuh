@@ -89,8 +89,8 @@ inline void require_like(const TensorView& x, const TensorView& reference, const
                          std::string_view name) {
   require_operand(x, op, name);
   SDNQ_REQUIRE(x.dtype() == reference.dtype() && x.shape() == shape, ShapeError,
-               "cuda::ops::{}: {} must be {} {}, got {} {}", op, name, dtype_name(reference.dtype()),
-               shape.to_string(), dtype_name(x.dtype()), x.shape().to_string());
+               "cuda::ops::{}: {} must be {} {}, got {} {}", op, name, dtype_name(reference.dtype()), shape.to_string(),
+               dtype_name(x.dtype()), x.shape().to_string());
 }
 
 // Dispatches `launch.template operator()<T>()` on the dtype of `x` (BF16 or F16).

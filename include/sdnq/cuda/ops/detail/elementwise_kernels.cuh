@@ -147,8 +147,8 @@ __global__ void vector_op_kernel(const VectorOpParams p) {
     }
 #pragma unroll
     for (int e = 0; e < width; ++e)
-      xs[e] = apply_vector_op<Op>(xs[e], uses_first ? fs[e] : 0.0f, uses_second ? ss[e] : 0.0f,
-                                  uses_update ? us[e] : 0.0f);
+      xs[e] =
+          apply_vector_op<Op>(xs[e], uses_first ? fs[e] : 0.0f, uses_second ? ss[e] : 0.0f, uses_update ? us[e] : 0.0f);
     if constexpr (Vector)
       store8(out + i, xs);
     else

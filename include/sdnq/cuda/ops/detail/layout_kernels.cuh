@@ -80,7 +80,8 @@ __global__ void timestep_embedding_kernel(const float* t, Out* out, long long co
     float value = 0.0f;
     if (column < 2 * half) {
       const int i = column % half;
-      const float frequency = expf(-log_max_period * static_cast<float>(i) / (static_cast<float>(half) - downscale_freq_shift));
+      const float frequency =
+          expf(-log_max_period * static_cast<float>(i) / (static_cast<float>(half) - downscale_freq_shift));
       const float argument = scale * (t[n] * frequency);
       const bool first_half = column < half;
       value = (first_half != flip_sin_to_cos) ? sinf(argument) : cosf(argument);

@@ -45,7 +45,7 @@ __global__ void __launch_bounds__(rows_per_block * 32) row_norm_kernel(const Row
   const T* shift = p.shift != nullptr ? static_cast<const T*>(p.shift) + sample * p.shift_batch_stride : nullptr;
   const T* scale = p.scale != nullptr ? static_cast<const T*>(p.scale) + sample * p.scale_batch_stride : nullptr;
   constexpr int width = Vector ? 8 : 1;
-  const auto load = [](const T* source, float (&v)[width]) {
+  const auto load = [](const T* source, float(&v)[width]) {
     if constexpr (Vector)
       load8(source, v);
     else
@@ -95,8 +95,7 @@ __global__ void __launch_bounds__(rows_per_block * 32) row_norm_kernel(const Row
 
 // Softmax over rows of `dim` elements; a row that is entirely -inf becomes zeros.
 template <class T, bool Vector>
-__global__ void __launch_bounds__(rows_per_block * 32)
-    softmax_kernel(const T* x, T* out, std::int64_t rows, int dim) {
+__global__ void __launch_bounds__(rows_per_block * 32) softmax_kernel(const T* x, T* out, std::int64_t rows, int dim) {
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * rows_per_block + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;
