@@ -6,7 +6,7 @@
 #   3. runs the host tests (sdnq_tests) as a cross-check with g++ 13 and Catch2 v3;
 #   4. runs the CUDA tests (sdnq_cuda_tests);
 #   5. runs the CUDA tests again under compute-sanitizer memcheck (with leak check);
-#   6. runs racecheck on the kernel tests (tags [dequantize],[gemv],[gemm_tc], or SDNQ_RACECHECK_FILTER);
+#   6. runs racecheck on the kernel tests that use shared memory (SDNQ_RACECHECK_FILTER overrides the tags);
 #   7. runs every benchmark in bench/ (SDNQ_SKIP_BENCHMARKS=1 skips them, SDNQ_BENCH_FILTER=<regex of
 #      program names> picks some), JSON next to the logs;
 #   8. where Python has PyTorch, compares the scalar conversions with torch's bit for bit.
@@ -186,7 +186,7 @@ fi
 step "CUDA tests under compute-sanitizer racecheck (the kernels that use shared memory)"
 if [[ -x "$sanitizer" ]]; then
   run_logged cuda-tests-racecheck "$sanitizer" --tool racecheck --report-api-errors no --error-exitcode 99 \
-    "$cuda_tests" "${SDNQ_RACECHECK_FILTER:-[dequantize],[gemv],[gemm_tc]}"
+    "$cuda_tests" "${SDNQ_RACECHECK_FILTER:-[dequantize],[gemv],[gemm_tc],[w8a8],[linear],[attention],[ops]}"
 fi
 
 if [[ "${SDNQ_SKIP_BENCHMARKS:-0}" != 1 ]]; then
