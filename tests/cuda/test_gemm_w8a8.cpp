@@ -163,8 +163,16 @@ TEST_CASE("gemm_w8a8 int8: odd M and N, K at the 16-byte limit, bf16 and fp16", 
   SECTION("bf16, K = 1024, N = 200") { run_case<sdnq::bf16>(m, 200, 1024, false, true, 3); }
 }
 
+// Skips (with a warning) the wgmma tiles 4 and 5 where they cannot run.
+bool tile_runs_here(int tile) {
+  if (tile < 4 || sdnq::test::gpu_has_wgmma()) return true;
+  WARN("skipped: the wgmma tiles need a Hopper GPU and an sm_90a build");
+  return false;
+}
+
 TEST_CASE("gemm_w8a8 int8: every tile shape gives the same exact result", "[cuda][w8a8]") {
-  const int tile = GENERATE(0, 1, 2, 3);
+  const int tile = GENERATE(0, 1, 2, 3, 4, 5);
+  if (!tile_runs_here(tile)) return;
   run_case<sdnq::bf16>(300, 260, 400, false, true, 10, tile);
   run_case<sdnq::fp16>(129, 511, 256, false, false, 11, tile);
 }
@@ -187,16 +195,20 @@ TEST_CASE("gemm_w8a8 fp8: odd shapes, every tile, K up to 15360", "[cuda][w8a8]"
   SECTION("small and large tiles") {
     const int tile = GENERATE(0, 1, 3);
     run_case<sdnq::bf16>(300, 260, 400, true, true, 32, tile);
+    run_case<sdnq::fp16>(129, 200, 1040, true, false, 36, tile);
   }
   SECTION("K = 15360 (FLUX single-block linear2), accumulation promoted every 128 inputs") {
-    run_case<sdnq::bf16>(48, 40, 15360, true, true, 33);
+    run_case<sdnq::bf16>(48, 40, 15360, true, true, 33);      // mma.sync 64x64
+    run_case<sdnq::bf16>(48, 40, 15360, true, true, 37, 1);   // mma.sync 128x128
+    run_case<sdnq::bf16>(48, 40, 15360, false, true, 38, 1);  // int8 at the same K
   }
-  SECTION("huge tile is int8 only: rejected before launch") {
+  SECTION("the 128x256 and wgmma tiles are int8 only: rejected before launch") {
+    const int tile = GENERATE(2, 4, 5);
     const CheckpointWeight w = make_weight(64, 128, true, 34);
     const auto repacked = sdnq::cuda::repack_for_w8a8<sdnq::bf16>(w.view(64, 128, true));
     const Tensor x = random_matrix<sdnq::bf16>(16, 128, 35);
     const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
-        [&] { (void)sdnq::test::run_gemm_w8a8_kernel(repacked, x, std::nullopt, 2); });
+        [&] { (void)sdnq::test::run_gemm_w8a8_kernel(repacked, x, std::nullopt, tile); });
     CHECK(sdnq::test::contains(message, "int8 only"));
   }
 }
@@ -288,8 +300,8 @@ TEST_CASE("gemm_w8a8: bad weights and inputs are rejected before launch", "[cuda
     CheckpointWeight w = make_weight(32, 64, false, 61);
     LinearCodes codes = w.view(32, 64, false);
     codes.value = CodeValue::unsigned_integer;
-    const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
-        [&] { (void)sdnq::cuda::repack_for_w8a8<sdnq::bf16>(codes); });
+    const auto message =
+        sdnq::test::message_of<sdnq::UnsupportedError>([&] { (void)sdnq::cuda::repack_for_w8a8<sdnq::bf16>(codes); });
     CHECK(sdnq::test::contains(message, "uint8"));
   }
   SECTION("grouped scales") {
@@ -299,8 +311,8 @@ TEST_CASE("gemm_w8a8: bad weights and inputs are rejected before launch", "[cuda
     LinearCodes codes = w.view(32, 64, false);
     codes.transposed = false;
     codes.group_size = 32;
-    const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
-        [&] { (void)sdnq::cuda::repack_for_w8a8<sdnq::bf16>(codes); });
+    const auto message =
+        sdnq::test::message_of<sdnq::UnsupportedError>([&] { (void)sdnq::cuda::repack_for_w8a8<sdnq::bf16>(codes); });
     CHECK(sdnq::test::contains(message, "groups of 32"));
   }
   SECTION("x of the wrong width or dtype") {

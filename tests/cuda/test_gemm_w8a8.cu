@@ -23,8 +23,8 @@ Tensor run_gemm_w8a8_kernel(const cuda::W8A8WeightsHost& weights, TensorView x, 
   SDNQ_CUDA_CHECK(cudaMemset(workspace.data(), 0xFF, workspace.nbytes()));
   std::optional<cuda::W8A8TileChoice> forced;
   if (tile >= 0) forced = static_cast<cuda::W8A8TileChoice>(tile);
-  cuda::gemm_w8a8(device_weights.view(), device_x,
-                  device_bias ? std::optional<TensorView>(*device_bias) : std::nullopt, y, workspace, nullptr, forced);
+  cuda::gemm_w8a8(device_weights.view(), device_x, device_bias ? std::optional<TensorView>(*device_bias) : std::nullopt,
+                  y, workspace, nullptr, forced);
   SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
   return cuda::to_host(y);
 }
@@ -35,6 +35,14 @@ bool gpu_has_fp8_tensor_cores() {
   SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
   return major * 10 + minor >= 89;
+}
+
+bool gpu_has_wgmma() {
+  int device = 0, major = 0, minor = 0;
+  SDNQ_CUDA_CHECK(cudaGetDevice(&device));
+  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  return major * 10 + minor == 90 && cuda::kernel_detail::has_wgmma_code(device);
 }
 
 }  // namespace sdnq::test

@@ -6,7 +6,14 @@
 // blocks that need it (detail/w8a8_quantize.cuh), into a workspace the main loop reads as 8-bit
 // codes; there is no separate launch over the activations. Weights: int8 (int32 accumulation, exact)
 // or float8_e4m3fn (fp32 accumulation, promoted every 128 inputs) from an SDNQ checkpoint, repacked
-// at load time by detail/w8a8_repack.hpp. mma.sync m16n8k32 on sm_80+ (int8) and sm_89+ (e4m3).
+// at load time by detail/w8a8_repack.hpp. mma.sync m16n8k32 on sm_80+ (int8) and sm_89+ (e4m3)
+// (detail/w8a8_kernel.cuh); int8 on Hopper with an sm_90a build: wgmma m64n{128,256}k32
+// (detail/w8a8_wgmma.cuh).
+// Measured on the H100 (bench/cuda/bench_w8a8.cu, quantization included): int8 0.67-0.91x cuBLAS
+// bf16 at M = 4096 on the FLUX shapes, e4m3 about 0.33x (sm_90 has no native mma.sync e4m3: ptxas
+// emits f16 HMMA); cuBLASLt's bare 8-bit GEMMs reach ~1.6-1.8x. Not yet at the 1.7x goal (issue #5):
+// missing are a TMA + mbarrier pipeline with warp-specialized producers, wgmma that overlaps the next
+// K tile, and the quantization off the GEMM's critical path.
 // Numerics equal the CPU reference (quant/activation_quant.hpp, quant/detail/layers_qmm.hpp): same
 // scale formula, IEEE division, round-half-even, clamps; all-zero rows give exact zeros (+ bias) and
 // a row holding NaN/inf only affects its own outputs. Kernel: detail/w8a8_kernel.cuh.
@@ -24,6 +31,7 @@
 #include "sdnq/cuda/config.cuh"
 #include "sdnq/cuda/detail/w8a8_kernel.cuh"
 #include "sdnq/cuda/detail/w8a8_repack.hpp"
+#include "sdnq/cuda/detail/w8a8_wgmma.cuh"
 #include "sdnq/cuda/device_memory.hpp"
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
@@ -49,8 +57,12 @@ inline W8A8WeightsDevice upload_w8a8_weights(const W8A8WeightsHost& host, int de
   W8A8WeightsDevice out;
   out.codes = sdnq::cuda::to_device(host.codes, device, stream);
   out.scale = sdnq::cuda::to_device(host.scale, device, stream);
-  out.meta = W8A8Weights{host.kind,         host.out_features,  host.in_features,
-                         host.dtype,        host.scale_dtype,   out.codes.data(),
+  out.meta = W8A8Weights{host.kind,
+                         host.out_features,
+                         host.in_features,
+                         host.dtype,
+                         host.scale_dtype,
+                         out.codes.data(),
                          static_cast<const float*>(out.scale.data())};
   return out;
 }
@@ -58,7 +70,9 @@ inline W8A8WeightsDevice upload_w8a8_weights(const W8A8WeightsHost& host, int de
 // The instantiated tiles: 16×32 (2 warps, many blocks: weight streaming) for M ≤ 32; 64×64 (4 warps)
 // when large tiles would leave SMs idle; 128×128 (8 warps, 64×32 per warp; two blocks per SM for
 // int8); 128×256 (64×64 per warp) for int8 at large M and N.
-enum class W8A8TileChoice { small, large, huge, narrow };
+// On sm_90a builds running on Hopper, int8 with M > 32 takes the wgmma kernel (detail/w8a8_wgmma.cuh):
+// 128×128, or 128×256 once those tiles fill the SMs. float8_e4m3fn always runs on mma.sync.
+enum class W8A8TileChoice { small, large, huge, narrow, wgmma_128, wgmma_256 };
 
 namespace kernel_detail {
 
@@ -67,15 +81,37 @@ using W8A8TileSmall = W8A8Tile<64, 64, 2, 2, 4, 2>;
 using W8A8TileLargeInt8 = W8A8Tile<128, 128, 2, 4, 3, 2>;
 using W8A8TileLargeFp8 = W8A8Tile<128, 128, 2, 4, 4, 1>;  // promotion doubles the accumulators
 using W8A8TileHuge = W8A8Tile<128, 256, 2, 4, 3, 1>;
+using W8A8TileWgmma128 = W8A8WgmmaTile<128, 4>;
+using W8A8TileWgmma256 = W8A8WgmmaTile<256, 4>;
+
+// Whether this build has sm_90a code for `device` (asked once per device 0..63 with a one-thread
+// probe launch, so not inside a CUDA graph capture on first use).
+inline bool has_wgmma_code(int device) {
+  static std::atomic<int> known[64] = {};  // 0 not asked yet, 1 yes, 2 no
+  std::atomic<int>& entry = known[device & 63];
+  if (entry.load(std::memory_order_relaxed) == 0) {
+    Tensor flag = sdnq::cuda::zeros(Shape{1}, DType::i32, device);
+    w8a8_wgmma_probe<<<1, 1>>>(static_cast<int*>(flag.data()));
+    SDNQ_CUDA_CHECK(cudaGetLastError());
+    const Tensor host = sdnq::cuda::to_host(flag);
+    entry.store(host.data_as<std::int32_t>()[0] == 1 ? 1 : 2, std::memory_order_relaxed);
+  }
+  return entry.load(std::memory_order_relaxed) == 1;
+}
 
 inline constexpr std::int64_t w8a8_smallest_tile_rows = 16;
 
 inline std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
 inline W8A8TileChoice choose_w8a8_tile(W8A8Kind kind, std::int64_t tokens, std::int64_t out_features,
-                                       int multiprocessors, int shared_optin) {
+                                       int multiprocessors, int shared_optin, bool wgmma) {
   if (tokens <= 32) return W8A8TileChoice::narrow;
   const std::int64_t row_tiles = ceil_div(tokens, 128);
+  if (wgmma && kind == W8A8Kind::int8) {
+    const bool wide =
+        row_tiles * ceil_div(out_features, 256) >= multiprocessors && W8A8TileWgmma256::shared_bytes <= shared_optin;
+    return wide ? W8A8TileChoice::wgmma_256 : W8A8TileChoice::wgmma_128;
+  }
   if (kind == W8A8Kind::int8 && row_tiles * ceil_div(out_features, 256) >= multiprocessors &&
       W8A8TileHuge::shared_bytes <= shared_optin)
     return W8A8TileChoice::huge;
@@ -83,10 +119,16 @@ inline W8A8TileChoice choose_w8a8_tile(W8A8Kind kind, std::int64_t tokens, std::
   return W8A8TileChoice::small;
 }
 
-// Raises the kernel's dynamic shared-memory limit, once per device (0..63) and instantiation.
-template <class T, W8A8Operand Operand, class Tile>
+// Launches the mma.sync kernel (Wgmma false) or the wgmma kernel over one block per output tile,
+// raising the dynamic shared-memory limit once per device (0..63) and instantiation.
+template <class T, W8A8Operand Operand, class Tile, bool Wgmma = false>
 void launch_gemm_w8a8(const W8A8Params& p, cudaStream_t stream) {
-  auto* kernel = gemm_w8a8_kernel<T, Operand, Tile>;
+  auto* kernel = [] {
+    if constexpr (Wgmma)
+      return gemm_w8a8_wgmma_kernel<T, Operand, Tile>;
+    else
+      return gemm_w8a8_kernel<T, Operand, Tile>;
+  }();
   if constexpr (Tile::shared_bytes > 48 * 1024) {
     static std::atomic<std::uint64_t> opted_in{0};  // a static per template instantiation
     int device = 0;
@@ -107,7 +149,9 @@ void dispatch_gemm_w8a8(W8A8TileChoice tile, const W8A8Params& p, cudaStream_t s
   if (tile == W8A8TileChoice::narrow) return launch_gemm_w8a8<T, Operand, W8A8TileNarrow>(p, stream);
   if (tile == W8A8TileChoice::small) return launch_gemm_w8a8<T, Operand, W8A8TileSmall>(p, stream);
   if constexpr (Operand == W8A8Operand::int8) {
+    if (tile == W8A8TileChoice::wgmma_128) return launch_gemm_w8a8<T, Operand, W8A8TileWgmma128, true>(p, stream);
     if (tile == W8A8TileChoice::huge) return launch_gemm_w8a8<T, Operand, W8A8TileHuge>(p, stream);
+    if (tile == W8A8TileChoice::wgmma_256) return launch_gemm_w8a8<T, Operand, W8A8TileWgmma256, true>(p, stream);
     return launch_gemm_w8a8<T, Operand, W8A8TileLargeInt8>(p, stream);
   } else {
     return launch_gemm_w8a8<T, Operand, W8A8TileLargeFp8>(p, stream);
@@ -122,8 +166,7 @@ bool has_e4m3_code(int device) {
   std::atomic<int>& entry = known[device & 63];
   if (entry.load(std::memory_order_relaxed) == 0) {
     cudaFuncAttributes attributes{};
-    SDNQ_CUDA_CHECK(
-        cudaFuncGetAttributes(&attributes, gemm_w8a8_kernel<T, W8A8Operand::float8_e4m3fn, W8A8TileSmall>));
+    SDNQ_CUDA_CHECK(cudaFuncGetAttributes(&attributes, gemm_w8a8_kernel<T, W8A8Operand::float8_e4m3fn, W8A8TileSmall>));
     entry.store(attributes.binaryVersion >= 89 ? 1 : 2, std::memory_order_relaxed);
   }
   return entry.load(std::memory_order_relaxed) == 1;
@@ -172,11 +215,10 @@ inline void gemm_w8a8(const W8A8Weights& w, TensorView x, std::optional<TensorVi
                    w.in_features < (std::int64_t{1} << 31) && w.out_features < (std::int64_t{1} << 31),
                UnsupportedError, "gemm_w8a8: needs K % 16 == 0 (16-byte code rows), got weight [{}, {}]",
                w.out_features, w.in_features);
-  SDNQ_REQUIRE(x.rank() == 2 && x.size(1) == w.in_features && x.dtype() == w.dtype && x.is_contiguous() &&
-                   x.device().is_cuda(),
-               ShapeError, "gemm_w8a8: x must be a contiguous device {} tensor [M, {}], got {} {} on {}",
-               dtype_name(w.dtype), w.in_features, dtype_name(x.dtype()), x.shape().to_string(),
-               x.device().to_string());
+  SDNQ_REQUIRE(
+      x.rank() == 2 && x.size(1) == w.in_features && x.dtype() == w.dtype && x.is_contiguous() && x.device().is_cuda(),
+      ShapeError, "gemm_w8a8: x must be a contiguous device {} tensor [M, {}], got {} {} on {}", dtype_name(w.dtype),
+      w.in_features, dtype_name(x.dtype()), x.shape().to_string(), x.device().to_string());
   const std::int64_t tokens = x.size(0);
   // Blocks are numbered in one int: M/16 · N/32 < 2^31.
   SDNQ_REQUIRE(tokens >= 1 && ceil_div(tokens, 16) * ceil_div(w.out_features, 32) < (std::int64_t{1} << 31) &&
@@ -199,8 +241,8 @@ inline void gemm_w8a8(const W8A8Weights& w, TensorView x, std::optional<TensorVi
                "gemm_w8a8: x and the weight codes need 16-byte alignment, y 4-byte alignment");
   const W8A8Workspace layout = w8a8_workspace_layout(tokens, w.in_features);
   SDNQ_REQUIRE(workspace.nbytes() >= layout.bytes && workspace.device().is_cuda() && aligned(workspace.data(), 256),
-               ShapeError, "gemm_w8a8: needs {} bytes of 256-byte aligned device workspace, got {} on {}",
-               layout.bytes, workspace.nbytes(), workspace.device().to_string());
+               ShapeError, "gemm_w8a8: needs {} bytes of 256-byte aligned device workspace, got {} on {}", layout.bytes,
+               workspace.nbytes(), workspace.device().to_string());
 
   int device = 0, major = 0, minor = 0, multiprocessors = 0, shared_optin = 0;
   SDNQ_CUDA_CHECK(cudaGetDevice(&device));
@@ -217,11 +259,18 @@ inline void gemm_w8a8(const W8A8Weights& w, TensorView x, std::optional<TensorVi
     SDNQ_REQUIRE(has_code, UnsupportedError,
                  "gemm_w8a8: this build has no sm_89+ code for the float8_e4m3fn GEMM (CMAKE_CUDA_ARCHITECTURES)");
   }
+  const bool wgmma = capability == 90 && has_wgmma_code(device);
   const W8A8TileChoice chosen =
-      tile ? *tile : choose_w8a8_tile(w.kind, tokens, w.out_features, multiprocessors, shared_optin);
-  SDNQ_REQUIRE(chosen != W8A8TileChoice::huge || (w.kind == W8A8Kind::int8 && W8A8TileHuge::shared_bytes <= shared_optin),
-               UnsupportedError, "gemm_w8a8: the 128x256 tile is int8 only and needs {} bytes of shared memory",
-               W8A8TileHuge::shared_bytes);
+      tile ? *tile : choose_w8a8_tile(w.kind, tokens, w.out_features, multiprocessors, shared_optin, wgmma);
+  const bool wgmma_tile = chosen == W8A8TileChoice::wgmma_128 || chosen == W8A8TileChoice::wgmma_256;
+  SDNQ_REQUIRE(
+      chosen != W8A8TileChoice::huge || (w.kind == W8A8Kind::int8 && W8A8TileHuge::shared_bytes <= shared_optin),
+      UnsupportedError, "gemm_w8a8: the 128x256 tile is int8 only and needs {} bytes of shared memory",
+      W8A8TileHuge::shared_bytes);
+  SDNQ_REQUIRE(!wgmma_tile || w.kind == W8A8Kind::int8, UnsupportedError,
+               "gemm_w8a8: the wgmma tiles are int8 only (float8_e4m3fn runs on mma.sync)");
+  SDNQ_REQUIRE(!wgmma_tile || wgmma, UnsupportedError,
+               "gemm_w8a8: the wgmma tiles need an sm_90a build running on a Hopper GPU");
 
   auto* base = static_cast<std::uint8_t*>(workspace.data());
   const std::int64_t row_tiles = ceil_div(tokens, w8a8_smallest_tile_rows);
@@ -242,11 +291,15 @@ inline void gemm_w8a8(const W8A8Weights& w, TensorView x, std::optional<TensorVi
   SDNQ_CUDA_CHECK(cudaMemsetAsync(p.row_claims, 0, 2 * static_cast<std::size_t>(row_tiles) * sizeof(int), stream));
 
   if (w.dtype == DType::bf16) {
-    if (w.kind == W8A8Kind::int8) dispatch_gemm_w8a8<__nv_bfloat16, W8A8Operand::int8>(chosen, p, stream);
-    else dispatch_gemm_w8a8<__nv_bfloat16, W8A8Operand::float8_e4m3fn>(chosen, p, stream);
+    if (w.kind == W8A8Kind::int8)
+      dispatch_gemm_w8a8<__nv_bfloat16, W8A8Operand::int8>(chosen, p, stream);
+    else
+      dispatch_gemm_w8a8<__nv_bfloat16, W8A8Operand::float8_e4m3fn>(chosen, p, stream);
   } else {
-    if (w.kind == W8A8Kind::int8) dispatch_gemm_w8a8<__half, W8A8Operand::int8>(chosen, p, stream);
-    else dispatch_gemm_w8a8<__half, W8A8Operand::float8_e4m3fn>(chosen, p, stream);
+    if (w.kind == W8A8Kind::int8)
+      dispatch_gemm_w8a8<__half, W8A8Operand::int8>(chosen, p, stream);
+    else
+      dispatch_gemm_w8a8<__half, W8A8Operand::float8_e4m3fn>(chosen, p, stream);
   }
 }
 

@@ -55,8 +55,10 @@ __device__ __forceinline__ void mma_e4m3_16832(float (&c)[4], const std::uint32_
 template <class T>
 __device__ __forceinline__ float round_to_compute(float value, bool in_activation_dtype) {
   if (!in_activation_dtype) return value;
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(__float2bfloat16_rn(value));
-  else return __half2float(__float2half_rn(value));
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __bfloat162float(__float2bfloat16_rn(value));
+  else
+    return __half2float(__float2half_rn(value));
 }
 
 // The largest code magnitude of the operand (the scale's divisor): 127 for int8, 448 for e4m3.

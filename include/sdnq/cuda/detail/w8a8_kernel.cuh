@@ -40,7 +40,9 @@ struct W8A8Tile {
 
 // Byte offset of 16-byte chunk `chunk` (0..7) of row `row` in a rows×128-byte tile: chunks XOR-swizzled
 // by row % 8, so the 8 row addresses of each ldmatrix phase hit 8 different bank groups.
-__device__ __forceinline__ int swizzled_byte_offset(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
+__device__ __forceinline__ int swizzled_byte_offset(int row, int chunk) {
+  return row * 128 + ((chunk ^ (row & 7)) << 4);
+}
 
 // Rows × 128 codes of k-tile `tile` from a [rows, k] byte matrix; rows ≥ valid_rows and chunks past k are zeros.
 template <int Rows, int Threads>
@@ -57,6 +59,42 @@ __device__ __forceinline__ void load_code_rows_async(std::uint8_t* tile, const s
   }
 }
 
+// (row tile, column tile) of this block. Grouped order over a 1-D grid: consecutive blocks walk 8 row
+// tiles of one column tile, then the next column tile, so a wave reuses its weight tiles and its
+// activation rows from L2.
+template <int BM, int BN>
+__device__ __forceinline__ int2 block_tile(const W8A8Params& p) {
+  constexpr int group_rows = 8;
+  const int row_tiles = (p.m + BM - 1) / BM, col_tiles = (p.n + BN - 1) / BN;
+  const int group = blockIdx.x / (group_rows * col_tiles), in_group = blockIdx.x % (group_rows * col_tiles);
+  const int first_row_tile = group * group_rows;
+  const int rows_in_group = min(row_tiles - first_row_tile, group_rows);
+  return make_int2(first_row_tile + in_group % rows_in_group, in_group / rows_in_group);
+}
+
+// y[row, col..col+1] = fma(sum·s_x, s_w, bias) in fp32, rounded once to T; col + 1 only if < N.
+template <class T>
+__device__ __forceinline__ void store_output_pair(const W8A8Params& p, int row, int col, float sum_lo, float sum_hi) {
+  if (row >= p.m || col >= p.n) return;
+  const bool second = col + 1 < p.n;
+  const float s_x = __ldcg(p.x_scale + row);  // written by other blocks: read from L2
+  const T* bias = static_cast<const T*>(p.bias);
+  const float b_lo = bias != nullptr ? to_float(bias[col]) : 0.0f;
+  const float b_hi = bias != nullptr && second ? to_float(bias[col + 1]) : 0.0f;
+  const float lo = __fmaf_rn(__fmul_rn(sum_lo, s_x), p.w_scale[col], b_lo);
+  const float hi = second ? __fmaf_rn(__fmul_rn(sum_hi, s_x), p.w_scale[col + 1], b_hi) : 0.0f;
+  T* out = static_cast<T*>(p.y) + static_cast<std::size_t>(row) * p.n + col;
+  if ((p.n & 1) == 0) {
+    if constexpr (std::is_same_v<T, __nv_bfloat16>)
+      *reinterpret_cast<__nv_bfloat162*>(out) = __floats2bfloat162_rn(lo, hi);
+    else
+      *reinterpret_cast<__half2*>(out) = __floats2half2_rn(lo, hi);
+  } else {
+    out[0] = from_float<T>(lo);
+    if (second) out[1] = from_float<T>(hi);
+  }
+}
+
 template <W8A8Operand Operand>
 using w8a8_accumulator = std::conditional_t<Operand == W8A8Operand::int8, int, float>;
 
@@ -64,15 +102,8 @@ template <class T, W8A8Operand Operand, class Tile>
 __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) gemm_w8a8_kernel(const W8A8Params p) {
   extern __shared__ uint4 shared_words[];
   auto* shared = reinterpret_cast<std::uint8_t*>(shared_words);
-  // Grouped order over a 1-D grid: consecutive blocks walk 8 row tiles of one column tile, then the
-  // next column tile, so a wave reuses its weight tiles and its activation rows from L2.
-  constexpr int group_rows = 8;
-  const int row_tiles = (p.m + Tile::BM - 1) / Tile::BM, col_tiles = (p.n + Tile::BN - 1) / Tile::BN;
-  const int group = blockIdx.x / (group_rows * col_tiles), in_group = blockIdx.x % (group_rows * col_tiles);
-  const int first_row_tile = group * group_rows;
-  const int rows_in_group = min(row_tiles - first_row_tile, group_rows);
-  const int row_tile = first_row_tile + in_group % rows_in_group, col_tile = in_group / rows_in_group;
-  const int row0 = row_tile * Tile::BM, col0 = col_tile * Tile::BN;
+  const int2 tile_index = block_tile<Tile::BM, Tile::BN>(p);
+  const int row_tile = tile_index.x, row0 = row_tile * Tile::BM, col0 = tile_index.y * Tile::BN;
   const int valid_rows = min(Tile::BM, p.m - row0), valid_cols = min(Tile::BN, p.n - col0);
 
   quantize_row_tile<T, Operand>(p, row_tile, row0, valid_rows);

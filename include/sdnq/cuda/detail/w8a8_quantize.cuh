@@ -62,7 +62,8 @@ __device__ __forceinline__ void widen_eight(const uint4& word, float (&values)[8
 template <class T, W8A8Operand Operand>
 __device__ __forceinline__ void quantize_row(const W8A8Params& p, int row, int lane) {
   constexpr int in_flight = 8;
-  const uint4* source = reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<std::size_t>(row) * p.k);
+  const uint4* source =
+      reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<std::size_t>(row) * p.k);
   const int words = p.k / 8;
   float amax = 0.0f;
   bool has_nan = false;
@@ -101,8 +102,7 @@ __device__ __forceinline__ void quantize_row(const W8A8Params& p, int row, int l
       widen_eight<T>(chunk[u], values);
       std::uint32_t packed[2] = {0u, 0u};
 #pragma unroll
-      for (int i = 0; i < 8; ++i)
-        packed[i / 4] |= quantize_value<T, Operand>(values[i], scale, in_t) << (8 * (i % 4));
+      for (int i = 0; i < 8; ++i) packed[i / 4] |= quantize_value<T, Operand>(values[i], scale, in_t) << (8 * (i % 4));
       codes[base + 32 * u] = make_uint2(packed[0], packed[1]);
     }
   }

@@ -29,7 +29,7 @@ enum class W8A8Kind : std::uint8_t { int8, float8_e4m3fn };
 struct W8A8WeightsHost {
   W8A8Kind kind = W8A8Kind::int8;
   std::int64_t out_features = 0, in_features = 0;  // N, K
-  DType dtype = DType::bf16;  // activation and output dtype
+  DType dtype = DType::bf16;                       // activation and output dtype
   // The dtype the reference computes the activation scales and quotients in: F32 for layers saved
   // with dequantize_fp32 = true (the default), else the activation dtype.
   DType scale_dtype = DType::f32;
