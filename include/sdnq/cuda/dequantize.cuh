@@ -7,8 +7,8 @@
 // Without SVD this is bit-exact with the reference loader.
 //
 // Fast path (detail/dequantize_vector.cuh): widths 2, 4 and 8 without SVD, not transposed, K and the
-// group size multiples of 32 (16 for 8 bits), aligned pointers: 16-byte loads and stores, 16-32 codes
-// and one parameter read per thread; the same arithmetic, so still bit-exact.
+// group size multiples of 8, aligned pointers: coalesced loads, 16-byte stores, one parameter read per
+// 8 codes; the same arithmetic, so still bit-exact.
 // Generic path, everything else: one thread per "unit" (4 packed bytes for 2/4/8 bits, one packer block for 3/5/6/7 bits,
 // one int64 word for 1 bit), grid-stride; per unit one 32-bit division finds (row, column), then the
 // codes walk the row. Moves N·K·bits/8 bytes in and 2·N·K out; the SVD add-back costs r FMAs per
@@ -215,7 +215,7 @@ inline void dequantize(const LinearCodes& weight, TensorView out, ScaleRounding 
   const float code_offset =
       weight.value == CodeValue::signed_integer ? -static_cast<float>(1 << (weight.bits - 1)) : 0.0f;
   if (!weight.svd_up && !weight.transposed &&
-      kernel_detail::dequantize_vector_supported(weight.bits, k, group_size, weight.codes.data(), out.data())) {
+      kernel_detail::dequantize_vector_supported(weight.bits, k, group_size, weight.codes.data(), out.data(), k)) {
     kernel_detail::DequantizeVectorParams vector{};
     vector.codes = weight.codes.data();
     vector.scale = weight.scale.data();
@@ -227,6 +227,7 @@ inline void dequantize(const LinearCodes& weight, TensorView out, ScaleRounding 
     vector.out = out.data();
     vector.rows = n;
     vector.in_features = k;
+    vector.out_row_stride = k;
     vector.group_size = group_size;
     vector.param_row_stride = weight.group_size == -2 ? 0 : weight.groups_per_row();
     vector.code_xor = native_int8 ? 0x80u : 0u;
