@@ -149,11 +149,11 @@ void register_all() {
             ->Args({m, n, k, format, static_cast<int>(LinearRoute::automatic)})
             ->UseManualTime();
         // Forced routes only where they compete (the slow ends are in docs/kernels.md already).
-        if (m <= 16)
+        if (m <= 4)
           benchmark::RegisterBenchmark(("route_small_m_" + name + shape).c_str(), bench_linear)
               ->Args({m, n, k, format, static_cast<int>(LinearRoute::small_m)})
               ->UseManualTime();
-        if (m <= 1024)
+        if (m <= 256)
           benchmark::RegisterBenchmark(("route_tensor_core_" + name + shape).c_str(), bench_linear)
               ->Args({m, n, k, format, static_cast<int>(LinearRoute::tensor_core)})
               ->UseManualTime();

@@ -107,7 +107,7 @@ TEST_CASE("quantized_linear: odd shapes without a tensor-core layout", "[cuda][l
   SECTION("N = 200, K = 96, uint4 g32 + SVD r16: GEMV layout, dense route in several chunks") {
     const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 200, 96, 32, 16, 24);
     SDNQ_CHECK_LINEAR(run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::automatic, 11));
-    // 96 · 2 · 64 bytes: chunks of 64 rows, the last one 8 rows.
+    // A 12 KB chunk limit: five chunks of 40 rows.
     SDNQ_CHECK_LINEAR(run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::dequantize_cublas, 12, 96 * 2 * 64));
   }
   SECTION("K = 75, group 25: checkpoint layout only (no GEMV, no tensor core)") {

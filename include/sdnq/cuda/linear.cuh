@@ -5,8 +5,9 @@
 //   small_m            gemv.cuh: CUDA-core weight streaming, integer codes, M ≤ 64
 //   tensor_core        gemm_tc.cuh: mma.sync, dequantization in registers, 4/8-bit integer codes
 //   dequantize_cublas  the weight dequantized into the caller's workspace N-chunk by N-chunk (at most
-//                      QuantizedLinearOptions::dense_workspace_limit bytes), cuBLAS GEMM per chunk,
-//                      SVD branch as two small GEMMs (detail/linear_dense.cuh); every format
+//                      QuantizedLinearOptions::dense_workspace_limit bytes per chunk), one cuBLAS GEMM
+//                      per chunk with the SVD branch and the bias as extra K columns
+//                      (detail/linear_dense.cuh); every format
 // No allocation happens in a call: the caller passes a device workspace of at least
 // workspace_bytes(M) and a cuBLAS handle (needed by the dequantize_cublas route only; its stream is
 // set to `stream`). Every argument is checked before anything is launched.
@@ -52,8 +53,13 @@ inline const char* linear_route_name(LinearRoute route) {
   }
 }
 
-// Token counts where the automatic choice switches route (see the file comment).
-inline constexpr std::int64_t small_m_max_tokens = 4;
+// Token counts where the automatic choice switches route (see the file comment). Measured on one H100
+// (bench_linear, docs/kernels.md): at M = 1 the GEMV beats the tensor-core kernel on every shape
+// (int8 12.1 vs 12.9 µs on 3072², uint4+SVD 24.6 vs 33.4 µs on 12288×3072); at M = 4 the tensor-core
+// kernel wins for int8 (10-15 %) and is within ±5 % for uint4+SVD. At M = 64 the tensor-core kernel
+// beats dequantize + cuBLAS by 1.4-2.5x; at M = 256 dequantize + cuBLAS wins once its dequantization
+// runs near memory speed; M = 128 was not measured.
+inline constexpr std::int64_t small_m_max_tokens = 1;
 inline constexpr std::int64_t tensor_core_max_tokens = 128;
 inline constexpr std::int64_t small_m_max_tokens_without_tensor_core = 8;
 
@@ -110,7 +116,7 @@ class QuantizedLinear {
     switch (route) {
       case LinearRoute::small_m: return gemv_workspace_bytes(gemv_->view(), tokens);
       case LinearRoute::tensor_core: return gemm_tc_workspace_bytes(tensor_core_->view(), tokens);
-      default: return dense_low_rank_bytes(tokens) + dense_chunk_bytes();
+      default: return dense_activation_bytes(tokens) + dense_weight_bytes() + dense_scratch_bytes();
     }
   }
 
@@ -144,13 +150,20 @@ class QuantizedLinear {
       svd_up_ = to_device(up, device_);
       svd_down_ = to_device(down, device_);
     }
-    // Chunk rows: as many as the limit allows, a multiple of 128 (cuBLAS tiles) or at least of 8 (a
-    // whole number of packer blocks per chunk start); the transposed checkpoint layout is not cut.
-    const std::int64_t row_bytes = in_features_ * 2;
-    std::int64_t rows = static_cast<std::int64_t>(options_.dense_workspace_limit) / row_bytes;
-    rows = rows >= 128 ? rows / 128 * 128 : rows / 8 * 8;
-    if (rows < 8) rows = 8;
-    if (rows > out_features_ || (!dense_from_gemv_ && host.transposed)) rows = out_features_;
+    // Chunks of equal size within the limit, rows a multiple of 128 (cuBLAS tiles) where that fits, else of 8
+    // (a whole number of packer blocks before every chunk); the transposed checkpoint layout is not cut.
+    const auto limit = static_cast<std::int64_t>(options_.dense_workspace_limit);
+    const std::int64_t row_bytes = dense_row_elements(true) * 2 + (dense_from_gemv_ ? 0 : in_features_ * 2);
+    std::int64_t rows = out_features_;
+    if (dense_from_gemv_ || !host.transposed) {
+      for (std::int64_t chunks = 1;; ++chunks) {
+        rows = (out_features_ + chunks - 1) / chunks;
+        const std::int64_t by_128 = (rows + 127) / 128 * 128, by_8 = (rows + 7) / 8 * 8;
+        rows = by_128 * row_bytes <= limit ? by_128 : by_8;
+        if (rows * row_bytes <= limit || rows <= 8) break;
+      }
+      if (rows > out_features_) rows = out_features_;
+    }
     dense_chunk_rows_ = rows;
   }
 
@@ -172,10 +185,23 @@ class QuantizedLinear {
     checkpoint_.svd_down.reset();
   }
 
-  std::size_t dense_low_rank_bytes(std::int64_t tokens) const {
-    return static_cast<std::size_t>((tokens * svd_rank_ * 2 + 255) / 256 * 256);
+  // Elements per row of x_ext and W_ext (see detail/linear_dense.cuh): K, or K + (r + 1 rounded up to 8)
+  // when there is an SVD branch or a bias.
+  std::int64_t dense_row_elements(bool with_bias) const {
+    if (svd_rank_ == 0 && !with_bias) return in_features_;
+    return in_features_ + (svd_rank_ + 1 + 7) / 8 * 8;
   }
-  std::size_t dense_chunk_bytes() const { return static_cast<std::size_t>(dense_chunk_rows_ * in_features_ * 2); }
+  // Workspace of the dense route: x_ext [M, E], W_ext [chunk rows, E], and for the checkpoint layout a
+  // contiguous [chunk rows, K] the generic dequantize writes before it is copied into W_ext.
+  std::size_t dense_activation_bytes(std::int64_t tokens) const {
+    return static_cast<std::size_t>((tokens * dense_row_elements(true) * 2 + 255) / 256 * 256);
+  }
+  std::size_t dense_weight_bytes() const {
+    return static_cast<std::size_t>((dense_chunk_rows_ * dense_row_elements(true) * 2 + 255) / 256 * 256);
+  }
+  std::size_t dense_scratch_bytes() const {
+    return dense_from_gemv_ ? 0 : static_cast<std::size_t>(dense_chunk_rows_ * in_features_ * 2);
+  }
 
   friend void quantized_linear(const QuantizedLinear&, TensorView, std::optional<TensorView>, TensorView, TensorView,
                                cublasHandle_t, cudaStream_t, LinearRoute);
@@ -198,28 +224,32 @@ class QuantizedLinear {
   std::int64_t dense_chunk_rows_ = 0;
 };
 
-// The dense route: see detail/linear_dense.cuh for the order of the work.
+// The dense route: see detail/linear_dense.cuh for the extended operands.
 template <class T>
 void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<TensorView> bias, TensorView y,
                      TensorView workspace, cublasHandle_t cublas, cudaStream_t stream) {
   using Kernel = std::conditional_t<std::is_same_v<T, bf16>, __nv_bfloat16, __half>;
   const cudaDataType_t type = std::is_same_v<T, bf16> ? CUDA_R_16BF : CUDA_R_16F;
   const std::int64_t tokens = x.size(0), n = layer.out_features_, k = layer.in_features_, rank = layer.svd_rank_;
+  const std::int64_t row_elements = layer.dense_row_elements(bias.has_value());  // E
+  const bool extended = row_elements > k;
   SDNQ_CUBLAS_CHECK(cublasSetStream(cublas, stream));
   auto* space = static_cast<char*>(workspace.data());
-  void* low_rank = space;                                      // T [M, r]
-  void* dense = space + layer.dense_low_rank_bytes(tokens);    // T [chunk rows, K]
-  float beta = 0.0f;
-  if (bias) {
-    kernel_detail::launch_broadcast_bias<Kernel>(bias->data(), y.data(), tokens, n, stream);
-    beta = 1.0f;
-  }
-  if (rank > 0) {
-    const void* up = layer.gemv_ ? layer.gemv_->view().svd_up : layer.svd_up_.data();
-    const void* down = layer.gemv_ ? layer.gemv_->view().svd_down : layer.svd_down_.data();
-    kernel_detail::gemm_row_major_abt(cublas, type, tokens, rank, k, x.data(), down, low_rank, rank, 0.0f);
-    kernel_detail::gemm_row_major_abt(cublas, type, tokens, n, rank, low_rank, up, y.data(), n, beta);
-    beta = 1.0f;
+  void* x_ext = space;                                                               // T [M, E]
+  void* w_ext = space + layer.dense_activation_bytes(tokens);                        // T [chunk rows, E]
+  void* scratch = static_cast<char*>(w_ext) + layer.dense_weight_bytes();            // T [chunk rows, K]
+  const void* up = nullptr;
+  if (extended) {
+    SDNQ_CUDA_CHECK(cudaMemcpy2DAsync(x_ext, row_elements * 2, x.data(), k * 2, k * 2, tokens,
+                                      cudaMemcpyDeviceToDevice, stream));
+    if (rank > 0) {
+      up = layer.gemv_ ? layer.gemv_->view().svd_up : layer.svd_up_.data();
+      const void* down = layer.gemv_ ? layer.gemv_->view().svd_down : layer.svd_down_.data();
+      kernel_detail::gemm_row_major_abt(cublas, type, tokens, rank, k, x.data(), k, down, k,
+                                        static_cast<T*>(x_ext) + k, row_elements, 0.0f);
+    }
+    kernel_detail::launch_fill_extension<Kernel>(x_ext, tokens, k, row_elements, nullptr, static_cast<int>(rank),
+                                                 bias.has_value(), nullptr, stream);
   }
   int multiprocessors = 0;
   SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, layer.device_));
@@ -234,9 +264,10 @@ void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<T
       p.zero_point = w.is_signed ? nullptr : static_cast<const T*>(p.scale) + 1;
       p.param_stride = 2;
       p.params_in_output_dtype = true;
-      p.out = dense;
+      p.out = w_ext;
       p.rows = rows;
       p.in_features = k;
+      p.out_row_stride = row_elements;
       p.group_size = w.group_size;
       p.param_row_stride = groups;
       p.code_minus = 8388608.0f + (w.is_signed ? static_cast<float>(1 << (w.bits - 1)) : 0.0f);
@@ -261,11 +292,19 @@ void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<T
         part.scale = slice(c.scale);
         if (c.zero_point) part.zero_point = slice(*c.zero_point);
       }
-      dequantize(part, TensorView(dense, layer.dtype_, Shape{rows, k}, Device::cuda(layer.device_)),
+      void* target = extended ? scratch : w_ext;
+      dequantize(part, TensorView(target, layer.dtype_, Shape{rows, k}, Device::cuda(layer.device_)),
                  ScaleRounding::to_output_dtype, stream);
+      if (extended)
+        SDNQ_CUDA_CHECK(cudaMemcpy2DAsync(w_ext, row_elements * 2, scratch, k * 2, k * 2, rows,
+                                          cudaMemcpyDeviceToDevice, stream));
     }
-    kernel_detail::gemm_row_major_abt(cublas, type, tokens, rows, k, x.data(), dense,
-                                      static_cast<T*>(y.data()) + row, n, beta);
+    if (extended)
+      kernel_detail::launch_fill_extension<Kernel>(
+          w_ext, rows, k, row_elements, up != nullptr ? static_cast<const T*>(up) + row * rank : nullptr,
+          static_cast<int>(rank), bias.has_value(), bias ? static_cast<const T*>(bias->data()) + row : nullptr, stream);
+    kernel_detail::gemm_row_major_abt(cublas, type, tokens, rows, row_elements, extended ? x_ext : x.data(),
+                                      row_elements, w_ext, row_elements, static_cast<T*>(y.data()) + row, n, 0.0f);
   }
 }
 

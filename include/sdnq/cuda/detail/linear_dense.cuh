@@ -1,13 +1,13 @@
 #pragma once
 // The large-M route of quantized_linear (linear.cuh): dequantize the weight into the caller's
-// workspace N-chunk by N-chunk (bounded size) and multiply each chunk with cuBLAS bf16/fp16 GEMM
-// (fp32 accumulation); the SVD branch as two small GEMMs into y. Order of the work on `stream`:
-//   y  = bias broadcast                         (when there is a bias)
-//   lr = x · svd_downᵀ            [M, r]  T     (workspace, when there is an SVD branch)
-//   y  = lr · svd_upᵀ (+ y)                     (idem)
-//   y[:, chunk] = x · W[chunk]ᵀ (+ y[:, chunk]) for each chunk of rows of W, W[chunk] dequantized first
-// y is rounded to T after each GEMM that writes it (at most three roundings instead of the fused
-// kernels' one: relative error ≲ 2^-8 on bf16).
+// workspace N-chunk by N-chunk (bounded size) and multiply each chunk with one cuBLAS bf16/fp16 GEMM
+// (fp32 accumulation, one rounding). The SVD branch and the bias ride along as extra K columns, so
+// the GEMM writes y once and nothing re-reads it:
+//   x_ext [M, E] = [ x | x·svd_downᵀ | 1 | 0… ]        E = K + (r + 1 rounded up to 8)
+//   W_ext [rows, E] = [ dequant(W) | svd_up | bias | 0… ]  per chunk of rows of W
+//   y[:, chunk] = x_ext · W_extᵀ
+// x·svd_downᵀ is rounded to T before the second product (as the tensor-core kernel does). Without
+// SVD and bias, E = K and x is used as is.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -16,38 +16,55 @@
 #include "sdnq/cuda/check.hpp"
 #include "sdnq/cuda/config.cuh"
 #include "sdnq/cuda/detail/dequantize_vector.cuh"
+#include "sdnq/cuda/detail/kernel_convert.cuh"
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
 namespace kernel_detail {
 
-// y[m, :] = bias for every row; 16-bit elements moved as 32-bit pairs where N is even.
+// Columns [K, E) of `rows` rows of a row-major [rows, E] matrix: column K + c (c < rank) is
+// low_rank[row, c] (already written, skipped when `low_rank_source` is null) or source[row·rank + c];
+// column K + rank is `one_value` (1 for x_ext) or bias[row] (W_ext) when there is a bias; the rest 0.
 template <class T>
-__global__ void broadcast_bias_kernel(const T* __restrict__ bias, T* __restrict__ y, std::int64_t tokens,
-                                      std::int64_t out_features) {
-  const std::int64_t total = tokens * out_features;
+__global__ void fill_extension_kernel(T* __restrict__ matrix, std::int64_t rows, std::int64_t in_features,
+                                      std::int64_t row_elements, const T* __restrict__ source, int rank,
+                                      bool has_bias, const T* __restrict__ bias) {
+  const std::int64_t width = row_elements - in_features;
+  const std::int64_t total = rows * width;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
-    y[i] = bias[i % out_features];
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t row = i / width, c = i - row * width;
+    T* element = matrix + row * row_elements + in_features + c;
+    if (c < rank) {
+      if (source != nullptr) *element = source[row * rank + c];
+    } else if (c == rank && has_bias) {
+      *element = bias != nullptr ? bias[row] : from_float<T>(1.0f);
+    } else {
+      *element = from_float<T>(0.0f);
+    }
+  }
 }
 
 template <class T>
-void launch_broadcast_bias(const void* bias, void* y, std::int64_t tokens, std::int64_t out_features,
-                           cudaStream_t stream) {
-  const std::int64_t total = tokens * out_features;
+void launch_fill_extension(void* matrix, std::int64_t rows, std::int64_t in_features, std::int64_t row_elements,
+                           const void* source, int rank, bool has_bias, const void* bias, cudaStream_t stream) {
+  const std::int64_t total = rows * (row_elements - in_features);
+  if (total == 0) return;
   const std::int64_t blocks = (total + 255) / 256;
-  broadcast_bias_kernel<T><<<static_cast<unsigned>(blocks < 4096 ? blocks : 4096), 256, 0, stream>>>(
-      static_cast<const T*>(bias), static_cast<T*>(y), tokens, out_features);
+  fill_extension_kernel<T><<<static_cast<unsigned>(blocks < 4096 ? blocks : 4096), 256, 0, stream>>>(
+      static_cast<T*>(matrix), rows, in_features, row_elements, static_cast<const T*>(source), rank, has_bias,
+      static_cast<const T*>(bias));
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }
 
-// Row-major out[M, N] (leading dimension ldo) = a[M, K] · b[N, K]ᵀ + beta · out, fp32 accumulation:
+// Row-major out[M, N] (leading dimensions lda, ldb, ldo) = a[M, K] · b[N, K]ᵀ + beta · out, fp32 accumulation:
 // column-major outᵀ = b · aᵀ with b read transposed.
 inline void gemm_row_major_abt(cublasHandle_t handle, cudaDataType_t type, std::int64_t m, std::int64_t n,
-                               std::int64_t k, const void* a, const void* b, void* out, std::int64_t ldo, float beta) {
+                               std::int64_t k, const void* a, std::int64_t lda, const void* b, std::int64_t ldb,
+                               void* out, std::int64_t ldo, float beta) {
   const float alpha = 1.0f;
   SDNQ_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
-                                 static_cast<int>(k), &alpha, b, type, static_cast<int>(k), a, type,
-                                 static_cast<int>(k), &beta, out, type, static_cast<int>(ldo), CUBLAS_COMPUTE_32F,
+                                 static_cast<int>(k), &alpha, b, type, static_cast<int>(ldb), a, type,
+                                 static_cast<int>(lda), &beta, out, type, static_cast<int>(ldo), CUBLAS_COMPUTE_32F,
                                  CUBLAS_GEMM_DEFAULT));
 }
 
