@@ -57,13 +57,14 @@ Weights make_weights(int format, std::int64_t n, std::int64_t k) {
   sdnq::Tensor table;
   if (format == float8_e4m3fn) {
     const std::vector<float> values = e4m3fn_table();
-    table = sdnq::cuda::to_device(sdnq::TensorView(const_cast<float*>(values.data()), sdnq::DType::f32, sdnq::Shape{256}));
+    table =
+        sdnq::cuda::to_device(sdnq::TensorView(const_cast<float*>(values.data()), sdnq::DType::f32, sdnq::Shape{256}));
   }
   for (int c = 0; c < copies; ++c) {
     sdnq::cuda::LinearCodes w;
     w.name = "bench";
     w.bits = four_bit ? 4 : 8;
-    w.value = four_bit ? sdnq::cuda::CodeValue::unsigned_integer
+    w.value = four_bit                 ? sdnq::cuda::CodeValue::unsigned_integer
               : format == int8_rowwise ? sdnq::cuda::CodeValue::signed_integer
                                        : sdnq::cuda::CodeValue::lookup;
     w.out_features = n;
@@ -112,7 +113,8 @@ void bench_memcpy(benchmark::State& state) {
   const auto half = static_cast<std::size_t>(bytes / 2) / 16 * 16;
   const int copies = std::max(1, static_cast<int>(rotation_bytes / half) + 1);
   std::vector<sdnq::Tensor> sources;
-  for (int c = 0; c < copies; ++c) sources.push_back(sdnq::cuda::empty(sdnq::Shape{static_cast<std::int64_t>(half)}, sdnq::DType::u8));
+  for (int c = 0; c < copies; ++c)
+    sources.push_back(sdnq::cuda::empty(sdnq::Shape{static_cast<std::int64_t>(half)}, sdnq::DType::u8));
   sdnq::Tensor destination = sdnq::cuda::empty(sdnq::Shape{static_cast<std::int64_t>(half)}, sdnq::DType::u8);
   const double us = time_median_us(state, copies, [&](int c) {
     SDNQ_CUDA_CHECK(cudaMemcpyAsync(destination.data(), sources[c].data(), half, cudaMemcpyDeviceToDevice, nullptr));
@@ -124,9 +126,14 @@ void bench_memcpy(benchmark::State& state) {
 void register_all() {
   for (const auto& [n, k] : std::vector<std::pair<int, int>>{{12288, 3072}, {8192, 8192}, {3072, 3072}})
     for (const int format : {uint4_g128, int8_rowwise, float8_e4m3fn}) {
-      const std::string suffix = std::string("/") + format_name(format) + "/N" + std::to_string(n) + "/K" + std::to_string(k);
-      benchmark::RegisterBenchmark(("memcpy_d2d" + suffix).c_str(), bench_memcpy)->Args({n, k, format})->UseManualTime();
-      benchmark::RegisterBenchmark(("dequantize" + suffix).c_str(), bench_dequantize)->Args({n, k, format})->UseManualTime();
+      const std::string suffix =
+          std::string("/") + format_name(format) + "/N" + std::to_string(n) + "/K" + std::to_string(k);
+      benchmark::RegisterBenchmark(("memcpy_d2d" + suffix).c_str(), bench_memcpy)
+          ->Args({n, k, format})
+          ->UseManualTime();
+      benchmark::RegisterBenchmark(("dequantize" + suffix).c_str(), bench_dequantize)
+          ->Args({n, k, format})
+          ->UseManualTime();
     }
 }
 

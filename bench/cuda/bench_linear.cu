@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -52,7 +53,8 @@ HostWeight make_host_weight(int format, std::int64_t n, std::int64_t k, std::uin
   HostWeight out;
   const bool four_bit = format == uint4_g128_svd32;
   const std::int64_t groups = four_bit ? k / 128 : 1;
-  out.packed = sdnq::Tensor::empty(sdnq::Shape{four_bit ? n * k / 2 : n * k}, four_bit ? sdnq::DType::u8 : sdnq::DType::i8);
+  out.packed =
+      sdnq::Tensor::empty(sdnq::Shape{four_bit ? n * k / 2 : n * k}, four_bit ? sdnq::DType::u8 : sdnq::DType::i8);
   auto* bytes = static_cast<std::uint8_t*>(out.packed.data());
   for (std::int64_t i = 0; i < out.packed.numel(); i += 8) {
     const std::uint64_t word = next_random(seed);
@@ -74,13 +76,16 @@ HostWeight make_host_weight(int format, std::int64_t n, std::int64_t k, std::uin
   w.scale = out.scale;
   if (four_bit) {
     out.zero_point = sdnq::Tensor::empty(sdnq::Shape{n, groups, 1}, sdnq::DType::f32);
-    for (std::int64_t i = 0; i < out.zero_point.numel(); ++i) out.zero_point.data_as<float>()[i] = uniform(-0.05f, 0.0f);
+    for (std::int64_t i = 0; i < out.zero_point.numel(); ++i)
+      out.zero_point.data_as<float>()[i] = uniform(-0.05f, 0.0f);
     w.zero_point = sdnq::TensorView(out.zero_point);
     constexpr std::int64_t rank = 32;
     out.svd_up = sdnq::Tensor::empty(sdnq::Shape{n, rank}, sdnq::DType::bf16);
     out.svd_down = sdnq::Tensor::empty(sdnq::Shape{rank, k}, sdnq::DType::bf16);
-    for (std::int64_t i = 0; i < n * rank; ++i) out.svd_up.data_as<sdnq::bf16>()[i] = sdnq::bf16(uniform(-0.05f, 0.05f));
-    for (std::int64_t i = 0; i < rank * k; ++i) out.svd_down.data_as<sdnq::bf16>()[i] = sdnq::bf16(uniform(-0.05f, 0.05f));
+    for (std::int64_t i = 0; i < n * rank; ++i)
+      out.svd_up.data_as<sdnq::bf16>()[i] = sdnq::bf16(uniform(-0.05f, 0.05f));
+    for (std::int64_t i = 0; i < rank * k; ++i)
+      out.svd_down.data_as<sdnq::bf16>()[i] = sdnq::bf16(uniform(-0.05f, 0.05f));
     w.svd_up = sdnq::TensorView(out.svd_up);
     w.svd_down = sdnq::TensorView(out.svd_down);
   }
@@ -93,7 +98,8 @@ double read_bytes(int format, double n, double k) {
 
 // Layers per (format, N, K), built once and shared by every M and route (the host repack is slow).
 std::vector<std::unique_ptr<sdnq::cuda::QuantizedLinear>>& layers(int format, std::int64_t n, std::int64_t k) {
-  static std::map<std::tuple<int, std::int64_t, std::int64_t>, std::vector<std::unique_ptr<sdnq::cuda::QuantizedLinear>>>
+  static std::map<std::tuple<int, std::int64_t, std::int64_t>,
+                  std::vector<std::unique_ptr<sdnq::cuda::QuantizedLinear>>>
       cache;
   auto& entry = cache[{format, n, k}];
   if (entry.empty()) {
@@ -105,11 +111,12 @@ std::vector<std::unique_ptr<sdnq::cuda::QuantizedLinear>>& layers(int format, st
   return entry;
 }
 
-// state.range: M, N, K, format, route (LinearRoute as an integer).
+// state.range: M, N, K, format, route (LinearRoute as an integer), with bias (0/1).
 void bench_linear(benchmark::State& state) {
   const std::int64_t m = state.range(0), n = state.range(1), k = state.range(2);
   const int format = static_cast<int>(state.range(3));
   const auto route = static_cast<LinearRoute>(state.range(4));
+  const bool with_bias = state.range(5) != 0;
   auto& copies = layers(format, n, k);
   const LinearRoute taken = route == LinearRoute::automatic ? copies[0]->route_for(m) : route;
   if (!copies[0]->supports(taken)) {
@@ -122,11 +129,13 @@ void bench_linear(benchmark::State& state) {
   fill(x, 8);
   fill(bias, 9);
   const std::size_t workspace_bytes = copies[0]->workspace_bytes(m, taken);
-  sdnq::Tensor workspace = sdnq::cuda::empty(sdnq::Shape{static_cast<std::int64_t>(workspace_bytes) + 16}, sdnq::DType::u8);
+  sdnq::Tensor workspace =
+      sdnq::cuda::empty(sdnq::Shape{static_cast<std::int64_t>(workspace_bytes) + 16}, sdnq::DType::u8);
   cublasHandle_t handle{};
   SDNQ_CUBLAS_CHECK(cublasCreate(&handle));
   const double us = time_median_us(state, static_cast<int>(copies.size()), [&](int c) {
-    sdnq::cuda::quantized_linear(*copies[c], x, sdnq::TensorView(bias), y, workspace, handle, nullptr, route);
+    sdnq::cuda::quantized_linear(*copies[c], x, with_bias ? std::optional<sdnq::TensorView>(bias) : std::nullopt, y,
+                                 workspace, handle, nullptr, route);
   });
   SDNQ_CUBLAS_CHECK(cublasDestroy(handle));
   report(state, us, 2.0 * m * n * k, read_bytes(format, n, k));
@@ -136,8 +145,8 @@ void bench_linear(benchmark::State& state) {
 }
 
 void register_all() {
-  const std::vector<std::pair<int, int>> shapes = {{3072, 3072}, {12288, 3072}, {3072, 12288}, {9216, 3072},
-                                                   {21504, 3072}, {8192, 8192}, {1280, 5120}};
+  const std::vector<std::pair<int, int>> shapes = {{3072, 3072},  {12288, 3072}, {3072, 12288}, {9216, 3072},
+                                                   {21504, 3072}, {8192, 8192},  {1280, 5120}};
   const char* format_names[] = {"uint4_g128_svd32", "int8_rowwise"};
   for (const auto& [n, k] : shapes)
     for (const int m : {1, 4, 16, 64, 256, 1024, 4096}) {
@@ -146,22 +155,37 @@ void register_all() {
       for (const int format : {uint4_g128_svd32, int8_rowwise}) {
         const std::string name = format_names[format];
         benchmark::RegisterBenchmark(("linear_" + name + shape).c_str(), bench_linear)
-            ->Args({m, n, k, format, static_cast<int>(LinearRoute::automatic)})
+            ->Args({m, n, k, format, static_cast<int>(LinearRoute::automatic), 1})
             ->UseManualTime();
         // Forced routes only where they compete (the slow ends are in docs/kernels.md already).
         if (m <= 4)
           benchmark::RegisterBenchmark(("route_small_m_" + name + shape).c_str(), bench_linear)
-              ->Args({m, n, k, format, static_cast<int>(LinearRoute::small_m)})
+              ->Args({m, n, k, format, static_cast<int>(LinearRoute::small_m), 1})
               ->UseManualTime();
         if (m <= 256)
           benchmark::RegisterBenchmark(("route_tensor_core_" + name + shape).c_str(), bench_linear)
-              ->Args({m, n, k, format, static_cast<int>(LinearRoute::tensor_core)})
+              ->Args({m, n, k, format, static_cast<int>(LinearRoute::tensor_core), 1})
               ->UseManualTime();
         if (m >= 64)
           benchmark::RegisterBenchmark(("route_dequantize_cublas_" + name + shape).c_str(), bench_linear)
-              ->Args({m, n, k, format, static_cast<int>(LinearRoute::dequantize_cublas)})
+              ->Args({m, n, k, format, static_cast<int>(LinearRoute::dequantize_cublas), 1})
               ->UseManualTime();
       }
+    }
+  // Where the dense route's time goes at large M: without the bias (int8: no extra K columns, no copy
+  // of x) and cuBLAS alone at the extended K (K + 8) and in the route's two N chunks.
+  for (const int m : {1024, 4096})
+    for (const auto& [n, k] : std::vector<std::pair<int, int>>{{12288, 3072}, {8192, 8192}}) {
+      const std::string shape = "/M" + std::to_string(m) + "/N" + std::to_string(n) + "/K" + std::to_string(k);
+      benchmark::RegisterBenchmark(("route_dequantize_cublas_nobias_int8_rowwise" + shape).c_str(), bench_linear)
+          ->Args({m, n, k, int8_rowwise, static_cast<int>(LinearRoute::dequantize_cublas), 0})
+          ->UseManualTime();
+      benchmark::RegisterBenchmark(("cublas_bf16_k_plus_8" + shape).c_str(), bench_cublas)
+          ->Args({m, n, k + 8})
+          ->UseManualTime();
+      benchmark::RegisterBenchmark(("cublas_bf16_half_n" + shape).c_str(), bench_cublas)
+          ->Args({m, n / 2, k})
+          ->UseManualTime();
     }
 }
 

@@ -37,8 +37,8 @@ std::vector<float> float6_e3m2_table() {
   std::vector<float> table(64);
   for (int code = 0; code < 64; ++code) {
     const int sign = code >> 5, exponent = (code >> 2) & 7, mantissa = code & 3;
-    const double magnitude = exponent > 0 ? std::ldexp(1.0 + mantissa / 4.0, exponent - 3)
-                                          : std::ldexp(mantissa / 4.0, 1 - 3);
+    const double magnitude =
+        exponent > 0 ? std::ldexp(1.0 + mantissa / 4.0, exponent - 3) : std::ldexp(mantissa / 4.0, 1 - 3);
     table[code] = static_cast<float>(sign ? -magnitude : magnitude);
   }
   return table;
@@ -66,7 +66,8 @@ TEST_CASE("dequantize kernel: 8-bit row-wise, tensor-wise, transposed and fp16",
     require_bit_exact<sdnq::fp16>(linear, DType::f16);
   }
   SECTION("int8 in the transposed direct-matmul layout") {
-    const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::signed_integer, 48, 40, -1, 0, 3, true);
+    const auto linear =
+        sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::signed_integer, 48, 40, -1, 0, 3, true);
     require_bit_exact<sdnq::bf16>(linear, DType::bf16);
   }
   SECTION("uint4 rows of 75 codes: odd rows start in the high nibble of a byte") {

@@ -43,7 +43,8 @@ Outcome run_and_compare(const sdnq::test::RandomLinear& linear, std::int64_t tok
   for (std::int64_t m = 0; m < tokens; ++m)
     for (std::int64_t o = 0; o < n; ++o) {
       double sum = bias.data_as<T>()[o].to_float();
-      for (std::int64_t c = 0; c < k; ++c) sum += double(x.data_as<T>()[m * k + c].to_float()) * linear.dense[o * k + c];
+      for (std::int64_t c = 0; c < k; ++c)
+        sum += double(x.data_as<T>()[m * k + c].to_float()) * linear.dense[o * k + c];
       expected[m * n + o] = sum;
       actual[m * n + o] = run.y.data_as<T>()[m * n + o].to_float();
       if (!std::isfinite(actual[m * n + o])) ++outcome.non_finite;
@@ -52,12 +53,12 @@ Outcome run_and_compare(const sdnq::test::RandomLinear& linear, std::int64_t tok
   return outcome;
 }
 
-#define SDNQ_CHECK_LINEAR(outcome)                                                      \
-  do {                                                                                  \
-    const Outcome& o_ = (outcome);                                                      \
-    INFO("route " << o_.route << ", relative L2 " << o_.relative_error);                \
-    REQUIRE(o_.non_finite == 0);                                                        \
-    REQUIRE(o_.relative_error <= 1e-2);                                                 \
+#define SDNQ_CHECK_LINEAR(outcome)                                       \
+  do {                                                                   \
+    const Outcome& o_ = (outcome);                                       \
+    INFO("route " << o_.route << ", relative L2 " << o_.relative_error); \
+    REQUIRE(o_.non_finite == 0);                                         \
+    REQUIRE(o_.relative_error <= 1e-2);                                  \
   } while (false)
 
 // float4_e2m1fn (§1.3): sign, 2 exponent bits (bias 1), 1 mantissa bit; written out here.
@@ -76,7 +77,8 @@ std::vector<float> float4_e2m1_table() {
 TEST_CASE("quantized_linear: uint4 g128 with SVD rank 0/32 on every route, bf16", "[cuda][linear]") {
   const std::int64_t rank = GENERATE(0, 32);
   const std::int64_t tokens = GENERATE(1, 3, 16, 33, 257);
-  const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 192, 512, 128, rank, 21);
+  const auto linear =
+      sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 192, 512, 128, rank, 21);
   INFO("rank " << rank << ", tokens " << tokens);
   SDNQ_CHECK_LINEAR(run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::automatic, 1));
   if (tokens <= 64) SDNQ_CHECK_LINEAR(run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::small_m, 2));
@@ -95,7 +97,8 @@ TEST_CASE("quantized_linear: int8 row-wise and uint4 g64 + SVD in fp16 on every 
     if (tokens <= 64) SDNQ_CHECK_LINEAR(run_and_compare<sdnq::fp16>(linear, tokens, TestRoute::small_m, 8));
   }
   SECTION("uint4 g64 + SVD r32") {
-    const auto linear = sdnq::test::make_random_linear<sdnq::fp16>(4, CodeValue::unsigned_integer, 128, 384, 64, 32, 23);
+    const auto linear =
+        sdnq::test::make_random_linear<sdnq::fp16>(4, CodeValue::unsigned_integer, 128, 384, 64, 32, 23);
     SDNQ_CHECK_LINEAR(run_and_compare<sdnq::fp16>(linear, tokens, TestRoute::automatic, 9));
     SDNQ_CHECK_LINEAR(run_and_compare<sdnq::fp16>(linear, tokens, TestRoute::dequantize_cublas, 10));
   }
@@ -134,8 +137,8 @@ TEST_CASE("quantized_linear: odd shapes without a tensor-core layout", "[cuda][l
 TEST_CASE("quantized_linear: bad calls are rejected before launching", "[cuda][linear]") {
   const auto uint4 = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 64, 128, 32, 0, 28);
   SECTION("x claims the GPU but points to host memory") {
-    const auto message =
-        sdnq::test::message_of<sdnq::ShapeError>([&] { sdnq::test::run_quantized_linear_misuse(uint4.codes, "host_x"); });
+    const auto message = sdnq::test::message_of<sdnq::ShapeError>(
+        [&] { sdnq::test::run_quantized_linear_misuse(uint4.codes, "host_x"); });
     CHECK(sdnq::test::contains(message, "test.linear x"));
   }
   SECTION("workspace too small") {
@@ -150,8 +153,8 @@ TEST_CASE("quantized_linear: bad calls are rejected before launching", "[cuda][l
     CHECK(sdnq::test::contains(message, "[M, 128]"));
   }
   SECTION("the dense route without a cuBLAS handle") {
-    const auto message =
-        sdnq::test::message_of<sdnq::ShapeError>([&] { sdnq::test::run_quantized_linear_misuse(uint4.codes, "no_cublas"); });
+    const auto message = sdnq::test::message_of<sdnq::ShapeError>(
+        [&] { sdnq::test::run_quantized_linear_misuse(uint4.codes, "no_cublas"); });
     CHECK(sdnq::test::contains(message, "cuBLAS handle"));
   }
   SECTION("the small-M route forced on float codes") {

@@ -16,10 +16,14 @@ namespace {
 
 cuda::LinearRoute to_route(TestRoute route) {
   switch (route) {
-    case TestRoute::small_m: return cuda::LinearRoute::small_m;
-    case TestRoute::tensor_core: return cuda::LinearRoute::tensor_core;
-    case TestRoute::dequantize_cublas: return cuda::LinearRoute::dequantize_cublas;
-    default: return cuda::LinearRoute::automatic;
+    case TestRoute::small_m:
+      return cuda::LinearRoute::small_m;
+    case TestRoute::tensor_core:
+      return cuda::LinearRoute::tensor_core;
+    case TestRoute::dequantize_cublas:
+      return cuda::LinearRoute::dequantize_cublas;
+    default:
+      return cuda::LinearRoute::automatic;
   }
 }
 

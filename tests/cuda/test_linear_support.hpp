@@ -13,8 +13,8 @@ namespace sdnq::test {
 enum class TestRoute { automatic, small_m, tensor_core, dequantize_cublas };
 
 struct LinearRun {
-  Tensor y;               // host copy of y [M, N]
-  std::string route;      // the route that ran (linear_route_name)
+  Tensor y;           // host copy of y [M, N]
+  std::string route;  // the route that ran (linear_route_name)
 };
 
 // Builds a QuantizedLinear from the host weight for `dtype` activations, copies x [M, K] and bias to

@@ -9,11 +9,11 @@
 // Fast path (detail/dequantize_vector.cuh): widths 2, 4 and 8 without SVD, not transposed, K and the
 // group size multiples of 8, aligned pointers: coalesced loads, 16-byte stores, one parameter read per
 // 8 codes; the same arithmetic, so still bit-exact.
-// Generic path, everything else: one thread per "unit" (4 packed bytes for 2/4/8 bits, one packer block for 3/5/6/7 bits,
-// one int64 word for 1 bit), grid-stride; per unit one 32-bit division finds (row, column), then the
-// codes walk the row. Moves N·K·bits/8 bytes in and 2·N·K out; the SVD add-back costs r FMAs per
-// element through L1/L2 (a separate tiled pass would be faster for large r; not done yet).
-// Transposed int8 (direct-matmul layout) reads with stride N: correct, not at memory speed.
+// Generic path, everything else: one thread per "unit" (4 packed bytes for 2/4/8 bits, one packer block for 3/5/6/7
+// bits, one int64 word for 1 bit), grid-stride; per unit one 32-bit division finds (row, column), then the codes walk
+// the row. Moves N·K·bits/8 bytes in and 2·N·K out; the SVD add-back costs r FMAs per element through L1/L2 (a separate
+// tiled pass would be faster for large r; not done yet). Transposed int8 (direct-matmul layout) reads with stride N:
+// correct, not at memory speed.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -34,16 +34,16 @@ using sdnq::cuda::detail::ReferencePacking;
 
 struct DequantizeParams {
   const std::uint8_t* codes;
-  int word_bytes;                 // bytes per stored packer word (8 for int64 1-bit words)
-  const void* scale;              // [params] F32 or output dtype
-  const void* zero_point;         // same, or null
+  int word_bytes;          // bytes per stored packer word (8 for int64 1-bit words)
+  const void* scale;       // [params] F32 or output dtype
+  const void* zero_point;  // same, or null
   bool params_in_output_dtype;
-  bool round_params;              // ScaleRounding::to_output_dtype
-  const float* lookup_table;      // [2^bits] or null
-  const void* svd_up;             // [N, r] output dtype, or null
-  const void* svd_down;           // [r, K]
+  bool round_params;          // ScaleRounding::to_output_dtype
+  const float* lookup_table;  // [2^bits] or null
+  const void* svd_up;         // [N, r] output dtype, or null
+  const void* svd_down;       // [r, K]
   int svd_rank;
-  void* out;                      // [N, K]
+  void* out;  // [N, K]
   std::int64_t out_features, in_features;
   std::int64_t group_size;        // elements per group (K when row- or tensor-wise)
   std::int64_t param_row_stride;  // groups per row, 0 when tensor-wise
@@ -62,8 +62,7 @@ struct DequantizeUnit {
 };
 
 template <class T>
-__device__ __forceinline__ float load_param(const void* base, std::int64_t index, bool in_output_dtype,
-                                            bool round) {
+__device__ __forceinline__ float load_param(const void* base, std::int64_t index, bool in_output_dtype, bool round) {
   if (in_output_dtype) return to_float(static_cast<const T*>(base)[index]);
   const float value = static_cast<const float*>(base)[index];
   return round ? to_float(from_float<T>(value)) : value;
@@ -101,8 +100,9 @@ __global__ void __launch_bounds__(256) dequantize_kernel(const DequantizeParams 
     // Walk the unit's codes along the row; one division per unit.
     const std::int64_t first = unit * Unit::codes;
     // 32-bit division where the matrix allows it (every realistic Linear): far cheaper than 64-bit.
-    std::int64_t row = numel <= 0xFFFFFFFFll ? static_cast<std::uint32_t>(first) / static_cast<std::uint32_t>(p.in_features)
-                                               : first / p.in_features;
+    std::int64_t row = numel <= 0xFFFFFFFFll
+                           ? static_cast<std::uint32_t>(first) / static_cast<std::uint32_t>(p.in_features)
+                           : first / p.in_features;
     std::int64_t column = first - row * p.in_features;
     std::int64_t group = static_cast<std::uint32_t>(column) / static_cast<std::uint32_t>(p.group_size);
     std::int64_t in_group = column - group * p.group_size;
@@ -161,21 +161,39 @@ void launch_dequantize(const DequantizeParams& params, cudaStream_t stream) {
 
 template <int Bits, class T>
 void dispatch_dequantize_lookup(const DequantizeParams& params, bool lookup, cudaStream_t stream) {
-  if (lookup) launch_dequantize<Bits, T, true>(params, stream);
-  else launch_dequantize<Bits, T, false>(params, stream);
+  if (lookup)
+    launch_dequantize<Bits, T, true>(params, stream);
+  else
+    launch_dequantize<Bits, T, false>(params, stream);
 }
 
 template <class T>
 void dispatch_dequantize_bits(int bits, const DequantizeParams& params, bool lookup, cudaStream_t stream) {
   switch (bits) {
-    case 1: dispatch_dequantize_lookup<1, T>(params, lookup, stream); break;
-    case 2: dispatch_dequantize_lookup<2, T>(params, lookup, stream); break;
-    case 3: dispatch_dequantize_lookup<3, T>(params, lookup, stream); break;
-    case 4: dispatch_dequantize_lookup<4, T>(params, lookup, stream); break;
-    case 5: dispatch_dequantize_lookup<5, T>(params, lookup, stream); break;
-    case 6: dispatch_dequantize_lookup<6, T>(params, lookup, stream); break;
-    case 7: dispatch_dequantize_lookup<7, T>(params, lookup, stream); break;
-    default: dispatch_dequantize_lookup<8, T>(params, lookup, stream); break;
+    case 1:
+      dispatch_dequantize_lookup<1, T>(params, lookup, stream);
+      break;
+    case 2:
+      dispatch_dequantize_lookup<2, T>(params, lookup, stream);
+      break;
+    case 3:
+      dispatch_dequantize_lookup<3, T>(params, lookup, stream);
+      break;
+    case 4:
+      dispatch_dequantize_lookup<4, T>(params, lookup, stream);
+      break;
+    case 5:
+      dispatch_dequantize_lookup<5, T>(params, lookup, stream);
+      break;
+    case 6:
+      dispatch_dequantize_lookup<6, T>(params, lookup, stream);
+      break;
+    case 7:
+      dispatch_dequantize_lookup<7, T>(params, lookup, stream);
+      break;
+    default:
+      dispatch_dequantize_lookup<8, T>(params, lookup, stream);
+      break;
   }
 }
 
@@ -192,20 +210,19 @@ inline void dequantize(const LinearCodes& weight, TensorView out, ScaleRounding 
                        cudaStream_t stream = nullptr) {
   sdnq::cuda::detail::require_linear_codes_consistent(weight);
   const std::int64_t n = weight.out_features, k = weight.in_features;
-  SDNQ_REQUIRE((out.dtype() == DType::bf16 || out.dtype() == DType::f16) && out.is_contiguous() &&
-                   out.numel() == n * k,
+  SDNQ_REQUIRE((out.dtype() == DType::bf16 || out.dtype() == DType::f16) && out.is_contiguous() && out.numel() == n * k,
                ShapeError, "{}: dequantize output must be a contiguous BF16/F16 tensor of [{}, {}], got {} {}",
                weight.name, n, k, dtype_name(out.dtype()), out.shape().to_string());
-  SDNQ_REQUIRE(out.device().is_cuda() && weight.codes.device().is_cuda() && weight.scale.device().is_cuda(),
-               ShapeError, "{}: dequantize runs on device tensors", weight.name);
+  SDNQ_REQUIRE(out.device().is_cuda() && weight.codes.device().is_cuda() && weight.scale.device().is_cuda(), ShapeError,
+               "{}: dequantize runs on device tensors", weight.name);
   const bool params_in_output_dtype = weight.scale.dtype() == out.dtype();
   SDNQ_REQUIRE(params_in_output_dtype || weight.scale.dtype() == DType::f32, ShapeError,
                "{}: scale dtype {} must be F32 or the output dtype {}", weight.name, dtype_name(weight.scale.dtype()),
                dtype_name(out.dtype()));
   if (weight.svd_up)
     SDNQ_REQUIRE(weight.svd_up->dtype() == out.dtype(), ShapeError,
-                 "{}: SVD factors ({}) must be in the output dtype {}", weight.name,
-                 dtype_name(weight.svd_up->dtype()), dtype_name(out.dtype()));
+                 "{}: SVD factors ({}) must be in the output dtype {}", weight.name, dtype_name(weight.svd_up->dtype()),
+                 dtype_name(out.dtype()));
   SDNQ_REQUIRE(weight.svd_rank() <= 1024, UnsupportedError, "{}: SVD rank {} exceeds 1024", weight.name,
                weight.svd_rank());
 
@@ -263,8 +280,10 @@ inline void dequantize(const LinearCodes& weight, TensorView out, ScaleRounding 
   params.transposed = weight.transposed;
   params.units = kernel_detail::dequantize_units(weight.bits, n * k);
 
-  if (out.dtype() == DType::bf16) kernel_detail::dispatch_dequantize_bits<__nv_bfloat16>(weight.bits, params, lookup, stream);
-  else kernel_detail::dispatch_dequantize_bits<__half>(weight.bits, params, lookup, stream);
+  if (out.dtype() == DType::bf16)
+    kernel_detail::dispatch_dequantize_bits<__nv_bfloat16>(weight.bits, params, lookup, stream);
+  else
+    kernel_detail::dispatch_dequantize_bits<__half>(weight.bits, params, lookup, stream);
 }
 
 SDNQ_KERNEL_NAMESPACE_END

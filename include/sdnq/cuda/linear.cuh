@@ -46,10 +46,14 @@ enum class LinearRoute : std::uint8_t { automatic, small_m, tensor_core, dequant
 
 inline const char* linear_route_name(LinearRoute route) {
   switch (route) {
-    case LinearRoute::small_m: return "small_m";
-    case LinearRoute::tensor_core: return "tensor_core";
-    case LinearRoute::dequantize_cublas: return "dequantize_cublas";
-    default: return "automatic";
+    case LinearRoute::small_m:
+      return "small_m";
+    case LinearRoute::tensor_core:
+      return "tensor_core";
+    case LinearRoute::dequantize_cublas:
+      return "dequantize_cublas";
+    default:
+      return "automatic";
   }
 }
 
@@ -81,8 +85,10 @@ class QuantizedLinear {
     SDNQ_REQUIRE(host.svd_rank() <= gemv_max_rank_for_dense, UnsupportedError,
                  "{}: SVD rank {} exceeds the supported 128", host.name, host.svd_rank());
     DeviceGuard guard(device);
-    if (dtype == DType::bf16) build<bf16>(host);
-    else build<fp16>(host);
+    if (dtype == DType::bf16)
+      build<bf16>(host);
+    else
+      build<fp16>(host);
   }
 
   const std::string& name() const { return name_; }
@@ -94,9 +100,12 @@ class QuantizedLinear {
 
   bool supports(LinearRoute route) const {
     switch (route) {
-      case LinearRoute::small_m: return gemv_.has_value();
-      case LinearRoute::tensor_core: return tensor_core_.has_value();
-      default: return true;
+      case LinearRoute::small_m:
+        return gemv_.has_value();
+      case LinearRoute::tensor_core:
+        return tensor_core_.has_value();
+      default:
+        return true;
     }
   }
 
@@ -114,9 +123,12 @@ class QuantizedLinear {
     SDNQ_REQUIRE(supports(route), UnsupportedError, "{}: route {} has no kernel for this weight ({}-bit, [{}, {}])",
                  name_, linear_route_name(route), bits_, out_features_, in_features_);
     switch (route) {
-      case LinearRoute::small_m: return gemv_workspace_bytes(gemv_->view(), tokens);
-      case LinearRoute::tensor_core: return gemm_tc_workspace_bytes(tensor_core_->view(), tokens);
-      default: return dense_activation_bytes(tokens) + dense_weight_bytes() + dense_scratch_bytes();
+      case LinearRoute::small_m:
+        return gemv_workspace_bytes(gemv_->view(), tokens);
+      case LinearRoute::tensor_core:
+        return gemm_tc_workspace_bytes(tensor_core_->view(), tokens);
+      default:
+        return dense_activation_bytes(tokens) + dense_weight_bytes() + dense_scratch_bytes();
     }
   }
 
@@ -144,7 +156,8 @@ class QuantizedLinear {
     if (svd_rank_ > 0 && !gemv_) {  // the dense route's factors in T (the GEMV layout has them otherwise)
       Tensor up = Tensor::empty(Shape{out_features_, svd_rank_}, dtype_of_v<T>);
       Tensor down = Tensor::empty(Shape{svd_rank_, in_features_}, dtype_of_v<T>);
-      for (std::int64_t i = 0; i < up.numel(); ++i) up.data_as<T>()[i] = sdnq::cuda::detail::narrow_param<T>(*host.svd_up, i);
+      for (std::int64_t i = 0; i < up.numel(); ++i)
+        up.data_as<T>()[i] = sdnq::cuda::detail::narrow_param<T>(*host.svd_up, i);
       for (std::int64_t i = 0; i < down.numel(); ++i)
         down.data_as<T>()[i] = sdnq::cuda::detail::narrow_param<T>(*host.svd_down, i);
       svd_up_ = to_device(up, device_);
@@ -235,18 +248,18 @@ void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<T
   const bool extended = row_elements > k;
   SDNQ_CUBLAS_CHECK(cublasSetStream(cublas, stream));
   auto* space = static_cast<char*>(workspace.data());
-  void* x_ext = space;                                                               // T [M, E]
-  void* w_ext = space + layer.dense_activation_bytes(tokens);                        // T [chunk rows, E]
-  void* scratch = static_cast<char*>(w_ext) + layer.dense_weight_bytes();            // T [chunk rows, K]
+  void* x_ext = space;                                                     // T [M, E]
+  void* w_ext = space + layer.dense_activation_bytes(tokens);              // T [chunk rows, E]
+  void* scratch = static_cast<char*>(w_ext) + layer.dense_weight_bytes();  // T [chunk rows, K]
   const void* up = nullptr;
   if (extended) {
-    SDNQ_CUDA_CHECK(cudaMemcpy2DAsync(x_ext, row_elements * 2, x.data(), k * 2, k * 2, tokens,
-                                      cudaMemcpyDeviceToDevice, stream));
+    SDNQ_CUDA_CHECK(
+        cudaMemcpy2DAsync(x_ext, row_elements * 2, x.data(), k * 2, k * 2, tokens, cudaMemcpyDeviceToDevice, stream));
     if (rank > 0) {
       up = layer.gemv_ ? layer.gemv_->view().svd_up : layer.svd_up_.data();
       const void* down = layer.gemv_ ? layer.gemv_->view().svd_down : layer.svd_down_.data();
-      kernel_detail::gemm_row_major_abt(cublas, type, tokens, rank, k, x.data(), k, down, k,
-                                        static_cast<T*>(x_ext) + k, row_elements, 0.0f);
+      kernel_detail::gemm_row_major_abt(cublas, type, tokens, rank, k, x.data(), k, down, k, static_cast<T*>(x_ext) + k,
+                                        row_elements, 0.0f);
     }
     kernel_detail::launch_fill_extension<Kernel>(x_ext, tokens, k, row_elements, nullptr, static_cast<int>(rank),
                                                  bias.has_value(), nullptr, stream);
@@ -276,9 +289,15 @@ void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<T
       const LinearCodes& c = layer.checkpoint_;
       LinearCodes part = c;
       // A whole number of packer blocks precedes the chunk: row is a multiple of 8 (or 0).
-      const std::int64_t block_codes = c.bits == 8 ? 1 : c.bits == 1 ? 8 : c.bits == 2 ? 4 : c.bits == 4 ? 2 : c.bits == 6 ? 4 : 8;
+      const std::int64_t block_codes = c.bits == 8   ? 1
+                                       : c.bits == 1 ? 8
+                                       : c.bits == 2 ? 4
+                                       : c.bits == 4 ? 2
+                                       : c.bits == 6 ? 4
+                                                     : 8;
       const std::int64_t block_words = c.bits == 6 ? 3 : (c.bits == 3 || c.bits == 5 || c.bits == 7) ? c.bits : 1;
-      const std::int64_t code_bytes = row * k / block_codes * block_words * static_cast<std::int64_t>(c.codes.element_size());
+      const std::int64_t code_bytes =
+          row * k / block_codes * block_words * static_cast<std::int64_t>(c.codes.element_size());
       const std::int64_t part_codes = c.codes.numel() * rows / n;
       part.codes = TensorView(static_cast<char*>(c.codes.data()) + code_bytes, c.codes.dtype(), Shape{part_codes},
                               c.codes.device());
@@ -296,8 +315,8 @@ void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<T
       dequantize(part, TensorView(target, layer.dtype_, Shape{rows, k}, Device::cuda(layer.device_)),
                  ScaleRounding::to_output_dtype, stream);
       if (extended)
-        SDNQ_CUDA_CHECK(cudaMemcpy2DAsync(w_ext, row_elements * 2, scratch, k * 2, k * 2, rows,
-                                          cudaMemcpyDeviceToDevice, stream));
+        SDNQ_CUDA_CHECK(
+            cudaMemcpy2DAsync(w_ext, row_elements * 2, scratch, k * 2, k * 2, rows, cudaMemcpyDeviceToDevice, stream));
     }
     if (extended)
       kernel_detail::launch_fill_extension<Kernel>(
@@ -331,11 +350,11 @@ inline void quantized_linear(const QuantizedLinear& layer, TensorView x, std::op
                dtype_name(layer.dtype()), tokens, n, device.to_string(), dtype_name(y.dtype()), y.shape().to_string(),
                y.device().to_string());
   if (bias)
-    SDNQ_REQUIRE(bias->numel() == n && bias->dtype() == layer.dtype() && bias->is_contiguous() &&
-                     bias->device() == device,
-                 ShapeError, "{}: bias must be a contiguous {} tensor [{}] on {}, got {} {} on {}", name,
-                 dtype_name(layer.dtype()), n, device.to_string(), dtype_name(bias->dtype()), bias->shape().to_string(),
-                 bias->device().to_string());
+    SDNQ_REQUIRE(
+        bias->numel() == n && bias->dtype() == layer.dtype() && bias->is_contiguous() && bias->device() == device,
+        ShapeError, "{}: bias must be a contiguous {} tensor [{}] on {}, got {} {} on {}", name,
+        dtype_name(layer.dtype()), n, device.to_string(), dtype_name(bias->dtype()), bias->shape().to_string(),
+        bias->device().to_string());
   // The pointers must really live where the views claim (a host pointer would fault inside a kernel).
   check_pointer_location(x, name + " x");
   check_pointer_location(y, name + " y");
@@ -352,10 +371,10 @@ inline void quantized_linear(const QuantizedLinear& layer, TensorView x, std::op
                "{}: route dequantize_cublas needs a cuBLAS handle", name);
   DeviceGuard guard(layer.device());
   const std::size_t needed = layer.workspace_bytes(tokens, route);
-  SDNQ_REQUIRE(needed == 0 || (workspace.nbytes() >= needed && workspace.device() == device && aligned(workspace.data())),
-               ShapeError, "{}: route {} with M = {} needs {} bytes of 16-byte aligned workspace on {}, got {} on {}",
-               name, linear_route_name(route), tokens, needed, device.to_string(), workspace.nbytes(),
-               workspace.device().to_string());
+  SDNQ_REQUIRE(
+      needed == 0 || (workspace.nbytes() >= needed && workspace.device() == device && aligned(workspace.data())),
+      ShapeError, "{}: route {} with M = {} needs {} bytes of 16-byte aligned workspace on {}, got {} on {}", name,
+      linear_route_name(route), tokens, needed, device.to_string(), workspace.nbytes(), workspace.device().to_string());
   if (needed > 0) check_pointer_location(workspace, name + " workspace");
 
   switch (route) {

@@ -25,14 +25,14 @@ SDNQ_KERNEL_NAMESPACE_BEGIN
 namespace kernel_detail {
 
 struct DequantizeVectorParams {
-  const void* codes;              // the code stream of the first row (aligned to the piece's bytes)
-  const void* scale;              // element of the first row's first group
-  const void* zero_point;         // same, or null
-  int param_stride;               // elements between consecutive parameters (2 for interleaved pairs)
-  bool params_in_output_dtype;    // else F32
-  bool round_params;              // F32 parameters rounded to the output dtype first
-  const float* lookup_table;      // [2^bits] decoded float codes, or null
-  void* out;                      // [rows, out_row_stride] output dtype, 16-byte aligned
+  const void* codes;            // the code stream of the first row (aligned to the piece's bytes)
+  const void* scale;            // element of the first row's first group
+  const void* zero_point;       // same, or null
+  int param_stride;             // elements between consecutive parameters (2 for interleaved pairs)
+  bool params_in_output_dtype;  // else F32
+  bool round_params;            // F32 parameters rounded to the output dtype first
+  const float* lookup_table;    // [2^bits] decoded float codes, or null
+  void* out;                    // [rows, out_row_stride] output dtype, 16-byte aligned
   std::int64_t rows, in_features, out_row_stride;
   std::int64_t group_size;        // elements per group (K when row- or tensor-wise)
   std::int64_t param_row_stride;  // groups per row, 0 when tensor-wise
@@ -161,8 +161,8 @@ void launch_dequantize_vector(const DequantizeVectorParams& params, int multipro
 
 // True when the vector kernel handles this width, K, group size and these pointers (output rows of
 // `out_row_stride` elements).
-inline bool dequantize_vector_supported(int bits, std::int64_t in_features, std::int64_t group_size,
-                                        const void* codes, const void* out, std::int64_t out_row_stride) {
+inline bool dequantize_vector_supported(int bits, std::int64_t in_features, std::int64_t group_size, const void* codes,
+                                        const void* out, std::int64_t out_row_stride) {
   if (bits != 2 && bits != 4 && bits != 8) return false;
   const auto code_alignment = static_cast<std::uintptr_t>(bits);  // bytes of one piece
   return in_features % vector_piece_codes == 0 && group_size % vector_piece_codes == 0 &&
@@ -173,17 +173,22 @@ inline bool dequantize_vector_supported(int bits, std::int64_t in_features, std:
 template <int Bits, class T>
 void dispatch_dequantize_vector_lookup(bool lookup, const DequantizeVectorParams& params, int multiprocessors,
                                        cudaStream_t stream) {
-  if (lookup) launch_dequantize_vector<Bits, T, true>(params, multiprocessors, stream);
-  else launch_dequantize_vector<Bits, T, false>(params, multiprocessors, stream);
+  if (lookup)
+    launch_dequantize_vector<Bits, T, true>(params, multiprocessors, stream);
+  else
+    launch_dequantize_vector<Bits, T, false>(params, multiprocessors, stream);
 }
 
 template <class T>
 void dispatch_dequantize_vector(int bits, bool lookup, const DequantizeVectorParams& params, int multiprocessors,
                                 cudaStream_t stream) {
   switch (bits) {
-    case 2: return dispatch_dequantize_vector_lookup<2, T>(lookup, params, multiprocessors, stream);
-    case 4: return dispatch_dequantize_vector_lookup<4, T>(lookup, params, multiprocessors, stream);
-    default: return dispatch_dequantize_vector_lookup<8, T>(lookup, params, multiprocessors, stream);
+    case 2:
+      return dispatch_dequantize_vector_lookup<2, T>(lookup, params, multiprocessors, stream);
+    case 4:
+      return dispatch_dequantize_vector_lookup<4, T>(lookup, params, multiprocessors, stream);
+    default:
+      return dispatch_dequantize_vector_lookup<8, T>(lookup, params, multiprocessors, stream);
   }
 }
 

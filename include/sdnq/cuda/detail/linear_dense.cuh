@@ -26,8 +26,8 @@ namespace kernel_detail {
 // column K + rank is `one_value` (1 for x_ext) or bias[row] (W_ext) when there is a bias; the rest 0.
 template <class T>
 __global__ void fill_extension_kernel(T* __restrict__ matrix, std::int64_t rows, std::int64_t in_features,
-                                      std::int64_t row_elements, const T* __restrict__ source, int rank,
-                                      bool has_bias, const T* __restrict__ bias) {
+                                      std::int64_t row_elements, const T* __restrict__ source, int rank, bool has_bias,
+                                      const T* __restrict__ bias) {
   const std::int64_t width = row_elements - in_features;
   const std::int64_t total = rows * width;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
