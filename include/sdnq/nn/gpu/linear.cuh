@@ -1,0 +1,133 @@
+#pragma once
+// Linear on the GPU, bf16 activations: y [M, N] = x [M, K] · Wᵀ (+ bias), over any weight a
+// WeightLoader finds, loaded under the same names and shape checks as the CPU nn::Linear:
+//   dense        the file's weight narrowed to bf16 [N, K]; one cuBLAS GEMM, bias added by ops::add_vector
+//   quantized    cuda::QuantizedLinear (GEMV / tensor-core / dequantize + cuBLAS, chosen by M) for every
+//                layout the CUDA kernels read (integer and 8-bit float codes up to 8 bits, SDNQ SVD branch)
+//   quantized    layers saved for SDNQ's quantized matmul with int8 or float8_e4m3fn codes used directly:
+//     matmul     cuda::gemm_w8a8 for M ≥ 32 tokens, as the reference (§5.1 step 0: fewer tokens take the
+//                dequantized path, which QuantizedLinear gives)
+//   fallback     layouts no kernel reads (Hadamard rotation, codebooks, custom floats, > 8 bits):
+//                dequantized once at load by quant::dequantize (the reference's arithmetic) into a dense
+//                bf16 weight.
+// Forward takes its scratch from the caller's workspace (workspace_bytes(M)); no allocation.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "sdnq/cuda/detail/linear_dense.cuh"
+#include "sdnq/cuda/gemm_w8a8.cuh"
+#include "sdnq/cuda/linear.cuh"
+#include "sdnq/cuda/ops/elementwise.cuh"
+#include "sdnq/nn/gpu/detail/device_weights.hpp"
+#include "sdnq/nn/weights.hpp"
+
+namespace sdnq::nn::gpu {
+
+// Which kernel family a loaded Linear runs (for reports and tests).
+enum class LinearKind : std::uint8_t { dense, quantized, quantized_matmul, dequantized_at_load };
+
+inline const char* linear_kind_name(LinearKind kind) {
+  switch (kind) {
+    case LinearKind::dense: return "dense";
+    case LinearKind::quantized: return "quantized";
+    case LinearKind::quantized_matmul: return "quantized_matmul";
+    default: return "dequantized_at_load";
+  }
+}
+
+class Linear {
+ public:
+  // Tokens from which a quantized-matmul layer runs the 8-bit GEMM (the reference's threshold).
+  static constexpr std::int64_t quantized_matmul_min_tokens = 32;
+
+  static Linear load(WeightLoader& weights, std::string_view prefix, std::int64_t in_features,
+                     std::int64_t out_features, bool bias, int device) {
+    Linear layer;
+    layer.name_ = std::string(prefix);
+    layer.in_features_ = in_features;
+    layer.out_features_ = out_features;
+    layer.device_ = device;
+    const Shape shape{out_features, in_features};
+    if (auto quantized = weights.quantized(prefix, quant::LayerKind::linear, shape)) {
+      if (auto codes = detail::linear_codes_of(*quantized)) {
+        layer.quantized_.emplace(codes->codes, DType::bf16, device);
+        layer.kind_ = LinearKind::quantized;
+        if (quantized->layout.use_quantized_matmul && !quantized->layout.re_quantize_for_matmul &&
+            !codes->codes.svd_up && !codes->codes.zero_point && codes->codes.bits == 8 && in_features % 16 == 0) {
+          layer.matmul_ = cuda::upload_w8a8_weights(
+              cuda::repack_for_w8a8<bf16>(codes->codes, quantized->layout.dequantize_fp32), device);
+          layer.kind_ = LinearKind::quantized_matmul;
+        }
+      } else {
+        const Tensor dense = quant::dequantize(*quantized, DType::f32, quant::ScalePrecision::reference_compatible);
+        layer.weight_ = detail::upload_bf16(dense, device, layer.name_ + ".weight");
+        layer.kind_ = LinearKind::dequantized_at_load;
+      }
+    } else {
+      layer.weight_ = detail::upload_bf16(weights.dense(layer.name_ + ".weight", shape), device, layer.name_);
+    }
+    if (bias) layer.bias_ = detail::upload_bf16(weights.dense(layer.name_ + ".bias", Shape{out_features}), device,
+                                                layer.name_ + ".bias");
+    return layer;
+  }
+
+  // Device scratch bytes forward() needs for `tokens` rows of x.
+  std::size_t workspace_bytes(std::int64_t tokens) const {
+    if (matmul_ && tokens >= quantized_matmul_min_tokens)
+      return Arena::footprint(Shape{static_cast<std::int64_t>(cuda::gemm_w8a8_workspace_bytes(matmul_->view(), tokens))},
+                              DType::u8);
+    if (quantized_)
+      return Arena::footprint(Shape{static_cast<std::int64_t>(quantized_->workspace_bytes(tokens))}, DType::u8);
+    return 0;
+  }
+
+  // x [M, K] bf16 -> y [M, N] bf16, contiguous device tensors; scratch from `arena`.
+  void forward(const TensorView& x, const TensorView& y, Arena& arena, cublasHandle_t cublas,
+               cudaStream_t stream) const {
+    SDNQ_REQUIRE(x.rank() == 2 && x.size(1) == in_features_ && x.dtype() == DType::bf16 && x.is_contiguous(),
+                 ShapeError, "Linear '{}': x must be a contiguous BF16 [M, {}] device tensor, got {} {}", name_,
+                 in_features_, dtype_name(x.dtype()), x.shape().to_string());
+    const std::int64_t tokens = x.size(0);
+    SDNQ_REQUIRE(y.rank() == 2 && y.size(0) == tokens && y.size(1) == out_features_ && y.dtype() == DType::bf16 &&
+                     y.is_contiguous(),
+                 ShapeError, "Linear '{}': y must be a contiguous BF16 [{}, {}] device tensor, got {} {}", name_, tokens,
+                 out_features_, dtype_name(y.dtype()), y.shape().to_string());
+    std::optional<TensorView> bias;
+    if (bias_.defined()) bias = bias_.view();
+    ArenaScope scope(arena);
+    const std::size_t scratch_bytes = workspace_bytes(tokens);
+    const TensorView scratch =
+        scratch_bytes == 0 ? TensorView() : arena.take(Shape{static_cast<std::int64_t>(scratch_bytes)}, DType::u8,
+                                                       name_ + " scratch");
+    if (matmul_ && tokens >= quantized_matmul_min_tokens) return cuda::gemm_w8a8(matmul_->view(), x, bias, y, scratch, stream);
+    if (quantized_) return cuda::quantized_linear(*quantized_, x, bias, y, scratch, cublas, stream);
+    SDNQ_CUBLAS_CHECK(cublasSetStream(cublas, stream));
+    cuda::kernel_detail::gemm_row_major_abt(cublas, CUDA_R_16BF, tokens, out_features_, in_features_, x.data(),
+                                            in_features_, weight_.data(), in_features_, y.data(), out_features_, 0.0f);
+    if (bias) cuda::ops::add_vector(y, *bias, y, stream);
+  }
+
+  const std::string& name() const { return name_; }
+  std::int64_t in_features() const { return in_features_; }
+  std::int64_t out_features() const { return out_features_; }
+  LinearKind kind() const { return kind_; }
+
+ private:
+  std::string name_;
+  std::int64_t in_features_ = 0, out_features_ = 0;
+  int device_ = 0;
+  LinearKind kind_ = LinearKind::dense;
+  Tensor weight_;                                    // [N, K] bf16 on the device (dense and fallback)
+  Tensor bias_;                                      // [N] bf16 on the device, or undefined
+  std::optional<cuda::QuantizedLinear> quantized_;   // every kernel-readable SDNQ layout
+  std::optional<cuda::W8A8WeightsDevice> matmul_;    // direct int8 / e4m3 quantized matmul
+};
+
+}  // namespace sdnq::nn::gpu

@@ -1,0 +1,57 @@
+// Host launchers of the GPU model tests: load a fixture case with nn::gpu, run it, compare with the
+// reference's bf16 outputs (no Catch here; test_gpu_models.cpp holds the test cases).
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sdnq/cuda/device_memory.hpp"
+#include "sdnq/cuda/workspace.hpp"
+#include "sdnq/nn/gpu/clip.cuh"
+#include "sdnq/nn/model_conformance.hpp"
+#include "test_gpu_models_support.hpp"
+
+namespace sdnq::test {
+
+GpuModelRun run_clip_case_on_gpu(const std::filesystem::path& case_folder) {
+  const nn::ModelCase model_case = nn::load_model_case(case_folder);
+  const nn::gpu::ClipTextModel model = nn::gpu::ClipTextModel::load(case_folder, 0);
+  const TensorView host_ids = model_case.input("input_ids");
+  const Tensor ids = cuda::to_device(host_ids, 0);
+  GpuModelRun run;
+  run.workspace_bytes = model.workspace_bytes(host_ids.size(0), host_ids.size(1));
+  cuda::Workspace workspace(run.workspace_bytes, 0, "CLIP test workspace");
+  const nn::gpu::ClipTextModel::Outputs out = model.forward(ids, workspace, nullptr);
+  run.workspace_peak = workspace.peak();
+  for (const nn::gpu::Linear* linear : model.linears()) run.linear_kinds.emplace_back(nn::gpu::linear_kind_name(linear->kind()));
+  const std::vector<std::pair<std::string, TensorView>> produced = {
+      {"last_hidden_state", out.last_hidden_state},
+      {"penultimate_hidden_state", out.penultimate_hidden_state},
+      {"pooled", out.pooled},
+      {"text_embeds", out.text_embeds}};
+  const std::string prefix = "output_bf16.";
+  for (const std::string& key : model_case.reference.names()) {
+    if (key.rfind(prefix, 0) != 0) continue;
+    const std::string name = key.substr(prefix.size());
+    const TensorView* mine = nullptr;
+    for (const auto& [output_name, view] : produced)
+      if (output_name == name && view.data() != nullptr) mine = &view;
+    SDNQ_REQUIRE(mine != nullptr, ShapeError, "{}: the GPU model produced no output '{}'", case_folder.string(), name);
+    const Tensor host = cuda::to_host(*mine);
+    run.outputs.push_back({name, nn::relative_l2(host, model_case.reference.tensor(key))});
+  }
+  return run;
+}
+
+void run_clip_on_gpu_with_ids(const std::filesystem::path& case_folder, const Tensor& ids, bool keep_on_host) {
+  const nn::gpu::ClipTextModel model = nn::gpu::ClipTextModel::load(case_folder, 0);
+  const std::int64_t batch = ids.rank() == 2 ? ids.size(0) : 1, tokens = ids.rank() == 2 ? ids.size(1) : ids.numel();
+  cuda::Workspace workspace(model.workspace_bytes(batch, std::min<std::int64_t>(tokens, 77)), 0, "CLIP bad-input workspace");
+  if (keep_on_host) {
+    (void)model.forward(ids, workspace, nullptr);
+    return;
+  }
+  const Tensor device_ids = cuda::to_device(ids, 0);
+  (void)model.forward(device_ids, workspace, nullptr);
+}
+
+}  // namespace sdnq::test

@@ -1,0 +1,31 @@
+#pragma once
+// Host launchers of the GPU model tests (test_gpu_models.cu), callable from the Catch test cases.
+#include <cstddef>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "sdnq/core/tensor.hpp"
+
+namespace sdnq::test {
+
+struct GpuOutputError {
+  std::string name;
+  double rel_l2 = 0.0;  // against the case's output_bf16.<name>
+};
+
+struct GpuModelRun {
+  std::vector<GpuOutputError> outputs;  // one per output_bf16.* of the reference, in file order
+  std::vector<std::string> linear_kinds;  // nn::gpu::linear_kind_name of every Linear, in load order
+  std::size_t workspace_bytes = 0, workspace_peak = 0;
+};
+
+// Loads a clip_l-* / clip_g-* fixture case on cuda:0, runs its input.input_ids through the bf16 forward
+// and compares every output with output_bf16.*.
+GpuModelRun run_clip_case_on_gpu(const std::filesystem::path& case_folder);
+
+// Runs the case's model on `ids` (a host tensor, uploaded as it is; `keep_on_host` passes the host view
+// itself): throws what the model throws.
+void run_clip_on_gpu_with_ids(const std::filesystem::path& case_folder, const Tensor& ids, bool keep_on_host = false);
+
+}  // namespace sdnq::test
