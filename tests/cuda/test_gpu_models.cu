@@ -22,7 +22,8 @@ GpuModelRun run_clip_case_on_gpu(const std::filesystem::path& case_folder) {
   cuda::Workspace workspace(run.workspace_bytes, 0, "CLIP test workspace");
   const nn::gpu::ClipTextModel::Outputs out = model.forward(ids, workspace, nullptr);
   run.workspace_peak = workspace.peak();
-  for (const nn::gpu::Linear* linear : model.linears()) run.linear_kinds.emplace_back(nn::gpu::linear_kind_name(linear->kind()));
+  for (const nn::gpu::Linear* linear : model.linears())
+    run.linear_kinds.emplace_back(nn::gpu::linear_kind_name(linear->kind()));
   const std::vector<std::pair<std::string, TensorView>> produced = {
       {"last_hidden_state", out.last_hidden_state},
       {"penultimate_hidden_state", out.penultimate_hidden_state},
@@ -45,7 +46,8 @@ GpuModelRun run_clip_case_on_gpu(const std::filesystem::path& case_folder) {
 void run_clip_on_gpu_with_ids(const std::filesystem::path& case_folder, const Tensor& ids, bool keep_on_host) {
   const nn::gpu::ClipTextModel model = nn::gpu::ClipTextModel::load(case_folder, 0);
   const std::int64_t batch = ids.rank() == 2 ? ids.size(0) : 1, tokens = ids.rank() == 2 ? ids.size(1) : ids.numel();
-  cuda::Workspace workspace(model.workspace_bytes(batch, std::min<std::int64_t>(tokens, 77)), 0, "CLIP bad-input workspace");
+  cuda::Workspace workspace(model.workspace_bytes(batch, std::min<std::int64_t>(tokens, 77)), 0,
+                            "CLIP bad-input workspace");
   if (keep_on_host) {
     (void)model.forward(ids, workspace, nullptr);
     return;

@@ -15,7 +15,7 @@ struct GpuOutputError {
 };
 
 struct GpuModelRun {
-  std::vector<GpuOutputError> outputs;  // one per output_bf16.* of the reference, in file order
+  std::vector<GpuOutputError> outputs;    // one per output_bf16.* of the reference, in file order
   std::vector<std::string> linear_kinds;  // nn::gpu::linear_kind_name of every Linear, in load order
   std::size_t workspace_bytes = 0, workspace_peak = 0;
 };

@@ -47,11 +47,11 @@ inline std::size_t attention_workspace_bytes(std::int64_t batch, std::int64_t qu
 inline void attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                       std::int64_t heads, const cuda::ops::AttentionOptions& options, Arena& arena,
                       cudaStream_t stream) {
-  SDNQ_REQUIRE(q.rank() == 3 && k.rank() == 3 && v.rank() == 3 && heads >= 1 && q.size(2) % heads == 0 &&
-                   q.is_contiguous() && k.is_contiguous() && v.is_contiguous() && out.is_contiguous() &&
-                   out.shape() == q.shape(),
-               ShapeError, "GPU attention: q, k, v, out must be contiguous [B, L, H·D] with {} heads, got {}, {}, {}, {}",
-               heads, q.shape().to_string(), k.shape().to_string(), v.shape().to_string(), out.shape().to_string());
+  SDNQ_REQUIRE(
+      q.rank() == 3 && k.rank() == 3 && v.rank() == 3 && heads >= 1 && q.size(2) % heads == 0 && q.is_contiguous() &&
+          k.is_contiguous() && v.is_contiguous() && out.is_contiguous() && out.shape() == q.shape(),
+      ShapeError, "GPU attention: q, k, v, out must be contiguous [B, L, H·D] with {} heads, got {}, {}, {}, {}", heads,
+      q.shape().to_string(), k.shape().to_string(), v.shape().to_string(), out.shape().to_string());
   const std::int64_t batch = q.size(0), query_tokens = q.size(1);
   const std::int64_t head_dim = q.size(2) / heads, padded = detail::padded_head_dim(head_dim);
   if (padded == head_dim) {

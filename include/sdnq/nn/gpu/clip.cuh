@@ -30,11 +30,16 @@ namespace detail {
 
 inline cuda::ops::Activation device_activation(nn::Activation act) {
   switch (act) {
-    case nn::Activation::silu: return cuda::ops::Activation::silu;
-    case nn::Activation::gelu: return cuda::ops::Activation::gelu;
-    case nn::Activation::gelu_tanh: return cuda::ops::Activation::gelu_tanh;
-    case nn::Activation::quick_gelu: return cuda::ops::Activation::quick_gelu;
-    default: return cuda::ops::Activation::relu;
+    case nn::Activation::silu:
+      return cuda::ops::Activation::silu;
+    case nn::Activation::gelu:
+      return cuda::ops::Activation::gelu;
+    case nn::Activation::gelu_tanh:
+      return cuda::ops::Activation::gelu_tanh;
+    case nn::Activation::quick_gelu:
+      return cuda::ops::Activation::quick_gelu;
+    default:
+      return cuda::ops::Activation::relu;
   }
 }
 
@@ -86,8 +91,7 @@ class ClipTextModel {
                                     Linear::load(weights, p + "mlp.fc1", d, c.intermediate_size, true, device),
                                     Linear::load(weights, p + "mlp.fc2", c.intermediate_size, d, true, device)});
     }
-    model.final_layer_norm_ =
-        LayerNorm::load(weights, root + "final_layer_norm", d, c.layer_norm_eps, true, device);
+    model.final_layer_norm_ = LayerNorm::load(weights, root + "final_layer_norm", d, c.layer_norm_eps, true, device);
     if (c.with_projection)
       model.text_projection_ = Linear::load(weights, "text_projection", d, c.projection_dim, false, device);
     weights.require_all_used(c.with_projection ? "CLIPTextModelWithProjection" : "CLIPTextModel",
@@ -117,8 +121,8 @@ class ClipTextModel {
                           (c.with_projection ? bf16_bytes({batch, c.projection_dim}) : 0) +
                           Arena::footprint(Shape{1}, DType::i32);
     std::size_t layer_temporaries = 5 * bf16_bytes({rows, d}) + bf16_bytes({rows, c.intermediate_size});
-    std::size_t scratch = attention_workspace_bytes(batch, tokens, tokens, c.num_attention_heads,
-                                                    d / c.num_attention_heads);
+    std::size_t scratch =
+        attention_workspace_bytes(batch, tokens, tokens, c.num_attention_heads, d / c.num_attention_heads);
     for (const Layer& l : layers_)
       for (const Linear* linear : {&l.q_proj, &l.k_proj, &l.v_proj, &l.out_proj, &l.fc1, &l.fc2})
         scratch = std::max(scratch, linear->workspace_bytes(rows));
@@ -193,8 +197,7 @@ class ClipTextModel {
       final_layer_norm_.forward(reshaped(x, sequence), out.last_hidden_state, stream);
     }
     // Legacy configs (eos_token_id 2) pool at the largest id; the kernel takes a negative id for that.
-    detail::gather_eos(input_ids, out.last_hidden_state, out.pooled, c.eos_token_id == 2 ? -1 : c.eos_token_id,
-                       stream);
+    detail::gather_eos(input_ids, out.last_hidden_state, out.pooled, c.eos_token_id == 2 ? -1 : c.eos_token_id, stream);
     if (c.with_projection) text_projection_.forward(out.pooled, out.text_embeds, arena, cublas_.get(), stream);
     std::int32_t bad = 0;
     SDNQ_CUDA_CHECK(cudaMemcpyAsync(&bad, bad_id.data(), sizeof bad, cudaMemcpyDeviceToHost, stream));

@@ -35,10 +35,14 @@ enum class LinearKind : std::uint8_t { dense, quantized, quantized_matmul, dequa
 
 inline const char* linear_kind_name(LinearKind kind) {
   switch (kind) {
-    case LinearKind::dense: return "dense";
-    case LinearKind::quantized: return "quantized";
-    case LinearKind::quantized_matmul: return "quantized_matmul";
-    default: return "dequantized_at_load";
+    case LinearKind::dense:
+      return "dense";
+    case LinearKind::quantized:
+      return "quantized";
+    case LinearKind::quantized_matmul:
+      return "quantized_matmul";
+    default:
+      return "dequantized_at_load";
   }
 }
 
@@ -73,16 +77,17 @@ class Linear {
     } else {
       layer.weight_ = detail::upload_bf16(weights.dense(layer.name_ + ".weight", shape), device, layer.name_);
     }
-    if (bias) layer.bias_ = detail::upload_bf16(weights.dense(layer.name_ + ".bias", Shape{out_features}), device,
-                                                layer.name_ + ".bias");
+    if (bias)
+      layer.bias_ =
+          detail::upload_bf16(weights.dense(layer.name_ + ".bias", Shape{out_features}), device, layer.name_ + ".bias");
     return layer;
   }
 
   // Device scratch bytes forward() needs for `tokens` rows of x.
   std::size_t workspace_bytes(std::int64_t tokens) const {
     if (matmul_ && tokens >= quantized_matmul_min_tokens)
-      return Arena::footprint(Shape{static_cast<std::int64_t>(cuda::gemm_w8a8_workspace_bytes(matmul_->view(), tokens))},
-                              DType::u8);
+      return Arena::footprint(
+          Shape{static_cast<std::int64_t>(cuda::gemm_w8a8_workspace_bytes(matmul_->view(), tokens))}, DType::u8);
     if (quantized_)
       return Arena::footprint(Shape{static_cast<std::int64_t>(quantized_->workspace_bytes(tokens))}, DType::u8);
     return 0;
@@ -97,16 +102,17 @@ class Linear {
     const std::int64_t tokens = x.size(0);
     SDNQ_REQUIRE(y.rank() == 2 && y.size(0) == tokens && y.size(1) == out_features_ && y.dtype() == DType::bf16 &&
                      y.is_contiguous(),
-                 ShapeError, "Linear '{}': y must be a contiguous BF16 [{}, {}] device tensor, got {} {}", name_, tokens,
-                 out_features_, dtype_name(y.dtype()), y.shape().to_string());
+                 ShapeError, "Linear '{}': y must be a contiguous BF16 [{}, {}] device tensor, got {} {}", name_,
+                 tokens, out_features_, dtype_name(y.dtype()), y.shape().to_string());
     std::optional<TensorView> bias;
     if (bias_.defined()) bias = bias_.view();
     ArenaScope scope(arena);
     const std::size_t scratch_bytes = workspace_bytes(tokens);
     const TensorView scratch =
-        scratch_bytes == 0 ? TensorView() : arena.take(Shape{static_cast<std::int64_t>(scratch_bytes)}, DType::u8,
-                                                       name_ + " scratch");
-    if (matmul_ && tokens >= quantized_matmul_min_tokens) return cuda::gemm_w8a8(matmul_->view(), x, bias, y, scratch, stream);
+        scratch_bytes == 0 ? TensorView()
+                           : arena.take(Shape{static_cast<std::int64_t>(scratch_bytes)}, DType::u8, name_ + " scratch");
+    if (matmul_ && tokens >= quantized_matmul_min_tokens)
+      return cuda::gemm_w8a8(matmul_->view(), x, bias, y, scratch, stream);
     if (quantized_) return cuda::quantized_linear(*quantized_, x, bias, y, scratch, cublas, stream);
     SDNQ_CUBLAS_CHECK(cublasSetStream(cublas, stream));
     cuda::kernel_detail::gemm_row_major_abt(cublas, CUDA_R_16BF, tokens, out_features_, in_features_, x.data(),
@@ -124,10 +130,10 @@ class Linear {
   std::int64_t in_features_ = 0, out_features_ = 0;
   int device_ = 0;
   LinearKind kind_ = LinearKind::dense;
-  Tensor weight_;                                    // [N, K] bf16 on the device (dense and fallback)
-  Tensor bias_;                                      // [N] bf16 on the device, or undefined
-  std::optional<cuda::QuantizedLinear> quantized_;   // every kernel-readable SDNQ layout
-  std::optional<cuda::W8A8WeightsDevice> matmul_;    // direct int8 / e4m3 quantized matmul
+  Tensor weight_;                                   // [N, K] bf16 on the device (dense and fallback)
+  Tensor bias_;                                     // [N] bf16 on the device, or undefined
+  std::optional<cuda::QuantizedLinear> quantized_;  // every kernel-readable SDNQ layout
+  std::optional<cuda::W8A8WeightsDevice> matmul_;   // direct int8 / e4m3 quantized matmul
 };
 
 }  // namespace sdnq::nn::gpu
