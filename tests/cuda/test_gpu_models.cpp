@@ -138,6 +138,29 @@ TEST_CASE("gpu CLIPTextModelWithProjection (clip_g) matches the reference bf16 o
   check_clip_cases("clip_g-", "text_embeds");
 }
 
+TEST_CASE("gpu CLIP: quantized-matmul layers at 48 rows (gemm_w8a8) match the CPU float32 model",
+          "[cuda][gpu_models]") {
+  // The fixture inputs have 24 rows, below the 32 where SDNQ's quantized matmul starts; four copies of
+  // the batch take the 8-bit GEMM. The CPU float32 model runs the reference quantized matmul there too.
+  std::vector<fs::path> cases = cases_named("clip_l-int8-qmm");
+  const std::vector<fs::path> g_cases = cases_named("clip_g-int8-qmm");
+  cases.insert(cases.end(), g_cases.begin(), g_cases.end());
+  if (cases.empty()) {
+    WARN("no *-int8-qmm fixture cases under " << fixture_models().string() << ": skipped");
+    return;
+  }
+  for (const fs::path& folder : cases) {
+    INFO(folder.filename().string());
+    const sdnq::test::GpuModelRun run = sdnq::test::compare_clip_with_cpu(folder, 4);
+    CHECK(std::count(run.linear_kinds.begin(), run.linear_kinds.end(), "quantized_matmul") >= 12);
+    for (const auto& output : run.outputs) {
+      INFO(output.name << " rel L2 against the CPU model " << output.rel_l2);
+      WARN(folder.filename().string() << " x4 " << output.name << " rel L2 vs CPU f32 " << output.rel_l2);
+      CHECK(output.rel_l2 <= bf16_tolerance);
+    }
+  }
+}
+
 TEST_CASE("gpu Linear: the checkpoint's quantized layers translate into the kernels' LinearCodes",
           "[cuda][gpu_models]") {
   // Host only: the LinearCodes each quantized fixture layer becomes must describe the weight that the

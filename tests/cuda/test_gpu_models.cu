@@ -43,6 +43,35 @@ GpuModelRun run_clip_case_on_gpu(const std::filesystem::path& case_folder) {
   return run;
 }
 
+GpuModelRun compare_clip_with_cpu(const std::filesystem::path& case_folder, int copies) {
+  const nn::ModelCase model_case = nn::load_model_case(case_folder);
+  const TensorView fixture_ids = model_case.input("input_ids");  // [B, L] I64
+  const std::int64_t batch = fixture_ids.size(0) * copies, tokens = fixture_ids.size(1);
+  Tensor ids = Tensor::empty(Shape{batch, tokens}, DType::i64);
+  for (std::int64_t i = 0; i < ids.numel(); ++i)
+    ids.data_as<std::int64_t>()[i] = static_cast<const std::int64_t*>(fixture_ids.data())[i % fixture_ids.numel()];
+  const nn::ClipTextModel cpu_model = nn::ClipTextModel::load(case_folder);
+  nn::ClipTextModel::Outputs expected = cpu_model.forward(ids);
+
+  const nn::gpu::ClipTextModel model = nn::gpu::ClipTextModel::load(case_folder, 0);
+  GpuModelRun run;
+  run.workspace_bytes = model.workspace_bytes(batch, tokens);
+  cuda::Workspace workspace(run.workspace_bytes, 0, "CLIP comparison workspace");
+  const Tensor device_ids = cuda::to_device(ids, 0);
+  const nn::gpu::ClipTextModel::Outputs out = model.forward(device_ids, workspace, nullptr);
+  run.workspace_peak = workspace.peak();
+  for (const nn::gpu::Linear* linear : model.linears())
+    run.linear_kinds.emplace_back(nn::gpu::linear_kind_name(linear->kind()));
+  run.outputs.push_back(
+      {"last_hidden_state", nn::relative_l2(cuda::to_host(out.last_hidden_state), expected.last_hidden_state)});
+  run.outputs.push_back({"penultimate_hidden_state", nn::relative_l2(cuda::to_host(out.penultimate_hidden_state),
+                                                                     expected.penultimate_hidden_state)});
+  run.outputs.push_back({"pooled", nn::relative_l2(cuda::to_host(out.pooled), expected.pooled)});
+  if (model.config().with_projection)
+    run.outputs.push_back({"text_embeds", nn::relative_l2(cuda::to_host(out.text_embeds), expected.text_embeds)});
+  return run;
+}
+
 void run_clip_on_gpu_with_ids(const std::filesystem::path& case_folder, const Tensor& ids, bool keep_on_host) {
   const nn::gpu::ClipTextModel model = nn::gpu::ClipTextModel::load(case_folder, 0);
   const std::int64_t batch = ids.rank() == 2 ? ids.size(0) : 1, tokens = ids.rank() == 2 ? ids.size(1) : ids.numel();

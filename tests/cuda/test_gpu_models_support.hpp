@@ -24,6 +24,11 @@ struct GpuModelRun {
 // and compares every output with output_bf16.*.
 GpuModelRun run_clip_case_on_gpu(const std::filesystem::path& case_folder);
 
+// Runs the case's input_ids repeated `copies` times along the batch (so that the Linear layers see
+// copies·tokens rows; ≥ 32 rows take the quantized-matmul GEMM) through the GPU model and through the
+// CPU float32 nn::ClipTextModel, and returns the relative L2 of each GPU output against the CPU one.
+GpuModelRun compare_clip_with_cpu(const std::filesystem::path& case_folder, int copies);
+
 // Runs the case's model on `ids` (a host tensor, uploaded as it is; `keep_on_host` passes the host view
 // itself): throws what the model throws.
 void run_clip_on_gpu_with_ids(const std::filesystem::path& case_folder, const Tensor& ids, bool keep_on_host = false);
