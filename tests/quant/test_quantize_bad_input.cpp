@@ -76,7 +76,7 @@ TEST_CASE("quantize_weight refuses layouts the reference cannot store, naming th
   grouped.group_size = -3;
   CHECK_THROWS_AS(quant::quantize_weight(weight.view(), quant::LayerKind::linear, grouped, DType::bf16, controls),
                   ConfigError);
-  CHECK_THROWS_AS(quant::quantize_weight(weight.view(), quant::LayerKind::conv2d, options_for("int8"), DType::bf16,
-                                         controls),
-                  ShapeError);
+  CHECK_THROWS_AS(
+      quant::quantize_weight(weight.view(), quant::LayerKind::conv2d, options_for("int8"), DType::bf16, controls),
+      ShapeError);
 }

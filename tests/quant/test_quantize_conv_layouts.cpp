@@ -81,7 +81,8 @@ void check_layout_case(const LayoutCase& layout_case) {
   std::vector<float> scale(slices), zero_point(slices);
   for (std::int64_t s = 0; s < slices; ++s) {
     CHECK(members[s] == slice_length);  // every slice reduces over the same number of elements
-    scale[s] = type.is_unsigned ? (high[s] - low[s]) / static_cast<float>(type.max) : amax[s] / static_cast<float>(type.max);
+    scale[s] =
+        type.is_unsigned ? (high[s] - low[s]) / static_cast<float>(type.max) : amax[s] / static_cast<float>(type.max);
     zero_point[s] = low[s];
   }
   const auto* stored_scale = static_cast<const float*>(quantized.scale.data());
@@ -105,7 +106,8 @@ void check_layout_case(const LayoutCase& layout_case) {
     wrong += ours[i] != expected;
     if (transposed) {  // stored transposed: file[c, o] = q[o, c] over the flattened C * prod(k)
       const std::int64_t o = i / columns, c = i % columns;
-      wrong += static_cast<const std::int8_t*>(quantized.weight.data())[c * out_channels + o] != static_cast<std::int8_t>(q);
+      wrong +=
+          static_cast<const std::int8_t*>(quantized.weight.data())[c * out_channels + o] != static_cast<std::int8_t>(q);
     }
   }
   CHECK(wrong == 0);
@@ -119,8 +121,8 @@ TEST_CASE("Conv1d and Conv3d weights reduce over the input channels, per output 
   // ConvNd [out, C, *k]: row-wise scales [out, 1, *k]; grouped [out, G, 1, *k] with contiguous channel groups.
   cases.push_back({"conv1d int8 row-wise", LayerKind::conv1d, Shape{64, 32, 3}, "int8", -1, false, Shape{64, 1, 3},
                    [](const Position& p) { return p.d0 * 3 + p.kernel; }});
-  cases.push_back({"conv1d uint4 group 16", LayerKind::conv1d, Shape{64, 64, 3}, "uint4", 16, false,
-                   Shape{64, 4, 1, 3}, [](const Position& p) { return (p.d0 * 4 + p.d1 / 16) * 3 + p.kernel; }});
+  cases.push_back({"conv1d uint4 group 16", LayerKind::conv1d, Shape{64, 64, 3}, "uint4", 16, false, Shape{64, 4, 1, 3},
+                   [](const Position& p) { return (p.d0 * 4 + p.d1 / 16) * 3 + p.kernel; }});
   cases.push_back({"conv3d int8 row-wise", LayerKind::conv3d, Shape{32, 32, 2, 3, 2}, "int8", -1, false,
                    Shape{32, 1, 2, 3, 2}, [](const Position& p) { return p.d0 * 12 + p.kernel; }});
   cases.push_back({"conv3d uint4 group 32", LayerKind::conv3d, Shape{48, 64, 2, 2, 2}, "uint4", 32, false,
@@ -150,7 +152,8 @@ TEST_CASE("ConvTranspose weights reduce over axis 0, with the reference's stride
   // Grouped (square only): W.unflatten(1, (gs, G)) reduced over axis 1, so output channel j = a * G + b
   // belongs to group b: scales [C, 1, G, *k], each over the gs output channels a * G + b.
   cases.push_back({"conv_transpose3d int8 group 16", LayerKind::conv_transpose3d, Shape{32, 32, 2, 2, 2}, "int8", 16,
-                   false, Shape{32, 1, 2, 2, 2, 2}, [](const Position& p) { return (p.d0 * 2 + p.d1 % 2) * 8 + p.kernel; }});
+                   false, Shape{32, 1, 2, 2, 2, 2},
+                   [](const Position& p) { return (p.d0 * 2 + p.d1 % 2) * 8 + p.kernel; }});
   cases.push_back({"conv_transpose1d uint4 group 8", LayerKind::conv_transpose1d, Shape{32, 32, 3}, "uint4", 8, false,
                    Shape{32, 1, 4, 3}, [](const Position& p) { return (p.d0 * 4 + p.d1 % 4) * 3 + p.kernel; }});
   for (const auto& layout_case : cases) check_layout_case(layout_case);

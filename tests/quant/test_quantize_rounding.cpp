@@ -87,10 +87,10 @@ TEST_CASE("float8_e8m0fnu codes are torch's conversion: sign dropped, halfway ro
   using quant::detail::encode_e8m0_byte;
   CHECK(encode_e8m0_byte(1.0f) == 127);
   CHECK(encode_e8m0_byte(1.4999999f) == 127);
-  CHECK(encode_e8m0_byte(1.5f) == 128);  // exactly halfway between 1 and 2: the implied bit counts as odd
+  CHECK(encode_e8m0_byte(1.5f) == 128);   // exactly halfway between 1 and 2: the implied bit counts as odd
   CHECK(encode_e8m0_byte(-3.0f) == 129);  // |-3| = 1.5 * 2: up to 4, the sign is lost
   CHECK(encode_e8m0_byte(0.75f) == 127);
-  CHECK(encode_e8m0_byte(0x1p-127f) == 0);  // subnormal 0x00400000: halfway, implied bit 0 -> stays
+  CHECK(encode_e8m0_byte(0x1p-127f) == 0);    // subnormal 0x00400000: halfway, implied bit 0 -> stays
   CHECK(encode_e8m0_byte(0x1.8p-127f) == 1);  // above halfway
   CHECK(encode_e8m0_byte(0.0f) == 0);
   CHECK(encode_e8m0_byte(std::numeric_limits<float>::infinity()) == 0xFF);
@@ -99,8 +99,8 @@ TEST_CASE("float8_e8m0fnu codes are torch's conversion: sign dropped, halfway ro
 
 TEST_CASE("fnuz and e8m0 layers quantize to the stored dtypes and dequantize back", "[quant][quantize][fnuz]") {
   const Tensor weight = anchored_weight(32, 64, 2.0f, -0.3f);
-  const auto fnuz = quant::quantize_weight(weight.view(), quant::LayerKind::linear, options_for("float8_e4m3fnuz"),
-                                           DType::f32);
+  const auto fnuz =
+      quant::quantize_weight(weight.view(), quant::LayerKind::linear, options_for("float8_e4m3fnuz"), DType::f32);
   CHECK(fnuz.weight.dtype() == DType::u8);
   CHECK(quant::stored_safetensors_dtype(*fnuz.layout.weights_type) == "F8_E4M3FNUZ");
   // scale = 2 / 240; -0.3 / scale is -36 up to fp32 rounding, a value of the e4m3fnuz grid (step 4 in [32, 64))
@@ -129,7 +129,8 @@ TEST_CASE("stochastic rounding of floats is unbiased", "[quant][quantize][stocha
     options.use_stochastic_rounding = true;
     quant::QuantizeControls controls;
     controls.seed = 7;
-    const auto stochastic = quant::quantize_weight(weight.view(), quant::LayerKind::linear, options, DType::f32, controls);
+    const auto stochastic =
+        quant::quantize_weight(weight.view(), quant::LayerKind::linear, options, DType::f32, controls);
     const Tensor dense = quant::dequantize(stochastic.view(), DType::f32, quant::ScalePrecision::as_stored);
     const auto* values = static_cast<const float*>(dense.data());
     for (std::int64_t i = 0; i < dense.numel(); ++i)

@@ -74,9 +74,8 @@ TEST_CASE("sdnq-quantize --max-shard-size and --stochastic-rounding on the comma
   ShardTestFolder temp;
   write_component(temp.path / "transformer");
   const std::string source = (temp.path / "transformer").string();
-  const auto [code, output] =
-      run_quantize_tool(source + " --type int6 --stochastic-rounding --seed 9 --max-shard-size 100KB -o " +
-                        (temp.path / "out").string());
+  const auto [code, output] = run_quantize_tool(
+      source + " --type int6 --stochastic-rounding --seed 9 --max-shard-size 100KB -o " + (temp.path / "out").string());
   INFO(output);
   REQUIRE(code == 0);
   CHECK(fs::exists(temp.path / "out/diffusion_pytorch_model.safetensors.index.json"));
