@@ -111,7 +111,7 @@ TEST_CASE("storage types: native floats as §1.3 lists them", "[format][storage_
   }
   CHECK(storage_type("float8_e4m3fnuz").max == 240);
   CHECK(storage_type("float8_e5m2fnuz").max == 57344);
-  CHECK_FALSE(storage_type("float8_e4m3fnuz").has_safetensors_dtype);
+  CHECK_FALSE(storage_type("float8_e4m3fnuz").has_dtype_of_its_own);
   CHECK(storage_type("float8_e8m0fnu").needs_optional_torch_dtype);
   CHECK_FALSE(storage_type("float8_e4m3fn").needs_optional_torch_dtype);
 }

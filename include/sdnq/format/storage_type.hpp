@@ -35,7 +35,8 @@ struct StorageType {
   std::string_view default_matmul_dtype;  // "int8" | "uint8" | "float8_e4m3fn" | "float16" (§1.6)
   DType code_dtype;                       // the reference's storage_dtype: dtype of the codes handed to the packer
   bool needs_optional_torch_dtype;        // registered by the reference only when torch has the dtype
-  bool has_safetensors_dtype;             // false for the fnuz floats: safetensors has no such dtype
+  bool has_dtype_of_its_own;  // false for the fnuz floats: no sdnq::DType; their bytes travel as U8 under the
+                              // header names F8_E4M3FNUZ / F8_E5M2FNUZ (quant::stored_safetensors_dtype)
 
   constexpr bool is_signed() const { return !is_unsigned; }
   constexpr bool is_custom_float() const { return kind == NumberKind::custom_float; }
@@ -81,7 +82,7 @@ constexpr StorageType native_integer(std::string_view name, int bits, bool is_si
           .default_matmul_dtype = default_matmul_dtype_for(name, true, bits),
           .code_dtype = dtype,
           .needs_optional_torch_dtype = false,
-          .has_safetensors_dtype = true};
+          .has_dtype_of_its_own = true};
 }
 
 // int2..int7, int9..int15, uint1..uint7, uint9..uint15: packed by §1.5; signed ones in offset binary.
@@ -109,14 +110,14 @@ constexpr StorageType packed_integer(std::string_view name, int bits, bool is_si
           .default_matmul_dtype = default_matmul_dtype_for(name, true, bits),
           .code_dtype = codes,
           .needs_optional_torch_dtype = false,
-          .has_safetensors_dtype = true};
+          .has_dtype_of_its_own = true};
 }
 
 enum class TorchAvailability : bool { always, optional };
 
 constexpr StorageType native_float(std::string_view name, int bits, int exponent, int mantissa, double max, DType dtype,
                                    TorchAvailability availability = TorchAvailability::always,
-                                   bool has_safetensors_dtype = true) {
+                                   bool has_dtype_of_its_own = true) {
   return {.name = name,
           .bits = bits,
           .is_unsigned = false,
@@ -132,7 +133,7 @@ constexpr StorageType native_float(std::string_view name, int bits, int exponent
           .default_matmul_dtype = default_matmul_dtype_for(name, false, bits),
           .code_dtype = dtype,
           .needs_optional_torch_dtype = availability == TorchAvailability::optional,
-          .has_safetensors_dtype = has_safetensors_dtype};
+          .has_dtype_of_its_own = has_dtype_of_its_own};
 }
 
 // The SDNQ floats of Appendix A: value formula §1.3, no Inf/NaN, codes stored raw (8/16 bits) or packed.
@@ -156,7 +157,7 @@ constexpr StorageType custom_float(std::string_view name, int exponent, int mant
           .default_matmul_dtype = default_matmul_dtype_for(name, false, bits),
           .code_dtype = codes,
           .needs_optional_torch_dtype = false,
-          .has_safetensors_dtype = true};
+          .has_dtype_of_its_own = true};
 }
 constexpr StorageType fn(std::string_view name, int exponent, int mantissa) {
   return custom_float(name, exponent, mantissa, true);
@@ -188,7 +189,7 @@ inline constexpr StorageType storage_type_table[] = {
     native_float("float8_e5m2", 8, 5, 2, 57344.0, DType::f8_e5m2),
     // The reference marks e8m0fnu signed (min = -max) although the type has no sign bit (§9 item 8).
     native_float("float8_e8m0fnu", 8, 8, 0, 1.70141e+38, DType::f8_e8m0, TorchAvailability::optional),
-    // Not expressible in safetensors; their bytes are described as U8 for completeness only.
+    // No DType of their own: handled as U8 bytes, with the fnuz dtype names kept in the safetensors header.
     native_float("float8_e4m3fnuz", 8, 4, 3, 240.0, DType::u8, TorchAvailability::optional, false),
     native_float("float8_e5m2fnuz", 8, 5, 2, 57344.0, DType::u8, TorchAvailability::optional, false),
     // Custom floats, Appendix A order: signed `fn`, then unsigned `fnu`, widest first.
