@@ -14,6 +14,7 @@
 #include "sdnq/core/parallel.hpp"
 #include "sdnq/core/scalar.hpp"
 #include "sdnq/core/tensor.hpp"
+#include "sdnq/quant/detail/cpu_products.hpp"
 #include "sdnq/quant/detail/read_decode.hpp"
 #include "sdnq/quant/hadamard.hpp"
 #include "sdnq/quant/layout.hpp"
@@ -74,6 +75,19 @@ inline float round_to_dtype(float value, DType dtype) {
   }
 }
 
+// round_to_dtype over a span, the dtype switch hoisted out of the loop.
+inline void round_values_to(float* values, std::int64_t count, DType dtype) {
+  switch (dtype) {
+    case DType::bf16:
+      for (std::int64_t i = 0; i < count; ++i) values[i] = bf16(values[i]).to_float();
+      return;
+    case DType::f16:
+      for (std::int64_t i = 0; i < count; ++i) values[i] = fp16(values[i]).to_float();
+      return;
+    default: return;
+  }
+}
+
 // A small float tensor (scale, zero point, SVD factor) widened to fp32, optionally via `round_dtype`.
 inline std::vector<float> widen_small(TensorView tensor, std::optional<DType> round_dtype) {
   std::vector<float> values(static_cast<std::size_t>(tensor.numel()));
@@ -124,19 +138,39 @@ inline void apply_affine_map(const LayerLayout& layout, std::vector<float>& valu
       }
       float* row_values = values.data() + row * row_length;
       const std::int64_t step = strides[rank - 1];
-      for (std::int64_t column = 0; column < row_length; ++column) {
-        const std::int64_t offset = base + column * step;
-        float result;
-        if (layout.use_codebook)
-          result = scale[offset + static_cast<std::int64_t>(row_values[column]) * code_stride];
-        else if (zero_point != nullptr)
-          result = std::fma(row_values[column], scale[offset], (*zero_point)[offset]);
-        else
-          result = row_values[column] * scale[offset];
-        row_values[column] = intermediate_dtype ? round_to_dtype(result, *intermediate_dtype) : result;
+      if (layout.use_codebook) {
+        for (std::int64_t column = 0; column < row_length; ++column)
+          row_values[column] =
+              scale[base + column * step + static_cast<std::int64_t>(row_values[column]) * code_stride];
+      } else if (step == 0 && zero_point != nullptr) {  // one group per row: a tight, vectorizable loop
+        fused_scale_shift(row_values, row_length, scale[base], (*zero_point)[base]);
+      } else if (step == 0) {
+        const float row_scale = scale[base];
+        for (std::int64_t column = 0; column < row_length; ++column) row_values[column] *= row_scale;
+      } else if (zero_point != nullptr) {
+        for (std::int64_t column = 0; column < row_length; ++column)
+          row_values[column] =
+              std::fma(row_values[column], scale[base + column * step], (*zero_point)[base + column * step]);
+      } else {
+        for (std::int64_t column = 0; column < row_length; ++column)
+          row_values[column] *= scale[base + column * step];
       }
+      if (intermediate_dtype) round_values_to(row_values, row_length, *intermediate_dtype);
     }
   });
+}
+
+// [rows, cols] row-major -> [cols, rows], in tiles that keep both sides in cache.
+inline std::vector<float> transpose_matrix(const std::vector<float>& matrix, std::int64_t rows, std::int64_t cols) {
+  std::vector<float> result(matrix.size());
+  constexpr std::int64_t tile = 32;
+  parallel_for(0, (rows + tile - 1) / tile, 4, [&](std::int64_t tile_begin, std::int64_t tile_end) {
+    for (std::int64_t row0 = tile_begin * tile; row0 < std::min(rows, tile_end * tile); row0 += tile)
+      for (std::int64_t col0 = 0; col0 < cols; col0 += tile)
+        for (std::int64_t r = row0; r < std::min(rows, row0 + tile); ++r)
+          for (std::int64_t c = col0; c < std::min(cols, col0 + tile); ++c) result[c * rows + r] = matrix[r * cols + c];
+  });
+  return result;
 }
 
 // Step 5: r += U·D with U [rows, rank], D [rank, cols] (stored transposed for quantized-matmul layers).
@@ -147,29 +181,20 @@ inline void add_low_rank(const QuantizedWeight& layer, std::vector<float>& dense
   const std::int64_t rank = layout.svd_rank;
   const std::vector<float> up = widen_small(*layer.svd_up, factor_round);
   const std::vector<float> down = widen_small(*layer.svd_down, factor_round);
+  // Factors as U [rows, rank] and D [rank, cols]; quantized-matmul layers store them transposed.
   const bool transposed = layout.use_quantized_matmul;
+  const std::vector<float> up_rows = transposed ? transpose_matrix(up, rank, rows) : up;
+  const std::vector<float> down_rows = transposed ? transpose_matrix(down, cols, rank) : down;
   // The conv path multiplies first (rounding the product to the factors' dtype), 2-D weights add in one GEMM.
   const bool separate_product = layout.original_shape.rank() > 2 && layout.quantized_shape.rank() > 2;
-  parallel_for(0, rows, 8, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t row = begin; row < end; ++row)
-      for (std::int64_t col = 0; col < cols; ++col) {
-        float sum = 0.0f;  // fp32 accumulation, as the reference's CPU GEMM
-        for (std::int64_t r = 0; r < rank; ++r) {
-          const float u = transposed ? up[r * rows + row] : up[row * rank + r];
-          const float d = transposed ? down[col * rank + r] : down[r * cols + col];
-          sum = std::fma(u, d, sum);
-        }
-        float& value = dense[row * cols + col];
-        if (separate_product) {
-          float product = sum;
-          if (intermediate_dtype) product = round_to_dtype(product, *intermediate_dtype);
-          value += product;
-        } else {
-          value = value + sum;
-        }
-        if (intermediate_dtype) value = round_to_dtype(value, *intermediate_dtype);
-      }
-  });
+  // fp32 fma accumulation over r ascending, as the reference's CPU GEMM; blocked over rows x columns.
+  fused_low_rank_product(up_rows, down_rows, rows, rank, cols,
+                         [&](std::int64_t row, std::int64_t col0, std::int64_t width, float* sums) {
+                           float* out = dense.data() + row * cols + col0;
+                           if (separate_product && intermediate_dtype) round_values_to(sums, width, *intermediate_dtype);
+                           for (std::int64_t c = 0; c < width; ++c) out[c] = out[c] + sums[c];
+                           if (intermediate_dtype) round_values_to(out, width, *intermediate_dtype);
+                         });
 }
 
 }  // namespace detail
@@ -238,12 +263,7 @@ void dequantize_into(const QuantizedWeight& layer, Out* output, ScalePrecision p
   // row-major view, so nothing moves.
   if (layout.transposed) {
     const std::int64_t in = layout.quantized_shape[0], out = layout.quantized_shape[1];
-    std::vector<float> untransposed(values.size());
-    parallel_for(0, out, 16, [&](std::int64_t begin, std::int64_t end) {
-      for (std::int64_t o = begin; o < end; ++o)
-        for (std::int64_t c = 0; c < in; ++c) untransposed[o * in + c] = values[c * out + o];
-    });
-    values = std::move(untransposed);
+    values = detail::transpose_matrix(values, in, out);
   }
   if (include_svd && layout.svd_rank > 0) detail::add_low_rank(layer, values, model_round, intermediate);
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "sdnq/core/error.hpp"
+#include "sdnq/quant/detail/cpu_products.hpp"
 
 namespace sdnq::quant {
 
@@ -107,36 +108,26 @@ inline LowRankFactors svd_lowrank(std::span<const float> matrix, std::int64_t ro
                cols);
   SDNQ_REQUIRE(power_iterations >= 0, ConfigError, "svd_lowrank: negative number of power iterations {}",
                power_iterations);
-  // Like torch, work on the orientation with m >= n and swap the factors at the end.
+  // Like torch, work on the orientation with m >= n (A = W or Wᵀ) and swap the factors at the end.
+  // A is never materialized: its products read W in place (detail/cpu_products.hpp), in double.
   const bool transposed = rows < cols;
   const std::int64_t m = transposed ? cols : rows, n = transposed ? rows : cols;
-  std::vector<double> a(static_cast<std::size_t>(m * n));  // [m, n] row-major
-  for (std::int64_t i = 0; i < rows; ++i)
-    for (std::int64_t j = 0; j < cols; ++j)
-      a[transposed ? j * n + i : i * n + j] = matrix[static_cast<std::size_t>(i * cols + j)];
   const std::int64_t q = rank;
   detail::GaussianSource noise(seed);
 
   // Products with the basis stored as q vectors: `range` holds q vectors of length m (columns of
   // A·X), `corange` q vectors of length n (columns of Aᵀ·Q).
   auto times_a = [&](const std::vector<double>& corange, std::vector<double>& range) {  // range = A · corange
-    std::fill(range.begin(), range.end(), 0.0);
-    for (std::int64_t i = 0; i < m; ++i) {
-      std::span<const double> row(a.data() + i * n, n);
-      for (std::int64_t k = 0; k < q; ++k)
-        range[k * m + i] = detail::dot(row, std::span<const double>(corange.data() + k * n, n));
-    }
+    if (transposed)
+      detail::transposed_matrix_times_vectors(matrix, rows, cols, corange, q, range);
+    else
+      detail::matrix_times_vectors(matrix, rows, cols, corange, q, range);
   };
   auto times_a_transposed = [&](const std::vector<double>& range, std::vector<double>& corange) {  // Aᵀ · range
-    std::fill(corange.begin(), corange.end(), 0.0);
-    for (std::int64_t i = 0; i < m; ++i) {
-      const double* row = a.data() + i * n;
-      for (std::int64_t k = 0; k < q; ++k) {
-        const double weight = range[k * m + i];
-        double* out = corange.data() + k * n;
-        for (std::int64_t j = 0; j < n; ++j) out[j] += weight * row[j];
-      }
-    }
+    if (transposed)
+      detail::matrix_times_vectors(matrix, rows, cols, range, q, corange);
+    else
+      detail::transposed_matrix_times_vectors(matrix, rows, cols, range, q, corange);
   };
 
   std::vector<double> test(static_cast<std::size_t>(q * n));  // Gaussian R [n, q]

@@ -84,13 +84,33 @@ inline void map_codes(const format::StorageType& type, std::span<const std::uint
   });
 }
 
+// The bit unpacker over chunks of whole blocks on the thread pool, for the common case of a packed tensor
+// that is exactly what the reference writes; returns false (nothing written) otherwise, leaving the
+// checks and their error messages to format::unpack_codes.
+inline bool unpack_codes_in_parallel(int bits, TensorView packed, std::span<std::uint16_t> codes) {
+  if (bits == 1 || !format::is_packable_width(bits) || !packed.device().is_cpu() || !packed.is_contiguous() ||
+      packed.dtype() != format::packed_dtype(bits))
+    return false;
+  const std::int64_t numel = static_cast<std::int64_t>(codes.size());
+  const std::int64_t block = format::pack_block_size(bits), words = format::pack_block_words(bits);
+  if (numel % block != 0 || packed.numel() != numel / block * words) return false;
+  const std::int64_t word_bytes = static_cast<std::int64_t>(dtype_size(packed.dtype()));
+  const auto* bytes = static_cast<const std::uint8_t*>(packed.data());
+  format::detail::dispatch_packed_width(bits, [&](auto width) {
+    parallel_for(0, numel / block, std::max<std::int64_t>(1, (1 << 14) / block), [&](std::int64_t begin, std::int64_t end) {
+      format::unpack<width()>(bytes + begin * words * word_bytes, codes.subspan(begin * block, (end - begin) * block));
+    });
+  });
+  return true;
+}
+
 // `weight` has been validated against the layout (dtype and shape). `numel` = codes in quantized_shape.
 inline std::vector<float> decode_weight_values(const format::StorageType& type, TensorView weight, std::int64_t numel,
                                                bool as_level_index, std::string_view tensor_name) {
   std::vector<float> values(static_cast<std::size_t>(numel));
   if (type.uses_bit_packer()) {
     std::vector<std::uint16_t> codes(static_cast<std::size_t>(numel));
-    format::unpack_codes(type.bits, weight, codes, tensor_name);
+    if (!unpack_codes_in_parallel(type.bits, weight, codes)) format::unpack_codes(type.bits, weight, codes, tensor_name);
     map_codes(type, codes, values, as_level_index);
     return values;
   }

@@ -15,6 +15,7 @@
 #include "sdnq/format/custom_float.hpp"
 #include "sdnq/format/packing.hpp"
 #include "sdnq/format/storage_type.hpp"
+#include "sdnq/quant/detail/cpu_products.hpp"
 #include "sdnq/quant/detail/write_float_bits.hpp"
 #include "sdnq/quant/detail/write_stochastic.hpp"
 #include "sdnq/quant/layout.hpp"
@@ -75,9 +76,21 @@ inline SvdSplit split_low_rank(std::vector<float>& values, std::int64_t rows, st
   for (std::size_t i = 0; i < up.size(); ++i) up[i] = round_float_to(static_cast<float>(factors.up[i]), model_dtype);
   for (std::size_t i = 0; i < down.size(); ++i)
     down[i] = round_float_to(static_cast<float>(factors.down[i]), model_dtype);
-  for (std::int64_t i = 0; i < rows; ++i)
-    for (std::int64_t j = 0; j < cols; ++j)
-      values[i * cols + j] -= model_dtype_dot(up, down, i, j, rank, cols, model_dtype);
+  // values -= U·D, blocked (detail/cpu_products.hpp) with model_dtype_dot's per-element order.
+  if (model_dtype == DType::f32) {
+    plain_low_rank_product<double>(up, down, rows, rank, cols,
+                                   [&](std::int64_t row, std::int64_t col0, std::int64_t width, const double* sums) {
+                                     float* out = values.data() + row * cols + col0;
+                                     for (std::int64_t c = 0; c < width; ++c) out[c] -= static_cast<float>(sums[c]);
+                                   });
+  } else {
+    plain_low_rank_product<float>(up, down, rows, rank, cols,
+                                  [&](std::int64_t row, std::int64_t col0, std::int64_t width, const float* sums) {
+                                    float* out = values.data() + row * cols + col0;
+                                    for (std::int64_t c = 0; c < width; ++c)
+                                      out[c] -= round_float_to(sums[c], model_dtype);
+                                  });
+  }
   SvdSplit split{Tensor::empty({rows, rank}, model_dtype), Tensor::empty({rank, cols}, model_dtype)};
   for (std::size_t i = 0; i < up.size(); ++i) store_float_as(model_dtype, split.up.data(), std::int64_t(i), up[i]);
   for (std::size_t i = 0; i < down.size(); ++i) store_float_as(model_dtype, split.down.data(), std::int64_t(i), down[i]);

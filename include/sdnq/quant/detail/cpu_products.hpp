@@ -1,0 +1,191 @@
+#pragma once
+// Cache-blocked, multithreaded dense products for the CPU codec paths (randomized SVD, SVD split and
+// add-back). Each output element is computed by exactly one thread, summing in a fixed order (the
+// reduction index ascending, as a plain triple loop would), so results are bit-identical whatever the
+// thread count and identical to the unblocked loops they replace.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "sdnq/core/parallel.hpp"
+
+// x86-64 GCC/Clang: kernels with a fused multiply-add also get an AVX2+FMA clone, chosen at run time;
+// std::fma is exact on either, so the result is the same bits, only faster.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
+#define SDNQ_HAS_AVX2_CLONE 1
+#define SDNQ_TARGET_AVX2_FMA __attribute__((target("avx2,fma")))
+#else
+#define SDNQ_HAS_AVX2_CLONE 0
+#define SDNQ_TARGET_AVX2_FMA
+#endif
+
+namespace sdnq::quant::detail {
+
+inline bool cpu_has_avx2_fma() {
+#if SDNQ_HAS_AVX2_CLONE
+  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return supported;
+#else
+  return false;
+#endif
+}
+
+// `vectors` holds `count` vectors of `length` (vector k at k·length) -> [length, count] (k fastest).
+inline std::vector<double> interleave_vectors(const std::vector<double>& vectors, std::int64_t count,
+                                              std::int64_t length) {
+  std::vector<double> interleaved(vectors.size());
+  for (std::int64_t k = 0; k < count; ++k)
+    for (std::int64_t i = 0; i < length; ++i) interleaved[i * count + k] = vectors[k * length + i];
+  return interleaved;
+}
+
+// out[k·rows + i] = Σ_j W[i, j]·x[k·cols + j] in double, j ascending. W [rows, cols] row-major;
+// x holds `count` vectors of length cols, out `count` vectors of length rows.
+inline void matrix_times_vectors(std::span<const float> w, std::int64_t rows, std::int64_t cols,
+                                 const std::vector<double>& x, std::int64_t count, std::vector<double>& out) {
+  const std::vector<double> x_interleaved = interleave_vectors(x, count, cols);  // [cols, count]
+  out.assign(static_cast<std::size_t>(rows * count), 0.0);
+  constexpr std::int64_t row_tile = 4;  // rows sharing each load of x
+  parallel_for(0, (rows + row_tile - 1) / row_tile, 4, [&](std::int64_t tile_begin, std::int64_t tile_end) {
+    std::vector<double> sums(static_cast<std::size_t>(row_tile * count));  // [row_tile, count]
+    for (std::int64_t tile = tile_begin; tile < tile_end; ++tile) {
+      const std::int64_t row0 = tile * row_tile, tile_rows = std::min(row_tile, rows - row0);
+      std::fill(sums.begin(), sums.end(), 0.0);
+      for (std::int64_t j = 0; j < cols; ++j) {
+        const double* x_row = x_interleaved.data() + j * count;
+        for (std::int64_t r = 0; r < tile_rows; ++r) {
+          const double weight = w[static_cast<std::size_t>((row0 + r) * cols + j)];
+          double* sum = sums.data() + r * count;
+          for (std::int64_t k = 0; k < count; ++k) sum[k] += weight * x_row[k];
+        }
+      }
+      for (std::int64_t r = 0; r < tile_rows; ++r)
+        for (std::int64_t k = 0; k < count; ++k) out[k * rows + row0 + r] = sums[r * count + k];
+    }
+  });
+}
+
+// out[k·cols + j] = Σ_i W[i, j]·y[k·rows + i] in double, i ascending (Wᵀ times `count` vectors).
+inline void transposed_matrix_times_vectors(std::span<const float> w, std::int64_t rows, std::int64_t cols,
+                                            const std::vector<double>& y, std::int64_t count,
+                                            std::vector<double>& out) {
+  const std::vector<double> y_interleaved = interleave_vectors(y, count, rows);  // [rows, count]
+  out.assign(static_cast<std::size_t>(cols * count), 0.0);
+  constexpr std::int64_t column_tile = 64;  // columns of W one accumulator block covers
+  parallel_for(0, (cols + column_tile - 1) / column_tile, 1, [&](std::int64_t tile_begin, std::int64_t tile_end) {
+    std::vector<double> sums(static_cast<std::size_t>(column_tile * count));  // [column_tile, count]
+    for (std::int64_t tile = tile_begin; tile < tile_end; ++tile) {
+      const std::int64_t col0 = tile * column_tile, tile_cols = std::min(column_tile, cols - col0);
+      std::fill(sums.begin(), sums.end(), 0.0);
+      for (std::int64_t i = 0; i < rows; ++i) {
+        const double* y_row = y_interleaved.data() + i * count;
+        const float* w_row = w.data() + i * cols + col0;
+        for (std::int64_t c = 0; c < tile_cols; ++c) {
+          const double weight = w_row[c];
+          double* sum = sums.data() + c * count;
+          for (std::int64_t k = 0; k < count; ++k) sum[k] += weight * y_row[k];
+        }
+      }
+      for (std::int64_t c = 0; c < tile_cols; ++c)
+        for (std::int64_t k = 0; k < count; ++k) out[k * cols + col0 + c] = sums[c * count + k];
+    }
+  });
+}
+
+// Column block of the low-rank products below: `rank` rows of this many factor values stay in L1/L2.
+inline constexpr std::int64_t low_rank_column_block = 256;
+
+// sums[c] = fma(up[r], down[r·cols + c], sums[c]) for r ascending: one row of U·D, fp32 accumulation
+// with a fused multiply-add per term (the reference CPU GEMM's per-element order).
+inline void fused_low_rank_row_portable(const float* up_row, const float* down, std::int64_t rank, std::int64_t cols,
+                                    std::int64_t col0, std::int64_t width, float* sums) {
+  for (std::int64_t c = 0; c < width; ++c) sums[c] = 0.0f;
+  for (std::int64_t r = 0; r < rank; ++r) {
+    const float u = up_row[r];
+    const float* d = down + r * cols + col0;
+    for (std::int64_t c = 0; c < width; ++c) sums[c] = std::fma(u, d[c], sums[c]);
+  }
+}
+
+#if SDNQ_HAS_AVX2_CLONE
+SDNQ_TARGET_AVX2_FMA inline void fused_low_rank_row_avx2(const float* up_row, const float* down, std::int64_t rank,
+                                                         std::int64_t cols, std::int64_t col0, std::int64_t width,
+                                                         float* sums) {
+  for (std::int64_t c = 0; c < width; ++c) sums[c] = 0.0f;
+  for (std::int64_t r = 0; r < rank; ++r) {
+    const float u = up_row[r];
+    const float* d = down + r * cols + col0;
+    for (std::int64_t c = 0; c < width; ++c) sums[c] = __builtin_fmaf(u, d[c], sums[c]);
+  }
+}
+#endif
+
+// U·D with U [rows, rank] and D [rank, cols] (fp32, row-major), one row block at a time: calls
+// finish(row, col0, width, sums) with sums[c] = (U·D)[row, col0 + c], each an fp32 fma chain over r.
+template <class Finish>
+void fused_low_rank_product(const std::vector<float>& up, const std::vector<float>& down, std::int64_t rows,
+                            std::int64_t rank, std::int64_t cols, Finish&& finish) {
+  const bool avx2 = cpu_has_avx2_fma();
+  parallel_for(0, rows, 4, [&](std::int64_t row_begin, std::int64_t row_end) {
+    std::vector<float> sums(static_cast<std::size_t>(low_rank_column_block));
+    for (std::int64_t col0 = 0; col0 < cols; col0 += low_rank_column_block) {
+      const std::int64_t width = std::min(low_rank_column_block, cols - col0);
+      for (std::int64_t row = row_begin; row < row_end; ++row) {
+        const float* up_row = up.data() + row * rank;
+#if SDNQ_HAS_AVX2_CLONE
+        if (avx2)
+          fused_low_rank_row_avx2(up_row, down.data(), rank, cols, col0, width, sums.data());
+        else
+#endif
+          fused_low_rank_row_portable(up_row, down.data(), rank, cols, col0, width, sums.data());
+        finish(row, col0, width, sums.data());
+      }
+    }
+  });
+  (void)avx2;
+}
+
+// Unfused variant (sum += u·d, one rounding per multiply and per add; Sum = double widens the
+// product first): the torch GEMM the quantizer's SVD split mirrors.
+template <class Sum, class Finish>
+void plain_low_rank_product(const std::vector<float>& up, const std::vector<float>& down, std::int64_t rows,
+                            std::int64_t rank, std::int64_t cols, Finish&& finish) {
+  parallel_for(0, rows, 4, [&](std::int64_t row_begin, std::int64_t row_end) {
+    std::vector<Sum> sums(static_cast<std::size_t>(low_rank_column_block));
+    for (std::int64_t col0 = 0; col0 < cols; col0 += low_rank_column_block) {
+      const std::int64_t width = std::min(low_rank_column_block, cols - col0);
+      for (std::int64_t row = row_begin; row < row_end; ++row) {
+        std::fill(sums.begin(), sums.begin() + width, Sum(0));
+        for (std::int64_t r = 0; r < rank; ++r) {
+          const Sum u = up[row * rank + r];
+          const float* d = down.data() + r * cols + col0;
+          for (std::int64_t c = 0; c < width; ++c) sums[c] += u * d[c];
+        }
+        finish(row, col0, width, sums.data());
+      }
+    }
+  });
+}
+
+// values[c] = fma(values[c], scale, zero_point): the asymmetric affine map of one scale group.
+inline void fused_scale_shift_portable(float* values, std::int64_t count, float scale, float zero_point) {
+  for (std::int64_t c = 0; c < count; ++c) values[c] = std::fma(values[c], scale, zero_point);
+}
+
+#if SDNQ_HAS_AVX2_CLONE
+SDNQ_TARGET_AVX2_FMA inline void fused_scale_shift_avx2(float* values, std::int64_t count, float scale,
+                                                        float zero_point) {
+  for (std::int64_t c = 0; c < count; ++c) values[c] = __builtin_fmaf(values[c], scale, zero_point);
+}
+#endif
+
+inline void fused_scale_shift(float* values, std::int64_t count, float scale, float zero_point) {
+#if SDNQ_HAS_AVX2_CLONE
+  if (cpu_has_avx2_fma()) return fused_scale_shift_avx2(values, count, scale, zero_point);
+#endif
+  fused_scale_shift_portable(values, count, scale, zero_point);
+}
+
+}  // namespace sdnq::quant::detail
