@@ -91,7 +91,7 @@ inline bool has_wgmma_code(int device) {
   std::atomic<int>& entry = known[device & 63];
   if (entry.load(std::memory_order_relaxed) == 0) {
     Tensor flag = sdnq::cuda::zeros(Shape{1}, DType::i32, device);
-    w8a8_wgmma_probe<<<1, 1>>>(static_cast<int*>(flag.data()));
+    w8a8_wgmma_probe<><<<1, 1>>>(static_cast<int*>(flag.data()));
     SDNQ_CUDA_CHECK(cudaGetLastError());
     const Tensor host = sdnq::cuda::to_host(flag);
     entry.store(host.data_as<std::int32_t>()[0] == 1 ? 1 : 2, std::memory_order_relaxed);

@@ -196,7 +196,9 @@ __global__ void __launch_bounds__(Tile::threads, 1) gemm_w8a8_wgmma_kernel(const
 #endif
 }
 
-// Writes 1 where this build has sm_90a code for the running device, else 0.
+// Writes 1 where this build has sm_90a code for the running device, else 0. A template so that every
+// translation unit including this header may emit it (a plain __global__ would be defined twice at link).
+template <int Unused = 0>
 __global__ void w8a8_wgmma_probe(int* has_sm90a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   *has_sm90a = 1;
