@@ -38,8 +38,9 @@ class Arena {
   // Bytes `count` elements of `dtype` occupy once rounded up to the alignment: what a model adds up
   // when it computes the workspace size it needs.
   static std::size_t footprint(const Shape& shape, DType dtype) {
-    return round_up(static_cast<std::size_t>(shape.numel()) * dtype_size(dtype));
+    return footprint(static_cast<std::size_t>(shape.numel()) * dtype_size(dtype));
   }
+  static std::size_t footprint(std::size_t bytes) { return round_up(bytes); }
 
   // A contiguous tensor of `shape` carved from the buffer. Its contents are whatever was there before.
   // `purpose` names the activation in the error when the arena is too small.

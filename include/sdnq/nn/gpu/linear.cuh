@@ -86,10 +86,8 @@ class Linear {
   // Device scratch bytes forward() needs for `tokens` rows of x.
   std::size_t workspace_bytes(std::int64_t tokens) const {
     if (matmul_ && tokens >= quantized_matmul_min_tokens)
-      return Arena::footprint(
-          Shape{static_cast<std::int64_t>(cuda::gemm_w8a8_workspace_bytes(matmul_->view(), tokens))}, DType::u8);
-    if (quantized_)
-      return Arena::footprint(Shape{static_cast<std::int64_t>(quantized_->workspace_bytes(tokens))}, DType::u8);
+      return Arena::footprint(cuda::gemm_w8a8_workspace_bytes(matmul_->view(), tokens));
+    if (quantized_) return Arena::footprint(quantized_->workspace_bytes(tokens));
     return 0;
   }
 
