@@ -22,7 +22,7 @@ step "host build with sanitizers"
 cmake --preset cpu-sanitize >/dev/null
 cmake --build build/cpu-sanitize -j "$jobs"
 
-step "CUDA compile check (sm_90a, sm_80)"
+step "CUDA compile check (tests for sm_90a + sm_80, benchmarks for sm_90a)"
 nvcc_path=${CUDACXX:-/usr/local/cuda/bin/nvcc}
 if [[ "${SDNQ_SKIP_CUDA:-0}" == 1 ]]; then
   echo "skipped: SDNQ_SKIP_CUDA=1"
@@ -30,9 +30,15 @@ elif [[ ! -x "$nvcc_path" ]]; then
   echo "error: nvcc not found at $nvcc_path (set CUDACXX, or SDNQ_SKIP_CUDA=1 to skip the CUDA compile check)" >&2
   exit 1
 else
-  # Only what nvcc compiles (and the host benchmarks): the host tests were built above.
-  cmake --preset cuda -DCMAKE_CUDA_COMPILER="$nvcc_path" -DSDNQ_BUILD_HOST_TESTS=OFF -DSDNQ_BUILD_EXAMPLES=OFF >/dev/null
+  # Only what nvcc compiles (and the host benchmarks): the host tests were built above. The CUDA tests
+  # for both targets (sm_80 compiles the non-Hopper fallbacks); the benchmarks, which run on the H100
+  # only, for sm_90a alone, which keeps CI's time down.
+  cmake --preset cuda -DCMAKE_CUDA_COMPILER="$nvcc_path" -DSDNQ_BUILD_HOST_TESTS=OFF -DSDNQ_BUILD_EXAMPLES=OFF \
+    -DSDNQ_BUILD_BENCHMARKS=OFF >/dev/null
   cmake --build build/cuda -j "$jobs"
+  cmake --preset cuda -B build/cuda-bench -DCMAKE_CUDA_COMPILER="$nvcc_path" -DCMAKE_CUDA_ARCHITECTURES=90a \
+    -DSDNQ_BUILD_TESTS=OFF -DSDNQ_BUILD_EXAMPLES=OFF >/dev/null
+  cmake --build build/cuda-bench -j "$jobs"
 fi
 
 step "consumers: add_subdirectory, find_package, FetchContent, include/ copy"
