@@ -26,7 +26,7 @@ struct Outcome {
 
 template <class T>
 Outcome run_and_compare(const sdnq::test::RandomLinear& linear, std::int64_t tokens, TestRoute route,
-                        std::uint64_t seed, std::size_t dense_limit = std::size_t{64} << 20) {
+                        std::uint64_t seed, std::size_t dense_limit = std::size_t{64} << 20, bool with_bias = true) {
   const std::int64_t n = linear.codes.out_features, k = linear.codes.in_features;
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -35,14 +35,16 @@ Outcome run_and_compare(const sdnq::test::RandomLinear& linear, std::int64_t tok
   for (std::int64_t i = 0; i < x.numel(); ++i) x.data_as<T>()[i] = T(dist(rng));
   for (std::int64_t i = 0; i < n; ++i) bias.data_as<T>()[i] = T(dist(rng));
   const sdnq::test::LinearRun run =
-      sdnq::test::run_quantized_linear(linear.codes, sdnq::dtype_of_v<T>, x, bias, route, dense_limit);
+      sdnq::test::run_quantized_linear(linear.codes, sdnq::dtype_of_v<T>, x,
+                                       with_bias ? std::optional<sdnq::TensorView>(bias) : std::nullopt, route,
+                                       dense_limit);
 
   std::vector<double> actual(static_cast<std::size_t>(tokens * n)), expected(actual.size());
   Outcome outcome;
   outcome.route = run.route;
   for (std::int64_t m = 0; m < tokens; ++m)
     for (std::int64_t o = 0; o < n; ++o) {
-      double sum = bias.data_as<T>()[o].to_float();
+      double sum = with_bias ? bias.data_as<T>()[o].to_float() : 0.0;
       for (std::int64_t c = 0; c < k; ++c)
         sum += double(x.data_as<T>()[m * k + c].to_float()) * linear.dense[o * k + c];
       expected[m * n + o] = sum;
@@ -132,6 +134,43 @@ TEST_CASE("quantized_linear: odd shapes without a tensor-core layout", "[cuda][l
     CHECK(outcome.route == "dequantize_cublas");
     SDNQ_CHECK_LINEAR(outcome);
   }
+}
+
+// The dense route at M > 128: without SVD x goes to cuBLAS as is and a bias is accumulated onto y with
+// beta = 1; with SVD the rank (and bias) columns are padded to 64 (rank 64 + bias needs a second 64).
+template <class T>
+void check_dense_bias_case(std::int64_t rank, bool with_bias, std::int64_t tokens) {
+  INFO("rank " << rank << ", bias " << with_bias << ", tokens " << tokens);
+  const auto linear = sdnq::test::make_random_linear<T>(4, CodeValue::unsigned_integer, 256, 320, 64, rank, 30);
+  SDNQ_CHECK_LINEAR(run_and_compare<T>(linear, tokens, TestRoute::automatic, 17, std::size_t{64} << 20, with_bias));
+  // A chunk limit of 89600 bytes: two or three chunks (by the row width E) accumulate onto the broadcast bias.
+  SDNQ_CHECK_LINEAR(
+      run_and_compare<T>(linear, tokens, TestRoute::dequantize_cublas, 18, (320 + 128) * 2 * 100, with_bias));
+}
+
+TEST_CASE("quantized_linear: dense route at M > 128 with/without bias and SVD, bf16", "[cuda][linear]") {
+  const std::int64_t rank = GENERATE(0, 32, 64);
+  const bool with_bias = GENERATE(true, false);
+  const std::int64_t tokens = GENERATE(129, 300);
+  check_dense_bias_case<sdnq::bf16>(rank, with_bias, tokens);
+}
+
+TEST_CASE("quantized_linear: dense route at M > 128 with/without bias and SVD, fp16", "[cuda][linear]") {
+  const std::int64_t rank = GENERATE(0, 32, 64);
+  const bool with_bias = GENERATE(true, false);
+  const std::int64_t tokens = GENERATE(129, 300);
+  check_dense_bias_case<sdnq::fp16>(rank, with_bias, tokens);
+}
+
+TEST_CASE("quantized_linear: dense route on the checkpoint layout with SVD and without bias", "[cuda][linear]") {
+  const std::int64_t rank = GENERATE(0, 16);
+  INFO("rank " << rank);
+  // Signed 3-bit, K = 96: no tensor-core layout; a 16-row chunk limit cuts the checkpoint layout in pieces.
+  const auto linear = sdnq::test::make_random_linear<sdnq::fp16>(3, CodeValue::signed_integer, 72, 96, 32, rank, 31);
+  SDNQ_CHECK_LINEAR(
+      run_and_compare<sdnq::fp16>(linear, 200, TestRoute::dequantize_cublas, 19, (96 + 64) * 2 * 16, false));
+  SDNQ_CHECK_LINEAR(
+      run_and_compare<sdnq::fp16>(linear, 200, TestRoute::dequantize_cublas, 20, (96 + 64) * 2 * 16, true));
 }
 
 TEST_CASE("quantized_linear: bad calls are rejected before launching", "[cuda][linear]") {

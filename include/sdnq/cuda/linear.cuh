@@ -6,8 +6,9 @@
 //   tensor_core        gemm_tc.cuh: mma.sync, dequantization in registers, 4/8-bit integer codes
 //   dequantize_cublas  the weight dequantized into the caller's workspace N-chunk by N-chunk (at most
 //                      QuantizedLinearOptions::dense_workspace_limit bytes per chunk), one cuBLAS GEMM
-//                      per chunk with the SVD branch and the bias as extra K columns
-//                      (detail/linear_dense.cuh); every format
+//                      per chunk: x read in place and the bias accumulated onto y (beta = 1)
+//                      without SVD; with SVD the rank columns and the bias as extra K columns
+//                      padded to 64 (detail/linear_dense.cuh); every format
 // No allocation happens in a call: the caller passes a device workspace of at least
 // workspace_bytes(M) and a cuBLAS handle (needed by the dequantize_cublas route only; its stream is
 // set to `stream`). Every argument is checked before anything is launched.
@@ -198,22 +199,24 @@ class QuantizedLinear {
     checkpoint_.svd_down.reset();
   }
 
-  // Elements per row of x_ext and W_ext (see detail/linear_dense.cuh): K, or K + (r + 1 rounded up to 8)
-  // when there is an SVD branch or a bias.
+  // Elements per row of x_ext and W_ext (see detail/linear_dense.cuh): K without SVD (the bias goes
+  // through beta = 1), else K + (r, plus 1 for a bias, rounded up to 64).
   std::int64_t dense_row_elements(bool with_bias) const {
-    if (svd_rank_ == 0 && !with_bias) return in_features_;
-    return in_features_ + (svd_rank_ + 1 + 7) / 8 * 8;
+    if (svd_rank_ == 0) return in_features_;
+    return in_features_ + (svd_rank_ + (with_bias ? 1 : 0) + 63) / 64 * 64;
   }
-  // Workspace of the dense route: x_ext [M, E], W_ext [chunk rows, E], and for the checkpoint layout a
-  // contiguous [chunk rows, K] the generic dequantize writes before it is copied into W_ext.
+  // Workspace of the dense route: x_ext [M, E] (with SVD only), W_ext [chunk rows, E], and for the
+  // checkpoint layout with SVD a contiguous [chunk rows, K] the generic dequantize writes before it is
+  // copied into W_ext.
   std::size_t dense_activation_bytes(std::int64_t tokens) const {
+    if (svd_rank_ == 0) return 0;
     return static_cast<std::size_t>((tokens * dense_row_elements(true) * 2 + 255) / 256 * 256);
   }
   std::size_t dense_weight_bytes() const {
     return static_cast<std::size_t>((dense_chunk_rows_ * dense_row_elements(true) * 2 + 255) / 256 * 256);
   }
   std::size_t dense_scratch_bytes() const {
-    return dense_from_gemv_ ? 0 : static_cast<std::size_t>(dense_chunk_rows_ * in_features_ * 2);
+    return dense_from_gemv_ || svd_rank_ == 0 ? 0 : static_cast<std::size_t>(dense_chunk_rows_ * in_features_ * 2);
   }
 
   friend void quantized_linear(const QuantizedLinear&, TensorView, std::optional<TensorView>, TensorView, TensorView,
@@ -245,8 +248,11 @@ void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<T
   const cudaDataType_t type = std::is_same_v<T, bf16> ? CUDA_R_16BF : CUDA_R_16F;
   const std::int64_t tokens = x.size(0), n = layer.out_features_, k = layer.in_features_, rank = layer.svd_rank_;
   const std::int64_t row_elements = layer.dense_row_elements(bias.has_value());  // E
-  const bool extended = row_elements > k;
+  const bool extended = rank > 0;  // else E = K and x goes to the GEMM as is
+  // Without SVD the bias is broadcast into y and every chunk's GEMM accumulates onto it.
+  const bool bias_by_beta = !extended && bias.has_value();
   SDNQ_CUBLAS_CHECK(cublasSetStream(cublas, stream));
+  if (bias_by_beta) kernel_detail::launch_broadcast_bias<Kernel>(y.data(), tokens, n, bias->data(), stream);
   auto* space = static_cast<char*>(workspace.data());
   void* x_ext = space;                                                     // T [M, E]
   void* w_ext = space + layer.dense_activation_bytes(tokens);              // T [chunk rows, E]
@@ -323,7 +329,8 @@ void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<T
           w_ext, rows, k, row_elements, up != nullptr ? static_cast<const T*>(up) + row * rank : nullptr,
           static_cast<int>(rank), bias.has_value(), bias ? static_cast<const T*>(bias->data()) + row : nullptr, stream);
     kernel_detail::gemm_row_major_abt(cublas, type, tokens, rows, row_elements, extended ? x_ext : x.data(),
-                                      row_elements, w_ext, row_elements, static_cast<T*>(y.data()) + row, n, 0.0f);
+                                      row_elements, w_ext, row_elements, static_cast<T*>(y.data()) + row, n,
+                                      bias_by_beta ? 1.0f : 0.0f);
   }
 }
 

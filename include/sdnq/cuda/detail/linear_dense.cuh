@@ -1,13 +1,18 @@
 #pragma once
 // The large-M route of quantized_linear (linear.cuh): dequantize the weight into the caller's
 // workspace N-chunk by N-chunk (bounded size) and multiply each chunk with one cuBLAS bf16/fp16 GEMM
-// (fp32 accumulation, one rounding). The SVD branch and the bias ride along as extra K columns, so
-// the GEMM writes y once and nothing re-reads it:
-//   x_ext [M, E] = [ x | x·svd_downᵀ | 1 | 0… ]        E = K + (r + 1 rounded up to 8)
-//   W_ext [rows, E] = [ dequant(W) | svd_up | bias | 0… ]  per chunk of rows of W
-//   y[:, chunk] = x_ext · W_extᵀ
-// x·svd_downᵀ is rounded to T before the second product (as the tensor-core kernel does). Without
-// SVD and bias, E = K and x is used as is.
+// (fp32 accumulation, one rounding).
+//   Without SVD: x goes to the GEMM as is (K unchanged); a bias is first broadcast into y and the GEMM
+//   accumulates onto it with beta = 1 (cuBLAS adds C in fp32 before its single rounding, so this equals
+//   rounding x·Wᵀ + b once).
+//   With SVD: the rank columns (and the bias, when there is one) ride along as extra K columns padded
+//   with zeros to a multiple of 64, so K stays tile-friendly and the GEMM writes y once:
+//     x_ext [M, E] = [ x | x·svd_downᵀ | 1 | 0… ]            E = K + (r + 1 rounded up to 64)
+//     W_ext [rows, E] = [ dequant(W) | svd_up | bias | 0… ]   per chunk of rows of W
+//     y[:, chunk] = x_ext · W_extᵀ
+//   x·svd_downᵀ is rounded to T before the second product (as the tensor-core kernel does).
+// Measured on one H100 (docs/kernels.md): a bias column at K + 8 cost 80-130 µs at M = 4096 (the x
+// copy and slower cuBLAS kernels at an odd K), which is why the bias takes beta = 1 without SVD.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -53,6 +58,23 @@ void launch_fill_extension(void* matrix, std::int64_t rows, std::int64_t in_feat
   fill_extension_kernel<T><<<static_cast<unsigned>(blocks < 4096 ? blocks : 4096), 256, 0, stream>>>(
       static_cast<T*>(matrix), rows, in_features, row_elements, static_cast<const T*>(source), rank, has_bias,
       static_cast<const T*>(bias));
+  SDNQ_CUDA_CHECK(cudaGetLastError());
+}
+
+// y[m, o] = bias[o] for a row-major [rows, columns] y (the C operand of a beta = 1 GEMM).
+template <class T>
+__global__ void broadcast_bias_kernel(T* __restrict__ y, std::int64_t rows, std::int64_t columns,
+                                      const T* __restrict__ bias) {
+  const std::int64_t column = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (column >= columns) return;
+  const T value = bias[column];
+  for (std::int64_t row = blockIdx.y; row < rows; row += gridDim.y) y[row * columns + column] = value;
+}
+
+template <class T>
+void launch_broadcast_bias(void* y, std::int64_t rows, std::int64_t columns, const void* bias, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((columns + 255) / 256), static_cast<unsigned>(rows < 1024 ? rows : 1024));
+  broadcast_bias_kernel<T><<<grid, 256, 0, stream>>>(static_cast<T*>(y), rows, columns, static_cast<const T*>(bias));
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }
 
