@@ -11,8 +11,10 @@
 //     W_ext [rows, E] = [ dequant(W) | svd_up | bias | 0… ]   per chunk of rows of W
 //     y[:, chunk] = x_ext · W_extᵀ
 //   x·svd_downᵀ is rounded to T before the second product (as the tensor-core kernel does).
-// Measured on one H100 (docs/kernels.md): a bias column at K + 8 cost 80-130 µs at M = 4096 (the x
-// copy and slower cuBLAS kernels at an odd K), which is why the bias takes beta = 1 without SVD.
+// Measured on one H100 (bench_linear, M = 4096): the former bias column at K + 8 cost 80-130 µs (the x
+// copy and slower cuBLAS kernels at an odd K). beta = 1 is cheaper where N is small (int8 3072×12288:
+// 665 → 521 µs) but still moves 2·M·N elements more than the GEMM alone (int8 12288×3072: 586 → 570 µs,
+// 507 without bias); a cuBLASLt bias epilogue would remove that traffic (not done).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
