@@ -5,6 +5,7 @@
 // un-group, SVD add-back, cast, inverse Hadamard.
 #include <cmath>
 #include <cstdint>
+#include <numeric>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -108,56 +109,80 @@ inline std::vector<std::int64_t> broadcast_strides(const Shape& scale_shape, con
 }
 
 // Step 2 (§4): r = q·scale (symmetric), fma(q, scale, zero_point) (asymmetric), levels[...] (codebook),
-// in place over `values` laid out in quantized_shape order.
+// row by row of the layout's quantized_shape (rows = all but the last axis), with the dispatch made once.
+class AffineMap {
+ public:
+  AffineMap(const LayerLayout& layout, const std::vector<float>& scale, const std::vector<float>* zero_point,
+            std::optional<DType> intermediate_dtype)
+      : layout_(layout), scale_(scale), zero_point_(zero_point), intermediate_dtype_(intermediate_dtype) {
+    const Shape& shape = layout.quantized_shape;
+    rank_ = shape.rank();
+    row_length_ = shape[rank_ - 1];
+    if (layout.use_codebook) {
+      strides_.assign(static_cast<std::size_t>(rank_), 0);
+      if (layout.reduction_axis >= 0) {
+        strides_ = broadcast_strides(layout.scale_shape, shape);
+        code_stride_ = contiguous_strides(layout.scale_shape)[layout.reduction_axis];
+        strides_[layout.reduction_axis] = 0;
+      } else {
+        code_stride_ = 1;
+      }
+    } else {
+      strides_ = broadcast_strides(layout.scale_shape, shape);
+    }
+  }
+
+  std::int64_t row_length() const { return row_length_; }
+  std::int64_t rows() const { return layout_.quantized_shape.numel() / row_length_; }
+
+  // row_values [row_length]: the decoded codes of quantized row `row`, mapped in place.
+  void apply(std::int64_t row, float* row_values) const {
+    const Shape& shape = layout_.quantized_shape;
+    std::int64_t base = 0;
+    for (std::int64_t rest = row, axis = rank_ - 2; axis >= 0; --axis) {
+      base += (rest % shape[static_cast<int>(axis)]) * strides_[axis];
+      rest /= shape[static_cast<int>(axis)];
+    }
+    const std::int64_t step = strides_[rank_ - 1];
+    const float* scale = scale_.data() + base;
+    const float* zero_point = zero_point_ != nullptr ? zero_point_->data() + base : nullptr;
+    if (layout_.use_codebook) {
+      for (std::int64_t column = 0; column < row_length_; ++column)
+        row_values[column] = scale[column * step + static_cast<std::int64_t>(row_values[column]) * code_stride_];
+    } else if (step == 0 && zero_point != nullptr) {  // one group per row: a tight, vectorizable loop
+      fused_scale_shift(row_values, row_length_, *scale, *zero_point);
+    } else if (step == 0) {
+      const float row_scale = *scale;
+      for (std::int64_t column = 0; column < row_length_; ++column) row_values[column] *= row_scale;
+    } else if (zero_point != nullptr) {
+      for (std::int64_t column = 0; column < row_length_; ++column)
+        row_values[column] = std::fma(row_values[column], scale[column * step], zero_point[column * step]);
+    } else {
+      for (std::int64_t column = 0; column < row_length_; ++column) row_values[column] *= scale[column * step];
+    }
+    if (intermediate_dtype_) round_values_to(row_values, row_length_, *intermediate_dtype_);
+  }
+
+ private:
+  const LayerLayout& layout_;
+  const std::vector<float>& scale_;
+  const std::vector<float>* zero_point_;
+  std::optional<DType> intermediate_dtype_;
+  int rank_ = 0;
+  std::int64_t row_length_ = 0;
+  std::vector<std::int64_t> strides_;
+  std::int64_t code_stride_ = 0;  // codebook: where the level index moves within the levels tensor
+};
+
+// Step 2 over the whole tensor `values`, laid out in quantized_shape order.
 inline void apply_affine_map(const LayerLayout& layout, std::vector<float>& values, const std::vector<float>& scale,
                              const std::vector<float>* zero_point, std::optional<DType> intermediate_dtype) {
-  const Shape& shape = layout.quantized_shape;
-  const int rank = shape.rank();
-  const std::int64_t row_length = shape[rank - 1];
-  const std::int64_t rows = shape.numel() / row_length;
-  std::vector<std::int64_t> strides;
-  std::int64_t code_stride = 0;  // codebook: where the level index moves within the levels tensor
-  if (layout.use_codebook) {
-    strides.assign(static_cast<std::size_t>(rank), 0);
-    if (layout.reduction_axis >= 0) {
-      strides = broadcast_strides(layout.scale_shape, shape);
-      code_stride = contiguous_strides(layout.scale_shape)[layout.reduction_axis];
-      strides[layout.reduction_axis] = 0;
-    } else {
-      code_stride = 1;
-    }
-  } else {
-    strides = broadcast_strides(layout.scale_shape, shape);
-  }
-  parallel_for(0, rows, std::max<std::int64_t>(1, (1 << 15) / row_length), [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t row = begin; row < end; ++row) {
-      std::int64_t base = 0;
-      for (std::int64_t rest = row, axis = rank - 2; axis >= 0; --axis) {
-        base += (rest % shape[static_cast<int>(axis)]) * strides[axis];
-        rest /= shape[static_cast<int>(axis)];
-      }
-      float* row_values = values.data() + row * row_length;
-      const std::int64_t step = strides[rank - 1];
-      if (layout.use_codebook) {
-        for (std::int64_t column = 0; column < row_length; ++column)
-          row_values[column] =
-              scale[base + column * step + static_cast<std::int64_t>(row_values[column]) * code_stride];
-      } else if (step == 0 && zero_point != nullptr) {  // one group per row: a tight, vectorizable loop
-        fused_scale_shift(row_values, row_length, scale[base], (*zero_point)[base]);
-      } else if (step == 0) {
-        const float row_scale = scale[base];
-        for (std::int64_t column = 0; column < row_length; ++column) row_values[column] *= row_scale;
-      } else if (zero_point != nullptr) {
-        for (std::int64_t column = 0; column < row_length; ++column)
-          row_values[column] =
-              std::fma(row_values[column], scale[base + column * step], (*zero_point)[base + column * step]);
-      } else {
-        for (std::int64_t column = 0; column < row_length; ++column)
-          row_values[column] *= scale[base + column * step];
-      }
-      if (intermediate_dtype) round_values_to(row_values, row_length, *intermediate_dtype);
-    }
-  });
+  const AffineMap map(layout, scale, zero_point, intermediate_dtype);
+  const std::int64_t row_length = map.row_length();
+  parallel_for(0, map.rows(), std::max<std::int64_t>(1, (1 << 15) / row_length),
+               [&](std::int64_t begin, std::int64_t end) {
+                 for (std::int64_t row = begin; row < end; ++row) map.apply(row, values.data() + row * row_length);
+               });
 }
 
 // [rows, cols] row-major -> [cols, rows], in tiles that keep both sides in cache.
@@ -174,27 +199,100 @@ inline std::vector<float> transpose_matrix(const std::vector<float>& matrix, std
 }
 
 // Step 5: r += U·D with U [rows, rank], D [rank, cols] (stored transposed for quantized-matmul layers).
+struct LowRankAddBack {
+  std::int64_t rows = 0, cols = 0, rank = 0;
+  std::vector<float> up, down;  // [rows, rank], [rank, cols]
+  bool separate_product = false;
+  std::optional<DType> intermediate_dtype;
+
+  // dense_rows [row_end - row_begin, cols]: rows [row_begin, row_end) of the dense weight, in place.
+  // fp32 fma accumulation over r ascending, as the reference's CPU GEMM, blocked over columns.
+  void apply(std::int64_t row_begin, std::int64_t row_end, float* dense_rows) const {
+    fused_low_rank_rows(up.data(), down.data(), row_begin, row_end, rank, cols,
+                        [&](std::int64_t row, std::int64_t col0, std::int64_t width, float* sums) {
+                          float* out = dense_rows + (row - row_begin) * cols + col0;
+                          if (separate_product && intermediate_dtype) round_values_to(sums, width, *intermediate_dtype);
+                          for (std::int64_t c = 0; c < width; ++c) out[c] = out[c] + sums[c];
+                          if (intermediate_dtype) round_values_to(out, width, *intermediate_dtype);
+                        });
+  }
+};
+
+inline LowRankAddBack low_rank_add_back(const QuantizedWeight& layer, std::optional<DType> factor_round,
+                                        std::optional<DType> intermediate_dtype) {
+  const LayerLayout& layout = layer.layout;
+  LowRankAddBack add_back;
+  add_back.rows = layout.original_shape[0];
+  add_back.cols = layout.original_shape.numel() / add_back.rows;
+  add_back.rank = layout.svd_rank;
+  add_back.up = widen_small(*layer.svd_up, factor_round);
+  add_back.down = widen_small(*layer.svd_down, factor_round);
+  if (layout.use_quantized_matmul) {  // stored as [rank, rows] and [cols, rank]
+    add_back.up = transpose_matrix(add_back.up, add_back.rank, add_back.rows);
+    add_back.down = transpose_matrix(add_back.down, add_back.cols, add_back.rank);
+  }
+  // The conv path multiplies first (rounding the product to the factors' dtype), 2-D weights add in one GEMM.
+  add_back.separate_product = layout.original_shape.rank() > 2 && layout.quantized_shape.rank() > 2;
+  add_back.intermediate_dtype = intermediate_dtype;
+  return add_back;
+}
+
 inline void add_low_rank(const QuantizedWeight& layer, std::vector<float>& dense, std::optional<DType> factor_round,
                          std::optional<DType> intermediate_dtype) {
+  const LowRankAddBack add_back = low_rank_add_back(layer, factor_round, intermediate_dtype);
+  parallel_for(0, add_back.rows, 4, [&](std::int64_t begin, std::int64_t end) {
+    add_back.apply(begin, end, dense.data() + begin * add_back.cols);
+  });
+}
+
+// Steps 1-5 and the cast a few rows at a time, each block decoded, mapped, low-rank corrected and
+// written while it is in cache: the same per-element arithmetic as the whole-tensor path below, for
+// the layouts whose quantized C order is the dense C order (not transposed, no codebook). Returns false,
+// writing nothing, for the others.
+template <class Out>
+bool dequantize_rows_in_cache(const QuantizedWeight& layer, Out* output, std::optional<DType> model_round,
+                              std::optional<DType> intermediate, bool include_svd) {
   const LayerLayout& layout = layer.layout;
-  const std::int64_t rows = layout.original_shape[0], cols = layout.original_shape.numel() / rows;
-  const std::int64_t rank = layout.svd_rank;
-  const std::vector<float> up = widen_small(*layer.svd_up, factor_round);
-  const std::vector<float> down = widen_small(*layer.svd_down, factor_round);
-  // Factors as U [rows, rank] and D [rank, cols]; quantized-matmul layers store them transposed.
-  const bool transposed = layout.use_quantized_matmul;
-  const std::vector<float> up_rows = transposed ? transpose_matrix(up, rank, rows) : up;
-  const std::vector<float> down_rows = transposed ? transpose_matrix(down, cols, rank) : down;
-  // The conv path multiplies first (rounding the product to the factors' dtype), 2-D weights add in one GEMM.
-  const bool separate_product = layout.original_shape.rank() > 2 && layout.quantized_shape.rank() > 2;
-  // fp32 fma accumulation over r ascending, as the reference's CPU GEMM; blocked over rows x columns.
-  fused_low_rank_product(up_rows, down_rows, rows, rank, cols,
-                         [&](std::int64_t row, std::int64_t col0, std::int64_t width, float* sums) {
-                           float* out = dense.data() + row * cols + col0;
-                           if (separate_product && intermediate_dtype) round_values_to(sums, width, *intermediate_dtype);
-                           for (std::int64_t c = 0; c < width; ++c) out[c] = out[c] + sums[c];
-                           if (intermediate_dtype) round_values_to(out, width, *intermediate_dtype);
-                         });
+  const std::int64_t numel = layout.quantized_shape.numel();
+  if (layout.transposed || layout.use_codebook || layout.original_shape.rank() < 1 ||
+      !RangeDecoder::supports(*layout.weights_type, layer.weight, numel))
+    return false;
+  const std::int64_t rows = layout.original_shape[0], cols = rows > 0 ? numel / rows : 0;
+  if (numel == 0) return true;
+  const RangeDecoder decoder(*layout.weights_type, layer.weight, false);
+  const std::vector<float> scale = widen_small(layer.scale, model_round);
+  std::optional<std::vector<float>> zero_point;
+  if (layer.zero_point) zero_point = widen_small(*layer.zero_point, model_round);
+  const AffineMap map(layout, scale, zero_point ? &*zero_point : nullptr, intermediate);
+  const std::int64_t row_length = map.row_length();
+  // A unit: the fewest whole dense rows that start on a quantized row and on a packed block.
+  const std::int64_t alignment = std::lcm(row_length, decoder.alignment());
+  const std::int64_t unit_rows = alignment / std::gcd(cols, alignment);
+  const std::int64_t unit_elements = unit_rows * cols;
+  if (unit_elements > (std::int64_t{1} << 22)) return false;
+  std::optional<LowRankAddBack> add_back;
+  if (include_svd && layout.svd_rank > 0) add_back = low_rank_add_back(layer, model_round, intermediate);
+  const bool round_float_weights = model_round && is_float_dtype(layer.weight.dtype());
+  const std::int64_t units = (rows + unit_rows - 1) / unit_rows;
+  const std::int64_t units_per_block = std::max<std::int64_t>(1, (std::int64_t{1} << 14) / unit_elements);
+  parallel_for(0, units, units_per_block, [&](std::int64_t unit_begin, std::int64_t unit_end) {
+    std::vector<float> values;  // [block rows, cols]
+    std::vector<std::uint16_t> codes;
+    for (std::int64_t unit = unit_begin; unit < unit_end; unit += units_per_block) {
+      const std::int64_t row_begin = unit * unit_rows;
+      const std::int64_t row_end = std::min(rows, std::min(unit_end, unit + units_per_block) * unit_rows);
+      const std::int64_t begin = row_begin * cols, end = row_end * cols;
+      values.resize(static_cast<std::size_t>(end - begin));
+      decoder.decode(begin, end, values.data(), codes);
+      if (round_float_weights) round_values_to(values.data(), end - begin, *model_round);
+      for (std::int64_t row = begin / row_length; row < end / row_length; ++row)
+        map.apply(row, values.data() + row * row_length - begin);
+      if (add_back) add_back->apply(row_begin, row_end, values.data());
+      Out* out = output + begin;
+      for (std::int64_t i = 0; i < end - begin; ++i) out[i] = narrow_to<Out>(values[i]);
+    }
+  });
+  return true;
 }
 
 }  // namespace detail
@@ -242,34 +340,36 @@ void dequantize_into(const QuantizedWeight& layer, Out* output, ScalePrecision p
       layout.dequantize_fp32 ? std::nullopt : std::optional<DType>(output_dtype);
 
   const std::int64_t numel = layout.quantized_shape.numel();
-  std::vector<float> values = detail::decode_weight_values(*layout.weights_type, layer.weight, numel,
-                                                           layout.use_codebook, layer.name + ".weight");
-  if (layout.use_codebook) {
-    const std::int64_t levels = layout.levels();
-    for (float index : values)
-      SDNQ_REQUIRE(index >= 0 && index < static_cast<float>(levels), FormatError,
-                   "{}.weight holds codebook index {} outside the {} levels", layer.name, index, levels);
-  }
-  // diffusers also casts float-dtype weights (float16 / bfloat16 / float32 storage) to the model dtype
-  // on load; fp8 -> bf16/fp16 is exact, wider ones round (float32 codes near fp32 max even become inf).
-  if (model_round && detail::is_float_dtype(layer.weight.dtype()))
-    for (float& value : values) value = detail::round_to_dtype(value, *model_round);
-  const std::vector<float> scale = detail::widen_small(layer.scale, model_round);
-  std::optional<std::vector<float>> zero_point;
-  if (layer.zero_point) zero_point = detail::widen_small(*layer.zero_point, model_round);
-  detail::apply_affine_map(layout, values, scale, zero_point ? &*zero_point : nullptr, intermediate);
+  if (!detail::dequantize_rows_in_cache(layer, output, model_round, intermediate, include_svd)) {
+    std::vector<float> values = detail::decode_weight_values(*layout.weights_type, layer.weight, numel,
+                                                             layout.use_codebook, layer.name + ".weight");
+    if (layout.use_codebook) {
+      const std::int64_t levels = layout.levels();
+      for (float index : values)
+        SDNQ_REQUIRE(index >= 0 && index < static_cast<float>(levels), FormatError,
+                     "{}.weight holds codebook index {} outside the {} levels", layer.name, index, levels);
+    }
+    // diffusers also casts float-dtype weights (float16 / bfloat16 / float32 storage) to the model dtype
+    // on load; fp8 -> bf16/fp16 is exact, wider ones round (float32 codes near fp32 max even become inf).
+    if (model_round && detail::is_float_dtype(layer.weight.dtype()))
+      for (float& value : values) value = detail::round_to_dtype(value, *model_round);
+    const std::vector<float> scale = detail::widen_small(layer.scale, model_round);
+    std::optional<std::vector<float>> zero_point;
+    if (layer.zero_point) zero_point = detail::widen_small(*layer.zero_point, model_round);
+    detail::apply_affine_map(layout, values, scale, zero_point ? &*zero_point : nullptr, intermediate);
 
-  // Step 3: transposed layers hold [in, out]; the dense weight is [out, in]. Step 4 (un-group) is a
-  // row-major view, so nothing moves.
-  if (layout.transposed) {
-    const std::int64_t in = layout.quantized_shape[0], out = layout.quantized_shape[1];
-    values = detail::transpose_matrix(values, in, out);
-  }
-  if (include_svd && layout.svd_rank > 0) detail::add_low_rank(layer, values, model_round, intermediate);
+    // Step 3: transposed layers hold [in, out]; the dense weight is [out, in]. Step 4 (un-group) is a
+    // row-major view, so nothing moves.
+    if (layout.transposed) {
+      const std::int64_t in = layout.quantized_shape[0], out = layout.quantized_shape[1];
+      values = detail::transpose_matrix(values, in, out);
+    }
+    if (include_svd && layout.svd_rank > 0) detail::add_low_rank(layer, values, model_round, intermediate);
 
-  parallel_for(0, numel, 1 << 16, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t i = begin; i < end; ++i) output[i] = detail::narrow_to<Out>(values[i]);
-  });
+    parallel_for(0, numel, 1 << 16, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t i = begin; i < end; ++i) output[i] = detail::narrow_to<Out>(values[i]);
+    });
+  }
   if (undo_hadamard && layout.hadamard_size > 0) {
     const std::int64_t rows = layout.original_shape[0];
     rotate_hadamard(TensorView(output, output_dtype, Shape{rows, numel / rows}), layout.hadamard_size);

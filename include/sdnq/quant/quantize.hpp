@@ -13,6 +13,8 @@
 // float8_e4m3fnuz / e5m2fnuz weights are U8 tensors holding torch's codes (DType has no entry for
 // them; the safetensors header names them through stored_safetensors_dtype), float8_e8m0fnu weights
 // F8_E8M0 with torch's rounding and its dropped sign, exactly what the reference writes.
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "sdnq/core/error.hpp"
+#include "sdnq/core/parallel.hpp"
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/quant/codebook.hpp"
 #include "sdnq/quant/dequantize.hpp"
@@ -114,7 +117,9 @@ Tensor store_codes(const LayerLayout& layout, std::int64_t numel, CodeOf&& code_
   const format::StorageType& type = *layout.weights_type;
   if (type.uses_bit_packer()) {
     std::vector<std::uint16_t> codes(static_cast<std::size_t>(numel));
-    for (std::int64_t e = 0; e < numel; ++e) codes[e] = static_cast<std::uint16_t>(code_of(e));
+    parallel_for(0, numel, 1 << 16, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t e = begin; e < end; ++e) codes[e] = static_cast<std::uint16_t>(code_of(e));
+    });
     Tensor packed = Tensor::empty(layout.stored_weight_shape, format::packed_dtype(type.bits));
     format::pack_codes(type.bits, codes, packed.data());
     return packed;
@@ -122,10 +127,12 @@ Tensor store_codes(const LayerLayout& layout, std::int64_t numel, CodeOf&& code_
   Tensor stored = Tensor::empty(layout.quantized_shape, type.stored_dtype);
   const std::int64_t rows = layout.transposed ? layout.quantized_shape[1] : 0;  // grouped [rows, cols]
   const std::int64_t cols = layout.transposed ? layout.quantized_shape[0] : 0;
-  for (std::int64_t e = 0; e < numel; ++e) {
-    const std::int64_t target = layout.transposed ? (e % cols) * rows + e / cols : e;
-    code_of.store(stored, target, e);
-  }
+  parallel_for(0, numel, 1 << 16, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t e = begin; e < end; ++e) {
+      const std::int64_t target = layout.transposed ? (e % cols) * rows + e / cols : e;
+      code_of.store(stored, target, e);
+    }
+  });
   return stored;
 }
 
@@ -144,12 +151,31 @@ inline PreparedWeight prepare_weight(TensorView weight, const LayerLayout& layou
     copy(contiguous, weight);
     source = contiguous.view();
   }
-  for (std::int64_t i = 0; i < weight.numel(); ++i) {
-    const double value = detail::load_float_from(source.dtype(), source.data(), i);
-    SDNQ_REQUIRE(std::isfinite(value), FormatError, "{}: weight {} has a non-finite value ({}) at flat index {}",
-                 controls.layer_name, weight.shape().to_string(), value, i);
-    prepared.values[i] = static_cast<float>(value);
-  }
+  // Widen in parallel (the input dtype is F32, BF16 or F16), then name the first non-finite value if any.
+  std::atomic<bool> all_finite{true};
+  parallel_for(0, weight.numel(), 1 << 16, [&](std::int64_t begin, std::int64_t end) {
+    float* out = prepared.values.data();
+    switch (source.dtype()) {
+      case DType::bf16:
+        for (std::int64_t i = begin; i < end; ++i) out[i] = source.data_as<bf16>()[i].to_float();
+        break;
+      case DType::f16:
+        for (std::int64_t i = begin; i < end; ++i) out[i] = source.data_as<fp16>()[i].to_float();
+        break;
+      default:
+        for (std::int64_t i = begin; i < end; ++i)
+          out[i] = static_cast<float>(detail::load_float_from(source.dtype(), source.data(), i));
+    }
+    bool finite = true;
+    for (std::int64_t i = begin; i < end; ++i) finite &= std::isfinite(out[i]);
+    if (!finite) all_finite.store(false);
+  });
+  if (!all_finite.load())
+    for (std::int64_t i = 0; i < weight.numel(); ++i) {
+      const double value = detail::load_float_from(source.dtype(), source.data(), i);
+      SDNQ_REQUIRE(std::isfinite(value), FormatError, "{}: weight {} has a non-finite value ({}) at flat index {}",
+                   controls.layer_name, weight.shape().to_string(), value, i);
+    }
   prepared.hadamard_size = layout.hadamard_size;
   if (layout.hadamard_size != 0)
     rotate_hadamard(TensorView(prepared.values.data(), DType::f32, prepared.shape), layout.hadamard_size);
@@ -219,14 +245,17 @@ inline QuantizedTensors quantize_prepared(const PreparedWeight& prepared, const 
   if (options.use_stochastic_rounding) stochastic.emplace(controls.seed, controls.layer_name);
   // q of every element, C order of the grouped (untransposed) tensor
   std::vector<float> quantized(static_cast<std::size_t>(numel));
-  for (std::int64_t s = 0; s < geometry.slices(); ++s) {
-    const float* zero_point = type.is_unsigned ? &scales.zero_point[s] : nullptr;
-    for (std::int64_t l = 0; l < geometry.length; ++l) {
-      const std::int64_t e = geometry.element(s, l);
-      quantized[e] =
-          detail::quantized_value(values[e], scales.scale[s], zero_point, type, stochastic ? &*stochastic : nullptr, e);
-    }
-  }
+  parallel_for(0, geometry.slices(), std::max<std::int64_t>(1, (1 << 14) / geometry.length),
+               [&](std::int64_t slice_begin, std::int64_t slice_end) {
+                 for (std::int64_t s = slice_begin; s < slice_end; ++s) {
+                   const float* zero_point = type.is_unsigned ? &scales.zero_point[s] : nullptr;
+                   for (std::int64_t l = 0; l < geometry.length; ++l) {
+                     const std::int64_t e = geometry.element(s, l);
+                     quantized[e] = detail::quantized_value(values[e], scales.scale[s], zero_point, type,
+                                                            stochastic ? &*stochastic : nullptr, e);
+                   }
+                 }
+               });
   result.scale = Tensor::empty(layout.scale_shape, stored_scale_dtype);
   for (std::size_t s = 0; s < scales.scale.size(); ++s)
     detail::store_float_as(stored_scale_dtype, result.scale.data(), static_cast<std::int64_t>(s), scales.scale[s]);

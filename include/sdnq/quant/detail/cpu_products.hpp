@@ -1,8 +1,9 @@
 #pragma once
 // Cache-blocked, multithreaded dense products for the CPU codec paths (randomized SVD, SVD split and
 // add-back). Each output element is computed by exactly one thread, summing in a fixed order (the
-// reduction index ascending, as a plain triple loop would), so results are bit-identical whatever the
-// thread count and identical to the unblocked loops they replace.
+// reduction index ascending), so results are bit-identical whatever the thread count. The fp32
+// low-rank products keep the per-element operation order of the loops they replace (bit-exact with the
+// reference dequantizer); the SVD's double products are fused multiply-add chains.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -16,9 +17,11 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
 #define SDNQ_HAS_AVX2_CLONE 1
 #define SDNQ_TARGET_AVX2_FMA __attribute__((target("avx2,fma")))
+#define SDNQ_INLINE_BODY __attribute__((always_inline)) inline
 #else
 #define SDNQ_HAS_AVX2_CLONE 0
 #define SDNQ_TARGET_AVX2_FMA
+#define SDNQ_INLINE_BODY inline
 #endif
 
 namespace sdnq::quant::detail {
@@ -41,8 +44,42 @@ inline std::vector<double> interleave_vectors(const std::vector<double>& vectors
   return interleaved;
 }
 
-// out[k·rows + i] = Σ_j W[i, j]·x[k·cols + j] in double, j ascending. W [rows, cols] row-major;
-// x holds `count` vectors of length cols, out `count` vectors of length rows.
+// sums[t·count + k] = fma(weights[t·weight_stride + s], vectors[s·count + k], ...) for s < steps
+// ascending: `tile` accumulator rows of `count` doubles, each a fused multiply-add chain.
+SDNQ_INLINE_BODY void accumulate_tile_body(const float* weights, std::int64_t weight_stride, std::int64_t weight_step,
+                                           std::int64_t tile, const double* vectors, std::int64_t steps,
+                                           std::int64_t count, double* sums) {
+  for (std::int64_t s = 0; s < steps; ++s) {
+    const double* vector = vectors + s * count;
+    for (std::int64_t t = 0; t < tile; ++t) {
+      const double weight = weights[t * weight_stride + s * weight_step];
+      double* sum = sums + t * count;
+      for (std::int64_t k = 0; k < count; ++k) sum[k] = std::fma(weight, vector[k], sum[k]);
+    }
+  }
+}
+
+#if SDNQ_HAS_AVX2_CLONE
+SDNQ_TARGET_AVX2_FMA inline void accumulate_tile_avx2(const float* weights, std::int64_t weight_stride,
+                                                      std::int64_t weight_step, std::int64_t tile,
+                                                      const double* vectors, std::int64_t steps, std::int64_t count,
+                                                      double* sums) {
+  accumulate_tile_body(weights, weight_stride, weight_step, tile, vectors, steps, count, sums);
+}
+#endif
+
+inline void accumulate_tile(const float* weights, std::int64_t weight_stride, std::int64_t weight_step,
+                            std::int64_t tile, const double* vectors, std::int64_t steps, std::int64_t count,
+                            double* sums) {
+#if SDNQ_HAS_AVX2_CLONE
+  if (cpu_has_avx2_fma())
+    return accumulate_tile_avx2(weights, weight_stride, weight_step, tile, vectors, steps, count, sums);
+#endif
+  accumulate_tile_body(weights, weight_stride, weight_step, tile, vectors, steps, count, sums);
+}
+
+// out[k·rows + i] = Σ_j W[i, j]·x[k·cols + j] in double (fma chain, j ascending). W [rows, cols]
+// row-major; x holds `count` vectors of length cols, out `count` vectors of length rows.
 inline void matrix_times_vectors(std::span<const float> w, std::int64_t rows, std::int64_t cols,
                                  const std::vector<double>& x, std::int64_t count, std::vector<double>& out) {
   const std::vector<double> x_interleaved = interleave_vectors(x, count, cols);  // [cols, count]
@@ -53,41 +90,26 @@ inline void matrix_times_vectors(std::span<const float> w, std::int64_t rows, st
     for (std::int64_t tile = tile_begin; tile < tile_end; ++tile) {
       const std::int64_t row0 = tile * row_tile, tile_rows = std::min(row_tile, rows - row0);
       std::fill(sums.begin(), sums.end(), 0.0);
-      for (std::int64_t j = 0; j < cols; ++j) {
-        const double* x_row = x_interleaved.data() + j * count;
-        for (std::int64_t r = 0; r < tile_rows; ++r) {
-          const double weight = w[static_cast<std::size_t>((row0 + r) * cols + j)];
-          double* sum = sums.data() + r * count;
-          for (std::int64_t k = 0; k < count; ++k) sum[k] += weight * x_row[k];
-        }
-      }
+      accumulate_tile(w.data() + row0 * cols, cols, 1, tile_rows, x_interleaved.data(), cols, count, sums.data());
       for (std::int64_t r = 0; r < tile_rows; ++r)
         for (std::int64_t k = 0; k < count; ++k) out[k * rows + row0 + r] = sums[r * count + k];
     }
   });
 }
 
-// out[k·cols + j] = Σ_i W[i, j]·y[k·rows + i] in double, i ascending (Wᵀ times `count` vectors).
+// out[k·cols + j] = Σ_i W[i, j]·y[k·rows + i] in double (fma chain, i ascending): Wᵀ times `count` vectors.
 inline void transposed_matrix_times_vectors(std::span<const float> w, std::int64_t rows, std::int64_t cols,
                                             const std::vector<double>& y, std::int64_t count,
                                             std::vector<double>& out) {
   const std::vector<double> y_interleaved = interleave_vectors(y, count, rows);  // [rows, count]
   out.assign(static_cast<std::size_t>(cols * count), 0.0);
-  constexpr std::int64_t column_tile = 64;  // columns of W one accumulator block covers
-  parallel_for(0, (cols + column_tile - 1) / column_tile, 1, [&](std::int64_t tile_begin, std::int64_t tile_end) {
+  constexpr std::int64_t column_tile = 16;  // columns of W one accumulator block covers
+  parallel_for(0, (cols + column_tile - 1) / column_tile, 4, [&](std::int64_t tile_begin, std::int64_t tile_end) {
     std::vector<double> sums(static_cast<std::size_t>(column_tile * count));  // [column_tile, count]
     for (std::int64_t tile = tile_begin; tile < tile_end; ++tile) {
       const std::int64_t col0 = tile * column_tile, tile_cols = std::min(column_tile, cols - col0);
       std::fill(sums.begin(), sums.end(), 0.0);
-      for (std::int64_t i = 0; i < rows; ++i) {
-        const double* y_row = y_interleaved.data() + i * count;
-        const float* w_row = w.data() + i * cols + col0;
-        for (std::int64_t c = 0; c < tile_cols; ++c) {
-          const double weight = w_row[c];
-          double* sum = sums.data() + c * count;
-          for (std::int64_t k = 0; k < count; ++k) sum[k] += weight * y_row[k];
-        }
-      }
+      accumulate_tile(w.data() + col0, 1, cols, tile_cols, y_interleaved.data(), rows, count, sums.data());
       for (std::int64_t c = 0; c < tile_cols; ++c)
         for (std::int64_t k = 0; k < count; ++k) out[k * cols + col0 + c] = sums[c * count + k];
     }
@@ -97,54 +119,46 @@ inline void transposed_matrix_times_vectors(std::span<const float> w, std::int64
 // Column block of the low-rank products below: `rank` rows of this many factor values stay in L1/L2.
 inline constexpr std::int64_t low_rank_column_block = 256;
 
-// sums[c] = fma(up[r], down[r·cols + c], sums[c]) for r ascending: one row of U·D, fp32 accumulation
-// with a fused multiply-add per term (the reference CPU GEMM's per-element order).
-inline void fused_low_rank_row_portable(const float* up_row, const float* down, std::int64_t rank, std::int64_t cols,
-                                    std::int64_t col0, std::int64_t width, float* sums) {
+// sums[c] = fma(up_row[r], down[r·cols + c], sums[c]) for r ascending, from 0: one row block of U·D in
+// fp32 with a fused multiply-add per term (the reference CPU GEMM's per-element order).
+SDNQ_INLINE_BODY void fused_low_rank_row_body(const float* up_row, const float* down, std::int64_t rank,
+                                              std::int64_t cols, std::int64_t width, float* sums) {
   for (std::int64_t c = 0; c < width; ++c) sums[c] = 0.0f;
   for (std::int64_t r = 0; r < rank; ++r) {
     const float u = up_row[r];
-    const float* d = down + r * cols + col0;
+    const float* d = down + r * cols;
     for (std::int64_t c = 0; c < width; ++c) sums[c] = std::fma(u, d[c], sums[c]);
   }
 }
 
 #if SDNQ_HAS_AVX2_CLONE
 SDNQ_TARGET_AVX2_FMA inline void fused_low_rank_row_avx2(const float* up_row, const float* down, std::int64_t rank,
-                                                         std::int64_t cols, std::int64_t col0, std::int64_t width,
-                                                         float* sums) {
-  for (std::int64_t c = 0; c < width; ++c) sums[c] = 0.0f;
-  for (std::int64_t r = 0; r < rank; ++r) {
-    const float u = up_row[r];
-    const float* d = down + r * cols + col0;
-    for (std::int64_t c = 0; c < width; ++c) sums[c] = __builtin_fmaf(u, d[c], sums[c]);
-  }
+                                                         std::int64_t cols, std::int64_t width, float* sums) {
+  fused_low_rank_row_body(up_row, down, rank, cols, width, sums);
 }
 #endif
 
-// U·D with U [rows, rank] and D [rank, cols] (fp32, row-major), one row block at a time: calls
+inline void fused_low_rank_row(const float* up_row, const float* down, std::int64_t rank, std::int64_t cols,
+                               std::int64_t width, float* sums) {
+#if SDNQ_HAS_AVX2_CLONE
+  if (cpu_has_avx2_fma()) return fused_low_rank_row_avx2(up_row, down, rank, cols, width, sums);
+#endif
+  fused_low_rank_row_body(up_row, down, rank, cols, width, sums);
+}
+
+// U·D with U [rows, rank] and D [rank, cols] (fp32, row-major) for rows [row_begin, row_end): calls
 // finish(row, col0, width, sums) with sums[c] = (U·D)[row, col0 + c], each an fp32 fma chain over r.
 template <class Finish>
-void fused_low_rank_product(const std::vector<float>& up, const std::vector<float>& down, std::int64_t rows,
-                            std::int64_t rank, std::int64_t cols, Finish&& finish) {
-  const bool avx2 = cpu_has_avx2_fma();
-  parallel_for(0, rows, 4, [&](std::int64_t row_begin, std::int64_t row_end) {
-    std::vector<float> sums(static_cast<std::size_t>(low_rank_column_block));
-    for (std::int64_t col0 = 0; col0 < cols; col0 += low_rank_column_block) {
-      const std::int64_t width = std::min(low_rank_column_block, cols - col0);
-      for (std::int64_t row = row_begin; row < row_end; ++row) {
-        const float* up_row = up.data() + row * rank;
-#if SDNQ_HAS_AVX2_CLONE
-        if (avx2)
-          fused_low_rank_row_avx2(up_row, down.data(), rank, cols, col0, width, sums.data());
-        else
-#endif
-          fused_low_rank_row_portable(up_row, down.data(), rank, cols, col0, width, sums.data());
-        finish(row, col0, width, sums.data());
-      }
+void fused_low_rank_rows(const float* up, const float* down, std::int64_t row_begin, std::int64_t row_end,
+                         std::int64_t rank, std::int64_t cols, Finish&& finish) {
+  float sums[low_rank_column_block];
+  for (std::int64_t col0 = 0; col0 < cols; col0 += low_rank_column_block) {
+    const std::int64_t width = std::min(low_rank_column_block, cols - col0);
+    for (std::int64_t row = row_begin; row < row_end; ++row) {
+      fused_low_rank_row(up + row * rank, down + col0, rank, cols, width, sums);
+      finish(row, col0, width, sums);
     }
-  });
-  (void)avx2;
+  }
 }
 
 // Unfused variant (sum += u·d, one rounding per multiply and per add; Sum = double widens the
@@ -170,14 +184,14 @@ void plain_low_rank_product(const std::vector<float>& up, const std::vector<floa
 }
 
 // values[c] = fma(values[c], scale, zero_point): the asymmetric affine map of one scale group.
-inline void fused_scale_shift_portable(float* values, std::int64_t count, float scale, float zero_point) {
+SDNQ_INLINE_BODY void fused_scale_shift_body(float* values, std::int64_t count, float scale, float zero_point) {
   for (std::int64_t c = 0; c < count; ++c) values[c] = std::fma(values[c], scale, zero_point);
 }
 
 #if SDNQ_HAS_AVX2_CLONE
 SDNQ_TARGET_AVX2_FMA inline void fused_scale_shift_avx2(float* values, std::int64_t count, float scale,
                                                         float zero_point) {
-  for (std::int64_t c = 0; c < count; ++c) values[c] = __builtin_fmaf(values[c], scale, zero_point);
+  fused_scale_shift_body(values, count, scale, zero_point);
 }
 #endif
 
@@ -185,7 +199,7 @@ inline void fused_scale_shift(float* values, std::int64_t count, float scale, fl
 #if SDNQ_HAS_AVX2_CLONE
   if (cpu_has_avx2_fma()) return fused_scale_shift_avx2(values, count, scale, zero_point);
 #endif
-  fused_scale_shift_portable(values, count, scale, zero_point);
+  fused_scale_shift_body(values, count, scale, zero_point);
 }
 
 }  // namespace sdnq::quant::detail

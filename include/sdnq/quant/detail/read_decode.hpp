@@ -145,4 +145,115 @@ inline std::vector<float> decode_weight_values(const format::StorageType& type, 
   return values;
 }
 
+
+// Step 1 for any range of codes, so the dequantizer can decode, scale and write a few rows at a time
+// in cache: the same values as decode_weight_values, element for element. Built once per tensor (the
+// per-dtype decisions and byte tables made up front); decode() is safe to call from several threads.
+class RangeDecoder {
+ public:
+  // False when only the whole-tensor path applies: 1-bit packing, or a packed tensor that is not what
+  // the reference writes (format::unpack_codes then names the problem).
+  static bool supports(const format::StorageType& type, TensorView weight, std::int64_t numel) {
+    if (!type.uses_bit_packer()) return true;
+    if (type.bits == 1 || !weight.device().is_cpu() || !weight.is_contiguous() ||
+        weight.dtype() != format::packed_dtype(type.bits))
+      return false;
+    const std::int64_t block = format::pack_block_size(type.bits);
+    return numel % block == 0 && weight.numel() == numel / block * format::pack_block_words(type.bits);
+  }
+
+  RangeDecoder(const format::StorageType& type, TensorView weight, bool as_level_index)
+      : type_(type), weight_(weight) {
+    packed_ = type.uses_bit_packer();
+    raw_custom_codes_ = !packed_ && type.is_custom_float();
+    if ((packed_ || raw_custom_codes_) && type.is_custom_float() && !as_level_index)
+      table_ = format::custom_float_decode_table(format::custom_float_of(type));
+    offset_ = type.is_unsigned ? 0.0f : static_cast<float>(type.min);
+    if (!packed_ && !raw_custom_codes_) {
+      const DType dtype = weight.dtype();
+      if (is_fnuz_type(type)) {
+        table_.resize(256);
+        for (int bits = 0; bits < 256; ++bits)
+          table_[bits] = decode_fnuz_byte(static_cast<std::uint8_t>(bits), type.exponent, type.mantissa);
+      } else if (dtype == DType::f8_e4m3fn || dtype == DType::f8_e5m2 || dtype == DType::f8_e8m0) {
+        table_.resize(256);
+        for (int bits = 0; bits < 256; ++bits) {
+          const auto byte = static_cast<std::uint8_t>(bits);
+          table_[bits] = load_float_element(&byte, dtype, 0);
+        }
+      }
+    }
+  }
+
+  // Codes a multiple of this apart can start a range.
+  std::int64_t alignment() const { return packed_ ? format::pack_block_size(type_.bits) : 1; }
+
+  // values[0, end - begin) = the decoded codes [begin, end); begin and end multiples of alignment()
+  // (end may be the tensor's last code). `codes` is scratch, resized as needed.
+  void decode(std::int64_t begin, std::int64_t end, float* values, std::vector<std::uint16_t>& codes) const {
+    const std::int64_t count = end - begin;
+    const void* data = weight_.data();
+    if (packed_) {
+      codes.resize(static_cast<std::size_t>(count));
+      const std::int64_t block = format::pack_block_size(type_.bits), words = format::pack_block_words(type_.bits);
+      const auto* bytes = static_cast<const std::uint8_t*>(data) +
+                          begin / block * words * static_cast<std::int64_t>(dtype_size(weight_.dtype()));
+      format::detail::dispatch_packed_width(type_.bits, [&](auto width) {
+        format::unpack<width()>(bytes, std::span<std::uint16_t>(codes.data(), static_cast<std::size_t>(count)));
+      });
+      map_range(codes.data(), count, values);
+      return;
+    }
+    if (raw_custom_codes_) {
+      codes.resize(static_cast<std::size_t>(count));
+      if (weight_.dtype() == DType::u8)
+        for (std::int64_t i = 0; i < count; ++i) codes[i] = static_cast<const std::uint8_t*>(data)[begin + i];
+      else
+        std::memcpy(codes.data(), static_cast<const std::uint16_t*>(data) + begin,
+                    static_cast<std::size_t>(count) * sizeof(std::uint16_t));
+      map_range(codes.data(), count, values);
+      return;
+    }
+    if (!table_.empty()) {  // fp8 and fnuz bytes
+      const auto* bytes = static_cast<const std::uint8_t*>(data) + begin;
+      for (std::int64_t i = 0; i < count; ++i) values[i] = table_[bytes[i]];
+      return;
+    }
+    switch (weight_.dtype()) {
+      case DType::i8: return widen_range<std::int8_t>(data, begin, count, values);
+      case DType::u8: return widen_range<std::uint8_t>(data, begin, count, values);
+      case DType::i16: return widen_range<std::int16_t>(data, begin, count, values);
+      case DType::u16: return widen_range<std::uint16_t>(data, begin, count, values);
+      case DType::i32: return widen_range<std::int32_t>(data, begin, count, values);
+      case DType::u32: return widen_range<std::uint32_t>(data, begin, count, values);
+      case DType::f32: return widen_range<float>(data, begin, count, values);
+      case DType::bf16: return widen_range<bf16>(data, begin, count, values);
+      case DType::f16: return widen_range<fp16>(data, begin, count, values);
+      default:
+        for (std::int64_t i = 0; i < count; ++i) values[i] = load_float_element(data, weight_.dtype(), begin + i);
+    }
+  }
+
+ private:
+  template <class Stored>
+  static void widen_range(const void* data, std::int64_t begin, std::int64_t count, float* values) {
+    const Stored* source = static_cast<const Stored*>(data) + begin;
+    for (std::int64_t i = 0; i < count; ++i) values[i] = static_cast<float>(source[i]);
+  }
+
+  // As map_codes: the custom-float table, else code + offset (signed packed integers are offset binary).
+  void map_range(const std::uint16_t* codes, std::int64_t count, float* values) const {
+    if (!table_.empty()) {
+      for (std::int64_t i = 0; i < count; ++i) values[i] = table_[codes[i]];
+      return;
+    }
+    for (std::int64_t i = 0; i < count; ++i) values[i] = static_cast<float>(codes[i]) + offset_;
+  }
+
+  const format::StorageType& type_;
+  TensorView weight_;
+  bool packed_ = false, raw_custom_codes_ = false;
+  float offset_ = 0.0f;
+  std::vector<float> table_;  // custom-float levels, or the 256 values of an 8-bit float byte
+};
 }  // namespace sdnq::quant::detail

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "sdnq/core/error.hpp"
+#include "sdnq/core/parallel.hpp"
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/format/custom_float.hpp"
 #include "sdnq/format/packing.hpp"
@@ -137,7 +138,9 @@ inline SliceScales compute_scales(const std::vector<float>& values, const SliceG
   if (type.is_unsigned) result.zero_point.resize(static_cast<std::size_t>(slices));
   const auto divisor = static_cast<float>(type.max - type.min);  // exact: integers and custom-float maxima
   const auto signed_max = static_cast<float>(type.max);
-  for (std::int64_t s = 0; s < slices; ++s) {
+  parallel_for(0, slices, std::max<std::int64_t>(1, (1 << 14) / geometry.length), [&](std::int64_t slice_begin,
+                                                                                      std::int64_t slice_end) {
+  for (std::int64_t s = slice_begin; s < slice_end; ++s) {
     if (type.is_unsigned) {
       float low = values[geometry.element(s, 0)], high = low;
       for (std::int64_t l = 1; l < geometry.length; ++l) {
@@ -162,6 +165,7 @@ inline SliceScales compute_scales(const std::vector<float>& values, const SliceG
       result.scale[s] = scale;
     }
   }
+  });
   return result;
 }
 
