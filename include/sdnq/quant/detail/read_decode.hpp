@@ -97,9 +97,11 @@ inline bool unpack_codes_in_parallel(int bits, TensorView packed, std::span<std:
   const std::int64_t word_bytes = static_cast<std::int64_t>(dtype_size(packed.dtype()));
   const auto* bytes = static_cast<const std::uint8_t*>(packed.data());
   format::detail::dispatch_packed_width(bits, [&](auto width) {
-    parallel_for(0, numel / block, std::max<std::int64_t>(1, (1 << 14) / block), [&](std::int64_t begin, std::int64_t end) {
-      format::unpack<width()>(bytes + begin * words * word_bytes, codes.subspan(begin * block, (end - begin) * block));
-    });
+    parallel_for(0, numel / block, std::max<std::int64_t>(1, (1 << 14) / block),
+                 [&](std::int64_t begin, std::int64_t end) {
+                   format::unpack<width()>(bytes + begin * words * word_bytes,
+                                           codes.subspan(begin * block, (end - begin) * block));
+                 });
   });
   return true;
 }
@@ -110,7 +112,8 @@ inline std::vector<float> decode_weight_values(const format::StorageType& type, 
   std::vector<float> values(static_cast<std::size_t>(numel));
   if (type.uses_bit_packer()) {
     std::vector<std::uint16_t> codes(static_cast<std::size_t>(numel));
-    if (!unpack_codes_in_parallel(type.bits, weight, codes)) format::unpack_codes(type.bits, weight, codes, tensor_name);
+    if (!unpack_codes_in_parallel(type.bits, weight, codes))
+      format::unpack_codes(type.bits, weight, codes, tensor_name);
     map_codes(type, codes, values, as_level_index);
     return values;
   }
@@ -144,7 +147,6 @@ inline std::vector<float> decode_weight_values(const format::StorageType& type, 
   }
   return values;
 }
-
 
 // Step 1 for any range of codes, so the dequantizer can decode, scale and write a few rows at a time
 // in cache: the same values as decode_weight_values, element for element. Built once per tensor (the

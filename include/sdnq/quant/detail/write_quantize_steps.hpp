@@ -138,9 +138,7 @@ inline SliceScales compute_scales(const std::vector<float>& values, const SliceG
   if (type.is_unsigned) result.zero_point.resize(static_cast<std::size_t>(slices));
   const auto divisor = static_cast<float>(type.max - type.min);  // exact: integers and custom-float maxima
   const auto signed_max = static_cast<float>(type.max);
-  parallel_for(0, slices, std::max<std::int64_t>(1, (1 << 14) / geometry.length), [&](std::int64_t slice_begin,
-                                                                                      std::int64_t slice_end) {
-  for (std::int64_t s = slice_begin; s < slice_end; ++s) {
+  auto compute_slice = [&](std::int64_t s) {
     if (type.is_unsigned) {
       float low = values[geometry.element(s, 0)], high = low;
       for (std::int64_t l = 1; l < geometry.length; ++l) {
@@ -164,8 +162,11 @@ inline SliceScales compute_scales(const std::vector<float>& values, const SliceG
       if (scale_dtype) scale = round_float_to(scale, *scale_dtype);
       result.scale[s] = scale;
     }
-  }
-  });
+  };
+  parallel_for(0, slices, std::max<std::int64_t>(1, (1 << 14) / geometry.length),
+               [&](std::int64_t slice_begin, std::int64_t slice_end) {
+                 for (std::int64_t s = slice_begin; s < slice_end; ++s) compute_slice(s);
+               });
   return result;
 }
 
