@@ -110,7 +110,7 @@ route_find_package_no_toolkit() {
 }
 
 # No CMake at all: a copy of include/ and a compiler command line. Every public header must compile
-# from the copy alone (those in sdnq/cuda/ with the CUDA toolkit's include directory, where it
+# from the copy alone (those in sdnq/cuda/ and sdnq/nn/gpu/ with the CUDA toolkit's include directory, where it
 # exists); main.cpp must build and pass.
 route_include_copy() {
   local copy=$build/include-copy cuda_include
@@ -123,8 +123,8 @@ route_include_copy() {
   else
     (cd "$root/include" && find sdnq -name '*.hpp')
   fi | sort >"$copy/headers.txt"
-  grep -v '^sdnq/cuda/' "$copy/headers.txt" | sed 's/.*/#include <&>/' >"$copy/host_headers.cpp"
-  grep '^sdnq/cuda/' "$copy/headers.txt" | sed 's/.*/#include <&>/' >"$copy/cuda_host_headers.cpp"
+  grep -v -E '^sdnq/(cuda|nn/gpu)/' "$copy/headers.txt" | sed 's/.*/#include <&>/' >"$copy/host_headers.cpp"
+  grep -E '^sdnq/(cuda|nn/gpu)/' "$copy/headers.txt" | sed 's/.*/#include <&>/' >"$copy/cuda_host_headers.cpp"
   cat "$copy/host_headers.cpp" "$copy/cuda_host_headers.cpp"
   "$cxx" -std=c++20 -Wall -Wextra -Werror -I"$copy/include" -fsyntax-only "$copy/host_headers.cpp" || return 1
   if [[ -s "$copy/cuda_host_headers.cpp" && -f "$cuda_include/cuda_runtime_api.h" ]]; then
