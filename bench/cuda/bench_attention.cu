@@ -4,6 +4,8 @@
 //                        (bf16 [B·H, Lq, Lk] in memory), a row softmax kernel, cuBLAS O = P·V
 // at FLUX.1's shape (B 1, H 24, L 4608, D 128) and SDXL-like ones (D 64). bf16, [B, H, L, D] tensors.
 // Each sdnq row also reports max_abs_diff: the largest |difference| from the cuBLAS baseline's output.
+//   sdnq_flash_bias      the same kernel with T5's additive [H, L, L] position bias and scale 1 (the
+//                        bias-free row of the same shape beside it shows what reading the bias costs)
 // rope_qk: cuda::ops::apply_rope in place on q and k ([B, L, H·D] activations seen through split_heads),
 // the memory-bound step FLUX runs right before attention; TBps counts bytes read + written.
 #include <benchmark/benchmark.h>
@@ -142,6 +144,20 @@ void bench_sdnq_flash(benchmark::State& state) {
   }
 }
 
+void bench_sdnq_flash_bias(benchmark::State& state) {
+  const Problem p = problem_of(state);
+  Operands operands(p);
+  sdnq::Tensor bias = sdnq::cuda::empty(sdnq::Shape{p.heads, p.length, p.length}, sdnq::DType::bf16);  // [H, L, L]
+  fill(bias, 6);
+  const sdnq::TensorView bias_view = bias.view();
+  const sdnq::cuda::ops::AttentionOptions options{1.0f / std::sqrt(static_cast<float>(p.head_dim)), false,
+                                                  &bias_view};
+  const double us = time_median_us(
+      state, 1, [&](int) { sdnq::cuda::ops::attention(operands.q, operands.k, operands.v, operands.out, options, nullptr); });
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+  report(state, us, p.flops(), p.bytes() + static_cast<double>(bias.nbytes()));
+}
+
 void bench_rope_qk(benchmark::State& state) {
   const Problem p = problem_of(state);
   const std::int64_t width = static_cast<std::int64_t>(p.heads) * p.head_dim;
@@ -176,6 +192,18 @@ void register_all() {
       benchmark::RegisterBenchmark((std::string("sdnq_flash_") + block_names[block] + shape).c_str(), bench_sdnq_flash)
           ->Args({p.batch, p.heads, p.length, p.head_dim, block})
           ->UseManualTime();
+  }
+  // T5-XXL's encoder attention (64 heads of 64, 512 tokens) and FLUX's shape, with a bias.
+  for (const Problem& p : std::vector<Problem>{{1, 64, 512, 64}, {1, 24, 4608, 128}}) {
+    const std::string shape = "/B" + std::to_string(p.batch) + "/H" + std::to_string(p.heads) + "/L" +
+                              std::to_string(p.length) + "/D" + std::to_string(p.head_dim);
+    benchmark::RegisterBenchmark(("sdnq_flash_bias" + shape).c_str(), bench_sdnq_flash_bias)
+        ->Args({p.batch, p.heads, p.length, p.head_dim})
+        ->UseManualTime();
+    benchmark::RegisterBenchmark(("sdnq_flash_default_no_bias" + shape).c_str(), bench_sdnq_flash)
+        ->Args({p.batch, p.heads, p.length, p.head_dim,
+                static_cast<int>(sdnq::cuda::ops::kernel_detail::bias_attention_block(p.head_dim))})
+        ->UseManualTime();
   }
 }
 

@@ -37,7 +37,8 @@ DeviceOperand upload(const TensorView& host, AttentionLayout layout) {
 
 }  // namespace
 
-Tensor run_attention_kernel(const AttentionCase& c, const TensorView& q, const TensorView& k, const TensorView& v) {
+Tensor run_attention_kernel(const AttentionCase& c, const TensorView& q, const TensorView& k, const TensorView& v,
+                            const TensorView* bias) {
   const DeviceOperand dq = upload(q, c.layout), dk = upload(k, c.layout), dv = upload(v, c.layout);
   const Shape out_shape{c.batch, c.heads, c.query_length, c.head_dim};
   Tensor out_storage = cuda::empty(out_shape, q.dtype());
@@ -48,7 +49,9 @@ Tensor run_attention_kernel(const AttentionCase& c, const TensorView& q, const T
                                       c.heads, c.head_dim);
   cudaStream_t stream{};
   SDNQ_CUDA_CHECK(cudaStreamCreate(&stream));
-  const cuda::ops::AttentionOptions options{c.scale, c.causal};
+  const Tensor device_bias = bias != nullptr ? cuda::to_device(*bias) : Tensor();
+  const TensorView bias_view = device_bias.defined() ? device_bias.view() : TensorView();
+  const cuda::ops::AttentionOptions options{c.scale, c.causal, bias != nullptr ? &bias_view : nullptr};
   if (c.block < 0)
     cuda::ops::attention(dq.view, dk.view, dv.view, out_view, options, stream);
   else
@@ -74,6 +77,20 @@ void call_attention_with_shapes(DType dtype, const Shape& q, const Shape& k, con
   std::array<Tensor, 4> tensors;
   for (std::size_t i = 0; i < shapes.size(); ++i) tensors[i] = cuda::empty(shapes[i], dtype);
   cuda::ops::attention(tensors[0], tensors[1], tensors[2], tensors[3], {scale, false}, nullptr);
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void call_attention_with_bias(DType dtype, const Shape& q, const Shape& kv, const Shape& bias_shape, DType bias_dtype,
+                              int block) {
+  const Tensor tq = cuda::empty(q, dtype), tk = cuda::empty(kv, dtype), tv = cuda::empty(kv, dtype);
+  const Tensor out = cuda::empty(q, dtype), bias = cuda::empty(bias_shape, bias_dtype);
+  const TensorView bias_view = bias.view();
+  const cuda::ops::AttentionOptions options{1.0f, false, &bias_view};
+  if (block < 0)
+    cuda::ops::attention(tq, tk, tv, out, options, nullptr);
+  else
+    cuda::ops::kernel_detail::attention_with_block(tq, tk, tv, out, options,
+                                                   static_cast<cuda::ops::kernel_detail::AttentionBlock>(block), nullptr);
   SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
 }
 

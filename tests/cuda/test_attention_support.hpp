@@ -20,12 +20,19 @@ struct AttentionCase {
 
 // q [B, H, Lq, D], k and v [B, H, Lk, D] host tensors of dtype bf16 or f16 (contiguous): copies them
 // to the GPU in the case's layout, poisons out with NaN, runs cuda::ops::attention, returns out as a
-// host [B, H, Lq, D] tensor of the same dtype.
-Tensor run_attention_kernel(const AttentionCase& c, const TensorView& q, const TensorView& k, const TensorView& v);
+// host [B, H, Lq, D] tensor of the same dtype. `bias` (optional, host, contiguous) is uploaded as it is
+// and passed as AttentionOptions::bias.
+Tensor run_attention_kernel(const AttentionCase& c, const TensorView& q, const TensorView& k, const TensorView& v,
+                            const TensorView* bias = nullptr);
 
 // Calls cuda::ops::attention on device buffers of the given shapes (contents unset) so the tests can
 // check the errors raised before launch. dtype applies to all four; out_shape defaults to q's.
 void call_attention_with_shapes(DType dtype, const Shape& q, const Shape& k, const Shape& v, const Shape& out,
                                 float scale);
+
+// The same with q [B, H, Lq, D], k = v = out-like [B, H, Lk, D] shapes and a device bias of `bias_shape`
+// and `bias_dtype`; `block` ≥ 0 picks the kernel block shape (attention_with_block).
+void call_attention_with_bias(DType dtype, const Shape& q, const Shape& kv, const Shape& bias_shape, DType bias_dtype,
+                              int block = -1);
 
 }  // namespace sdnq::test

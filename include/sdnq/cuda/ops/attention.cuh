@@ -1,10 +1,14 @@
 #pragma once
 // Fused scaled-dot-product attention on the GPU (flash-style, the score matrix is never stored):
-//   out[b, h, i, :] = softmax_j(q[b, h, i, :] · k[b, h, j, :] · scale  (j ≤ i when causal)) · v[b, h, j, :]
+//   out[b, h, i, :] = softmax_j(q[b, h, i, :] · k[b, h, j, :] · scale + bias[b, h, i, j]  (j ≤ i when causal))
+//                     · v[b, h, j, :]
 // q [B, H, Lq, D], k and v [B, H, Lk, D], out [B, H, Lq, D]: device bf16 or fp16 views with any strides
 // whose last one is 1 (so the [B, L, H, D] tensors the models produce pass as split_heads() views),
 // D ∈ {64, 128}, any Lq and Lk (cross attention; tails masked). fp32 softmax and accumulation.
-// A row with no visible key (Lk = 0) is zeros, like the CPU reference nn::attention.
+// A row with no visible key (Lk = 0, or every bias -inf) is zeros, like the CPU reference nn::attention.
+// The optional additive bias is [H, Lq, Lk] (T5's relative position bias, shared over the batch) or
+// [B or 1, H or 1, Lq or 1, Lk]: size-1 axes broadcast, so a key padding mask is a [B, 1, 1, Lk] bias
+// of 0 / -inf. It has q's dtype and unit stride along Lk.
 // No allocation; everything is checked before the launch. Kernel: detail/attention_kernel.cuh.
 #include <cuda_runtime.h>
 
@@ -22,8 +26,9 @@ SDNQ_KERNEL_NAMESPACE_BEGIN
 namespace ops {
 
 struct AttentionOptions {
-  float scale = 1.0f;   // usually 1 / sqrt(D); T5 uses 1
-  bool causal = false;  // query i attends keys j ≤ i (top-left aligned, as torch's is_causal)
+  float scale = 1.0f;                // usually 1 / sqrt(D); T5 uses 1
+  bool causal = false;               // query i attends keys j ≤ i (top-left aligned, as torch's is_causal)
+  const TensorView* bias = nullptr;  // additive bias of the scores (see the top of this file), or none
 };
 
 // The heads of x [B, L, C] (C ≥ first_column + heads·head_dim, unit stride along C) as a
@@ -59,19 +64,31 @@ inline AttentionBlock default_attention_block(std::int64_t head_dim, std::int64_
   return rows_128_blocks >= 4 * 132 ? AttentionBlock::warps8_rows128 : AttentionBlock::warps4_rows64;
 }
 
-template <class T, class Tile>
+// The one block shape compiled with a bias per head_dim (CI compile time; T5's sequences of ≤ 512
+// tokens fill the GPU better with 64-row blocks).
+inline AttentionBlock bias_attention_block(std::int64_t head_dim) {
+  return head_dim == 128 ? AttentionBlock::warps4_rows128 : AttentionBlock::warps4_rows64;
+}
+
+template <class T, class Tile, bool HasBias = false>
 void launch_attention(const AttentionParams& params, int batch, cudaStream_t stream) {
   constexpr int shared_bytes = Tile::shared_bytes;
-  SDNQ_CUDA_CHECK(
-      cudaFuncSetAttribute(attention_kernel<T, Tile>, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes));
+  SDNQ_CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<T, Tile, HasBias>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes));
   const dim3 grid(static_cast<unsigned>((params.query_length + Tile::rows - 1) / Tile::rows),
                   static_cast<unsigned>(params.heads), static_cast<unsigned>(batch));
-  attention_kernel<T, Tile><<<grid, Tile::threads, shared_bytes, stream>>>(params);
+  attention_kernel<T, Tile, HasBias><<<grid, Tile::threads, shared_bytes, stream>>>(params);
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }
 
 template <class T, int HeadDim>
 void dispatch_attention_block(const AttentionParams& params, int batch, AttentionBlock block, cudaStream_t stream) {
+  if (params.bias != nullptr) {  // the block is bias_attention_block(HeadDim), checked by the caller
+    if constexpr (HeadDim == 128)
+      return launch_attention<T, AttentionTile<HeadDim, 4, 2, false>, true>(params, batch, stream);
+    else
+      return launch_attention<T, AttentionTile<HeadDim, 4, 1>, true>(params, batch, stream);
+  }
   switch (block) {
     case AttentionBlock::warps4_rows64:
       return launch_attention<T, AttentionTile<HeadDim, 4, 1>>(params, batch, stream);
@@ -100,6 +117,32 @@ inline void check_attention_operand(const TensorView& x, const char* name, DType
                "cuda::ops::attention: {} needs unit stride along D, the other strides multiples of 8 elements and a "
                "16-byte aligned pointer (16-byte loads); got strides {}",
                name, x.strides().to_string());
+}
+
+// Strides of the bias as [B, H, Lq] element strides (0 along broadcast axes); see the top of the file.
+inline AttentionStrides bias_strides_of(const TensorView& bias, DType dtype, std::int64_t batch, std::int64_t heads,
+                                        std::int64_t query_length, std::int64_t key_length) {
+  const bool shared_over_batch = bias.rank() == 3;
+  const auto axis = [&](int i) { return shared_over_batch ? i - 1 : i; };  // bias axis of [B, H, Lq, Lk] axis i
+  const auto fits = [&](int i, std::int64_t full) {
+    return (shared_over_batch && i == 0) || bias.size(axis(i)) == full || bias.size(axis(i)) == 1;
+  };
+  const bool shape_ok = (bias.rank() == 3 || bias.rank() == 4) && fits(0, batch) && fits(1, heads) &&
+                        fits(2, query_length) && bias.size(bias.rank() - 1) == key_length;
+  SDNQ_REQUIRE(shape_ok, ShapeError,
+               "cuda::ops::attention: bias must be [H, Lq, Lk] = [{}, {}, {}] or [B or 1, H or 1, Lq or 1, Lk] = "
+               "[{}, {}, {}, {}], got {}",
+               heads, query_length, key_length, batch, heads, query_length, key_length, bias.shape().to_string());
+  SDNQ_REQUIRE(bias.dtype() == dtype && bias.device().is_cuda(), ShapeError,
+               "cuda::ops::attention: bias must be a device {} tensor like q, got {} on {}", dtype_name(dtype),
+               dtype_name(bias.dtype()), bias.device().to_string());
+  SDNQ_REQUIRE(bias.stride(bias.rank() - 1) == 1 || key_length <= 1, ShapeError,
+               "cuda::ops::attention: bias needs unit stride along Lk, got strides {}", bias.strides().to_string());
+  const auto stride = [&](int i) {
+    if (shared_over_batch && i == 0) return std::int64_t{0};
+    return bias.size(axis(i)) == 1 ? std::int64_t{0} : bias.stride(axis(i));
+  };
+  return {stride(0), stride(1), stride(2)};
 }
 
 template <class T>
@@ -134,9 +177,19 @@ inline void attention_with_block(const TensorView& q, const TensorView& k, const
                max_grid_yz, max_length, q.shape().to_string(), k.shape().to_string());
   SDNQ_REQUIRE(std::isfinite(options.scale) && options.scale > 0.0f, ShapeError,
                "cuda::ops::attention: scale must be finite and positive, got {}", options.scale);
+  if (options.bias != nullptr) {
+    SDNQ_REQUIRE(block == bias_attention_block(head_dim), UnsupportedError,
+                 "cuda::ops::attention: with a bias only block shape {} is compiled for head_dim {}, got {}",
+                 static_cast<int>(bias_attention_block(head_dim)), head_dim, static_cast<int>(block));
+  }
+  AttentionParams params;
+  if (options.bias != nullptr) {
+    params.bias_strides = bias_strides_of(*options.bias, q.dtype(), batch, heads, query_length, key_length);
+    params.bias = options.bias->data();
+    params.bias_factor = 1.0f / options.scale;
+  }
   if (batch == 0 || heads == 0 || query_length == 0) return;
 
-  AttentionParams params;
   params.q = q.data();
   params.k = k.data();
   params.v = v.data();
@@ -158,11 +211,13 @@ inline void attention_with_block(const TensorView& q, const TensorView& k, const
 
 }  // namespace kernel_detail
 
-// out = softmax(q·kᵀ·scale [causal]) · v, see the top of this file. `out` must not overlap k or v.
+// out = softmax(q·kᵀ·scale [+ bias] [causal]) · v, see the top of this file. `out` must not overlap k or v.
 inline void attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                       const AttentionOptions& options, cudaStream_t stream) {
+  const std::int64_t head_dim = q.rank() == 4 ? q.size(3) : 0;
   const std::int64_t rows_128_blocks = q.rank() == 4 ? q.size(0) * q.size(1) * ((q.size(2) + 127) / 128) : 0;
-  const auto block = kernel_detail::default_attention_block(q.rank() == 4 ? q.size(3) : 0, rows_128_blocks);
+  const auto block = options.bias != nullptr ? kernel_detail::bias_attention_block(head_dim)
+                                             : kernel_detail::default_attention_block(head_dim, rows_128_blocks);
   kernel_detail::attention_with_block(q, k, v, out, options, block, stream);
 }
 

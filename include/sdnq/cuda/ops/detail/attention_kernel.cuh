@@ -6,6 +6,9 @@
 // matrix never exists. P goes from the S accumulators straight into A fragments (the C layout of two
 // adjacent n8 tiles is the A layout of one k16 step). Shared-memory rows are 16-byte chunks XOR-swizzled
 // by (row % 8), so ldmatrix and cp.async hit distinct banks.
+// With an additive bias (T5's relative positions, a key padding mask as -inf) each thread reads the bias
+// of the scores it holds straight from global memory after Q·Kᵀ; the bias-free kernel is compiled
+// without that code (HasBias = false), so it is the same kernel as before the bias existed.
 // Fragment ownership: see sdnq/cuda/detail/gemm_tc_fragments.cuh (g = lane / 4, t = lane % 4).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -41,6 +44,12 @@ struct AttentionParams {
   int heads = 0, query_length = 0, key_length = 0;
   float scale_log2 = 0.0f;  // softmax scale · log2(e): the kernel works with exp2
   bool causal = false;      // query i sees keys j ≤ i (top-left aligned)
+  // Additive bias of the scores, element (b, h, i, j) at bias + b·batch + h·head + i·token + j (a zero
+  // stride broadcasts), dtype of q; null when none. The kernel adds bias / scale to the unscaled q·k, so
+  // that the later multiplication by scale_log2 gives (q·k·scale + bias)·log2(e).
+  const void* bias = nullptr;
+  AttentionStrides bias_strides;
+  float bias_factor = 0.0f;  // 1 / scale
 };
 
 // Warps × MTiles m16 tiles of query rows per block, 64 keys per step. LazyRescale: skip the O rescale
@@ -111,13 +120,21 @@ __device__ __forceinline__ float quad_max(float x) {
   x = fmaxf(x, __shfl_xor_sync(0xFFFFFFFFu, x, 1));
   return fmaxf(x, __shfl_xor_sync(0xFFFFFFFFu, x, 2));
 }
+
+template <class T>
+__device__ __forceinline__ float widen(T x) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __bfloat162float(x);
+  else
+    return __half2float(x);
+}
 __device__ __forceinline__ float quad_sum(float x) {
   x += __shfl_xor_sync(0xFFFFFFFFu, x, 1);
   return x + __shfl_xor_sync(0xFFFFFFFFu, x, 2);
 }
 
 // grid (ceil(Lq / rows), H, B), Tile::threads threads, Tile::shared_bytes dynamic shared memory.
-template <class T, class Tile>
+template <class T, class Tile, bool HasBias = false>
 __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) attention_kernel(const AttentionParams p) {
   constexpr int D = Tile::head_dim, MT = Tile::m_tiles, KEYS = Tile::keys, CH = Tile::chunks;
   extern __shared__ __align__(128) unsigned char shared_raw[];
@@ -200,6 +217,21 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) attention_ker
           mma_16816<T>(s[mt][2 * nt2 + 1], a[mt], b[2], b[3]);
         }
       }
+    }
+
+    if constexpr (HasBias) {
+      const T* const bias = static_cast<const T*>(p.bias) + batch * p.bias_strides.batch + head * p.bias_strides.head;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < KEYS / 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int key = key_begin + nt * 8 + 2 * (lane % 4) + (e & 1);
+            const int query = query_begin + warp_row + mt * 16 + lane / 4 + (e >> 1) * 8;
+            if (key < p.key_length && query < p.query_length)
+              s[mt][nt][e] = fmaf(widen(bias[query * p.bias_strides.token + key]), p.bias_factor, s[mt][nt][e]);
+          }
     }
 
     // Keys past the sequence and (causal) keys after the query get -inf.
