@@ -1,0 +1,83 @@
+// Launchers of the conv2d tests (declared in test_ops_conv_support.hpp; no Catch here).
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+
+#include "cuda/test_ops_conv_support.hpp"
+#include "sdnq/cuda/check.hpp"
+#include "sdnq/cuda/device_memory.hpp"
+#include "sdnq/cuda/ops/conv.cuh"
+#include "sdnq/nn/gpu/detail/device_weights.hpp"
+
+namespace sdnq::test::conv {
+
+namespace {
+
+namespace device_ops = sdnq::cuda::ops;
+
+device_ops::Conv2dOptions options_of(const ConvCall& call) {
+  return {call.stride, call.pad_top, call.pad_left, call.pad_bottom, call.pad_right};
+}
+
+}  // namespace
+
+Tensor conv2d_on_gpu(const TensorView& x, const TensorView& weight, const TensorView* bias, const ConvCall& call) {
+  const device_ops::Conv2dOptions options = options_of(call);
+  const std::int64_t kernel = weight.size(2);
+  const std::int64_t out_h = (x.size(2) + call.pad_top + call.pad_bottom - kernel) / call.stride + 1;
+  const std::int64_t out_w = (x.size(3) + call.pad_left + call.pad_right - kernel) / call.stride + 1;
+  cudaStream_t stream{};
+  SDNQ_CUDA_CHECK(cudaStreamCreate(&stream));
+  const nn::gpu::detail::CublasHandle cublas;
+  const Tensor dx = cuda::to_device(x), dw = cuda::to_device(weight);
+  Tensor db;
+  if (bias != nullptr) db = cuda::to_device(*bias);
+  const TensorView bias_view = db.defined() ? db.view() : TensorView();
+  Tensor out = cuda::empty(Shape{x.size(0), weight.size(0), out_h, out_w}, x.dtype());
+  SDNQ_CUDA_CHECK(cudaMemset(out.data(), 0xFF, out.nbytes()));  // NaN in bf16 and fp16
+  const std::int64_t scratch_bytes =
+      call.scratch_bytes > 0 ? call.scratch_bytes
+                             : static_cast<std::int64_t>(device_ops::conv2d_workspace_bytes(x.shape(), kernel, options,
+                                                                                                x.dtype()));
+  Tensor scratch;
+  if (scratch_bytes > 0) scratch = cuda::empty(Shape{scratch_bytes}, DType::u8);
+  device_ops::conv2d(dx, dw, bias != nullptr ? &bias_view : nullptr, options, out,
+                     scratch.defined() ? scratch.view() : TensorView(), cublas.get(), stream, "test conv");
+  SDNQ_CUDA_CHECK(cudaStreamSynchronize(stream));
+  SDNQ_CUDA_CHECK(cudaStreamDestroy(stream));
+  return cuda::to_host(out);
+}
+
+void conv2d_misuse(const std::string& which) {
+  const nn::gpu::detail::CublasHandle cublas;
+  const Tensor x = cuda::empty(Shape{1, 8, 5, 5}, DType::bf16);
+  const Tensor weight = cuda::empty(Shape{4, 8, 3, 3}, DType::bf16);
+  const Tensor out = cuda::empty(Shape{1, 4, 5, 5}, DType::bf16);
+  const Tensor scratch = cuda::empty(Shape{1 << 16}, DType::u8);
+  const auto same = device_ops::Conv2dOptions::symmetric(1, 1);
+  if (which == "channels") {
+    const Tensor narrow = cuda::empty(Shape{1, 6, 5, 5}, DType::bf16);
+    device_ops::conv2d(narrow, weight, nullptr, same, out, scratch, cublas.get(), nullptr, "decoder.conv_in");
+  } else if (which == "out shape") {
+    const Tensor wrong = cuda::empty(Shape{1, 4, 4, 5}, DType::bf16);
+    device_ops::conv2d(x, weight, nullptr, same, wrong, scratch, cublas.get(), nullptr, "decoder.conv_in");
+  } else if (which == "too small") {
+    const Tensor tiny = cuda::empty(Shape{1, 8, 2, 2}, DType::bf16);
+    const Tensor tiny_out = cuda::empty(Shape{1, 4, 1, 1}, DType::bf16);
+    device_ops::conv2d(tiny, weight, nullptr, {}, tiny_out, scratch, cublas.get(), nullptr, "decoder.conv_in");
+  } else if (which == "bias") {
+    const Tensor bias = cuda::empty(Shape{5}, DType::bf16);
+    const TensorView b = bias;
+    device_ops::conv2d(x, weight, &b, same, out, scratch, cublas.get(), nullptr, "decoder.conv_in");
+  } else if (which == "no scratch") {
+    device_ops::conv2d(x, weight, nullptr, same, out, TensorView(), cublas.get(), nullptr, "decoder.conv_in");
+  } else if (which == "host input") {
+    const Tensor host = Tensor::empty(Shape{1, 8, 5, 5}, DType::bf16);
+    device_ops::conv2d(host, weight, nullptr, same, out, scratch, cublas.get(), nullptr, "decoder.conv_in");
+  } else {
+    throw std::invalid_argument("conv2d_misuse: unknown case " + which);
+  }
+}
+
+}  // namespace sdnq::test::conv

@@ -1,0 +1,24 @@
+#pragma once
+// Host launchers of the GPU conv2d tests (test_ops_conv.cu), callable from the Catch test cases.
+#include <cstdint>
+#include <string>
+
+#include "sdnq/core/tensor.hpp"
+
+namespace sdnq::test::conv {
+
+struct ConvCall {
+  int stride = 1;
+  int pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  // Scratch bytes handed to the op; 0: conv2d_workspace_bytes (whole images per chunk).
+  std::int64_t scratch_bytes = 0;
+};
+
+// cuda::ops::conv2d on copies of the host tensors (bf16 or fp16; bias may be null) into a NaN-poisoned
+// output; returns the output on the host.
+Tensor conv2d_on_gpu(const TensorView& x, const TensorView& weight, const TensorView* bias, const ConvCall& call);
+
+// Runs one misuse of cuda::ops::conv2d named by `which` (layer name "decoder.conv_in"); throws what the op throws.
+void conv2d_misuse(const std::string& which);
+
+}  // namespace sdnq::test::conv
