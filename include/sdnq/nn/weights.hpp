@@ -5,8 +5,14 @@
 //
 // The mapping stays open for as long as any module loaded from it lives (shared ownership): quantized
 // layers keep views into it for the quantized-matmul path.
+//
+// A component can also live in memory (InMemoryComponent: a config and named host tensors, dense or
+// quantized by the library's quantizer), so benchmarks build full-size models from a published
+// config with random weights and no files. Several names may share one tensor; every module still
+// uploads its own copy, so device memory is the real per-layer size.
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -24,6 +30,7 @@
 #include "sdnq/nn/detail/ops_common.hpp"
 #include "sdnq/quant/checkpoint.hpp"
 #include "sdnq/quant/config.hpp"
+#include "sdnq/quant/quantize.hpp"  // QuantizedTensors of in-memory components
 
 namespace sdnq::nn {
 
@@ -45,15 +52,57 @@ inline nlohmann::json read_component_config(const std::filesystem::path& folder)
   }
 }
 
-// What a WeightLoader and the modules loaded from it share.
+}  // namespace detail
+
+// A component held in memory. `dense` maps a tensor name to a host tensor (any float dtype);
+// `quantized` maps a layer prefix to its quantizer output, which provides <prefix>.weight, .scale and
+// the optional .zero_point / .svd_up / .svd_down. Entries may share one tensor between names.
+struct InMemoryComponent {
+  nlohmann::json config = nlohmann::json::object();
+  std::string label = "in-memory component";  // stands where a folder path would in messages
+  std::map<std::string, std::shared_ptr<const Tensor>, std::less<>> dense;
+  std::map<std::string, std::shared_ptr<const quant::QuantizedTensors>, std::less<>> quantized;
+};
+
+namespace detail {
+
+// The tensor names a quantized layer provides, in the order a checkpoint stores them.
+inline std::vector<std::string> quantized_tensor_names(const std::string& prefix,
+                                                       const quant::QuantizedTensors& layer) {
+  std::vector<std::string> names{prefix + ".weight", prefix + ".scale"};
+  if (layer.zero_point) names.push_back(prefix + ".zero_point");
+  if (layer.svd_up) names.push_back(prefix + ".svd_up");
+  if (layer.svd_down) names.push_back(prefix + ".svd_down");
+  return names;
+}
+
+// What a WeightLoader and the modules loaded from it share: files (SDNQ or dense) or memory.
 struct LoadedCheckpoint {
   std::filesystem::path folder;
   nlohmann::json config;
   std::optional<quant::SdnqCheckpoint> sdnq;  // when the folder has a quantization config
   std::optional<io::Checkpoint> dense;        // otherwise
+  std::optional<InMemoryComponent> memory;    // instead of files
+  std::map<std::string, TensorView, std::less<>> memory_views;  // every in-memory tensor by name
   std::set<std::string, std::less<>> used;
 
-  const io::Checkpoint& tensors() const { return sdnq ? sdnq->tensors() : *dense; }
+  bool contains(std::string_view name) const {
+    return memory ? memory_views.find(name) != memory_views.end() : files().contains(name);
+  }
+  TensorView tensor(std::string_view name) const {
+    return memory ? memory_views.find(name)->second : files().tensor(name);
+  }
+  std::vector<std::string> names() const {
+    if (!memory) return files().names();
+    std::vector<std::string> all;
+    for (const auto& entry : memory_views) all.push_back(entry.first);
+    return all;
+  }
+  // Where a missing tensor was looked for, for messages.
+  std::string source_name() const { return memory ? memory->label : files().path().filename().string(); }
+
+ private:
+  const io::Checkpoint& files() const { return sdnq ? sdnq->tensors() : *dense; }
 };
 
 }  // namespace detail
@@ -100,18 +149,47 @@ class WeightLoader {
     return WeightLoader(std::move(state));
   }
 
+  // A component from memory; the loader and every module loaded from it keep `component` alive.
+  // Throws FormatError when a dense name collides with a quantized layer's tensor names.
+  static WeightLoader from_memory(InMemoryComponent component) {
+    auto state = std::make_shared<detail::LoadedCheckpoint>();
+    state->folder = component.label;
+    state->config = component.config;
+    for (const auto& [name, tensor] : component.dense) {
+      SDNQ_REQUIRE(tensor != nullptr && tensor->defined(), FormatError, "{}: dense tensor '{}' is empty",
+                   component.label, name);
+      state->memory_views.emplace(name, tensor->view());
+    }
+    for (const auto& [prefix, layer] : component.quantized) {
+      SDNQ_REQUIRE(layer != nullptr, FormatError, "{}: quantized layer '{}' is empty", component.label, prefix);
+      const quant::QuantizedWeight stored = layer->view();
+      const std::optional<TensorView> parts[] = {stored.weight, stored.scale, stored.zero_point, stored.svd_up,
+                                                 stored.svd_down};
+      std::size_t next = 0;
+      for (const std::string& name : detail::quantized_tensor_names(prefix, *layer)) {
+        while (!parts[next]) ++next;
+        const bool inserted = state->memory_views.emplace(name, *parts[next++]).second;
+        SDNQ_REQUIRE(inserted, FormatError, "{}: tensor '{}' is given both dense and as part of quantized layer '{}'",
+                     component.label, name, prefix);
+      }
+    }
+    state->memory.emplace(std::move(component));
+    return WeightLoader(std::move(state));
+  }
+
   const nlohmann::json& config() const { return state_->config; }
   const std::filesystem::path& folder() const { return state_->folder; }
-  bool contains(std::string_view tensor_name) const { return state_->tensors().contains(tensor_name); }
-  // Whether the component carries an SDNQ quantization config.
-  bool is_sdnq() const { return state_->sdnq.has_value(); }
+  bool contains(std::string_view tensor_name) const { return state_->contains(tensor_name); }
+  // Whether the component carries an SDNQ quantization config (in memory: has quantized layers).
+  bool is_sdnq() const { return state_->sdnq.has_value() || (state_->memory && !state_->memory->quantized.empty()); }
+  bool is_in_memory() const { return state_->memory.has_value(); }
   const quant::SdnqCheckpoint* sdnq() const { return state_->sdnq ? &*state_->sdnq : nullptr; }
 
   // The stored tensor as it is in the file (any dtype), marked used.
   TensorView raw(std::string_view tensor_name) {
     require_present(tensor_name);
     state_->used.emplace(tensor_name);
-    return state_->tensors().tensor(tensor_name);
+    return state_->tensor(tensor_name);
   }
 
   // A float tensor (norm weights, biases, embeddings...) widened to f32.
@@ -135,6 +213,7 @@ class WeightLoader {
   // the config leaves this layer unquantized. Marks weight, scale, zero_point and svd_* used.
   std::optional<quant::QuantizedWeight> quantized(std::string_view prefix, quant::LayerKind kind,
                                                   const Shape& original_shape) {
+    if (state_->memory) return in_memory_quantized(prefix, kind, original_shape);
     if (!state_->sdnq || !state_->sdnq->is_quantized(prefix, kind)) return std::nullopt;
     require_present(std::string(prefix) + ".weight");
     quant::QuantizedWeight layer = state_->sdnq->quantized_weight(prefix, kind, original_shape);
@@ -151,7 +230,7 @@ class WeightLoader {
   // Every tensor of the file not taken by a module, in file order.
   std::vector<std::string> unused_tensors() const {
     std::vector<std::string> unused;
-    for (const auto& name : state_->tensors().names())
+    for (const auto& name : state_->names())
       if (state_->used.find(name) == state_->used.end()) unused.push_back(name);
     return unused;
   }
@@ -178,7 +257,22 @@ class WeightLoader {
 
   void require_present(std::string_view tensor_name) const {
     SDNQ_REQUIRE(contains(tensor_name), FormatError, "{}: tensor '{}' is missing from {}", folder().string(),
-                 tensor_name, state_->tensors().path().filename().string());
+                 tensor_name, state_->source_name());
+  }
+
+  std::optional<quant::QuantizedWeight> in_memory_quantized(std::string_view prefix, quant::LayerKind kind,
+                                                            const Shape& original_shape) {
+    const auto found = state_->memory->quantized.find(prefix);
+    if (found == state_->memory->quantized.end()) return std::nullopt;
+    const quant::QuantizedTensors& layer = *found->second;
+    SDNQ_REQUIRE(layer.layout.kind == kind && layer.layout.original_shape == original_shape, ShapeError,
+                 "{}: quantized layer '{}' is a {} of shape {}, but the model expects a {} of shape {}", folder().string(),
+                 prefix, quant::layer_kind_name(layer.layout.kind), layer.layout.original_shape.to_string(),
+                 quant::layer_kind_name(kind), original_shape.to_string());
+    for (std::string& name : detail::quantized_tensor_names(found->first, layer)) state_->used.insert(std::move(name));
+    quant::QuantizedWeight view = layer.view();
+    view.name = found->first;
+    return view;
   }
 
   std::shared_ptr<detail::LoadedCheckpoint> state_;
