@@ -35,21 +35,6 @@ Tensor finish(const Stream& s, const Tensor& out) {
   return cuda::to_host(out);
 }
 
-device_ops::Activation device_activation(nn::Activation activation) {
-  switch (activation) {
-    case nn::Activation::silu:
-      return device_ops::Activation::silu;
-    case nn::Activation::gelu:
-      return device_ops::Activation::gelu;
-    case nn::Activation::gelu_tanh:
-      return device_ops::Activation::gelu_tanh;
-    case nn::Activation::quick_gelu:
-      return device_ops::Activation::quick_gelu;
-    default:
-      return device_ops::Activation::relu;
-  }
-}
-
 std::optional<Tensor> upload_optional(const TensorView* t) {
   if (t == nullptr) return std::nullopt;
   return cuda::to_device(*t);
@@ -61,11 +46,11 @@ Tensor activation(const TensorView& x, nn::Activation act, bool in_place) {
   Stream s;
   Tensor dx = cuda::to_device(x);
   if (in_place) {
-    device_ops::activation(dx, dx, device_activation(act), s.stream);
+    device_ops::activation(dx, dx, act, s.stream);
     return finish(s, dx);
   }
   Tensor out = poisoned(x.shape(), x.dtype());
-  device_ops::activation(dx, out, device_activation(act), s.stream);
+  device_ops::activation(dx, out, act, s.stream);
   return finish(s, out);
 }
 

@@ -7,42 +7,17 @@
 #include <optional>
 #include <string_view>
 
+#include "sdnq/core/activation.hpp"
 #include "sdnq/core/parallel.hpp"
 #include "sdnq/nn/detail/ops_common.hpp"
 
 namespace sdnq::nn {
 
-enum class Activation { silu, gelu, gelu_tanh, quick_gelu, relu };
-
-inline float activation_value(float x, Activation activation) {
-  switch (activation) {
-    case Activation::silu:
-      return x / (1.0f + std::exp(-x));
-    case Activation::gelu:
-      return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
-    case Activation::gelu_tanh: {
-      // PyTorch's gelu(approximate="tanh") and transformers' gelu_new / gelu_pytorch_tanh.
-      const float inner = 0.79788456080286536f * (x + 0.044715f * x * x * x);
-      return 0.5f * x * (1.0f + std::tanh(inner));
-    }
-    case Activation::quick_gelu:
-      return x / (1.0f + std::exp(-1.702f * x));
-    case Activation::relu:
-      return x > 0.0f ? x : 0.0f;
-  }
-  return x;
-}
-
-// The activation a transformers / diffusers config names ("quick_gelu", "gelu", "gelu_new", ...).
-inline std::optional<Activation> activation_from_name(std::string_view name) {
-  if (name == "silu" || name == "swish") return Activation::silu;
-  if (name == "gelu") return Activation::gelu;
-  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_tanh" || name == "gelu-approximate")
-    return Activation::gelu_tanh;
-  if (name == "quick_gelu") return Activation::quick_gelu;
-  if (name == "relu") return Activation::relu;
-  return std::nullopt;
-}
+// The models' activations (enum, formulas, config names) live in core/activation.hpp, shared with the
+// CUDA kernels; nn code names them unqualified or as nn::Activation.
+using sdnq::Activation;
+using sdnq::activation_from_name;
+using sdnq::activation_value;
 
 inline void activate_(Tensor& x, Activation activation) {
   detail::require_host_f32(x, "activate_", "x");

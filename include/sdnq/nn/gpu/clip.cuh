@@ -28,21 +28,6 @@ namespace sdnq::nn::gpu {
 
 namespace detail {
 
-inline cuda::ops::Activation device_activation(nn::Activation act) {
-  switch (act) {
-    case nn::Activation::silu:
-      return cuda::ops::Activation::silu;
-    case nn::Activation::gelu:
-      return cuda::ops::Activation::gelu;
-    case nn::Activation::gelu_tanh:
-      return cuda::ops::Activation::gelu_tanh;
-    case nn::Activation::quick_gelu:
-      return cuda::ops::Activation::quick_gelu;
-    default:
-      return cuda::ops::Activation::relu;
-  }
-}
-
 // A dense or SDNQ (quant_embedding) table as bf16 [num_embeddings, dim] on the device.
 inline Tensor load_embedding_table(WeightLoader& weights, const std::string& prefix, std::int64_t num_embeddings,
                                    std::int64_t dim, int device) {
@@ -190,7 +175,7 @@ class ClipTextModel {
         cuda::ops::add(x, q, x, stream);
         layer.layer_norm2.forward(x, h, stream);
         layer.fc1.forward(h, inner, arena, cublas_.get(), stream);
-        cuda::ops::activation(inner, inner, detail::device_activation(c.hidden_act), stream);
+        cuda::ops::activation(inner, inner, c.hidden_act, stream);
         layer.fc2.forward(inner, q, arena, cublas_.get(), stream);
         cuda::ops::add(x, q, x, stream);
       }

@@ -6,32 +6,17 @@
 
 #include <cstdint>
 
+#include "sdnq/core/activation.hpp"
 #include "sdnq/cuda/config.cuh"
 #include "sdnq/cuda/ops/detail/common.cuh"
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
 namespace ops {
 
-// The activations of the models (same formulas as nn::activation_value on the CPU).
-enum class Activation { silu, gelu, gelu_tanh, quick_gelu, relu };
+// The models' activations: one enum and one formula for host and device (core/activation.hpp).
+using sdnq::Activation;
 
 namespace kernel_detail {
-
-__device__ __forceinline__ float activate(float x, Activation activation) {
-  switch (activation) {
-    case Activation::silu:
-      return x / (1.0f + expf(-x));
-    case Activation::gelu:
-      return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-    case Activation::gelu_tanh:
-      return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
-    case Activation::quick_gelu:
-      return x / (1.0f + expf(-1.702f * x));
-    case Activation::relu:
-      return x > 0.0f ? x : 0.0f;
-  }
-  return x;
-}
 
 // out[i] = activation(x[i]), n elements (Vector: n % 8 == 0, 16-byte aligned).
 template <class T, bool Vector>
@@ -43,11 +28,12 @@ __global__ void activation_kernel(const T* x, T* out, std::int64_t n, Activation
       float values[8];
       load8(x + pack * 8, values);
 #pragma unroll
-      for (int i = 0; i < 8; ++i) values[i] = activate(values[i], activation);
+      for (int i = 0; i < 8; ++i) values[i] = sdnq::activation_value(values[i], activation);
       store8(out + pack * 8, values);
     }
   } else {
-    for (std::int64_t i = first; i < n; i += step) out[i] = from_float<T>(activate(to_float(x[i]), activation));
+    for (std::int64_t i = first; i < n; i += step)
+      out[i] = from_float<T>(sdnq::activation_value(to_float(x[i]), activation));
   }
 }
 
@@ -68,10 +54,10 @@ __global__ void gated_activation_kernel(const T* x, T* out, std::int64_t rows, s
       load8(h, value);
       load8(h + half, gate);
 #pragma unroll
-      for (int i = 0; i < 8; ++i) value[i] *= activate(gate[i], activation);
+      for (int i = 0; i < 8; ++i) value[i] *= sdnq::activation_value(gate[i], activation);
       store8(o, value);
     } else {
-      *o = from_float<T>(to_float(*h) * activate(to_float(h[half]), activation));
+      *o = from_float<T>(to_float(*h) * sdnq::activation_value(to_float(h[half]), activation));
     }
   }
 }
