@@ -3,13 +3,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "cuda_test_support.hpp"
+#include "fixture_paths.hpp"
 #include "sdnq/core/error.hpp"
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/cuda/repack.hpp"
@@ -28,28 +28,10 @@ using sdnq::Tensor;
 constexpr double uint4_svd_deviation_bound = 4e-2;
 constexpr double bf16_tolerance = 3e-2;  // fixture README, "models"
 
-// The same lookup as the host model tests (tests/nn/test_flux.cpp): $SDNQ_FIXTURES or ../shared.
-fs::path fixture_models() {
-  const char* configured = std::getenv("SDNQ_FIXTURES");
-  const fs::path root =
-      configured != nullptr ? fs::path(configured) : sdnq::test::data_dir() / "../../../shared/fixtures/sdnq-reference";
-  return root / "models";
-}
-
-std::vector<fs::path> cases_named(const std::string& prefix) {
-  std::vector<fs::path> cases;
-  const fs::path folder = fixture_models();
-  if (!fs::exists(folder)) return cases;
-  for (const auto& entry : fs::directory_iterator(folder))
-    if (entry.path().filename().string().rfind(prefix, 0) == 0) cases.push_back(entry.path());
-  std::sort(cases.begin(), cases.end());
-  return cases;
-}
-
 void check_clip_cases(const std::string& prefix, const std::string& pooled_output) {
-  const std::vector<fs::path> cases = cases_named(prefix);
+  const std::vector<fs::path> cases = sdnq::test::model_fixture_cases(prefix);
   if (cases.empty()) {
-    WARN("no " << prefix << "* fixture cases under " << fixture_models().string() << " (../shared absent): skipped");
+    WARN("no " << prefix << "* fixture cases under " << (sdnq::test::reference_fixtures_dir() / "models").string() << " (../shared absent): skipped");
     return;
   }
   CHECK(cases.size() == 5);  // bf16, fp8, int8, int8-qmm, uint4-svd
@@ -147,11 +129,11 @@ TEST_CASE("gpu CLIP: quantized-matmul layers at 48 rows (gemm_w8a8) match the CP
           "[cuda][gpu_models]") {
   // The fixture inputs have 24 rows, below the 32 where SDNQ's quantized matmul starts; four copies of
   // the batch take the 8-bit GEMM. The CPU float32 model runs the reference quantized matmul there too.
-  std::vector<fs::path> cases = cases_named("clip_l-int8-qmm");
-  const std::vector<fs::path> g_cases = cases_named("clip_g-int8-qmm");
+  std::vector<fs::path> cases = sdnq::test::model_fixture_cases("clip_l-int8-qmm");
+  const std::vector<fs::path> g_cases = sdnq::test::model_fixture_cases("clip_g-int8-qmm");
   cases.insert(cases.end(), g_cases.begin(), g_cases.end());
   if (cases.empty()) {
-    WARN("no *-int8-qmm fixture cases under " << fixture_models().string() << ": skipped");
+    WARN("no *-int8-qmm fixture cases under " << (sdnq::test::reference_fixtures_dir() / "models").string() << ": skipped");
     return;
   }
   for (const fs::path& folder : cases) {
@@ -170,9 +152,9 @@ TEST_CASE("gpu Linear: the checkpoint's quantized layers translate into the kern
           "[cuda][gpu_models]") {
   // Host only: the LinearCodes each quantized fixture layer becomes must describe the weight that the
   // CPU dequantizer (quant::dequantize, the reference arithmetic) produces; bf16 parameters allow ~2^-8.
-  std::vector<fs::path> cases = cases_named("clip_l-");
+  std::vector<fs::path> cases = sdnq::test::model_fixture_cases("clip_l-");
   if (cases.empty()) {
-    WARN("no clip_l-* fixture cases under " << fixture_models().string() << ": skipped");
+    WARN("no clip_l-* fixture cases under " << (sdnq::test::reference_fixtures_dir() / "models").string() << ": skipped");
     return;
   }
   int checked = 0;
@@ -202,9 +184,9 @@ TEST_CASE("gpu Linear: the checkpoint's quantized layers translate into the kern
 }
 
 TEST_CASE("gpu CLIP text model: bad input ids are clear errors", "[cuda][gpu_models]") {
-  const std::vector<fs::path> cases = cases_named("clip_l-bf16");
+  const std::vector<fs::path> cases = sdnq::test::model_fixture_cases("clip_l-bf16");
   if (cases.empty()) {
-    WARN("no clip_l-bf16 fixture case under " << fixture_models().string() << ": skipped");
+    WARN("no clip_l-bf16 fixture case under " << (sdnq::test::reference_fixtures_dir() / "models").string() << ": skipped");
     return;
   }
   const fs::path folder = cases.front();

@@ -1,7 +1,7 @@
+#include "fixture_paths.hpp"
 #include "sdnq_catch.hpp"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -401,10 +401,7 @@ TEST_CASE("packing: reference fixture weights unpack and re-pack to the same byt
 
 TEST_CASE("packing: every packed weight of the full reference fixtures, when present", "[format][packing][fixtures]") {
   // CI has ../shared beside the checkout; elsewhere SDNQ_FIXTURES may point to it, or the test has nothing to do.
-  const char* configured = std::getenv("SDNQ_FIXTURES");
-  const std::filesystem::path root = configured != nullptr
-                                         ? std::filesystem::path(configured)
-                                         : sdnq::test::data_dir() / "../../../shared/fixtures/sdnq-reference";
+  const std::filesystem::path root = sdnq::test::reference_fixtures_dir();
   if (!std::filesystem::exists(root / "codecs")) {
     WARN("reference fixtures not found at " << root.string() << "; checked the copies in tests/data only");
     return;

@@ -3,9 +3,9 @@
 // the reader accepts them, and rewriting their tensors in the same order with the same metadata
 // reproduces them byte for byte, which pins the writer's header format to the reference's.
 #include <algorithm>
-#include <cstdlib>
 #include <vector>
 
+#include "fixture_paths.hpp"
 #include "io/test_safetensors_support.hpp"
 #include "sdnq/io/safetensors.hpp"
 
@@ -13,11 +13,7 @@ using namespace sdnq;
 using namespace sdnq::io;
 
 TEST_CASE("safetensors: reference-written files are read and rewritten byte for byte", "[io][safetensors]") {
-  const char* configured = std::getenv("SDNQ_FIXTURES");
-  const std::filesystem::path fixtures =
-      configured != nullptr
-          ? std::filesystem::path(configured)
-          : sdnq::test::data_dir().parent_path().parent_path().parent_path() / "shared" / "fixtures" / "sdnq-reference";
+  const std::filesystem::path fixtures = sdnq::test::reference_fixtures_dir();
   std::vector<std::filesystem::path> files;
   if (std::filesystem::is_directory(fixtures))
     for (const auto& entry : std::filesystem::recursive_directory_iterator(fixtures))

@@ -2,12 +2,12 @@
 // Helpers for the nn tests: deterministic random tensors, element access, and where the reference
 // fixtures live (tests/data/models always; the full set when SDNQ_FIXTURES or ../shared exists).
 #include <cstdint>
-#include <cstdlib>
 #include <filesystem>
 #include <optional>
 #include <random>
 #include <vector>
 
+#include "fixture_paths.hpp"
 #include "sdnq/core/tensor.hpp"
 #include "sdnq_catch.hpp"
 
@@ -42,12 +42,8 @@ inline double max_scaled_error(const Tensor& actual, const std::vector<double>& 
 // The full reference fixture set (fixtures/sdnq-reference), if this machine has it.
 inline std::optional<std::filesystem::path> shared_fixtures_dir() {
   std::error_code error;
-  if (const char* env = std::getenv("SDNQ_FIXTURES"); env != nullptr && *env != '\0') {
-    if (std::filesystem::is_directory(std::filesystem::path(env) / "models", error)) return std::filesystem::path(env);
-  }
-  for (const auto& candidate : {data_dir() / "../../../shared/fixtures/sdnq-reference",
-                                std::filesystem::path("/work/shared/fixtures/sdnq-reference")})
-    if (std::filesystem::is_directory(candidate / "models", error)) return candidate;
+  const std::filesystem::path root = reference_fixtures_dir();
+  if (std::filesystem::is_directory(root / "models", error)) return root;
   return std::nullopt;
 }
 

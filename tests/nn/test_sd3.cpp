@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fixture_paths.hpp"
 #include "sdnq/io/detail/safetensors_writer.hpp"
 #include "sdnq/io/safetensors.hpp"
 #include "sdnq/nn/models/sd3.hpp"
@@ -28,21 +29,8 @@ using sdnq::Tensor;
 using sdnq::TensorView;
 using sdnq::nn::SD3Transformer2DModel;
 
-fs::path full_fixture_models() {
-  const char* configured = std::getenv("SDNQ_FIXTURES");
-  const fs::path root =
-      configured != nullptr ? fs::path(configured) : sdnq::test::data_dir() / "../../../shared/fixtures/sdnq-reference";
-  return root / "models";
-}
-
-std::vector<fs::path> cases_named(const fs::path& folder, const std::string& prefix) {
-  std::vector<fs::path> cases;
-  if (!fs::exists(folder)) return cases;
-  for (const auto& entry : fs::directory_iterator(folder))
-    if (entry.path().filename().string().rfind(prefix, 0) == 0) cases.push_back(entry.path());
-  std::sort(cases.begin(), cases.end());
-  return cases;
-}
+fs::path full_fixture_models() { return sdnq::test::reference_fixtures_dir() / "models"; }
+using sdnq::test::cases_named;
 
 void check_case(const fs::path& folder) {
   const sdnq::nn::ModelCaseResult result = sdnq::nn::run_model_case(folder);
