@@ -5,9 +5,9 @@
 // time / our time (> 1 is faster). Weights rotate among copies totalling > 2x the 50 MB L2.
 // Second baseline: cuBLASLt int8 (int32 out) and e4m3 (bf16 out) on PRE-quantized operands — a bare
 // 8-bit GEMM without any quantization or scaling, so a lower bound for a library route.
-// Also forced tiles to tune the heuristic (cuda::W8A8TileChoice: 0 small 64×64, 1 large 128×128,
-// 2 huge 128×256 — mma.sync; 4 / 5: wgmma 128×128 / 128×256): int8 tiles 0, 1, 2, 4, 5 at M ≥ 1024,
-// 0, 1, 4 at M = 256 / 512, 0 at M ≤ 32 (where the narrow 16×32 tile is the default).
+// Also forced tiles to tune the heuristic (cuda::W8A8TileChoice: 1 large 128×128 mma.sync; 4 / 5:
+// cp.async wgmma 128×128 / 128×256; 6 / 7: TMA + mbarrier warp-specialized wgmma 128×128 / 128×256):
+// int8 tiles 1, 5, 6, 7 at M ≥ 1024 and 4, 6, 7 at M = 512; e4m3 tile 1 (mma.sync) at M ≥ 512.
 // Run: bench_w8a8 --benchmark_min_time=0.05s
 #include <benchmark/benchmark.h>
 #include <cublasLt.h>
@@ -136,7 +136,7 @@ void bench_cublaslt(benchmark::State& state) {
 void register_all() {
   const std::vector<std::pair<int, int>> shapes = {{3072, 3072}, {12288, 3072}, {3072, 12288},
                                                    {9216, 3072}, {21504, 3072}, {3072, 15360}};
-  for (const int m : {16, 256, 512, 1024, 4096})
+  for (const int m : {16, 512, 4096})
     for (const auto& [n, k] : shapes) {
       const std::string shape = "/M" + std::to_string(m) + "/N" + std::to_string(n) + "/K" + std::to_string(k);
       benchmark::RegisterBenchmark(("cublas_bf16" + shape).c_str(), bench_cublas)->Args({m, n, k})->UseManualTime();
@@ -149,15 +149,17 @@ void register_all() {
           ->Args({m, n, k, 1})
           ->UseManualTime();
       std::vector<int> tiles;  // forced int8 tiles (see the file comment)
-      if (m <= 32)
-        tiles = {0};
-      else if (m < 1024)
-        tiles = {0, 1, 4};
-      else
-        tiles = {0, 1, 2, 4, 5};
+      if (m >= 1024)
+        tiles = {1, 5, 6, 7};
+      else if (m > 32)
+        tiles = {4, 6, 7};
       for (const int tile : tiles)
         benchmark::RegisterBenchmark(("w8a8_int8_tile" + std::to_string(tile) + shape).c_str(), bench_w8a8)
             ->Args({m, n, k, 0, tile})
+            ->UseManualTime();
+      if (m > 32)
+        benchmark::RegisterBenchmark(("w8a8_fp8_tile1" + shape).c_str(), bench_w8a8)
+            ->Args({m, n, k, 1, 1})
             ->UseManualTime();
     }
 }

@@ -7,19 +7,21 @@
 // codes; there is no separate launch over the activations. Weights: int8 (int32 accumulation, exact)
 // or float8_e4m3fn (fp32 accumulation, promoted every 128 inputs) from an SDNQ checkpoint, repacked
 // at load time by detail/w8a8_repack.hpp. mma.sync m16n8k32 on sm_80+ (int8) and sm_89+ (e4m3)
-// (detail/w8a8_kernel.cuh); int8 on Hopper with an sm_90a build: wgmma m64n{128,256}k32
-// (detail/w8a8_wgmma.cuh).
-// Measured on the H100 (bench/cuda/bench_w8a8.cu, quantization included): int8 0.67-0.91x cuBLAS
-// bf16 at M = 4096 on the FLUX shapes, e4m3 about 0.33x (sm_90 has no native mma.sync e4m3: ptxas
-// emits f16 HMMA); cuBLASLt's bare 8-bit GEMMs reach ~1.6-1.8x. Not yet at the 1.7x goal (issue #5):
-// missing are a TMA + mbarrier pipeline with warp-specialized producers, wgmma that overlaps the next
-// K tile, and the quantization off the GEMM's critical path.
+// (detail/w8a8_kernel.cuh), used for M ≤ 32 everywhere and for all M off Hopper; on Hopper with an
+// sm_90a build and M > 32: a warp-specialized kernel (detail/w8a8_tma.cuh) with a TMA producer warp,
+// an mbarrier-guarded shared-memory ring and two wgmma consumer warpgroups (int8 128×256 / 128×128,
+// e4m3 128×128 with fp32 promotion every 128 inputs: relative L2 error ≤ 1e-2 instead of bit-exact).
+// Measured on the H100 (bench/cuda/bench_w8a8.cu, quantization included, M = 4096, FLUX shapes):
+// int8 0.86-1.22x cuBLAS bf16, e4m3 0.75-0.92x (TMA kernel); cuBLASLt's bare 8-bit GEMMs reach
+// ~1.6-1.9x. Not yet at the 1.7x goal (issue #5): one tile per block (no persistent scheduling, so
+// the epilogue and the prologue do not overlap the next tile's main loop) and 4-byte epilogue stores.
 // Numerics equal the CPU reference (quant/activation_quant.hpp, quant/detail/layers_qmm.hpp): same
 // scale formula, IEEE division, round-half-even, clamps; all-zero rows give exact zeros (+ bias) and
 // a row holding NaN/inf only affects its own outputs. Kernel: detail/w8a8_kernel.cuh.
 // Requirements (checked before launch): K % 16 == 0; any M ≥ 1 and N ≥ 1.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <optional>
@@ -31,6 +33,7 @@
 #include "sdnq/cuda/config.cuh"
 #include "sdnq/cuda/detail/w8a8_kernel.cuh"
 #include "sdnq/cuda/detail/w8a8_repack.hpp"
+#include "sdnq/cuda/detail/w8a8_tma.cuh"
 #include "sdnq/cuda/detail/w8a8_wgmma.cuh"
 #include "sdnq/cuda/device_memory.hpp"
 
@@ -70,9 +73,11 @@ inline W8A8WeightsDevice upload_w8a8_weights(const W8A8WeightsHost& host, int de
 // The instantiated tiles: 16×32 (2 warps, many blocks: weight streaming) for M ≤ 32; 64×64 (4 warps)
 // when large tiles would leave SMs idle; 128×128 (8 warps, 64×32 per warp; two blocks per SM for
 // int8); 128×256 (64×64 per warp) for int8 at large M and N.
-// On sm_90a builds running on Hopper, int8 with M > 32 takes the wgmma kernel (detail/w8a8_wgmma.cuh):
-// 128×128, or 128×256 once those tiles fill the SMs. float8_e4m3fn always runs on mma.sync.
-enum class W8A8TileChoice { small, large, huge, narrow, wgmma_128, wgmma_256 };
+// On sm_90a builds running on Hopper, M > 32 takes the warp-specialized TMA + wgmma kernel
+// (detail/w8a8_tma.cuh): int8 128×256 once those tiles fill the SMs, else 128×128; e4m3 128×128.
+// wgmma_128 / wgmma_256 are the earlier cp.async wgmma kernel (int8, detail/w8a8_wgmma.cuh), kept
+// for comparison.
+enum class W8A8TileChoice { small, large, huge, narrow, wgmma_128, wgmma_256, tma_128, tma_256 };
 
 namespace kernel_detail {
 
@@ -83,6 +88,8 @@ using W8A8TileLargeFp8 = W8A8Tile<128, 128, 2, 4, 4, 1>;  // promotion doubles t
 using W8A8TileHuge = W8A8Tile<128, 256, 2, 4, 3, 1>;
 using W8A8TileWgmma128 = W8A8WgmmaTile<128, 4>;
 using W8A8TileWgmma256 = W8A8WgmmaTile<256, 4>;
+using W8A8TileTma128 = W8A8TmaTile<128, 6>;  // 32 KB a stage
+using W8A8TileTma256 = W8A8TmaTile<256, 4>;  // 48 KB a stage
 
 // Whether this build has sm_90a code for `device` (asked once per device 0..63 with a one-thread
 // probe launch, so not inside a CUDA graph capture on first use).
@@ -107,10 +114,10 @@ inline W8A8TileChoice choose_w8a8_tile(W8A8Kind kind, std::int64_t tokens, std::
                                        int multiprocessors, int shared_optin, bool wgmma) {
   if (tokens <= 32) return W8A8TileChoice::narrow;
   const std::int64_t row_tiles = ceil_div(tokens, 128);
-  if (wgmma && kind == W8A8Kind::int8) {
-    const bool wide =
-        row_tiles * ceil_div(out_features, 256) >= multiprocessors && W8A8TileWgmma256::shared_bytes <= shared_optin;
-    return wide ? W8A8TileChoice::wgmma_256 : W8A8TileChoice::wgmma_128;
+  if (wgmma && W8A8TileTma128::shared_bytes <= shared_optin) {
+    const bool wide = kind == W8A8Kind::int8 && row_tiles * ceil_div(out_features, 256) >= multiprocessors &&
+                      W8A8TileTma256::shared_bytes <= shared_optin;
+    return wide ? W8A8TileChoice::tma_256 : W8A8TileChoice::tma_128;
   }
   if (kind == W8A8Kind::int8 && row_tiles * ceil_div(out_features, 256) >= multiprocessors &&
       W8A8TileHuge::shared_bytes <= shared_optin)
@@ -144,14 +151,35 @@ void launch_gemm_w8a8(const W8A8Params& p, cudaStream_t stream) {
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }
 
+// Launches the TMA kernel: tensor maps of the workspace codes [M, K] and the weight codes [N, K].
+template <class T, W8A8Operand Operand, class Tile>
+void launch_gemm_w8a8_tma(const W8A8Params& p, cudaStream_t stream) {
+  auto* kernel = gemm_w8a8_tma_kernel<T, Operand, Tile>;
+  static std::atomic<std::uint64_t> opted_in{0};  // a static per template instantiation
+  int device = 0;
+  SDNQ_CUDA_CHECK(cudaGetDevice(&device));
+  const std::uint64_t bit = std::uint64_t{1} << (device & 63);
+  if ((opted_in.load(std::memory_order_relaxed) & bit) == 0) {
+    SDNQ_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::shared_bytes));
+    opted_in.fetch_or(bit, std::memory_order_relaxed);
+  }
+  const CUtensorMap a_map = byte_matrix_tensor_map(p.x_codes, p.m, p.k, Tile::BM, "the quantized activations");
+  const CUtensorMap b_map = byte_matrix_tensor_map(p.w, p.n, p.k, Tile::BN, "the weight codes");
+  const auto blocks = static_cast<unsigned>(ceil_div(p.n, Tile::BN) * ceil_div(p.m, Tile::BM));
+  kernel<<<blocks, Tile::threads, Tile::shared_bytes, stream>>>(p, a_map, b_map);
+  SDNQ_CUDA_CHECK(cudaGetLastError());
+}
+
 template <class T, W8A8Operand Operand>
 void dispatch_gemm_w8a8(W8A8TileChoice tile, const W8A8Params& p, cudaStream_t stream) {
+  if (tile == W8A8TileChoice::tma_128) return launch_gemm_w8a8_tma<T, Operand, W8A8TileTma128>(p, stream);
   if (tile == W8A8TileChoice::narrow) return launch_gemm_w8a8<T, Operand, W8A8TileNarrow>(p, stream);
   if (tile == W8A8TileChoice::small) return launch_gemm_w8a8<T, Operand, W8A8TileSmall>(p, stream);
   if constexpr (Operand == W8A8Operand::int8) {
     if (tile == W8A8TileChoice::wgmma_128) return launch_gemm_w8a8<T, Operand, W8A8TileWgmma128, true>(p, stream);
     if (tile == W8A8TileChoice::huge) return launch_gemm_w8a8<T, Operand, W8A8TileHuge>(p, stream);
     if (tile == W8A8TileChoice::wgmma_256) return launch_gemm_w8a8<T, Operand, W8A8TileWgmma256, true>(p, stream);
+    if (tile == W8A8TileChoice::tma_256) return launch_gemm_w8a8_tma<T, Operand, W8A8TileTma256>(p, stream);
     return launch_gemm_w8a8<T, Operand, W8A8TileLargeInt8>(p, stream);
   } else {
     return launch_gemm_w8a8<T, Operand, W8A8TileLargeFp8>(p, stream);
@@ -262,15 +290,24 @@ inline void gemm_w8a8(const W8A8Weights& w, TensorView x, std::optional<TensorVi
   const bool wgmma = capability == 90 && has_wgmma_code(device);
   const W8A8TileChoice chosen =
       tile ? *tile : choose_w8a8_tile(w.kind, tokens, w.out_features, multiprocessors, shared_optin, wgmma);
-  const bool wgmma_tile = chosen == W8A8TileChoice::wgmma_128 || chosen == W8A8TileChoice::wgmma_256;
+  const bool wgmma_tile = chosen == W8A8TileChoice::wgmma_128 || chosen == W8A8TileChoice::wgmma_256 ||
+                          chosen == W8A8TileChoice::tma_128 || chosen == W8A8TileChoice::tma_256;
+  const bool int8_only_tile = chosen == W8A8TileChoice::huge || chosen == W8A8TileChoice::wgmma_128 ||
+                              chosen == W8A8TileChoice::wgmma_256 || chosen == W8A8TileChoice::tma_256;
   SDNQ_REQUIRE(
       chosen != W8A8TileChoice::huge || (w.kind == W8A8Kind::int8 && W8A8TileHuge::shared_bytes <= shared_optin),
       UnsupportedError, "gemm_w8a8: the 128x256 tile is int8 only and needs {} bytes of shared memory",
       W8A8TileHuge::shared_bytes);
-  SDNQ_REQUIRE(!wgmma_tile || w.kind == W8A8Kind::int8, UnsupportedError,
-               "gemm_w8a8: the wgmma tiles are int8 only (float8_e4m3fn runs on mma.sync)");
+  SDNQ_REQUIRE(!int8_only_tile || w.kind == W8A8Kind::int8, UnsupportedError,
+               "gemm_w8a8: the 128x256 and cp.async wgmma tiles are int8 only (float8_e4m3fn: tiles small, "
+               "large, narrow, tma_128)");
   SDNQ_REQUIRE(!wgmma_tile || wgmma, UnsupportedError,
                "gemm_w8a8: the wgmma tiles need an sm_90a build running on a Hopper GPU");
+  constexpr int wgmma_shared_bytes = std::max({W8A8TileTma128::shared_bytes, W8A8TileTma256::shared_bytes,
+                                               W8A8TileWgmma128::shared_bytes, W8A8TileWgmma256::shared_bytes});
+  SDNQ_REQUIRE(!wgmma_tile || wgmma_shared_bytes <= shared_optin, UnsupportedError,
+               "gemm_w8a8: the wgmma tiles need {} bytes of shared memory per block, cuda:{} has {}",
+               wgmma_shared_bytes, device, shared_optin);
 
   auto* base = static_cast<std::uint8_t*>(workspace.data());
   const std::int64_t row_tiles = ceil_div(tokens, w8a8_smallest_tile_rows);

@@ -17,6 +17,7 @@
 
 #include "sdnq/cuda/config.cuh"
 #include "sdnq/cuda/detail/kernel_convert.cuh"
+#include "sdnq/cuda/detail/tma_pipeline.cuh"
 #include "sdnq/cuda/detail/w8a8_fragments.cuh"
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
@@ -121,7 +122,8 @@ __device__ __forceinline__ void quantize_row_tile(const W8A8Params& p, int row_t
     row = __shfl_sync(0xFFFFFFFFu, row, 0);
     if (row >= valid_rows) break;
     quantize_row<T, Operand>(p, row0 + row, lane);
-    __threadfence();  // this lane's codes and scale, before the row is counted
+    __threadfence();             // this lane's codes and scale, before the row is counted
+    fence_proxy_async_global();  // ... and before TMA loads of other blocks read them (sm_90+)
     __syncwarp();
     if (lane == 0) add_release(done, 1);
   }

@@ -7,9 +7,9 @@
 // 128-byte-swizzle layout wgmma reads (8-row atoms of 1024 bytes, tile bases 1024-byte aligned).
 // Every K tile: wait for its copies, fence them to the async proxy, barrier, issue 4 wgmma (k32 each),
 // issue the copies of a later tile, wait for the wgmma. int8 only, int32 accumulators (exact).
-// (An e4m3 variant with per-128 promotion was measured on the H100 at 0.63-0.70x cuBLAS bf16, and
-// 1-2 % of its outputs differed from the fp32-accumulated reference by more than one bf16 ulp: the
-// fp8 tensor cores add products with reduced precision. It is not shipped; e4m3 runs on mma.sync.)
+// This cp.async kernel is the predecessor of the warp-specialized TMA kernel (w8a8_tma.cuh), which
+// gemm_w8a8 now chooses on Hopper; it stays as a forced tile for comparison. e4m3 on wgmma lives only
+// in w8a8_tma.cuh (fp32 promotion every K tile, tested at relative L2 ≤ 1e-2).
 // Built only for sm_90a (__CUDA_ARCH_FEAT_SM90_ALL); elsewhere the kernels trap and the host never
 // launches them (w8a8_wgmma_probe tells whether this build has the sm_90a code).
 #include <cuda_runtime.h>

@@ -1,0 +1,159 @@
+#pragma once
+// Hopper's bulk tensor copy (TMA, cp.async.bulk.tensor) and the shared-memory mbarriers that a
+// producer/consumer pipeline runs on, plus the host-side tensor map of a row-major byte matrix.
+// Device wrappers are emitted only for sm_90 and later (elsewhere they are empty and never launched).
+//   full barrier:  the producer arms it with the bytes it expects; the copy engine completes it.
+//   empty barrier: each consumer warpgroup arrives once it no longer reads the stage.
+// Waiting uses phase parity: the n-th completion of a barrier (n = 0, 1, ...) has parity n & 1.
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "sdnq/core/error.hpp"
+#include "sdnq/cuda/check.hpp"
+#include "sdnq/cuda/config.cuh"
+
+SDNQ_KERNEL_NAMESPACE_BEGIN
+namespace kernel_detail {
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define SDNQ_TMA_DEVICE 1
+#endif
+
+__device__ __forceinline__ void barrier_init(std::uint64_t* barrier, int arrivals) {
+#ifdef SDNQ_TMA_DEVICE
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(
+                   barrier))),
+               "r"(arrivals)
+               : "memory");
+#else
+  (void)barrier, (void)arrivals;
+#endif
+}
+
+// Makes initialized barriers visible to the copy engine (before the block-wide barrier that follows).
+__device__ __forceinline__ void barrier_init_fence() {
+#ifdef SDNQ_TMA_DEVICE
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void barrier_arrive(std::uint64_t* barrier) {
+#ifdef SDNQ_TMA_DEVICE
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(
+                   static_cast<std::uint32_t>(__cvta_generic_to_shared(barrier)))
+               : "memory");
+#else
+  (void)barrier;
+#endif
+}
+
+// One arrival that also announces `bytes` of copies the barrier must see complete.
+__device__ __forceinline__ void barrier_arrive_expect_bytes(std::uint64_t* barrier, std::uint32_t bytes) {
+#ifdef SDNQ_TMA_DEVICE
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(
+                   static_cast<std::uint32_t>(__cvta_generic_to_shared(barrier))),
+               "r"(bytes)
+               : "memory");
+#else
+  (void)barrier, (void)bytes;
+#endif
+}
+
+// Blocks until the barrier's phase with this parity has completed.
+__device__ __forceinline__ void barrier_wait(std::uint64_t* barrier, int parity) {
+#ifdef SDNQ_TMA_DEVICE
+  const auto address = static_cast<std::uint32_t>(__cvta_generic_to_shared(barrier));
+  std::uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n"
+        ".reg .pred ready;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 ready, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, ready;\n"
+        "}\n"
+        : "=r"(done)
+        : "r"(address), "r"(parity)
+        : "memory");
+  } while (done == 0);
+#else
+  (void)barrier, (void)parity;
+#endif
+}
+
+// Copies the box at (inner, outer) of a 2-D tensor map into shared memory (`destination` aligned as
+// the map's swizzle needs: 1024 bytes for 128-byte swizzle), completing `bytes` on `barrier`.
+// Parts of the box outside the tensor arrive as zeros and still count toward the bytes.
+__device__ __forceinline__ void tma_load_2d(void* destination, const CUtensorMap* map, int inner, int outer,
+                                            std::uint64_t* barrier) {
+#ifdef SDNQ_TMA_DEVICE
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+          static_cast<std::uint32_t>(__cvta_generic_to_shared(destination))),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(inner), "r"(outer),
+      "r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(barrier)))
+      : "memory");
+#else
+  (void)destination, (void)map, (void)inner, (void)outer, (void)barrier;
+#endif
+}
+
+__device__ __forceinline__ void tma_prefetch_map(const CUtensorMap* map) {
+#ifdef SDNQ_TMA_DEVICE
+  asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<std::uint64_t>(map)) : "memory");
+#else
+  (void)map;
+#endif
+}
+
+// Orders this thread's ordinary global writes (or, on the reading side, what it acquired) with later
+// copy-engine accesses: the codes a block quantized are read by other blocks' TMA loads.
+__device__ __forceinline__ void fence_proxy_async_global() {
+#ifdef SDNQ_TMA_DEVICE
+  asm volatile("fence.proxy.async.global;\n" ::: "memory");
+#endif
+}
+
+#undef SDNQ_TMA_DEVICE
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point (no link against libcuda).
+inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* function = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    SDNQ_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &function, 12000, cudaEnableDefault,
+                                                     &found));
+    SDNQ_REQUIRE(found == cudaDriverEntryPointSuccess && function != nullptr, UnsupportedError,
+                 "the CUDA driver has no cuTensorMapEncodeTiled (TMA needs a CUDA 12 driver)");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(function);
+  }();
+  return encode;
+}
+
+// Tensor map of a row-major [rows, row_bytes] byte matrix (row_bytes % 16 == 0, base 16-byte
+// aligned), read in boxes of box_rows × 128 bytes with the 128-byte swizzle (the layout of
+// w8a8_wgmma.cuh's descriptors). `what` names the matrix in errors.
+inline CUtensorMap byte_matrix_tensor_map(const void* base, std::int64_t rows, std::int64_t row_bytes, int box_rows,
+                                          const char* what) {
+  SDNQ_REQUIRE(row_bytes % 16 == 0 && reinterpret_cast<std::uintptr_t>(base) % 16 == 0 && box_rows >= 1 &&
+                   box_rows <= 256,
+               UnsupportedError, "TMA map of {}: needs 16-byte aligned rows (got {} bytes) and 1..256 box rows",
+               what, row_bytes);
+  CUtensorMap map{};
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(row_bytes), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(row_bytes)};
+  const cuuint32_t box[2] = {128, static_cast<cuuint32_t>(box_rows)};
+  const cuuint32_t element_strides[2] = {1, 1};
+  const CUresult result = tensor_map_encoder()(
+      &map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(base), dims, strides, box, element_strides,
+      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  SDNQ_REQUIRE(result == CUDA_SUCCESS, CudaError, "cuTensorMapEncodeTiled failed ({}) for {} [{}, {}] bytes",
+               static_cast<int>(result), what, rows, row_bytes);
+  return map;
+}
+
+}  // namespace kernel_detail
+SDNQ_KERNEL_NAMESPACE_END

@@ -1,0 +1,199 @@
+#pragma once
+// The warp-specialized Hopper (sm_90a) path of gemm_w8a8, int8 and float8_e4m3fn. One block of 3
+// warpgroups computes a 128×BN output tile:
+//   warpgroup 0   producer: one thread issues TMA loads (tma_pipeline.cuh) of the 128×128-byte A tile
+//                 (quantized activation codes) and the BN×128-byte B tile (weight codes) of each K tile
+//                 into a Stages-deep shared-memory ring; the full barrier of a stage completes when
+//                 its bytes have landed, the empty barrier when both consumers are done with it.
+//   warpgroups 1-2 consumers: rows 0-63 and 64-127 of the tile, 4 wgmma m64nBNk32 per K tile.
+// TMA's 128-byte swizzle writes the layout wgmma_descriptor (w8a8_wgmma.cuh) describes, and zero-fills
+// rows past M / N and bytes past K, so any M, N and K % 16 == 0 work.
+// Before the pipeline, all 384 threads run the fused activation quantization of the tile's rows
+// (w8a8_quantize.cuh, shared with the other blocks of the row tile through the workspace counters);
+// the producer's TMA reads those codes after an acquire and a proxy fence.
+// int8: int32 accumulators (exact); one wgmma group stays in flight while the next K tile is waited for.
+// e4m3: the fp8 tensor cores add products with reduced precision, so each K tile (128 inputs) is summed
+// into fresh fp32 accumulators that are then added into fp32 totals on the CUDA cores (the promotion
+// DeepGEMM and CUTLASS use): error stays bounded for K up to 15360 and beyond.
+// Epilogue as the other kernels: y = fma(acc·s_x, s_w, bias) in fp32, rounded once to T.
+// Built only for sm_90a; elsewhere the kernel traps and the host never launches it.
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "sdnq/cuda/config.cuh"
+#include "sdnq/cuda/detail/tma_pipeline.cuh"
+#include "sdnq/cuda/detail/w8a8_kernel.cuh"
+#include "sdnq/cuda/detail/w8a8_quantize.cuh"
+#include "sdnq/cuda/detail/w8a8_wgmma.cuh"
+
+SDNQ_KERNEL_NAMESPACE_BEGIN
+namespace kernel_detail {
+
+// d (+)= A[64×32] · B[128×32]ᵀ in e4m3 with fp32 accumulators (fragment as wgmma_s8_m64n128k32).
+__device__ __forceinline__ void wgmma_e4m3_m64n128k32(float (&d)[64], std::uint64_t a, std::uint64_t b) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
+      "{"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "%64, %65, 1, 1, 1;\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(a), "l"(b));
+#else
+  (void)d, (void)a, (void)b;
+  __trap();
+#endif
+}
+
+template <int Pending>
+__device__ __forceinline__ void wgmma_wait() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(Pending) : "memory");
+#endif
+}
+
+// Register budgets per thread after the role split: the producer gives its registers to the consumers.
+template <int Registers>
+__device__ __forceinline__ void shrink_registers() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(Registers));
+#endif
+}
+template <int Registers>
+__device__ __forceinline__ void grow_registers() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(Registers));
+#endif
+}
+
+template <int BN_, int Stages_>
+struct W8A8TmaTile {
+  static constexpr int BM = 128, BN = BN_, Stages = Stages_, threads = 384, k_tile = 128;
+  static constexpr int a_bytes = BM * k_tile, b_bytes = BN * k_tile, stage_bytes = a_bytes + b_bytes;
+  // The ring (1024-byte aligned for the swizzle), then full[Stages] and empty[Stages] barriers.
+  static constexpr int shared_bytes = 1024 + Stages * stage_bytes + 2 * Stages * 8;
+};
+
+template <class T, W8A8Operand Operand, class Tile>
+__global__ void __launch_bounds__(Tile::threads, 1)
+    gemm_w8a8_tma_kernel(const W8A8Params p, const __grid_constant__ CUtensorMap a_map,
+                         const __grid_constant__ CUtensorMap b_map) {
+  constexpr bool int8 = Operand == W8A8Operand::int8;
+  static_assert(int8 ? (Tile::BN == 128 || Tile::BN == 256) : Tile::BN == 128,
+                "e4m3 keeps accumulators and totals: 64×128 per warpgroup at most");
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int BM = Tile::BM, BN = Tile::BN, Stages = Tile::Stages;
+  extern __shared__ uint4 shared_words[];
+  auto* unaligned = reinterpret_cast<std::uint8_t*>(shared_words);
+  std::uint8_t* ring = unaligned + ((1024 - (shared_address(unaligned) & 1023)) & 1023);
+  std::uint8_t* a_tiles = ring;                       // [Stages][BM rows][128 bytes], swizzled
+  std::uint8_t* b_tiles = ring + Stages * Tile::a_bytes;  // [Stages][BN rows][128 bytes], swizzled
+  auto* full = reinterpret_cast<std::uint64_t*>(ring + Stages * Tile::stage_bytes);  // [Stages]
+  std::uint64_t* empty = full + Stages;                                             // [Stages]
+
+  const int2 tile_index = block_tile<BM, BN>(p);
+  const int row0 = tile_index.x * BM, col0 = tile_index.y * BN;
+  const int tiles = (p.k + Tile::k_tile - 1) / Tile::k_tile;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < Stages; ++s) {
+      barrier_init(full + s, 1);   // the producer's arrival; the bytes complete it
+      barrier_init(empty + s, 2);  // one arrival per consumer warpgroup
+    }
+    barrier_init_fence();
+    tma_prefetch_map(&a_map);
+    tma_prefetch_map(&b_map);
+  }
+  // Ends with a block-wide barrier: the barriers are initialized and the tile's rows quantized.
+  quantize_row_tile<T, Operand>(p, tile_index.x, row0, min(BM, p.m - row0));
+
+  const int warpgroup = threadIdx.x / 128;
+  if (warpgroup == 0) {
+    shrink_registers<40>();
+    if (threadIdx.x == 0) {
+      fence_proxy_async_global();  // the codes acquired above, before the copy engine reads them
+      for (int tile = 0; tile < tiles; ++tile) {
+        const int stage = tile % Stages;
+        if (tile >= Stages) barrier_wait(empty + stage, (tile / Stages - 1) & 1);
+        barrier_arrive_expect_bytes(full + stage, Tile::stage_bytes);
+        tma_load_2d(a_tiles + stage * Tile::a_bytes, &a_map, tile * Tile::k_tile, row0, full + stage);
+        tma_load_2d(b_tiles + stage * Tile::b_bytes, &b_map, tile * Tile::k_tile, col0, full + stage);
+      }
+    }
+  } else {
+    grow_registers<232>();
+    const int consumer = warpgroup - 1;  // rows 64·consumer .. 64·consumer + 63 of the tile
+    const bool signals = threadIdx.x % 128 == 0;
+    using Acc = std::conditional_t<int8, int, float>;
+    Acc acc[BN / 2];                        // the m64nBN fragment (see wgmma_s8_m64n256k32)
+    float total[int8 ? 1 : BN / 2];         // e4m3: promoted sums
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) acc[i] = Acc(0);
+#pragma unroll
+    for (int i = 0; i < (int8 ? 1 : BN / 2); ++i) total[i] = 0.0f;
+
+    for (int tile = 0; tile < tiles; ++tile) {
+      const int stage = tile % Stages;
+      barrier_wait(full + stage, (tile / Stages) & 1);
+      const std::uint32_t a_base = shared_address(a_tiles + stage * Tile::a_bytes + consumer * 64 * 128);
+      const std::uint32_t b_base = shared_address(b_tiles + stage * Tile::b_bytes);
+      wgmma_fence();
+#pragma unroll
+      for (int step = 0; step < 4; ++step) {
+        const std::uint64_t a = wgmma_descriptor(a_base + step * 32), b = wgmma_descriptor(b_base + step * 32);
+        if constexpr (int8)
+          wgmma_s8_k32<BN>(acc, a, b);
+        else
+          wgmma_e4m3_m64n128k32(acc, a, b);
+      }
+      wgmma_commit();
+      if constexpr (int8) {
+        wgmma_wait<1>();  // the previous K tile's group is done: its stage is free
+        if (tile > 0 && signals) barrier_arrive(empty + (tile - 1) % Stages);
+      } else {
+        wgmma_wait<0>();
+        if (signals) barrier_arrive(empty + stage);
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) {
+          total[i] += acc[i];
+          acc[i] = 0.0f;
+        }
+      }
+    }
+    if constexpr (int8) wgmma_wait<0>();
+
+    const int warp = (threadIdx.x - 128) >> 5, lane = threadIdx.x & 31;  // warp 0..7 over both consumers
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+      const int col = col0 + 8 * j + 2 * (lane & 3);
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int row = row0 + warp * 16 + half * 8 + (lane >> 2);
+        const int i = 4 * j + 2 * half;
+        if constexpr (int8)
+          store_output_pair<T>(p, row, col, __int2float_rn(acc[i]), __int2float_rn(acc[i + 1]));
+        else
+          store_output_pair<T>(p, row, col, total[i], total[i + 1]);
+      }
+    }
+  }
+#else
+  (void)p, (void)a_map, (void)b_map;
+  __trap();
+#endif
+}
+
+}  // namespace kernel_detail
+SDNQ_KERNEL_NAMESPACE_END
