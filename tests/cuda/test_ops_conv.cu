@@ -8,6 +8,7 @@
 #include "sdnq/cuda/check.hpp"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/ops/conv.cuh"
+#include "sdnq/cuda/ops/normalization.cuh"
 #include "sdnq/nn/gpu/detail/device_weights.hpp"
 
 namespace sdnq::test::conv {
@@ -47,6 +48,28 @@ Tensor conv2d_on_gpu(const TensorView& x, const TensorView& weight, const Tensor
   SDNQ_CUDA_CHECK(cudaStreamSynchronize(stream));
   SDNQ_CUDA_CHECK(cudaStreamDestroy(stream));
   return cuda::to_host(out);
+}
+
+Tensor group_norm_split_on_gpu(const TensorView& x, int groups, const TensorView* weight, const TensorView* bias,
+                               float eps, bool silu, bool in_place, std::int64_t& scratch_bytes) {
+  scratch_bytes = static_cast<std::int64_t>(device_ops::group_norm_workspace_bytes(x.shape(), groups));
+  Tensor scratch;
+  if (scratch_bytes > 0) scratch = cuda::empty(Shape{scratch_bytes}, DType::u8);
+  const Tensor dx = cuda::to_device(x);
+  Tensor dw, db;
+  if (weight != nullptr) dw = cuda::to_device(*weight);
+  if (bias != nullptr) db = cuda::to_device(*bias);
+  const TensorView w = dw.defined() ? dw.view() : TensorView(), b = db.defined() ? db.view() : TensorView();
+  Tensor out;
+  if (!in_place) {
+    out = cuda::empty(x.shape(), x.dtype());
+    SDNQ_CUDA_CHECK(cudaMemset(out.data(), 0xFF, out.nbytes()));
+  }
+  const TensorView target = in_place ? dx.view() : out.view();
+  device_ops::group_norm(dx, groups, weight != nullptr ? &w : nullptr, bias != nullptr ? &b : nullptr, eps, target,
+                         silu, scratch.defined() ? scratch.view() : TensorView(), nullptr);
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+  return cuda::to_host(target);
 }
 
 void conv2d_misuse(const std::string& which) {

@@ -1,5 +1,6 @@
 #pragma once
-// Host launchers of the GPU conv2d tests (test_ops_conv.cu), callable from the Catch test cases.
+// Host launchers of the GPU conv2d tests and of the split GroupNorm test (test_ops_conv.cu), callable
+// from the Catch test cases.
 #include <cstdint>
 #include <string>
 
@@ -20,5 +21,10 @@ Tensor conv2d_on_gpu(const TensorView& x, const TensorView& weight, const Tensor
 
 // Runs one misuse of cuda::ops::conv2d named by `which` (layer name "decoder.conv_in"); throws what the op throws.
 void conv2d_misuse(const std::string& which);
+
+// cuda::ops::group_norm with the scratch of group_norm_workspace_bytes (the split kernel where it
+// applies) into a NaN-poisoned output, or in place; `scratch_bytes` receives the scratch size used.
+Tensor group_norm_split_on_gpu(const TensorView& x, int groups, const TensorView* weight, const TensorView* bias,
+                               float eps, bool silu, bool in_place, std::int64_t& scratch_bytes);
 
 }  // namespace sdnq::test::conv

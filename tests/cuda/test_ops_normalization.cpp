@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "cuda/test_ops_conv_support.hpp"
 #include "cuda/test_ops_launchers.hpp"
 #include "cuda/test_ops_support.hpp"
 #include "sdnq/nn/models/detail/dit_ops.hpp"
@@ -93,6 +94,29 @@ TEST_CASE("ops: group_norm without affine parameters", "[cuda][ops]") {
   const Tensor x = sdnq::test::random_tensor(Shape{2, 32, 8, 8}, DType::bf16, 29);
   const Tensor expected = sdnq::nn::group_norm(sdnq::test::widen(x), 8, nullptr, nullptr, 1e-6f);
   require_close(gpu::group_norm(x, 8, nullptr, nullptr, 1e-6f, false), expected, DType::bf16);
+}
+
+TEST_CASE("ops: group_norm split over several blocks per group (few groups, many positions)", "[cuda][ops]") {
+  // N·G = 2 or 8 pairs over ≥ 12k positions: the split kernel (slices of ≥ 4096 elements); 97 x 127 and
+  // 5 x 7 x 401 positions take its scalar path. An offset mean (1.0) checks the partials' merge.
+  const Shape shape = GENERATE(Shape{1, 8, 128, 96}, Shape{2, 8, 97, 127}, Shape{1, 4, 5, 7, 401});
+  const int groups = GENERATE(1, 4);
+  const bool silu = GENERATE(false, true);
+  const bool in_place = GENERATE(false, true);
+  const DType dtype = GENERATE(DType::bf16, DType::f16);
+  INFO("shape " << shape.to_string() << ", groups " << groups << ", silu " << silu << ", in place " << in_place);
+  const Tensor x = sdnq::test::random_tensor(shape, dtype, 41, -1.0f, 3.0f);
+  const Tensor w = sdnq::test::random_tensor(Shape{shape[1]}, dtype, 42, 0.5f, 1.5f);
+  const Tensor b = sdnq::test::random_tensor(Shape{shape[1]}, dtype, 43);
+  const Tensor w32 = sdnq::test::widen(w), b32 = sdnq::test::widen(b);
+  const sdnq::TensorView wv = w32, bv = b32, wd = w, bd = b;
+  Tensor expected = sdnq::nn::group_norm(sdnq::test::widen(x), groups, &wv, &bv, 1e-6f);
+  if (silu) sdnq::nn::activate_(expected, sdnq::nn::Activation::silu);
+  std::int64_t scratch_bytes = 0;
+  const Tensor actual = sdnq::test::conv::group_norm_split_on_gpu(x, groups, &wd, &bd, 1e-6f, silu, in_place,
+                                                                  scratch_bytes);
+  CHECK(scratch_bytes > 0);  // the split kernel ran
+  require_close(actual, expected, dtype);
 }
 
 TEST_CASE("ops: softmax over the last axis, incl. -inf entries and an all -inf row", "[cuda][ops]") {

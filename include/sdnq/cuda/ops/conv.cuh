@@ -95,7 +95,7 @@ inline std::size_t conv2d_workspace_bytes(const Shape& x_shape, std::int64_t ker
   const auto [out_h, out_w] = conv_output_size(x_shape, kernel, options, "workspace size");
   const std::int64_t rows = x_shape[1] * kernel * kernel, positions = out_h * out_w;
   const std::int64_t chunk = conv_chunk_positions(rows, positions, dtype_size(dtype), conv_columns_budget_bytes);
-  return Arena::footprint(Shape{rows, chunk}, dtype);
+  return Arena::footprint(static_cast<std::size_t>(rows * chunk) * dtype_size(dtype));
 }
 
 // `layer` names the conv in every error. scratch: device bytes for the im2col columns, or an empty view

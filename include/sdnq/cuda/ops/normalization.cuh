@@ -4,12 +4,14 @@
 //   layer_norm(x [..., D], weight*, bias*, eps, out)   (x − mean) / sqrt(var + eps) · weight + bias
 //   layer_norm_modulate(x [B, ..., D], shift, scale, eps, out)   LayerNorm(x) · (1 + scale) + shift (AdaLN)
 //   rms_norm(x [..., D], weight*, eps, out)            x / sqrt(mean(x²) + eps) · weight
-//   group_norm(x [N, C, ...], groups, weight*, bias*, eps, out, silu)   per (sample, group); SiLU fused
+//   group_norm(x [N, C, ...], groups, weight*, bias*, eps, out, silu[, scratch])   per (sample, group); SiLU
+//     fused; with scratch (group_norm_workspace_bytes) a group spreads over several blocks in two passes
 //   softmax(x [..., D], out)                            over the last axis; an all -inf row gives zeros
 // weight / bias: [D] (or [C]) device tensors of x's dtype, or null.
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <string_view>
@@ -139,9 +141,10 @@ inline void softmax(const TensorView& x, const TensorView& out, cudaStream_t str
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }
 
-inline void group_norm(const TensorView& x, int groups, const TensorView* weight, const TensorView* bias, float eps,
-                       const TensorView& out, bool silu, cudaStream_t stream) {
-  using namespace kernel_detail;
+namespace kernel_detail {
+
+// Checks group_norm's arguments; returns (samples, channels, positions).
+inline std::array<std::int64_t, 3> group_norm_sizes(const TensorView& x, int groups, float eps, const TensorView& out) {
   require_operand(x, "group_norm", "x");
   require_like(out, x, x.shape(), "group_norm", "out");
   SDNQ_REQUIRE(x.rank() >= 2, ShapeError, "cuda::ops::group_norm: x must be [N, C, ...], got {}",
@@ -153,18 +156,67 @@ inline void group_norm(const TensorView& x, int groups, const TensorView* weight
   SDNQ_REQUIRE(samples * groups <= std::numeric_limits<int>::max(), UnsupportedError,
                "cuda::ops::group_norm: {} samples x {} groups exceed one launch", samples, groups);
   SDNQ_REQUIRE(eps >= 0.0f, ShapeError, "cuda::ops::group_norm: eps must be >= 0, got {}", eps);
+  const std::int64_t positions = channels == 0 || samples == 0 ? 0 : x.numel() / (samples * channels);
+  return {samples, channels, positions};
+}
+
+// Slices per group for the split GroupNorm: enough blocks to give every SM of an H100 (132) four,
+// slices of at least 4096 elements, at most 1024 slices; 1 means the one-block-per-group kernel.
+inline std::int64_t group_norm_splits(std::int64_t samples, int groups, std::int64_t group_size) {
+  constexpr std::int64_t target_blocks = 4 * 132, min_slice = 4096, max_splits = 1024;
+  const std::int64_t pairs = samples * groups;
+  if (pairs == 0 || pairs >= target_blocks) return 1;
+  const std::int64_t wanted = (target_blocks + pairs - 1) / pairs;
+  return std::clamp<std::int64_t>(std::min(wanted, group_size / min_slice), 1, max_splits);
+}
+
+}  // namespace kernel_detail
+
+// Scratch bytes the split GroupNorm takes for x of `shape` (0: the one-block-per-group kernel suffices).
+inline std::size_t group_norm_workspace_bytes(const Shape& shape, int groups) {
+  if (shape.rank() < 2 || groups < 1 || shape[1] % groups != 0 || shape[0] == 0 || shape[1] == 0) return 0;
+  const std::int64_t positions = shape.numel() / (shape[0] * shape[1]);
+  const std::int64_t splits = kernel_detail::group_norm_splits(shape[0], groups, (shape[1] / groups) * positions);
+  return splits == 1 ? 0 : static_cast<std::size_t>(shape[0] * groups * splits) * sizeof(float2);
+}
+
+// scratch: device bytes for the split kernel's partial statistics (group_norm_workspace_bytes), or an
+// empty view: then one block per (sample, group) does all the work.
+inline void group_norm(const TensorView& x, int groups, const TensorView* weight, const TensorView* bias, float eps,
+                       const TensorView& out, bool silu, const TensorView& scratch, cudaStream_t stream) {
+  using namespace kernel_detail;
+  const auto [samples, channels, positions] = group_norm_sizes(x, groups, eps, out);
   const void* w = optional_parameter(weight, x, channels, "group_norm", "weight");
   const void* b = optional_parameter(bias, x, channels, "group_norm", "bias");
-  const std::int64_t positions = channels == 0 || samples == 0 ? 0 : x.numel() / (samples * channels);
   if (samples == 0 || channels == 0 || positions == 0) return;
   const bool vector = positions % 8 == 0 && aligned16(x.data()) && aligned16(out.data());
-  const auto blocks = static_cast<unsigned>(samples * groups);
+  const int c = static_cast<int>(channels);
+  const std::int64_t group_size = (channels / groups) * positions;
+  const std::int64_t splits = group_norm_splits(samples, groups, group_size);
+  const std::size_t partial_bytes = static_cast<std::size_t>(samples * groups * splits) * sizeof(float2);
+  const bool split = splits > 1 && scratch.device().is_cuda() && scratch.nbytes() >= partial_bytes;
   dispatch_16bit(x.dtype(), [&]<class T>() {
     const auto* in = static_cast<const T*>(x.data());
     const auto* wt = static_cast<const T*>(w);
     const auto* bs = static_cast<const T*>(b);
     auto* o = static_cast<T*>(out.data());
-    const int c = static_cast<int>(channels);
+    if (split) {
+      const std::int64_t slice = ((group_size + splits - 1) / splits + 7) / 8 * 8;
+      const dim3 grid(static_cast<unsigned>(samples * groups), static_cast<unsigned>(splits));
+      auto* partials = static_cast<float2*>(scratch.data());
+      constexpr int threads = group_norm_split_threads;
+      if (vector) {
+        group_norm_partial_kernel<T, true><<<grid, threads, 0, stream>>>(in, group_size, slice, partials);
+        group_norm_apply_kernel<T, true>
+            <<<grid, threads, 0, stream>>>(in, wt, bs, o, c, groups, positions, slice, partials, eps, silu);
+      } else {
+        group_norm_partial_kernel<T, false><<<grid, threads, 0, stream>>>(in, group_size, slice, partials);
+        group_norm_apply_kernel<T, false>
+            <<<grid, threads, 0, stream>>>(in, wt, bs, o, c, groups, positions, slice, partials, eps, silu);
+      }
+      return;
+    }
+    const auto blocks = static_cast<unsigned>(samples * groups);
     if (vector)
       group_norm_kernel<T, true>
           <<<blocks, group_norm_threads, 0, stream>>>(in, wt, bs, o, c, groups, positions, eps, silu);
@@ -173,6 +225,11 @@ inline void group_norm(const TensorView& x, int groups, const TensorView* weight
           <<<blocks, group_norm_threads, 0, stream>>>(in, wt, bs, o, c, groups, positions, eps, silu);
   });
   SDNQ_CUDA_CHECK(cudaGetLastError());
+}
+
+inline void group_norm(const TensorView& x, int groups, const TensorView* weight, const TensorView* bias, float eps,
+                       const TensorView& out, bool silu, cudaStream_t stream) {
+  group_norm(x, groups, weight, bias, eps, out, silu, TensorView(), stream);
 }
 
 }  // namespace ops

@@ -1,7 +1,7 @@
 #pragma once
 // Kernels of normalization.cuh. One warp per row for LayerNorm, RMSNorm and softmax over the last axis
 // (rows of a few thousand elements; the re-reads after the first hit L1/L2); one block per (sample,
-// group) for GroupNorm. Statistics in f32 with the mean subtracted before squaring (two passes).
+// group) for GroupNorm, or several per group in two passes when the caller gives scratch (split GroupNorm). Statistics in f32 with the mean subtracted before squaring (two passes).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -194,6 +194,117 @@ __global__ void __launch_bounds__(group_norm_threads)
   }
   const float inverse = rsqrtf(block_sum(squares, scratch) / static_cast<float>(group_size) + eps);
   for (std::int64_t i = threadIdx.x * width; i < group_size; i += stride) {
+    const int channel = group * group_channels + static_cast<int>(i / positions);  // one channel per pack
+    const float scale = (weight != nullptr ? to_float(weight[channel]) : 1.0f) * inverse;
+    const float shift = bias != nullptr ? to_float(bias[channel]) : 0.0f;
+    float v[width];
+    if constexpr (Vector)
+      load8(in + i, v);
+    else
+      v[0] = to_float(in[i]);
+#pragma unroll
+    for (int e = 0; e < width; ++e) {
+      v[e] = fmaf(v[e] - mean, scale, shift);
+      if (silu) v[e] = v[e] / (1.0f + expf(-v[e]));
+    }
+    if constexpr (Vector)
+      store8(o + i, v);
+    else
+      o[i] = from_float<T>(v[0]);
+  }
+}
+
+// Split GroupNorm, for few (sample, group) pairs over many positions (the VAE's 1024² levels with
+// N·G = 32 would leave most SMs idle): each group is cut into `splits` slices of `slice` elements
+// (a multiple of 8). Pass 1 writes each slice's mean and centred sum of squares (two passes over
+// the slice, which the second finds in cache); pass 2 merges a group's partials in double with Chan's
+// formula in one warp, then normalizes its slice.
+inline constexpr int group_norm_split_threads = 256;
+
+template <class T, bool Vector>
+__global__ void __launch_bounds__(group_norm_split_threads)
+    group_norm_partial_kernel(const T* x, std::int64_t group_size, std::int64_t slice, float2* partials) {
+  __shared__ float scratch[32];
+  const std::int64_t begin = static_cast<std::int64_t>(blockIdx.y) * slice;
+  const std::int64_t end = begin + slice < group_size ? begin + slice : group_size;
+  const T* in = x + static_cast<std::int64_t>(blockIdx.x) * group_size;
+  constexpr int width = Vector ? 8 : 1;
+  const std::int64_t stride = static_cast<std::int64_t>(blockDim.x) * width;
+  float sum = 0.0f;
+  for (std::int64_t i = begin + threadIdx.x * width; i < end; i += stride) {
+    float v[width];
+    if constexpr (Vector)
+      load8(in + i, v);
+    else
+      v[0] = to_float(in[i]);
+#pragma unroll
+    for (int e = 0; e < width; ++e) sum += v[e];
+  }
+  const float count = end > begin ? static_cast<float>(end - begin) : 1.0f;
+  const float mean = block_sum(sum, scratch) / count;
+  float squares = 0.0f;
+  for (std::int64_t i = begin + threadIdx.x * width; i < end; i += stride) {
+    float v[width];
+    if constexpr (Vector)
+      load8(in + i, v);
+    else
+      v[0] = to_float(in[i]);
+#pragma unroll
+    for (int e = 0; e < width; ++e) squares += (v[e] - mean) * (v[e] - mean);
+  }
+  const float centred = block_sum(squares, scratch);
+  if (threadIdx.x == 0) partials[static_cast<std::int64_t>(blockIdx.x) * gridDim.y + blockIdx.y] = {mean, centred};
+}
+
+template <class T, bool Vector>
+__global__ void __launch_bounds__(group_norm_split_threads)
+    group_norm_apply_kernel(const T* x, const T* weight, const T* bias, T* out, int channels, int groups,
+                            std::int64_t positions, std::int64_t slice, const float2* partials, float eps, bool silu) {
+  __shared__ float statistics[2];  // mean, 1 / sqrt(var + eps)
+  const int splits = static_cast<int>(gridDim.y);
+  const int group = static_cast<int>(blockIdx.x % groups);
+  const int group_channels = channels / groups;
+  const std::int64_t group_size = group_channels * positions;
+  if (threadIdx.x < 32) {
+    // Lane l merges slices l, l + 32, ...; then the lanes merge pairwise (Chan et al.).
+    double n = 0.0, mean = 0.0, m2 = 0.0;
+    for (int s = static_cast<int>(threadIdx.x); s < splits; s += 32) {
+      const std::int64_t begin = static_cast<std::int64_t>(s) * slice;
+      const double count = static_cast<double>((begin + slice < group_size ? begin + slice : group_size) - begin);
+      if (count <= 0.0) continue;
+      const float2 p = partials[static_cast<std::int64_t>(blockIdx.x) * splits + s];
+      const double total = n + count, delta = p.x - mean;
+      mean += delta * count / total;
+      m2 += p.y + delta * delta * n * count / total;
+      n = total;
+    }
+    for (int offset = 16; offset > 0; offset /= 2) {
+      const double other_n = __shfl_xor_sync(0xFFFFFFFFu, n, offset);
+      const double other_mean = __shfl_xor_sync(0xFFFFFFFFu, mean, offset);
+      const double other_m2 = __shfl_xor_sync(0xFFFFFFFFu, m2, offset);
+      const double total = n + other_n;
+      if (total > 0.0) {
+        const double delta = other_mean - mean;
+        m2 += other_m2 + delta * delta * n * other_n / total;
+        mean += delta * other_n / total;
+      }
+      n = total;
+    }
+    if (threadIdx.x == 0) {
+      statistics[0] = static_cast<float>(mean);
+      statistics[1] = rsqrtf(static_cast<float>(m2 / n) + eps);
+    }
+  }
+  __syncthreads();
+  const float mean = statistics[0], inverse = statistics[1];
+  const std::int64_t begin = static_cast<std::int64_t>(blockIdx.y) * slice;
+  const std::int64_t end = begin + slice < group_size ? begin + slice : group_size;
+  const std::int64_t offset = static_cast<std::int64_t>(blockIdx.x) * group_size;
+  const T* in = x + offset;
+  T* o = out + offset;
+  constexpr int width = Vector ? 8 : 1;
+  const std::int64_t stride = static_cast<std::int64_t>(blockDim.x) * width;
+  for (std::int64_t i = begin + threadIdx.x * width; i < end; i += stride) {
     const int channel = group * group_channels + static_cast<int>(i / positions);  // one channel per pack
     const float scale = (weight != nullptr ? to_float(weight[channel]) : 1.0f) * inverse;
     const float shift = bias != nullptr ? to_float(bias[channel]) : 0.0f;
