@@ -16,6 +16,7 @@
 namespace {
 
 using sdnq::cuda::CodeValue;
+using sdnq::test::TestLayout;
 using sdnq::test::TestRoute;
 
 struct Outcome {
@@ -26,7 +27,8 @@ struct Outcome {
 
 template <class T>
 Outcome run_and_compare(const sdnq::test::RandomLinear& linear, std::int64_t tokens, TestRoute route,
-                        std::uint64_t seed, std::size_t dense_limit = std::size_t{64} << 20, bool with_bias = true) {
+                        std::uint64_t seed, std::size_t dense_limit = std::size_t{64} << 20, bool with_bias = true,
+                        TestLayout layout = TestLayout::automatic) {
   const std::int64_t n = linear.codes.out_features, k = linear.codes.in_features;
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -37,11 +39,11 @@ Outcome run_and_compare(const sdnq::test::RandomLinear& linear, std::int64_t tok
   const sdnq::test::LinearRun run =
       sdnq::test::run_quantized_linear(linear.codes, sdnq::dtype_of_v<T>, x,
                                        with_bias ? std::optional<sdnq::TensorView>(bias) : std::nullopt, route,
-                                       dense_limit);
+                                       dense_limit, layout);
 
   std::vector<double> actual(static_cast<std::size_t>(tokens * n)), expected(actual.size());
   Outcome outcome;
-  outcome.route = run.route;
+  outcome.route = run.route + " on the " + run.layout + " layout";
   for (std::int64_t m = 0; m < tokens; ++m)
     for (std::int64_t o = 0; o < n; ++o) {
       double sum = with_bias ? bias.data_as<T>()[o].to_float() : 0.0;
@@ -76,16 +78,26 @@ std::vector<float> float4_e2m1_table() {
 
 }  // namespace
 
-TEST_CASE("quantized_linear: uint4 g128 with SVD rank 0/32 on every route, bf16", "[cuda][linear]") {
-  const std::int64_t rank = GENERATE(0, 32);
+// The default layout of a 4/8-bit weight with N, K multiples of 64 is the tensor-core one: automatic,
+// tensor_core and the dense route read it; small_m needs the GEMV layout, whose dense route is run too.
+TEST_CASE("quantized_linear: uint4 g128 with SVD rank 0/16/32/128 on every route and layout, bf16",
+          "[cuda][linear]") {
+  const std::int64_t rank = GENERATE(0, 16, 32, 128);
   const std::int64_t tokens = GENERATE(1, 3, 16, 33, 257);
   const auto linear =
       sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 192, 512, 128, rank, 21);
   INFO("rank " << rank << ", tokens " << tokens);
+  const std::size_t whole = std::size_t{64} << 20;
   SDNQ_CHECK_LINEAR(run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::automatic, 1));
-  if (tokens <= 64) SDNQ_CHECK_LINEAR(run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::small_m, 2));
   SDNQ_CHECK_LINEAR(run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::tensor_core, 3));
   SDNQ_CHECK_LINEAR(run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::dequantize_cublas, 4));
+  if (tokens <= 64)
+    SDNQ_CHECK_LINEAR(
+        run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::small_m, 2, whole, true, TestLayout::gemv));
+  SDNQ_CHECK_LINEAR(
+      run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::automatic, 5, whole, true, TestLayout::gemv));
+  SDNQ_CHECK_LINEAR(
+      run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::dequantize_cublas, 6, whole, true, TestLayout::gemv));
 }
 
 TEST_CASE("quantized_linear: int8 row-wise and uint4 g64 + SVD in fp16 on every route", "[cuda][linear]") {
@@ -95,8 +107,11 @@ TEST_CASE("quantized_linear: int8 row-wise and uint4 g64 + SVD in fp16 on every 
     const auto linear = sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 320, 256, -1, 0, 22);
     SDNQ_CHECK_LINEAR(run_and_compare<sdnq::fp16>(linear, tokens, TestRoute::automatic, 5));
     SDNQ_CHECK_LINEAR(run_and_compare<sdnq::fp16>(linear, tokens, TestRoute::tensor_core, 6));
-    SDNQ_CHECK_LINEAR(run_and_compare<sdnq::fp16>(linear, tokens, TestRoute::dequantize_cublas, 7));
-    if (tokens <= 64) SDNQ_CHECK_LINEAR(run_and_compare<sdnq::fp16>(linear, tokens, TestRoute::small_m, 8));
+    // A 40 KB chunk limit: the tensor-core layout is dequantized in chunks of 16-row blocks.
+    SDNQ_CHECK_LINEAR(run_and_compare<sdnq::fp16>(linear, tokens, TestRoute::dequantize_cublas, 7, 256 * 2 * 80));
+    if (tokens <= 64)
+      SDNQ_CHECK_LINEAR(run_and_compare<sdnq::fp16>(linear, tokens, TestRoute::small_m, 8, std::size_t{64} << 20,
+                                                    true, TestLayout::gemv));
   }
   SECTION("uint4 g64 + SVD r32") {
     const auto linear =
@@ -118,20 +133,29 @@ TEST_CASE("quantized_linear: odd shapes without a tensor-core layout", "[cuda][l
   SECTION("K = 75, group 25: checkpoint layout only (no GEMV, no tensor core)") {
     const auto linear = sdnq::test::make_random_linear<sdnq::fp16>(4, CodeValue::unsigned_integer, 34, 75, 25, 0, 25);
     const Outcome outcome = run_and_compare<sdnq::fp16>(linear, tokens, TestRoute::automatic, 13, 75 * 2 * 8);
-    CHECK(outcome.route == "dequantize_cublas");
+    CHECK(outcome.route == "dequantize_cublas on the checkpoint layout");
     SDNQ_CHECK_LINEAR(outcome);
   }
-  SECTION("signed 3-bit g32, N = 72: GEMV for small M, chunked checkpoint layout for the dense route") {
+  SECTION("signed 3-bit g32, N = 72: GEMV layout for every route, or the chunked checkpoint layout") {
     const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(3, CodeValue::signed_integer, 72, 128, 32, 0, 26);
     SDNQ_CHECK_LINEAR(run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::automatic, 14));
     SDNQ_CHECK_LINEAR(run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::dequantize_cublas, 15, 128 * 2 * 16));
+    SDNQ_CHECK_LINEAR(run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::dequantize_cublas, 15, 128 * 2 * 16,
+                                                  true, TestLayout::checkpoint));
+  }
+  SECTION("unsigned 6-bit g64 and 5-bit g32 + SVD r16 from the GEMV layout, chunked") {
+    const auto six = sdnq::test::make_random_linear<sdnq::fp16>(6, CodeValue::unsigned_integer, 48, 192, 64, 0, 32);
+    SDNQ_CHECK_LINEAR(run_and_compare<sdnq::fp16>(six, tokens, TestRoute::automatic, 21));
+    SDNQ_CHECK_LINEAR(run_and_compare<sdnq::fp16>(six, tokens, TestRoute::dequantize_cublas, 22, 192 * 2 * 16));
+    const auto five = sdnq::test::make_random_linear<sdnq::bf16>(5, CodeValue::signed_integer, 40, 96, 32, 16, 33);
+    SDNQ_CHECK_LINEAR(run_and_compare<sdnq::bf16>(five, tokens, TestRoute::dequantize_cublas, 23, (96 + 64) * 2 * 8));
   }
   SECTION("float4_e2m1fn codes through the lookup table, with SVD r32") {
     const std::vector<float> table = float4_e2m1_table();
     const auto linear =
         sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::lookup, 96, 256, 32, 32, 27, false, &table);
     const Outcome outcome = run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::automatic, 16);
-    CHECK(outcome.route == "dequantize_cublas");
+    CHECK(outcome.route == "dequantize_cublas on the checkpoint layout");
     SDNQ_CHECK_LINEAR(outcome);
   }
 }
@@ -143,9 +167,12 @@ void check_dense_bias_case(std::int64_t rank, bool with_bias, std::int64_t token
   INFO("rank " << rank << ", bias " << with_bias << ", tokens " << tokens);
   const auto linear = sdnq::test::make_random_linear<T>(4, CodeValue::unsigned_integer, 256, 320, 64, rank, 30);
   SDNQ_CHECK_LINEAR(run_and_compare<T>(linear, tokens, TestRoute::automatic, 17, std::size_t{64} << 20, with_bias));
-  // A chunk limit of 89600 bytes: two or three chunks (by the row width E) accumulate onto the broadcast bias.
+  // A chunk limit of 89600 bytes: two or three chunks (by the row width E) accumulate onto the broadcast bias,
+  // dequantized from the tensor-core layout (16-row blocks) and from the GEMV layout.
   SDNQ_CHECK_LINEAR(
       run_and_compare<T>(linear, tokens, TestRoute::dequantize_cublas, 18, (320 + 128) * 2 * 100, with_bias));
+  SDNQ_CHECK_LINEAR(run_and_compare<T>(linear, tokens, TestRoute::dequantize_cublas, 18, (320 + 128) * 2 * 100,
+                                       with_bias, TestLayout::gemv));
 }
 
 TEST_CASE("quantized_linear: dense route at M > 128 with/without bias and SVD, bf16", "[cuda][linear]") {
@@ -167,10 +194,102 @@ TEST_CASE("quantized_linear: dense route on the checkpoint layout with SVD and w
   INFO("rank " << rank);
   // Signed 3-bit, K = 96: no tensor-core layout; a 16-row chunk limit cuts the checkpoint layout in pieces.
   const auto linear = sdnq::test::make_random_linear<sdnq::fp16>(3, CodeValue::signed_integer, 72, 96, 32, rank, 31);
-  SDNQ_CHECK_LINEAR(
-      run_and_compare<sdnq::fp16>(linear, 200, TestRoute::dequantize_cublas, 19, (96 + 64) * 2 * 16, false));
-  SDNQ_CHECK_LINEAR(
-      run_and_compare<sdnq::fp16>(linear, 200, TestRoute::dequantize_cublas, 20, (96 + 64) * 2 * 16, true));
+  for (const TestLayout layout : {TestLayout::checkpoint, TestLayout::gemv}) {
+    SDNQ_CHECK_LINEAR(run_and_compare<sdnq::fp16>(linear, 200, TestRoute::dequantize_cublas, 19, (96 + 64) * 2 * 16,
+                                                  false, layout));
+    SDNQ_CHECK_LINEAR(run_and_compare<sdnq::fp16>(linear, 200, TestRoute::dequantize_cublas, 20, (96 + 64) * 2 * 16,
+                                                  true, layout));
+  }
+}
+
+// Bytes per layer, counted here from the layouts' definitions (repack.hpp, gemm_tc_repack.hpp). Before
+// this change a 4/8-bit weight kept both repacked layouts, i.e. the sum of the first two numbers.
+TEST_CASE("quantized_linear: one code layout per layer, device bytes", "[cuda][linear]") {
+  const std::int64_t n = 192, k = 512, groups = 4, rank = 32, padded_rank = 64, t = 2;  // bytes of bf16
+  const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, n, k, 128, rank, 40);
+  const std::size_t codes = n * k / 2, params = groups * n * 2 * t;
+  const std::size_t gemv = codes + params + (n * rank + rank * k) * t;
+  const std::size_t tensor_core = codes + params + (n * padded_rank + padded_rank * k) * t;
+  CHECK(sdnq::test::quantized_linear_device_bytes(linear.codes, sdnq::DType::bf16, TestLayout::gemv) == gemv);
+  CHECK(sdnq::test::quantized_linear_device_bytes(linear.codes, sdnq::DType::bf16, TestLayout::tensor_core) ==
+        tensor_core);
+  CHECK(sdnq::test::quantized_linear_device_bytes(linear.codes, sdnq::DType::bf16, TestLayout::automatic) ==
+        tensor_core);
+  // The checkpoint layout: packed bytes, F32 scale and zero point as stored, SVD factors in T.
+  const std::size_t checkpoint = codes + 2 * n * groups * 4 + (n * rank + rank * k) * t;
+  CHECK(sdnq::test::quantized_linear_device_bytes(linear.codes, sdnq::DType::bf16, TestLayout::checkpoint) ==
+        checkpoint);
+  INFO("before: both repacked layouts, " << gemv + tensor_core << " bytes");
+  CHECK(tensor_core < gemv + tensor_core);
+  SECTION("a layout the weight does not fit is refused, naming the weight") {
+    const auto odd = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 200, 96, 32, 0, 41);
+    const auto message = sdnq::test::message_of<sdnq::UnsupportedError>([&] {
+      (void)sdnq::test::quantized_linear_device_bytes(odd.codes, sdnq::DType::bf16, TestLayout::tensor_core);
+    });
+    CHECK(sdnq::test::contains(message, "test.linear"));
+    CHECK(sdnq::test::contains(message, "multiples of 64"));
+  }
+}
+
+// The small-M path of a quantized-matmul layer: the gemm_w8a8 weights dequantized chunk by chunk
+// (K = 8192: 1024 rows of 16 KiB per 16 MiB chunk, so N = 1096 takes two chunks).
+TEST_CASE("w8a8_dequantized_linear: int8 row-wise weights at small M, bf16 and fp16", "[cuda][linear]") {
+  const std::int64_t tokens = GENERATE(1, 5, 31);
+  const bool with_bias = GENERATE(true, false);
+  INFO("tokens " << tokens << ", bias " << with_bias);
+  const auto check = [&](auto tag, std::int64_t n, std::int64_t k, bool transposed) {
+    using T = decltype(tag);
+    const auto linear = sdnq::test::make_random_linear<T>(8, CodeValue::signed_integer, n, k, -1, 0, 42, transposed);
+    std::mt19937_64 rng(43);
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    sdnq::Tensor x = sdnq::Tensor::empty(sdnq::Shape{tokens, k}, sdnq::dtype_of_v<T>);
+    sdnq::Tensor bias = sdnq::Tensor::empty(sdnq::Shape{n}, sdnq::dtype_of_v<T>);
+    for (std::int64_t i = 0; i < x.numel(); ++i) x.data_as<T>()[i] = T(dist(rng));
+    for (std::int64_t i = 0; i < n; ++i) bias.data_as<T>()[i] = T(dist(rng));
+    const sdnq::Tensor y = sdnq::test::run_w8a8_dequantized_linear(
+        linear.codes, sdnq::dtype_of_v<T>, x, with_bias ? std::optional<sdnq::TensorView>(bias) : std::nullopt);
+    std::vector<double> actual(static_cast<std::size_t>(tokens * n)), expected(actual.size());
+    std::int64_t non_finite = 0;
+    for (std::int64_t m = 0; m < tokens; ++m)
+      for (std::int64_t o = 0; o < n; ++o) {
+        double sum = with_bias ? bias.data_as<T>()[o].to_float() : 0.0;
+        for (std::int64_t c = 0; c < k; ++c) sum += double(x.data_as<T>()[m * k + c].to_float()) * linear.dense[o * k + c];
+        expected[m * n + o] = sum;
+        actual[m * n + o] = y.data_as<T>()[m * n + o].to_float();
+        if (!std::isfinite(actual[m * n + o])) ++non_finite;
+      }
+    REQUIRE(non_finite == 0);
+    REQUIRE(sdnq::test::relative_l2(actual, expected) <= 1e-2);
+  };
+  check(sdnq::bf16(0.0f), 1096, 8192, true);
+  check(sdnq::fp16(0.0f), 200, 96, false);
+}
+
+TEST_CASE("dense_linear: x · Wᵀ + b against a double product, and a bad shape", "[cuda][linear]") {
+  std::mt19937_64 rng(44);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  const std::int64_t tokens = 37, n = 72, k = 96;
+  sdnq::Tensor x = sdnq::Tensor::empty(sdnq::Shape{tokens, k}, sdnq::DType::bf16);
+  sdnq::Tensor w = sdnq::Tensor::empty(sdnq::Shape{n, k}, sdnq::DType::bf16);
+  sdnq::Tensor bias = sdnq::Tensor::empty(sdnq::Shape{n}, sdnq::DType::bf16);
+  for (std::int64_t i = 0; i < x.numel(); ++i) x.data_as<sdnq::bf16>()[i] = sdnq::bf16(dist(rng));
+  for (std::int64_t i = 0; i < w.numel(); ++i) w.data_as<sdnq::bf16>()[i] = sdnq::bf16(dist(rng));
+  for (std::int64_t i = 0; i < n; ++i) bias.data_as<sdnq::bf16>()[i] = sdnq::bf16(dist(rng));
+  const sdnq::Tensor y = sdnq::test::run_dense_linear(x, w, bias);
+  std::vector<double> actual(static_cast<std::size_t>(tokens * n)), expected(actual.size());
+  for (std::int64_t m = 0; m < tokens; ++m)
+    for (std::int64_t o = 0; o < n; ++o) {
+      double sum = bias.data_as<sdnq::bf16>()[o].to_float();
+      for (std::int64_t c = 0; c < k; ++c)
+        sum += double(x.data_as<sdnq::bf16>()[m * k + c].to_float()) * w.data_as<sdnq::bf16>()[o * k + c].to_float();
+      expected[m * n + o] = sum;
+      actual[m * n + o] = y.data_as<sdnq::bf16>()[m * n + o].to_float();
+    }
+  CHECK(sdnq::test::relative_l2(actual, expected) <= 1e-2);
+  sdnq::Tensor short_bias = sdnq::Tensor::empty(sdnq::Shape{n - 8}, sdnq::DType::bf16);
+  const auto message =
+      sdnq::test::message_of<sdnq::ShapeError>([&] { (void)sdnq::test::run_dense_linear(x, w, short_bias); });
+  CHECK(sdnq::test::contains(message, "dense_linear bias"));
 }
 
 TEST_CASE("quantized_linear: bad calls are rejected before launching", "[cuda][linear]") {

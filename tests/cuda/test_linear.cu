@@ -27,6 +27,25 @@ cuda::LinearRoute to_route(TestRoute route) {
   }
 }
 
+cuda::CodeLayout to_layout(TestLayout layout) {
+  switch (layout) {
+    case TestLayout::gemv:
+      return cuda::CodeLayout::gemv;
+    case TestLayout::tensor_core:
+      return cuda::CodeLayout::tensor_core;
+    case TestLayout::checkpoint:
+      return cuda::CodeLayout::checkpoint;
+    default:
+      return cuda::CodeLayout::automatic;
+  }
+}
+
+Tensor poisoned(Shape shape, DType dtype) {
+  Tensor tensor = cuda::empty(shape, dtype);
+  SDNQ_CUDA_CHECK(cudaMemset(tensor.data(), 0xFF, tensor.nbytes()));  // NaN in bf16 and fp16
+  return tensor;
+}
+
 struct CublasHandle {
   cublasHandle_t handle{};
   CublasHandle() { SDNQ_CUBLAS_CHECK(cublasCreate(&handle)); }
@@ -36,25 +55,64 @@ struct CublasHandle {
 }  // namespace
 
 LinearRun run_quantized_linear(const cuda::LinearCodes& weight, DType dtype, TensorView x,
-                               std::optional<TensorView> bias, TestRoute route, std::size_t dense_workspace_limit) {
+                               std::optional<TensorView> bias, TestRoute route, std::size_t dense_workspace_limit,
+                               TestLayout layout) {
   cuda::QuantizedLinearOptions options;
   options.dense_workspace_limit = dense_workspace_limit;
+  options.layout = to_layout(layout);
   const cuda::QuantizedLinear layer(weight, dtype, 0, options);
   const std::int64_t tokens = x.size(0);
   const cuda::LinearRoute chosen = route == TestRoute::automatic ? layer.route_for(tokens) : to_route(route);
   Tensor device_x = cuda::to_device(x);
   std::optional<Tensor> device_bias;
   if (bias) device_bias = cuda::to_device(*bias);
-  Tensor y = cuda::empty(Shape{tokens, weight.out_features}, dtype);
-  SDNQ_CUDA_CHECK(cudaMemset(y.data(), 0xFF, y.nbytes()));  // NaN in bf16 and fp16
+  Tensor y = poisoned(Shape{tokens, weight.out_features}, dtype);
   const std::size_t workspace_bytes = layer.workspace_bytes(tokens, chosen);
-  Tensor workspace = cuda::empty(Shape{static_cast<std::int64_t>(workspace_bytes) + 16}, DType::u8);
-  SDNQ_CUDA_CHECK(cudaMemset(workspace.data(), 0xFF, workspace.nbytes()));
+  Tensor workspace = poisoned(Shape{static_cast<std::int64_t>(workspace_bytes) + 16}, DType::u8);
   CublasHandle cublas;
   cuda::quantized_linear(layer, device_x, device_bias ? std::optional<TensorView>(*device_bias) : std::nullopt, y,
                          workspace, cublas.handle, nullptr, to_route(route));
   SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
-  return LinearRun{cuda::to_host(y), cuda::linear_route_name(chosen)};
+  return LinearRun{cuda::to_host(y), cuda::linear_route_name(chosen), cuda::code_layout_name(layer.layout()),
+                   layer.device_bytes()};
+}
+
+std::size_t quantized_linear_device_bytes(const cuda::LinearCodes& weight, DType dtype, TestLayout layout) {
+  cuda::QuantizedLinearOptions options;
+  options.layout = to_layout(layout);
+  return cuda::QuantizedLinear(weight, dtype, 0, options).device_bytes();
+}
+
+Tensor run_w8a8_dequantized_linear(const cuda::LinearCodes& weight, DType dtype, TensorView x,
+                                   std::optional<TensorView> bias) {
+  const cuda::W8A8WeightsDevice w = dtype == DType::bf16
+                                        ? cuda::upload_w8a8_weights(cuda::repack_for_w8a8<bf16>(weight))
+                                        : cuda::upload_w8a8_weights(cuda::repack_for_w8a8<fp16>(weight));
+  const std::int64_t tokens = x.size(0);
+  Tensor device_x = cuda::to_device(x);
+  std::optional<Tensor> device_bias;
+  if (bias) device_bias = cuda::to_device(*bias);
+  Tensor y = poisoned(Shape{tokens, weight.out_features}, dtype);
+  Tensor workspace =
+      poisoned(Shape{static_cast<std::int64_t>(cuda::w8a8_dequantized_workspace_bytes(w.view()))}, DType::u8);
+  CublasHandle cublas;
+  cuda::w8a8_dequantized_linear(w.view(), nullptr, device_x,
+                                device_bias ? std::optional<TensorView>(*device_bias) : std::nullopt, y, workspace,
+                                cublas.handle);
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+  return cuda::to_host(y);
+}
+
+Tensor run_dense_linear(TensorView x, TensorView weight, std::optional<TensorView> bias) {
+  Tensor device_x = cuda::to_device(x), device_weight = cuda::to_device(weight);
+  std::optional<Tensor> device_bias;
+  if (bias) device_bias = cuda::to_device(*bias);
+  Tensor y = poisoned(Shape{x.size(0), weight.size(0)}, x.dtype());
+  CublasHandle cublas;
+  cuda::dense_linear(device_x, device_weight, device_bias ? std::optional<TensorView>(*device_bias) : std::nullopt,
+                     y, cublas.handle);
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+  return cuda::to_host(y);
 }
 
 void run_quantized_linear_misuse(const cuda::LinearCodes& weight, const std::string& what) {

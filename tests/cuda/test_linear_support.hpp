@@ -11,10 +11,14 @@ namespace sdnq::test {
 
 // Which route quantized_linear takes; "automatic" lets it choose.
 enum class TestRoute { automatic, small_m, tensor_core, dequantize_cublas };
+// The code layout the QuantizedLinear keeps (cuda::CodeLayout).
+enum class TestLayout { automatic, gemv, tensor_core, checkpoint };
 
 struct LinearRun {
-  Tensor y;           // host copy of y [M, N]
-  std::string route;  // the route that ran (linear_route_name)
+  Tensor y;                      // host copy of y [M, N]
+  std::string route;             // the route that ran (linear_route_name)
+  std::string layout;            // the layout the layer kept (code_layout_name)
+  std::size_t device_bytes = 0;  // QuantizedLinear::device_bytes()
 };
 
 // Builds a QuantizedLinear from the host weight for `dtype` activations, copies x [M, K] and bias to
@@ -22,7 +26,18 @@ struct LinearRun {
 // `dense_workspace_limit` bounds the dense route's chunk (small values force several chunks).
 LinearRun run_quantized_linear(const cuda::LinearCodes& weight, DType dtype, TensorView x,
                                std::optional<TensorView> bias, TestRoute route,
-                               std::size_t dense_workspace_limit = std::size_t{64} << 20);
+                               std::size_t dense_workspace_limit = std::size_t{64} << 20,
+                               TestLayout layout = TestLayout::automatic);
+
+// device_bytes() of a QuantizedLinear built in `layout` (throws what the constructor throws).
+std::size_t quantized_linear_device_bytes(const cuda::LinearCodes& weight, DType dtype, TestLayout layout);
+
+// repack_for_w8a8 + upload, then cuda::w8a8_dequantized_linear with NaN-poisoned y and workspace; y on the host.
+Tensor run_w8a8_dequantized_linear(const cuda::LinearCodes& weight, DType dtype, TensorView x,
+                                   std::optional<TensorView> bias);
+
+// cuda::dense_linear on device copies of x [M, K], weight [N, K] and bias, y poisoned; y on the host.
+Tensor run_dense_linear(TensorView x, TensorView weight, std::optional<TensorView> bias);
 
 // Calls quantized_linear with views that break one requirement; returns nothing, throws what it throws.
 // `what`: "host_x" (x claims cuda but points to host memory), "short_workspace", "wrong_width",

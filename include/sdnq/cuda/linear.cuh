@@ -18,8 +18,13 @@
 //   tensor-core layout → tensor_core; formats without one: small_m up to
 //   small_m_max_tokens_without_tensor_core; everything else → dequantize_cublas.
 //
-// Memory: a 4/8-bit integer weight is kept in two layouts (GEMV and tensor core: twice the code
-// bytes); widths 1/3/5/6/7 and float codes also keep the checkpoint layout for the dense route.
+// Memory: one copy of the codes per layer, in the layout QuantizedLinearOptions::layout picks
+// (CodeLayout): by default the tensor-core layout where that kernel takes the weight (4/8-bit integer
+// codes, N and K multiples of 64), else the GEMV layout (integer codes, K and group multiples of 32),
+// else the checkpoint layout (float codes, odd shapes). Every route reads the kept layout: the dense
+// route dequantizes each chunk from it, and without a GEMV layout M = 1 runs the tensor-core kernel
+// (measured on one H100: int8 3072² 12.9 vs 12.1 µs, uint4+SVD 12288×3072 33.4 vs 24.6 µs for the
+// GEMV). device_bytes() reports what the layer holds on the GPU.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -38,6 +43,7 @@
 #include "sdnq/cuda/detail/linear_dense.cuh"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/gemm_tc.cuh"
+#include "sdnq/cuda/gemm_w8a8.cuh"
 #include "sdnq/cuda/gemv.cuh"
 #include "sdnq/cuda/repack.hpp"
 
@@ -68,8 +74,30 @@ inline constexpr std::int64_t small_m_max_tokens = 1;
 inline constexpr std::int64_t tensor_core_max_tokens = 128;
 inline constexpr std::int64_t small_m_max_tokens_without_tensor_core = 8;
 
+// The one layout a QuantizedLinear keeps its codes in (see the file comment).
+enum class CodeLayout : std::uint8_t {
+  automatic,    // tensor_core where that kernel takes the weight, else gemv where possible, else checkpoint
+  gemv,         // small_m for M ≤ small_m_max_tokens_without_tensor_core, dense route above
+  tensor_core,  // tensor_core for M ≤ tensor_core_max_tokens (M = 1 included), dense route above
+  checkpoint,   // the checkpoint's own packing: dense route only
+};
+
+inline const char* code_layout_name(CodeLayout layout) {
+  switch (layout) {
+    case CodeLayout::gemv:
+      return "gemv";
+    case CodeLayout::tensor_core:
+      return "tensor_core";
+    case CodeLayout::checkpoint:
+      return "checkpoint";
+    default:
+      return "automatic";
+  }
+}
+
 struct QuantizedLinearOptions {
   std::size_t dense_workspace_limit = std::size_t{64} << 20;  // bytes of dense weight per chunk
+  CodeLayout layout = CodeLayout::automatic;
 };
 
 class QuantizedLinear {
@@ -98,6 +126,20 @@ class QuantizedLinear {
   std::int64_t out_features() const { return out_features_; }
   std::int64_t in_features() const { return in_features_; }
   std::int64_t svd_rank() const { return svd_rank_; }
+  // The layout the codes are kept in (never automatic).
+  CodeLayout layout() const { return layout_; }
+
+  // Bytes this layer holds on its device: codes, group parameters, SVD factors, lookup table.
+  std::size_t device_bytes() const {
+    const auto held = [](const Tensor& tensor) { return tensor.defined() ? tensor.nbytes() : std::size_t{0}; };
+    std::size_t bytes = held(svd_up_) + held(svd_down_);
+    if (gemv_) bytes += held(gemv_->codes) + held(gemv_->group_params) + held(gemv_->svd_up) + held(gemv_->svd_down);
+    if (tensor_core_)
+      bytes += held(tensor_core_->codes) + held(tensor_core_->group_params) + held(tensor_core_->svd_up) +
+               held(tensor_core_->svd_down);
+    for (const Tensor& tensor : checkpoint_storage_) bytes += held(tensor);
+    return bytes;
+  }
 
   bool supports(LinearRoute route) const {
     switch (route) {
@@ -147,14 +189,25 @@ class QuantizedLinear {
     bits_ = host.bits;
     const std::int64_t group = host.group_size > 0 ? host.group_size : host.in_features;
     const bool integer = host.value != CodeValue::lookup;
-    if (integer && host.in_features % 32 == 0 && group % 32 == 0)
-      gemv_ = upload_gemv_weights(repack_for_gemv<T>(host), device_);
-    if (integer && (host.bits == 4 || host.bits == 8) && host.out_features % gemm_tc_n_multiple == 0 &&
-        host.in_features % gemm_tc_k_tile == 0 && (group == 32 || group % 64 == 0))
-      tensor_core_ = upload_gemm_tc_weights(repack_for_gemm_tc<T>(host), device_);
-    dense_from_gemv_ = gemv_ && (host.bits == 2 || host.bits == 4 || host.bits == 8);
-    if (!dense_from_gemv_) upload_checkpoint_copy(host);
-    if (svd_rank_ > 0 && !gemv_) {  // the dense route's factors in T (the GEMV layout has them otherwise)
+    const bool gemv_fits = integer && host.in_features % 32 == 0 && group % 32 == 0;
+    const bool tensor_core_fits = integer && (host.bits == 4 || host.bits == 8) &&
+                                  host.out_features % gemm_tc_n_multiple == 0 &&
+                                  host.in_features % gemm_tc_k_tile == 0 && (group == 32 || group % 64 == 0);
+    layout_ = options_.layout;
+    if (layout_ == CodeLayout::automatic)
+      layout_ = tensor_core_fits ? CodeLayout::tensor_core : gemv_fits ? CodeLayout::gemv : CodeLayout::checkpoint;
+    SDNQ_REQUIRE(layout_ != CodeLayout::tensor_core || tensor_core_fits, UnsupportedError,
+                 "{}: the tensor-core layout takes 4/8-bit integer codes with out_features and in_features multiples of "
+                 "64 and group size 32 or a multiple of 64, got {}-bit {} [{}, {}] group {}",
+                 host.name, host.bits, integer ? "integer" : "float", host.out_features, host.in_features, group);
+    SDNQ_REQUIRE(layout_ != CodeLayout::gemv || gemv_fits, UnsupportedError,
+                 "{}: the GEMV layout takes integer codes with in_features and group size multiples of 32, got {}-bit "
+                 "{} [{}, {}] group {}",
+                 host.name, host.bits, integer ? "integer" : "float", host.out_features, host.in_features, group);
+    if (layout_ == CodeLayout::tensor_core) tensor_core_ = upload_gemm_tc_weights(repack_for_gemm_tc<T>(host), device_);
+    if (layout_ == CodeLayout::gemv) gemv_ = upload_gemv_weights(repack_for_gemv<T>(host), device_);
+    if (layout_ == CodeLayout::checkpoint) upload_checkpoint_copy(host);
+    if (svd_rank_ > 0 && layout_ == CodeLayout::checkpoint) {  // the repacked layouts hold the factors in T
       Tensor up = Tensor::empty(Shape{out_features_, svd_rank_}, dtype_of_v<T>);
       Tensor down = Tensor::empty(Shape{svd_rank_, in_features_}, dtype_of_v<T>);
       for (std::int64_t i = 0; i < up.numel(); ++i)
@@ -164,17 +217,19 @@ class QuantizedLinear {
       svd_up_ = to_device(up, device_);
       svd_down_ = to_device(down, device_);
     }
-    // Chunks of equal size within the limit, rows a multiple of 128 (cuBLAS tiles) where that fits, else of 8
-    // (a whole number of packer blocks before every chunk); the transposed checkpoint layout is not cut.
+    // Chunks of equal size within the limit, rows a multiple of 128 (cuBLAS tiles) where that fits, else of
+    // 16 (tensor-core fragment blocks) or 8 (a whole number of packer blocks before every chunk); the
+    // transposed checkpoint layout is not cut.
     const auto limit = static_cast<std::int64_t>(options_.dense_workspace_limit);
-    const std::int64_t row_bytes = dense_row_elements(true) * 2 + (dense_from_gemv_ ? 0 : in_features_ * 2);
+    const std::int64_t row_bytes = dense_row_elements(true) * 2 + (dense_scratch_per_row() ? in_features_ * 2 : 0);
+    const std::int64_t granule = layout_ == CodeLayout::tensor_core ? 16 : 8;
     std::int64_t rows = out_features_;
-    if (dense_from_gemv_ || !host.transposed) {
+    if (layout_ != CodeLayout::checkpoint || !host.transposed) {
       for (std::int64_t chunks = 1;; ++chunks) {
         rows = (out_features_ + chunks - 1) / chunks;
-        const std::int64_t by_128 = (rows + 127) / 128 * 128, by_8 = (rows + 7) / 8 * 8;
-        rows = by_128 * row_bytes <= limit ? by_128 : by_8;
-        if (rows * row_bytes <= limit || rows <= 8) break;
+        const std::int64_t by_128 = (rows + 127) / 128 * 128, by_granule = (rows + granule - 1) / granule * granule;
+        rows = by_128 * row_bytes <= limit ? by_128 : by_granule;
+        if (rows * row_bytes <= limit || rows <= granule) break;
       }
       if (rows > out_features_) rows = out_features_;
     }
@@ -215,8 +270,10 @@ class QuantizedLinear {
   std::size_t dense_weight_bytes() const {
     return static_cast<std::size_t>((dense_chunk_rows_ * dense_row_elements(true) * 2 + 255) / 256 * 256);
   }
+  // Only the checkpoint layout's generic dequantize writes contiguous rows that need a copy into W_ext.
+  bool dense_scratch_per_row() const { return layout_ == CodeLayout::checkpoint && svd_rank_ > 0; }
   std::size_t dense_scratch_bytes() const {
-    return dense_from_gemv_ || svd_rank_ == 0 ? 0 : static_cast<std::size_t>(dense_chunk_rows_ * in_features_ * 2);
+    return dense_scratch_per_row() ? static_cast<std::size_t>(dense_chunk_rows_ * in_features_ * 2) : 0;
   }
 
   friend void quantized_linear(const QuantizedLinear&, TensorView, std::optional<TensorView>, TensorView, TensorView,
@@ -231,12 +288,12 @@ class QuantizedLinear {
   QuantizedLinearOptions options_;
   std::int64_t out_features_ = 0, in_features_ = 0, svd_rank_ = 0;
   int bits_ = 0;
-  std::optional<GemvWeightsDevice> gemv_;
-  std::optional<GemmTcWeightsDevice> tensor_core_;
-  bool dense_from_gemv_ = false;
-  LinearCodes checkpoint_;                  // device views, no SVD factors
+  CodeLayout layout_ = CodeLayout::checkpoint;
+  std::optional<GemvWeightsDevice> gemv_;          // layout_ == gemv
+  std::optional<GemmTcWeightsDevice> tensor_core_;  // layout_ == tensor_core
+  LinearCodes checkpoint_;                  // layout_ == checkpoint: device views, no SVD factors
   std::vector<Tensor> checkpoint_storage_;  // what checkpoint_ points into
-  Tensor svd_up_, svd_down_;                // T [N, r], [r, K] when there is no GEMV layout
+  Tensor svd_up_, svd_down_;                // T [N, r], [r, K] with the checkpoint layout
   std::int64_t dense_chunk_rows_ = 0;
 };
 
@@ -257,24 +314,54 @@ void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<T
   void* x_ext = space;                                                     // T [M, E]
   void* w_ext = space + layer.dense_activation_bytes(tokens);              // T [chunk rows, E]
   void* scratch = static_cast<char*>(w_ext) + layer.dense_weight_bytes();  // T [chunk rows, K]
+  // The SVD factors of the kept layout: up [N, up_stride] (the tensor-core layout pads the rank to 64
+  // with zeros), down [≥ r, K] (its first r rows are used).
   const void* up = nullptr;
+  std::int64_t up_stride = rank;
   if (extended) {
+    const void* down = nullptr;
+    if (layer.gemv_) {
+      up = layer.gemv_->view().svd_up, down = layer.gemv_->view().svd_down;
+    } else if (layer.tensor_core_) {
+      up = layer.tensor_core_->view().svd_up, down = layer.tensor_core_->view().svd_down;
+      up_stride = layer.tensor_core_->view().svd_rank_padded;
+    } else {
+      up = layer.svd_up_.data(), down = layer.svd_down_.data();
+    }
     SDNQ_CUDA_CHECK(
         cudaMemcpy2DAsync(x_ext, row_elements * 2, x.data(), k * 2, k * 2, tokens, cudaMemcpyDeviceToDevice, stream));
-    if (rank > 0) {
-      up = layer.gemv_ ? layer.gemv_->view().svd_up : layer.svd_up_.data();
-      const void* down = layer.gemv_ ? layer.gemv_->view().svd_down : layer.svd_down_.data();
-      kernel_detail::gemm_row_major_abt(cublas, type, tokens, rank, k, x.data(), k, down, k, static_cast<T*>(x_ext) + k,
-                                        row_elements, 0.0f);
-    }
-    kernel_detail::launch_fill_extension<Kernel>(x_ext, tokens, k, row_elements, nullptr, static_cast<int>(rank),
+    kernel_detail::gemm_row_major_abt(cublas, type, tokens, rank, k, x.data(), k, down, k, static_cast<T*>(x_ext) + k,
+                                      row_elements, 0.0f);
+    kernel_detail::launch_fill_extension<Kernel>(x_ext, tokens, k, row_elements, nullptr, 0, static_cast<int>(rank),
                                                  bias.has_value(), nullptr, stream);
   }
   int multiprocessors = 0;
   SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, layer.device_));
   for (std::int64_t row = 0; row < n; row += layer.dense_chunk_rows_) {
     const std::int64_t rows = n - row < layer.dense_chunk_rows_ ? n - row : layer.dense_chunk_rows_;
-    if (layer.dense_from_gemv_) {
+    if (layer.tensor_core_) {
+      const GemmTcWeights& w = layer.tensor_core_->view();
+      kernel_detail::TensorCoreLayoutChunk chunk{};
+      chunk.codes = w.codes;
+      chunk.group_params = w.group_params;
+      chunk.out = w_ext;
+      chunk.first_row = row;
+      chunk.rows = rows;
+      chunk.out_features = n;
+      chunk.in_features = k;
+      chunk.group_size = w.group_size;
+      chunk.out_row_stride = row_elements;
+      chunk.code_offset = w.is_signed ? static_cast<float>(1 << (w.bits - 1)) : 0.0f;
+      kernel_detail::launch_dequantize_tensor_core_layout<Kernel>(w.bits, chunk, multiprocessors, stream);
+    } else if (layer.gemv_ && layer.gemv_->view().bits != 2 && layer.gemv_->view().bits != 4 &&
+               layer.gemv_->view().bits != 8) {  // widths 1, 3, 5, 6, 7
+      const GemvWeights& w = layer.gemv_->view();
+      const std::int64_t groups = w.in_features / w.group_size;
+      kernel_detail::launch_dequantize_gemv_layout<Kernel>(
+          w.bits, w.codes + row * (k / 32) * w.bits, static_cast<const T*>(w.group_params) + row * groups * 2, w_ext,
+          rows, k, w.group_size, row_elements, w.is_signed ? static_cast<float>(1 << (w.bits - 1)) : 0.0f,
+          multiprocessors, stream);
+    } else if (layer.gemv_) {  // 2, 4, 8 bits: the memory-speed vector kernel
       const GemvWeights& w = layer.gemv_->view();
       const std::int64_t groups = w.in_features / w.group_size;
       kernel_detail::DequantizeVectorParams p{};
@@ -325,9 +412,9 @@ void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<T
             cudaMemcpy2DAsync(w_ext, row_elements * 2, scratch, k * 2, k * 2, rows, cudaMemcpyDeviceToDevice, stream));
     }
     if (extended)
-      kernel_detail::launch_fill_extension<Kernel>(
-          w_ext, rows, k, row_elements, up != nullptr ? static_cast<const T*>(up) + row * rank : nullptr,
-          static_cast<int>(rank), bias.has_value(), bias ? static_cast<const T*>(bias->data()) + row : nullptr, stream);
+      kernel_detail::launch_fill_extension<Kernel>(w_ext, rows, k, row_elements, static_cast<const T*>(up) + row * up_stride,
+                                                   up_stride, static_cast<int>(rank), bias.has_value(),
+                                                   bias ? static_cast<const T*>(bias->data()) + row : nullptr, stream);
     kernel_detail::gemm_row_major_abt(cublas, type, tokens, rows, row_elements, extended ? x_ext : x.data(),
                                       row_elements, w_ext, row_elements, static_cast<T*>(y.data()) + row, n,
                                       bias_by_beta ? 1.0f : 0.0f);
@@ -392,6 +479,130 @@ inline void quantized_linear(const QuantizedLinear& layer, TensorView x, std::op
     default:
       if (layer.dtype() == DType::bf16) return run_dense_route<bf16>(layer, x, bias, y, workspace, cublas, stream);
       return run_dense_route<fp16>(layer, x, bias, y, workspace, cublas, stream);
+  }
+}
+
+namespace linear_detail {
+
+inline void require_dense_operand(const TensorView& view, DType dtype, const Shape& shape, const std::string& what) {
+  SDNQ_REQUIRE(view.shape() == shape && view.dtype() == dtype && view.is_contiguous() && view.device().is_cuda(),
+               ShapeError, "{} must be a contiguous {} device tensor {}, got {} {} on {}", what, dtype_name(dtype),
+               shape.to_string(), dtype_name(view.dtype()), view.shape().to_string(), view.device().to_string());
+  check_pointer_location(view, what);
+}
+
+// y (+)= x · w_rowsᵀ on row-major operands; `beta` 1 accumulates onto what y holds.
+inline void gemm_rows(cublasHandle_t cublas, DType dtype, std::int64_t tokens, std::int64_t rows, std::int64_t k,
+                      const void* x, const void* w_rows, void* y, std::int64_t y_stride, float beta) {
+  kernel_detail::gemm_row_major_abt(cublas, dtype == DType::bf16 ? CUDA_R_16BF : CUDA_R_16F, tokens, rows, k, x, k,
+                                    w_rows, k, y, y_stride, beta);
+}
+
+inline void broadcast_bias(DType dtype, void* y, std::int64_t tokens, std::int64_t n, const void* bias,
+                           cudaStream_t stream) {
+  if (dtype == DType::bf16)
+    kernel_detail::launch_broadcast_bias<__nv_bfloat16>(y, tokens, n, bias, stream);
+  else
+    kernel_detail::launch_broadcast_bias<__half>(y, tokens, n, bias, stream);
+}
+
+}  // namespace linear_detail
+
+// y [M, N] = x [M, K] · weight [N, K]ᵀ (+ bias [N]) for dense BF16 or F16 device tensors of one dtype: one
+// cuBLAS GEMM with fp32 accumulation on `stream`. A bias is broadcast into y first and the GEMM adds onto
+// it (beta = 1), so y is rounded once. `name` goes into error messages.
+inline void dense_linear(const TensorView& x, const TensorView& weight, std::optional<TensorView> bias,
+                         const TensorView& y, cublasHandle_t cublas, cudaStream_t stream = nullptr,
+                         const std::string& name = "dense_linear") {
+  const DType dtype = weight.dtype();
+  SDNQ_REQUIRE((dtype == DType::bf16 || dtype == DType::f16) && weight.rank() == 2, UnsupportedError,
+               "{}: weight must be a BF16 or F16 matrix [N, K], got {} {}", name, dtype_name(dtype),
+               weight.shape().to_string());
+  SDNQ_REQUIRE(x.rank() == 2 && x.size(0) >= 1, ShapeError, "{}: x must be a matrix [M, {}], got {}", name,
+               weight.size(1), x.shape().to_string());
+  SDNQ_REQUIRE(cublas != nullptr, ShapeError, "{}: needs a cuBLAS handle", name);
+  const std::int64_t tokens = x.size(0), n = weight.size(0), k = weight.size(1);
+  linear_detail::require_dense_operand(weight, dtype, Shape{n, k}, name + " weight");
+  linear_detail::require_dense_operand(x, dtype, Shape{tokens, k}, name + " x");
+  linear_detail::require_dense_operand(y, dtype, Shape{tokens, n}, name + " y");
+  if (bias) linear_detail::require_dense_operand(*bias, dtype, Shape{n}, name + " bias");
+  SDNQ_CUBLAS_CHECK(cublasSetStream(cublas, stream));
+  if (bias) linear_detail::broadcast_bias(dtype, y.data(), tokens, n, bias->data(), stream);
+  linear_detail::gemm_rows(cublas, dtype, tokens, n, k, x.data(), weight.data(), y.data(), n, bias ? 1.0f : 0.0f);
+}
+
+// The dequantized path of an 8-bit quantized-matmul layer (what the reference runs below 32 tokens) over
+// the gemm_w8a8 weights themselves, so the layer keeps one copy of its codes: rows of w = code · scale
+// (int8, or float8_e4m3fn through `e4m3_table`, a device F32 [256] of decoded codes) are dequantized
+// chunk by chunk into the workspace and multiplied with cuBLAS. Chunks of at most 16 MiB, so that
+// (on an H100, 50 MB of L2) the GEMM can read the chunk the dequantize just wrote from L2 (not measured).
+inline constexpr std::size_t w8a8_dequantized_chunk_limit = std::size_t{16} << 20;
+
+inline std::int64_t w8a8_dequantized_chunk_rows(const W8A8Weights& w) {
+  const auto per_row = w.in_features * 2;
+  std::int64_t rows = static_cast<std::int64_t>(w8a8_dequantized_chunk_limit) / per_row / 8 * 8;
+  if (rows < 8) rows = 8;
+  return rows < w.out_features ? rows : w.out_features;
+}
+
+inline std::size_t w8a8_dequantized_workspace_bytes(const W8A8Weights& w) {
+  return static_cast<std::size_t>(w8a8_dequantized_chunk_rows(w) * w.in_features * 2);
+}
+
+inline void w8a8_dequantized_linear(const W8A8Weights& w, const void* e4m3_table, const TensorView& x,
+                                    std::optional<TensorView> bias, const TensorView& y, const TensorView& workspace,
+                                    cublasHandle_t cublas, cudaStream_t stream = nullptr,
+                                    const std::string& name = "w8a8_dequantized_linear") {
+  SDNQ_REQUIRE(w.codes != nullptr && w.scale != nullptr && (w.dtype == DType::bf16 || w.dtype == DType::f16),
+               ShapeError, "{}: weights have no codes or scales, or an activation dtype other than BF16/F16", name);
+  SDNQ_REQUIRE(w.kind == W8A8Kind::int8 || e4m3_table != nullptr, ShapeError,
+               "{}: float8_e4m3fn codes need the device table of their 256 decoded values", name);
+  SDNQ_REQUIRE(w.in_features % 16 == 0, UnsupportedError, "{}: needs in_features % 16 == 0, got {}", name,
+               w.in_features);
+  SDNQ_REQUIRE(cublas != nullptr, ShapeError, "{}: needs a cuBLAS handle", name);
+  const std::int64_t n = w.out_features, k = w.in_features;
+  SDNQ_REQUIRE(x.rank() == 2, ShapeError, "{}: x must be a matrix [M, {}], got {}", name, k, x.shape().to_string());
+  const std::int64_t tokens = x.size(0);
+  linear_detail::require_dense_operand(x, w.dtype, Shape{tokens, k}, name + " x");
+  linear_detail::require_dense_operand(y, w.dtype, Shape{tokens, n}, name + " y");
+  if (bias) linear_detail::require_dense_operand(*bias, w.dtype, Shape{n}, name + " bias");
+  const std::size_t needed = w8a8_dequantized_workspace_bytes(w);
+  SDNQ_REQUIRE(workspace.nbytes() >= needed && workspace.device().is_cuda() &&
+                   reinterpret_cast<std::uintptr_t>(workspace.data()) % 16 == 0,
+               ShapeError, "{}: needs {} bytes of 16-byte aligned device workspace, got {} on {}", name, needed,
+               workspace.nbytes(), workspace.device().to_string());
+  check_pointer_location(workspace, name + " workspace");
+  int device = 0, multiprocessors = 0;
+  SDNQ_CUDA_CHECK(cudaGetDevice(&device));
+  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
+  SDNQ_CUBLAS_CHECK(cublasSetStream(cublas, stream));
+  if (bias) linear_detail::broadcast_bias(w.dtype, y.data(), tokens, n, bias->data(), stream);
+  const std::int64_t chunk_rows = w8a8_dequantized_chunk_rows(w);
+  for (std::int64_t row = 0; row < n; row += chunk_rows) {
+    const std::int64_t rows = n - row < chunk_rows ? n - row : chunk_rows;
+    kernel_detail::DequantizeVectorParams p{};
+    p.codes = static_cast<const std::uint8_t*>(w.codes) + row * k;
+    p.scale = w.scale + row;
+    p.zero_point = nullptr;
+    p.param_stride = 1;
+    p.params_in_output_dtype = false;  // F32, already rounded to the activation dtype by repack_for_w8a8
+    p.round_params = false;
+    p.lookup_table = w.kind == W8A8Kind::int8 ? nullptr : static_cast<const float*>(e4m3_table);
+    p.out = workspace.data();
+    p.rows = rows;
+    p.in_features = k;
+    p.out_row_stride = k;
+    p.group_size = k;
+    p.param_row_stride = 1;
+    p.code_xor = 0x80u;                  // two's complement -> offset binary (ignored by the lookup)
+    p.code_minus = 8388608.0f + 128.0f;  // 2^23 + the offset
+    const bool lookup = p.lookup_table != nullptr;
+    if (w.dtype == DType::bf16)
+      kernel_detail::dispatch_dequantize_vector<__nv_bfloat16>(8, lookup, p, multiprocessors, stream);
+    else
+      kernel_detail::dispatch_dequantize_vector<__half>(8, lookup, p, multiprocessors, stream);
+    linear_detail::gemm_rows(cublas, w.dtype, tokens, rows, k, x.data(), workspace.data(),
+                             static_cast<char*>(y.data()) + row * 2, n, bias ? 1.0f : 0.0f);
   }
 }
 

@@ -1,12 +1,14 @@
 #pragma once
 // Linear on the GPU, bf16 activations: y [M, N] = x [M, K] · Wᵀ (+ bias), over any weight a
 // WeightLoader finds, loaded under the same names and shape checks as the CPU nn::Linear:
-//   dense        the file's weight narrowed to bf16 [N, K]; one cuBLAS GEMM, bias added by ops::add_vector
+//   dense        the file's weight narrowed to bf16 [N, K]; cuda::dense_linear (one cuBLAS GEMM, bias added
+//                in fp32 before the single rounding)
 //   quantized    cuda::QuantizedLinear (GEMV / tensor-core / dequantize + cuBLAS, chosen by M) for every
 //                layout the CUDA kernels read (integer and 8-bit float codes up to 8 bits, SDNQ SVD branch)
 //   quantized    layers saved for SDNQ's quantized matmul with int8 or float8_e4m3fn codes used directly:
 //     matmul     cuda::gemm_w8a8 for M ≥ 32 tokens, as the reference (§5.1 step 0: fewer tokens take the
-//                dequantized path, which QuantizedLinear gives)
+//                dequantized path, which cuda::w8a8_dequantized_linear runs over the same 8-bit weights:
+//                one copy of the codes per layer)
 //   fallback     layouts no kernel reads (Hadamard rotation, codebooks, custom floats, > 8 bits):
 //                dequantized once at load by quant::dequantize (the reference's arithmetic) into a dense
 //                bf16 weight.
@@ -21,10 +23,8 @@
 #include <string>
 #include <string_view>
 
-#include "sdnq/cuda/detail/linear_dense.cuh"
 #include "sdnq/cuda/gemm_w8a8.cuh"
 #include "sdnq/cuda/linear.cuh"
-#include "sdnq/cuda/ops/elementwise.cuh"
 #include "sdnq/nn/gpu/detail/device_weights.hpp"
 #include "sdnq/nn/weights.hpp"
 
@@ -61,13 +61,17 @@ class Linear {
     const Shape shape{out_features, in_features};
     if (auto quantized = weights.quantized(prefix, quant::LayerKind::linear, shape)) {
       if (auto codes = detail::linear_codes_of(*quantized)) {
-        layer.quantized_.emplace(codes->codes, DType::bf16, device);
-        layer.kind_ = LinearKind::quantized;
         if (quantized->layout.use_quantized_matmul && !quantized->layout.re_quantize_for_matmul &&
             !codes->codes.svd_up && !codes->codes.zero_point && codes->codes.bits == 8 && in_features % 16 == 0) {
+          // One copy of the codes: the 8-bit GEMM's weights, also read by the dequantized small-M path.
           layer.matmul_ = cuda::upload_w8a8_weights(
               cuda::repack_for_w8a8<bf16>(codes->codes, quantized->layout.dequantize_fp32), device);
+          if (layer.matmul_->view().kind == cuda::W8A8Kind::float8_e4m3fn)
+            layer.e4m3_table_ = cuda::to_device(*codes->codes.lookup_table, device);
           layer.kind_ = LinearKind::quantized_matmul;
+        } else {
+          layer.quantized_.emplace(codes->codes, DType::bf16, device);
+          layer.kind_ = LinearKind::quantized;
         }
       } else {
         const Tensor dense = quant::dequantize(*quantized, DType::f32, quant::ScalePrecision::reference_compatible);
@@ -87,8 +91,18 @@ class Linear {
   std::size_t workspace_bytes(std::int64_t tokens) const {
     if (matmul_ && tokens >= quantized_matmul_min_tokens)
       return Arena::footprint(cuda::gemm_w8a8_workspace_bytes(matmul_->view(), tokens));
+    if (matmul_) return Arena::footprint(cuda::w8a8_dequantized_workspace_bytes(matmul_->view()));
     if (quantized_) return Arena::footprint(quantized_->workspace_bytes(tokens));
     return 0;
+  }
+
+  // Bytes the layer holds on its device (weight in whichever form it runs, bias).
+  std::size_t device_bytes() const {
+    const auto held = [](const Tensor& tensor) { return tensor.defined() ? tensor.nbytes() : std::size_t{0}; };
+    std::size_t bytes = held(weight_) + held(bias_) + held(e4m3_table_);
+    if (matmul_) bytes += held(matmul_->codes) + held(matmul_->scale);
+    if (quantized_) bytes += quantized_->device_bytes();
+    return bytes;
   }
 
   // x [M, K] bf16 -> y [M, N] bf16, contiguous device tensors; scratch from `arena`.
@@ -111,11 +125,11 @@ class Linear {
                            : arena.take(Shape{static_cast<std::int64_t>(scratch_bytes)}, DType::u8, name_ + " scratch");
     if (matmul_ && tokens >= quantized_matmul_min_tokens)
       return cuda::gemm_w8a8(matmul_->view(), x, bias, y, scratch, stream);
+    if (matmul_)
+      return cuda::w8a8_dequantized_linear(matmul_->view(), e4m3_table_.defined() ? e4m3_table_.data() : nullptr, x,
+                                           bias, y, scratch, cublas, stream, name_);
     if (quantized_) return cuda::quantized_linear(*quantized_, x, bias, y, scratch, cublas, stream);
-    SDNQ_CUBLAS_CHECK(cublasSetStream(cublas, stream));
-    cuda::kernel_detail::gemm_row_major_abt(cublas, CUDA_R_16BF, tokens, out_features_, in_features_, x.data(),
-                                            in_features_, weight_.data(), in_features_, y.data(), out_features_, 0.0f);
-    if (bias) cuda::ops::add_vector(y, *bias, y, stream);
+    cuda::dense_linear(x, weight_.view(), bias, y, cublas, stream, name_);
   }
 
   const std::string& name() const { return name_; }
@@ -132,6 +146,7 @@ class Linear {
   Tensor bias_;                                     // [N] bf16 on the device, or undefined
   std::optional<cuda::QuantizedLinear> quantized_;  // every kernel-readable SDNQ layout
   std::optional<cuda::W8A8WeightsDevice> matmul_;   // direct int8 / e4m3 quantized matmul
+  Tensor e4m3_table_;                               // F32 [256] decoded e4m3 codes for the small-M path
 };
 
 }  // namespace sdnq::nn::gpu
