@@ -3,7 +3,8 @@
 // (fused, flash-style). The fused kernel runs head_dim 64 and 128; other head sizes (the tiny fixture
 // models have 16) are zero-padded to the next supported size in workspace buffers: zero columns add
 // nothing to q·k and give zero output columns, which are dropped when copying back. The scale is
-// passed explicitly, so the padding does not change it.
+// passed explicitly, so the padding does not change it; an additive bias in the options (T5's [H, L, L]
+// position bias) does not depend on head_dim and passes through as it is.
 #include <cuda_runtime.h>
 
 #include <cstdint>
