@@ -69,6 +69,9 @@ TEST_CASE("gpu FluxTransformer2DModel matches the reference bf16 output", "[cuda
     const bool any_quantized_kind = std::any_of(run.linear_kinds.begin(), run.linear_kinds.end(),
                                                 [](const std::string& kind) { return kind != "dense"; });
     CHECK(any_quantized_kind == quantized);
+    INFO("reordered img_ids: output moved by rel L2 " << run.rel_l2_reordered_ids);
+    CHECK(run.rel_l2_reordered_ids > 1e-3);
+    CHECK(run.repeat_is_identical);
   }
 }
 

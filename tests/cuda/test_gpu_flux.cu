@@ -1,6 +1,7 @@
 // Host launchers of the GPU FLUX tests: load a fixture case with nn::gpu, run it, compare with the
 // reference's bf16 output (no Catch here; test_gpu_flux.cpp holds the test cases).
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "sdnq/cuda/device_memory.hpp"
@@ -58,11 +59,26 @@ GpuFluxRun run_flux_case_on_gpu(const std::filesystem::path& case_folder) {
   const std::int64_t batch = in.hidden_states.size(0);
   run.workspace_bytes = model.workspace_bytes(batch, in.hidden_states.size(1), in.encoder_hidden_states.size(1));
   cuda::Workspace workspace(run.workspace_bytes, 0, "FLUX test workspace");
-  const TensorView out = forward_on_gpu(model, in, workspace);
+  const auto output_of = [&](const FluxInputs& inputs) {
+    ArenaScope scope(workspace.arena());
+    return cuda::to_host(forward_on_gpu(model, inputs, workspace));
+  };
+  const Tensor out = output_of(in);
   run.workspace_peak = workspace.peak();
   for (const auto& [linear, rows] : model.linears(batch, in.hidden_states.size(1), in.encoder_hidden_states.size(1)))
     run.linear_kinds.emplace_back(nn::gpu::linear_kind_name(linear->kind()));
-  run.rel_l2 = nn::relative_l2(cuda::to_host(out), model_case.reference.tensor("output_bf16.output"));
+  run.rel_l2 = nn::relative_l2(out, model_case.reference.tensor("output_bf16.output"));
+
+  // The model keeps the RoPE tables of the last ids: image positions in reverse order must change the
+  // output, and the original ids must then give the first output again, bit for bit.
+  FluxInputs reordered = flux_case_inputs(case_folder);
+  const std::int64_t rows = reordered.img_ids.numel() / reordered.img_ids.size(-1), axes = reordered.img_ids.size(-1);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t a = 0; a < axes; ++a)
+      reordered.img_ids.data_as<float>()[r * axes + a] = in.img_ids.data_as<const float>()[(rows - 1 - r) * axes + a];
+  run.rel_l2_reordered_ids = nn::relative_l2(output_of(reordered), out);
+  const Tensor again = output_of(in);
+  run.repeat_is_identical = std::memcmp(again.data(), out.data(), out.nbytes()) == 0;
   return run;
 }
 

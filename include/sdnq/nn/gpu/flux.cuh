@@ -3,17 +3,21 @@
 // header comment gives the data flow), its config parsing (FluxTransformerConfig) and tensor names,
 // with every weight uploaded to the device tensor by tensor while loading.
 //
-// Joint attention runs on one [B, Lt + Li, H·D] q/k/v buffer (text first, as FLUX concatenates), the
-// RoPE tables come from the CPU helper (nn::detail::rotary_embedding) and are copied into the
-// workspace. Memory follows nn/gpu/clip.cuh: weights on the device, activations from the caller's
-// cuda::Workspace sized by workspace_bytes(batch, image_tokens, text_tokens); forward() takes its
-// output first and leaves it in use (a view valid until the caller releases it), then takes and
-// gives back its temporaries. Nothing is allocated during forward.
+// Joint attention runs on one [B, Lt + Li, H·D] q/k/v buffer (text first, as FLUX concatenates). The
+// RoPE tables come from the CPU helper (nn::detail::rotary_embedding) and stay on the device for the
+// last token layout: a denoising loop passes the same img_ids / txt_ids every step, so they are
+// computed and uploaded once, and again only when the ids change. Memory follows nn/gpu/clip.cuh:
+// weights on the device, activations from the caller's cuda::Workspace sized by
+// workspace_bytes(batch, image_tokens, text_tokens); forward() takes its output first and leaves it in
+// use (a view valid until the caller releases it), then takes and gives back its temporaries. Nothing
+// is allocated during forward except the RoPE tables when the layout changes; for that cache, one
+// model runs one forward at a time.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <filesystem>
 #include <initializer_list>
@@ -39,6 +43,11 @@ class FluxTransformer2DModel {
 
   static FluxTransformer2DModel load(const std::filesystem::path& folder, int device = 0) {
     WeightLoader weights = WeightLoader::open(folder);
+    return load(weights, device);
+  }
+
+  // From any weight source, e.g. WeightLoader::from_memory for a published config with random weights.
+  static FluxTransformer2DModel load(WeightLoader& weights, int device = 0) {
     FluxTransformer2DModel model;
     model.device_ = device;
     model.config_ = FluxTransformerConfig::from_json(weights.config());
@@ -108,8 +117,7 @@ class FluxTransformer2DModel {
       return Arena::footprint(Shape{rows, columns}, DType::bf16);
     };
     const std::size_t output = bf16(li, output_channels());
-    const std::size_t persistent = 2 * Arena::footprint(Shape{image_tokens + text_tokens, head_dim}, DType::f32) +
-                                   bf16(batch, d) + bf16(li, d) + bf16(lt, d) + bf16(joint, d);
+    const std::size_t persistent = bf16(batch, d) + bf16(li, d) + bf16(lt, d) + bf16(joint, d);
     const std::size_t conditioning = Arena::footprint(Shape{batch}, DType::f32) +
                                      bf16(batch, nn::detail::timestep_sinusoid_dim) + 3 * bf16(batch, d);
     const std::size_t double_block = 2 * bf16(batch, 6 * d) + 2 * bf16(li, d) + 2 * bf16(lt, d) + 4 * bf16(joint, d) +
@@ -136,22 +144,16 @@ class FluxTransformer2DModel {
     const FluxTransformerConfig& c = config_;
     check_arguments(hidden_states, encoder_hidden_states, pooled_projections, timestep, guidance);
     const std::int64_t batch = hidden_states.size(0), li = hidden_states.size(1), lt = encoder_hidden_states.size(1);
-    const std::int64_t s = li + lt, d = c.inner_dim(), hd = c.attention_head_dim;
+    const std::int64_t s = li + lt, d = c.inner_dim();
     const TensorView image_ids = ids_rows(img_ids, "img_ids", li, "hidden_states");
     const TensorView text_ids = ids_rows(txt_ids, "txt_ids", lt, "encoder_hidden_states");
     cuda::DeviceGuard guard(device_);
     Arena& arena = workspace.arena();
     cublasHandle_t cublas = cublas_.get();
 
+    const Rope rope_tables = rope_of(text_ids, image_ids);
     const TensorView output = arena.take(Shape{batch, li, output_channels()}, DType::bf16, "FLUX output");
     ArenaScope scope(arena);
-    // RoPE tables of the joint sequence [text; image]: [S, head_dim] f32.
-    const TensorView id_parts[] = {text_ids, image_ids};
-    const nn::detail::RotaryEmbedding rope = nn::detail::rotary_embedding(concat(id_parts, 0), c.axes_dims_rope);
-    const TensorView cos = arena.take(Shape{s, hd}, DType::f32, "FLUX RoPE cos");
-    const TensorView sin = arena.take(Shape{s, hd}, DType::f32, "FLUX RoPE sin");
-    SDNQ_CUDA_CHECK(cudaMemcpyAsync(cos.data(), rope.cos.data(), cos.nbytes(), cudaMemcpyHostToDevice, stream));
-    SDNQ_CUDA_CHECK(cudaMemcpyAsync(sin.data(), rope.sin.data(), sin.nbytes(), cudaMemcpyHostToDevice, stream));
 
     const TensorView temb_silu = arena.take(Shape{batch, d}, DType::bf16, "FLUX SiLU(temb)");  // [B, D]
     conditioning(timestep, guidance, pooled_projections, temb_silu, arena, stream);
@@ -161,7 +163,6 @@ class FluxTransformer2DModel {
     const TensorView tokens = arena.take(Shape{batch, s, d}, DType::bf16, "FLUX joint sequence");  // [B, S, D]
     x_embedder_.forward(rows_of(hidden_states), rows_of(image), arena, cublas, stream);
     context_embedder_.forward(rows_of(encoder_hidden_states), rows_of(context), arena, cublas, stream);
-    const Rope rope_tables{cos, sin};
     for (const auto& block : double_blocks_) double_block(block, image, context, temb_silu, rope_tables, arena, stream);
 
     detail::copy_bf16_rows(tokens.data(), s * d, context.data(), lt * d, lt * d, batch, stream);
@@ -186,6 +187,33 @@ class FluxTransformer2DModel {
   struct Rope {
     TensorView cos, sin;  // [S, head_dim] f32 on the device
   };
+  // The RoPE tables of the last joint ids, kept on the device.
+  struct RopeCache {
+    Tensor ids;       // [S, axes] f32 host: [text; image] ids the tables were computed from
+    Tensor cos, sin;  // [S, head_dim] f32 on the device
+  };
+
+  // RoPE tables of the joint sequence [text; image]: computed on the host and uploaded only when the
+  // ids differ from the last call's (the upload is synchronous; freeing the old tables waits for the
+  // device, so a forward still reading them finishes first).
+  Rope rope_of(const TensorView& text_ids, const TensorView& image_ids) const {
+    const TensorView id_parts[] = {text_ids, image_ids};
+    Tensor ids = concat(id_parts, 0);
+    RopeCache& cache = rope_cache_;
+    const bool unchanged = cache.ids.defined() && cache.ids.shape() == ids.shape() &&
+                           std::memcmp(cache.ids.data(), ids.data(), ids.nbytes()) == 0;
+    if (!unchanged) {
+      const nn::detail::RotaryEmbedding rope = nn::detail::rotary_embedding(ids, config_.axes_dims_rope);
+      cache.cos = Tensor();
+      cache.sin = Tensor();
+      cache.ids = Tensor();  // a failed upload leaves no stale entry behind
+      Tensor cos = cuda::to_device(rope.cos, device_), sin = cuda::to_device(rope.sin, device_);
+      cache.cos = std::move(cos);
+      cache.sin = std::move(sin);
+      cache.ids = std::move(ids);
+    }
+    return {cache.cos.view(), cache.sin.view()};
+  }
 
   // [B, L, C] -> [B·L, C] (contiguous views).
   static TensorView rows_of(const TensorView& x) {
@@ -413,6 +441,7 @@ class FluxTransformer2DModel {
   Linear norm_out_;  // AdaLayerNormContinuous linear: D -> 2D (scale, shift)
   Linear proj_out_;  // D -> p²·out_channels
   detail::CublasHandle cublas_;
+  mutable RopeCache rope_cache_;
 };
 
 }  // namespace sdnq::nn::gpu
