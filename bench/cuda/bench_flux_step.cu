@@ -1,0 +1,351 @@
+// One denoiser step of the full-size FLUX.1-dev transformer on the GPU (1024×1024: 4096 image + 512
+// text tokens, batch 1, guidance embedding), with random weights and no checkpoint files:
+//   bf16             every Linear dense bf16 (cuBLAS)
+//   int8_qmm         SDNQ int8, row-wise scales, quantized matmul (cuda::gemm_w8a8 at M ≥ 32)
+//   uint4_svd32      SDNQ uint4, group size 128 (the quantizer's auto choice), SVD rank 32
+// The model is built from FLUX.1-dev's published transformer/config.json (below) through an
+// nn::InMemoryComponent. Random weights: one host tensor per distinct weight shape, uniform in
+// ±1/√in_features (torch's Linear init); a quantized variant quantizes that tensor ONCE per shape with
+// the library's own quantizer and serves the result to every layer of the shape. Every layer still
+// uploads (and repacks) its own copy, so GPU memory is the real per-layer size. Quantized layers
+// follow the published FLUX SDNQ checkpoints: every Linear of transformer_blocks.* and
+// single_transformer_blocks.* except single_transformer_blocks.0.norm.linear; the embedders, norm_out
+// and proj_out stay bf16 (SDNQ's module_skip_keys for FluxTransformer2DModel).
+//
+// Counters per variant:
+//   step_ms           median of the timed steps (CUDA events around each forward, after 2 warm-up steps)
+//   goal_ms           issue #7's goal on the H100 (bf16 185, int8 115, uint4+SVD 170)
+//   weights_GiB       device memory the loaded model holds (cudaMemGetInfo before and after load)
+//   workspace_GiB     model.workspace_bytes(1, 4096, 512), the activation arena allocated once
+//   peak_GiB          device memory in use after the timed steps minus before load (weights, workspace,
+//                     cuBLAS workspace, RoPE tables): nothing is allocated or freed during a step
+//   linears_ms        the model's Linears alone with their step's row counts (model.linears()), once each
+//   attention_ms      57 fused attentions at the step's shape [1, 4608, 24·128] alone
+//   other_ms          step_ms − linears_ms − attention_ms: norms, modulation, RoPE, activations, copies
+// Build + run: cmake --preset cuda -DSDNQ_BUILD_BENCHMARKS=ON; bench/cuda/bench_flux_step
+#include <benchmark/benchmark.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bench_harness.cuh"
+#include "sdnq/cuda/device_memory.hpp"
+#include "sdnq/cuda/workspace.hpp"
+#include "sdnq/format/storage_type.hpp"
+#include "sdnq/nn/gpu/flux.cuh"
+#include "sdnq/nn/weights.hpp"
+#include "sdnq/quant/quantize.hpp"
+
+namespace {
+
+using namespace sdnq;
+
+// black-forest-labs/FLUX.1-dev, transformer/config.json (axes_dims_rope is the constructor default).
+constexpr const char* flux_dev_config = R"({
+  "_class_name": "FluxTransformer2DModel",
+  "_diffusers_version": "0.30.0.dev0",
+  "attention_head_dim": 128,
+  "guidance_embeds": true,
+  "in_channels": 64,
+  "joint_attention_dim": 4096,
+  "num_attention_heads": 24,
+  "num_layers": 19,
+  "num_single_layers": 38,
+  "patch_size": 1,
+  "pooled_projection_dim": 768
+})";
+
+constexpr std::int64_t image_tokens = 4096, text_tokens = 512, latent_side = 64;  // 1024 px / 8 / 2
+constexpr int warmup_steps = 2, timed_steps = 10;
+constexpr double gib = 1024.0 * 1024.0 * 1024.0;
+
+enum class Variant { bf16, int8_qmm, uint4_svd32 };
+
+struct Goal {
+  double step_ms, peak_gib;  // peak_gib 0: none stated
+};
+Goal goal_of(Variant v) {
+  switch (v) {
+    case Variant::bf16:
+      return {185.0, 0.0};
+    case Variant::int8_qmm:
+      return {115.0, 0.0};
+    default:
+      return {170.0, 7.3};
+  }
+}
+
+// A Linear of the state dict: prefix, [out, in], and whether the published checkpoints quantize it.
+struct LinearEntry {
+  std::string prefix;
+  std::int64_t out, in;
+  bool quantizable;
+};
+
+// Every tensor FluxTransformer2DModel loads: its Linears (weight + bias) and the [head_dim] qk norms.
+struct FluxStateDict {
+  std::vector<LinearEntry> linears;
+  std::vector<std::string> head_norms;
+};
+
+FluxStateDict flux_state_dict(const nlohmann::json& config) {
+  const nn::FluxTransformerConfig c = nn::FluxTransformerConfig::from_json(config);
+  const std::int64_t d = c.inner_dim(), sinusoid = nn::detail::timestep_sinusoid_dim;
+  FluxStateDict sd;
+  const auto dense = [&](std::string prefix, std::int64_t out, std::int64_t in) {
+    sd.linears.push_back({std::move(prefix), out, in, false});
+  };
+  const auto blocks = [&](std::string prefix, std::int64_t out, std::int64_t in) {
+    sd.linears.push_back({std::move(prefix), out, in, true});
+  };
+  dense("x_embedder", d, c.in_channels);
+  dense("context_embedder", d, c.joint_attention_dim);
+  std::vector<std::pair<std::string, std::int64_t>> embedders{{"timestep_embedder", sinusoid},
+                                                              {"text_embedder", c.pooled_projection_dim}};
+  if (c.guidance_embeds) embedders.emplace_back("guidance_embedder", sinusoid);
+  for (const auto& [name, in] : embedders) {
+    dense("time_text_embed." + name + ".linear_1", d, in);
+    dense("time_text_embed." + name + ".linear_2", d, d);
+  }
+  for (int i = 0; i < c.num_layers; ++i) {
+    const std::string p = "transformer_blocks." + std::to_string(i);
+    blocks(p + ".norm1.linear", 6 * d, d);
+    blocks(p + ".norm1_context.linear", 6 * d, d);
+    for (const char* name : {"to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"})
+      blocks(p + ".attn." + name, d, d);
+    for (const char* ff : {".ff", ".ff_context"}) {
+      blocks(p + ff + ".net.0.proj", 4 * d, d);
+      blocks(p + ff + ".net.2", d, 4 * d);
+    }
+    for (const char* norm : {"norm_q", "norm_k", "norm_added_q", "norm_added_k"})
+      sd.head_norms.push_back(p + ".attn." + norm + ".weight");
+  }
+  for (int i = 0; i < c.num_single_layers; ++i) {
+    const std::string p = "single_transformer_blocks." + std::to_string(i);
+    sd.linears.push_back({p + ".norm.linear", 3 * d, d, i != 0});  // SDNQ skips block 0's norm.linear
+    blocks(p + ".proj_mlp", 4 * d, d);
+    for (const char* name : {"to_q", "to_k", "to_v"}) blocks(p + ".attn." + name, d, d);
+    blocks(p + ".proj_out", d, 5 * d);
+    for (const char* norm : {"norm_q", "norm_k"}) sd.head_norms.push_back(p + ".attn." + norm + ".weight");
+  }
+  dense("norm_out.linear", 2 * d, d);
+  dense("proj_out", c.patch_size * c.patch_size * c.in_channels, d);
+  return sd;
+}
+
+// Uniform in [-bound, bound), from a counter-based hash (fast, reproducible).
+std::shared_ptr<const Tensor> random_host(const Shape& shape, float bound, std::uint64_t seed) {
+  Tensor t = Tensor::empty(shape, DType::f32);
+  float* values = t.data_as<float>();
+  for (std::int64_t i = 0; i < t.numel(); ++i) {
+    std::uint64_t z = (static_cast<std::uint64_t>(i) + seed * 0x632BE59BD9B4E5ull) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    values[i] = bound * (static_cast<float>((z ^ (z >> 31)) >> 40) * (2.0f / 16777216.0f) - 1.0f);
+  }
+  return std::make_shared<const Tensor>(std::move(t));
+}
+
+quant::LayerOptions options_of(Variant v) {
+  quant::LayerOptions options;
+  if (v == Variant::int8_qmm) {
+    options.weights_type = &format::storage_type("int8");
+    options.use_quantized_matmul = true;
+  } else {
+    options.weights_type = &format::storage_type("uint4");
+    options.use_svd = true;
+    options.svd_rank = 32;
+  }
+  return options;
+}
+
+// The FLUX.1-dev component with random weights: one weight per distinct shape (quantized once for the
+// quantized variants), biases and norm weights likewise shared per shape.
+nn::InMemoryComponent flux_component(Variant variant) {
+  nn::InMemoryComponent component;
+  component.config = nlohmann::json::parse(flux_dev_config);
+  component.label = "FLUX.1-dev transformer (random weights)";
+  const FluxStateDict sd = flux_state_dict(component.config);
+  std::map<std::pair<std::int64_t, std::int64_t>, std::shared_ptr<const Tensor>> weights;
+  std::map<std::pair<std::int64_t, std::int64_t>, std::shared_ptr<const quant::QuantizedTensors>> quantized;
+  std::map<std::int64_t, std::shared_ptr<const Tensor>> vectors;
+  std::uint64_t seed = 1;
+  for (const LinearEntry& l : sd.linears) {
+    const auto shape = std::make_pair(l.out, l.in);
+    const float bound = 1.0f / std::sqrt(static_cast<float>(l.in));
+    if (!weights.count(shape)) weights[shape] = random_host(Shape{l.out, l.in}, bound, seed++);
+    if (!vectors.count(l.out)) vectors[l.out] = random_host(Shape{l.out}, bound, seed++);
+    component.dense[l.prefix + ".bias"] = vectors[l.out];
+    if (variant == Variant::bf16 || !l.quantizable) {
+      component.dense[l.prefix + ".weight"] = weights[shape];
+      continue;
+    }
+    if (!quantized.count(shape)) {
+      quant::QuantizeControls controls;
+      controls.layer_name = l.prefix;
+      controls.seed = seed++;
+      quantized[shape] = std::make_shared<const quant::QuantizedTensors>(quant::quantize_weight(
+          weights[shape]->view(), quant::LayerKind::linear, options_of(variant), DType::bf16, controls));
+    }
+    component.quantized[l.prefix] = quantized[shape];
+  }
+  const auto head_norm = random_host(Shape{128}, 0.1f, seed++);
+  for (const std::string& name : sd.head_norms) component.dense[name] = head_norm;
+  return component;
+}
+
+std::size_t used_device_bytes() {
+  std::size_t free_bytes = 0, total_bytes = 0;
+  SDNQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return total_bytes - free_bytes;
+}
+
+double median(std::vector<double> samples) {
+  std::sort(samples.begin(), samples.end());
+  return samples[samples.size() / 2];
+}
+
+// Median over `repeats` of the milliseconds `work()` takes on the default stream.
+template <class Work>
+double median_ms(int repeats, Work&& work) {
+  sdnq_bench::Timer timer;
+  std::vector<double> samples;
+  for (int r = 0; r < repeats; ++r) {
+    SDNQ_CUDA_CHECK(cudaEventRecord(timer.start));
+    work();
+    SDNQ_CUDA_CHECK(cudaEventRecord(timer.stop));
+    SDNQ_CUDA_CHECK(cudaEventSynchronize(timer.stop));
+    float ms = 0.0f;
+    SDNQ_CUDA_CHECK(cudaEventElapsedTime(&ms, timer.start, timer.stop));
+    samples.push_back(ms);
+  }
+  return median(samples);
+}
+
+struct StepInputs {
+  Tensor hidden, context, pooled, timestep, guidance;  // device
+  Tensor img_ids, txt_ids;                             // host [tokens, 3] f32
+  StepInputs() {
+    hidden = cuda::empty(Shape{1, image_tokens, 64}, DType::bf16);
+    context = cuda::empty(Shape{1, text_tokens, 4096}, DType::bf16);
+    pooled = cuda::empty(Shape{1, 768}, DType::bf16);
+    sdnq_bench::fill(hidden, 11);
+    sdnq_bench::fill(context, 12);
+    sdnq_bench::fill(pooled, 13);
+    Tensor t = Tensor::empty(Shape{1}, DType::f32), g = Tensor::empty(Shape{1}, DType::f32);
+    t.data_as<float>()[0] = 0.75f;  // t / 1000 as the pipeline passes it
+    g.data_as<float>()[0] = 3.5f;
+    timestep = cuda::to_device(t);
+    guidance = cuda::to_device(g);
+    img_ids = Tensor::zeros(Shape{image_tokens, 3}, DType::f32);  // (0, row, column) of the 64×64 latent grid
+    for (std::int64_t i = 0; i < image_tokens; ++i) {
+      img_ids.data_as<float>()[i * 3 + 1] = static_cast<float>(i / latent_side);
+      img_ids.data_as<float>()[i * 3 + 2] = static_cast<float>(i % latent_side);
+    }
+    txt_ids = Tensor::zeros(Shape{text_tokens, 3}, DType::f32);
+  }
+};
+
+// The model's Linears alone, each once with its step's rows, on x / y scratch of the largest shape.
+double linears_ms(const nn::gpu::FluxTransformer2DModel& model) {
+  const auto all = model.linears(1, image_tokens, text_tokens);
+  std::int64_t max_x = 0, max_y = 0;
+  std::size_t scratch = 0;
+  for (const auto& [linear, rows] : all) {
+    max_x = std::max(max_x, rows * linear->in_features());
+    max_y = std::max(max_y, rows * linear->out_features());
+    scratch = std::max(scratch, linear->workspace_bytes(rows));
+  }
+  const Tensor x = cuda::empty(Shape{max_x}, DType::bf16), y = cuda::empty(Shape{max_y}, DType::bf16);
+  sdnq_bench::fill(x, 21);
+  cuda::Workspace workspace(scratch + 4096, 0, "FLUX Linear breakdown scratch");
+  nn::gpu::detail::CublasHandle cublas;
+  return median_ms(3, [&] {
+    for (const auto& [linear, rows] : all) {
+      const TensorView xv(x.data(), DType::bf16, Shape{rows, linear->in_features()}, x.device());
+      const TensorView yv(y.data(), DType::bf16, Shape{rows, linear->out_features()}, y.device());
+      linear->forward(xv, yv, workspace.arena(), cublas.get(), nullptr);
+    }
+  });
+}
+
+// The step's 57 joint attentions alone: q, k, v, out [1, 4608, 24·128].
+double attention_ms(const nn::FluxTransformerConfig& c) {
+  const std::int64_t s = image_tokens + text_tokens, heads = c.num_attention_heads, hd = c.attention_head_dim;
+  std::vector<Tensor> qkv;
+  for (int i = 0; i < 4; ++i) {
+    qkv.push_back(cuda::empty(Shape{1, s, heads * hd}, DType::bf16));
+    sdnq_bench::fill(qkv.back(), 31 + i);
+  }
+  cuda::Workspace workspace(nn::gpu::attention_workspace_bytes(1, s, s, heads, hd) + 4096, 0, "attention scratch");
+  cuda::ops::AttentionOptions options;
+  options.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  return median_ms(3, [&] {
+    for (int i = 0; i < c.num_layers + c.num_single_layers; ++i)
+      nn::gpu::attention(qkv[0], qkv[1], qkv[2], qkv[3], heads, options, workspace.arena(), nullptr);
+  });
+}
+
+void bench_flux_step(benchmark::State& state, Variant variant) {
+  SDNQ_CUDA_CHECK(cudaFree(nullptr));  // the context exists before the first reading
+  const StepInputs in;
+  const std::size_t before_load = used_device_bytes();
+  nn::gpu::FluxTransformer2DModel model = [&] {
+    nn::WeightLoader weights = nn::WeightLoader::from_memory(flux_component(variant));
+    return nn::gpu::FluxTransformer2DModel::load(weights, 0);
+  }();  // the host tensors are freed here
+  const std::size_t after_load = used_device_bytes();
+  const std::size_t workspace_bytes = model.workspace_bytes(1, image_tokens, text_tokens);
+  std::vector<double> steps;
+  {
+    cuda::Workspace workspace(workspace_bytes, 0, "FLUX step workspace");
+    const TensorView guidance = in.guidance.view();
+    const auto step = [&] {
+      ArenaScope scope(workspace.arena());
+      (void)model.forward(in.hidden, in.context, in.pooled, in.timestep, in.img_ids, in.txt_ids, &guidance,
+                          workspace, nullptr);
+    };
+    for (int i = 0; i < warmup_steps; ++i) step();
+    SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+    for (auto _ : state) {
+      const double ms = median_ms(1, step);
+      state.SetIterationTime(ms * 1e-3);
+      steps.push_back(ms);
+    }
+    state.counters["peak_GiB"] = static_cast<double>(used_device_bytes() - before_load) / gib;
+  }
+  const double step_ms = median(steps), linear_part = linears_ms(model), attention_part = attention_ms(model.config());
+  const Goal goal = goal_of(variant);
+  state.counters["step_ms"] = step_ms;
+  state.counters["goal_ms"] = goal.step_ms;
+  if (goal.peak_gib > 0) state.counters["goal_peak_GiB"] = goal.peak_gib;
+  state.counters["weights_GiB"] = static_cast<double>(after_load - before_load) / gib;
+  state.counters["workspace_GiB"] = static_cast<double>(workspace_bytes) / gib;
+  state.counters["linears_ms"] = linear_part;
+  state.counters["attention_ms"] = attention_part;
+  state.counters["other_ms"] = step_ms - linear_part - attention_part;
+}
+
+}  // namespace
+
+BENCHMARK_CAPTURE(bench_flux_step, bf16, Variant::bf16)
+    ->Iterations(timed_steps)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bench_flux_step, int8_qmm, Variant::int8_qmm)
+    ->Iterations(timed_steps)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bench_flux_step, uint4_svd32, Variant::uint4_svd32)
+    ->Iterations(timed_steps)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+
+BENCHMARK_MAIN();
