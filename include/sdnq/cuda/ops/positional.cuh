@@ -75,7 +75,8 @@ inline void timestep_embedding(const TensorView& t, int dim, bool flip_sin_to_co
                dtype_name(t.dtype()), t.shape().to_string());
   SDNQ_REQUIRE(dim >= 2 && max_period > 0, ShapeError,
                "cuda::ops::timestep_embedding: dim must be >= 2 and max_period > 0, got {} and {}", dim, max_period);
-  SDNQ_REQUIRE(out.shape() == Shape({t.size(0), dim}) && out.is_contiguous() && out.device().is_cuda() &&
+  SDNQ_REQUIRE(out.rank() == 2 && out.size(0) == t.size(0) && out.size(1) == dim && out.is_contiguous() &&
+                   out.device().is_cuda() &&
                    (out.dtype() == DType::f32 || out.dtype() == DType::bf16 || out.dtype() == DType::f16),
                ShapeError,
                "cuda::ops::timestep_embedding: out must be a contiguous device F32/BF16/F16 [{}, {}], got {} {}",
