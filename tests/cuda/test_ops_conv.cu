@@ -2,9 +2,13 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cmath>
 #include <stdexcept>
+#include <vector>
 
 #include "cuda/test_ops_conv_support.hpp"
+#include "cuda/test_ops_support.hpp"
 #include "sdnq/cuda/check.hpp"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/ops/conv.cuh"
@@ -70,6 +74,62 @@ Tensor group_norm_split_on_gpu(const TensorView& x, int groups, const TensorView
                          silu, scratch.defined() ? scratch.view() : TensorView(), nullptr);
   SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
   return cuda::to_host(target);
+}
+
+namespace {
+
+template <class Action>
+double median_ms(Action&& action) {
+  cudaEvent_t start{}, stop{};
+  SDNQ_CUDA_CHECK(cudaEventCreate(&start));
+  SDNQ_CUDA_CHECK(cudaEventCreate(&stop));
+  action();  // warm-up
+  std::vector<float> times;
+  for (int i = 0; i < 5; ++i) {
+    SDNQ_CUDA_CHECK(cudaEventRecord(start));
+    action();
+    SDNQ_CUDA_CHECK(cudaEventRecord(stop));
+    SDNQ_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0.0f;
+    SDNQ_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms);
+  }
+  SDNQ_CUDA_CHECK(cudaEventDestroy(start));
+  SDNQ_CUDA_CHECK(cudaEventDestroy(stop));
+  std::sort(times.begin(), times.end());
+  return times[2];
+}
+
+}  // namespace
+
+LargeOpTimings time_vae_top_level_ops(int channels, int size) {
+  const Shape shape{1, channels, size, size};
+  const Tensor x = cuda::to_device(random_tensor(shape, DType::bf16, 51));
+  const Tensor weight = cuda::to_device(random_tensor(Shape{channels, channels, 3, 3}, DType::bf16, 52, -0.05f, 0.05f));
+  const Tensor gamma = cuda::to_device(random_tensor(Shape{channels}, DType::bf16, 53, 0.5f, 1.5f));
+  const Tensor beta = cuda::to_device(random_tensor(Shape{channels}, DType::bf16, 54));
+  const Tensor out = cuda::empty(shape, DType::bf16), split_out = cuda::empty(shape, DType::bf16);
+  const auto options = device_ops::Conv2dOptions::symmetric(1, 1);
+  const Tensor conv_scratch =
+      cuda::empty(Shape{static_cast<std::int64_t>(device_ops::conv2d_workspace_bytes(shape, 3, options))}, DType::u8);
+  const Tensor norm_scratch =
+      cuda::empty(Shape{static_cast<std::int64_t>(device_ops::group_norm_workspace_bytes(shape, 32))}, DType::u8);
+  const nn::gpu::detail::CublasHandle cublas;
+  const TensorView g = gamma, b = beta;
+  LargeOpTimings t;
+  t.conv_ms = median_ms(
+      [&] { device_ops::conv2d(x, weight, &b, options, out, conv_scratch, cublas.get(), nullptr, "timing conv"); });
+  t.group_norm_one_block_ms =
+      median_ms([&] { device_ops::group_norm(x, 32, &g, &b, 1e-6f, out, true, TensorView(), nullptr); });
+  t.group_norm_split_ms =
+      median_ms([&] { device_ops::group_norm(x, 32, &g, &b, 1e-6f, split_out, true, norm_scratch, nullptr); });
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+  const Tensor a = nn::detail::to_f32(cuda::to_host(out), "one block"),
+               c = nn::detail::to_f32(cuda::to_host(split_out), "split");
+  for (std::int64_t i = 0; i < a.numel(); ++i)
+    t.split_max_difference =
+        std::max(t.split_max_difference, static_cast<double>(std::fabs(a.data_as<float>()[i] - c.data_as<float>()[i])));
+  return t;
 }
 
 void conv2d_misuse(const std::string& which) {

@@ -27,4 +27,13 @@ void conv2d_misuse(const std::string& which);
 Tensor group_norm_split_on_gpu(const TensorView& x, int groups, const TensorView* weight, const TensorView* bias,
                                float eps, bool silu, bool in_place, std::int64_t& scratch_bytes);
 
+// The ops of one top-level VAE decoder resnet at real size, x [1, channels, size, size] bf16: milliseconds
+// per call (median of 5 after a warm-up) of the 3×3 conv, GroupNorm+SiLU in one block per group (32
+// groups) and split, and the largest |split − one block| difference of their outputs.
+struct LargeOpTimings {
+  double conv_ms = 0.0, group_norm_one_block_ms = 0.0, group_norm_split_ms = 0.0;
+  double split_max_difference = 0.0;
+};
+LargeOpTimings time_vae_top_level_ops(int channels, int size);
+
 }  // namespace sdnq::test::conv

@@ -3,8 +3,8 @@
 // over any weight a WeightLoader finds, under the same names and shape checks as the CPU nn::Conv2d
 // ("<prefix>.weight" / ".bias", groups 1):
 //   dense       the file's weight narrowed to bf16 on the device
-//   SDNQ codes  dequantized once at load by quant::dequantize (the reference's arithmetic) into a dense
-//               bf16 weight. This milestone does not run quantized convs on their codes: the VAE's convs
+//   SDNQ codes  dequantized once at load by quant::dequantize into bf16 as a loaded reference bf16 model
+//               does (scales rounded to bf16 first), bit for bit. This milestone does not run quantized convs on their codes: the VAE's convs
 //               are small (84 MB in bf16 for SDXL's), and layers saved for SDNQ's quantized matmul take
 //               the dequantized path too (the reference's int8 activation quantization is not emulated).
 // forward runs cuda::ops::conv2d with its im2col scratch from the caller's arena (workspace_bytes).
@@ -87,7 +87,8 @@ class Conv2d {
     layer.options_ = options;
     Tensor host_weight;
     if (auto quantized = weights.quantized(prefix, kind, stored)) {
-      host_weight = quant::dequantize(*quantized, DType::f32, quant::ScalePrecision::reference_compatible);
+      // In bf16 with scales rounded to bf16 first: bit-exact with the reference's bf16 model (fixture README).
+      host_weight = quant::dequantize(*quantized, DType::bf16, quant::ScalePrecision::reference_compatible);
       layer.dequantized_at_load_ = true;
     } else {
       host_weight = weights.dense(layer.name_ + ".weight", stored);

@@ -1,7 +1,5 @@
 #pragma once
-// Kernels of conv.cuh: im2col of a chunk of output positions of one image, and the broadcast of the
-// bias into the output that the GEMM then accumulates onto (beta = 1, so bias and products are
-// rounded to bf16 once, like cuDNN).
+// The kernel of conv.cuh: im2col of a chunk of output positions of one image.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -37,16 +35,6 @@ __global__ void im2col_kernel(const T* __restrict__ x, T* __restrict__ columns, 
     const bool inside = iy >= 0 && iy < g.height && ix >= 0 && ix < g.width;
     columns[i] = inside ? x[(c * g.height + iy) * g.width + ix] : from_float<T>(0.0f);
   }
-}
-
-// out [N, O, positions] = bias[o] everywhere.
-template <class T>
-__global__ void broadcast_channel_bias_kernel(T* __restrict__ out, const T* __restrict__ bias, std::int64_t planes,
-                                              int out_channels, std::int64_t positions) {
-  const std::int64_t total = planes * positions;
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
-    out[i] = bias[(i / positions) % out_channels];
 }
 
 }  // namespace ops::kernel_detail
