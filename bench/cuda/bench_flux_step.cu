@@ -22,11 +22,15 @@
 //   linears_ms        the model's Linears alone with their step's row counts (model.linears()), once each
 //   attention_ms      57 fused attentions at the step's shape [1, 4608, 24·128] alone
 //   other_ms          step_ms − linears_ms − attention_ms: norms, modulation, RoPE, activations, copies
+//   host_weights_s    building the random host weights (and quantizing them once per shape)
+//   load_s            FluxTransformer2DModel::load: every layer converted / repacked and uploaded
+//   quantized_linears Linears that run the variant's quantized kernel (int8: quantized_matmul; 0 for bf16)
 // Build + run: cmake --preset cuda -DSDNQ_BUILD_BENCHMARKS=ON; bench/cuda/bench_flux_step
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <map>
@@ -201,6 +205,10 @@ nn::InMemoryComponent flux_component(Variant variant) {
   return component;
 }
 
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 std::size_t used_device_bytes() {
   std::size_t free_bytes = 0, total_bytes = 0;
   SDNQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
@@ -297,11 +305,21 @@ void bench_flux_step(benchmark::State& state, Variant variant) {
   SDNQ_CUDA_CHECK(cudaFree(nullptr));  // the context exists before the first reading
   const StepInputs in;
   const std::size_t before_load = used_device_bytes();
+  const auto started = std::chrono::steady_clock::now();
+  double build_seconds = 0.0;
   nn::gpu::FluxTransformer2DModel model = [&] {
     nn::WeightLoader weights = nn::WeightLoader::from_memory(flux_component(variant));
+    build_seconds = seconds_since(started);
     return nn::gpu::FluxTransformer2DModel::load(weights, 0);
   }();  // the host tensors are freed here
+  state.counters["host_weights_s"] = build_seconds;
+  state.counters["load_s"] = seconds_since(started) - build_seconds;
   const std::size_t after_load = used_device_bytes();
+  int quantized_linears = 0;
+  for (const auto& [linear, rows] : model.linears(1, image_tokens, text_tokens))
+    quantized_linears += linear->kind() == (variant == Variant::int8_qmm ? nn::gpu::LinearKind::quantized_matmul
+                                                                         : nn::gpu::LinearKind::quantized);
+  state.counters["quantized_linears"] = quantized_linears;
   const std::size_t workspace_bytes = model.workspace_bytes(1, image_tokens, text_tokens);
   std::vector<double> steps;
   {
