@@ -212,7 +212,8 @@ TEST_CASE("gemm_w8a8 int8 TMA pipeline: ring wrap-around, partial boxes, many bl
           "[cuda][w8a8]") {
   const int tile = GENERATE(6, 7);
   if (!tile_runs_here(tile)) return;
-  run_case<sdnq::bf16>(517, 777, 1168, false, true, 12, tile);  // 9 full K tiles + 16 bytes
+  run_case<sdnq::bf16>(517, 777, 1168, false, true, 12, tile);
+  run_case<sdnq::bf16>(1, 300, 256, false, true, 15, tile);  // one row  // 9 full K tiles + 16 bytes
   run_case<sdnq::fp16>(33, 1030, 3072, false, true, 13, tile);  // 24 K tiles, 33 rows: 95 zero-filled
   run_case<sdnq::bf16>(256, 512, 16, false, false, 14, tile);   // one K box, 16 of 128 bytes real
 }
@@ -247,6 +248,7 @@ TEST_CASE("gemm_w8a8 fp8: odd shapes, every tile, K up to 15360", "[cuda][w8a8]"
     if (!tile_runs_here(6)) return;
     run_case<sdnq::bf16>(130, 200, 15360, true, true, 39, 6);
     run_case<sdnq::fp16>(77, 136, 15360, true, false, 40, 6);
+    run_case<sdnq::bf16>(300, 200, 15360, true, true, 42);  // the tile gemm_w8a8 chooses
     run_case<sdnq::bf16>(130, 200, 15360, false, true, 41, 7);  // int8 at the same K: exact
   }
   SECTION("the 128x256 and cp.async wgmma tiles are int8 only: rejected before launch") {

@@ -11,10 +11,12 @@
 // sm_90a build and M > 32: a warp-specialized kernel (detail/w8a8_tma.cuh) with a TMA producer warp,
 // an mbarrier-guarded shared-memory ring and two wgmma consumer warpgroups (int8 128×256 / 128×128,
 // e4m3 128×128 with fp32 promotion every 128 inputs: relative L2 error ≤ 1e-2 instead of bit-exact).
-// Measured on the H100 (bench/cuda/bench_w8a8.cu, quantization included, M = 4096, FLUX shapes):
-// int8 0.86-1.22x cuBLAS bf16, e4m3 0.75-0.92x (TMA kernel); cuBLASLt's bare 8-bit GEMMs reach
-// ~1.6-1.9x. Not yet at the 1.7x goal (issue #5): one tile per block (no persistent scheduling, so
-// the epilogue and the prologue do not overlap the next tile's main loop) and 4-byte epilogue stores.
+// Measured on the H100 (bench/cuda/bench_w8a8.cu, quantization included, FLUX shapes), M = 4096:
+// int8 0.90-1.24x cuBLAS bf16, e4m3 0.75-0.99x; M = 512: int8 and e4m3 0.64-0.93x; cuBLASLt's bare
+// 8-bit GEMMs reach ~1.6-1.9x at M = 4096. Not yet at the 1.7x goal (issue #5): one tile per block
+// (no persistent scheduling: the prologue and epilogue do not overlap the next tile's main loop),
+// and every block streams its own A and B tiles (clusters of 2 sharing B by TMA multicast were
+// measured 1.5x slower in a first attempt and are not shipped).
 // Numerics equal the CPU reference (quant/activation_quant.hpp, quant/detail/layers_qmm.hpp): same
 // scale formula, IEEE division, round-half-even, clamps; all-zero rows give exact zeros (+ bias) and
 // a row holding NaN/inf only affects its own outputs. Kernel: detail/w8a8_kernel.cuh.
@@ -115,7 +117,8 @@ inline W8A8TileChoice choose_w8a8_tile(W8A8Kind kind, std::int64_t tokens, std::
   if (tokens <= 32) return W8A8TileChoice::narrow;
   const std::int64_t row_tiles = ceil_div(tokens, 128);
   if (wgmma && W8A8TileTma128::shared_bytes <= shared_optin) {
-    const bool wide = kind == W8A8Kind::int8 && row_tiles * ceil_div(out_features, 256) >= multiprocessors &&
+    // 128×256 once it gives two waves (measured: M = 512 with N = 12288 runs faster on 128×128).
+    const bool wide = kind == W8A8Kind::int8 && row_tiles * ceil_div(out_features, 256) >= 2 * multiprocessors &&
                       W8A8TileTma256::shared_bytes <= shared_optin;
     return wide ? W8A8TileChoice::tma_256 : W8A8TileChoice::tma_128;
   }

@@ -87,6 +87,36 @@ struct W8A8TmaTile {
   static constexpr int shared_bytes = 1024 + Stages * stage_bytes + 2 * Stages * 8;
 };
 
+// y rows `row` and `row + 8`, columns col, col + 1, from the accumulator pairs of one fragment column.
+template <class T>
+__device__ __forceinline__ void store_output_rows(const W8A8Params& p, int row, int col, float s_x_lo, float s_x_hi,
+                                                 float2 lo, float2 hi) {
+  if (col >= p.n) return;
+  if ((p.n & 1) != 0 || col + 1 >= p.n) {  // odd N: element-wise stores with their own bounds checks
+    store_output_pair<T>(p, row, col, lo.x, lo.y);
+    store_output_pair<T>(p, row + 8, col, hi.x, hi.y);
+    return;
+  }
+  const float2 s_w = *reinterpret_cast<const float2*>(p.w_scale + col);
+  float2 b = make_float2(0.0f, 0.0f);
+  if (p.bias != nullptr) {
+    const T* bias = static_cast<const T*>(p.bias) + col;
+    b = make_float2(to_float(bias[0]), to_float(bias[1]));
+  }
+  const auto store = [&](int r, float s_x, float2 sum) {
+    if (r >= p.m) return;
+    const float v0 = __fmaf_rn(__fmul_rn(sum.x, s_x), s_w.x, b.x);
+    const float v1 = __fmaf_rn(__fmul_rn(sum.y, s_x), s_w.y, b.y);
+    T* out = static_cast<T*>(p.y) + static_cast<std::size_t>(r) * p.n + col;
+    if constexpr (std::is_same_v<T, __nv_bfloat16>)
+      *reinterpret_cast<__nv_bfloat162*>(out) = __floats2bfloat162_rn(v0, v1);
+    else
+      *reinterpret_cast<__half2*>(out) = __floats2half2_rn(v0, v1);
+  };
+  store(row, s_x_lo, lo);
+  store(row + 8, s_x_hi, hi);
+}
+
 template <class T, W8A8Operand Operand, class Tile>
 __global__ void __launch_bounds__(Tile::threads, 1)
     gemm_w8a8_tma_kernel(const W8A8Params p, const __grid_constant__ CUtensorMap a_map,
@@ -175,18 +205,19 @@ __global__ void __launch_bounds__(Tile::threads, 1)
     if constexpr (int8) wgmma_wait<0>();
 
     const int warp = (threadIdx.x - 128) >> 5, lane = threadIdx.x & 31;  // warp 0..7 over both consumers
+    const int row = row0 + warp * 16 + (lane >> 2);
+    const float s_x_lo = row < p.m ? __ldcg(p.x_scale + row) : 0.0f;  // written by other blocks: from L2
+    const float s_x_hi = row + 8 < p.m ? __ldcg(p.x_scale + row + 8) : 0.0f;
 #pragma unroll
     for (int j = 0; j < BN / 8; ++j) {
       const int col = col0 + 8 * j + 2 * (lane & 3);
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int row = row0 + warp * 16 + half * 8 + (lane >> 2);
-        const int i = 4 * j + 2 * half;
-        if constexpr (int8)
-          store_output_pair<T>(p, row, col, __int2float_rn(acc[i]), __int2float_rn(acc[i + 1]));
-        else
-          store_output_pair<T>(p, row, col, total[i], total[i + 1]);
-      }
+      if constexpr (int8)
+        store_output_rows<T>(p, row, col, s_x_lo, s_x_hi,
+                             make_float2(__int2float_rn(acc[4 * j]), __int2float_rn(acc[4 * j + 1])),
+                             make_float2(__int2float_rn(acc[4 * j + 2]), __int2float_rn(acc[4 * j + 3])));
+      else
+        store_output_rows<T>(p, row, col, s_x_lo, s_x_hi, make_float2(total[4 * j], total[4 * j + 1]),
+                             make_float2(total[4 * j + 2], total[4 * j + 3]));
     }
   }
 #else
