@@ -11,7 +11,7 @@
 #include <string>
 
 #include "sdnq/core/arena.hpp"
-#include "sdnq/cuda/detail/linear_dense.cuh"
+#include "sdnq/cuda/linear.cuh"
 #include "sdnq/cuda/ops/elementwise.cuh"
 #include "sdnq/cuda/ops/resample.cuh"
 #include "sdnq/nn/gpu/detail/device_weights.hpp"
@@ -67,12 +67,8 @@ class SD3PatchEmbed {
         arena.take(Shape{batch, count, patch_features()}, DType::bf16, "SD3 patches");  // [B, h·w, C·p·p]
     const TensorView window = arena.take(Shape{count, dim_}, DType::bf16, "SD3 positional window");  // [h·w, D]
     cuda::ops::patchify(latent, static_cast<int>(patch_size_), cuda::ops::PatchOrder::channel_major, patches, stream);
-    SDNQ_CUBLAS_CHECK(cublasSetStream(cublas, stream));
-    cuda::kernel_detail::gemm_row_major_abt(cublas, CUDA_R_16BF, batch * count, dim_, patch_features(), patches.data(),
-                                            patch_features(), weight_.data(), patch_features(), tokens.data(), dim_,
-                                            0.0f);
-    const TensorView bias = bias_.view();
-    cuda::ops::add_vector(tokens, bias, tokens, stream);
+    cuda::dense_linear(token_rows(patches), weight_.view(), bias_.view(), token_rows(tokens), cublas, stream,
+                       "SD3Transformer2DModel (GPU) pos_embed.proj");
     const std::int64_t top = (max_size_ - height) / 2, left = (max_size_ - width) / 2;
     copy_bf16_columns(window.data(), width * dim_, bf16_element(table_, (top * max_size_ + left) * dim_),
                       max_size_ * dim_, width * dim_, height, stream);
