@@ -5,7 +5,11 @@
 // TFLOP/s (2·M·N·K), TB/s over the bytes the kernels must read (codes + bf16 (scale, zero) pairs + SVD
 // factors; bf16 weights for cuBLAS), vs_cublas = cuBLAS time / ours (> 1 is faster). Weights rotate
 // among copies whose codes total > 120 MB. Formats: uint4 g128 with zero points + SVD rank 32, int8
-// row-wise; bf16 activations.
+// row-wise; bf16 activations. Each layer keeps one code layout: the default (tensor-core) one, or the
+// GEMV one for the "gemv_layout_" rows (the small-M GEMV route and its dense route). The "chunk16_"
+// rows run the dense route with a 16 MiB chunk limit instead of 64 MiB (the chunk the dequantize
+// writes can stay in the 50 MB L2 for the GEMM that reads it); the "beta_bias_" rows add the bias by a
+// broadcast into y and beta = 1 instead of the cuBLASLt epilogue (the dense route without SVD).
 // Run: bench_linear --benchmark_min_time=0.05s
 
 #include <benchmark/benchmark.h>
@@ -96,28 +100,38 @@ double read_bytes(int format, double n, double k) {
   return format == uint4_g128_svd32 ? n * k / 2 + 4.0 * n * (k / 128) + 2.0 * 32 * (n + k) : n * k + 4.0 * n;
 }
 
-// Layers per (format, N, K), built once and shared by every M and route (the host repack is slow).
-std::vector<std::unique_ptr<sdnq::cuda::QuantizedLinear>>& layers(int format, std::int64_t n, std::int64_t k) {
-  static std::map<std::tuple<int, std::int64_t, std::int64_t>,
+// Layers per (format, N, K, layout, chunk limit), built once and shared by every M and route (the host
+// repack is slow).
+std::vector<std::unique_ptr<sdnq::cuda::QuantizedLinear>>& layers(int format, std::int64_t n, std::int64_t k,
+                                                                   sdnq::cuda::CodeLayout layout,
+                                                                   std::int64_t chunk_mib, bool bias_epilogue) {
+  static std::map<std::tuple<int, std::int64_t, std::int64_t, int, std::int64_t, bool>,
                   std::vector<std::unique_ptr<sdnq::cuda::QuantizedLinear>>>
       cache;
-  auto& entry = cache[{format, n, k}];
+  auto& entry = cache[{format, n, k, static_cast<int>(layout), chunk_mib, bias_epilogue}];
   if (entry.empty()) {
     const HostWeight host = make_host_weight(format, n, k, 1234 + format);
     const int copies = std::max(1, static_cast<int>(rotation_bytes / read_bytes(format, n, k)) + 1);
+    sdnq::cuda::QuantizedLinearOptions options;
+    options.layout = layout;
+    options.dense_workspace_limit = static_cast<std::size_t>(chunk_mib) << 20;
+    options.bias_epilogue = bias_epilogue;
     for (int c = 0; c < copies; ++c)
-      entry.push_back(std::make_unique<sdnq::cuda::QuantizedLinear>(host.codes, sdnq::DType::bf16));
+      entry.push_back(std::make_unique<sdnq::cuda::QuantizedLinear>(host.codes, sdnq::DType::bf16, 0, options));
   }
   return entry;
 }
 
-// state.range: M, N, K, format, route (LinearRoute as an integer), with bias (0/1).
+// state.range: M, N, K, format, route (LinearRoute as an integer), with bias (0/1), layout (CodeLayout as
+// an integer), dense chunk limit in MiB, bias by the cuBLASLt epilogue (1) or by beta = 1 (0).
 void bench_linear(benchmark::State& state) {
   const std::int64_t m = state.range(0), n = state.range(1), k = state.range(2);
   const int format = static_cast<int>(state.range(3));
   const auto route = static_cast<LinearRoute>(state.range(4));
   const bool with_bias = state.range(5) != 0;
-  auto& copies = layers(format, n, k);
+  const bool bias_epilogue = state.range(8) != 0;
+  auto& copies = layers(format, n, k, static_cast<sdnq::cuda::CodeLayout>(state.range(6)), state.range(7),
+                        bias_epilogue);
   const LinearRoute taken = route == LinearRoute::automatic ? copies[0]->route_for(m) : route;
   if (!copies[0]->supports(taken)) {
     state.SkipWithError("route not available for this weight");
@@ -140,6 +154,7 @@ void bench_linear(benchmark::State& state) {
   SDNQ_CUBLAS_CHECK(cublasDestroy(handle));
   report(state, us, 2.0 * m * n * k, read_bytes(format, n, k));
   state.counters["route"] = static_cast<double>(static_cast<int>(taken));
+  state.counters["device_MB"] = static_cast<double>(copies[0]->device_bytes()) / 1e6;
   const auto it = cublas_microseconds().find({static_cast<int>(m), static_cast<int>(n), static_cast<int>(k)});
   if (it != cublas_microseconds().end()) state.counters["vs_cublas"] = it->second / us;
 }
@@ -148,28 +163,37 @@ void register_all() {
   const std::vector<std::pair<int, int>> shapes = {{3072, 3072},  {12288, 3072}, {3072, 12288}, {9216, 3072},
                                                    {21504, 3072}, {8192, 8192},  {1280, 5120}};
   const char* format_names[] = {"uint4_g128_svd32", "int8_rowwise"};
+  const int automatic = static_cast<int>(sdnq::cuda::CodeLayout::automatic);
+  const int gemv_layout = static_cast<int>(sdnq::cuda::CodeLayout::gemv);
+  const auto add = [](const std::string& name, std::vector<std::int64_t> args) {
+    if (args.size() == 8) args.push_back(1);  // the cuBLASLt bias epilogue
+    benchmark::RegisterBenchmark(name.c_str(), bench_linear)->Args(args)->UseManualTime();
+  };
   for (const auto& [n, k] : shapes)
     for (const int m : {1, 4, 16, 64, 256, 1024, 4096}) {
       const std::string shape = "/M" + std::to_string(m) + "/N" + std::to_string(n) + "/K" + std::to_string(k);
       benchmark::RegisterBenchmark(("cublas_bf16" + shape).c_str(), bench_cublas)->Args({m, n, k})->UseManualTime();
       for (const int format : {uint4_g128_svd32, int8_rowwise}) {
         const std::string name = format_names[format];
-        benchmark::RegisterBenchmark(("linear_" + name + shape).c_str(), bench_linear)
-            ->Args({m, n, k, format, static_cast<int>(LinearRoute::automatic), 1})
-            ->UseManualTime();
+        const int route_automatic = static_cast<int>(LinearRoute::automatic);
+        const int dense = static_cast<int>(LinearRoute::dequantize_cublas);
+        add("linear_" + name + shape, {m, n, k, format, route_automatic, 1, automatic, 64});
         // Forced routes only where they compete (the slow ends are in docs/kernels.md already).
-        if (m <= 4)
-          benchmark::RegisterBenchmark(("route_small_m_" + name + shape).c_str(), bench_linear)
-              ->Args({m, n, k, format, static_cast<int>(LinearRoute::small_m), 1})
-              ->UseManualTime();
+        if (m <= 16) {
+          add("gemv_layout_linear_" + name + shape, {m, n, k, format, route_automatic, 1, gemv_layout, 64});
+          add("gemv_layout_route_small_m_" + name + shape,
+              {m, n, k, format, static_cast<int>(LinearRoute::small_m), 1, gemv_layout, 64});
+        }
         if (m <= 256)
-          benchmark::RegisterBenchmark(("route_tensor_core_" + name + shape).c_str(), bench_linear)
-              ->Args({m, n, k, format, static_cast<int>(LinearRoute::tensor_core), 1})
-              ->UseManualTime();
-        if (m >= 64)
-          benchmark::RegisterBenchmark(("route_dequantize_cublas_" + name + shape).c_str(), bench_linear)
-              ->Args({m, n, k, format, static_cast<int>(LinearRoute::dequantize_cublas), 1})
-              ->UseManualTime();
+          add("route_tensor_core_" + name + shape,
+              {m, n, k, format, static_cast<int>(LinearRoute::tensor_core), 1, automatic, 64});
+        if (m >= 64) {
+          add("route_dequantize_cublas_" + name + shape, {m, n, k, format, dense, 1, automatic, 64});
+          add("chunk16_route_dequantize_cublas_" + name + shape, {m, n, k, format, dense, 1, automatic, 16});
+          add("gemv_layout_route_dequantize_cublas_" + name + shape, {m, n, k, format, dense, 1, gemv_layout, 64});
+          if (format == int8_rowwise)
+            add("beta_bias_route_dequantize_cublas_" + name + shape, {m, n, k, format, dense, 1, automatic, 64, 0});
+        }
       }
     }
   // Where the dense route's time goes at large M: without the bias (int8: no extra K columns, no copy
@@ -177,9 +201,8 @@ void register_all() {
   for (const int m : {1024, 4096})
     for (const auto& [n, k] : std::vector<std::pair<int, int>>{{12288, 3072}, {8192, 8192}}) {
       const std::string shape = "/M" + std::to_string(m) + "/N" + std::to_string(n) + "/K" + std::to_string(k);
-      benchmark::RegisterBenchmark(("route_dequantize_cublas_nobias_int8_rowwise" + shape).c_str(), bench_linear)
-          ->Args({m, n, k, int8_rowwise, static_cast<int>(LinearRoute::dequantize_cublas), 0})
-          ->UseManualTime();
+      add("route_dequantize_cublas_nobias_int8_rowwise" + shape,
+          {m, n, k, int8_rowwise, static_cast<int>(LinearRoute::dequantize_cublas), 0, automatic, 64});
       benchmark::RegisterBenchmark(("cublas_bf16_k_plus_8" + shape).c_str(), bench_cublas)
           ->Args({m, n, k + 8})
           ->UseManualTime();

@@ -29,6 +29,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -98,6 +99,8 @@ inline const char* code_layout_name(CodeLayout layout) {
 struct QuantizedLinearOptions {
   std::size_t dense_workspace_limit = std::size_t{64} << 20;  // bytes of dense weight per chunk
   CodeLayout layout = CodeLayout::automatic;
+  // Dense route without SVD: the bias through a cuBLASLt epilogue (else broadcast into y and beta = 1).
+  bool bias_epilogue = true;
 };
 
 class QuantizedLinear {
@@ -114,6 +117,9 @@ class QuantizedLinear {
     SDNQ_REQUIRE(host.svd_rank() <= gemv_max_rank_for_dense, UnsupportedError,
                  "{}: SVD rank {} exceeds the supported 128", host.name, host.svd_rank());
     DeviceGuard guard(device);
+    cublasLtHandle_t lt = nullptr;
+    SDNQ_CUBLAS_CHECK(cublasLtCreate(&lt));
+    lt_ = std::shared_ptr<cublasLtContext>(lt, [](cublasLtHandle_t handle) { (void)cublasLtDestroy(handle); });
     if (dtype == DType::bf16)
       build<bf16>(host);
     else
@@ -126,6 +132,17 @@ class QuantizedLinear {
   std::int64_t out_features() const { return out_features_; }
   std::int64_t in_features() const { return in_features_; }
   std::int64_t svd_rank() const { return svd_rank_; }
+  // Whether a weight can be kept in `layout` (automatic and checkpoint always can).
+  static bool layout_fits(const LinearCodes& host, CodeLayout layout) {
+    const std::int64_t group = host.group_size > 0 ? host.group_size : host.in_features;
+    const bool integer = host.value != CodeValue::lookup;
+    if (layout == CodeLayout::gemv) return integer && host.in_features % 32 == 0 && group % 32 == 0;
+    if (layout == CodeLayout::tensor_core)
+      return integer && (host.bits == 4 || host.bits == 8) && host.out_features % gemm_tc_n_multiple == 0 &&
+             host.in_features % gemm_tc_k_tile == 0 && (group == 32 || group % 64 == 0);
+    return true;
+  }
+
   // The layout the codes are kept in (never automatic).
   CodeLayout layout() const { return layout_; }
 
@@ -189,10 +206,8 @@ class QuantizedLinear {
     bits_ = host.bits;
     const std::int64_t group = host.group_size > 0 ? host.group_size : host.in_features;
     const bool integer = host.value != CodeValue::lookup;
-    const bool gemv_fits = integer && host.in_features % 32 == 0 && group % 32 == 0;
-    const bool tensor_core_fits = integer && (host.bits == 4 || host.bits == 8) &&
-                                  host.out_features % gemm_tc_n_multiple == 0 &&
-                                  host.in_features % gemm_tc_k_tile == 0 && (group == 32 || group % 64 == 0);
+    const bool gemv_fits = layout_fits(host, CodeLayout::gemv);
+    const bool tensor_core_fits = layout_fits(host, CodeLayout::tensor_core);
     layout_ = options_.layout;
     if (layout_ == CodeLayout::automatic)
       layout_ = tensor_core_fits ? CodeLayout::tensor_core : gemv_fits ? CodeLayout::gemv : CodeLayout::checkpoint;
@@ -295,6 +310,7 @@ class QuantizedLinear {
   std::vector<Tensor> checkpoint_storage_;  // what checkpoint_ points into
   Tensor svd_up_, svd_down_;                // T [N, r], [r, K] with the checkpoint layout
   std::int64_t dense_chunk_rows_ = 0;
+  std::shared_ptr<cublasLtContext> lt_;  // the dense route's bias epilogue
 };
 
 // The dense route: see detail/linear_dense.cuh for the extended operands.
@@ -306,8 +322,10 @@ void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<T
   const std::int64_t tokens = x.size(0), n = layer.out_features_, k = layer.in_features_, rank = layer.svd_rank_;
   const std::int64_t row_elements = layer.dense_row_elements(bias.has_value());  // E
   const bool extended = rank > 0;  // else E = K and x goes to the GEMM as is
-  // Without SVD the bias is broadcast into y and every chunk's GEMM accumulates onto it.
-  const bool bias_by_beta = !extended && bias.has_value();
+  // Without SVD the bias goes through the cuBLASLt epilogue, or is broadcast into y and every chunk's
+  // GEMM accumulates onto it.
+  const bool bias_by_epilogue = !extended && bias.has_value() && layer.options_.bias_epilogue;
+  const bool bias_by_beta = !extended && bias.has_value() && !bias_by_epilogue;
   SDNQ_CUBLAS_CHECK(cublasSetStream(cublas, stream));
   if (bias_by_beta) kernel_detail::launch_broadcast_bias<Kernel>(y.data(), tokens, n, bias->data(), stream);
   auto* space = static_cast<char*>(workspace.data());
@@ -415,9 +433,14 @@ void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<T
       kernel_detail::launch_fill_extension<Kernel>(w_ext, rows, k, row_elements, static_cast<const T*>(up) + row * up_stride,
                                                    up_stride, static_cast<int>(rank), bias.has_value(),
                                                    bias ? static_cast<const T*>(bias->data()) + row : nullptr, stream);
-    kernel_detail::gemm_row_major_abt(cublas, type, tokens, rows, row_elements, extended ? x_ext : x.data(),
-                                      row_elements, w_ext, row_elements, static_cast<T*>(y.data()) + row, n,
-                                      bias_by_beta ? 1.0f : 0.0f);
+    if (bias_by_epilogue)
+      kernel_detail::gemm_row_major_abt_bias(layer.lt_.get(), type, tokens, rows, k, x.data(), k, w_ext, k,
+                                             static_cast<T*>(y.data()) + row, n,
+                                             static_cast<const T*>(bias->data()) + row, stream);
+    else
+      kernel_detail::gemm_row_major_abt(cublas, type, tokens, rows, row_elements, extended ? x_ext : x.data(),
+                                        row_elements, w_ext, row_elements, static_cast<T*>(y.data()) + row, n,
+                                        bias_by_beta ? 1.0f : 0.0f);
   }
 }
 

@@ -2,9 +2,9 @@
 // The large-M route of quantized_linear (linear.cuh): dequantize the weight into the caller's
 // workspace N-chunk by N-chunk (bounded size) and multiply each chunk with one cuBLAS bf16/fp16 GEMM
 // (fp32 accumulation, one rounding).
-//   Without SVD: x goes to the GEMM as is (K unchanged); a bias is first broadcast into y and the GEMM
-//   accumulates onto it with beta = 1 (cuBLAS adds C in fp32 before its single rounding, so this equals
-//   rounding x·Wᵀ + b once).
+//   Without SVD: x goes to the GEMM as is (K unchanged); a bias is added by a cuBLASLt bias epilogue
+//   (in fp32 before the single rounding; no extra pass over y), or, with
+//   QuantizedLinearOptions::bias_epilogue off, broadcast into y first and accumulated with beta = 1.
 //   With SVD: the rank columns (and the bias, when there is one) ride along as extra K columns padded
 //   with zeros to a multiple of 64, so K stays tile-friendly and the GEMM writes y once:
 //     x_ext [M, E] = [ x | x·svd_downᵀ | 1 | 0… ]            E = K + (r + 1 rounded up to 64)
@@ -18,6 +18,7 @@
 // copy and slower cuBLAS kernels at an odd K). beta = 1 is cheaper where N is small (int8 3072×12288:
 // 665 → 521 µs) but still moves 2·M·N elements more than the GEMM alone (int8 12288×3072: 586 → 570 µs,
 // 507 without bias); a cuBLASLt bias epilogue would remove that traffic (not done).
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -245,6 +246,38 @@ inline void gemm_row_major_abt(cublasHandle_t handle, cudaDataType_t type, std::
                                  static_cast<int>(k), &alpha, b, type, static_cast<int>(ldb), a, type,
                                  static_cast<int>(lda), &beta, out, type, static_cast<int>(ldo), CUBLAS_COMPUTE_32F,
                                  CUBLAS_GEMM_DEFAULT));
+}
+
+// Row-major out[M, N] = a[M, K] · b[N, K]ᵀ + bias[N] by cuBLASLt with the bias epilogue (fp32
+// accumulation, bias added before the one rounding to the output type), on `stream`, without workspace.
+inline void gemm_row_major_abt_bias(cublasLtHandle_t lt, cudaDataType_t type, std::int64_t m, std::int64_t n,
+                                    std::int64_t k, const void* a, std::int64_t lda, const void* b, std::int64_t ldb,
+                                    void* out, std::int64_t ldo, const void* bias, cudaStream_t stream) {
+  // Column-major view: outᵀ [N, M] = bᵀᵀ [N, K] · aᵀ [K, M]; the bias runs along outᵀ's rows.
+  cublasLtMatmulDesc_t operation = nullptr;
+  cublasLtMatrixLayout_t b_layout = nullptr, a_layout = nullptr, out_layout = nullptr;
+  SDNQ_CUBLAS_CHECK(cublasLtMatmulDescCreate(&operation, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t transpose = CUBLAS_OP_T, keep = CUBLAS_OP_N;
+  const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+  SDNQ_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(operation, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)));
+  SDNQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(operation, CUBLASLT_MATMUL_DESC_TRANSB, &keep, sizeof(keep)));
+  SDNQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(operation, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+  SDNQ_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(operation, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  SDNQ_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&b_layout, type, static_cast<std::uint64_t>(k),
+                                               static_cast<std::uint64_t>(n), ldb));
+  SDNQ_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a_layout, type, static_cast<std::uint64_t>(k),
+                                               static_cast<std::uint64_t>(m), lda));
+  SDNQ_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&out_layout, type, static_cast<std::uint64_t>(n),
+                                               static_cast<std::uint64_t>(m), ldo));
+  const float alpha = 1.0f, beta = 0.0f;
+  const cublasStatus_t status = cublasLtMatmul(lt, operation, &alpha, b, b_layout, a, a_layout, &beta, out, out_layout,
+                                               out, out_layout, nullptr, nullptr, 0, stream);
+  cublasLtMatrixLayoutDestroy(out_layout);
+  cublasLtMatrixLayoutDestroy(a_layout);
+  cublasLtMatrixLayoutDestroy(b_layout);
+  cublasLtMatmulDescDestroy(operation);
+  SDNQ_CUBLAS_CHECK(status);
 }
 
 }  // namespace kernel_detail

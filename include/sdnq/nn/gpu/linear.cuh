@@ -51,8 +51,12 @@ class Linear {
   // Tokens from which a quantized-matmul layer runs the 8-bit GEMM (the reference's threshold).
   static constexpr std::int64_t quantized_matmul_min_tokens = 32;
 
+  // `layout`: the code layout a quantized layer keeps where the weight fits it (cuda::CodeLayout;
+  // otherwise, and for automatic, tensor-core where it fits, else GEMV, else checkpoint). Measured on one H100 (bench_linear): gemv is 1.3-1.6x faster at M = 1 and equal or
+  // 1-3 % faster at M >= 1024; tensor_core wins for M of about 4..192 (e.g. CLIP's 77 tokens).
   static Linear load(WeightLoader& weights, std::string_view prefix, std::int64_t in_features,
-                     std::int64_t out_features, bool bias, int device) {
+                     std::int64_t out_features, bool bias, int device,
+                     cuda::CodeLayout layout = cuda::CodeLayout::automatic) {
     Linear layer;
     layer.name_ = std::string(prefix);
     layer.in_features_ = in_features;
@@ -70,7 +74,10 @@ class Linear {
             layer.e4m3_table_ = cuda::to_device(*codes->codes.lookup_table, device);
           layer.kind_ = LinearKind::quantized_matmul;
         } else {
-          layer.quantized_.emplace(codes->codes, DType::bf16, device);
+          cuda::QuantizedLinearOptions options;
+          options.layout = cuda::QuantizedLinear::layout_fits(codes->codes, layout) ? layout
+                                                                                    : cuda::CodeLayout::automatic;
+          layer.quantized_.emplace(codes->codes, DType::bf16, device, options);
           layer.kind_ = LinearKind::quantized;
         }
       } else {
