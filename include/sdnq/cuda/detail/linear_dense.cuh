@@ -17,7 +17,8 @@
 // Measured on one H100 (bench_linear, M = 4096): the former bias column at K + 8 cost 80-130 µs (the x
 // copy and slower cuBLAS kernels at an odd K). beta = 1 is cheaper where N is small (int8 3072×12288:
 // 665 → 521 µs) but still moves 2·M·N elements more than the GEMM alone (int8 12288×3072: 586 → 570 µs,
-// 507 without bias); a cuBLASLt bias epilogue would remove that traffic (not done).
+// 507 without bias); the cuBLASLt bias epilogue removes that traffic (H100, M = 4096: int8 3072² 144.7 → 129.4 µs,
+// 12288×3072 568 → 512 µs). A 16 MiB chunk (dequantized chunk kept in L2 for the GEMM) was slower everywhere.
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
