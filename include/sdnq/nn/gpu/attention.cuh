@@ -40,8 +40,12 @@ inline std::size_t attention_workspace_bytes(std::int64_t batch, std::int64_t qu
                                              std::int64_t heads, std::int64_t head_dim) {
   const std::int64_t padded = detail::padded_head_dim(head_dim);
   if (padded == head_dim) return 0;
-  return 2 * Arena::footprint(Shape{batch, query_tokens, heads * padded}, DType::bf16) +
-         2 * Arena::footprint(Shape{batch, key_tokens, heads * padded}, DType::bf16);
+  // From byte counts: a temporary Shape here makes g++ -O3 warn maybe-uninitialized once inlined.
+  constexpr std::size_t bf16_bytes = 2;
+  const auto bytes = [&](std::int64_t tokens) {
+    return Arena::footprint(static_cast<std::size_t>(batch * tokens * heads * padded) * bf16_bytes);
+  };
+  return 2 * bytes(query_tokens) + 2 * bytes(key_tokens);
 }
 
 // q [B, Lq, H·D], k and v [B, Lk, H·D], out [B, Lq, H·D]: contiguous bf16 device tensors.

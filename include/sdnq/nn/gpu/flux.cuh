@@ -17,8 +17,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <initializer_list>
 #include <string>
@@ -61,12 +61,12 @@ class FluxTransformer2DModel {
     model.context_embedder_ = Linear::load(weights, "context_embedder", c.joint_attention_dim, d, true, device);
     const std::string embed = "time_text_embed";
     const std::int64_t sinusoid = nn::detail::timestep_sinusoid_dim;
-    model.timestep_embedder_ = detail::FluxTwoLayerMlp::load(weights, embed + ".timestep_embedder", sinusoid, d, device);
+    model.timestep_embedder_ = detail::DitTwoLayerMlp::load(weights, embed + ".timestep_embedder", sinusoid, d, device);
     if (c.guidance_embeds)
       model.guidance_embedder_ =
-          detail::FluxTwoLayerMlp::load(weights, embed + ".guidance_embedder", sinusoid, d, device);
+          detail::DitTwoLayerMlp::load(weights, embed + ".guidance_embedder", sinusoid, d, device);
     model.text_embedder_ =
-        detail::FluxTwoLayerMlp::load(weights, embed + ".text_embedder", c.pooled_projection_dim, d, device);
+        detail::DitTwoLayerMlp::load(weights, embed + ".text_embedder", c.pooled_projection_dim, d, device);
     for (int i = 0; i < c.num_layers; ++i)
       model.double_blocks_.push_back(detail::FluxDoubleBlockWeights::load(weights, i, shape, device));
     for (int i = 0; i < c.num_single_layers; ++i)
@@ -87,8 +87,8 @@ class FluxTransformer2DModel {
     const std::int64_t image_rows = batch * image_tokens, text_rows = batch * text_tokens;
     const std::int64_t joint_rows = image_rows + text_rows;
     std::vector<std::pair<const Linear*, std::int64_t>> all{{&x_embedder_, image_rows},
-                                                             {&context_embedder_, text_rows}};
-    for (const detail::FluxTwoLayerMlp* mlp : {&timestep_embedder_, &text_embedder_})
+                                                            {&context_embedder_, text_rows}};
+    for (const detail::DitTwoLayerMlp* mlp : {&timestep_embedder_, &text_embedder_})
       for (const Linear* l : {&mlp->linear_1, &mlp->linear_2}) all.emplace_back(l, batch);
     if (config_.guidance_embeds)
       for (const Linear* l : {&guidance_embedder_.linear_1, &guidance_embedder_.linear_2}) all.emplace_back(l, batch);
@@ -161,25 +161,25 @@ class FluxTransformer2DModel {
     const TensorView image = arena.take(Shape{batch, li, d}, DType::bf16, "FLUX image stream");    // [B, Li, D]
     const TensorView context = arena.take(Shape{batch, lt, d}, DType::bf16, "FLUX text stream");   // [B, Lt, D]
     const TensorView tokens = arena.take(Shape{batch, s, d}, DType::bf16, "FLUX joint sequence");  // [B, S, D]
-    x_embedder_.forward(rows_of(hidden_states), rows_of(image), arena, cublas, stream);
-    context_embedder_.forward(rows_of(encoder_hidden_states), rows_of(context), arena, cublas, stream);
+    x_embedder_.forward(detail::token_rows(hidden_states), detail::token_rows(image), arena, cublas, stream);
+    context_embedder_.forward(detail::token_rows(encoder_hidden_states), detail::token_rows(context), arena, cublas,
+                              stream);
     for (const auto& block : double_blocks_) double_block(block, image, context, temb_silu, rope_tables, arena, stream);
 
-    detail::copy_bf16_rows(tokens.data(), s * d, context.data(), lt * d, lt * d, batch, stream);
-    detail::copy_bf16_rows(detail::bf16_offset(tokens, lt * d), s * d, image.data(), li * d, li * d, batch, stream);
+    detail::copy_bf16_columns(tokens.data(), s * d, context.data(), lt * d, lt * d, batch, stream);
+    detail::copy_bf16_columns(detail::bf16_element(tokens, lt * d), s * d, image.data(), li * d, li * d, batch, stream);
     for (const auto& block : single_blocks_) single_block(block, tokens, temb_silu, rope_tables, arena, stream);
 
     // norm_out (AdaLayerNormContinuous: chunk 0 is the scale, chunk 1 the shift) and proj_out on the image.
-    detail::copy_bf16_rows(image.data(), li * d, detail::bf16_offset(tokens, lt * d), s * d, li * d, batch, stream);
+    detail::copy_bf16_columns(image.data(), li * d, detail::bf16_element(tokens, lt * d), s * d, li * d, batch, stream);
     ArenaScope final_scope(arena);
     const TensorView modulation = arena.take(Shape{batch, 2 * d}, DType::bf16, "FLUX norm_out modulation");
     const TensorView normed = arena.take(Shape{batch, li, d}, DType::bf16, "FLUX norm_out output");
     norm_out_.forward(temb_silu, modulation, arena, cublas, stream);
-    cuda::ops::layer_norm_modulate(
-        image, cuda::ops::modulation_chunk(modulation, 2, nn::detail::continuous_shift),
-        cuda::ops::modulation_chunk(modulation, 2, nn::detail::continuous_scale), nn::detail::adaptive_norm_eps,
-        normed, stream);
-    proj_out_.forward(rows_of(normed), rows_of(output), arena, cublas, stream);
+    cuda::ops::layer_norm_modulate(image, cuda::ops::modulation_chunk(modulation, 2, nn::detail::continuous_shift),
+                                   cuda::ops::modulation_chunk(modulation, 2, nn::detail::continuous_scale),
+                                   nn::detail::adaptive_norm_eps, normed, stream);
+    proj_out_.forward(detail::token_rows(normed), detail::token_rows(output), arena, cublas, stream);
     return output;
   }
 
@@ -215,14 +215,6 @@ class FluxTransformer2DModel {
     return {cache.cos.view(), cache.sin.view()};
   }
 
-  // [B, L, C] -> [B·L, C] (contiguous views).
-  static TensorView rows_of(const TensorView& x) {
-    return TensorView(x.data(), x.dtype(), Shape{x.numel() / x.size(-1), x.size(-1)}, x.device());
-  }
-  static TensorView reshaped(const TensorView& x, const Shape& shape) {
-    return TensorView(x.data(), x.dtype(), shape, x.device());
-  }
-
   // SiLU(timestep_embedder(sinusoid(1000 t)) [+ guidance_embedder(sinusoid(1000 g))] + text_embedder(pooled)),
   // with 1000 t and 1000 g rounded as a bf16 model computes them (detail::bf16_scaled_values).
   void conditioning(const TensorView& timestep, const TensorView* guidance, const TensorView& pooled,
@@ -235,10 +227,8 @@ class FluxTransformer2DModel {
     const TensorView part = arena.take(Shape{batch, d}, DType::bf16, "FLUX embedder output");
     const TensorView temb = arena.take(Shape{batch, d}, DType::bf16, "FLUX temb");
     const TensorView scaled = arena.take(Shape{batch}, DType::f32, "FLUX timestep or guidance times 1000");
-    const auto mlp = [&](const detail::FluxTwoLayerMlp& m, const TensorView& x, const TensorView& out) {
-      m.linear_1.forward(x, hidden, arena, cublas_.get(), stream);
-      cuda::ops::activation(hidden, hidden, cuda::ops::Activation::silu, stream);
-      m.linear_2.forward(hidden, out, arena, cublas_.get(), stream);
+    const auto mlp = [&](const detail::DitTwoLayerMlp& m, const TensorView& x, const TensorView& out) {
+      m.forward(x, hidden, out, arena, cublas_.get(), stream);
     };
     constexpr float pipeline_scale = 1000.0f;  // the model multiplies t / 1000 back, in bf16
     constexpr int max_period = 10000;
@@ -254,27 +244,6 @@ class FluxTransformer2DModel {
     mlp(text_embedder_, pooled, part);
     cuda::ops::add(temb, part, temb, stream);
     cuda::ops::activation(temb, temb_silu, cuda::ops::Activation::silu, stream);
-  }
-
-  // q, k, v of one stream ([B·L, D] rows) into columns of the joint buffers [B, S, D] from token `first`,
-  // q and k RMS-normed per head on the way.
-  void project_into_joint(const detail::FluxQkv& qkv, const TensorView& x, const TensorView& scratch,
-                          std::int64_t first, const TensorView* joint /*q, k, v*/, Arena& arena,
-                          cudaStream_t stream) const {
-    const std::int64_t batch = joint[0].size(0), s = joint[0].size(1), d = joint[0].size(2);
-    const std::int64_t length = x.size(0) / batch, hd = config_.attention_head_dim;
-    const Linear* projections[] = {&qkv.q, &qkv.k, &qkv.v};
-    const Tensor* norms[] = {&qkv.norm_q, &qkv.norm_k, nullptr};
-    const TensorView per_head = reshaped(scratch, Shape{x.size(0) * (d / hd), hd});
-    for (int i = 0; i < 3; ++i) {
-      projections[i]->forward(x, scratch, arena, cublas_.get(), stream);
-      if (norms[i] != nullptr) {
-        const TensorView weight = norms[i]->view();
-        cuda::ops::rms_norm(per_head, &weight, nn::detail::qk_norm_eps, per_head, stream);
-      }
-      detail::copy_bf16_rows(detail::bf16_offset(joint[i], first * d), s * d, scratch.data(), length * d, length * d,
-                             batch, stream);
-    }
   }
 
   // RoPE on q and k, then attention: joint q, k, v [B, S, D] -> attended [B, S, D].
@@ -316,28 +285,28 @@ class FluxTransformer2DModel {
     b.norm1_context.forward(temb_silu, c, arena, cublas, stream);
     cuda::ops::layer_norm_modulate(image, chunk(m, shift_msa), chunk(m, scale_msa), adaptive_norm_eps, image_normed,
                                    stream);
-    cuda::ops::layer_norm_modulate(context, chunk(c, shift_msa), chunk(c, scale_msa), adaptive_norm_eps,
-                                   context_normed, stream);
-    project_into_joint(b.context, rows_of(context_normed), rows_of(context_part), 0, joint, arena, stream);
-    project_into_joint(b.image, rows_of(image_normed), rows_of(image_part), lt, joint, arena, stream);
+    cuda::ops::layer_norm_modulate(context, chunk(c, shift_msa), chunk(c, scale_msa), adaptive_norm_eps, context_normed,
+                                   stream);
+    b.context.project_into(detail::token_rows(context_normed), detail::token_rows(context_part), 0, joint, arena,
+                           cublas, stream);
+    b.image.project_into(detail::token_rows(image_normed), detail::token_rows(image_part), lt, joint, arena, cublas,
+                         stream);
     joint_attention(joint, attended, rope, arena, stream);
 
     // One stream's attention output, output projection, gated residual and gated feed-forward.
     const auto finish_stream = [&](const TensorView& x, const TensorView& normed, const TensorView& part,
-                                   std::int64_t first, const Linear& out_projection, const detail::FluxFeedForward& ff,
+                                   std::int64_t first, const Linear& out_projection, const detail::DitFeedForward& ff,
                                    const TensorView& emb) {
       const std::int64_t length = x.size(1);
-      const TensorView update = reshaped(update_rows, Shape{batch, length, d});
-      const TensorView hidden = reshaped(ff_hidden_rows, Shape{batch * length, 4 * d});
-      detail::copy_bf16_rows(part.data(), length * d, detail::bf16_offset(attended, first * d), s * d, length * d,
-                             batch, stream);
-      out_projection.forward(rows_of(part), rows_of(update), arena, cublas, stream);
+      const TensorView update = detail::view_as(update_rows, Shape{batch, length, d});
+      const TensorView hidden = detail::view_as(ff_hidden_rows, Shape{batch * length, 4 * d});
+      detail::copy_bf16_columns(part.data(), length * d, detail::bf16_element(attended, first * d), s * d, length * d,
+                                batch, stream);
+      out_projection.forward(detail::token_rows(part), detail::token_rows(update), arena, cublas, stream);
       cuda::ops::gated_add(x, chunk(emb, gate_msa), update, x, stream);
       cuda::ops::layer_norm_modulate(x, chunk(emb, shift_mlp), chunk(emb, scale_mlp), adaptive_norm_eps, normed,
                                      stream);
-      ff.project_in.forward(rows_of(normed), hidden, arena, cublas, stream);
-      cuda::ops::activation(hidden, hidden, cuda::ops::Activation::gelu_tanh, stream);
-      ff.project_out.forward(hidden, rows_of(update), arena, cublas, stream);
+      ff.forward(detail::token_rows(normed), hidden, detail::token_rows(update), arena, cublas, stream);
       cuda::ops::gated_add(x, chunk(emb, gate_mlp), update, x, stream);
     };
     finish_stream(image, image_normed, image_part, lt, b.to_out, b.ff, m);
@@ -365,14 +334,14 @@ class FluxTransformer2DModel {
     b.norm.forward(temb_silu, m, arena, cublas, stream);
     cuda::ops::layer_norm_modulate(tokens, chunk(m, single_shift), chunk(m, single_scale), adaptive_norm_eps, normed,
                                    stream);
-    b.proj_mlp.forward(rows_of(normed), mlp, arena, cublas, stream);
+    b.proj_mlp.forward(detail::token_rows(normed), mlp, arena, cublas, stream);
     cuda::ops::activation(mlp, mlp, cuda::ops::Activation::gelu_tanh, stream);
-    project_into_joint(b.qkv, rows_of(normed), part, 0, joint, arena, stream);
+    b.qkv.project_into(detail::token_rows(normed), part, 0, joint, arena, cublas, stream);
     joint_attention(joint, attended, rope, arena, stream);
-    detail::copy_bf16_rows(both.data(), 5 * d, attended.data(), d, d, rows, stream);
-    detail::copy_bf16_rows(detail::bf16_offset(both, d), 5 * d, mlp.data(), 4 * d, 4 * d, rows, stream);
+    detail::copy_bf16_columns(both.data(), 5 * d, attended.data(), d, d, rows, stream);
+    detail::copy_bf16_columns(detail::bf16_element(both, d), 5 * d, mlp.data(), 4 * d, 4 * d, rows, stream);
     b.proj_out.forward(both, part, arena, cublas, stream);
-    cuda::ops::gated_add(tokens, chunk(m, single_gate), reshaped(part, tokens.shape()), tokens, stream);
+    cuda::ops::gated_add(tokens, chunk(m, single_gate), detail::view_as(part, tokens.shape()), tokens, stream);
   }
 
   void check_arguments(const TensorView& hidden_states, const TensorView& encoder_hidden_states,
@@ -397,9 +366,9 @@ class FluxTransformer2DModel {
                  "{}.forward: encoder_hidden_states must be [{}, text tokens, {}] (batch of hidden_states, "
                  "joint_attention_dim), got {}",
                  class_name, batch, c.joint_attention_dim, encoder_hidden_states.shape().to_string());
-    SDNQ_REQUIRE(pooled.rank() == 2 && pooled.size(0) == batch && pooled.size(1) == c.pooled_projection_dim,
-                 ShapeError, "{}.forward: pooled_projections must be [{}, {}] (batch, pooled_projection_dim), got {}",
-                 class_name, batch, c.pooled_projection_dim, pooled.shape().to_string());
+    SDNQ_REQUIRE(pooled.rank() == 2 && pooled.size(0) == batch && pooled.size(1) == c.pooled_projection_dim, ShapeError,
+                 "{}.forward: pooled_projections must be [{}, {}] (batch, pooled_projection_dim), got {}", class_name,
+                 batch, c.pooled_projection_dim, pooled.shape().to_string());
     SDNQ_REQUIRE(c.guidance_embeds == (guidance != nullptr), ShapeError,
                  "{}.forward: guidance {} (config guidance_embeds = {})", class_name,
                  c.guidance_embeds ? "is required" : "must not be passed", c.guidance_embeds);
@@ -435,7 +404,7 @@ class FluxTransformer2DModel {
   int device_ = 0;
   FluxTransformerConfig config_;
   Linear x_embedder_, context_embedder_;
-  detail::FluxTwoLayerMlp timestep_embedder_, guidance_embedder_, text_embedder_;
+  detail::DitTwoLayerMlp timestep_embedder_, guidance_embedder_, text_embedder_;
   std::vector<detail::FluxDoubleBlockWeights> double_blocks_;
   std::vector<detail::FluxSingleBlockWeights> single_blocks_;
   Linear norm_out_;  // AdaLayerNormContinuous linear: D -> 2D (scale, shift)

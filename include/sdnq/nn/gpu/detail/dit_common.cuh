@@ -1,9 +1,8 @@
 #pragma once
-// Pieces the GPU diffusion transformers share (SD3 now; FLUX's flux_blocks.cuh holds the same shapes
-// under Flux* names): device weights of the two-layer MLP, the GELU-tanh feed-forward and one stream's
-// q/k/v projections with optional per-head RMS QK-norm, under the CPU model's tensor names
-// (nn/models/detail/dit_attention.hpp, dit_embeddings.hpp); and their forwards on bf16 rows, which
-// take their scratch from the caller's arena and allocate nothing.
+// Pieces the GPU diffusion transformers (FLUX, SD3) share: device weights of the two-layer MLP, the GELU-tanh
+// feed-forward and one stream's q/k/v projections with optional per-head RMS QK-norm, under the CPU model's tensor
+// names (nn/models/detail/dit_attention.hpp, dit_embeddings.hpp); and their forwards on bf16 rows, which take their
+// scratch from the caller's arena and allocate nothing.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
