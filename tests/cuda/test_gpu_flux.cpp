@@ -1,12 +1,12 @@
 // GPU FluxTransformer2DModel against the reference fixtures' bf16 output (fixtures/sdnq-reference/models/
 // flux-*, README "models": bf16 compute within relative L2 3e-2), and its bad-input errors.
 #include <algorithm>
-#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include "cuda_test_support.hpp"
+#include "fixture_paths.hpp"
 #include "sdnq/core/error.hpp"
 #include "sdnq/core/tensor.hpp"
 #include "sdnq_catch.hpp"
@@ -21,23 +21,9 @@ using sdnq::Tensor;
 
 constexpr double bf16_tolerance = 3e-2;  // fixture README, "models"
 
-// The same lookup as test_gpu_models.cpp: $SDNQ_FIXTURES or ../shared.
-fs::path flux_fixture_models() {
-  const char* configured = std::getenv("SDNQ_FIXTURES");
-  const fs::path root =
-      configured != nullptr ? fs::path(configured) : sdnq::test::data_dir() / "../../../shared/fixtures/sdnq-reference";
-  return root / "models";
-}
+fs::path flux_fixture_models() { return sdnq::test::reference_fixtures_dir() / "models"; }
 
-std::vector<fs::path> flux_cases() {
-  std::vector<fs::path> cases;
-  const fs::path folder = flux_fixture_models();
-  if (!fs::exists(folder)) return cases;
-  for (const auto& entry : fs::directory_iterator(folder))
-    if (entry.path().filename().string().rfind("flux-", 0) == 0) cases.push_back(entry.path());
-  std::sort(cases.begin(), cases.end());
-  return cases;
-}
+std::vector<fs::path> flux_cases() { return sdnq::test::model_fixture_cases("flux-"); }
 
 Tensor filled(const Shape& shape, float value) {
   Tensor t = Tensor::empty(shape, DType::f32);

@@ -4,7 +4,6 @@
 // bad-input errors.
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -15,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cuda_test_support.hpp"
+#include "fixture_paths.hpp"
 #include "sdnq/core/error.hpp"
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/io/detail/safetensors_writer.hpp"
@@ -33,23 +33,9 @@ using sdnq::TensorView;
 
 constexpr double bf16_tolerance = 3e-2;  // fixture README, "models"
 
-// The same lookup as test_gpu_models.cpp: $SDNQ_FIXTURES or ../shared.
-fs::path sd3_fixture_models() {
-  const char* configured = std::getenv("SDNQ_FIXTURES");
-  const fs::path root =
-      configured != nullptr ? fs::path(configured) : sdnq::test::data_dir() / "../../../shared/fixtures/sdnq-reference";
-  return root / "models";
-}
+fs::path sd3_fixture_models() { return sdnq::test::reference_fixtures_dir() / "models"; }
 
-std::vector<fs::path> sd3_cases() {
-  std::vector<fs::path> cases;
-  const fs::path folder = sd3_fixture_models();
-  if (!fs::exists(folder)) return cases;
-  for (const auto& entry : fs::directory_iterator(folder))
-    if (entry.path().filename().string().rfind("sd3-", 0) == 0) cases.push_back(entry.path());
-  std::sort(cases.begin(), cases.end());
-  return cases;
-}
+std::vector<fs::path> sd3_cases() { return sdnq::test::model_fixture_cases("sd3-"); }
 
 Tensor filled(const Shape& shape, float value) {
   Tensor t = Tensor::empty(shape, DType::f32);

@@ -1,13 +1,12 @@
 // GPU AutoencoderKL against the reference fixtures' bf16 outputs (fixtures/sdnq-reference/models/vae_sd-*
 // and vae_flux-*, README "models": bf16 compute within relative L2 3e-2), decode and encode, and its
 // bad-input errors.
-#include <algorithm>
-#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include "cuda_test_support.hpp"
+#include "fixture_paths.hpp"
 #include "sdnq/core/error.hpp"
 #include "sdnq_catch.hpp"
 #include "test_gpu_vae_support.hpp"
@@ -18,23 +17,9 @@ namespace fs = std::filesystem;
 
 constexpr double bf16_tolerance = 3e-2;  // fixture README, "models"
 
-// The same lookup as test_gpu_models.cpp: $SDNQ_FIXTURES or ../shared.
-fs::path vae_fixture_models() {
-  const char* configured = std::getenv("SDNQ_FIXTURES");
-  const fs::path root =
-      configured != nullptr ? fs::path(configured) : sdnq::test::data_dir() / "../../../shared/fixtures/sdnq-reference";
-  return root / "models";
-}
+fs::path vae_fixture_models() { return sdnq::test::reference_fixtures_dir() / "models"; }
 
-std::vector<fs::path> vae_cases() {
-  std::vector<fs::path> cases;
-  const fs::path folder = vae_fixture_models();
-  if (!fs::exists(folder)) return cases;
-  for (const auto& entry : fs::directory_iterator(folder))
-    if (entry.path().filename().string().rfind("vae_", 0) == 0) cases.push_back(entry.path());
-  std::sort(cases.begin(), cases.end());
-  return cases;
-}
+std::vector<fs::path> vae_cases() { return sdnq::test::model_fixture_cases("vae_"); }
 
 }  // namespace
 
