@@ -1,7 +1,8 @@
 #pragma once
 // Kernels of normalization.cuh. One warp per row for LayerNorm, RMSNorm and softmax over the last axis
 // (rows of a few thousand elements; the re-reads after the first hit L1/L2); one block per (sample,
-// group) for GroupNorm, or several per group in two passes when the caller gives scratch (split GroupNorm). Statistics in f32 with the mean subtracted before squaring (two passes).
+// group) for GroupNorm, or several per group in two passes when the caller gives scratch (split GroupNorm). Statistics
+// in f32 with the mean subtracted before squaring (two passes).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -154,6 +155,72 @@ __device__ __forceinline__ float block_sum(float x, float* scratch /*[32]*/) {
   return total;
 }
 
+// The per-thread loops of GroupNorm over elements [begin, end) of one group's contiguous run `in`
+// (Vector: 8 elements per step, 16-byte aligned), shared by the one-block and the split kernels so
+// both sum in the same order.
+template <bool Vector, class T>
+__device__ __forceinline__ void load_group_values(const T* at, float (&v)[Vector ? 8 : 1]) {
+  if constexpr (Vector)
+    load8(at, v);
+  else
+    v[0] = to_float(*at);
+}
+
+template <bool Vector, class T>
+__device__ __forceinline__ float thread_range_sum(const T* in, std::int64_t begin, std::int64_t end) {
+  constexpr int width = Vector ? 8 : 1;
+  const std::int64_t stride = static_cast<std::int64_t>(blockDim.x) * width;
+  float sum = 0.0f;
+  for (std::int64_t i = begin + threadIdx.x * width; i < end; i += stride) {
+    float v[width];
+    load_group_values<Vector>(in + i, v);
+#pragma unroll
+    for (int e = 0; e < width; ++e) sum += v[e];
+  }
+  return sum;
+}
+
+template <bool Vector, class T>
+__device__ __forceinline__ float thread_range_centred_squares(const T* in, std::int64_t begin, std::int64_t end,
+                                                              float mean) {
+  constexpr int width = Vector ? 8 : 1;
+  const std::int64_t stride = static_cast<std::int64_t>(blockDim.x) * width;
+  float squares = 0.0f;
+  for (std::int64_t i = begin + threadIdx.x * width; i < end; i += stride) {
+    float v[width];
+    load_group_values<Vector>(in + i, v);
+#pragma unroll
+    for (int e = 0; e < width; ++e) squares += (v[e] - mean) * (v[e] - mean);
+  }
+  return squares;
+}
+
+// o[i] = (in[i] - mean) · inverse · weight[c] + bias[c] (then SiLU) for i in [begin, end), where c is
+// the channel of element i (`first_channel` + i / positions; one channel per 8-pack).
+template <bool Vector, class T>
+__device__ __forceinline__ void normalize_range(const T* in, T* o, std::int64_t begin, std::int64_t end,
+                                                std::int64_t positions, int first_channel, const T* weight,
+                                                const T* bias, float mean, float inverse, bool silu) {
+  constexpr int width = Vector ? 8 : 1;
+  const std::int64_t stride = static_cast<std::int64_t>(blockDim.x) * width;
+  for (std::int64_t i = begin + threadIdx.x * width; i < end; i += stride) {
+    const int channel = first_channel + static_cast<int>(i / positions);
+    const float scale = (weight != nullptr ? to_float(weight[channel]) : 1.0f) * inverse;
+    const float shift = bias != nullptr ? to_float(bias[channel]) : 0.0f;
+    float v[width];
+    load_group_values<Vector>(in + i, v);
+#pragma unroll
+    for (int e = 0; e < width; ++e) {
+      v[e] = fmaf(v[e] - mean, scale, shift);
+      if (silu) v[e] = v[e] / (1.0f + expf(-v[e]));
+    }
+    if constexpr (Vector)
+      store8(o + i, v);
+    else
+      o[i] = from_float<T>(v[0]);
+  }
+}
+
 // x, out [N, C, positions]; block (n, g) normalizes channels [g·C/G, (g+1)·C/G) × positions, a
 // contiguous run of group_size elements. Then per-channel weight/bias (or null) and optional SiLU.
 // Vector: positions % 8 == 0 and 16-byte aligned x and out.
@@ -168,50 +235,11 @@ __global__ void __launch_bounds__(group_norm_threads)
   const std::int64_t group_size = group_channels * positions;
   const std::int64_t offset = (sample * channels + static_cast<std::int64_t>(group) * group_channels) * positions;
   const T* in = x + offset;
-  T* o = out + offset;
-  constexpr int width = Vector ? 8 : 1;
-  const std::int64_t stride = static_cast<std::int64_t>(blockDim.x) * width;
-  float sum = 0.0f;
-  for (std::int64_t i = threadIdx.x * width; i < group_size; i += stride) {
-    float v[width];
-    if constexpr (Vector)
-      load8(in + i, v);
-    else
-      v[0] = to_float(in[i]);
-#pragma unroll
-    for (int e = 0; e < width; ++e) sum += v[e];
-  }
-  const float mean = block_sum(sum, scratch) / static_cast<float>(group_size);
-  float squares = 0.0f;
-  for (std::int64_t i = threadIdx.x * width; i < group_size; i += stride) {
-    float v[width];
-    if constexpr (Vector)
-      load8(in + i, v);
-    else
-      v[0] = to_float(in[i]);
-#pragma unroll
-    for (int e = 0; e < width; ++e) squares += (v[e] - mean) * (v[e] - mean);
-  }
-  const float inverse = rsqrtf(block_sum(squares, scratch) / static_cast<float>(group_size) + eps);
-  for (std::int64_t i = threadIdx.x * width; i < group_size; i += stride) {
-    const int channel = group * group_channels + static_cast<int>(i / positions);  // one channel per pack
-    const float scale = (weight != nullptr ? to_float(weight[channel]) : 1.0f) * inverse;
-    const float shift = bias != nullptr ? to_float(bias[channel]) : 0.0f;
-    float v[width];
-    if constexpr (Vector)
-      load8(in + i, v);
-    else
-      v[0] = to_float(in[i]);
-#pragma unroll
-    for (int e = 0; e < width; ++e) {
-      v[e] = fmaf(v[e] - mean, scale, shift);
-      if (silu) v[e] = v[e] / (1.0f + expf(-v[e]));
-    }
-    if constexpr (Vector)
-      store8(o + i, v);
-    else
-      o[i] = from_float<T>(v[0]);
-  }
+  const float mean = block_sum(thread_range_sum<Vector>(in, 0, group_size), scratch) / static_cast<float>(group_size);
+  const float squares = block_sum(thread_range_centred_squares<Vector>(in, 0, group_size, mean), scratch);
+  const float inverse = rsqrtf(squares / static_cast<float>(group_size) + eps);
+  normalize_range<Vector>(in, out + offset, 0, group_size, positions, group * group_channels, weight, bias, mean,
+                          inverse, silu);
 }
 
 // Split GroupNorm, for few (sample, group) pairs over many positions (the VAE's 1024² levels with
@@ -228,31 +256,9 @@ __global__ void __launch_bounds__(group_norm_split_threads)
   const std::int64_t begin = static_cast<std::int64_t>(blockIdx.y) * slice;
   const std::int64_t end = begin + slice < group_size ? begin + slice : group_size;
   const T* in = x + static_cast<std::int64_t>(blockIdx.x) * group_size;
-  constexpr int width = Vector ? 8 : 1;
-  const std::int64_t stride = static_cast<std::int64_t>(blockDim.x) * width;
-  float sum = 0.0f;
-  for (std::int64_t i = begin + threadIdx.x * width; i < end; i += stride) {
-    float v[width];
-    if constexpr (Vector)
-      load8(in + i, v);
-    else
-      v[0] = to_float(in[i]);
-#pragma unroll
-    for (int e = 0; e < width; ++e) sum += v[e];
-  }
   const float count = end > begin ? static_cast<float>(end - begin) : 1.0f;
-  const float mean = block_sum(sum, scratch) / count;
-  float squares = 0.0f;
-  for (std::int64_t i = begin + threadIdx.x * width; i < end; i += stride) {
-    float v[width];
-    if constexpr (Vector)
-      load8(in + i, v);
-    else
-      v[0] = to_float(in[i]);
-#pragma unroll
-    for (int e = 0; e < width; ++e) squares += (v[e] - mean) * (v[e] - mean);
-  }
-  const float centred = block_sum(squares, scratch);
+  const float mean = block_sum(thread_range_sum<Vector>(in, begin, end), scratch) / count;
+  const float centred = block_sum(thread_range_centred_squares<Vector>(in, begin, end, mean), scratch);
   if (threadIdx.x == 0) partials[static_cast<std::int64_t>(blockIdx.x) * gridDim.y + blockIdx.y] = {mean, centred};
 }
 
@@ -300,29 +306,8 @@ __global__ void __launch_bounds__(group_norm_split_threads)
   const std::int64_t begin = static_cast<std::int64_t>(blockIdx.y) * slice;
   const std::int64_t end = begin + slice < group_size ? begin + slice : group_size;
   const std::int64_t offset = static_cast<std::int64_t>(blockIdx.x) * group_size;
-  const T* in = x + offset;
-  T* o = out + offset;
-  constexpr int width = Vector ? 8 : 1;
-  const std::int64_t stride = static_cast<std::int64_t>(blockDim.x) * width;
-  for (std::int64_t i = begin + threadIdx.x * width; i < end; i += stride) {
-    const int channel = group * group_channels + static_cast<int>(i / positions);  // one channel per pack
-    const float scale = (weight != nullptr ? to_float(weight[channel]) : 1.0f) * inverse;
-    const float shift = bias != nullptr ? to_float(bias[channel]) : 0.0f;
-    float v[width];
-    if constexpr (Vector)
-      load8(in + i, v);
-    else
-      v[0] = to_float(in[i]);
-#pragma unroll
-    for (int e = 0; e < width; ++e) {
-      v[e] = fmaf(v[e] - mean, scale, shift);
-      if (silu) v[e] = v[e] / (1.0f + expf(-v[e]));
-    }
-    if constexpr (Vector)
-      store8(o + i, v);
-    else
-      o[i] = from_float<T>(v[0]);
-  }
+  normalize_range<Vector>(x + offset, out + offset, begin, end, positions, group * group_channels, weight, bias, mean,
+                          inverse, silu);
 }
 
 }  // namespace ops::kernel_detail
