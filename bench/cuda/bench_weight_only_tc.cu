@@ -5,7 +5,8 @@
 // to cuBLAS (cuBLAS time / our time; > 1 is faster). Weights rotate among copies totalling > 2x the
 // 50 MB L2. Also "dequant_cublas_uint4_g64": the standalone dequantize kernel into one bf16 scratch
 // weight followed by cuBLAS — the route the library can take at large M while the fused kernel is slower.
-// Run: bench_weight_only_tc --benchmark_min_time=0.05s
+// "sm90_*": the Hopper wgmma kernel (gemm_weight_only_sm90.cuh) on the same repacked weights, M ≥ 256.
+// Run: bench_weight_only_tc --benchmark_min_time=0.05s  (--benchmark_filter='cublas|sm90' for the wgmma rows)
 
 #include <benchmark/benchmark.h>
 #include <cublas_v2.h>
@@ -23,13 +24,20 @@
 #include "sdnq/cuda/dequantize.cuh"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/gemm_tc.cuh"
+#include "sdnq/cuda/gemm_weight_only_sm90.cuh"
 
 namespace {
 
 using namespace sdnq_bench;
 
-// state.range: M, N, K, bits, group size (-1 row-wise), SVD rank (padded to 64 as the repack does).
+// state.range: M, N, K, bits, group size (-1 row-wise), SVD rank (padded to 64 as the repack does),
+// kernel (0 gemm_tc, 1 gemm_weight_only_sm90).
 void bench_sdnq_tc(benchmark::State& state) {
+  const bool sm90 = state.range(6) == 1;
+  if (sm90 && !sdnq::cuda::weight_only_sm90_supported(0)) {
+    state.SkipWithError("the wgmma kernel needs an sm_90a build on a Hopper GPU");
+    return;
+  }
   const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)),
             k = static_cast<int>(state.range(2));
   const int bits = static_cast<int>(state.range(3));
@@ -77,11 +85,16 @@ void bench_sdnq_tc(benchmark::State& state) {
   sdnq::Tensor y = sdnq::cuda::empty(sdnq::Shape{m, n}, sdnq::DType::bf16);
   fill(x, 8);
   fill(bias, 9);
-  const std::size_t workspace_bytes = sdnq::cuda::gemm_tc_workspace_bytes(weights[0], m);
+  const std::size_t workspace_bytes = sm90 ? sdnq::cuda::gemm_weight_only_sm90_workspace_bytes(weights[0], m)
+                                           : sdnq::cuda::gemm_tc_workspace_bytes(weights[0], m);
   sdnq::Tensor workspace =
       sdnq::cuda::empty(sdnq::Shape{static_cast<std::int64_t>(workspace_bytes) + 16}, sdnq::DType::u8);
-  const double us = time_median_us(
-      state, copies, [&](int c) { sdnq::cuda::gemm_tc(weights[c], x, sdnq::TensorView(bias), y, workspace); });
+  const double us = time_median_us(state, copies, [&](int c) {
+    if (sm90)
+      sdnq::cuda::gemm_weight_only_sm90(weights[c], x, sdnq::TensorView(bias), y, workspace);
+    else
+      sdnq::cuda::gemm_tc(weights[c], x, sdnq::TensorView(bias), y, workspace);
+  });
   report(state, us, 2.0 * m * n * k, bytes);
   const auto it = cublas_microseconds().find({m, n, k});
   if (it != cublas_microseconds().end()) state.counters["vs_cublas"] = it->second / us;
@@ -138,21 +151,32 @@ void bench_dequant_cublas(benchmark::State& state) {
 }
 
 void register_all() {
-  const std::vector<std::pair<int, int>> shapes = {
-      {3072, 3072}, {12288, 3072}, {3072, 12288}, {9216, 3072}, {21504, 3072}};
+  const std::vector<std::pair<int, int>> shapes = {{3072, 3072}, {12288, 3072}, {3072, 12288}, {9216, 3072},
+                                                   {21504, 3072}, {8192, 8192}, {1280, 5120}};
   for (const int m : {16, 64, 256, 1024, 4096})
     for (const auto& [n, k] : shapes) {
       const std::string shape = "/M" + std::to_string(m) + "/N" + std::to_string(n) + "/K" + std::to_string(k);
       benchmark::RegisterBenchmark(("cublas_bf16" + shape).c_str(), bench_cublas)->Args({m, n, k})->UseManualTime();
       benchmark::RegisterBenchmark(("tc_uint4_g64" + shape).c_str(), bench_sdnq_tc)
-          ->Args({m, n, k, 4, 64, 0})
+          ->Args({m, n, k, 4, 64, 0, 0})
           ->UseManualTime();
       benchmark::RegisterBenchmark(("tc_uint4_g64_svd32" + shape).c_str(), bench_sdnq_tc)
-          ->Args({m, n, k, 4, 64, 32})
+          ->Args({m, n, k, 4, 64, 32, 0})
           ->UseManualTime();
       benchmark::RegisterBenchmark(("tc_int8_rowwise" + shape).c_str(), bench_sdnq_tc)
-          ->Args({m, n, k, 8, -1, 0})
+          ->Args({m, n, k, 8, -1, 0, 0})
           ->UseManualTime();
+      if (m >= 256) {
+        const std::vector<std::pair<std::string, std::vector<std::int64_t>>> sm90 = {
+            {"sm90_uint4_g128", {4, 128, 0}},
+            {"sm90_uint4_g128_svd32", {4, 128, 32}},
+            {"sm90_uint4_g64", {4, 64, 0}},
+            {"sm90_int8_rowwise", {8, -1, 0}}};
+        for (const auto& [name, format] : sm90)
+          benchmark::RegisterBenchmark((name + shape).c_str(), bench_sdnq_tc)
+              ->Args({m, n, k, format[0], format[1], format[2], 1})
+              ->UseManualTime();
+      }
       if (m >= 256)
         benchmark::RegisterBenchmark(("dequant_cublas_uint4_g64" + shape).c_str(), bench_dequant_cublas)
             ->Args({m, n, k})

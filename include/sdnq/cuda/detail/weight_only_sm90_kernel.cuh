@@ -1,0 +1,290 @@
+#pragma once
+// The Hopper (sm_90a) weight-only GEMM for large M behind gemm_weight_only_sm90.cuh:
+//   y = x · dequant(W)ᵀ (+ low_rank · svd_upᵀ) (+ bias),  computed as yᵀ = W · xᵀ
+// so that the dequantized weight is wgmma's A operand in registers (the "RS" form) and x, loaded by
+// TMA, is the shared-memory B operand. One block of 3 warpgroups owns 128 weight rows × BN tokens:
+//   warpgroup 0   producer: one thread TMA-loads x's BN×64 tile of each K step (128-byte rows, 128-byte
+//                 swizzle: the layout wgmma_descriptor of w8a8_wgmma.cuh describes) into a Stages-deep
+//                 ring (full / empty mbarriers of tma_pipeline.cuh), then the rp/64 tiles of
+//                 low_rank = x · svd_downᵀ for the SVD branch.
+//   warpgroups 1-2 consumers: weight rows 0-63 and 64-127. Each warp reads its 16 rows' codes straight
+//                 from global memory in gemm_tc's repacked layout (detail/gemm_tc_repack.hpp: a lane's
+//                 words are exactly the m16n8k16 fragment, which is also the per-warp A fragment of
+//                 wgmma m64k16), one tile ahead, dequantizes them in registers with gemm_tc's exponent
+//                 trick (w = q·s + z rounded once in T) and issues m64nBNk16 per 16 inputs.
+// Each 16-input step is its own wgmma group; three stay in flight while the next step is dequantized
+// (wait_group 3 frees the A registers written next), so dequantization runs under the tensor cores.
+// After the K tiles, the SVD tiles use svd_up's rows (dense T, loaded as A fragments) with the staged
+// low_rank tile as B, into the same fp32 accumulators: the branch is a few extra K steps.
+// Epilogue: + bias in fp32, one rounding to T, stored transposed (accumulator rows are y's columns).
+// TMA zero-fills tokens past M; N % 64 == 0 (a warpgroup past N idles), K % 64 == 0.
+// Built only for sm_90a; elsewhere the kernel traps and the host never launches it.
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "sdnq/cuda/config.cuh"
+#include "sdnq/cuda/detail/gemm_tc_fragments.cuh"
+#include "sdnq/cuda/detail/gemm_tc_kernel.cuh"
+#include "sdnq/cuda/detail/kernel_convert.cuh"
+#include "sdnq/cuda/detail/tma_pipeline.cuh"
+#include "sdnq/cuda/detail/w8a8_tma.cuh"
+#include "sdnq/cuda/detail/w8a8_wgmma.cuh"
+
+SDNQ_KERNEL_NAMESPACE_BEGIN
+namespace kernel_detail {
+
+#define SDNQ_WO_SM90_RS_N128(types)                                                                             \
+  asm volatile(                                                                                                 \
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32" types " "                                                   \
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                                 \
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "                        \
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "                        \
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "                       \
+      "{%64, %65, %66, %67}, %68, 1, 1, 1, 0;\n"                                                                \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),         \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),   \
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])  \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b))
+
+#define SDNQ_WO_SM90_RS_N256(types)                                                                                     \
+  asm volatile(                                                                                                         \
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32" types " "                                                           \
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                                         \
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "                                \
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "                                \
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "                                \
+      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "                                \
+      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "                                \
+      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "                    \
+      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "               \
+      "{%128, %129, %130, %131}, %132, 1, 1, 1, 0;\n"                                                                   \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),                 \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),           \
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),         \
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),         \
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),         \
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),         \
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),         \
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),         \
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),         \
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),         \
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),         \
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),         \
+        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),     \
+        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), \
+        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), \
+        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])  \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b))
+
+template <class T, int BN>
+__device__ __forceinline__ void wgmma_rs_k16(float (&d)[BN / 2], const std::uint32_t (&a)[4], std::uint64_t b) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr bool bf16 = std::is_same_v<T, __nv_bfloat16>;
+  if constexpr (BN == 256) {
+    if constexpr (bf16)
+      SDNQ_WO_SM90_RS_N256(".bf16.bf16");
+    else
+      SDNQ_WO_SM90_RS_N256(".f16.f16");
+  } else {
+    if constexpr (bf16)
+      SDNQ_WO_SM90_RS_N128(".bf16.bf16");
+    else
+      SDNQ_WO_SM90_RS_N128(".f16.f16");
+  }
+#else
+  (void)d, (void)a, (void)b;
+  __trap();
+#endif
+}
+
+#undef SDNQ_WO_SM90_RS_N128
+#undef SDNQ_WO_SM90_RS_N256
+
+// BN tokens per block (the wgmma N); 128 weight rows (two consumer warpgroups of m64).
+template <int BN_, int Stages_>
+struct WeightOnlySm90Tile {
+  static constexpr int BM = 128, BN = BN_, Stages = Stages_, threads = 384;
+  static constexpr int stage_bytes = BN * 128;  // BN token rows × 64 inputs of T
+  // The ring (1024-byte aligned for the swizzle), then full[Stages] and empty[Stages] barriers.
+  static constexpr int shared_bytes = 1024 + Stages * stage_bytes + 2 * Stages * 8;
+};
+
+// The registers one K tile's A fragments are made from: the lane's code words and the (scale, zero)
+// pairs of its two rows (two groups when the group size is 32), or svd_up's fragments directly.
+template <int Bits>
+struct TileRegisters {
+  std::uint32_t words[Bits];
+  std::uint32_t params[2][2];  // [group within the tile][row half]
+};
+
+template <int Bits>
+__device__ __forceinline__ void load_tile_registers(const GemmTcParams& p, const char* codes, std::size_t tile_stride,
+                                                    int row_lo, int tile, TileRegisters<Bits>& r) {
+#pragma unroll
+  for (int slice = 0; slice < Bits / 4; ++slice) {
+    const uint4 v = __ldg(reinterpret_cast<const uint4*>(codes + tile * tile_stride + slice * 512));
+    r.words[4 * slice] = v.x, r.words[4 * slice + 1] = v.y, r.words[4 * slice + 2] = v.z, r.words[4 * slice + 3] = v.w;
+  }
+  const auto* params = static_cast<const std::uint32_t*>(p.group_params);
+  const int first_group = p.group_size == 32 ? 2 * tile : tile * 64 / p.group_size;
+#pragma unroll
+  for (int g = 0; g < 2; ++g) {
+    const int group = p.group_size == 32 ? first_group + g : first_group;
+#pragma unroll
+    for (int half = 0; half < 2; ++half)
+      r.params[g][half] = __ldg(params + static_cast<std::size_t>(group) * p.n + row_lo + 8 * half);
+  }
+}
+
+template <class T, int Bits, class Tile>
+__global__ void __launch_bounds__(Tile::threads, 1)
+    gemm_weight_only_sm90_kernel(const GemmTcParams p, const __grid_constant__ CUtensorMap x_map,
+                                 const __grid_constant__ CUtensorMap low_rank_map) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int BN = Tile::BN, Stages = Tile::Stages;
+  extern __shared__ uint4 shared_words[];
+  auto* unaligned = reinterpret_cast<std::uint8_t*>(shared_words);
+  std::uint8_t* ring = unaligned + ((1024 - (shared_address(unaligned) & 1023)) & 1023);  // [Stages][BN][128 B]
+  auto* full = reinterpret_cast<std::uint64_t*>(ring + Stages * Tile::stage_bytes);      // [Stages]
+  std::uint64_t* empty = full + Stages;                                                  // [Stages]
+
+  const int n0 = blockIdx.x * Tile::BM, token0 = blockIdx.y * BN;
+  const int k_tiles = p.k / 64, tiles = k_tiles + p.rank_padded / 64;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < Stages; ++s) {
+      barrier_init(full + s, 1);   // the producer's arrival; the bytes complete it
+      barrier_init(empty + s, 2);  // one arrival per consumer warpgroup
+    }
+    barrier_init_fence();
+    tma_prefetch_map(&x_map);
+    if (p.rank_padded > 0) tma_prefetch_map(&low_rank_map);
+  }
+  __syncthreads();
+
+  const int warpgroup = threadIdx.x / 128;
+  if (warpgroup == 0) {
+    shrink_registers<40>();
+    if (threadIdx.x == 0) {
+      for (int tile = 0; tile < tiles; ++tile) {
+        const int stage = tile % Stages;
+        if (tile >= Stages) barrier_wait(empty + stage, (tile / Stages - 1) & 1);
+        barrier_arrive_expect_bytes(full + stage, Tile::stage_bytes);
+        // Byte coordinates: 64 inputs of T are 128 bytes.
+        if (tile < k_tiles)
+          tma_load_2d(ring + stage * Tile::stage_bytes, &x_map, tile * 128, token0, full + stage);
+        else
+          tma_load_2d(ring + stage * Tile::stage_bytes, &low_rank_map, (tile - k_tiles) * 128, token0, full + stage);
+      }
+    }
+    return;
+  }
+  grow_registers<232>();
+  const int consumer = warpgroup - 1;
+  const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x & 31;
+  const int rows0 = n0 + consumer * 64;  // this warpgroup's first weight row
+  // A warpgroup past N (N % 128 == 64) only releases the stages it is counted on.
+  const bool active = rows0 < p.n;
+  const int n_block = rows0 / 16 + warp;
+  const int row_lo = n_block * 16 + (lane >> 2);  // the lane's fragment rows: row_lo and row_lo + 8
+  const bool signals = threadIdx.x % 128 == 0;
+
+  float acc[BN / 2];
+#pragma unroll
+  for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
+
+  if (!active) {
+    for (int tile = 0; tile < tiles; ++tile) {
+      barrier_wait(full + tile % Stages, (tile / Stages) & 1);
+      if (signals) barrier_arrive(empty + tile % Stages);
+    }
+    return;
+  }
+
+  const char* codes = static_cast<const char*>(p.b) + static_cast<std::size_t>(n_block) * 32 * Bits * 4 + lane * 16;
+  const std::size_t tile_stride = static_cast<std::size_t>(p.n / 16) * 32 * Bits * 4;
+  const DequantConstants<T> constants{as_pair<T>(p.minus), p.minus_f};
+  const T* up_lo = static_cast<const T*>(p.svd_up) + static_cast<std::size_t>(row_lo) * p.rank_padded + 2 * (lane & 3);
+  const T* up_hi = up_lo + 8 * static_cast<std::size_t>(p.rank_padded);
+
+  TileRegisters<Bits> current{}, next{};
+  if (k_tiles > 0) load_tile_registers<Bits>(p, codes, tile_stride, row_lo, 0, current);
+  std::uint32_t a[4][4];  // the A fragments of the tile's 4 steps (one wgmma group each)
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int stage = tile % Stages;
+    const bool quantized = tile < k_tiles;
+    if (tile + 1 < k_tiles) load_tile_registers<Bits>(p, codes, tile_stride, row_lo, tile + 1, next);
+    std::uint32_t up[4][4];  // SVD tiles: svd_up's A fragments, loaded before the wait
+    if (!quantized) {
+      const int r0 = (tile - k_tiles) * 64;
+#pragma unroll
+      for (int step = 0; step < 4; ++step) {
+        const int r = r0 + 16 * step;
+        up[step][0] = *reinterpret_cast<const std::uint32_t*>(up_lo + r);
+        up[step][1] = *reinterpret_cast<const std::uint32_t*>(up_hi + r);
+        up[step][2] = *reinterpret_cast<const std::uint32_t*>(up_lo + r + 8);
+        up[step][3] = *reinterpret_cast<const std::uint32_t*>(up_hi + r + 8);
+      }
+    }
+    barrier_wait(full + stage, (tile / Stages) & 1);
+    const std::uint32_t x_base = shared_address(ring + stage * Tile::stage_bytes);
+#pragma unroll
+    for (int step = 0; step < 4; ++step) {
+      wgmma_wait<3>();  // the group that read a[step] one tile ago is done
+      if (step == 3 && tile > 0 && signals) barrier_arrive(empty + (tile - 1) % Stages);  // all its groups done
+      if (quantized) {
+        const bool second_group = step >= 2 && p.group_size == 32;  // (a select: no local-memory index)
+        pair_of<T> s[2], z[2];
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const std::uint32_t sz = second_group ? current.params[1][half] : current.params[0][half];
+          s[half] = as_pair<T>(__byte_perm(sz, 0, 0x1010));  // scale in both halves
+          z[half] = as_pair<T>(__byte_perm(sz, 0, 0x3232));  // zero point in both halves
+        }
+        std::uint32_t step_words[Bits / 4];
+#pragma unroll
+        for (int w = 0; w < Bits / 4; ++w) step_words[w] = current.words[step * (Bits / 4) + w];
+        std::uint32_t b[2][2];  // [row half][k half] as gemm_tc's B fragments
+        dequantize_step<T, Bits>(step_words, s, z, constants, b);
+        a[step][0] = b[0][0], a[step][1] = b[1][0], a[step][2] = b[0][1], a[step][3] = b[1][1];
+      } else {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) a[step][i] = up[step][i];
+      }
+      wgmma_fence();
+      wgmma_rs_k16<T, BN>(acc, a[step], wgmma_descriptor(x_base + 32 * step));
+      wgmma_commit();
+    }
+    current = next;
+  }
+  wgmma_wait<0>();
+
+  // Accumulator (i, j): weight row row_lo (+8 for i ≥ 2), token token0 + 8j + 2·(lane % 4) + i % 2.
+  const T* bias = static_cast<const T*>(p.bias);
+  const float bias_lo = bias != nullptr ? to_float(bias[row_lo]) : 0.0f;
+  const float bias_hi = bias != nullptr ? to_float(bias[row_lo + 8]) : 0.0f;
+  T* y = static_cast<T*>(p.y);
+#pragma unroll
+  for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int token = token0 + 8 * j + 2 * (lane & 3) + (i & 1);
+      if (token >= p.m) continue;
+      const float v = acc[4 * j + i] + (i < 2 ? bias_lo : bias_hi);
+      y[static_cast<std::size_t>(token) * p.n + row_lo + (i < 2 ? 0 : 8)] = from_float<T>(v);
+    }
+#else
+  (void)p, (void)x_map, (void)low_rank_map;
+  __trap();
+#endif
+}
+
+}  // namespace kernel_detail
+SDNQ_KERNEL_NAMESPACE_END

@@ -1,0 +1,234 @@
+#pragma once
+// Weight-only GEMM for large M on Hopper (sm_90a):  y[M, N] = x[M, K] · dequant(W)ᵀ
+// (+ (x·svd_downᵀ)·svd_upᵀ) (+ b), bf16/fp16 activations, uint4/int4 (grouped, zero point) and 8-bit
+// weights in gemm_tc's repacked layout (the same GemmTcWeights, no second copy of the codes).
+// The kernel (detail/weight_only_sm90_kernel.cuh) computes yᵀ = W·xᵀ on wgmma with the weight
+// dequantized in registers as the A operand and x streamed by TMA; the SVD branch is fused as extra K
+// steps over low_rank = x·svd_downᵀ, which gemm_tc's dense tensor-core launch computes first into the
+// workspace. Requirements as gemm_tc (N % 64, K % 64, group size 32 or a multiple of 64, rank padded
+// to a multiple of 64 up to 128) plus an sm_90a build running on a compute capability 9.x GPU; all
+// checked before launch (UnsupportedError / ShapeError naming what is required).
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+
+#include "sdnq/core/dtype.hpp"
+#include "sdnq/core/error.hpp"
+#include "sdnq/core/tensor.hpp"
+#include "sdnq/cuda/check.hpp"
+#include "sdnq/cuda/config.cuh"
+#include "sdnq/cuda/detail/weight_only_sm90_kernel.cuh"
+#include "sdnq/cuda/device_memory.hpp"
+#include "sdnq/cuda/gemm_tc.cuh"
+
+SDNQ_KERNEL_NAMESPACE_BEGIN
+
+namespace kernel_detail {
+
+using WeightOnlySm90Tile256 = WeightOnlySm90Tile<256, 5>;  // 32 KB a stage
+using WeightOnlySm90Tile128 = WeightOnlySm90Tile<128, 8>;  // 16 KB a stage
+
+// Whether this build has sm_90a code for `device` (w8a8_wgmma_probe, asked once per device 0..63).
+inline bool weight_only_sm90_code(int device) {
+  static std::atomic<int> known[64] = {};  // 0 not asked yet, 1 yes, 2 no
+  std::atomic<int>& entry = known[device & 63];
+  if (entry.load(std::memory_order_relaxed) == 0) {
+    int major = 0;
+    SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    bool yes = false;
+    if (major == 9) {
+      Tensor flag = sdnq::cuda::zeros(Shape{1}, DType::i32, device);
+      w8a8_wgmma_probe<><<<1, 1>>>(static_cast<int*>(flag.data()));
+      SDNQ_CUDA_CHECK(cudaGetLastError());
+      yes = sdnq::cuda::to_host(flag).data_as<std::int32_t>()[0] == 1;
+    }
+    entry.store(yes ? 1 : 2, std::memory_order_relaxed);
+  }
+  return entry.load(std::memory_order_relaxed) == 1;
+}
+
+// 256 tokens a block unless 128 needs fewer waves of the SMs (a 128-token block does about half the
+// work, with a small loss per FLOP for staging x twice as often).
+inline bool weight_only_sm90_wide(std::int64_t tokens, std::int64_t out_features, int multiprocessors) {
+  const std::int64_t row_blocks = (out_features + 127) / 128;
+  const std::int64_t waves256 = ((tokens + 255) / 256 * row_blocks + multiprocessors - 1) / multiprocessors;
+  const std::int64_t waves128 = ((tokens + 127) / 128 * row_blocks + multiprocessors - 1) / multiprocessors;
+  return 2 * waves256 * 10 <= waves128 * 11;
+}
+
+struct WeightOnlySm90Plan {
+  bool wide = true;
+  KSplit down;                     // K split of x · svd_downᵀ (gemm_tc's dense launch)
+  std::size_t low_rank_bytes = 0;  // T [M, rp]
+  std::size_t partial_floats = 0;  // fp32 split-K partial sums of the down launch
+  std::size_t workspace_bytes() const {
+    return low_rank_bytes + partial_floats == 0 ? 0 : (low_rank_bytes + 15) / 16 * 16 + partial_floats * sizeof(float);
+  }
+};
+
+inline WeightOnlySm90Plan plan_weight_only_sm90(const GemmTcWeights& w, std::int64_t tokens,
+                                                const GemmTcDevice& device, int tokens_per_block) {
+  WeightOnlySm90Plan plan;
+  plan.wide = tokens_per_block == 0 ? weight_only_sm90_wide(tokens, w.out_features, device.multiprocessors)
+                                    : tokens_per_block == 256;
+  if (w.svd_rank_padded > 0) {
+    const std::int64_t down_blocks = (tokens + 63) / 64 * (w.svd_rank_padded / 64);
+    plan.down = choose_k_split(down_blocks, static_cast<int>(w.in_features / 64), 4, device.multiprocessors);
+    plan.low_rank_bytes = static_cast<std::size_t>(tokens * w.svd_rank_padded) * 2;
+    if (plan.down.splits > 1)
+      plan.partial_floats = static_cast<std::size_t>(plan.down.splits * tokens * w.svd_rank_padded);
+  }
+  return plan;
+}
+
+template <class T, int Bits, class Tile>
+void launch_weight_only_sm90(const GemmTcParams& p, const CUtensorMap& x_map, const CUtensorMap& low_rank_map,
+                             cudaStream_t stream) {
+  static std::atomic<std::uint64_t> opted_in{0};  // > 48 KB of dynamic shared memory, once per device
+  int device = 0;
+  SDNQ_CUDA_CHECK(cudaGetDevice(&device));
+  const std::uint64_t bit = std::uint64_t{1} << (device & 63);
+  if ((opted_in.load(std::memory_order_relaxed) & bit) == 0) {
+    SDNQ_CUDA_CHECK(cudaFuncSetAttribute(gemm_weight_only_sm90_kernel<T, Bits, Tile>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::shared_bytes));
+    opted_in.fetch_or(bit, std::memory_order_relaxed);
+  }
+  const dim3 grid(static_cast<unsigned>((p.n + Tile::BM - 1) / Tile::BM),
+                  static_cast<unsigned>((p.m + Tile::BN - 1) / Tile::BN));
+  gemm_weight_only_sm90_kernel<T, Bits, Tile><<<grid, Tile::threads, Tile::shared_bytes, stream>>>(p, x_map,
+                                                                                                  low_rank_map);
+  SDNQ_CUDA_CHECK(cudaGetLastError());
+}
+
+template <class T>
+void run_weight_only_sm90(const GemmTcWeights& w, const GemmTcParams& p, const WeightOnlySm90Plan& plan,
+                          float* partial, cudaStream_t stream) {
+  const int box = plan.wide ? 256 : 128;
+  const CUtensorMap x_map = byte_matrix_tensor_map(p.a, p.m, std::int64_t{p.k} * 2, box, "x");
+  CUtensorMap low_rank_map = x_map;
+  if (w.svd_rank_padded > 0) {  // low_rank = x · svd_downᵀ first, by gemm_tc's dense tensor-core launch
+    GemmTcParams down{};
+    down.a = p.a;
+    down.b = w.svd_down;
+    down.y = const_cast<void*>(p.low_rank);
+    down.partial = plan.down.splits > 1 ? partial : nullptr;
+    down.m = p.m;
+    down.n = p.rank_padded;
+    down.k = p.k;
+    launch_gemm_tc<T, 16, TcTileMedium>(down, plan.down, stream);
+    low_rank_map = byte_matrix_tensor_map(p.low_rank, p.m, std::int64_t{p.rank_padded} * 2, box, "low_rank");
+  }
+  const auto launch = [&](auto bits) {
+    constexpr int Bits = decltype(bits)::value;
+    if (plan.wide)
+      launch_weight_only_sm90<T, Bits, WeightOnlySm90Tile256>(p, x_map, low_rank_map, stream);
+    else
+      launch_weight_only_sm90<T, Bits, WeightOnlySm90Tile128>(p, x_map, low_rank_map, stream);
+  };
+  if (w.bits == 4)
+    launch(std::integral_constant<int, 4>{});
+  else
+    launch(std::integral_constant<int, 8>{});
+}
+
+}  // namespace kernel_detail
+
+// Whether gemm_weight_only_sm90 runs on `device`: this build has sm_90a code and the GPU is a 9.x.
+inline bool weight_only_sm90_supported(int device) { return kernel_detail::weight_only_sm90_code(device); }
+
+// Device workspace gemm_weight_only_sm90() needs for M rows of x (the low-rank product and its split-K
+// partial sums); 0 without SVD.
+inline std::size_t gemm_weight_only_sm90_workspace_bytes(const GemmTcWeights& w, std::int64_t tokens) {
+  return kernel_detail::plan_weight_only_sm90(w, tokens, current_gemm_tc_device(), 0).workspace_bytes();
+}
+
+// y = x · dequant(W)ᵀ (+ SVD branch) (+ bias). x [M, K], y [M, N], bias [N]: device, contiguous, in
+// w.dtype, 16-byte aligned. `workspace`: at least gemm_weight_only_sm90_workspace_bytes(w, M) bytes of
+// device memory (empty is fine when that is 0). `tokens_per_block`: 128 or 256 forces the block's
+// token tile (tests, benchmarks); 0 chooses by the number of waves.
+inline void gemm_weight_only_sm90(const GemmTcWeights& w, TensorView x, std::optional<TensorView> bias, TensorView y,
+                                  TensorView workspace, cudaStream_t stream = nullptr, int tokens_per_block = 0) {
+  SDNQ_REQUIRE((w.bits == 4 || w.bits == 8) && w.codes != nullptr && w.group_params != nullptr, UnsupportedError,
+               "gemm_weight_only_sm90: weights must be repacked 4- or 8-bit codes (repack_for_gemm_tc), got {} bits",
+               w.bits);
+  SDNQ_REQUIRE(w.dtype == DType::bf16 || w.dtype == DType::f16, UnsupportedError,
+               "gemm_weight_only_sm90: activations must be BF16 or F16, weights were repacked for {}",
+               dtype_name(w.dtype));
+  SDNQ_REQUIRE(w.out_features > 0 && w.out_features % 64 == 0 && w.in_features > 0 && w.in_features % 64 == 0 &&
+                   w.out_features < (std::int64_t{1} << 30) && w.in_features < (std::int64_t{1} << 30),
+               UnsupportedError, "gemm_weight_only_sm90: needs N % 64 == 0 and K % 64 == 0, got weight [{}, {}]",
+               w.out_features, w.in_features);
+  SDNQ_REQUIRE(w.group_size > 0 && w.in_features % w.group_size == 0 && (w.group_size == 32 || w.group_size % 64 == 0),
+               UnsupportedError,
+               "gemm_weight_only_sm90: group size must be 32 or a multiple of 64 dividing K = {}, got {}",
+               w.in_features, w.group_size);
+  SDNQ_REQUIRE(w.svd_rank_padded >= 0 && w.svd_rank_padded % 64 == 0 && w.svd_rank_padded <= gemm_tc_max_rank &&
+                   (w.svd_rank_padded == 0 || (w.svd_up != nullptr && w.svd_down != nullptr)),
+               UnsupportedError, "gemm_weight_only_sm90: SVD factors must be padded to a multiple of 64 up to {}, got {}",
+               gemm_tc_max_rank, w.svd_rank_padded);
+  SDNQ_REQUIRE(
+      x.rank() == 2 && x.size(1) == w.in_features && x.dtype() == w.dtype && x.is_contiguous() && x.device().is_cuda(),
+      ShapeError, "gemm_weight_only_sm90: x must be a contiguous device {} tensor [M, {}], got {} {} on {}",
+      dtype_name(w.dtype), w.in_features, dtype_name(x.dtype()), x.shape().to_string(), x.device().to_string());
+  const std::int64_t tokens = x.size(0);
+  constexpr std::int64_t max_tokens = std::int64_t{65535} * 128;  // gridDim.y of 128-token blocks
+  SDNQ_REQUIRE(tokens >= 1 && tokens <= max_tokens, UnsupportedError,
+               "gemm_weight_only_sm90: {} rows of x; 1..{} supported", tokens, max_tokens);
+  SDNQ_REQUIRE(y.rank() == 2 && y.size(0) == tokens && y.size(1) == w.out_features && y.dtype() == w.dtype &&
+                   y.is_contiguous() && y.device().is_cuda(),
+               ShapeError, "gemm_weight_only_sm90: y must be a contiguous device {} tensor [{}, {}], got {} {}",
+               dtype_name(w.dtype), tokens, w.out_features, dtype_name(y.dtype()), y.shape().to_string());
+  if (bias)
+    SDNQ_REQUIRE(bias->numel() == w.out_features && bias->dtype() == w.dtype && bias->is_contiguous() &&
+                     bias->device().is_cuda(),
+                 ShapeError, "gemm_weight_only_sm90: bias must be a contiguous device {} tensor [{}], got {} {}",
+                 dtype_name(w.dtype), w.out_features, dtype_name(bias->dtype()), bias->shape().to_string());
+  const auto aligned = [](const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0; };
+  SDNQ_REQUIRE(aligned(x.data()) && aligned(y.data()) && aligned(w.codes) && aligned(w.group_params) &&
+                   (w.svd_rank_padded == 0 || (aligned(w.svd_up) && aligned(w.svd_down))),
+               ShapeError,
+               "gemm_weight_only_sm90: x, y, codes, group parameters and SVD factors need 16-byte alignment");
+  SDNQ_REQUIRE(tokens_per_block == 0 || tokens_per_block == 128 || tokens_per_block == 256, UnsupportedError,
+               "gemm_weight_only_sm90: tokens_per_block must be 0 (automatic), 128 or 256, got {}", tokens_per_block);
+  const int device = x.device().index;
+  SDNQ_REQUIRE(weight_only_sm90_supported(device), UnsupportedError,
+               "gemm_weight_only_sm90: needs an sm_90a build running on a Hopper GPU (device {})", device);
+  const kernel_detail::WeightOnlySm90Plan plan = kernel_detail::plan_weight_only_sm90(w, tokens, current_gemm_tc_device(), tokens_per_block);
+  const std::size_t workspace_bytes = plan.workspace_bytes();
+  SDNQ_REQUIRE(workspace_bytes == 0 ||
+                   (workspace.nbytes() >= workspace_bytes && workspace.device().is_cuda() && aligned(workspace.data())),
+               ShapeError, "gemm_weight_only_sm90: needs {} bytes of 16-byte aligned device workspace, got {}",
+               workspace_bytes, workspace.nbytes());
+
+  kernel_detail::GemmTcParams params{};
+  params.a = x.data();
+  params.b = w.codes;
+  params.group_params = w.group_params;
+  auto* workspace_begin = static_cast<char*>(workspace.data());
+  params.low_rank = plan.low_rank_bytes > 0 ? workspace_begin : nullptr;
+  float* partial = plan.partial_floats > 0
+                       ? reinterpret_cast<float*>(workspace_begin + (plan.low_rank_bytes + 15) / 16 * 16)
+                       : nullptr;
+  params.svd_up = w.svd_up;
+  params.bias = bias ? bias->data() : nullptr;
+  params.y = y.data();
+  params.m = static_cast<int>(tokens);
+  params.n = static_cast<int>(w.out_features);
+  params.k = static_cast<int>(w.in_features);
+  params.group_size = static_cast<int>(w.group_size);
+  params.rank_padded = static_cast<int>(w.svd_rank_padded);
+  // The dequantization constants as gemm_tc sets them (code offset folded into the subtrahends).
+  const int code_offset = w.is_signed ? -(1 << (w.bits - 1)) : 0;
+  params.minus_f = 8388608.0f - static_cast<float>(code_offset);
+  const float magic = w.dtype == DType::bf16 ? 128.0f : 1024.0f;
+  params.minus = w.dtype == DType::bf16 ? kernel_detail::half_bits_pair(bf16(magic - code_offset).bits)
+                                        : kernel_detail::half_bits_pair(fp16(magic - code_offset).bits);
+  if (w.dtype == DType::bf16)
+    kernel_detail::run_weight_only_sm90<__nv_bfloat16>(w, params, plan, partial, stream);
+  else
+    kernel_detail::run_weight_only_sm90<__half>(w, params, plan, partial, stream);
+}
+
+SDNQ_KERNEL_NAMESPACE_END
