@@ -1,5 +1,7 @@
 // Attention forward in TFLOP/s (4·B·H·Lq·Lk·D FLOPs, causal not counted as halved: none here):
-//   sdnq_flash/<block>   cuda::ops::attention (fused, online softmax), each kernel block shape
+//   sdnq_flash/<block>   cuda::ops::attention (fused, online softmax), each kernel block shape: the
+//                        mma.sync kernel's four and sm90_wgmma, the Hopper TMA + wgmma kernel (what
+//                        cuda::ops::attention picks on an H100 for these non-causal, bias-free shapes)
 //   cublas_materialized  the unfused baseline in the same process: cuBLAS strided-batched S = Q·Kᵀ·scale
 //                        (bf16 [B·H, Lq, Lk] in memory), a row softmax kernel, cuBLAS O = P·V
 // at FLUX.1's shape (B 1, H 24, L 4608, D 128) and SDXL-like ones (D 64). bf16, [B, H, L, D] tensors.
@@ -181,7 +183,9 @@ void bench_rope_qk(benchmark::State& state) {
 void register_all() {
   const std::vector<Problem> problems = {{1, 24, 4608, 128}, {2, 20, 1024, 64}, {2, 10, 4096, 64}, {1, 24, 1024, 128}};
   benchmark::RegisterBenchmark("rope_qk/B1/H24/L4608/D128", bench_rope_qk)->Args({1, 24, 4608, 128})->UseManualTime();
-  const char* block_names[] = {"warps4_rows64", "warps4_rows128", "warps8_rows128", "warps4_rows128_lazy"};
+  const char* block_names[] = {"warps4_rows64", "warps4_rows128", "warps8_rows128", "warps4_rows128_lazy",
+                               "sm90_wgmma"};
+  static_assert(sizeof(block_names) / sizeof(block_names[0]) == sdnq::cuda::ops::kernel_detail::attention_block_count);
   for (const Problem& p : problems) {
     const std::string shape = "/B" + std::to_string(p.batch) + "/H" + std::to_string(p.heads) + "/L" +
                               std::to_string(p.length) + "/D" + std::to_string(p.head_dim);

@@ -139,6 +139,47 @@ TEST_CASE("attention: every block shape gives the same result", "[cuda][attentio
   check_against_cpu(c, DType::f16, 5);
 }
 
+TEST_CASE("attention: the sm_90a kernel at odd lengths, cross attention, both layouts, bf16 and fp16",
+          "[cuda][attention][attention_sm90]") {
+  if (!sdnq::test::attention_sm90_available()) {  // Catch2 v2 (CI) has no SKIP: warn and leave the case
+    WARN("skipped: the sm_90a attention kernel needs an sm_90a build on Hopper");
+    return;
+  }
+  struct Lengths {
+    std::int64_t query, key;
+  };
+  const Lengths lengths = GENERATE(Lengths{1, 1}, Lengths{128, 128}, Lengths{127, 129}, Lengths{333, 77},
+                                   Lengths{64, 4096 + 3}, Lengths{257, 1}, Lengths{200, 384});
+  const std::int64_t head_dim = GENERATE(64, 128);
+  const auto layout = GENERATE(AttentionLayout::heads_first, AttentionLayout::tokens_first);
+  const DType dtype = GENERATE(DType::bf16, DType::f16);
+  AttentionCase c;
+  c.batch = 2;
+  c.heads = 3;
+  c.query_length = lengths.query;
+  c.key_length = lengths.key;
+  c.head_dim = head_dim;
+  c.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  c.layout = layout;
+  c.block = sdnq::test::attention_sm90_block();
+  INFO("Lq " << lengths.query << ", Lk " << lengths.key << ", D " << head_dim << ", " << layout_name(layout) << ", "
+             << sdnq::dtype_name(dtype));
+  check_against_cpu(c, dtype, 300 + static_cast<std::uint64_t>(lengths.query + lengths.key));
+}
+
+TEST_CASE("attention: the sm_90a kernel refuses causal attention and a bias before launch",
+          "[cuda][attention][attention_sm90]") {
+  using sdnq::test::contains;
+  using sdnq::test::message_of;
+  const Shape q{1, 2, 100, 64}, kv{1, 2, 90, 64};
+  const std::string causal = message_of<sdnq::UnsupportedError>(
+      [&] { sdnq::test::call_attention_sm90(DType::bf16, q, kv, true, false); });
+  CHECK(contains(causal, "the sm_90a kernel (block shape 4) does not take causal attention"));
+  const std::string bias = message_of<sdnq::UnsupportedError>(
+      [&] { sdnq::test::call_attention_sm90(DType::bf16, q, kv, false, true); });
+  CHECK(contains(bias, "does not take a bias"));
+}
+
 TEST_CASE("attention: bad shapes, dtypes and scales are refused before launch", "[cuda][attention]") {
   using sdnq::test::call_attention_with_shapes;
   using sdnq::test::contains;

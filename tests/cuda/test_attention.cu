@@ -94,4 +94,18 @@ void call_attention_with_bias(DType dtype, const Shape& q, const Shape& kv, cons
   SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
+int attention_sm90_block() { return static_cast<int>(cuda::ops::kernel_detail::AttentionBlock::sm90_wgmma); }
+
+bool attention_sm90_available() { return cuda::ops::kernel_detail::attention_sm90_code(0); }
+
+void call_attention_sm90(DType dtype, const Shape& q, const Shape& kv, bool causal, bool bias) {
+  const Tensor tq = cuda::empty(q, dtype), tk = cuda::empty(kv, dtype), tv = cuda::empty(kv, dtype);
+  const Tensor out = cuda::empty(q, dtype), mask = cuda::empty(Shape{q[0], 1, 1, kv[2]}, dtype);
+  const TensorView mask_view = mask.view();
+  const cuda::ops::AttentionOptions options{1.0f, causal, bias ? &mask_view : nullptr};
+  cuda::ops::kernel_detail::attention_with_block(tq, tk, tv, out, options,
+                                                 cuda::ops::kernel_detail::AttentionBlock::sm90_wgmma, nullptr);
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
 }  // namespace sdnq::test

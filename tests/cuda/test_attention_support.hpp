@@ -35,4 +35,12 @@ void call_attention_with_shapes(DType dtype, const Shape& q, const Shape& k, con
 void call_attention_with_bias(DType dtype, const Shape& q, const Shape& kv, const Shape& bias_shape, DType bias_dtype,
                               int block = -1);
 
+// The block shape of the sm_90a kernel (AttentionBlock::sm90_wgmma) and whether device 0 runs it.
+int attention_sm90_block();
+bool attention_sm90_available();
+
+// cuda::ops::attention_with_block with the sm_90a kernel on device buffers of the given shapes (contents
+// unset), causal or with a [B, 1, 1, Lk] bias, so the tests can check the refusal.
+void call_attention_sm90(DType dtype, const Shape& q, const Shape& kv, bool causal, bool bias);
+
 }  // namespace sdnq::test

@@ -9,7 +9,9 @@
 // The optional additive bias is [H, Lq, Lk] (T5's relative position bias, shared over the batch) or
 // [B or 1, H or 1, Lq or 1, Lk]: size-1 axes broadcast, so a key padding mask is a [B, 1, 1, Lk] bias
 // of 0 / -inf. It has q's dtype and unit stride along Lk.
-// No allocation; everything is checked before the launch. Kernel: detail/attention_kernel.cuh.
+// No allocation; everything is checked before the launch. Kernels: detail/attention_sm90.cuh (Hopper,
+// TMA + wgmma; non-causal without a bias, chosen on an sm_90 GPU when the build has sm_90a code) and
+// detail/attention_kernel.cuh (mma.sync; every case).
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -21,6 +23,7 @@
 #include "sdnq/cuda/check.hpp"
 #include "sdnq/cuda/config.cuh"
 #include "sdnq/cuda/ops/detail/attention_kernel.cuh"
+#include "sdnq/cuda/ops/detail/attention_sm90.cuh"
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
 namespace ops {
@@ -52,8 +55,9 @@ namespace kernel_detail {
 // Which block shape a launch uses: warps × m16 tiles per warp of query rows (benchmarks compare them).
 // warps4_rows128 rescales O every step; the others skip the rescale when no row maximum of the warp
 // moved (on 4 × 32 rows that costs register spills and ~5%: warps4_rows128_lazy, kept for comparison).
-enum class AttentionBlock { warps4_rows64, warps4_rows128, warps8_rows128, warps4_rows128_lazy };
-inline constexpr int attention_block_count = 4;
+// sm90_wgmma is the Hopper kernel (attention_sm90.cuh), whose block shape is fixed.
+enum class AttentionBlock { warps4_rows64, warps4_rows128, warps8_rows128, warps4_rows128_lazy, sm90_wgmma };
+inline constexpr int attention_block_count = 5;
 
 // Measured on an H100 (bench_attention): D 128 runs best with 4 warps of 2 × 16 rows (fewer K/V
 // fragment loads per MMA; 276 TFLOP/s at FLUX's shape against 240 for 8 × 16 and 212 for 4 × 16);
@@ -177,7 +181,13 @@ inline void attention_with_block(const TensorView& q, const TensorView& k, const
                max_grid_yz, max_length, q.shape().to_string(), k.shape().to_string());
   SDNQ_REQUIRE(std::isfinite(options.scale) && options.scale > 0.0f, ShapeError,
                "cuda::ops::attention: scale must be finite and positive, got {}", options.scale);
-  if (options.bias != nullptr) {
+  if (block == AttentionBlock::sm90_wgmma) {
+    const char* reason = attention_sm90_unsupported(q, k, v, options.causal, options.bias != nullptr);
+    SDNQ_REQUIRE(reason == nullptr, UnsupportedError,
+                 "cuda::ops::attention: the sm_90a kernel (block shape {}) does not take {}; q {}, k {}",
+                 static_cast<int>(block), reason == nullptr ? "" : reason, q.shape().to_string(),
+                 k.shape().to_string());
+  } else if (options.bias != nullptr) {
     SDNQ_REQUIRE(block == bias_attention_block(head_dim), UnsupportedError,
                  "cuda::ops::attention: with a bias only block shape {} is compiled for head_dim {}, got {}",
                  static_cast<int>(bias_attention_block(head_dim)), head_dim, static_cast<int>(block));
@@ -189,6 +199,7 @@ inline void attention_with_block(const TensorView& q, const TensorView& k, const
     params.bias_factor = 1.0f / options.scale;
   }
   if (batch == 0 || heads == 0 || query_length == 0) return;
+  if (block == AttentionBlock::sm90_wgmma) return run_attention_sm90(q, k, v, out, options.scale, stream);
 
   params.q = q.data();
   params.k = k.data();
@@ -216,8 +227,13 @@ inline void attention(const TensorView& q, const TensorView& k, const TensorView
                       const AttentionOptions& options, cudaStream_t stream) {
   const std::int64_t head_dim = q.rank() == 4 ? q.size(3) : 0;
   const std::int64_t rows_128_blocks = q.rank() == 4 ? q.size(0) * q.size(1) * ((q.size(2) + 127) / 128) : 0;
-  const auto block = options.bias != nullptr ? kernel_detail::bias_attention_block(head_dim)
-                                             : kernel_detail::default_attention_block(head_dim, rows_128_blocks);
+  auto block = options.bias != nullptr ? kernel_detail::bias_attention_block(head_dim)
+                                       : kernel_detail::default_attention_block(head_dim, rows_128_blocks);
+  // The Hopper kernel where it applies (valid dtypes, shapes and strides are checked by attention_with_block).
+  const bool dtype_ok = q.dtype() == DType::bf16 || q.dtype() == DType::f16;
+  if (dtype_ok && (head_dim == 64 || head_dim == 128) && q.device().is_cuda() &&
+      kernel_detail::attention_sm90_unsupported(q, k, v, options.causal, options.bias != nullptr) == nullptr)
+    block = kernel_detail::AttentionBlock::sm90_wgmma;
   kernel_detail::attention_with_block(q, k, v, out, options, block, stream);
 }
 

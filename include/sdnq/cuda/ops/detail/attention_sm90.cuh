@@ -1,0 +1,514 @@
+#pragma once
+// The Hopper (sm_90a) attention forward kernel, FlashAttention-3 style (warp specialization + wgmma):
+// a block owns 128 query rows of one (batch, head) and has three warpgroups. Warpgroup 0 is the
+// producer: one thread loads the Q tile once and then K and V tiles of 128 keys with TMA into a
+// two-stage mbarrier pipeline (full barrier: the copy engine completed the bytes; empty barrier: all
+// eight consumer warps finished reading the stage). Warpgroups 1 and 2 each own 64 query rows:
+//   S = Q·Kᵀ   wgmma m64n128k16, both operands from shared memory (K-major, 128-byte swizzle),
+//   online softmax on the S accumulators in registers (exp2 with the scale folded in, fp32),
+//   O += P·V   wgmma m64nDk16 with P as the register A operand (the S accumulator layout of two
+//              adjacent n8 column blocks is the A fragment of one k16 step) and V as the B operand
+//              read "N-major" (V's rows are keys, so D is the contiguous dimension: transposed B).
+// The register budget moves from the producer to the consumers (setmaxnreg). TMA reads q, k, v through
+// 4-D tensor maps (D, L, H, B), so strided [B, L, H, D] views work as they are, and rows past the
+// sequence arrive as zeros: keys past Lk are masked to -inf in the last tile, query rows past Lq are
+// not stored. Shared tiles are 64 columns (128 bytes) wide: D 128 is two such column blocks.
+// Scope (the rest uses attention_kernel.cuh): non-causal, no bias, D 64 or 128, Lk ≥ 1.
+// Built only for sm_90a (__CUDA_ARCH_FEAT_SM90_ALL); elsewhere the kernel traps and the host never
+// launches it (attention_sm90_code tells whether this build has the sm_90a code for the device).
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdint>
+#include <type_traits>
+
+#include "sdnq/core/error.hpp"
+#include "sdnq/core/tensor.hpp"
+#include "sdnq/cuda/check.hpp"
+#include "sdnq/cuda/config.cuh"
+#include "sdnq/cuda/detail/tma_pipeline.cuh"
+#include "sdnq/cuda/device_memory.hpp"
+#include "sdnq/cuda/ops/detail/attention_kernel.cuh"
+
+SDNQ_KERNEL_NAMESPACE_BEGIN
+namespace ops::kernel_detail {
+
+using sdnq::cuda::kernel_detail::barrier_arrive;
+using sdnq::cuda::kernel_detail::barrier_arrive_expect_bytes;
+using sdnq::cuda::kernel_detail::barrier_init;
+using sdnq::cuda::kernel_detail::barrier_init_fence;
+using sdnq::cuda::kernel_detail::barrier_wait;
+using sdnq::cuda::kernel_detail::tensor_map_encoder;
+using sdnq::cuda::kernel_detail::tma_prefetch_map;
+
+struct AttentionSm90Params {
+  CUtensorMap q_map, k_map, v_map;  // (D, L, H, B) of bf16/fp16; boxes of 64 columns × rows × 1 × 1
+  void* out = nullptr;              // [B, H, Lq, D] (strided)
+  AttentionStrides out_strides;
+  int query_length = 0, key_length = 0;
+  float scale_log2 = 0.0f;  // softmax scale · log2(e)
+};
+
+template <int HeadDim>
+struct AttentionSm90Tile {
+  static_assert(HeadDim == 64 || HeadDim == 128, "head_dim 64 or 128");
+  static constexpr int head_dim = HeadDim;
+  static constexpr int rows = 128;  // query rows per block: 64 per consumer warpgroup
+  static constexpr int keys = 128;  // keys per pipeline stage
+  static constexpr int stages = 2;
+  static constexpr int threads = 384;              // producer warpgroup + two consumer warpgroups
+  static constexpr int column_blocks = HeadDim / 64;  // 128-byte wide column blocks of a tile
+  static constexpr int q_bytes = rows * HeadDim * 2;
+  static constexpr int kv_bytes = keys * HeadDim * 2;  // one K or one V tile
+  static constexpr int shared_bytes = q_bytes + stages * 2 * kv_bytes + 1024;  // + realignment to 1024
+};
+
+// wgmma's ordering instructions and the K-major 128-byte-swizzle descriptor, as in w8a8_wgmma.cuh (not
+// included: the int8 GEMM headers it pulls in would be parsed by every model translation unit).
+__device__ __forceinline__ void wgmma_fence() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_commit() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_wait_all() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
+}
+
+// K-major operand, 128-byte swizzle: 8-row atoms of 128-byte rows, 1024 bytes apart (leading offset unused).
+__device__ __forceinline__ std::uint64_t wgmma_descriptor_k_major(std::uint32_t shared_byte_address) {
+  return static_cast<std::uint64_t>((shared_byte_address & 0x3FFFF) >> 4) | (std::uint64_t{1} << 16) |
+         (std::uint64_t{1024 >> 4} << 32) | (std::uint64_t{1} << 62);
+}
+
+// Shared-memory descriptor of an N-major ("transposed") B operand in the 128-byte-swizzle layout:
+// 8-row atoms of 128-byte rows along K (stride 1024 bytes), `column_block_bytes` between the 64-column
+// blocks along N, swizzle mode 1 (128 B) in bits 62-63.
+__device__ __forceinline__ std::uint64_t wgmma_descriptor_n_major(std::uint32_t shared_byte_address,
+                                                                  std::uint32_t column_block_bytes) {
+  return static_cast<std::uint64_t>((shared_byte_address & 0x3FFFF) >> 4) |
+         (static_cast<std::uint64_t>(column_block_bytes >> 4) << 16) | (std::uint64_t{1024 >> 4} << 32) |
+         (std::uint64_t{1} << 62);
+}
+
+// Copies the box at (column, row, head, batch) of a 4-D tensor map into shared memory, completing its
+// bytes on `barrier` (zeros where the box leaves the tensor; they count toward the bytes too).
+__device__ __forceinline__ void tma_load_4d(void* destination, const CUtensorMap* map, int column, int row, int head,
+                                            int batch, std::uint64_t* barrier) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], "
+      "[%6];\n" ::"r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(destination))),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(column), "r"(row), "r"(head), "r"(batch),
+      "r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(barrier)))
+      : "memory");
+#else
+  (void)destination, (void)map, (void)column, (void)row, (void)head, (void)batch, (void)barrier;
+#endif
+}
+
+// Moves this warpgroup's register budget (all four warps execute it).
+template <int Registers>
+__device__ __forceinline__ void warpgroup_registers_decrease() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(Registers));
+#endif
+}
+template <int Registers>
+__device__ __forceinline__ void warpgroup_registers_increase() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(Registers));
+#endif
+}
+
+// d (+)= A · B for one k16 step; d is the m64nN accumulator fragment (d[4j + i]: row 16·warp + lane/4
+// (+8 for i ≥ 2), column 8j + 2·(lane%4) + i%2). ss: A and B by descriptor, both K-major, d overwritten
+// when `accumulate` is 0. rs: A from registers (the mma.sync m16n8k16 A fragment of the warp's 16 rows),
+// B by descriptor, N-major.
+template <class T>
+__device__ __forceinline__ void wgmma_ss_m64n128k16(float (&d)[64], std::uint64_t a, std::uint64_t b, int accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "setp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
+        "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44,"
+        " %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p,"
+        " 1, 1, 0, 0;\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+          "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),
+          "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]),
+          "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+          "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),
+          "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(a), "l"(b), "r"(accumulate));
+  else
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "setp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
+        "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44,"
+        " %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p,"
+        " 1, 1, 0, 0;\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+          "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),
+          "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]),
+          "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+          "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),
+          "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(a), "l"(b), "r"(accumulate));
+#else
+  (void)d, (void)a, (void)b; (void)accumulate;
+  __trap();
+#endif
+}
+
+template <class T>
+__device__ __forceinline__ void wgmma_rs_m64n128k16(float (&d)[64], const std::uint32_t (&a)[4], std::uint64_t b) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
+        "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44,"
+        " %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, "
+        "%66, %67}, %68, 1, 1, 1, 1;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+          "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),
+          "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]),
+          "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+          "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),
+          "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+  else
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
+        "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44,"
+        " %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, "
+        "%66, %67}, %68, 1, 1, 1, 1;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+          "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),
+          "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]),
+          "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+          "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),
+          "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+#else
+  (void)d, (void)a, (void)b;
+  __trap();
+#endif
+}
+
+template <class T>
+__device__ __forceinline__ void wgmma_rs_m64n64k16(float (&d)[32], const std::uint32_t (&a)[4], std::uint64_t b) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
+        "%23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+          "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+  else
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
+        "%23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+          "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+#else
+  (void)d, (void)a, (void)b;
+  __trap();
+#endif
+}
+
+template <class T, int HeadDim>
+__device__ __forceinline__ void wgmma_rs_k16(float (&d)[HeadDim / 2], const std::uint32_t (&a)[4], std::uint64_t b) {
+  if constexpr (HeadDim == 128)
+    wgmma_rs_m64n128k16<T>(d, a, b);
+  else
+    wgmma_rs_m64n64k16<T>(d, a, b);
+}
+
+// grid (ceil(Lq / 128), H, B), 384 threads, Tile::shared_bytes dynamic shared memory.
+template <class T, int HeadDim>
+__global__ void __launch_bounds__(384, 1) attention_sm90_kernel(const __grid_constant__ AttentionSm90Params p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Tile = AttentionSm90Tile<HeadDim>;
+  constexpr int ROWS = Tile::rows, KEYS = Tile::keys, STAGES = Tile::stages, CB = Tile::column_blocks;
+  extern __shared__ uint4 shared_words[];
+  auto* unaligned = reinterpret_cast<std::uint8_t*>(shared_words);
+  std::uint8_t* const shared = unaligned + ((1024 - (shared_address(unaligned) & 1023)) & 1023);
+  std::uint8_t* const q_tile = shared;  // [CB][ROWS][128 bytes]
+  const auto k_tile = [&](int stage) { return shared + Tile::q_bytes + stage * 2 * Tile::kv_bytes; };  // [CB][KEYS][128 B]
+  const auto v_tile = [&](int stage) { return k_tile(stage) + Tile::kv_bytes; };
+  __shared__ std::uint64_t q_full, full[STAGES], empty[STAGES];
+
+  const int query_begin = blockIdx.x * ROWS, head = blockIdx.y, batch = blockIdx.z;
+  const int key_blocks = (p.key_length + KEYS - 1) / KEYS;
+  if (threadIdx.x == 0) {
+    barrier_init(&q_full, 1);
+    for (int s = 0; s < STAGES; ++s) {
+      barrier_init(&full[s], 1);
+      barrier_init(&empty[s], 8);  // one arrival per consumer warp
+    }
+    barrier_init_fence();
+  }
+  __syncthreads();
+
+  const int warpgroup = threadIdx.x / 128;
+  if (warpgroup == 0) {  // producer
+    warpgroup_registers_decrease<24>();
+    if (threadIdx.x == 0) {
+      tma_prefetch_map(&p.q_map);
+      tma_prefetch_map(&p.k_map);
+      tma_prefetch_map(&p.v_map);
+      barrier_arrive_expect_bytes(&q_full, Tile::q_bytes);
+      for (int c = 0; c < CB; ++c)
+        tma_load_4d(q_tile + c * ROWS * 128, &p.q_map, c * 64, query_begin, head, batch, &q_full);
+      for (int block = 0; block < key_blocks; ++block) {
+        const int stage = block % STAGES;
+        if (block >= STAGES) barrier_wait(&empty[stage], (block / STAGES - 1) & 1);
+        barrier_arrive_expect_bytes(&full[stage], 2 * Tile::kv_bytes);
+        for (int c = 0; c < CB; ++c) {
+          tma_load_4d(k_tile(stage) + c * KEYS * 128, &p.k_map, c * 64, block * KEYS, head, batch, &full[stage]);
+          tma_load_4d(v_tile(stage) + c * KEYS * 128, &p.v_map, c * 64, block * KEYS, head, batch, &full[stage]);
+        }
+      }
+    }
+    return;
+  }
+  warpgroup_registers_increase<240>();
+
+  // Consumer warpgroup: 64 query rows; this thread's rows are row0 and row0 + 8 of the block.
+  const int consumer = warpgroup - 1, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+  const int row0 = consumer * 64 + warp * 16 + lane / 4;
+  float o[HeadDim / 2];
+#pragma unroll
+  for (int i = 0; i < HeadDim / 2; ++i) o[i] = 0.0f;
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+  const std::uint32_t q_base = shared_address(q_tile + consumer * 64 * 128);
+
+  barrier_wait(&q_full, 0);
+  for (int block = 0; block < key_blocks; ++block) {
+    const int stage = block % STAGES;
+    barrier_wait(&full[stage], (block / STAGES) & 1);
+    const std::uint32_t k_base = shared_address(k_tile(stage)), v_base = shared_address(v_tile(stage));
+
+    // S = Q · Kᵀ: D / 16 steps of k16, 32 bytes apart inside a 128-byte column block.
+    float s[KEYS / 2];
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < HeadDim / 16; ++kk) {
+      const int c = kk / 4, offset = (kk % 4) * 32;
+      wgmma_ss_m64n128k16<T>(s, wgmma_descriptor_k_major(q_base + c * ROWS * 128 + offset),
+                             wgmma_descriptor_k_major(k_base + c * KEYS * 128 + offset), kk > 0);
+    }
+    wgmma_commit();
+    wgmma_wait_all();
+
+    // Keys past the sequence (zeros from TMA) get -inf.
+    const int key_begin = block * KEYS;
+    if (key_begin + KEYS > p.key_length) {
+#pragma unroll
+      for (int i = 0; i < KEYS / 2; ++i)
+        if (key_begin + 8 * (i / 4) + 2 * (lane % 4) + (i & 1) >= p.key_length) s[i] = -INFINITY;
+    }
+
+    // Online softmax (as attention_kernel.cuh): rescale O to the new row maximum, P = 2^(s·scale − max).
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float block_max = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < KEYS / 8; ++j) block_max = fmaxf(block_max, fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
+      const float new_max = fmaxf(row_max[h], quad_max(block_max) * p.scale_log2);
+      const float base = new_max == -INFINITY ? 0.0f : new_max;
+      const float correction = fast_exp2(row_max[h] - base);
+      row_max[h] = new_max;
+      float sum = 0.0f;
+#pragma unroll
+      for (int j = 0; j < KEYS / 8; ++j)
+#pragma unroll
+        for (int e = 2 * h; e < 2 * h + 2; ++e) {
+          s[4 * j + e] = fast_exp2(fmaf(s[4 * j + e], p.scale_log2, -base));
+          sum += s[4 * j + e];
+        }
+      row_sum[h] = row_sum[h] * correction + sum;
+#pragma unroll
+      for (int j = 0; j < HeadDim / 8; ++j) {
+        o[4 * j + 2 * h] *= correction;
+        o[4 * j + 2 * h + 1] *= correction;
+      }
+    }
+
+    // O += P · V: KEYS / 16 steps; step ks reads keys [16·ks, 16·ks + 16), 2048 bytes apart.
+    std::uint32_t a[KEYS / 16][4];
+#pragma unroll
+    for (int ks = 0; ks < KEYS / 16; ++ks) {
+      a[ks][0] = pack_pair<T>(s[8 * ks + 0], s[8 * ks + 1]);
+      a[ks][1] = pack_pair<T>(s[8 * ks + 2], s[8 * ks + 3]);
+      a[ks][2] = pack_pair<T>(s[8 * ks + 4], s[8 * ks + 5]);
+      a[ks][3] = pack_pair<T>(s[8 * ks + 6], s[8 * ks + 7]);
+    }
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < KEYS / 16; ++ks)
+      wgmma_rs_k16<T, HeadDim>(o, a[ks], wgmma_descriptor_n_major(v_base + ks * 2048, KEYS * 128));
+    wgmma_commit();
+    wgmma_wait_all();
+    __syncwarp();
+    if (lane == 0) barrier_arrive(&empty[stage]);
+  }
+
+  // O / rowsum straight from the accumulators (pairs of columns per thread).
+  T* const out = static_cast<T*>(p.out) + batch * p.out_strides.batch + head * p.out_strides.head;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const float total = quad_sum(row_sum[h]);
+    const float inverse = total > 0.0f ? 1.0f / total : 0.0f;
+    const int query = query_begin + row0 + 8 * h;
+    if (query < p.query_length) {
+      T* const row = out + static_cast<long long>(query) * p.out_strides.token + 2 * (lane % 4);
+#pragma unroll
+      for (int j = 0; j < HeadDim / 8; ++j)
+        *reinterpret_cast<std::uint32_t*>(row + 8 * j) =
+            pack_pair<T>(o[4 * j + 2 * h] * inverse, o[4 * j + 2 * h + 1] * inverse);
+    }
+  }
+#else
+  (void)p;
+  __trap();
+#endif
+}
+
+// Writes 1 where this build has sm_90a code for the running device, else 0 (a template: every
+// translation unit including this header may emit it).
+template <int Unused = 0>
+__global__ void attention_sm90_probe(int* has_sm90a) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  *has_sm90a = 1;
+#else
+  *has_sm90a = 0;
+#endif
+}
+
+// Whether this build has the sm_90a attention kernel for `device` (asked once per device 0..63).
+inline bool attention_sm90_code(int device) {
+  static std::atomic<int> known[64] = {};  // 0 not asked yet, 1 yes, 2 no
+  std::atomic<int>& entry = known[device & 63];
+  if (entry.load(std::memory_order_relaxed) == 0) {
+    int major = 0;
+    SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    bool yes = false;
+    if (major == 9) {
+      Tensor flag = sdnq::cuda::zeros(Shape{1}, DType::i32, device);
+      attention_sm90_probe<><<<1, 1>>>(static_cast<int*>(flag.data()));
+      SDNQ_CUDA_CHECK(cudaGetLastError());
+      yes = sdnq::cuda::to_host(flag).data_as<std::int32_t>()[0] == 1;
+    }
+    entry.store(yes ? 1 : 2, std::memory_order_relaxed);
+  }
+  return entry.load(std::memory_order_relaxed) == 1;
+}
+
+// TMA map of a [B, H, L, D] view (unit stride along D, other strides multiples of 8 elements, checked by
+// the caller) read in boxes of 64 columns × box_rows rows of one head, 128-byte swizzle.
+inline CUtensorMap attention_tensor_map(const TensorView& x, int box_rows, const char* name) {
+  const std::uint64_t element = x.element_size();
+  // A stride is irrelevant along a size-1 axis; TMA still wants a positive multiple of 16 bytes.
+  const auto stride_bytes = [&](int axis) {
+    return static_cast<cuuint64_t>(x.size(axis) == 1 ? 16 : x.stride(axis) * element);
+  };
+  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(x.size(3)), static_cast<cuuint64_t>(x.size(2)),
+                              static_cast<cuuint64_t>(x.size(1)), static_cast<cuuint64_t>(x.size(0))};
+  const cuuint64_t strides[3] = {stride_bytes(2), stride_bytes(1), stride_bytes(0)};
+  const cuuint32_t box[4] = {64, static_cast<cuuint32_t>(box_rows), 1, 1};
+  const cuuint32_t element_strides[4] = {1, 1, 1, 1};
+  CUtensorMap map{};
+  const CUresult result = tensor_map_encoder()(
+      &map, x.dtype() == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
+      x.data(), dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  SDNQ_REQUIRE(result == CUDA_SUCCESS, CudaError,
+               "cuda::ops::attention: cuTensorMapEncodeTiled failed ({}) for {} {} with strides {}",
+               static_cast<int>(result), name, x.shape().to_string(), x.strides().to_string());
+  return map;
+}
+
+// Why the sm_90a kernel cannot run this case (null when it can): q, k, v, out already checked by
+// attention_with_block (shapes, dtypes, strides, alignment).
+inline const char* attention_sm90_unsupported(const TensorView& q, const TensorView& k, const TensorView& v,
+                                              bool causal, bool bias) {
+  if (q.rank() != 4 || k.rank() != 4 || v.rank() != 4) return "operands that are not [B, H, L, D]";
+  if (causal) return "causal attention";
+  if (bias) return "a bias";
+  if (k.size(2) == 0) return "no keys (Lk = 0)";
+  for (const TensorView* x : {&q, &k, &v})
+    for (int axis = 0; axis < 3; ++axis)
+      if (x->size(axis) > 1 && x->stride(axis) <= 0) return "a broadcast (zero-stride) q, k or v";
+  if (!attention_sm90_code(q.device().index)) return "a GPU without sm_90a code in this build";
+  return nullptr;
+}
+
+template <class T, int HeadDim>
+void launch_attention_sm90(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                           float scale, cudaStream_t stream) {
+  using Tile = AttentionSm90Tile<HeadDim>;
+  AttentionSm90Params params;
+  params.q_map = attention_tensor_map(q, Tile::rows, "q");
+  params.k_map = attention_tensor_map(k, Tile::keys, "k");
+  params.v_map = attention_tensor_map(v, Tile::keys, "v");
+  params.out = out.data();
+  params.out_strides = {out.stride(0), out.stride(1), out.stride(2)};
+  params.query_length = static_cast<int>(q.size(2));
+  params.key_length = static_cast<int>(k.size(2));
+  params.scale_log2 = scale * 1.4426950408889634f;
+  SDNQ_CUDA_CHECK(cudaFuncSetAttribute(attention_sm90_kernel<T, HeadDim>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       Tile::shared_bytes));
+  const dim3 grid(static_cast<unsigned>((q.size(2) + Tile::rows - 1) / Tile::rows), static_cast<unsigned>(q.size(1)),
+                  static_cast<unsigned>(q.size(0)));
+  attention_sm90_kernel<T, HeadDim><<<grid, Tile::threads, Tile::shared_bytes, stream>>>(params);
+  SDNQ_CUDA_CHECK(cudaGetLastError());
+}
+
+inline void run_attention_sm90(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                               float scale, cudaStream_t stream) {
+  const bool bf16 = q.dtype() == DType::bf16;
+  if (q.size(3) == 128)
+    return bf16 ? launch_attention_sm90<__nv_bfloat16, 128>(q, k, v, out, scale, stream)
+                : launch_attention_sm90<__half, 128>(q, k, v, out, scale, stream);
+  return bf16 ? launch_attention_sm90<__nv_bfloat16, 64>(q, k, v, out, scale, stream)
+              : launch_attention_sm90<__half, 64>(q, k, v, out, scale, stream);
+}
+
+}  // namespace ops::kernel_detail
+SDNQ_KERNEL_NAMESPACE_END
