@@ -15,6 +15,8 @@
 #include "sdnq/cuda/repack.hpp"
 #include "sdnq/nn/gpu/detail/device_weights.hpp"
 #include "sdnq/nn/weights.hpp"
+#include "sdnq/format/storage_type.hpp"
+#include "sdnq/quant/layer_options.hpp"
 #include "sdnq_catch.hpp"
 #include "test_gpu_models_support.hpp"
 
@@ -181,6 +183,47 @@ TEST_CASE("gpu Linear: the checkpoint's quantized layers translate into the kern
     }
   }
   CHECK(checked == 12);  // 3 layers of the fp8, int8, int8-qmm and uint4-svd cases
+}
+
+// Quantized convs run on their codes (im2row × the position-major Linear): against the CPU float32 conv
+// of the same dequantized weight within the bf16 tolerance, and smaller on the device than bf16.
+TEST_CASE("gpu Conv2d: quantized convs run on their codes and match the CPU conv", "[cuda][gpu_models][conv]") {
+  struct Case {
+    const char* type;
+    Shape x;
+    std::int64_t out_channels;
+    int kernel, stride, padding;
+    bool svd = false, quantized_matmul = false, hadamard = false;
+  };
+  const std::vector<Case> cases = {
+      {"uint4", Shape{2, 64, 13, 11}, 96, 3, 1, 1},                  // groups of 32 channels
+      {"uint4", Shape{1, 64, 15, 15}, 64, 3, 2, 1, true},            // zero point + SVD, stride 2
+      {"int8", Shape{2, 96, 9, 7}, 48, 1, 1, 0},                     // 1x1, row-wise
+      {"int8", Shape{1, 64, 10, 10}, 64, 3, 1, 1, false, true},      // flattened direct-matmul layout
+      {"float8_e4m3fn", Shape{2, 32, 8, 12}, 40, 3, 1, 1},           // float codes (lookup)
+      {"int6", Shape{1, 48, 9, 9}, 32, 3, 1, 1},                     // packed, generic width
+      {"uint4", Shape{2, 32, 256, 256}, 32, 3, 1, 1},                // 131072 rows: two im2row chunks
+      {"uint4", Shape{1, 64, 8, 8}, 32, 3, 1, 1, false, false, true},  // Hadamard: dequantized at load
+  };
+  for (const Case& c : cases) {
+    INFO(c.type << " x " << c.x.to_string() << " -> " << c.out_channels << ", " << c.kernel << "x" << c.kernel
+                << " stride " << c.stride << (c.svd ? " svd" : "") << (c.quantized_matmul ? " qmm" : "")
+                << (c.hadamard ? " hadamard" : ""));
+    sdnq::quant::LayerOptions options;
+    options.weights_type = &sdnq::format::storage_type(c.type);
+    options.use_svd = c.svd;
+    options.svd_rank = 16;
+    options.use_quantized_matmul = c.quantized_matmul;
+    options.use_hadamard = c.hadamard;
+    const auto run = sdnq::test::compare_quantized_conv_with_cpu(options, c.x, c.out_channels, c.kernel, c.stride,
+                                                                 c.padding);
+    INFO("rel L2 " << run.rel_l2 << ", " << run.device_bytes << " device bytes (bf16 " << run.dense_bf16_bytes << ")");
+    CHECK(run.rel_l2 <= 1e-2);
+    CHECK(run.runs_on_codes == !c.hadamard);
+    // Codes, not a bf16 copy (the tensor-core layout pads small SVD factors, so those cases are not sized).
+    const bool eight_bit = std::string(c.type) == "int8" || std::string(c.type) == "float8_e4m3fn";
+    if (!c.hadamard && !c.svd) CHECK(run.device_bytes < (eight_bit ? run.dense_bf16_bytes : run.dense_bf16_bytes / 2));
+  }
 }
 
 TEST_CASE("gpu CLIP text model: bad input ids are clear errors", "[cuda][gpu_models]") {

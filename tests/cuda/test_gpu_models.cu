@@ -7,6 +7,9 @@
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/workspace.hpp"
 #include "sdnq/nn/gpu/clip.cuh"
+#include "sdnq/nn/gpu/conv2d.cuh"
+#include "sdnq/nn/modules/conv2d.hpp"
+#include "sdnq/quant/quantize.hpp"
 #include "sdnq/nn/model_conformance.hpp"
 #include "test_gpu_models_support.hpp"
 
@@ -83,6 +86,53 @@ void run_clip_on_gpu_with_ids(const std::filesystem::path& case_folder, const Te
   }
   const Tensor device_ids = cuda::to_device(ids, 0);
   (void)model.forward(device_ids, workspace, nullptr);
+}
+
+QuantizedConvRun compare_quantized_conv_with_cpu(const quant::LayerOptions& options, const Shape& x_shape,
+                                                 std::int64_t out_channels, int kernel, int stride, int padding) {
+  const std::int64_t channels = x_shape[1];
+  const auto random = [](const Shape& shape, std::uint32_t seed) {  // bf16 values in [-1, 1)
+    Tensor tensor = Tensor::empty(shape, DType::f32);
+    std::uint32_t state = seed;
+    for (std::int64_t i = 0; i < tensor.numel(); ++i) {
+      state = state * 1664525u + 1013904223u;
+      tensor.data_as<float>()[i] = bf16(static_cast<float>(state >> 8) / static_cast<float>(1 << 23) - 1.0f).to_float();
+    }
+    return tensor;
+  };
+  const Tensor weight = random(Shape{out_channels, channels, kernel, kernel}, 7);
+  auto quantized = std::make_shared<quant::QuantizedTensors>(
+      quant::quantize_weight(weight.view(), quant::LayerKind::conv2d, options, DType::bf16, 3));
+  quantized->name = "conv";
+  nn::InMemoryComponent component;
+  component.label = "quantized conv test";
+  component.quantized.emplace("conv", quantized);
+  component.dense.emplace("conv.bias", std::make_shared<const Tensor>(random(Shape{out_channels}, 8)));
+  nn::WeightLoader weights = nn::WeightLoader::from_memory(component);
+
+  const nn::Conv2dParams params{.stride_h = stride, .stride_w = stride, .pad_h = padding, .pad_w = padding};
+  const nn::Conv2d cpu = nn::Conv2d::load(weights, "conv", channels, out_channels, kernel, params);
+  const nn::gpu::Conv2d gpu = nn::gpu::Conv2d::load(weights, "conv", channels, out_channels, kernel,
+                                                    cuda::ops::Conv2dOptions::symmetric(stride, padding), 0);
+  const Tensor x = random(x_shape, 9);
+  const Tensor bias = random(Shape{out_channels}, 8);
+  const Tensor expected = nn::conv2d(x, cpu.dense_weight(), &bias.view(), params);
+
+  Tensor x_bf16 = Tensor::empty(x_shape, DType::bf16);
+  for (std::int64_t i = 0; i < x.numel(); ++i) x_bf16.data_as<bf16>()[i] = bf16(x.data_as<float>()[i]);
+  const Tensor device_x = cuda::to_device(x_bf16, 0);
+  Tensor out = cuda::empty(gpu.output_shape(x_shape), DType::bf16, 0);
+  SDNQ_CUDA_CHECK(cudaMemset(out.data(), 0xFF, out.nbytes()));  // NaN
+  cuda::Workspace workspace(gpu.workspace_bytes(x_shape), 0, "quantized conv test");
+  const nn::gpu::detail::CublasHandle cublas;
+  gpu.forward(device_x, out, workspace.arena(), cublas.get(), nullptr);
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+  QuantizedConvRun run;
+  run.rel_l2 = nn::relative_l2(cuda::to_host(out), expected);
+  run.runs_on_codes = gpu.runs_on_codes();
+  run.device_bytes = gpu.device_bytes();
+  run.dense_bf16_bytes = static_cast<std::size_t>(weight.numel() + out_channels) * 2;
+  return run;
 }
 
 }  // namespace sdnq::test

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "sdnq/core/tensor.hpp"
+#include "sdnq/quant/layer_options.hpp"
 
 namespace sdnq::test {
 
@@ -32,5 +33,16 @@ GpuModelRun compare_clip_with_cpu(const std::filesystem::path& case_folder, int 
 // Runs the case's model on `ids` (a host tensor, uploaded as it is; `keep_on_host` passes the host view
 // itself): throws what the model throws.
 void run_clip_on_gpu_with_ids(const std::filesystem::path& case_folder, const Tensor& ids, bool keep_on_host = false);
+
+// One quantized conv through nn::gpu::Conv2d against the CPU: a random weight [O, C, k, k] quantized by the
+// library with `options`, served with a random bias from one in-memory component to nn::Conv2d (CPU, float32
+// conv of its dequantized weight) and nn::gpu::Conv2d (bf16, NaN-poisoned output), x [N, C, H, W] random.
+struct QuantizedConvRun {
+  double rel_l2 = 0.0;          // GPU output against the CPU one
+  bool runs_on_codes = false;   // nn::gpu::Conv2d kept the codes (else dequantized at load)
+  std::size_t device_bytes = 0, dense_bf16_bytes = 0;
+};
+QuantizedConvRun compare_quantized_conv_with_cpu(const quant::LayerOptions& options, const Shape& x_shape,
+                                                 std::int64_t out_channels, int kernel, int stride, int padding);
 
 }  // namespace sdnq::test

@@ -4,6 +4,7 @@
 // many small im2col chunks, into NaN-poisoned outputs. Tolerance: the output rounding u·|expected| (two
 // roundings with a bias) plus 2e-3 absolute for the fp32 accumulation order (sums of up to 9·37
 // products of magnitude ≤ 1).
+#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -84,6 +85,72 @@ TEST_CASE("ops: conv2d 1x1 matches the CPU conv", "[cuda][ops][conv]") {
   const bool bias = GENERATE(true, false);
   SECTION("stride 1 (x read as the columns)") { check_against_cpu(Shape{3, 33, 7, 5}, 17, 1, {}, bias, dtype); }
   SECTION("stride 2 (im2col)") { check_against_cpu(Shape{2, 16, 9, 9}, 8, 1, {.stride = 2}, bias, dtype); }
+}
+
+// The data movement of a conv on quantized codes, computed here from the definitions: im2row row r =
+// image·Ho·Wo + position, column (ky·k + kx)·C + c holds x[image, c, oy·s − pad + ky, ox·s − pad + kx]
+// (0 outside); rows_to_nchw puts rows[r − first, o] (+ bias[o], rounded once more) at out[image, o, position].
+// Both are exact (bias: one fp32 add and one rounding).
+TEST_CASE("ops: im2row and rows_to_nchw move conv rows exactly", "[cuda][ops][conv]") {
+  const DType dtype = GENERATE(DType::bf16, DType::f16);
+  const int kernel = GENERATE(1, 3);
+  const int stride = GENERATE(1, 2);
+  INFO(sdnq::dtype_name(dtype) << " kernel " << kernel << " stride " << stride);
+  const Shape x_shape{2, 37, 11, 9};  // channels span two 32-wide tiles, rows cross the image boundary
+  const Tensor x = sdnq::test::random_tensor(x_shape, dtype, 41);
+  const Tensor x32 = sdnq::test::widen(x);
+  const int pad = kernel / 2;
+  const ConvCall call{.stride = stride, .pad_top = pad, .pad_left = pad, .pad_bottom = pad, .pad_right = pad};
+  const std::int64_t out_h = (11 + 2 * pad - kernel) / stride + 1, out_w = (9 + 2 * pad - kernel) / stride + 1;
+  const std::int64_t positions = out_h * out_w, total = 2 * positions, columns = kernel * kernel * 37;
+  const std::int64_t first = 5, count = total - 7;
+
+  const Tensor rows = sdnq::test::widen(sdnq::test::conv::im2row_on_gpu(x, kernel, call, first, count));
+  std::int64_t wrong = 0;
+  for (std::int64_t i = 0; i < count; ++i) {
+    const std::int64_t r = first + i, image = r / positions, position = r % positions;
+    const std::int64_t oy = position / out_w, ox = position % out_w;
+    for (int ky = 0; ky < kernel; ++ky)
+      for (int kx = 0; kx < kernel; ++kx)
+        for (std::int64_t c = 0; c < 37; ++c) {
+          const std::int64_t iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+          const float expected = iy >= 0 && iy < 11 && ix >= 0 && ix < 9
+                                     ? x32.data_as<float>()[((image * 37 + c) * 11 + iy) * 9 + ix]
+                                     : 0.0f;
+          wrong += rows.data_as<float>()[i * columns + (ky * kernel + kx) * 37 + c] != expected;
+        }
+  }
+  CHECK(wrong == 0);
+
+  const std::int64_t out_channels = 45;
+  const Tensor products = sdnq::test::random_tensor(Shape{count, out_channels}, dtype, 42);
+  const Tensor bias = sdnq::test::random_tensor(Shape{out_channels}, dtype, 43);
+  const Shape out_shape{2, out_channels, out_h, out_w};
+  for (const bool with_bias : {false, true}) {
+    INFO("bias " << with_bias);
+    const Tensor out = sdnq::test::widen(
+        sdnq::test::conv::rows_to_nchw_on_gpu(products, with_bias ? &bias.view() : nullptr, first, out_shape));
+    const Tensor p32 = sdnq::test::widen(products), b32 = sdnq::test::widen(bias);
+    std::int64_t misplaced = 0, unwritten_touched = 0;
+    for (std::int64_t r = 0; r < total; ++r) {
+      const std::int64_t image = r / positions, position = r % positions;
+      for (std::int64_t o = 0; o < out_channels; ++o) {
+        const float actual = out.data_as<float>()[(image * out_channels + o) * positions + position];
+        if (r < first || r >= first + count) {
+          unwritten_touched += !std::isnan(actual);
+          continue;
+        }
+        float expected = p32.data_as<float>()[(r - first) * out_channels + o];
+        if (with_bias) {
+          const float sum = expected + b32.data_as<float>()[o];
+          expected = dtype == DType::bf16 ? sdnq::bf16(sum).to_float() : sdnq::fp16(sum).to_float();
+        }
+        misplaced += actual != expected;
+      }
+    }
+    CHECK(misplaced == 0);
+    CHECK(unwritten_touched == 0);
+  }
 }
 
 TEST_CASE("ops: conv2d bad arguments are typed errors naming the layer", "[cuda][ops][conv]") {

@@ -54,6 +54,27 @@ Tensor conv2d_on_gpu(const TensorView& x, const TensorView& weight, const Tensor
   return cuda::to_host(out);
 }
 
+Tensor im2row_on_gpu(const TensorView& x, int kernel, const ConvCall& call, std::int64_t first, std::int64_t count) {
+  const Tensor dx = cuda::to_device(x);
+  Tensor rows = cuda::empty(Shape{count, kernel * kernel * x.size(1)}, x.dtype());
+  SDNQ_CUDA_CHECK(cudaMemset(rows.data(), 0xFF, rows.nbytes()));
+  device_ops::im2row(dx, kernel, options_of(call), first, rows, nullptr, "test im2row");
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+  return cuda::to_host(rows);
+}
+
+Tensor rows_to_nchw_on_gpu(const TensorView& rows, const TensorView* bias, std::int64_t first, const Shape& out_shape) {
+  const Tensor drows = cuda::to_device(rows);
+  Tensor dbias;
+  if (bias != nullptr) dbias = cuda::to_device(*bias);
+  const TensorView bias_view = dbias.defined() ? dbias.view() : TensorView();
+  Tensor out = cuda::empty(out_shape, rows.dtype());
+  SDNQ_CUDA_CHECK(cudaMemset(out.data(), 0xFF, out.nbytes()));
+  device_ops::rows_to_nchw(drows, bias != nullptr ? &bias_view : nullptr, first, out, nullptr, "test rows");
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+  return cuda::to_host(out);
+}
+
 Tensor group_norm_split_on_gpu(const TensorView& x, int groups, const TensorView* weight, const TensorView* bias,
                                float eps, bool silu, bool in_place, std::int64_t& scratch_bytes) {
   scratch_bytes = static_cast<std::int64_t>(device_ops::group_norm_workspace_bytes(x.shape(), groups));

@@ -19,6 +19,14 @@ struct ConvCall {
 // output; returns the output on the host.
 Tensor conv2d_on_gpu(const TensorView& x, const TensorView& weight, const TensorView* bias, const ConvCall& call);
 
+// cuda::ops::im2row of copies of x: rows [count, k·k·C] of output rows [first, first + count), into a
+// NaN-poisoned buffer; returns them on the host.
+Tensor im2row_on_gpu(const TensorView& x, int kernel, const ConvCall& call, std::int64_t first, std::int64_t count);
+
+// cuda::ops::rows_to_nchw of copies of rows [count, O] (bias may be null) into a NaN-poisoned out of
+// `out_shape` from row `first`; returns all of out on the host.
+Tensor rows_to_nchw_on_gpu(const TensorView& rows, const TensorView* bias, std::int64_t first, const Shape& out_shape);
+
 // Runs one misuse of cuda::ops::conv2d named by `which` (layer name "decoder.conv_in"); throws what the op throws.
 void conv2d_misuse(const std::string& which);
 

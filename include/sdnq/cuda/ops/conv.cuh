@@ -168,5 +168,62 @@ inline void conv2d(const TensorView& x, const TensorView& weight, const TensorVi
   if (bias != nullptr) add_channel_vector(out, *bias, out, stream);
 }
 
+// A conv on quantized codes runs as rows × a position-major Linear (quant/conv_as_linear.hpp):
+// im2row writes rows [count, k·k·C] (column (ky·k + kx)·C + c) of the output rows [first, first + count),
+// row r = image·Ho·Wo + position; rows_to_nchw puts a Linear's [count, O] result back into out
+// [N, O, Ho, Wo], adding the bias in fp32 after the GEMM's rounding (the two roundings of conv2d above).
+inline void im2row(const TensorView& x, std::int64_t kernel, const Conv2dOptions& options, std::int64_t first,
+                   const TensorView& rows, cudaStream_t stream, std::string_view layer) {
+  using namespace kernel_detail;
+  require_operand(x, layer, "x");
+  SDNQ_REQUIRE(x.rank() == 4 && kernel >= 1, ShapeError, "conv '{}': im2row needs x [N, C, H, W] and a kernel >= 1, got {} and {}",
+               layer, x.shape().to_string(), kernel);
+  const auto [out_h, out_w] = conv_output_size(x.shape(), kernel, options, layer);
+  const std::int64_t total = x.size(0) * out_h * out_w, columns = kernel * kernel * x.size(1);
+  SDNQ_REQUIRE(rows.rank() == 2 && rows.size(1) == columns && first >= 0 && first + rows.size(0) <= total, ShapeError,
+               "conv '{}': im2row rows must be [count, {}] with count ≤ {} − first ({}), got {}", layer, columns, total,
+               first, rows.shape().to_string());
+  require_like(rows, x, rows.shape(), layer, "rows");
+  SDNQ_REQUIRE(x.size(1) <= std::numeric_limits<int>::max() && x.size(2) <= std::numeric_limits<int>::max() &&
+                   x.size(3) <= std::numeric_limits<int>::max() && (x.size(1) + conv_tile - 1) / conv_tile <= 65535,
+               UnsupportedError, "conv '{}': x {} is too large for im2row", layer, x.shape().to_string());
+  const std::int64_t count = rows.size(0);
+  if (count == 0) return;
+  const ConvGeometry geometry{static_cast<int>(x.size(1)), static_cast<int>(x.size(2)), static_cast<int>(x.size(3)),
+                              static_cast<int>(out_h),     static_cast<int>(out_w),     static_cast<int>(kernel),
+                              options.stride,              options.pad_top,             options.pad_left};
+  const dim3 grid(static_cast<unsigned>((count + conv_tile - 1) / conv_tile),
+                  static_cast<unsigned>((x.size(1) + conv_tile - 1) / conv_tile), static_cast<unsigned>(kernel * kernel));
+  dispatch_16bit(x.dtype(), [&]<class T>() {
+    im2row_kernel<T><<<grid, dim3(conv_tile, conv_tile_rows), 0, stream>>>(
+        static_cast<const T*>(x.data()), static_cast<T*>(rows.data()), geometry, first, count);
+  });
+  SDNQ_CUDA_CHECK(cudaGetLastError());
+}
+
+inline void rows_to_nchw(const TensorView& rows, const TensorView* bias, std::int64_t first, const TensorView& out,
+                         cudaStream_t stream, std::string_view layer) {
+  using namespace kernel_detail;
+  require_operand(out, layer, "out");
+  SDNQ_REQUIRE(out.rank() == 4 && rows.rank() == 2 && rows.size(1) == out.size(1) && first >= 0 &&
+                   first + rows.size(0) <= out.size(0) * out.size(2) * out.size(3),
+               ShapeError, "conv '{}': rows [count, O] must fit out [N, O, Ho, Wo] from row {}, got {} and {}", layer,
+               first, rows.shape().to_string(), out.shape().to_string());
+  require_like(rows, out, rows.shape(), layer, "rows");
+  if (bias != nullptr) require_like(*bias, out, Shape{out.size(1)}, layer, "bias");
+  SDNQ_REQUIRE((out.size(1) + conv_tile - 1) / conv_tile <= 65535, UnsupportedError,
+               "conv '{}': {} output channels are too many for rows_to_nchw", layer, out.size(1));
+  const std::int64_t count = rows.size(0);
+  if (count == 0) return;
+  const dim3 grid(static_cast<unsigned>((count + conv_tile - 1) / conv_tile),
+                  static_cast<unsigned>((out.size(1) + conv_tile - 1) / conv_tile));
+  dispatch_16bit(out.dtype(), [&]<class T>() {
+    rows_to_nchw_kernel<T><<<grid, dim3(conv_tile, conv_tile_rows), 0, stream>>>(
+        static_cast<const T*>(rows.data()), bias != nullptr ? static_cast<const T*>(bias->data()) : nullptr,
+        static_cast<T*>(out.data()), static_cast<int>(out.size(1)), out.size(2) * out.size(3), first, count);
+  });
+  SDNQ_CUDA_CHECK(cudaGetLastError());
+}
+
 }  // namespace ops
 SDNQ_KERNEL_NAMESPACE_END

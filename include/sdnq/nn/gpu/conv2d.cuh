@@ -2,14 +2,17 @@
 // Conv2d on the GPU, bf16 NCHW activations: out [N, O, Ho, Wo] = conv(x [N, C, H, W], W [O, C, k, k]) + b,
 // over any weight a WeightLoader finds, under the same names and shape checks as the CPU nn::Conv2d
 // ("<prefix>.weight" / ".bias", groups 1):
-//   dense       the file's weight narrowed to bf16 on the device
-//   SDNQ codes  dequantized once at load by quant::dequantize into bf16 as a loaded reference bf16 model
-//               does (scales rounded to bf16 first), bit for bit. This milestone does not run quantized convs on their codes: the VAE's convs
-//               are small (84 MB in bf16 for SDXL's), and layers saved for SDNQ's quantized matmul take
-//               the dequantized path too (the reference's int8 activation quantization is not emulated).
-// forward runs cuda::ops::conv2d with its im2col scratch from the caller's arena (workspace_bytes).
-// A Linear stored as [O, C] (the VAE attention's to_q/k/v/out on NCHW activations) loads as a 1×1 conv
-// with load_linear_as_1x1.
+//   dense        the file's weight narrowed to bf16 on the device; cuda::ops::conv2d (im2col + cuBLAS)
+//   SDNQ codes   kept on the device as codes (the memory saving stays): the weight rewritten as a
+//                position-major Linear [O, k·k·C] (quant::conv2d_weight_as_linear) in a cuda::QuantizedLinear,
+//                run as im2row → quantized_linear → rows_to_nchw over chunks of output rows; weight-only
+//                like every quantized Linear (layers saved for SDNQ's quantized matmul included: the
+//                reference's int8 activation quantization is not emulated)
+//   fallback     layouts no kernel reads (Hadamard, codebooks, custom floats, > 8 bits): dequantized once at
+//                load by quant::dequantize into bf16 as a loaded reference bf16 model does (scales rounded
+//                to bf16 first), bit for bit
+// forward takes its scratch from the caller's arena (workspace_bytes). A Linear stored as [O, C] (the
+// VAE attention's to_q/k/v/out on NCHW activations) loads as a 1×1 conv with load_linear_as_1x1.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -17,10 +20,15 @@
 #include <string>
 #include <string_view>
 
+#include <algorithm>
+#include <optional>
+
 #include "sdnq/core/arena.hpp"
+#include "sdnq/cuda/linear.cuh"
 #include "sdnq/cuda/ops/conv.cuh"
 #include "sdnq/nn/gpu/detail/device_weights.hpp"
 #include "sdnq/nn/weights.hpp"
+#include "sdnq/quant/conv_as_linear.hpp"
 
 namespace sdnq::nn::gpu {
 
@@ -49,8 +57,14 @@ class Conv2d {
 
   // Arena bytes forward takes for input shape x.
   std::size_t workspace_bytes(const Shape& x) const {
-    (void)output_shape(x);
-    return cuda::ops::conv2d_workspace_bytes(x, kernel_, options_);
+    const Shape out = output_shape(x);
+    if (!codes_) return cuda::ops::conv2d_workspace_bytes(x, kernel_, options_);
+    const std::int64_t total = out[0] * out[2] * out[3], chunk = code_chunk_rows(total);
+    // The last, shorter chunk may take another route of the Linear (and another workspace size).
+    const std::int64_t last = total % chunk == 0 ? chunk : total % chunk;
+    return Arena::footprint(static_cast<std::size_t>(chunk * code_columns()) * 2) +
+           Arena::footprint(static_cast<std::size_t>(chunk * out_channels_) * 2) +
+           Arena::footprint(std::max(codes_->workspace_bytes(chunk), codes_->workspace_bytes(last)));
   }
 
   // x, out: contiguous bf16 device tensors of shapes x and output_shape(x). out must not overlap x.
@@ -61,18 +75,42 @@ class Conv2d {
                  "Conv2d '{}': x must be BF16 and out BF16 {}, got {} {} and {} {}", name_, expected.to_string(),
                  dtype_name(x.dtype()), x.shape().to_string(), dtype_name(out.dtype()), out.shape().to_string());
     ArenaScope scope(arena);
-    const std::size_t scratch_bytes = workspace_bytes(x.shape());
-    const TensorView scratch =
-        scratch_bytes == 0 ? TensorView()
-                           : arena.take(Shape{static_cast<std::int64_t>(scratch_bytes)}, DType::u8, name_ + " im2col");
     const TensorView bias = bias_.defined() ? bias_.view() : TensorView();
-    cuda::ops::conv2d(x, weight_, bias_.defined() ? &bias : nullptr, options_, out, scratch, cublas, stream, name_);
+    if (!codes_) {
+      const std::size_t scratch_bytes = workspace_bytes(x.shape());
+      const TensorView scratch = scratch_bytes == 0 ? TensorView()
+                                                    : arena.take(Shape{static_cast<std::int64_t>(scratch_bytes)},
+                                                                 DType::u8, name_ + " im2col");
+      return cuda::ops::conv2d(x, weight_, bias_.defined() ? &bias : nullptr, options_, out, scratch, cublas, stream,
+                               name_);
+    }
+    const std::int64_t total = expected[0] * expected[2] * expected[3], chunk = code_chunk_rows(total);
+    for (std::int64_t first = 0; first < total; first += chunk) {
+      ArenaScope chunk_scope(arena);
+      const std::int64_t count = std::min(chunk, total - first);
+      const TensorView rows = arena.take(Shape{count, code_columns()}, DType::bf16, name_ + " im2row");
+      const TensorView products = arena.take(Shape{count, out_channels_}, DType::bf16, name_ + " rows");
+      const std::size_t linear_bytes = codes_->workspace_bytes(count);
+      const TensorView linear_scratch =
+          linear_bytes == 0
+              ? TensorView()
+              : arena.take(Shape{static_cast<std::int64_t>(linear_bytes)}, DType::u8, name_ + " linear scratch");
+      cuda::ops::im2row(x, kernel_, options_, first, rows, stream, name_);
+      cuda::quantized_linear(*codes_, rows, std::nullopt, products, linear_scratch, cublas, stream);
+      cuda::ops::rows_to_nchw(products, bias_.defined() ? &bias : nullptr, first, out, stream, name_);
+    }
   }
 
   const std::string& name() const { return name_; }
   std::int64_t in_channels() const { return in_channels_; }
   std::int64_t out_channels() const { return out_channels_; }
   bool dequantized_at_load() const { return dequantized_at_load_; }
+  bool runs_on_codes() const { return codes_.has_value(); }
+  // Bytes the layer holds on its device (codes or dense weight, bias).
+  std::size_t device_bytes() const {
+    const auto held = [](const Tensor& tensor) { return tensor.defined() ? tensor.nbytes() : std::size_t{0}; };
+    return held(weight_) + held(bias_) + (codes_ ? codes_->device_bytes() : std::size_t{0});
+  }
 
  private:
   // stored: the shape the checkpoint holds; as_conv: [O, C, k, k] on the device.
@@ -87,25 +125,49 @@ class Conv2d {
     layer.options_ = options;
     Tensor host_weight;
     if (auto quantized = weights.quantized(prefix, kind, stored)) {
-      // In bf16 with scales rounded to bf16 first: bit-exact with the reference's bf16 model (fixture README).
-      host_weight = quant::dequantize(*quantized, DType::bf16, quant::ScalePrecision::reference_compatible);
-      layer.dequantized_at_load_ = true;
+      // A conv's codes as a position-major Linear; a 1×1 conv stored as a Linear already is one.
+      std::optional<quant::QuantizedTensors> as_linear;
+      if (kind == quant::LayerKind::conv2d) as_linear = quant::conv2d_weight_as_linear(*quantized);
+      std::optional<detail::HostLinearCodes> codes;
+      if (kind == quant::LayerKind::linear)
+        codes = detail::linear_codes_of(*quantized);
+      else if (as_linear)
+        codes = detail::linear_codes_of(as_linear->view());
+      if (codes) {
+        layer.codes_.emplace(codes->codes, DType::bf16, device);
+      } else {
+        // In bf16 with scales rounded to bf16 first: bit-exact with the reference's bf16 model (fixture README).
+        host_weight = quant::dequantize(*quantized, DType::bf16, quant::ScalePrecision::reference_compatible);
+        layer.dequantized_at_load_ = true;
+      }
     } else {
       host_weight = weights.dense(layer.name_ + ".weight", stored);
     }
-    host_weight.reshape(as_conv);
-    layer.weight_ = detail::upload_bf16(host_weight, device, layer.name_ + ".weight");
+    if (host_weight.defined()) {
+      host_weight.reshape(as_conv);
+      layer.weight_ = detail::upload_bf16(host_weight, device, layer.name_ + ".weight");
+    }
     if (bias)
       layer.bias_ = detail::upload_bf16(weights.dense(layer.name_ + ".bias", Shape{layer.out_channels_}), device,
                                         layer.name_ + ".bias");
     return layer;
   }
 
+  // Output rows per im2row chunk when running on codes: the whole batch when its rows fit the same
+  // 64 MiB budget as conv2d's im2col columns, else a multiple of 8 rows.
+  std::int64_t code_chunk_rows(std::int64_t total) const {
+    const std::int64_t rows = cuda::ops::kernel_detail::conv_chunk_positions(
+        code_columns(), total, 2, cuda::ops::kernel_detail::conv_columns_budget_bytes);
+    return std::max<std::int64_t>(rows, std::min<std::int64_t>(8, total));
+  }
+  std::int64_t code_columns() const { return kernel_ * kernel_ * in_channels_; }
+
   std::string name_;
   std::int64_t in_channels_ = 0, out_channels_ = 0, kernel_ = 1;
   cuda::ops::Conv2dOptions options_;
   bool dequantized_at_load_ = false;
-  Tensor weight_;  // [O, C, k, k] bf16 on the device
+  Tensor weight_;  // [O, C, k, k] bf16 on the device (dense and fallback)
+  std::optional<cuda::QuantizedLinear> codes_;  // the codes as a position-major Linear [O, k·k·C]
   Tensor bias_;    // [O] bf16 on the device, or undefined
 };
 
