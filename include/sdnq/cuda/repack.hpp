@@ -20,6 +20,7 @@
 #include "sdnq/core/dtype.hpp"
 #include "sdnq/core/error.hpp"
 #include "sdnq/core/scalar.hpp"
+#include "sdnq/core/parallel.hpp"
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/cuda/detail/kernel_packed_codes.hpp"
 
@@ -130,23 +131,29 @@ void unpack_all_codes(const LinearCodes& w, std::vector<std::uint8_t>& codes) {
   codes.resize(static_cast<std::size_t>(numel));
   const int word_bytes = static_cast<int>(w.codes.element_size());  // 8 for int64 1-bit words
   const bool native_int8 = Bits == 8 && w.value == CodeValue::signed_integer;
-  for (std::int64_t block = 0; block < numel / Packing::block_codes; ++block) {
-    std::uint32_t words[Packing::block_words];
-    std::uint32_t block_codes[Packing::block_codes];
-    for (int k = 0; k < Packing::block_words; ++k)
-      words[k] = bytes[(block * Packing::block_words + k) * word_bytes];  // little-endian low byte
-    Packing::decode(words, block_codes);
-    for (int j = 0; j < Packing::block_codes; ++j) {
-      std::uint32_t code = block_codes[j];
-      if (native_int8) code ^= 0x80u;  // two's complement -> offset binary
-      codes[static_cast<std::size_t>(block * Packing::block_codes + j)] = static_cast<std::uint8_t>(code);
+  // Load-time work over every code of a model: on all host threads (disjoint blocks and rows).
+  parallel_for(0, numel / Packing::block_codes, std::int64_t{1} << 14, [&](std::int64_t first, std::int64_t last) {
+    for (std::int64_t block = first; block < last; ++block) {
+      std::uint32_t words[Packing::block_words];
+      std::uint32_t block_codes[Packing::block_codes];
+      for (int k = 0; k < Packing::block_words; ++k)
+        words[k] = bytes[(block * Packing::block_words + k) * word_bytes];  // little-endian low byte
+      Packing::decode(words, block_codes);
+      for (int j = 0; j < Packing::block_codes; ++j) {
+        std::uint32_t code = block_codes[j];
+        if (native_int8) code ^= 0x80u;  // two's complement -> offset binary
+        codes[static_cast<std::size_t>(block * Packing::block_codes + j)] = static_cast<std::uint8_t>(code);
+      }
     }
-  }
+  });
   if (w.transposed) {  // stored [K, N]: bring it to [N, K]
     std::vector<std::uint8_t> rows(codes.size());
-    for (std::int64_t c = 0; c < w.in_features; ++c)
-      for (std::int64_t o = 0; o < w.out_features; ++o)
-        rows[static_cast<std::size_t>(o * w.in_features + c)] = codes[static_cast<std::size_t>(c * w.out_features + o)];
+    parallel_for(0, w.out_features, 16, [&](std::int64_t first, std::int64_t last) {
+      for (std::int64_t o = first; o < last; ++o)
+        for (std::int64_t c = 0; c < w.in_features; ++c)
+          rows[static_cast<std::size_t>(o * w.in_features + c)] =
+              codes[static_cast<std::size_t>(c * w.out_features + o)];
+    });
     codes.swap(rows);
   }
 }
@@ -203,14 +210,17 @@ GemvWeightsHost repack_for_gemv(const LinearCodes& w) {
   out.dtype = dtype_of_v<T>;
   out.codes = Tensor::zeros(Shape{n, k / 32, w.bits}, DType::u32);
   auto* words = out.codes.data_as<std::uint32_t>();
-  for (std::int64_t row = 0; row < n; ++row)
-    for (std::int64_t c = 0; c < k; ++c) {
-      const std::uint64_t bit = static_cast<std::uint64_t>(c % 32) * static_cast<std::uint64_t>(w.bits);
-      const std::uint64_t code = codes[static_cast<std::size_t>(row * k + c)];
-      std::uint32_t* chunk = words + (row * (k / 32) + c / 32) * w.bits;
-      chunk[bit / 32] |= static_cast<std::uint32_t>(code << (bit % 32));
-      if (bit % 32 + static_cast<std::uint64_t>(w.bits) > 32) chunk[bit / 32 + 1] |= static_cast<std::uint32_t>(code >> (32 - bit % 32));
-    }
+  parallel_for(0, n, 16, [&](std::int64_t first, std::int64_t last) {  // rows own their words
+    for (std::int64_t row = first; row < last; ++row)
+      for (std::int64_t c = 0; c < k; ++c) {
+        const std::uint64_t bit = static_cast<std::uint64_t>(c % 32) * static_cast<std::uint64_t>(w.bits);
+        const std::uint64_t code = codes[static_cast<std::size_t>(row * k + c)];
+        std::uint32_t* chunk = words + (row * (k / 32) + c / 32) * w.bits;
+        chunk[bit / 32] |= static_cast<std::uint32_t>(code << (bit % 32));
+        if (bit % 32 + static_cast<std::uint64_t>(w.bits) > 32)
+          chunk[bit / 32 + 1] |= static_cast<std::uint32_t>(code >> (32 - bit % 32));
+      }
+  });
 
   const std::int64_t groups = k / group_size;
   out.group_params = Tensor::empty(Shape{n, groups, 2}, dtype_of_v<T>);

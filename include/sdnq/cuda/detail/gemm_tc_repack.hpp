@@ -21,6 +21,7 @@
 
 #include "sdnq/core/dtype.hpp"
 #include "sdnq/core/error.hpp"
+#include "sdnq/core/parallel.hpp"
 #include "sdnq/core/scalar.hpp"
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/cuda/repack.hpp"
@@ -107,13 +108,16 @@ GemmTcWeightsHost repack_for_gemm_tc(const LinearCodes& w) {
   out.dtype = dtype_of_v<T>;
   out.codes = Tensor::zeros(Shape{k / 64, n / 16, 32, w.bits}, DType::u32);
   auto* words = out.codes.data_as<std::uint32_t>();
-  for (std::int64_t row = 0; row < n; ++row)
-    for (std::int64_t c = 0; c < k; ++c) {
-      std::int64_t word = 0;
-      int shift = 0;
-      detail::gemm_tc_code_position(w.bits, row, c, n, word, shift);
-      words[word] |= static_cast<std::uint32_t>(codes[static_cast<std::size_t>(row * k + c)]) << shift;
-    }
+  // On all host threads: each 16-row block of N owns its words.
+  parallel_for(0, n / 16, 1, [&](std::int64_t first, std::int64_t last) {
+    for (std::int64_t row = first * 16; row < last * 16; ++row)
+      for (std::int64_t c = 0; c < k; ++c) {
+        std::int64_t word = 0;
+        int shift = 0;
+        detail::gemm_tc_code_position(w.bits, row, c, n, word, shift);
+        words[word] |= static_cast<std::uint32_t>(codes[static_cast<std::size_t>(row * k + c)]) << shift;
+      }
+  });
 
   const std::int64_t groups = k / group_size;
   out.group_params = Tensor::empty(Shape{groups, n, 2}, dtype_of_v<T>);
