@@ -1,8 +1,10 @@
 #pragma once
 // The AutoencoderKL's building blocks on the GPU in bf16, loaded under the CPU blocks' names
-// (nn/models/detail/resnet_block.hpp, resnet_sampling.hpp, vae_mid_block.hpp give the math):
-//   VaeGroupNorm        GroupNorm(+SiLU) with its weight and bias on the device
-//   VaeResnetBlock      norm1, SiLU, conv1, norm2, SiLU, conv2, + shortcut (1×1 conv when channels change)
+// (nn/models/detail/resnet_block.hpp, resnet_sampling.hpp, vae_mid_block.hpp give the math); the GPU
+// UNet (nn/gpu/unet.cuh) runs its resnets, samplers and GroupNorms through the same classes:
+//   VaeGroupNorm        GroupNorm(+SiLU) with its weight and bias on the device (eps: the VAE's 1e-6 or given)
+//   VaeResnetBlock      norm1, SiLU, conv1 [+ time bias], norm2, SiLU, conv2, + shortcut (1×1 conv when
+//                       channels change); the UNet passes its time_emb_proj output as the time bias
 //   VaeUpsample         nearest ×2, 3×3 conv          VaeDownsample   3×3 stride-2 conv (padding 0: bottom/right)
 //   VaeMidBlock         resnet, spatial attention (optional), resnet
 // Memory: a pass cycles through three activation buffers (VaeBuffers), each as large as the largest
@@ -63,13 +65,14 @@ struct VaeBuffers {
 class VaeGroupNorm {
  public:
   static VaeGroupNorm load(WeightLoader& weights, const std::string& prefix, int groups, std::int64_t channels,
-                           int device) {
+                           int device, float eps = vae_norm_eps) {
     SDNQ_REQUIRE(groups >= 1 && channels % groups == 0, ConfigError, "GroupNorm '{}': {} groups must divide {} channels",
                  prefix, groups, channels);
     VaeGroupNorm norm;
     norm.name_ = prefix;
     norm.groups_ = groups;
     norm.channels_ = channels;
+    norm.eps_ = eps;
     norm.weight_ = upload_bf16(weights.dense(prefix + ".weight", Shape{channels}), device, prefix + ".weight");
     norm.bias_ = upload_bf16(weights.dense(prefix + ".bias", Shape{channels}), device, prefix + ".bias");
     return norm;
@@ -91,24 +94,25 @@ class VaeGroupNorm {
         scratch_bytes == 0
             ? TensorView()
             : arena.take(Shape{static_cast<std::int64_t>(scratch_bytes)}, DType::u8, name_ + " partial statistics");
-    cuda::ops::group_norm(x, groups_, &weight, &bias, vae_norm_eps, out, silu, scratch, stream);
+    cuda::ops::group_norm(x, groups_, &weight, &bias, eps_, out, silu, scratch, stream);
   }
 
  private:
   std::string name_;
   int groups_ = 32;
   std::int64_t channels_ = 0;
+  float eps_ = vae_norm_eps;
   Tensor weight_, bias_;  // [C] bf16 on the device
 };
 
 class VaeResnetBlock {
  public:
   static VaeResnetBlock load(WeightLoader& weights, const std::string& prefix, std::int64_t in_channels,
-                             std::int64_t out_channels, int groups, int device) {
+                             std::int64_t out_channels, int groups, int device, float eps = vae_norm_eps) {
     VaeResnetBlock block;
-    block.norm1_ = VaeGroupNorm::load(weights, prefix + ".norm1", groups, in_channels, device);
+    block.norm1_ = VaeGroupNorm::load(weights, prefix + ".norm1", groups, in_channels, device, eps);
     block.conv1_ = Conv2d::load(weights, prefix + ".conv1", in_channels, out_channels, 3, vae_same_3x3, device);
-    block.norm2_ = VaeGroupNorm::load(weights, prefix + ".norm2", groups, out_channels, device);
+    block.norm2_ = VaeGroupNorm::load(weights, prefix + ".norm2", groups, out_channels, device, eps);
     block.conv2_ = Conv2d::load(weights, prefix + ".conv2", out_channels, out_channels, 3, vae_same_3x3, device);
     if (in_channels != out_channels)
       block.shortcut_ = Conv2d::load(weights, prefix + ".conv_shortcut", in_channels, out_channels, 1, {}, device);
@@ -128,12 +132,16 @@ class VaeResnetBlock {
     return out;
   }
 
-  void forward(const VaeBuffers& b, const Shape& x_shape, const VaeRun& run) const {
+  // time_bias: the UNet's time_emb_proj(SiLU(temb)) [N, out], added per channel after conv1 (the
+  // projection is a Linear the UNet holds, so the VAE's unit does not compile the GEMM kernels).
+  void forward(const VaeBuffers& b, const Shape& x_shape, const VaeRun& run,
+               const TensorView* time_bias = nullptr) const {
     const Shape out_shape = conv1_->output_shape(x_shape);
     const TensorView x = b.at(b.current, x_shape);
     norm1_->forward(x, b.at(b.spare, x_shape), true, run.arena, run.stream);
     const TensorView h = b.at(b.extra, out_shape);
     conv1_->forward(b.at(b.spare, x_shape), h, run.arena, run.cublas, run.stream);
+    if (time_bias != nullptr) cuda::ops::add_channel_vector(h, *time_bias, h, run.stream);
     norm2_->forward(h, h, true, run.arena, run.stream);
     const TensorView update = b.at(b.spare, out_shape);
     conv2_->forward(h, update, run.arena, run.cublas, run.stream);
