@@ -30,26 +30,27 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <map>
-#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "bench_harness.cuh"
+#include "bench_model_step.cuh"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/workspace.hpp"
-#include "sdnq/format/storage_type.hpp"
 #include "sdnq/nn/gpu/flux.cuh"
 #include "sdnq/nn/weights.hpp"
-#include "sdnq/quant/quantize.hpp"
 
 namespace {
 
 using namespace sdnq;
+using sdnq_bench::gib;
+using sdnq_bench::median;
+using sdnq_bench::median_ms;
+using sdnq_bench::seconds_since;
+using sdnq_bench::used_device_bytes;
+using sdnq_bench::Variant;
 
 // black-forest-labs/FLUX.1-dev, transformer/config.json (axes_dims_rope is the constructor default).
 constexpr const char* flux_dev_config = R"({
@@ -68,10 +69,6 @@ constexpr const char* flux_dev_config = R"({
 
 constexpr std::int64_t image_tokens = 4096, text_tokens = 512, latent_side = 64;  // 1024 px / 8 / 2
 constexpr int warmup_steps = 2, timed_steps = 10;
-constexpr double gib = 1024.0 * 1024.0 * 1024.0;
-
-enum class Variant { bf16, int8_qmm, uint4_svd32 };
-
 struct Goal {
   double step_ms, peak_gib;  // peak_gib 0: none stated
 };
@@ -144,32 +141,6 @@ FluxStateDict flux_state_dict(const nlohmann::json& config) {
   return sd;
 }
 
-// Uniform in [-bound, bound), from a counter-based hash (fast, reproducible).
-std::shared_ptr<const Tensor> random_host(const Shape& shape, float bound, std::uint64_t seed) {
-  Tensor t = Tensor::empty(shape, DType::f32);
-  float* values = t.data_as<float>();
-  for (std::int64_t i = 0; i < t.numel(); ++i) {
-    std::uint64_t z = (static_cast<std::uint64_t>(i) + seed * 0x632BE59BD9B4E5ull) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    values[i] = bound * (static_cast<float>((z ^ (z >> 31)) >> 40) * (2.0f / 16777216.0f) - 1.0f);
-  }
-  return std::make_shared<const Tensor>(std::move(t));
-}
-
-quant::LayerOptions options_of(Variant v) {
-  quant::LayerOptions options;
-  if (v == Variant::int8_qmm) {
-    options.weights_type = &format::storage_type("int8");
-    options.use_quantized_matmul = true;
-  } else {
-    options.weights_type = &format::storage_type("uint4");
-    options.use_svd = true;
-    options.svd_rank = 32;
-  }
-  return options;
-}
-
 // The FLUX.1-dev component with random weights: one weight per distinct shape (quantized once for the
 // quantized variants), biases and norm weights likewise shared per shape.
 nn::InMemoryComponent flux_component(Variant variant) {
@@ -177,64 +148,10 @@ nn::InMemoryComponent flux_component(Variant variant) {
   component.config = nlohmann::json::parse(flux_dev_config);
   component.label = "FLUX.1-dev transformer (random weights)";
   const FluxStateDict sd = flux_state_dict(component.config);
-  std::map<std::pair<std::int64_t, std::int64_t>, std::shared_ptr<const Tensor>> weights;
-  std::map<std::pair<std::int64_t, std::int64_t>, std::shared_ptr<const quant::QuantizedTensors>> quantized;
-  std::map<std::int64_t, std::shared_ptr<const Tensor>> vectors;
-  std::uint64_t seed = 1;
-  for (const LinearEntry& l : sd.linears) {
-    const auto shape = std::make_pair(l.out, l.in);
-    const float bound = 1.0f / std::sqrt(static_cast<float>(l.in));
-    if (!weights.count(shape)) weights[shape] = random_host(Shape{l.out, l.in}, bound, seed++);
-    if (!vectors.count(l.out)) vectors[l.out] = random_host(Shape{l.out}, bound, seed++);
-    component.dense[l.prefix + ".bias"] = vectors[l.out];
-    if (variant == Variant::bf16 || !l.quantizable) {
-      component.dense[l.prefix + ".weight"] = weights[shape];
-      continue;
-    }
-    if (!quantized.count(shape)) {
-      quant::QuantizeControls controls;
-      controls.layer_name = l.prefix;
-      controls.seed = seed++;
-      quantized[shape] = std::make_shared<const quant::QuantizedTensors>(quant::quantize_weight(
-          weights[shape]->view(), quant::LayerKind::linear, options_of(variant), DType::bf16, controls));
-    }
-    component.quantized[l.prefix] = quantized[shape];
-  }
-  const auto head_norm = random_host(Shape{128}, 0.1f, seed++);
-  for (const std::string& name : sd.head_norms) component.dense[name] = head_norm;
+  sdnq_bench::RandomWeights random(component, variant);
+  for (const LinearEntry& l : sd.linears) random.linear(l.prefix, l.out, l.in, true, l.quantizable);
+  for (const std::string& name : sd.head_norms) random.tensor(name, Shape{128}, 0.1f);
   return component;
-}
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-std::size_t used_device_bytes() {
-  std::size_t free_bytes = 0, total_bytes = 0;
-  SDNQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-  return total_bytes - free_bytes;
-}
-
-double median(std::vector<double> samples) {
-  std::sort(samples.begin(), samples.end());
-  return samples[samples.size() / 2];
-}
-
-// Median over `repeats` of the milliseconds `work()` takes on the default stream.
-template <class Work>
-double median_ms(int repeats, Work&& work) {
-  sdnq_bench::Timer timer;
-  std::vector<double> samples;
-  for (int r = 0; r < repeats; ++r) {
-    SDNQ_CUDA_CHECK(cudaEventRecord(timer.start));
-    work();
-    SDNQ_CUDA_CHECK(cudaEventRecord(timer.stop));
-    SDNQ_CUDA_CHECK(cudaEventSynchronize(timer.stop));
-    float ms = 0.0f;
-    SDNQ_CUDA_CHECK(cudaEventElapsedTime(&ms, timer.start, timer.stop));
-    samples.push_back(ms);
-  }
-  return median(samples);
 }
 
 struct StepInputs {
