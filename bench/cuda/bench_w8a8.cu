@@ -6,8 +6,10 @@
 // Second baseline: cuBLASLt int8 (int32 out) and e4m3 (bf16 out) on PRE-quantized operands — a bare
 // 8-bit GEMM without any quantization or scaling, so a lower bound for a library route.
 // Also forced tiles to tune the heuristic (cuda::W8A8TileChoice: 1 large 128×128 mma.sync; 4 / 5:
-// cp.async wgmma 128×128 / 128×256; 6 / 7: TMA + mbarrier warp-specialized wgmma 128×128 / 128×256):
-// int8 tiles 5, 6, 7 at M ≥ 1024 and 4, 6, 7 at M = 512; e4m3 tiles 1 (mma.sync) and 6 at M ≥ 512.
+// cp.async wgmma 128×128 / 128×256; 6 / 7: TMA + mbarrier warp-specialized wgmma 128×128 / 128×256 on
+// a persistent grid; 8 / 9: the same kernel with one block per tile): int8 tiles 6-9 at M ≥ 512;
+// e4m3 tiles 1 (mma.sync), 6 and 8 at M ≥ 512. The *_prequantized rows time the TMA kernel alone on
+// codes quantized beforehand (W8A8Params::codes_ready): what the fused quantization costs.
 // Run: bench_w8a8 --benchmark_min_time=0.05s
 #include <benchmark/benchmark.h>
 #include <cublasLt.h>
@@ -28,7 +30,8 @@ namespace {
 
 using namespace sdnq_bench;
 
-// state.range: M, N, K, kind (0 int8, 1 e4m3), forced tile (−1: gemm_w8a8 chooses).
+// state.range: M, N, K, kind (0 int8, 1 e4m3), forced tile (−1: gemm_w8a8 chooses), codes ready (1:
+// time only the TMA kernel on x quantized by one gemm_w8a8 call before).
 void bench_w8a8(benchmark::State& state) {
   const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)),
             k = static_cast<int>(state.range(2));
@@ -57,8 +60,17 @@ void bench_w8a8(benchmark::State& state) {
   std::optional<sdnq::cuda::W8A8TileChoice> tile;
   if (state.range(4) >= 0) tile = static_cast<sdnq::cuda::W8A8TileChoice>(state.range(4));
   try {
+    const bool codes_ready = state.range(5) == 1;
+    int multiprocessors = 0;
+    SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, 0));
+    if (codes_ready) sdnq::cuda::gemm_w8a8(weights[0], x, sdnq::TensorView(bias), y, workspace, nullptr, tile);
     const double us = time_median_us(state, copies, [&](int c) {
-      sdnq::cuda::gemm_w8a8(weights[c], x, sdnq::TensorView(bias), y, workspace, nullptr, tile);
+      if (!codes_ready) return sdnq::cuda::gemm_w8a8(weights[c], x, sdnq::TensorView(bias), y, workspace, nullptr, tile);
+      namespace detail = sdnq::cuda::kernel_detail;
+      detail::W8A8Params p = detail::w8a8_params(weights[c], x, sdnq::TensorView(bias), y, workspace);
+      p.codes_ready = true;
+      detail::dispatch_gemm_w8a8(weights[c], *tile, p, multiprocessors, nullptr);
+      SDNQ_CUDA_CHECK(cudaGetLastError());
     });
     report(state, us, 2.0 * m * n * k, bytes);
     const auto it = cublas_microseconds().find({m, n, k});
@@ -140,28 +152,30 @@ void register_all() {
     for (const auto& [n, k] : shapes) {
       const std::string shape = "/M" + std::to_string(m) + "/N" + std::to_string(n) + "/K" + std::to_string(k);
       benchmark::RegisterBenchmark(("cublas_bf16" + shape).c_str(), bench_cublas)->Args({m, n, k})->UseManualTime();
-      benchmark::RegisterBenchmark(("w8a8_int8" + shape).c_str(), bench_w8a8)->Args({m, n, k, 0, -1})->UseManualTime();
-      benchmark::RegisterBenchmark(("w8a8_fp8" + shape).c_str(), bench_w8a8)->Args({m, n, k, 1, -1})->UseManualTime();
+      benchmark::RegisterBenchmark(("w8a8_int8" + shape).c_str(), bench_w8a8)
+          ->Args({m, n, k, 0, -1, 0})
+          ->UseManualTime();
+      benchmark::RegisterBenchmark(("w8a8_fp8" + shape).c_str(), bench_w8a8)->Args({m, n, k, 1, -1, 0})->UseManualTime();
       benchmark::RegisterBenchmark(("cublaslt_int8_prequantized" + shape).c_str(), bench_cublaslt)
           ->Args({m, n, k, 0})
           ->UseManualTime();
       benchmark::RegisterBenchmark(("cublaslt_fp8_prequantized" + shape).c_str(), bench_cublaslt)
           ->Args({m, n, k, 1})
           ->UseManualTime();
-      std::vector<int> tiles;  // forced int8 tiles (see the file comment)
-      if (m >= 1024)
-        tiles = {5, 6, 7};
-      else if (m > 32)
-        tiles = {4, 6, 7};
-      for (const int tile : tiles)
+      if (m <= 32) continue;
+      for (const int tile : {6, 7, 8, 9}) {  // forced int8 tiles (see the file comment)
         benchmark::RegisterBenchmark(("w8a8_int8_tile" + std::to_string(tile) + shape).c_str(), bench_w8a8)
-            ->Args({m, n, k, 0, tile})
+            ->Args({m, n, k, 0, tile, 0})
             ->UseManualTime();
-      for (const int tile : {1, 6})
-        if (m > 32)
-          benchmark::RegisterBenchmark(("w8a8_fp8_tile" + std::to_string(tile) + shape).c_str(), bench_w8a8)
-              ->Args({m, n, k, 1, tile})
-              ->UseManualTime();
+        benchmark::RegisterBenchmark(("w8a8_int8_prequantized_tile" + std::to_string(tile) + shape).c_str(),
+                                     bench_w8a8)
+            ->Args({m, n, k, 0, tile, 1})
+            ->UseManualTime();
+      }
+      for (const int tile : {1, 6, 8})
+        benchmark::RegisterBenchmark(("w8a8_fp8_tile" + std::to_string(tile) + shape).c_str(), bench_w8a8)
+            ->Args({m, n, k, 1, tile, 0})
+            ->UseManualTime();
     }
 }
 

@@ -8,15 +8,17 @@
 // or float8_e4m3fn (fp32 accumulation, promoted every 128 inputs) from an SDNQ checkpoint, repacked
 // at load time by detail/w8a8_repack.hpp. mma.sync m16n8k32 on sm_80+ (int8) and sm_89+ (e4m3)
 // (detail/w8a8_kernel.cuh), used for M ≤ 32 everywhere and for all M off Hopper; on Hopper with an
-// sm_90a build and M > 32: a warp-specialized kernel (detail/w8a8_tma.cuh) with a TMA producer warp,
-// an mbarrier-guarded shared-memory ring and two wgmma consumer warpgroups (int8 128×256 / 128×128,
-// e4m3 128×128 with fp32 promotion every 128 inputs: relative L2 error ≤ 1e-2 instead of bit-exact).
+// sm_90a build and M > 32: a warp-specialized persistent kernel (detail/w8a8_tma.cuh) with a TMA
+// producer warp, an mbarrier-guarded shared-memory ring, two wgmma consumer warpgroups and spare
+// producer warps quantizing later tiles' activation rows ahead (int8 128×256 / 128×128, e4m3 128×128
+// with fp32 promotion every 128 inputs: relative L2 error ≤ 1e-2 instead of bit-exact).
 // Measured on the H100 (bench/cuda/bench_w8a8.cu, quantization included, FLUX shapes), M = 4096:
-// int8 0.90-1.24x cuBLAS bf16, e4m3 0.75-0.99x; M = 512: int8 and e4m3 0.64-0.93x; cuBLASLt's bare
-// 8-bit GEMMs reach ~1.6-1.9x at M = 4096. Not yet at the 1.7x goal (issue #5): one tile per block
-// (no persistent scheduling: the prologue and epilogue do not overlap the next tile's main loop),
-// and every block streams its own A and B tiles (clusters of 2 sharing B by TMA multicast were
-// measured 1.5x slower in a first attempt and are not shipped).
+// int8 1.04-1.32x cuBLAS bf16, e4m3 0.89-1.05x; M = 512: int8 0.59-1.02x; cuBLASLt's bare 8-bit
+// GEMMs reach ~1.7-2.0x at M = 4096. Not yet at the 1.7x goal (issue #5): on codes quantized
+// beforehand the kernel reaches 1.3-1.9x, so the fused quantization (latency-bound warps, x read
+// twice) costs 12-143 µs at M = 4096, and with K = 3072 the epilogue (not overlapped with the next
+// tile's MMAs) keeps the main loop below cuBLASLt's. Clusters of 2 sharing B by TMA multicast were
+// measured 1.5-2x slower in two attempts and are not shipped.
 // Numerics equal the CPU reference (quant/activation_quant.hpp, quant/detail/layers_qmm.hpp): same
 // scale formula, IEEE division, round-half-even, clamps; all-zero rows give exact zeros (+ bias) and
 // a row holding NaN/inf only affects its own outputs. Kernel: detail/w8a8_kernel.cuh.
@@ -76,10 +78,22 @@ inline W8A8WeightsDevice upload_w8a8_weights(const W8A8WeightsHost& host, int de
 // when large tiles would leave SMs idle; 128×128 (8 warps, 64×32 per warp; two blocks per SM for
 // int8); 128×256 (64×64 per warp) for int8 at large M and N.
 // On sm_90a builds running on Hopper, M > 32 takes the warp-specialized TMA + wgmma kernel
-// (detail/w8a8_tma.cuh): int8 128×256 once those tiles fill the SMs, else 128×128; e4m3 128×128.
-// wgmma_128 / wgmma_256 are the earlier cp.async wgmma kernel (int8, detail/w8a8_wgmma.cuh), kept
-// for comparison.
-enum class W8A8TileChoice { small, large, huge, narrow, wgmma_128, wgmma_256, tma_128, tma_256 };
+// (detail/w8a8_tma.cuh) on a persistent grid (one block per SM walking the tiles): int8 128×256 once
+// those tiles fill the SMs, else 128×128; e4m3 128×128. tma_128_per_tile / tma_256_per_tile launch
+// the same kernel with one block per tile, and wgmma_128 / wgmma_256 are the earlier cp.async wgmma
+// kernel (int8, detail/w8a8_wgmma.cuh), all kept for comparison.
+enum class W8A8TileChoice {
+  small,
+  large,
+  huge,
+  narrow,
+  wgmma_128,
+  wgmma_256,
+  tma_128,
+  tma_256,
+  tma_128_per_tile,
+  tma_256_per_tile
+};
 
 namespace kernel_detail {
 
@@ -154,9 +168,10 @@ void launch_gemm_w8a8(const W8A8Params& p, cudaStream_t stream) {
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }
 
-// Launches the TMA kernel: tensor maps of the workspace codes [M, K] and the weight codes [N, K].
+// Launches the TMA kernel: tensor maps of the workspace codes [M, K] and the weight codes [N, K];
+// `blocks_at_most` caps the grid (the SM count: persistent blocks; 0: one block per tile).
 template <class T, W8A8Operand Operand, class Tile>
-void launch_gemm_w8a8_tma(const W8A8Params& p, cudaStream_t stream) {
+void launch_gemm_w8a8_tma(const W8A8Params& p, int blocks_at_most, cudaStream_t stream) {
   auto* kernel = gemm_w8a8_tma_kernel<T, Operand, Tile>;
   static std::atomic<std::uint64_t> opted_in{0};  // a static per template instantiation
   int device = 0;
@@ -168,21 +183,27 @@ void launch_gemm_w8a8_tma(const W8A8Params& p, cudaStream_t stream) {
   }
   const CUtensorMap a_map = byte_matrix_tensor_map(p.x_codes, p.m, p.k, Tile::BM, "the quantized activations");
   const CUtensorMap b_map = byte_matrix_tensor_map(p.w, p.n, p.k, Tile::BN, "the weight codes");
-  const auto blocks = static_cast<unsigned>(ceil_div(p.n, Tile::BN) * ceil_div(p.m, Tile::BM));
-  kernel<<<blocks, Tile::threads, Tile::shared_bytes, stream>>>(p, a_map, b_map);
+  std::int64_t blocks = ceil_div(p.n, Tile::BN) * ceil_div(p.m, Tile::BM);
+  if (blocks_at_most > 0) blocks = std::min<std::int64_t>(blocks, blocks_at_most);
+  kernel<<<static_cast<unsigned>(blocks), Tile::threads, Tile::shared_bytes, stream>>>(p, a_map, b_map);
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }
 
 template <class T, W8A8Operand Operand>
-void dispatch_gemm_w8a8(W8A8TileChoice tile, const W8A8Params& p, cudaStream_t stream) {
-  if (tile == W8A8TileChoice::tma_128) return launch_gemm_w8a8_tma<T, Operand, W8A8TileTma128>(p, stream);
+void dispatch_gemm_w8a8(W8A8TileChoice tile, const W8A8Params& p, int multiprocessors, cudaStream_t stream) {
+  if (tile == W8A8TileChoice::tma_128)
+    return launch_gemm_w8a8_tma<T, Operand, W8A8TileTma128>(p, multiprocessors, stream);
+  if (tile == W8A8TileChoice::tma_128_per_tile) return launch_gemm_w8a8_tma<T, Operand, W8A8TileTma128>(p, 0, stream);
   if (tile == W8A8TileChoice::narrow) return launch_gemm_w8a8<T, Operand, W8A8TileNarrow>(p, stream);
   if (tile == W8A8TileChoice::small) return launch_gemm_w8a8<T, Operand, W8A8TileSmall>(p, stream);
   if constexpr (Operand == W8A8Operand::int8) {
     if (tile == W8A8TileChoice::wgmma_128) return launch_gemm_w8a8<T, Operand, W8A8TileWgmma128, true>(p, stream);
     if (tile == W8A8TileChoice::huge) return launch_gemm_w8a8<T, Operand, W8A8TileHuge>(p, stream);
     if (tile == W8A8TileChoice::wgmma_256) return launch_gemm_w8a8<T, Operand, W8A8TileWgmma256, true>(p, stream);
-    if (tile == W8A8TileChoice::tma_256) return launch_gemm_w8a8_tma<T, Operand, W8A8TileTma256>(p, stream);
+    if (tile == W8A8TileChoice::tma_256)
+      return launch_gemm_w8a8_tma<T, Operand, W8A8TileTma256>(p, multiprocessors, stream);
+    if (tile == W8A8TileChoice::tma_256_per_tile)
+      return launch_gemm_w8a8_tma<T, Operand, W8A8TileTma256>(p, 0, stream);
     return launch_gemm_w8a8<T, Operand, W8A8TileLargeInt8>(p, stream);
   } else {
     return launch_gemm_w8a8<T, Operand, W8A8TileLargeFp8>(p, stream);
@@ -216,6 +237,43 @@ inline W8A8Workspace w8a8_workspace_layout(std::int64_t tokens, std::int64_t in_
   const auto row_tiles = static_cast<std::size_t>(ceil_div(tokens, w8a8_smallest_tile_rows));
   layout.bytes = layout.counters + 2 * row_tiles * sizeof(int);
   return layout;
+}
+
+// The kernel parameters of gemm_w8a8 (arguments checked by the caller).
+inline W8A8Params w8a8_params(const W8A8Weights& w, TensorView x, std::optional<TensorView> bias, TensorView y,
+                              TensorView workspace) {
+  const W8A8Workspace layout = w8a8_workspace_layout(x.size(0), w.in_features);
+  auto* base = static_cast<std::uint8_t*>(workspace.data());
+  W8A8Params p{};
+  p.x = x.data();
+  p.w = w.codes;
+  p.w_scale = w.scale;
+  p.bias = bias ? bias->data() : nullptr;
+  p.y = y.data();
+  p.x_codes = base + layout.codes;
+  p.x_scale = reinterpret_cast<float*>(base + layout.scales);
+  p.row_claims = reinterpret_cast<int*>(base + layout.counters);
+  p.rows_done = p.row_claims + ceil_div(x.size(0), w8a8_smallest_tile_rows);
+  p.m = static_cast<int>(x.size(0));
+  p.n = static_cast<int>(w.out_features);
+  p.k = static_cast<int>(w.in_features);
+  p.scale_in_activation_dtype = w.scale_dtype != DType::f32;
+  return p;
+}
+
+inline void dispatch_gemm_w8a8(const W8A8Weights& w, W8A8TileChoice tile, const W8A8Params& p, int multiprocessors,
+                               cudaStream_t stream) {
+  if (w.dtype == DType::bf16) {
+    if (w.kind == W8A8Kind::int8)
+      dispatch_gemm_w8a8<__nv_bfloat16, W8A8Operand::int8>(tile, p, multiprocessors, stream);
+    else
+      dispatch_gemm_w8a8<__nv_bfloat16, W8A8Operand::float8_e4m3fn>(tile, p, multiprocessors, stream);
+  } else {
+    if (w.kind == W8A8Kind::int8)
+      dispatch_gemm_w8a8<__half, W8A8Operand::int8>(tile, p, multiprocessors, stream);
+    else
+      dispatch_gemm_w8a8<__half, W8A8Operand::float8_e4m3fn>(tile, p, multiprocessors, stream);
+  }
 }
 
 }  // namespace kernel_detail
@@ -294,9 +352,11 @@ inline void gemm_w8a8(const W8A8Weights& w, TensorView x, std::optional<TensorVi
   const W8A8TileChoice chosen =
       tile ? *tile : choose_w8a8_tile(w.kind, tokens, w.out_features, multiprocessors, shared_optin, wgmma);
   const bool wgmma_tile = chosen == W8A8TileChoice::wgmma_128 || chosen == W8A8TileChoice::wgmma_256 ||
-                          chosen == W8A8TileChoice::tma_128 || chosen == W8A8TileChoice::tma_256;
+                          chosen == W8A8TileChoice::tma_128 || chosen == W8A8TileChoice::tma_256 ||
+                          chosen == W8A8TileChoice::tma_128_per_tile || chosen == W8A8TileChoice::tma_256_per_tile;
   const bool int8_only_tile = chosen == W8A8TileChoice::huge || chosen == W8A8TileChoice::wgmma_128 ||
-                              chosen == W8A8TileChoice::wgmma_256 || chosen == W8A8TileChoice::tma_256;
+                              chosen == W8A8TileChoice::wgmma_256 || chosen == W8A8TileChoice::tma_256 ||
+                              chosen == W8A8TileChoice::tma_256_per_tile;
   SDNQ_REQUIRE(
       chosen != W8A8TileChoice::huge || (w.kind == W8A8Kind::int8 && W8A8TileHuge::shared_bytes <= shared_optin),
       UnsupportedError, "gemm_w8a8: the 128x256 tile is int8 only and needs {} bytes of shared memory",
@@ -312,35 +372,10 @@ inline void gemm_w8a8(const W8A8Weights& w, TensorView x, std::optional<TensorVi
                "gemm_w8a8: the wgmma tiles need {} bytes of shared memory per block, cuda:{} has {}",
                wgmma_shared_bytes, device, shared_optin);
 
-  auto* base = static_cast<std::uint8_t*>(workspace.data());
+  const W8A8Params p = w8a8_params(w, x, bias, y, workspace);
   const std::int64_t row_tiles = ceil_div(tokens, w8a8_smallest_tile_rows);
-  W8A8Params p{};
-  p.x = x.data();
-  p.w = w.codes;
-  p.w_scale = w.scale;
-  p.bias = bias ? bias->data() : nullptr;
-  p.y = y.data();
-  p.x_codes = base + layout.codes;
-  p.x_scale = reinterpret_cast<float*>(base + layout.scales);
-  p.row_claims = reinterpret_cast<int*>(base + layout.counters);
-  p.rows_done = p.row_claims + row_tiles;
-  p.m = static_cast<int>(tokens);
-  p.n = static_cast<int>(w.out_features);
-  p.k = static_cast<int>(w.in_features);
-  p.scale_in_activation_dtype = w.scale_dtype != DType::f32;
   SDNQ_CUDA_CHECK(cudaMemsetAsync(p.row_claims, 0, 2 * static_cast<std::size_t>(row_tiles) * sizeof(int), stream));
-
-  if (w.dtype == DType::bf16) {
-    if (w.kind == W8A8Kind::int8)
-      dispatch_gemm_w8a8<__nv_bfloat16, W8A8Operand::int8>(chosen, p, stream);
-    else
-      dispatch_gemm_w8a8<__nv_bfloat16, W8A8Operand::float8_e4m3fn>(chosen, p, stream);
-  } else {
-    if (w.kind == W8A8Kind::int8)
-      dispatch_gemm_w8a8<__half, W8A8Operand::int8>(chosen, p, stream);
-    else
-      dispatch_gemm_w8a8<__half, W8A8Operand::float8_e4m3fn>(chosen, p, stream);
-  }
+  dispatch_gemm_w8a8(w, chosen, p, multiprocessors, stream);
 }
 
 SDNQ_KERNEL_NAMESPACE_END

@@ -59,17 +59,21 @@ __device__ __forceinline__ void load_code_rows_async(std::uint8_t* tile, const s
   }
 }
 
-// (row tile, column tile) of this block. Grouped order over a 1-D grid: consecutive blocks walk 8 row
-// tiles of one column tile, then the next column tile, so a wave reuses its weight tiles and its
-// activation rows from L2.
-template <int BM, int BN>
-__device__ __forceinline__ int2 block_tile(const W8A8Params& p) {
+// (row tile, column tile) of output tile `index` of a row_tiles × col_tiles grid. Grouped order: consecutive indices walk 8 row tiles
+// of one column tile, then the next column tile, so the tiles in flight at one time (a wave of blocks,
+// or the current tiles of a persistent grid) reuse their weight tiles and activation rows from L2.
+__device__ __forceinline__ int2 tile_coordinates(int row_tiles, int col_tiles, int index) {
   constexpr int group_rows = 8;
-  const int row_tiles = (p.m + BM - 1) / BM, col_tiles = (p.n + BN - 1) / BN;
-  const int group = blockIdx.x / (group_rows * col_tiles), in_group = blockIdx.x % (group_rows * col_tiles);
+  const int group = index / (group_rows * col_tiles), in_group = index % (group_rows * col_tiles);
   const int first_row_tile = group * group_rows;
   const int rows_in_group = min(row_tiles - first_row_tile, group_rows);
   return make_int2(first_row_tile + in_group % rows_in_group, in_group / rows_in_group);
+}
+
+// The tile of this block when the grid has one block per tile.
+template <int BM, int BN>
+__device__ __forceinline__ int2 block_tile(const W8A8Params& p) {
+  return tile_coordinates((p.m + BM - 1) / BM, (p.n + BN - 1) / BN, blockIdx.x);
 }
 
 // y[row, col..col+1] = fma(sum·s_x, s_w, bias) in fp32, rounded once to T; col + 1 only if < N.

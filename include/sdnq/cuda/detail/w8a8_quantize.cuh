@@ -35,6 +35,8 @@ struct W8A8Params {
   int* rows_done;         // workspace [row tiles]: rows quantized (zeroed before the launch)
   int m, n, k;
   bool scale_in_activation_dtype;  // quantization arithmetic rounded to T (dequantize_fp32 = false)
+  // x_codes / x_scale already hold x quantized (benchmarks measuring the GEMM alone; TMA kernel only)
+  bool codes_ready = false;
 };
 
 __device__ __forceinline__ int load_acquire(const int* address) {
@@ -59,10 +61,10 @@ __device__ __forceinline__ void widen_eight(const uint4& word, float (&values)[8
 }
 
 // One warp quantizes row `row` of x (K % 8 == 0) into x_codes / x_scale. Each lane keeps
-// `in_flight` independent 16-byte loads outstanding: one warp per row is a latency chain otherwise.
-template <class T, W8A8Operand Operand>
+// `in_flight` independent 16-byte loads outstanding: one warp per row is a latency chain otherwise
+// (fewer in warps whose register budget is small).
+template <class T, W8A8Operand Operand, int in_flight = 8>
 __device__ __forceinline__ void quantize_row(const W8A8Params& p, int row, int lane) {
-  constexpr int in_flight = 8;
   const uint4* source =
       reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<std::size_t>(row) * p.k);
   const int words = p.k / 8;
@@ -110,9 +112,10 @@ __device__ __forceinline__ void quantize_row(const W8A8Params& p, int row, int l
   if (lane == 0) p.x_scale[row] = scale;
 }
 
-// Makes rows row0 .. row0 + valid_rows − 1 quantized before the block reads them (see the file comment).
-template <class T, W8A8Operand Operand>
-__device__ __forceinline__ void quantize_row_tile(const W8A8Params& p, int row_tile, int row0, int valid_rows) {
+// The calling warp claims unclaimed rows of the row tile (row0, valid_rows rows) and quantizes them
+// until none is left; it never waits for rows other warps claimed.
+template <class T, W8A8Operand Operand, int in_flight = 8>
+__device__ __forceinline__ void quantize_claimed_rows(const W8A8Params& p, int row_tile, int row0, int valid_rows) {
   const int lane = threadIdx.x & 31;
   int* claims = p.row_claims + row_tile;
   int* done = p.rows_done + row_tile;
@@ -121,14 +124,24 @@ __device__ __forceinline__ void quantize_row_tile(const W8A8Params& p, int row_t
     if (lane == 0) row = atomicAdd(claims, 1);
     row = __shfl_sync(0xFFFFFFFFu, row, 0);
     if (row >= valid_rows) break;
-    quantize_row<T, Operand>(p, row0 + row, lane);
+    quantize_row<T, Operand, in_flight>(p, row0 + row, lane);
     __threadfence();             // this lane's codes and scale, before the row is counted
     fence_proxy_async_global();  // ... and before TMA loads of other blocks read them (sm_90+)
     __syncwarp();
     if (lane == 0) add_release(done, 1);
   }
-  if (threadIdx.x == 0)
-    while (load_acquire(done) < valid_rows) __nanosleep(100);
+}
+
+// One thread waits until every row of the row tile is quantized (acquiring the codes and scales).
+__device__ __forceinline__ void wait_for_rows(const W8A8Params& p, int row_tile, int valid_rows) {
+  while (load_acquire(p.rows_done + row_tile) < valid_rows) __nanosleep(100);
+}
+
+// Makes rows row0 .. row0 + valid_rows − 1 quantized before the block reads them (see the file comment).
+template <class T, W8A8Operand Operand>
+__device__ __forceinline__ void quantize_row_tile(const W8A8Params& p, int row_tile, int row0, int valid_rows) {
+  quantize_claimed_rows<T, Operand>(p, row_tile, row0, valid_rows);
+  if (threadIdx.x == 0) wait_for_rows(p, row_tile, valid_rows);
   __syncthreads();
 }
 

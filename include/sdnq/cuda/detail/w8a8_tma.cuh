@@ -1,16 +1,21 @@
 #pragma once
 // The warp-specialized Hopper (sm_90a) path of gemm_w8a8, int8 and float8_e4m3fn. One block of 3
-// warpgroups computes a 128×BN output tile:
+// warpgroups computes 128×BN output tiles: with a grid of one block per SM it walks tiles blockIdx.x,
+// blockIdx.x + gridDim.x, ... (persistent: the next tile's loads overlap this tile's epilogue); with
+// one block per tile it computes one.
 //   warpgroup 0   producer: one thread issues TMA loads (tma_pipeline.cuh) of the 128×128-byte A tile
 //                 (quantized activation codes) and the BN×128-byte B tile (weight codes) of each K tile
 //                 into a Stages-deep shared-memory ring; the full barrier of a stage completes when
 //                 its bytes have landed, the empty barrier when both consumers are done with it.
+//                 Warps 1-3 quantize the activation rows of the block's later tiles meanwhile.
 //   warpgroups 1-2 consumers: rows 0-63 and 64-127 of the tile, 4 wgmma m64nBNk32 per K tile.
 // TMA's 128-byte swizzle writes the layout wgmma_descriptor (w8a8_wgmma.cuh) describes, and zero-fills
 // rows past M / N and bytes past K, so any M, N and K % 16 == 0 work.
-// Before the pipeline, all 384 threads run the fused activation quantization of the tile's rows
-// (w8a8_quantize.cuh, shared with the other blocks of the row tile through the workspace counters);
-// the producer's TMA reads those codes after an acquire and a proxy fence.
+// Activation quantization (w8a8_quantize.cuh, rows shared between blocks through the workspace
+// counters): before the pipeline all 384 threads help quantize the first tile's rows; later tiles'
+// rows are quantized ahead by the producer warpgroup's spare warps (and any other block needing them),
+// and the TMA thread waits for a row tile to be complete (acquire, proxy fence) before loading it.
+// No wait can deadlock: a row is only waited for once claimed, and a claimed row's warp never waits.
 // int8: int32 accumulators (exact); one wgmma group stays in flight while the next K tile is waited for.
 // e4m3: the fp8 tensor cores add products with reduced precision, so each K tile (128 inputs) is summed
 // into fresh fp32 accumulators that are then added into fp32 totals on the CUDA cores (the promotion
@@ -82,6 +87,9 @@ __device__ __forceinline__ void grow_registers() {
 template <int BN_, int Stages_>
 struct W8A8TmaTile {
   static constexpr int BM = 128, BN = BN_, Stages = Stages_, threads = 384, k_tile = 128;
+  // setmaxnreg budgets after the role split (128·producer + 256·consumer ≤ 64K registers): the
+  // producer warpgroup also runs the look-ahead quantization, so it keeps more than the TMA thread needs.
+  static constexpr int producer_registers = 72, consumer_registers = 216;
   static constexpr int a_bytes = BM * k_tile, b_bytes = BN * k_tile, stage_bytes = a_bytes + b_bytes;
   // The ring (1024-byte aligned for the swizzle), then full[Stages] and empty[Stages] barriers.
   static constexpr int shared_bytes = 1024 + Stages * stage_bytes + 2 * Stages * 8;
@@ -134,9 +142,13 @@ __global__ void __launch_bounds__(Tile::threads, 1)
   auto* full = reinterpret_cast<std::uint64_t*>(ring + Stages * Tile::stage_bytes);  // [Stages]
   std::uint64_t* empty = full + Stages;                                             // [Stages]
 
-  const int2 tile_index = block_tile<BM, BN>(p);
-  const int row0 = tile_index.x * BM, col0 = tile_index.y * BN;
-  const int tiles = (p.k + Tile::k_tile - 1) / Tile::k_tile;
+  // Output tiles blockIdx.x, + gridDim.x, ... (grouped order, tile_coordinates); the ring's stages and
+  // barrier phases run on across tiles (K tile number `step` counted over all of this block's tiles).
+  const int row_tiles = (p.m + BM - 1) / BM, col_tiles = (p.n + BN - 1) / BN;
+  const int tile_count = row_tiles * col_tiles, first_index = blockIdx.x, index_step = gridDim.x;
+  const int k_tiles = (p.k + Tile::k_tile - 1) / Tile::k_tile;
+  const auto tile_of = [&](int index) { return tile_coordinates(row_tiles, col_tiles, index); };
+  const auto rows_of = [&](int2 tile) { return min(BM, p.m - tile.x * BM); };
   if (threadIdx.x == 0) {
     for (int s = 0; s < Stages; ++s) {
       barrier_init(full + s, 1);   // the producer's arrival; the bytes complete it
@@ -146,78 +158,104 @@ __global__ void __launch_bounds__(Tile::threads, 1)
     tma_prefetch_map(&a_map);
     tma_prefetch_map(&b_map);
   }
-  // Ends with a block-wide barrier: the barriers are initialized and the tile's rows quantized.
-  quantize_row_tile<T, Operand>(p, tile_index.x, row0, min(BM, p.m - row0));
+  // The first tile's rows: quantized by all 384 threads (ends with a block-wide barrier, which also
+  // publishes the initialized barriers).
+  const int2 first = tile_of(first_index);
+  if (!p.codes_ready)
+    quantize_row_tile<T, Operand>(p, first.x, first.x * BM, rows_of(first));
+  else
+    __syncthreads();
 
-  const int warpgroup = threadIdx.x / 128;
+  const int warpgroup = threadIdx.x / 128, warp = threadIdx.x / 32;
   if (warpgroup == 0) {
-    shrink_registers<40>();
+    shrink_registers<Tile::producer_registers>();
     if (threadIdx.x == 0) {
-      fence_proxy_async_global();  // the codes acquired above, before the copy engine reads them
-      for (int tile = 0; tile < tiles; ++tile) {
-        const int stage = tile % Stages;
-        if (tile >= Stages) barrier_wait(empty + stage, (tile / Stages - 1) & 1);
-        barrier_arrive_expect_bytes(full + stage, Tile::stage_bytes);
-        tma_load_2d(a_tiles + stage * Tile::a_bytes, &a_map, tile * Tile::k_tile, row0, full + stage);
-        tma_load_2d(b_tiles + stage * Tile::b_bytes, &b_map, tile * Tile::k_tile, col0, full + stage);
+      int step = 0;
+      for (int index = first_index; index < tile_count; index += index_step) {
+        const int2 tile = tile_of(index);
+        if (index != first_index && !p.codes_ready) wait_for_rows(p, tile.x, rows_of(tile));
+        fence_proxy_async_global();  // the codes acquired, before the copy engine reads them
+        for (int k_tile = 0; k_tile < k_tiles; ++k_tile, ++step) {
+          const int stage = step % Stages;
+          if (step >= Stages) barrier_wait(empty + stage, (step / Stages - 1) & 1);
+          barrier_arrive_expect_bytes(full + stage, Tile::stage_bytes);
+          tma_load_2d(a_tiles + stage * Tile::a_bytes, &a_map, k_tile * Tile::k_tile, tile.x * BM, full + stage);
+          tma_load_2d(b_tiles + stage * Tile::b_bytes, &b_map, k_tile * Tile::k_tile, tile.y * BN, full + stage);
+        }
+      }
+    } else if (warp > 0 && !p.codes_ready) {
+      // Warps 1-3 quantize the rows of this block's later tiles while the consumers compute, so
+      // the producer rarely waits for them (other blocks needing the same rows share the work).
+      for (int index = first_index + index_step; index < tile_count; index += index_step) {
+        const int2 tile = tile_of(index);
+        quantize_claimed_rows<T, Operand>(p, tile.x, tile.x * BM, rows_of(tile));
       }
     }
   } else {
-    grow_registers<232>();
+    grow_registers<Tile::consumer_registers>();
     const int consumer = warpgroup - 1;  // rows 64·consumer .. 64·consumer + 63 of the tile
     const bool signals = threadIdx.x % 128 == 0;
     using Acc = std::conditional_t<int8, int, float>;
     Acc acc[BN / 2];                        // the m64nBN fragment (see wgmma_s8_m64n256k32)
     float total[int8 ? 1 : BN / 2];         // e4m3: promoted sums
+    int step = 0;
+    for (int index = first_index; index < tile_count; index += index_step) {
+      const int2 tile = tile_of(index);
 #pragma unroll
-    for (int i = 0; i < BN / 2; ++i) acc[i] = Acc(0);
+      for (int i = 0; i < BN / 2; ++i) acc[i] = Acc(0);
 #pragma unroll
-    for (int i = 0; i < (int8 ? 1 : BN / 2); ++i) total[i] = 0.0f;
+      for (int i = 0; i < (int8 ? 1 : BN / 2); ++i) total[i] = 0.0f;
 
-    for (int tile = 0; tile < tiles; ++tile) {
-      const int stage = tile % Stages;
-      barrier_wait(full + stage, (tile / Stages) & 1);
-      const std::uint32_t a_base = shared_address(a_tiles + stage * Tile::a_bytes + consumer * 64 * 128);
-      const std::uint32_t b_base = shared_address(b_tiles + stage * Tile::b_bytes);
-      wgmma_fence();
+      for (int k_tile = 0; k_tile < k_tiles; ++k_tile, ++step) {
+        const int stage = step % Stages;
+        barrier_wait(full + stage, (step / Stages) & 1);
+        const std::uint32_t a_base = shared_address(a_tiles + stage * Tile::a_bytes + consumer * 64 * 128);
+        const std::uint32_t b_base = shared_address(b_tiles + stage * Tile::b_bytes);
+        wgmma_fence();
 #pragma unroll
-      for (int step = 0; step < 4; ++step) {
-        const std::uint64_t a = wgmma_descriptor(a_base + step * 32), b = wgmma_descriptor(b_base + step * 32);
-        if constexpr (int8)
-          wgmma_s8_k32<BN>(acc, a, b);
-        else
-          wgmma_e4m3_m64n128k32(acc, a, b);
-      }
-      wgmma_commit();
-      if constexpr (int8) {
-        wgmma_wait<1>();  // the previous K tile's group is done: its stage is free
-        if (tile > 0 && signals) barrier_arrive(empty + (tile - 1) % Stages);
-      } else {
-        wgmma_wait<0>();
-        if (signals) barrier_arrive(empty + stage);
+        for (int k32 = 0; k32 < 4; ++k32) {
+          const std::uint64_t a = wgmma_descriptor(a_base + k32 * 32), b = wgmma_descriptor(b_base + k32 * 32);
+          if constexpr (int8)
+            wgmma_s8_k32<BN>(acc, a, b);
+          else
+            wgmma_e4m3_m64n128k32(acc, a, b);
+        }
+        wgmma_commit();
+        if constexpr (int8) {
+          wgmma_wait<1>();  // the previous K tile's group is done: its stage is free
+          if (k_tile > 0 && signals) barrier_arrive(empty + (step - 1) % Stages);
+        } else {
+          wgmma_wait<0>();
+          if (signals) barrier_arrive(empty + stage);
 #pragma unroll
-        for (int i = 0; i < BN / 2; ++i) {
-          total[i] += acc[i];
-          acc[i] = 0.0f;
+          for (int i = 0; i < BN / 2; ++i) {
+            total[i] += acc[i];
+            acc[i] = 0.0f;
+          }
         }
       }
-    }
-    if constexpr (int8) wgmma_wait<0>();
+      if constexpr (int8) {
+        wgmma_wait<0>();
+        if (signals) barrier_arrive(empty + (step - 1) % Stages);
+      }
 
-    const int warp = (threadIdx.x - 128) >> 5, lane = threadIdx.x & 31;  // warp 0..7 over both consumers
-    const int row = row0 + warp * 16 + (lane >> 2);
-    const float s_x_lo = row < p.m ? __ldcg(p.x_scale + row) : 0.0f;  // written by other blocks: from L2
-    const float s_x_hi = row + 8 < p.m ? __ldcg(p.x_scale + row + 8) : 0.0f;
+      // Epilogue, while the producer already fills the ring with the next tile's K tiles.
+      const int row0 = tile.x * BM, col0 = tile.y * BN;
+      const int consumer_warp = (threadIdx.x - 128) >> 5, lane = threadIdx.x & 31;  // 0..7 over both
+      const int row = row0 + consumer_warp * 16 + (lane >> 2);
+      const float s_x_lo = row < p.m ? __ldcg(p.x_scale + row) : 0.0f;  // written by other blocks: from L2
+      const float s_x_hi = row + 8 < p.m ? __ldcg(p.x_scale + row + 8) : 0.0f;
 #pragma unroll
-    for (int j = 0; j < BN / 8; ++j) {
-      const int col = col0 + 8 * j + 2 * (lane & 3);
-      if constexpr (int8)
-        store_output_rows<T>(p, row, col, s_x_lo, s_x_hi,
-                             make_float2(__int2float_rn(acc[4 * j]), __int2float_rn(acc[4 * j + 1])),
-                             make_float2(__int2float_rn(acc[4 * j + 2]), __int2float_rn(acc[4 * j + 3])));
-      else
-        store_output_rows<T>(p, row, col, s_x_lo, s_x_hi, make_float2(total[4 * j], total[4 * j + 1]),
-                             make_float2(total[4 * j + 2], total[4 * j + 3]));
+      for (int j = 0; j < BN / 8; ++j) {
+        const int col = col0 + 8 * j + 2 * (lane & 3);
+        if constexpr (int8)
+          store_output_rows<T>(p, row, col, s_x_lo, s_x_hi,
+                               make_float2(__int2float_rn(acc[4 * j]), __int2float_rn(acc[4 * j + 1])),
+                               make_float2(__int2float_rn(acc[4 * j + 2]), __int2float_rn(acc[4 * j + 3])));
+        else
+          store_output_rows<T>(p, row, col, s_x_lo, s_x_hi, make_float2(total[4 * j], total[4 * j + 1]),
+                               make_float2(total[4 * j + 2], total[4 * j + 3]));
+      }
     }
   }
 #else
