@@ -187,6 +187,9 @@ void register_all() {
         if (m <= 256)
           add("route_tensor_core_" + name + shape,
               {m, n, k, format, static_cast<int>(LinearRoute::tensor_core), 1, automatic, 64});
+        if (m >= 256)
+          add("route_tensor_core_sm90_" + name + shape,
+              {m, n, k, format, static_cast<int>(LinearRoute::tensor_core_sm90), 1, automatic, 64});
         if (m >= 64) {
           add("route_dequantize_cublas_" + name + shape, {m, n, k, format, dense, 1, automatic, 64});
           add("chunk16_route_dequantize_cublas_" + name + shape, {m, n, k, format, dense, 1, automatic, 16});

@@ -189,6 +189,23 @@ TEST_CASE("quantized_linear: dense route at M > 128 with/without bias and SVD, f
   check_dense_bias_case<sdnq::fp16>(rank, with_bias, tokens);
 }
 
+// M ≥ 256 on Hopper (sm_90a build): 4-bit weights in the tensor-core layout take the wgmma kernel,
+// 8-bit ones stay on dequantize + cuBLAS; elsewhere both take the dense route.
+TEST_CASE("quantized_linear: the wgmma route for 4-bit weights at M >= 256", "[cuda][linear]") {
+  const std::int64_t rank = GENERATE(0, 32);
+  const std::int64_t tokens = GENERATE(256, 777);
+  INFO("rank " << rank << ", tokens " << tokens);
+  const auto uint4 = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 320, 384, 128, rank, 32);
+  const Outcome four = run_and_compare<sdnq::bf16>(uint4, tokens, TestRoute::automatic, 21);
+  SDNQ_CHECK_LINEAR(four);
+  CHECK((four.route == "tensor_core_sm90 on the tensor_core layout" ||
+         four.route == "dequantize_cublas on the tensor_core layout"));
+  const auto int8 = sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 192, 256, -1, rank, 33);
+  const Outcome eight = run_and_compare<sdnq::fp16>(int8, tokens, TestRoute::automatic, 22);
+  SDNQ_CHECK_LINEAR(eight);
+  CHECK(eight.route == "dequantize_cublas on the tensor_core layout");
+}
+
 TEST_CASE("quantized_linear: dense route on the checkpoint layout with SVD and without bias", "[cuda][linear]") {
   const std::int64_t rank = GENERATE(0, 16);
   INFO("rank " << rank);

@@ -127,8 +127,10 @@ void run_quantized_linear_misuse(const cuda::LinearCodes& weight, const std::str
     const TensorView lying(host.data(), DType::bf16, Shape{tokens, k}, Device::cuda(0));
     cuda::quantized_linear(layer, lying, std::nullopt, y, workspace, cublas.handle);
   } else if (what == "short_workspace") {
+    // The dense route: at M = 300 a 4-bit weight may take the wgmma route, which needs no workspace here.
     const TensorView small(workspace.data(), DType::u8, Shape{16}, Device::cuda(0));
-    cuda::quantized_linear(layer, x, std::nullopt, y, small, cublas.handle);
+    cuda::quantized_linear(layer, x, std::nullopt, y, small, cublas.handle, nullptr,
+                           cuda::LinearRoute::dequantize_cublas);
   } else if (what == "wrong_width") {
     Tensor wide = cuda::zeros(Shape{tokens, k + 32}, DType::bf16);
     cuda::quantized_linear(layer, wide, std::nullopt, y, workspace, cublas.handle);

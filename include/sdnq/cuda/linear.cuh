@@ -4,6 +4,8 @@
 // picks, by M and format, the fastest of three routes (or the one the caller forces):
 //   small_m            gemv.cuh: CUDA-core weight streaming, integer codes, M ≤ 64
 //   tensor_core        gemm_tc.cuh: mma.sync, dequantization in registers, 4/8-bit integer codes
+//   tensor_core_sm90   gemm_weight_only_sm90.cuh: wgmma with the weight dequantized in registers, x by
+//                      TMA, SVD branch fused as extra K steps; same tensor-core layout; sm_90a on Hopper
 //   dequantize_cublas  the weight dequantized into the caller's workspace N-chunk by N-chunk (at most
 //                      QuantizedLinearOptions::dense_workspace_limit bytes per chunk), one cuBLAS GEMM
 //                      per chunk: x read in place and the bias accumulated onto y (beta = 1)
@@ -16,7 +18,9 @@
 // Automatic choice (thresholds below, measured on one H100, see docs/kernels.md):
 //   M ≤ small_m_max_tokens with a GEMV layout → small_m; M ≤ tensor_core_max_tokens with a
 //   tensor-core layout → tensor_core; formats without one: small_m up to
-//   small_m_max_tokens_without_tensor_core; everything else → dequantize_cublas.
+//   small_m_max_tokens_without_tensor_core; 4-bit weights in the tensor-core layout at
+//   M ≥ tensor_core_sm90_min_tokens on an sm_90a build running on Hopper → tensor_core_sm90;
+//   everything else → dequantize_cublas.
 //
 // Memory: one copy of the codes per layer, in the layout QuantizedLinearOptions::layout picks
 // (CodeLayout): by default the tensor-core layout where that kernel takes the weight (4/8-bit integer
@@ -44,13 +48,14 @@
 #include "sdnq/cuda/detail/linear_dense.cuh"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/gemm_tc.cuh"
+#include "sdnq/cuda/gemm_weight_only_sm90.cuh"
 #include "sdnq/cuda/gemm_w8a8.cuh"
 #include "sdnq/cuda/gemv.cuh"
 #include "sdnq/cuda/repack.hpp"
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
 
-enum class LinearRoute : std::uint8_t { automatic, small_m, tensor_core, dequantize_cublas };
+enum class LinearRoute : std::uint8_t { automatic, small_m, tensor_core, dequantize_cublas, tensor_core_sm90 };
 
 inline const char* linear_route_name(LinearRoute route) {
   switch (route) {
@@ -60,6 +65,8 @@ inline const char* linear_route_name(LinearRoute route) {
       return "tensor_core";
     case LinearRoute::dequantize_cublas:
       return "dequantize_cublas";
+    case LinearRoute::tensor_core_sm90:
+      return "tensor_core_sm90";
     default:
       return "automatic";
   }
@@ -74,6 +81,10 @@ inline const char* linear_route_name(LinearRoute route) {
 inline constexpr std::int64_t small_m_max_tokens = 1;
 inline constexpr std::int64_t tensor_core_max_tokens = 128;
 inline constexpr std::int64_t small_m_max_tokens_without_tensor_core = 8;
+// From here 4-bit weights take the Hopper wgmma kernel (H100, bench_weight_only_tc / bench_linear in one
+// process: uint4 g128 + SVD r32 at M = 4096 0.82-0.83x cuBLAS bf16 against 0.69-0.81x for dequantize +
+// cuBLAS). 8-bit weights stay on dequantize + cuBLAS (0.87-0.93x there, 0.79-0.90x on the wgmma kernel).
+inline constexpr std::int64_t tensor_core_sm90_min_tokens = 256;
 
 // The one layout a QuantizedLinear keeps its codes in (see the file comment).
 enum class CodeLayout : std::uint8_t {
@@ -164,6 +175,8 @@ class QuantizedLinear {
         return gemv_.has_value();
       case LinearRoute::tensor_core:
         return tensor_core_.has_value();
+      case LinearRoute::tensor_core_sm90:
+        return tensor_core_.has_value() && tensor_core_sm90_;
       default:
         return true;
     }
@@ -173,6 +186,8 @@ class QuantizedLinear {
   LinearRoute route_for(std::int64_t tokens) const {
     if (gemv_ && tokens <= small_m_max_tokens) return LinearRoute::small_m;
     if (tensor_core_ && tokens <= tensor_core_max_tokens) return LinearRoute::tensor_core;
+    if (tensor_core_sm90_ && bits_ == 4 && tokens >= tensor_core_sm90_min_tokens)
+      return LinearRoute::tensor_core_sm90;
     if (gemv_ && !tensor_core_ && tokens <= small_m_max_tokens_without_tensor_core) return LinearRoute::small_m;
     return LinearRoute::dequantize_cublas;
   }
@@ -187,6 +202,8 @@ class QuantizedLinear {
         return gemv_workspace_bytes(gemv_->view(), tokens);
       case LinearRoute::tensor_core:
         return gemm_tc_workspace_bytes(tensor_core_->view(), tokens);
+      case LinearRoute::tensor_core_sm90:
+        return gemm_weight_only_sm90_workspace_bytes(tensor_core_->view(), tokens);
       default:
         return dense_activation_bytes(tokens) + dense_weight_bytes() + dense_scratch_bytes();
     }
@@ -219,7 +236,10 @@ class QuantizedLinear {
                  "{}: the GEMV layout takes integer codes with in_features and group size multiples of 32, got {}-bit "
                  "{} [{}, {}] group {}",
                  host.name, host.bits, integer ? "integer" : "float", host.out_features, host.in_features, group);
-    if (layout_ == CodeLayout::tensor_core) tensor_core_ = upload_gemm_tc_weights(repack_for_gemm_tc<T>(host), device_);
+    if (layout_ == CodeLayout::tensor_core) {
+      tensor_core_ = upload_gemm_tc_weights(repack_for_gemm_tc<T>(host), device_);
+      tensor_core_sm90_ = weight_only_sm90_supported(device_);  // asked here: no probe launch inside a call
+    }
     if (layout_ == CodeLayout::gemv) gemv_ = upload_gemv_weights(repack_for_gemv<T>(host), device_);
     if (layout_ == CodeLayout::checkpoint) upload_checkpoint_copy(host);
     if (svd_rank_ > 0 && layout_ == CodeLayout::checkpoint) {  // the repacked layouts hold the factors in T
@@ -309,6 +329,7 @@ class QuantizedLinear {
   LinearCodes checkpoint_;                  // layout_ == checkpoint: device views, no SVD factors
   std::vector<Tensor> checkpoint_storage_;  // what checkpoint_ points into
   Tensor svd_up_, svd_down_;                // T [N, r], [r, K] with the checkpoint layout
+  bool tensor_core_sm90_ = false;  // the wgmma kernel runs on this device (sm_90a build, Hopper)
   std::int64_t dense_chunk_rows_ = 0;
   std::shared_ptr<cublasLtContext> lt_;  // the dense route's bias epilogue
 };
@@ -499,6 +520,8 @@ inline void quantized_linear(const QuantizedLinear& layer, TensorView x, std::op
       return gemv(layer.gemv_->view(), x, bias, y, workspace, stream);
     case LinearRoute::tensor_core:
       return gemm_tc(layer.tensor_core_->view(), x, bias, y, workspace, stream);
+    case LinearRoute::tensor_core_sm90:
+      return gemm_weight_only_sm90(layer.tensor_core_->view(), x, bias, y, workspace, stream);
     default:
       if (layer.dtype() == DType::bf16) return run_dense_route<bf16>(layer, x, bias, y, workspace, cublas, stream);
       return run_dense_route<fp16>(layer, x, bias, y, workspace, cublas, stream);
