@@ -81,9 +81,10 @@ inline const char* linear_route_name(LinearRoute route) {
 inline constexpr std::int64_t small_m_max_tokens = 1;
 inline constexpr std::int64_t tensor_core_max_tokens = 128;
 inline constexpr std::int64_t small_m_max_tokens_without_tensor_core = 8;
-// From here 4-bit weights take the Hopper wgmma kernel (H100, bench_weight_only_tc / bench_linear in one
-// process: uint4 g128 + SVD r32 at M = 4096 0.82-0.83x cuBLAS bf16 against 0.69-0.81x for dequantize +
-// cuBLAS). 8-bit weights stay on dequantize + cuBLAS (0.87-0.93x there, 0.79-0.90x on the wgmma kernel).
+// From here 4-bit weights take the Hopper wgmma kernel. Measured on one H100: bench_linear, uint4 g128 +
+// SVD r32 at M = 1024 on 3072x3072, 49.1 µs against 65.4 µs for dequantize + cuBLAS in the same process;
+// bench_weight_only_tc at M = 4096, 0.82-0.83x cuBLAS bf16 (docs/benchmarks.md had 0.69-0.81x for the dense
+// route). 8-bit weights stay on dequantize + cuBLAS (0.87-0.93x there, 0.79-0.90x on the wgmma kernel).
 inline constexpr std::int64_t tensor_core_sm90_min_tokens = 256;
 
 // The one layout a QuantizedLinear keeps its codes in (see the file comment).
