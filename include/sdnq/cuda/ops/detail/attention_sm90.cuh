@@ -2,13 +2,14 @@
 // The Hopper (sm_90a) attention forward kernel, FlashAttention-3 style (warp specialization + wgmma):
 // a block owns 128 query rows of one (batch, head) and has three warpgroups. Warpgroup 0 is the
 // producer: one thread loads the Q tile once and then K and V tiles of 128 keys with TMA into a
-// two-stage mbarrier pipeline (full barrier: the copy engine completed the bytes; empty barrier: all
-// eight consumer warps finished reading the stage). Warpgroups 1 and 2 each own 64 query rows:
+// multi-stage mbarrier pipeline (full barrier: the copy engine completed the bytes; empty barrier:
+// all eight consumer warps finished reading the stage). Warpgroups 1 and 2 each own 64 query rows:
 //   S = Q·Kᵀ   wgmma m64n128k16, both operands from shared memory (K-major, 128-byte swizzle),
 //   online softmax on the S accumulators in registers (exp2 with the scale folded in, fp32),
 //   O += P·V   wgmma m64nDk16 with P as the register A operand (the S accumulator layout of two
 //              adjacent n8 column blocks is the A fragment of one k16 step) and V as the B operand
-//              read "N-major" (V's rows are keys, so D is the contiguous dimension: transposed B).
+//              read "N-major" (V's rows are keys, so D is the contiguous dimension: transposed B),
+//              issued behind the next step's S so that it runs during that step's softmax.
 // The register budget moves from the producer to the consumers (setmaxnreg). TMA reads q, k, v through
 // 4-D tensor maps (D, L, H, B), so strided [B, L, H, D] views work as they are, and rows past the
 // sequence arrive as zeros: keys past Lk are masked to -inf in the last tile, query rows past Lq are
@@ -58,11 +59,17 @@ struct AttentionSm90Tile {
   static constexpr int head_dim = HeadDim;
   static constexpr int rows = 128;  // query rows per block: 64 per consumer warpgroup
   static constexpr int keys = 128;  // keys per pipeline stage
-  static constexpr int stages = 2;
-  static constexpr int threads = 384;              // producer warpgroup + two consumer warpgroups
+  // Measured on an H100 (bench_attention, bf16): D 128 gains from overlapping P·V with the next softmax
+  // when 3 stages keep the producer a tile ahead (B1 H24 L4608: 565 TFLOP/s; 445 with 2 stages; 521
+  // without the overlap). D 64 runs faster without it (B2 H10 L4096: 418 TFLOP/s with 2 stages, 409
+  // with 4; overlapped 365 with 4, 320 with 2): its GEMMs are short next to the softmax, and the two
+  // consumer warpgroups already interleave.
+  static constexpr int stages = HeadDim == 128 ? 3 : 2;
+  static constexpr bool overlap = HeadDim == 128;
+  static constexpr int threads = 384;                 // producer warpgroup + two consumer warpgroups
   static constexpr int column_blocks = HeadDim / 64;  // 128-byte wide column blocks of a tile
   static constexpr int q_bytes = rows * HeadDim * 2;
-  static constexpr int kv_bytes = keys * HeadDim * 2;  // one K or one V tile
+  static constexpr int kv_bytes = keys * HeadDim * 2;                          // one K or one V tile
   static constexpr int shared_bytes = q_bytes + stages * 2 * kv_bytes + 1024;  // + realignment to 1024
 };
 
@@ -78,9 +85,11 @@ __device__ __forceinline__ void wgmma_commit() {
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 #endif
 }
-__device__ __forceinline__ void wgmma_wait_all() {
+// Waits until at most `Pending` committed wgmma groups of this warpgroup are still running.
+template <int Pending>
+__device__ __forceinline__ void wgmma_wait() {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(Pending) : "memory");
 #endif
 }
 
@@ -176,7 +185,8 @@ __device__ __forceinline__ void wgmma_ss_m64n128k16(float (&d)[64], std::uint64_
           "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
         : "l"(a), "l"(b), "r"(accumulate));
 #else
-  (void)d, (void)a, (void)b; (void)accumulate;
+  (void)d, (void)a, (void)b;
+  (void)accumulate;
   __trap();
 #endif
 }
@@ -269,7 +279,8 @@ __global__ void __launch_bounds__(384, 1) attention_sm90_kernel(const __grid_con
   auto* unaligned = reinterpret_cast<std::uint8_t*>(shared_words);
   std::uint8_t* const shared = unaligned + ((1024 - (shared_address(unaligned) & 1023)) & 1023);
   std::uint8_t* const q_tile = shared;  // [CB][ROWS][128 bytes]
-  const auto k_tile = [&](int stage) { return shared + Tile::q_bytes + stage * 2 * Tile::kv_bytes; };  // [CB][KEYS][128 B]
+  // Stage s: K then V, each [CB][KEYS][128 bytes].
+  const auto k_tile = [&](int stage) { return shared + Tile::q_bytes + stage * 2 * Tile::kv_bytes; };
   const auto v_tile = [&](int stage) { return k_tile(stage) + Tile::kv_bytes; };
   __shared__ std::uint64_t q_full, full[STAGES], empty[STAGES];
 
@@ -318,15 +329,28 @@ __global__ void __launch_bounds__(384, 1) attention_sm90_kernel(const __grid_con
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
   const std::uint32_t q_base = shared_address(q_tile + consumer * 64 * 128);
 
-  barrier_wait(&q_full, 0);
-  for (int block = 0; block < key_blocks; ++block) {
+  // Software pipelined as FA3's intra-warpgroup overlap: step `block` issues S = Q·K[block]ᵀ and then
+  // O += P·V[block − 1] (P of the previous step, still in registers), waits only for S, and runs the
+  // softmax of S while the P·V wgmma still runs; O is rescaled once that one has landed.
+  std::uint32_t a[KEYS / 16][4];  // P of the previous step as k16 A fragments (keys [16·ks, 16·ks + 16))
+  const auto issue_pv = [&](int v_stage) {
+    const std::uint32_t v_base = shared_address(v_tile(v_stage));
+#pragma unroll
+    for (int ks = 0; ks < KEYS / 16; ++ks)  // keys 16·ks.. are 16 rows (2048 bytes) further
+      wgmma_rs_k16<T, HeadDim>(o, a[ks], wgmma_descriptor_n_major(v_base + ks * 2048, KEYS * 128));
+    wgmma_commit();
+  };
+  const auto release = [&](int released_stage) {
+    __syncwarp();
+    if (lane == 0) barrier_arrive(&empty[released_stage]);
+  };
+
+  // S = Q · K[block]ᵀ on the block's stage: D / 16 steps of k16, 32 bytes apart inside a 128-byte column block.
+  const auto issue_s = [&](int block, float(&s)[KEYS / 2]) {
     const int stage = block % STAGES;
     barrier_wait(&full[stage], (block / STAGES) & 1);
-    const std::uint32_t k_base = shared_address(k_tile(stage)), v_base = shared_address(v_tile(stage));
-
-    // S = Q · Kᵀ: D / 16 steps of k16, 32 bytes apart inside a 128-byte column block.
-    float s[KEYS / 2];
-    wgmma_fence();
+    const std::uint32_t k_base = shared_address(k_tile(stage));
+    wgmma_fence();  // the A registers (P) and O were written since the last wgmma
 #pragma unroll
     for (int kk = 0; kk < HeadDim / 16; ++kk) {
       const int c = kk / 4, offset = (kk % 4) * 32;
@@ -334,17 +358,16 @@ __global__ void __launch_bounds__(384, 1) attention_sm90_kernel(const __grid_con
                              wgmma_descriptor_k_major(k_base + c * KEYS * 128 + offset), kk > 0);
     }
     wgmma_commit();
-    wgmma_wait_all();
-
-    // Keys past the sequence (zeros from TMA) get -inf.
+  };
+  // Masks keys past the sequence (zeros from TMA) and turns S into P = 2^(s·scale − max) with the new
+  // row maxima (online softmax as attention_kernel.cuh); O's factor for the new maxima goes to `correction`.
+  const auto softmax = [&](int block, float(&s)[KEYS / 2], float(&correction)[2]) {
     const int key_begin = block * KEYS;
     if (key_begin + KEYS > p.key_length) {
 #pragma unroll
       for (int i = 0; i < KEYS / 2; ++i)
         if (key_begin + 8 * (i / 4) + 2 * (lane % 4) + (i & 1) >= p.key_length) s[i] = -INFINITY;
     }
-
-    // Online softmax (as attention_kernel.cuh): rescale O to the new row maximum, P = 2^(s·scale − max).
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       float block_max = -INFINITY;
@@ -352,7 +375,7 @@ __global__ void __launch_bounds__(384, 1) attention_sm90_kernel(const __grid_con
       for (int j = 0; j < KEYS / 8; ++j) block_max = fmaxf(block_max, fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
       const float new_max = fmaxf(row_max[h], quad_max(block_max) * p.scale_log2);
       const float base = new_max == -INFINITY ? 0.0f : new_max;
-      const float correction = fast_exp2(row_max[h] - base);
+      correction[h] = fast_exp2(row_max[h] - base);
       row_max[h] = new_max;
       float sum = 0.0f;
 #pragma unroll
@@ -362,16 +385,10 @@ __global__ void __launch_bounds__(384, 1) attention_sm90_kernel(const __grid_con
           s[4 * j + e] = fast_exp2(fmaf(s[4 * j + e], p.scale_log2, -base));
           sum += s[4 * j + e];
         }
-      row_sum[h] = row_sum[h] * correction + sum;
-#pragma unroll
-      for (int j = 0; j < HeadDim / 8; ++j) {
-        o[4 * j + 2 * h] *= correction;
-        o[4 * j + 2 * h + 1] *= correction;
-      }
+      row_sum[h] = row_sum[h] * correction[h] + sum;
     }
-
-    // O += P · V: KEYS / 16 steps; step ks reads keys [16·ks, 16·ks + 16), 2048 bytes apart.
-    std::uint32_t a[KEYS / 16][4];
+  };
+  const auto pack_p = [&](const float(&s)[KEYS / 2]) {
 #pragma unroll
     for (int ks = 0; ks < KEYS / 16; ++ks) {
       a[ks][0] = pack_pair<T>(s[8 * ks + 0], s[8 * ks + 1]);
@@ -379,14 +396,54 @@ __global__ void __launch_bounds__(384, 1) attention_sm90_kernel(const __grid_con
       a[ks][2] = pack_pair<T>(s[8 * ks + 4], s[8 * ks + 5]);
       a[ks][3] = pack_pair<T>(s[8 * ks + 6], s[8 * ks + 7]);
     }
+  };
+
+  // Step 0 apart (no P·V before it; the host guarantees Lk ≥ 1), so that every wait below is unconditional
+  // (ptxas serializes the wgmma where a path could read O while a P·V may still run).
+  barrier_wait(&q_full, 0);
+  {
+    float s[KEYS / 2], correction[2];
+    issue_s(0, s);
+    wgmma_wait<0>();
+    softmax(0, s, correction);  // O is still zero: no rescale
+    pack_p(s);
+  }
+  if constexpr (!Tile::overlap) {  // P·V right after the softmax of its step
     wgmma_fence();
+    issue_pv(0);
+    wgmma_wait<0>();
+    release(0);
+  }
+  for (int block = 1; block < key_blocks; ++block) {
+    float s[KEYS / 2], correction[2];
+    issue_s(block, s);
+    if constexpr (Tile::overlap) {
+      issue_pv((block - 1) % STAGES);
+      wgmma_wait<1>();  // S landed; P·V may still run
+      softmax(block, s, correction);
+      wgmma_wait<0>();  // the previous P·V is done with O, the A registers and its stage
+      release((block - 1) % STAGES);
+    } else {
+      wgmma_wait<0>();
+      softmax(block, s, correction);
+    }
 #pragma unroll
-    for (int ks = 0; ks < KEYS / 16; ++ks)
-      wgmma_rs_k16<T, HeadDim>(o, a[ks], wgmma_descriptor_n_major(v_base + ks * 2048, KEYS * 128));
-    wgmma_commit();
-    wgmma_wait_all();
-    __syncwarp();
-    if (lane == 0) barrier_arrive(&empty[stage]);
+    for (int j = 0; j < HeadDim / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[4 * j + e] *= correction[e / 2];
+    pack_p(s);
+    if constexpr (!Tile::overlap) {
+      wgmma_fence();
+      issue_pv(block % STAGES);
+      wgmma_wait<0>();
+      release(block % STAGES);
+    }
+  }
+  if constexpr (Tile::overlap) {  // P·V of the last step
+    wgmma_fence();
+    issue_pv((key_blocks - 1) % STAGES);
+    wgmma_wait<0>();
+    release((key_blocks - 1) % STAGES);
   }
 
   // O / rowsum straight from the accumulators (pairs of columns per thread).
@@ -455,8 +512,8 @@ inline CUtensorMap attention_tensor_map(const TensorView& x, int box_rows, const
   const cuuint32_t element_strides[4] = {1, 1, 1, 1};
   CUtensorMap map{};
   const CUresult result = tensor_map_encoder()(
-      &map, x.dtype() == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
-      x.data(), dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+      &map, x.dtype() == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4, x.data(),
+      dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   SDNQ_REQUIRE(result == CUDA_SUCCESS, CudaError,
                "cuda::ops::attention: cuTensorMapEncodeTiled failed ({}) for {} {} with strides {}",
