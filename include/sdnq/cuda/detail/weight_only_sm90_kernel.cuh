@@ -3,15 +3,16 @@
 //   y = x · dequant(W)ᵀ (+ low_rank · svd_upᵀ) (+ bias),  computed as yᵀ = W · xᵀ
 // so that the dequantized weight is wgmma's A operand in registers (the "RS" form) and x, loaded by
 // TMA, is the shared-memory B operand. One block of 3 warpgroups owns 128 weight rows × BN tokens:
-//   warpgroup 0   producer: one thread TMA-loads x's BN×64 tile of each K step (128-byte rows, 128-byte
-//                 swizzle: the layout wgmma_descriptor of w8a8_wgmma.cuh describes) into a Stages-deep
-//                 ring (full / empty mbarriers of tma_pipeline.cuh), then the rp/64 tiles of
-//                 low_rank = x · svd_downᵀ for the SVD branch.
-//   warpgroups 1-2 consumers: weight rows 0-63 and 64-127. Each warp reads its 16 rows' codes straight
-//                 from global memory in gemm_tc's repacked layout (detail/gemm_tc_repack.hpp: a lane's
-//                 words are exactly the m16n8k16 fragment, which is also the per-warp A fragment of
-//                 wgmma m64k16), one tile ahead, dequantizes them in registers with gemm_tc's exponent
-//                 trick (w = q·s + z rounded once in T) and issues m64nBNk16 per 16 inputs.
+//   warpgroup 0   producer: one thread fills a Stages-deep ring (full / empty mbarriers of
+//                 tma_pipeline.cuh); a stage holds x's BN×64 tile by TMA (128-byte rows, 128-byte
+//                 swizzle: the layout wgmma_descriptor of w8a8_wgmma.cuh describes) and, by 1-D bulk
+//                 copies, the 128 rows' codes of that K tile (contiguous in gemm_tc's repacked layout,
+//                 detail/gemm_tc_repack.hpp) and their one or two groups' (scale, zero) pairs. After the
+//                 K tiles come the rp/64 tiles of low_rank = x · svd_downᵀ for the SVD branch.
+//   warpgroups 1-2 consumers: weight rows 0-63 and 64-127. A lane's staged code words are exactly its
+//                 m16n8k16 fragment, which is also the per-warp A fragment of wgmma m64k16; each warp
+//                 dequantizes its 16 rows in registers with gemm_tc's exponent trick (w = q·s + z
+//                 rounded once in T) and issues m64nBNk16 per 16 inputs.
 // One wgmma group (4 steps of 16 inputs) per K tile; the next tile is dequantized into a second set of
 // A registers while it runs (wait_group 1 then frees the first set), so dequantization runs under the
 // tensor cores.
