@@ -120,16 +120,16 @@ struct WeightOnlySm90Tile {
   static constexpr int x_bytes = BN * 128;  // BN token rows × 64 inputs of T
   static constexpr int param_bytes = 2 * BM * 4;
   template <int Bits>
-  static constexpr int code_bytes() {
+  SDNQ_HOST_DEVICE static constexpr int code_bytes() {
     return BM * 64 * Bits / 8;
   }
   template <int Bits>
-  static constexpr int stage_bytes() {  // a multiple of 1024: every x tile stays swizzle-aligned
+  SDNQ_HOST_DEVICE static constexpr int stage_bytes() {  // a multiple of 1024: every x tile stays swizzle-aligned
     return x_bytes + code_bytes<Bits>() + param_bytes;
   }
   // The ring (1024-byte aligned for the swizzle), then full[Stages] and empty[Stages] barriers.
   template <int Bits>
-  static constexpr int shared_bytes() {
+  SDNQ_HOST_DEVICE static constexpr int shared_bytes() {
     return 1024 + Stages * stage_bytes<Bits>() + 2 * Stages * 8;
   }
 };
