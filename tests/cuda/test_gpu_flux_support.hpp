@@ -1,5 +1,5 @@
 #pragma once
-// Host launchers of the GPU FLUX tests (test_gpu_flux.cu), callable from the Catch test cases.
+// Host launchers of the GPU FLUX tests (model_launchers/flux.cuh), callable from the Catch test cases.
 #include <cstddef>
 #include <filesystem>
 #include <string>

@@ -1,5 +1,5 @@
 #pragma once
-// Host launchers of the GPU model tests (test_gpu_models.cu), callable from the Catch test cases.
+// Host launchers of the GPU model tests (model_launchers/clip_conv.cuh), callable from the Catch test cases.
 #include <cstddef>
 #include <filesystem>
 #include <string>

@@ -1,5 +1,5 @@
 #pragma once
-// Host launchers of the GPU SD3 tests (test_gpu_sd3.cu), callable from the Catch test cases.
+// Host launchers of the GPU SD3 tests (model_launchers/sd3.cuh), callable from the Catch test cases.
 #include <cstddef>
 #include <filesystem>
 #include <string>

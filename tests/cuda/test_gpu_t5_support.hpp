@@ -1,5 +1,5 @@
 #pragma once
-// Host launchers of the GPU T5 tests (test_gpu_t5.cu), callable from the Catch test cases.
+// Host launchers of the GPU T5 tests (model_launchers/t5.cuh), callable from the Catch test cases.
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>

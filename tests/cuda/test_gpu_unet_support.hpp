@@ -1,5 +1,5 @@
 #pragma once
-// Host launchers of the GPU UNet tests (test_gpu_unet.cu), callable from the Catch test cases.
+// Host launchers of the GPU UNet tests (model_launchers/unet.cuh), callable from the Catch test cases.
 #include <cstddef>
 #include <filesystem>
 #include <string>

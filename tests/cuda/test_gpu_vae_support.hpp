@@ -1,5 +1,5 @@
 #pragma once
-// Host launchers of the GPU AutoencoderKL tests (test_gpu_vae.cu), callable from the Catch test cases.
+// Host launchers of the GPU AutoencoderKL tests (model_launchers/vae.cuh), callable from the Catch test cases.
 #include <cstddef>
 #include <filesystem>
 #include <string>

@@ -1,5 +1,6 @@
 // Host launchers of the GPU model tests: load a fixture case with nn::gpu, run it, compare with the
 // reference's bf16 outputs (no Catch here; test_gpu_models.cpp holds the test cases).
+#pragma once
 #include <string>
 #include <utility>
 #include <vector>
@@ -11,7 +12,7 @@
 #include "sdnq/nn/modules/conv2d.hpp"
 #include "sdnq/quant/quantize.hpp"
 #include "sdnq/nn/model_conformance.hpp"
-#include "test_gpu_models_support.hpp"
+#include "cuda/test_gpu_models_support.hpp"
 
 namespace sdnq::test {
 

@@ -1,24 +1,20 @@
 // Host launchers of the GPU FLUX tests: load a fixture case with nn::gpu, run it, compare with the
 // reference's bf16 output (no Catch here; test_gpu_flux.cpp holds the test cases).
+#pragma once
 #include <algorithm>
 #include <cstring>
 #include <string>
 
+#include "cuda/model_launchers/common.cuh"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/workspace.hpp"
 #include "sdnq/nn/gpu/flux.cuh"
 #include "sdnq/nn/model_conformance.hpp"
-#include "test_gpu_flux_support.hpp"
+#include "cuda/test_gpu_flux_support.hpp"
 
 namespace sdnq::test {
 
 namespace {
-
-Tensor host_copy(const TensorView& view) {
-  Tensor out = Tensor::empty(view.shape(), view.dtype());
-  copy(out, view);
-  return out;
-}
 
 // Uploads the inputs (bf16 activations, f32 timestep / guidance) and runs forward into `workspace`.
 TensorView forward_on_gpu(const nn::gpu::FluxTransformer2DModel& model, const FluxInputs& in,

@@ -1,5 +1,6 @@
 // Host launchers of the GPU AutoencoderKL tests: load a fixture case with nn::gpu, decode and encode its
 // inputs, compare with the reference's bf16 outputs (no Catch here; test_gpu_vae.cpp holds the cases).
+#pragma once
 #include <stdexcept>
 #include <string>
 
@@ -7,7 +8,7 @@
 #include "sdnq/cuda/workspace.hpp"
 #include "sdnq/nn/gpu/vae.cuh"
 #include "sdnq/nn/model_conformance.hpp"
-#include "test_gpu_vae_support.hpp"
+#include "cuda/test_gpu_vae_support.hpp"
 
 namespace sdnq::test {
 

@@ -1,5 +1,6 @@
 // Host launchers of the GPU UNet tests: load a fixture case with nn::gpu, run it, compare with the
 // reference's bf16 output (no Catch here; test_gpu_unet.cpp holds the test cases).
+#pragma once
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -10,7 +11,7 @@
 #include "sdnq/cuda/workspace.hpp"
 #include "sdnq/nn/gpu/unet.cuh"
 #include "sdnq/nn/model_conformance.hpp"
-#include "test_gpu_unet_support.hpp"
+#include "cuda/test_gpu_unet_support.hpp"
 
 namespace sdnq::test {
 

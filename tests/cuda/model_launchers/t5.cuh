@@ -1,5 +1,6 @@
 // Host launchers of the GPU T5 tests: load a fixture case with nn::gpu, run it, compare with the
 // reference's bf16 output or the CPU float32 model (no Catch here; test_gpu_t5.cpp holds the cases).
+#pragma once
 #include <random>
 #include <string>
 
@@ -8,7 +9,7 @@
 #include "sdnq/nn/gpu/t5.cuh"
 #include "sdnq/nn/model_conformance.hpp"
 #include "sdnq/nn/models/t5.hpp"
-#include "test_gpu_t5_support.hpp"
+#include "cuda/test_gpu_t5_support.hpp"
 
 namespace sdnq::test {
 

@@ -1,24 +1,20 @@
 // Host launchers of the GPU SD3 tests: load a fixture case with nn::gpu, run it, compare with the
 // reference's bf16 output or with the CPU float32 model (no Catch here; test_gpu_sd3.cpp holds the
 // test cases).
+#pragma once
 #include <string>
 
+#include "cuda/model_launchers/common.cuh"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/workspace.hpp"
 #include "sdnq/nn/gpu/sd3.cuh"
 #include "sdnq/nn/model_conformance.hpp"
 #include "sdnq/nn/models/sd3.hpp"
-#include "test_gpu_sd3_support.hpp"
+#include "cuda/test_gpu_sd3_support.hpp"
 
 namespace sdnq::test {
 
 namespace {
-
-Tensor host_copy(const TensorView& view) {
-  Tensor out = Tensor::empty(view.shape(), view.dtype());
-  copy(out, view);
-  return out;
-}
 
 // Uploads the inputs (bf16 activations, f32 timestep) and runs forward into `workspace`.
 TensorView forward_on_gpu(const nn::gpu::SD3Transformer2DModel& model, const Sd3Inputs& in,
