@@ -7,6 +7,7 @@
 #   4. runs the CUDA tests (sdnq_cuda_tests);
 #   5. runs the CUDA tests again under compute-sanitizer memcheck (with leak check);
 #   6. runs racecheck on the kernel tests that use shared memory (SDNQ_RACECHECK_FILTER overrides the tags);
+#      SDNQ_SKIP_SANITIZERS=1 skips steps 5 and 6 (a timing run);
 #   7. runs every benchmark in bench/ (SDNQ_SKIP_BENCHMARKS=1 skips them, SDNQ_BENCH_FILTER=<regex of
 #      program names> picks some), JSON next to the logs;
 #   8. where Python has PyTorch, compares the scalar conversions with torch's bit for bit.
@@ -177,7 +178,9 @@ run_logged cuda-tests "$cuda_tests" --durations yes
 
 step "CUDA tests under compute-sanitizer memcheck"
 sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-if [[ -x "$sanitizer" ]]; then
+if [[ "${SDNQ_SKIP_SANITIZERS:-0}" == 1 ]]; then
+  echo "skipped: SDNQ_SKIP_SANITIZERS=1"
+elif [[ -x "$sanitizer" ]]; then
   # The tests provoke failing API calls on purpose (invalid device, out of memory): those are not
   # memory errors, so API errors are not reported.
   run_logged cuda-tests-memcheck "$sanitizer" --tool memcheck --leak-check full --report-api-errors no \
@@ -188,7 +191,7 @@ else
 fi
 
 step "CUDA tests under compute-sanitizer racecheck (the kernels that use shared memory)"
-if [[ -x "$sanitizer" ]]; then
+if [[ "${SDNQ_SKIP_SANITIZERS:-0}" != 1 && -x "$sanitizer" ]]; then
   run_logged cuda-tests-racecheck "$sanitizer" --tool racecheck --report-api-errors no --error-exitcode 99 \
     "$cuda_tests" "${SDNQ_RACECHECK_FILTER:-[dequantize],[gemv],[gemm_tc],[w8a8],[linear],[attention],[ops]}"
 fi

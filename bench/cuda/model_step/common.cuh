@@ -1,24 +1,31 @@
 #pragma once
-// Shared pieces of the one-denoiser-step benchmarks (bench_flux_step.cu, bench_unet_step.cu): the three
+// Shared pieces of the one-denoiser-step benchmarks (model_step/flux_step.cuh, model_step/unet_step.cuh): the three
 // weight variants, random host weights for an nn::InMemoryComponent (one tensor per distinct shape,
 // quantized once per shape by the library's quantizer and served to every layer of that shape; every
 // layer still uploads its own copy, so GPU memory is the real per-layer size), device-memory readings
 // and median timing with CUDA events.
+#include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
-#include "bench_harness.cuh"
+#include "../bench_harness.cuh"
 #include "sdnq/cuda/check.hpp"
+#include "sdnq/cuda/device_memory.hpp"
+#include "sdnq/cuda/workspace.hpp"
 #include "sdnq/format/storage_type.hpp"
+#include "sdnq/nn/gpu/linear.cuh"
 #include "sdnq/nn/weights.hpp"
 #include "sdnq/quant/quantize.hpp"
 
@@ -145,6 +152,100 @@ double median_ms(int repeats, Work&& work) {
     samples.push_back(ms);
   }
   return median(samples);
+}
+
+inline const char* variant_name(Variant v) {
+  return v == Variant::bf16 ? "bf16" : v == Variant::int8_qmm ? "int8_qmm" : "uint4_svd32";
+}
+
+// The Linears of a model's step (model.linears(...): pointer and row count each) that run the variant's
+// quantized kernel (int8: quantized_matmul; 0 for bf16).
+template <class Linears>
+int quantized_linears(const Linears& all, Variant variant) {
+  const auto wanted =
+      variant == Variant::int8_qmm ? sdnq::nn::gpu::LinearKind::quantized_matmul : sdnq::nn::gpu::LinearKind::quantized;
+  int count = 0;
+  for (const auto& [linear, rows] : all) count += linear->kind() == wanted;
+  return count;
+}
+
+// The step's Linears alone, each once with its rows, on x / y scratch of the largest shape: the median
+// of 3 passes in ms. With SDNQ_BENCH_LINEAR_BREAKDOWN=1 it also prints each distinct (rows, out, in,
+// kind) with its count and total time, slowest first, to find where a variant loses.
+template <class Linears>
+double linears_ms(const Linears& all, const char* label) {
+  using namespace sdnq;
+  std::int64_t max_x = 0, max_y = 0;
+  std::size_t scratch = 0;
+  for (const auto& [linear, rows] : all) {
+    max_x = std::max(max_x, rows * linear->in_features());
+    max_y = std::max(max_y, rows * linear->out_features());
+    scratch = std::max(scratch, linear->workspace_bytes(rows));
+  }
+  const Tensor x = cuda::empty(Shape{max_x}, DType::bf16), y = cuda::empty(Shape{max_y}, DType::bf16);
+  fill(x, 21);
+  cuda::Workspace workspace(scratch + 4096, 0, std::string(label) + " Linear breakdown scratch");
+  nn::gpu::detail::CublasHandle cublas;
+  const auto run = [&](const nn::gpu::Linear& linear, std::int64_t rows) {
+    const TensorView xv(x.data(), DType::bf16, Shape{rows, linear.in_features()}, x.device());
+    const TensorView yv(y.data(), DType::bf16, Shape{rows, linear.out_features()}, y.device());
+    linear.forward(xv, yv, workspace.arena(), cublas.get(), nullptr);
+  };
+  const double total = median_ms(3, [&] {
+    for (const auto& [linear, rows] : all) run(*linear, rows);
+  });
+  const char* breakdown = std::getenv("SDNQ_BENCH_LINEAR_BREAKDOWN");
+  if (breakdown == nullptr || std::string(breakdown) != "1") return total;
+  struct Shape4 {
+    std::int64_t rows, out, in;
+    std::string kind;
+    bool operator<(const Shape4& o) const { return std::tie(rows, out, in, kind) < std::tie(o.rows, o.out, o.in, o.kind); }
+  };
+  std::map<Shape4, std::pair<int, const nn::gpu::Linear*>> shapes;
+  for (const auto& [linear, rows] : all) {
+    auto& entry = shapes[{rows, linear->out_features(), linear->in_features(), nn::gpu::linear_kind_name(linear->kind())}];
+    entry.first += 1;
+    entry.second = linear;
+  }
+  std::vector<std::pair<double, std::string>> lines;
+  for (const auto& [shape, entry] : shapes) {
+    const double each = median_ms(5, [&] { run(*entry.second, shape.rows); });
+    char line[160];
+    std::snprintf(line, sizeof line, "%-10s M %6lld N %6lld K %6lld  x%-3d %8.3f ms  (%.1f TFLOP/s)", shape.kind.c_str(),
+                  static_cast<long long>(shape.rows), static_cast<long long>(shape.out),
+                  static_cast<long long>(shape.in), entry.first, each * entry.first,
+                  2e-9 * shape.rows * shape.out * shape.in / each);
+    lines.emplace_back(each * entry.first, line);
+  }
+  std::sort(lines.rbegin(), lines.rend());
+  std::printf("%s Linears by shape (total %.3f ms):\n", label, total);
+  for (const auto& [ms, line] : lines) std::printf("  %s\n", line.c_str());
+  return total;
+}
+
+// The steps timed with CUDA events, one per benchmark iteration, after `warmup` untimed ones.
+template <class Step>
+std::vector<double> time_steps(benchmark::State& state, int warmup, Step&& step) {
+  for (int i = 0; i < warmup; ++i) step();
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<double> steps;
+  for (auto _ : state) {
+    const double ms = median_ms(1, step);
+    state.SetIterationTime(ms * 1e-3);
+    steps.push_back(ms);
+  }
+  return steps;
+}
+
+// Registers `name`/<variant> for the three variants, each `iterations` manually timed steps in ms.
+template <class Bench>
+int register_step_benchmarks(const char* name, Bench bench, int iterations) {
+  for (Variant v : {Variant::bf16, Variant::int8_qmm, Variant::uint4_svd32})
+    benchmark::RegisterBenchmark((std::string(name) + "/" + variant_name(v)).c_str(), bench, v)
+        ->Iterations(iterations)
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond);
+  return 0;
 }
 
 }  // namespace sdnq_bench

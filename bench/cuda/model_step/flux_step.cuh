@@ -25,7 +25,8 @@
 //   host_weights_s    building the random host weights (and quantizing them once per shape)
 //   load_s            FluxTransformer2DModel::load: every layer converted / repacked and uploaded
 //   quantized_linears Linears that run the variant's quantized kernel (int8: quantized_matmul; 0 for bf16)
-// Build + run: cmake --preset cuda -DSDNQ_BUILD_BENCHMARKS=ON; bench/cuda/bench_flux_step
+// Build + run: cmake --preset cuda -DSDNQ_BUILD_BENCHMARKS=ON; bench/bench_model_step --benchmark_filter=flux
+#pragma once
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
@@ -36,13 +37,13 @@
 #include <utility>
 #include <vector>
 
-#include "bench_model_step.cuh"
+#include "common.cuh"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/workspace.hpp"
 #include "sdnq/nn/gpu/flux.cuh"
 #include "sdnq/nn/weights.hpp"
 
-namespace {
+namespace flux_step {
 
 using namespace sdnq;
 using sdnq_bench::gib;
@@ -178,29 +179,6 @@ struct StepInputs {
   }
 };
 
-// The model's Linears alone, each once with its step's rows, on x / y scratch of the largest shape.
-double linears_ms(const nn::gpu::FluxTransformer2DModel& model) {
-  const auto all = model.linears(1, image_tokens, text_tokens);
-  std::int64_t max_x = 0, max_y = 0;
-  std::size_t scratch = 0;
-  for (const auto& [linear, rows] : all) {
-    max_x = std::max(max_x, rows * linear->in_features());
-    max_y = std::max(max_y, rows * linear->out_features());
-    scratch = std::max(scratch, linear->workspace_bytes(rows));
-  }
-  const Tensor x = cuda::empty(Shape{max_x}, DType::bf16), y = cuda::empty(Shape{max_y}, DType::bf16);
-  sdnq_bench::fill(x, 21);
-  cuda::Workspace workspace(scratch + 4096, 0, "FLUX Linear breakdown scratch");
-  nn::gpu::detail::CublasHandle cublas;
-  return median_ms(3, [&] {
-    for (const auto& [linear, rows] : all) {
-      const TensorView xv(x.data(), DType::bf16, Shape{rows, linear->in_features()}, x.device());
-      const TensorView yv(y.data(), DType::bf16, Shape{rows, linear->out_features()}, y.device());
-      linear->forward(xv, yv, workspace.arena(), cublas.get(), nullptr);
-    }
-  });
-}
-
 // The step's 57 joint attentions alone: q, k, v, out [1, 4608, 24·128].
 double attention_ms(const nn::FluxTransformerConfig& c) {
   const std::int64_t s = image_tokens + text_tokens, heads = c.num_attention_heads, hd = c.attention_head_dim;
@@ -232,11 +210,8 @@ void bench_flux_step(benchmark::State& state, Variant variant) {
   state.counters["host_weights_s"] = build_seconds;
   state.counters["load_s"] = seconds_since(started) - build_seconds;
   const std::size_t after_load = used_device_bytes();
-  int quantized_linears = 0;
-  for (const auto& [linear, rows] : model.linears(1, image_tokens, text_tokens))
-    quantized_linears += linear->kind() == (variant == Variant::int8_qmm ? nn::gpu::LinearKind::quantized_matmul
-                                                                         : nn::gpu::LinearKind::quantized);
-  state.counters["quantized_linears"] = quantized_linears;
+  const auto linears = model.linears(1, image_tokens, text_tokens);
+  state.counters["quantized_linears"] = sdnq_bench::quantized_linears(linears, variant);
   const std::size_t workspace_bytes = model.workspace_bytes(1, image_tokens, text_tokens);
   std::vector<double> steps;
   {
@@ -247,16 +222,11 @@ void bench_flux_step(benchmark::State& state, Variant variant) {
       (void)model.forward(in.hidden, in.context, in.pooled, in.timestep, in.img_ids, in.txt_ids, &guidance,
                           workspace, nullptr);
     };
-    for (int i = 0; i < warmup_steps; ++i) step();
-    SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
-    for (auto _ : state) {
-      const double ms = median_ms(1, step);
-      state.SetIterationTime(ms * 1e-3);
-      steps.push_back(ms);
-    }
+    steps = sdnq_bench::time_steps(state, warmup_steps, step);
     state.counters["peak_GiB"] = static_cast<double>(used_device_bytes() - before_load) / gib;
   }
-  const double step_ms = median(steps), linear_part = linears_ms(model), attention_part = attention_ms(model.config());
+  const double step_ms = median(steps), linear_part = sdnq_bench::linears_ms(linears, "FLUX");
+  const double attention_part = attention_ms(model.config());
   const Goal goal = goal_of(variant);
   state.counters["step_ms"] = step_ms;
   state.counters["goal_ms"] = goal.step_ms;
@@ -268,19 +238,6 @@ void bench_flux_step(benchmark::State& state, Variant variant) {
   state.counters["other_ms"] = step_ms - linear_part - attention_part;
 }
 
-}  // namespace
+[[maybe_unused]] const int registered = sdnq_bench::register_step_benchmarks("bench_flux_step", bench_flux_step, timed_steps);
 
-BENCHMARK_CAPTURE(bench_flux_step, bf16, Variant::bf16)
-    ->Iterations(timed_steps)
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bench_flux_step, int8_qmm, Variant::int8_qmm)
-    ->Iterations(timed_steps)
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bench_flux_step, uint4_svd32, Variant::uint4_svd32)
-    ->Iterations(timed_steps)
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
-
-BENCHMARK_MAIN();
+}  // namespace flux_step

@@ -4,7 +4,7 @@
 // The model is built from stabilityai/stable-diffusion-xl-base-1.0's published unet/config.json (below;
 // the values hub-and-formats.md §3.6 lists) through an nn::InMemoryComponent. Quantized layers follow
 // the reference's UNet checkpoints (the unet_sdxl fixtures): every Linear except time_embedding.*;
-// convs stay bf16 (nn::gpu::Conv2d runs every conv in bf16; a quantized conv would be dequantized at load).
+// convs stay bf16, as with SDNQ's default quant_conv = false (a quantized conv would run on its codes).
 //
 // Counters per variant:
 //   step_ms           median of the timed steps (CUDA events around each forward, after 2 warm-up steps)
@@ -19,7 +19,8 @@
 //   host_weights_s    building the random host weights (and quantizing them once per shape)
 //   load_s            UNet2DConditionModel::load: every layer converted / repacked and uploaded
 //   quantized_linears Linears that run the variant's quantized kernel (int8: quantized_matmul; 0 for bf16)
-// Build + run: cmake --preset cuda -DSDNQ_BUILD_BENCHMARKS=ON; bench/cuda/bench_unet_step
+// Build + run: cmake --preset cuda -DSDNQ_BUILD_BENCHMARKS=ON; bench/bench_model_step --benchmark_filter=unet
+#pragma once
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
@@ -29,13 +30,13 @@
 #include <string>
 #include <vector>
 
-#include "bench_model_step.cuh"
+#include "common.cuh"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/workspace.hpp"
 #include "sdnq/nn/gpu/unet.cuh"
 #include "sdnq/nn/weights.hpp"
 
-namespace {
+namespace unet_step {
 
 using namespace sdnq;
 using sdnq_bench::gib;
@@ -214,29 +215,6 @@ struct StepInputs {
   }
 };
 
-// The model's Linears alone, each once with its step's rows, on x / y scratch of the largest shape.
-double linears_ms(const nn::gpu::UNet2DConditionModel& model) {
-  const auto all = model.linears(batch, latent_side, latent_side, text_tokens);
-  std::int64_t max_x = 0, max_y = 0;
-  std::size_t scratch = 0;
-  for (const auto& [linear, rows] : all) {
-    max_x = std::max(max_x, rows * linear->in_features());
-    max_y = std::max(max_y, rows * linear->out_features());
-    scratch = std::max(scratch, linear->workspace_bytes(rows));
-  }
-  const Tensor x = cuda::empty(Shape{max_x}, DType::bf16), y = cuda::empty(Shape{max_y}, DType::bf16);
-  sdnq_bench::fill(x, 21);
-  cuda::Workspace workspace(scratch + 4096, 0, "UNet Linear breakdown scratch");
-  nn::gpu::detail::CublasHandle cublas;
-  return median_ms(3, [&] {
-    for (const auto& [linear, rows] : all) {
-      const TensorView xv(x.data(), DType::bf16, Shape{rows, linear->in_features()}, x.device());
-      const TensorView yv(y.data(), DType::bf16, Shape{rows, linear->out_features()}, y.device());
-      linear->forward(xv, yv, workspace.arena(), cublas.get(), nullptr);
-    }
-  });
-}
-
 void bench_unet_step(benchmark::State& state, Variant variant) {
   SDNQ_CUDA_CHECK(cudaFree(nullptr));  // the context exists before the first reading
   const StepInputs in;
@@ -251,11 +229,8 @@ void bench_unet_step(benchmark::State& state, Variant variant) {
   state.counters["host_weights_s"] = build_seconds;
   state.counters["load_s"] = seconds_since(started) - build_seconds;
   const std::size_t after_load = used_device_bytes();
-  int quantized_linears = 0;
-  for (const auto& [linear, rows] : model.linears(batch, latent_side, latent_side, text_tokens))
-    quantized_linears += linear->kind() == (variant == Variant::int8_qmm ? nn::gpu::LinearKind::quantized_matmul
-                                                                         : nn::gpu::LinearKind::quantized);
-  state.counters["quantized_linears"] = quantized_linears;
+  const auto linears = model.linears(batch, latent_side, latent_side, text_tokens);
+  state.counters["quantized_linears"] = sdnq_bench::quantized_linears(linears, variant);
   const std::size_t workspace_bytes = model.workspace_bytes(batch, latent_side, latent_side, text_tokens);
   std::vector<double> steps;
   {
@@ -265,16 +240,10 @@ void bench_unet_step(benchmark::State& state, Variant variant) {
       ArenaScope scope(workspace.arena());
       (void)model.forward(in.sample, in.timestep, in.context, &text, &ids, workspace, nullptr);
     };
-    for (int i = 0; i < warmup_steps; ++i) step();
-    SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
-    for (auto _ : state) {
-      const double ms = median_ms(1, step);
-      state.SetIterationTime(ms * 1e-3);
-      steps.push_back(ms);
-    }
+    steps = sdnq_bench::time_steps(state, warmup_steps, step);
     state.counters["peak_GiB"] = static_cast<double>(used_device_bytes() - before_load) / gib;
   }
-  const double step_ms = median(steps), linear_part = linears_ms(model);
+  const double step_ms = median(steps), linear_part = sdnq_bench::linears_ms(linears, "UNet");
   const double weights_gib = static_cast<double>(after_load - before_load) / gib;
   state.counters["step_ms"] = step_ms;
   if (goal_ms_of(variant) > 0) state.counters["goal_ms"] = goal_ms_of(variant);
@@ -285,19 +254,6 @@ void bench_unet_step(benchmark::State& state, Variant variant) {
   state.counters["other_ms"] = step_ms - linear_part;
 }
 
-}  // namespace
+[[maybe_unused]] const int registered = sdnq_bench::register_step_benchmarks("bench_unet_step", bench_unet_step, timed_steps);
 
-BENCHMARK_CAPTURE(bench_unet_step, bf16, Variant::bf16)
-    ->Iterations(timed_steps)
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bench_unet_step, int8_qmm, Variant::int8_qmm)
-    ->Iterations(timed_steps)
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bench_unet_step, uint4_svd32, Variant::uint4_svd32)
-    ->Iterations(timed_steps)
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
-
-BENCHMARK_MAIN();
+}  // namespace unet_step
