@@ -1,10 +1,8 @@
 // The tensor-core weight-only GEMM (repack + kernels) against x · Ŵᵀ + b computed in double on the
 // CPU, Ŵ being the dense weight (incl. the SVD term) the test derived from the codes it packed itself
 // (test_gemv_support.hpp's independent packer).
-#include <cmath>
 #include <cstdint>
 #include <optional>
-#include <random>
 #include <vector>
 
 #include "cuda/cuda_test_support.hpp"
@@ -21,33 +19,10 @@ using sdnq::cuda::CodeValue;
 template <class T>
 double run_and_compare(const sdnq::test::RandomLinear& linear, std::int64_t tokens, bool with_bias,
                        std::uint64_t seed) {
-  const std::int64_t n = linear.codes.out_features, k = linear.codes.in_features;
-  const sdnq::cuda::GemmTcWeightsHost repacked = sdnq::cuda::repack_for_gemm_tc<T>(linear.codes);
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  sdnq::Tensor x = sdnq::Tensor::empty(sdnq::Shape{tokens, k}, sdnq::dtype_of_v<T>);
-  sdnq::Tensor bias = sdnq::Tensor::empty(sdnq::Shape{n}, sdnq::dtype_of_v<T>);
-  for (std::int64_t i = 0; i < x.numel(); ++i) x.data_as<T>()[i] = T(dist(rng));
-  for (std::int64_t i = 0; i < n; ++i) bias.data_as<T>()[i] = T(dist(rng));
-
-  const sdnq::Tensor y =
-      sdnq::test::run_gemm_tc_kernel(repacked, x, with_bias ? std::optional<sdnq::TensorView>(bias) : std::nullopt);
-  std::vector<double> xs(static_cast<std::size_t>(tokens * k));
-  for (std::size_t i = 0; i < xs.size(); ++i) xs[i] = x.data_as<T>()[i].to_float();
-  std::vector<double> actual(static_cast<std::size_t>(tokens * n)), expected(actual.size());
-  std::int64_t non_finite = 0;
-  for (std::int64_t m = 0; m < tokens; ++m)
-    for (std::int64_t o = 0; o < n; ++o) {
-      double sum = with_bias ? bias.data_as<T>()[o].to_float() : 0.0;
-      const double* row = linear.dense.data() + o * k;
-      const double* input = xs.data() + m * k;
-      for (std::int64_t c = 0; c < k; ++c) sum += input[c] * row[c];
-      expected[m * n + o] = sum;
-      actual[m * n + o] = y.data_as<T>()[m * n + o].to_float();
-      if (!std::isfinite(actual[m * n + o])) ++non_finite;
-    }
-  REQUIRE(non_finite == 0);  // every element written
-  return sdnq::test::relative_l2(actual, expected);
+  const auto result =
+      sdnq::test::compare_repacked_gemm<T>(linear, tokens, with_bias, seed, sdnq::test::run_gemm_tc_kernel);
+  REQUIRE(result.non_finite == 0);  // every element written
+  return result.relative_l2;
 }
 
 }  // namespace

@@ -3,13 +3,11 @@
 // the codes test_gemv_support.hpp's independent packer produced. Relative L2 ≤ 1e-2; y is NaN-poisoned
 // before the launch, so every element must come back finite. Without an sm_90a build on a Hopper GPU
 // the call must refuse with a clear error (checked) and the numeric cases are skipped.
-#include <cmath>
 #include <cstdint>
 #include <optional>
-#include <random>
-#include <vector>
 
 #include "cuda/cuda_test_support.hpp"
+#include "cuda/test_gemm_tc_support.hpp"
 #include "cuda/test_gemm_weight_only_sm90_support.hpp"
 #include "cuda/test_gemv_support.hpp"
 #include "sdnq_catch.hpp"
@@ -21,33 +19,13 @@ using sdnq::cuda::CodeValue;
 template <class T>
 double run_and_compare(const sdnq::test::RandomLinear& linear, std::int64_t tokens, bool with_bias,
                        std::uint64_t seed, int tokens_per_block = 0) {
-  const std::int64_t n = linear.codes.out_features, k = linear.codes.in_features;
-  const sdnq::cuda::GemmTcWeightsHost repacked = sdnq::cuda::repack_for_gemm_tc<T>(linear.codes);
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  sdnq::Tensor x = sdnq::Tensor::empty(sdnq::Shape{tokens, k}, sdnq::dtype_of_v<T>);
-  sdnq::Tensor bias = sdnq::Tensor::empty(sdnq::Shape{n}, sdnq::dtype_of_v<T>);
-  for (std::int64_t i = 0; i < x.numel(); ++i) x.data_as<T>()[i] = T(dist(rng));
-  for (std::int64_t i = 0; i < n; ++i) bias.data_as<T>()[i] = T(dist(rng));
-
-  const sdnq::Tensor y = sdnq::test::run_gemm_weight_only_sm90(
-      repacked, x, with_bias ? std::optional<sdnq::TensorView>(bias) : std::nullopt, tokens_per_block);
-  std::vector<double> xs(static_cast<std::size_t>(tokens * k));
-  for (std::size_t i = 0; i < xs.size(); ++i) xs[i] = x.data_as<T>()[i].to_float();
-  std::vector<double> actual(static_cast<std::size_t>(tokens * n)), expected(actual.size());
-  std::int64_t non_finite = 0;
-  for (std::int64_t m = 0; m < tokens; ++m)
-    for (std::int64_t o = 0; o < n; ++o) {
-      double sum = with_bias ? bias.data_as<T>()[o].to_float() : 0.0;
-      const double* row = linear.dense.data() + o * k;
-      const double* input = xs.data() + m * k;
-      for (std::int64_t c = 0; c < k; ++c) sum += input[c] * row[c];
-      expected[m * n + o] = sum;
-      actual[m * n + o] = y.data_as<T>()[m * n + o].to_float();
-      if (!std::isfinite(actual[m * n + o])) ++non_finite;
-    }
-  REQUIRE(non_finite == 0);  // every element written
-  return sdnq::test::relative_l2(actual, expected);
+  const auto run = [&](const sdnq::cuda::GemmTcWeightsHost& weights, sdnq::TensorView x,
+                       std::optional<sdnq::TensorView> bias) {
+    return sdnq::test::run_gemm_weight_only_sm90(weights, x, bias, tokens_per_block);
+  };
+  const auto result = sdnq::test::compare_repacked_gemm<T>(linear, tokens, with_bias, seed, run);
+  REQUIRE(result.non_finite == 0);  // every element written
+  return result.relative_l2;
 }
 
 // Catch2 v2 (CI) has no SKIP: warn and leave the case.

@@ -246,6 +246,33 @@ void run_gemm_tc(const GemmTcWeights& w, const GemmTcParams& main, const GemmTcP
 
 inline std::uint32_t half_bits_pair(std::uint16_t half) { return static_cast<std::uint32_t>(half) * 0x10001u; }
 
+// The launch parameters gemm_tc and gemm_weight_only_sm90 fill alike: operands, shape and the
+// dequantization constants; the workspace pointers (low_rank, partial) are left to the caller.
+inline GemmTcParams gemm_tc_params(const GemmTcWeights& w, const void* x, const void* bias, void* y,
+                                   std::int64_t tokens) {
+  GemmTcParams params{};
+  params.a = x;
+  params.b = w.codes;
+  params.group_params = w.group_params;
+  params.svd_up = w.svd_up;
+  params.bias = bias;
+  params.y = y;
+  params.m = static_cast<int>(tokens);
+  params.n = static_cast<int>(w.out_features);
+  params.k = static_cast<int>(w.in_features);
+  params.group_size = static_cast<int>(w.group_size);
+  params.rank_padded = static_cast<int>(w.svd_rank_padded);
+  const int code_offset = w.is_signed ? -(1 << (w.bits - 1)) : 0;
+  params.minus_f = 8388608.0f - static_cast<float>(code_offset);
+  // magic − offset as a T pair: 128 − offset (bf16) or 1024 − offset (fp16), exact in both.
+  const float magic = w.dtype == DType::bf16 ? 128.0f : 1024.0f;
+  if (w.dtype == DType::bf16)
+    params.minus = half_bits_pair(bf16(magic - code_offset).bits);
+  else
+    params.minus = half_bits_pair(fp16(magic - code_offset).bits);
+  return params;
+}
+
 }  // namespace kernel_detail
 
 // y = x · dequant(W)ᵀ (+ SVD branch) (+ bias). x [M, K], y [M, N], bias [N]: device, contiguous, in
@@ -298,31 +325,13 @@ inline void gemm_tc(const GemmTcWeights& w, TensorView x, std::optional<TensorVi
                ShapeError, "gemm_tc: needs {} bytes of 16-byte aligned device workspace, got {}", workspace_bytes,
                workspace.nbytes());
 
-  kernel_detail::GemmTcParams params{};
-  params.a = x.data();
-  params.b = w.codes;
-  params.group_params = w.group_params;
+  kernel_detail::GemmTcParams params =
+      kernel_detail::gemm_tc_params(w, x.data(), bias ? bias->data() : nullptr, y.data(), tokens);
   auto* workspace_bytes_begin = static_cast<char*>(workspace.data());
   params.low_rank = plan.low_rank_bytes > 0 ? workspace_bytes_begin : nullptr;
   params.partial = plan.partial_floats > 0
                        ? reinterpret_cast<float*>(workspace_bytes_begin + (plan.low_rank_bytes + 15) / 16 * 16)
                        : nullptr;
-  params.svd_up = w.svd_up;
-  params.bias = bias ? bias->data() : nullptr;
-  params.y = y.data();
-  params.m = static_cast<int>(tokens);
-  params.n = static_cast<int>(w.out_features);
-  params.k = static_cast<int>(w.in_features);
-  params.group_size = static_cast<int>(w.group_size);
-  params.rank_padded = static_cast<int>(w.svd_rank_padded);
-  const int code_offset = w.is_signed ? -(1 << (w.bits - 1)) : 0;
-  params.minus_f = 8388608.0f - static_cast<float>(code_offset);
-  // magic − offset as a T pair: 128 − offset (bf16) or 1024 − offset (fp16), exact in both.
-  const float magic = w.dtype == DType::bf16 ? 128.0f : 1024.0f;
-  if (w.dtype == DType::bf16)
-    params.minus = kernel_detail::half_bits_pair(bf16(magic - code_offset).bits);
-  else
-    params.minus = kernel_detail::half_bits_pair(fp16(magic - code_offset).bits);
 
   if (w.dtype == DType::bf16)
     kernel_detail::run_gemm_tc<__nv_bfloat16>(w, params, plan, stream);

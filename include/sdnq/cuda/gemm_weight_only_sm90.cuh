@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdint>
 #include <optional>
+#include <type_traits>
 
 #include "sdnq/core/dtype.hpp"
 #include "sdnq/core/error.hpp"
@@ -20,6 +21,7 @@
 #include "sdnq/cuda/check.hpp"
 #include "sdnq/cuda/config.cuh"
 #include "sdnq/cuda/detail/weight_only_sm90_kernel.cuh"
+#include "sdnq/cuda/detail/wgmma.cuh"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/gemm_tc.cuh"
 
@@ -29,25 +31,6 @@ namespace kernel_detail {
 
 using WeightOnlySm90Tile256 = WeightOnlySm90Tile<256, 5>;  // 37 / 41 KB a stage (4 / 8 bits)
 using WeightOnlySm90Tile128 = WeightOnlySm90Tile<128, 8>;  // 21 / 25 KB a stage
-
-// Whether this build has sm_90a code for `device` (w8a8_wgmma_probe, asked once per device 0..63).
-inline bool weight_only_sm90_code(int device) {
-  static std::atomic<int> known[64] = {};  // 0 not asked yet, 1 yes, 2 no
-  std::atomic<int>& entry = known[device & 63];
-  if (entry.load(std::memory_order_relaxed) == 0) {
-    int major = 0;
-    SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    bool yes = false;
-    if (major == 9) {
-      Tensor flag = sdnq::cuda::zeros(Shape{1}, DType::i32, device);
-      w8a8_wgmma_probe<><<<1, 1>>>(static_cast<int*>(flag.data()));
-      SDNQ_CUDA_CHECK(cudaGetLastError());
-      yes = sdnq::cuda::to_host(flag).data_as<std::int32_t>()[0] == 1;
-    }
-    entry.store(yes ? 1 : 2, std::memory_order_relaxed);
-  }
-  return entry.load(std::memory_order_relaxed) == 1;
-}
 
 // 256 tokens a block unless 128 needs fewer waves of the SMs (a 128-token block does about half the
 // work, with a small loss per FLOP for staging x twice as often).
@@ -136,7 +119,7 @@ void run_weight_only_sm90(const GemmTcWeights& w, const GemmTcParams& p, const W
 }  // namespace kernel_detail
 
 // Whether gemm_weight_only_sm90 runs on `device`: this build has sm_90a code and the GPU is a 9.x.
-inline bool weight_only_sm90_supported(int device) { return kernel_detail::weight_only_sm90_code(device); }
+inline bool weight_only_sm90_supported(int device) { return kernel_detail::has_sm90a_code(device); }
 
 // Device workspace gemm_weight_only_sm90() needs for M rows of x (the low-rank product and its split-K
 // partial sums); 0 without SVD.
@@ -202,29 +185,13 @@ inline void gemm_weight_only_sm90(const GemmTcWeights& w, TensorView x, std::opt
                ShapeError, "gemm_weight_only_sm90: needs {} bytes of 16-byte aligned device workspace, got {}",
                workspace_bytes, workspace.nbytes());
 
-  kernel_detail::GemmTcParams params{};
-  params.a = x.data();
-  params.b = w.codes;
-  params.group_params = w.group_params;
+  kernel_detail::GemmTcParams params =
+      kernel_detail::gemm_tc_params(w, x.data(), bias ? bias->data() : nullptr, y.data(), tokens);
   auto* workspace_begin = static_cast<char*>(workspace.data());
   params.low_rank = plan.low_rank_bytes > 0 ? workspace_begin : nullptr;
   float* partial = plan.partial_floats > 0
                        ? reinterpret_cast<float*>(workspace_begin + (plan.low_rank_bytes + 15) / 16 * 16)
                        : nullptr;
-  params.svd_up = w.svd_up;
-  params.bias = bias ? bias->data() : nullptr;
-  params.y = y.data();
-  params.m = static_cast<int>(tokens);
-  params.n = static_cast<int>(w.out_features);
-  params.k = static_cast<int>(w.in_features);
-  params.group_size = static_cast<int>(w.group_size);
-  params.rank_padded = static_cast<int>(w.svd_rank_padded);
-  // The dequantization constants as gemm_tc sets them (code offset folded into the subtrahends).
-  const int code_offset = w.is_signed ? -(1 << (w.bits - 1)) : 0;
-  params.minus_f = 8388608.0f - static_cast<float>(code_offset);
-  const float magic = w.dtype == DType::bf16 ? 128.0f : 1024.0f;
-  params.minus = w.dtype == DType::bf16 ? kernel_detail::half_bits_pair(bf16(magic - code_offset).bits)
-                                        : kernel_detail::half_bits_pair(fp16(magic - code_offset).bits);
   if (w.dtype == DType::bf16)
     kernel_detail::run_weight_only_sm90<__nv_bfloat16>(w, params, plan, partial, stream);
   else

@@ -9,7 +9,7 @@
 //                 its bytes have landed, the empty barrier when both consumers are done with it.
 //                 Warps 1-3 quantize the activation rows of the block's later tiles meanwhile.
 //   warpgroups 1-2 consumers: rows 0-63 and 64-127 of the tile, 4 wgmma m64nBNk32 per K tile.
-// TMA's 128-byte swizzle writes the layout wgmma_descriptor (w8a8_wgmma.cuh) describes, and zero-fills
+// TMA's 128-byte swizzle writes the layout wgmma_descriptor (wgmma.cuh) describes, and zero-fills
 // rows past M / N and bytes past K, so any M, N and K % 16 == 0 work.
 // Activation quantization (w8a8_quantize.cuh, rows shared between blocks through the workspace
 // counters): before the pipeline all 384 threads help quantize the first tile's rows; later tiles'
@@ -33,6 +33,7 @@
 #include "sdnq/cuda/detail/w8a8_kernel.cuh"
 #include "sdnq/cuda/detail/w8a8_quantize.cuh"
 #include "sdnq/cuda/detail/w8a8_wgmma.cuh"
+#include "sdnq/cuda/detail/wgmma.cuh"
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
 namespace kernel_detail {
@@ -40,47 +41,12 @@ namespace kernel_detail {
 // d (+)= A[64×32] · B[128×32]ᵀ in e4m3 with fp32 accumulators (fragment as wgmma_s8_m64n128k32).
 __device__ __forceinline__ void wgmma_e4m3_m64n128k32(float (&d)[64], std::uint64_t a, std::uint64_t b) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile(
-      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
-      "{"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-      "%64, %65, 1, 1, 1;\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "l"(a), "l"(b));
+  asm volatile("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " SDNQ_WGMMA_R64 "}, %64, %65, 1, 1, 1;\n"
+               : SDNQ_WGMMA_D64("+f")
+               : "l"(a), "l"(b));
 #else
   (void)d, (void)a, (void)b;
   __trap();
-#endif
-}
-
-template <int Pending>
-__device__ __forceinline__ void wgmma_wait() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(Pending) : "memory");
-#endif
-}
-
-// Register budgets per thread after the role split: the producer gives its registers to the consumers.
-template <int Registers>
-__device__ __forceinline__ void shrink_registers() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(Registers));
-#endif
-}
-template <int Registers>
-__device__ __forceinline__ void grow_registers() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(Registers));
 #endif
 }
 

@@ -5,7 +5,7 @@
 // TMA, is the shared-memory B operand. One block of 3 warpgroups owns 128 weight rows × BN tokens:
 //   warpgroup 0   producer: one thread fills a Stages-deep ring (full / empty mbarriers of
 //                 tma_pipeline.cuh); a stage holds x's BN×64 tile by TMA (128-byte rows, 128-byte
-//                 swizzle: the layout wgmma_descriptor of w8a8_wgmma.cuh describes) and, by 1-D bulk
+//                 swizzle: the layout wgmma_descriptor of wgmma.cuh describes) and, by 1-D bulk
 //                 copies, the 128 rows' codes of that K tile (contiguous in gemm_tc's repacked layout,
 //                 detail/gemm_tc_repack.hpp) and their one or two groups' (scale, zero) pairs. After the
 //                 K tiles come the rp/64 tiles of low_rank = x · svd_downᵀ for the SVD branch.
@@ -26,90 +26,16 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "sdnq/cuda/config.cuh"
 #include "sdnq/cuda/detail/gemm_tc_fragments.cuh"
 #include "sdnq/cuda/detail/gemm_tc_kernel.cuh"
 #include "sdnq/cuda/detail/kernel_convert.cuh"
 #include "sdnq/cuda/detail/tma_pipeline.cuh"
-#include "sdnq/cuda/detail/w8a8_tma.cuh"
-#include "sdnq/cuda/detail/w8a8_wgmma.cuh"
+#include "sdnq/cuda/detail/wgmma.cuh"
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
 namespace kernel_detail {
-
-#define SDNQ_WO_SM90_RS_N128(types)                                                                             \
-  asm volatile(                                                                                                 \
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32" types " "                                                   \
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                                 \
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "                        \
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "                        \
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "                       \
-      "{%64, %65, %66, %67}, %68, 1, 1, 1, 0;\n"                                                                \
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),         \
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),   \
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])  \
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b))
-
-#define SDNQ_WO_SM90_RS_N256(types)                                                                                     \
-  asm volatile(                                                                                                         \
-      "wgmma.mma_async.sync.aligned.m64n256k16.f32" types " "                                                           \
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                                         \
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "                                \
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "                                \
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "                                \
-      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "                                \
-      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "                                \
-      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "                    \
-      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "               \
-      "{%128, %129, %130, %131}, %132, 1, 1, 1, 0;\n"                                                                   \
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),                 \
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),           \
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),         \
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),         \
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),         \
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),         \
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),         \
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),         \
-        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),         \
-        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),         \
-        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),         \
-        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),         \
-        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),     \
-        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), \
-        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), \
-        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])  \
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b))
-
-template <class T, int BN>
-__device__ __forceinline__ void wgmma_rs_k16(float (&d)[BN / 2], const std::uint32_t (&a)[4], std::uint64_t b) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr bool bf16 = std::is_same_v<T, __nv_bfloat16>;
-  if constexpr (BN == 256) {
-    if constexpr (bf16)
-      SDNQ_WO_SM90_RS_N256(".bf16.bf16");
-    else
-      SDNQ_WO_SM90_RS_N256(".f16.f16");
-  } else {
-    if constexpr (bf16)
-      SDNQ_WO_SM90_RS_N128(".bf16.bf16");
-    else
-      SDNQ_WO_SM90_RS_N128(".f16.f16");
-  }
-#else
-  (void)d, (void)a, (void)b;
-  __trap();
-#endif
-}
-
-#undef SDNQ_WO_SM90_RS_N128
-#undef SDNQ_WO_SM90_RS_N256
 
 // BN tokens per block (the wgmma N); 128 weight rows (two consumer warpgroups of m64). A stage holds
 // x's BN×64 tile, the 128 rows' codes of the K tile (gemm_tc's layout: 8 contiguous 16-row blocks) and
@@ -288,7 +214,8 @@ __global__ void __launch_bounds__(Tile::threads, 1)
       const std::uint32_t x_base = shared_address(ring + (tile % Stages) * stage_bytes);
       wgmma_fence();
 #pragma unroll
-      for (int step = 0; step < 4; ++step) wgmma_rs_k16<T, BN>(acc, a[step], wgmma_descriptor(x_base + 32 * step));
+      for (int step = 0; step < 4; ++step)
+        wgmma_rs_k16<T, BN, false>(acc, a[step], wgmma_descriptor(x_base + 32 * step));  // x: K-major B
       wgmma_commit();
       wgmma_wait<1>();
 #pragma unroll

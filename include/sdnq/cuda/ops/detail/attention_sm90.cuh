@@ -22,7 +22,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -31,6 +30,7 @@
 #include "sdnq/cuda/check.hpp"
 #include "sdnq/cuda/config.cuh"
 #include "sdnq/cuda/detail/tma_pipeline.cuh"
+#include "sdnq/cuda/detail/wgmma.cuh"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/ops/detail/attention_kernel.cuh"
 
@@ -42,8 +42,16 @@ using sdnq::cuda::kernel_detail::barrier_arrive_expect_bytes;
 using sdnq::cuda::kernel_detail::barrier_init;
 using sdnq::cuda::kernel_detail::barrier_init_fence;
 using sdnq::cuda::kernel_detail::barrier_wait;
+using sdnq::cuda::kernel_detail::grow_registers;
+using sdnq::cuda::kernel_detail::has_sm90a_code;
+using sdnq::cuda::kernel_detail::shrink_registers;
 using sdnq::cuda::kernel_detail::tensor_map_encoder;
 using sdnq::cuda::kernel_detail::tma_prefetch_map;
+using sdnq::cuda::kernel_detail::wgmma_commit;
+using sdnq::cuda::kernel_detail::wgmma_descriptor;
+using sdnq::cuda::kernel_detail::wgmma_fence;
+using sdnq::cuda::kernel_detail::wgmma_rs_k16;
+using sdnq::cuda::kernel_detail::wgmma_wait;
 
 struct AttentionSm90Params {
   CUtensorMap q_map, k_map, v_map;  // (D, L, H, B) of bf16/fp16; boxes of 64 columns × rows × 1 × 1
@@ -73,42 +81,6 @@ struct AttentionSm90Tile {
   static constexpr int shared_bytes = q_bytes + stages * 2 * kv_bytes + 1024;  // + realignment to 1024
 };
 
-// wgmma's ordering instructions and the K-major 128-byte-swizzle descriptor, as in w8a8_wgmma.cuh (not
-// included: the int8 GEMM headers it pulls in would be parsed by every model translation unit).
-__device__ __forceinline__ void wgmma_fence() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void wgmma_commit() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-#endif
-}
-// Waits until at most `Pending` committed wgmma groups of this warpgroup are still running.
-template <int Pending>
-__device__ __forceinline__ void wgmma_wait() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(Pending) : "memory");
-#endif
-}
-
-// K-major operand, 128-byte swizzle: 8-row atoms of 128-byte rows, 1024 bytes apart (leading offset unused).
-__device__ __forceinline__ std::uint64_t wgmma_descriptor_k_major(std::uint32_t shared_byte_address) {
-  return static_cast<std::uint64_t>((shared_byte_address & 0x3FFFF) >> 4) | (std::uint64_t{1} << 16) |
-         (std::uint64_t{1024 >> 4} << 32) | (std::uint64_t{1} << 62);
-}
-
-// Shared-memory descriptor of an N-major ("transposed") B operand in the 128-byte-swizzle layout:
-// 8-row atoms of 128-byte rows along K (stride 1024 bytes), `column_block_bytes` between the 64-column
-// blocks along N, swizzle mode 1 (128 B) in bits 62-63.
-__device__ __forceinline__ std::uint64_t wgmma_descriptor_n_major(std::uint32_t shared_byte_address,
-                                                                  std::uint32_t column_block_bytes) {
-  return static_cast<std::uint64_t>((shared_byte_address & 0x3FFFF) >> 4) |
-         (static_cast<std::uint64_t>(column_block_bytes >> 4) << 16) | (std::uint64_t{1024 >> 4} << 32) |
-         (std::uint64_t{1} << 62);
-}
-
 // Copies the box at (column, row, head, batch) of a 4-D tensor map into shared memory, completing its
 // bytes on `barrier` (zeros where the box leaves the tensor; they count toward the bytes too).
 __device__ __forceinline__ void tma_load_4d(void* destination, const CUtensorMap* map, int column, int row, int head,
@@ -125,149 +97,28 @@ __device__ __forceinline__ void tma_load_4d(void* destination, const CUtensorMap
 #endif
 }
 
-// Moves this warpgroup's register budget (all four warps execute it).
-template <int Registers>
-__device__ __forceinline__ void warpgroup_registers_decrease() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(Registers));
-#endif
-}
-template <int Registers>
-__device__ __forceinline__ void warpgroup_registers_increase() {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(Registers));
-#endif
-}
-
-// d (+)= A · B for one k16 step; d is the m64nN accumulator fragment (d[4j + i]: row 16·warp + lane/4
-// (+8 for i ≥ 2), column 8j + 2·(lane%4) + i%2). ss: A and B by descriptor, both K-major, d overwritten
-// when `accumulate` is 0. rs: A from registers (the mma.sync m16n8k16 A fragment of the warp's 16 rows),
-// B by descriptor, N-major.
+// d (+)= A · B for one k16 step, both by descriptor and K-major, d overwritten when `accumulate` is 0
+// (fragment as wgmma_rs_k16 of wgmma.cuh).
+#define SDNQ_ATTENTION_WGMMA_SS(types)                                                                          \
+  asm volatile(                                                                                                 \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                                              \
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32" types " " SDNQ_WGMMA_R64 "}, %64, %65, p, 1, 1, 0, 0;\n}\n" \
+      : SDNQ_WGMMA_D64("+f")                                                                                    \
+      : "l"(a), "l"(b), "r"(accumulate))
 template <class T>
 __device__ __forceinline__ void wgmma_ss_m64n128k16(float (&d)[64], std::uint64_t a, std::uint64_t b, int accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    asm volatile(
-        "{\n.reg .pred p;\n"
-        "setp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
-        "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44,"
-        " %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p,"
-        " 1, 1, 0, 0;\n"
-        "}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
-          "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),
-          "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]),
-          "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
-          "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),
-          "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-        : "l"(a), "l"(b), "r"(accumulate));
+    SDNQ_ATTENTION_WGMMA_SS(".bf16.bf16");
   else
-    asm volatile(
-        "{\n.reg .pred p;\n"
-        "setp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
-        "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44,"
-        " %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p,"
-        " 1, 1, 0, 0;\n"
-        "}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
-          "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),
-          "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]),
-          "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
-          "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),
-          "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-        : "l"(a), "l"(b), "r"(accumulate));
+    SDNQ_ATTENTION_WGMMA_SS(".f16.f16");
 #else
   (void)d, (void)a, (void)b;
   (void)accumulate;
   __trap();
 #endif
 }
-
-template <class T>
-__device__ __forceinline__ void wgmma_rs_m64n128k16(float (&d)[64], const std::uint32_t (&a)[4], std::uint64_t b) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    asm volatile(
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
-        "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44,"
-        " %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, "
-        "%66, %67}, %68, 1, 1, 1, 1;\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
-          "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),
-          "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]),
-          "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
-          "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),
-          "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
-  else
-    asm volatile(
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
-        "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44,"
-        " %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, "
-        "%66, %67}, %68, 1, 1, 1, 1;\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
-          "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),
-          "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]),
-          "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
-          "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),
-          "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
-#else
-  (void)d, (void)a, (void)b;
-  __trap();
-#endif
-}
-
-template <class T>
-__device__ __forceinline__ void wgmma_rs_m64n64k16(float (&d)[32], const std::uint32_t (&a)[4], std::uint64_t b) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    asm volatile(
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
-        "%23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
-          "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
-  else
-    asm volatile(
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
-        "%23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
-          "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
-#else
-  (void)d, (void)a, (void)b;
-  __trap();
-#endif
-}
-
-template <class T, int HeadDim>
-__device__ __forceinline__ void wgmma_rs_k16(float (&d)[HeadDim / 2], const std::uint32_t (&a)[4], std::uint64_t b) {
-  if constexpr (HeadDim == 128)
-    wgmma_rs_m64n128k16<T>(d, a, b);
-  else
-    wgmma_rs_m64n64k16<T>(d, a, b);
-}
+#undef SDNQ_ATTENTION_WGMMA_SS
 
 // grid (ceil(Lq / 128), H, B), 384 threads, Tile::shared_bytes dynamic shared memory.
 template <class T, int HeadDim>
@@ -298,7 +149,7 @@ __global__ void __launch_bounds__(384, 1) attention_sm90_kernel(const __grid_con
 
   const int warpgroup = threadIdx.x / 128;
   if (warpgroup == 0) {  // producer
-    warpgroup_registers_decrease<24>();
+    shrink_registers<24>();
     if (threadIdx.x == 0) {
       tma_prefetch_map(&p.q_map);
       tma_prefetch_map(&p.k_map);
@@ -318,7 +169,7 @@ __global__ void __launch_bounds__(384, 1) attention_sm90_kernel(const __grid_con
     }
     return;
   }
-  warpgroup_registers_increase<240>();
+  grow_registers<240>();
 
   // Consumer warpgroup: 64 query rows; this thread's rows are row0 and row0 + 8 of the block.
   const int consumer = warpgroup - 1, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
@@ -337,7 +188,7 @@ __global__ void __launch_bounds__(384, 1) attention_sm90_kernel(const __grid_con
     const std::uint32_t v_base = shared_address(v_tile(v_stage));
 #pragma unroll
     for (int ks = 0; ks < KEYS / 16; ++ks)  // keys 16·ks.. are 16 rows (2048 bytes) further
-      wgmma_rs_k16<T, HeadDim>(o, a[ks], wgmma_descriptor_n_major(v_base + ks * 2048, KEYS * 128));
+      wgmma_rs_k16<T, HeadDim, true>(o, a[ks], wgmma_descriptor(v_base + ks * 2048, KEYS * 128));
     wgmma_commit();
   };
   const auto release = [&](int released_stage) {
@@ -354,8 +205,8 @@ __global__ void __launch_bounds__(384, 1) attention_sm90_kernel(const __grid_con
 #pragma unroll
     for (int kk = 0; kk < HeadDim / 16; ++kk) {
       const int c = kk / 4, offset = (kk % 4) * 32;
-      wgmma_ss_m64n128k16<T>(s, wgmma_descriptor_k_major(q_base + c * ROWS * 128 + offset),
-                             wgmma_descriptor_k_major(k_base + c * KEYS * 128 + offset), kk > 0);
+      wgmma_ss_m64n128k16<T>(s, wgmma_descriptor(q_base + c * ROWS * 128 + offset),
+                             wgmma_descriptor(k_base + c * KEYS * 128 + offset), kk > 0);
     }
     wgmma_commit();
   };
@@ -467,35 +318,8 @@ __global__ void __launch_bounds__(384, 1) attention_sm90_kernel(const __grid_con
 #endif
 }
 
-// Writes 1 where this build has sm_90a code for the running device, else 0 (a template: every
-// translation unit including this header may emit it).
-template <int Unused = 0>
-__global__ void attention_sm90_probe(int* has_sm90a) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  *has_sm90a = 1;
-#else
-  *has_sm90a = 0;
-#endif
-}
-
 // Whether this build has the sm_90a attention kernel for `device` (asked once per device 0..63).
-inline bool attention_sm90_code(int device) {
-  static std::atomic<int> known[64] = {};  // 0 not asked yet, 1 yes, 2 no
-  std::atomic<int>& entry = known[device & 63];
-  if (entry.load(std::memory_order_relaxed) == 0) {
-    int major = 0;
-    SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    bool yes = false;
-    if (major == 9) {
-      Tensor flag = sdnq::cuda::zeros(Shape{1}, DType::i32, device);
-      attention_sm90_probe<><<<1, 1>>>(static_cast<int*>(flag.data()));
-      SDNQ_CUDA_CHECK(cudaGetLastError());
-      yes = sdnq::cuda::to_host(flag).data_as<std::int32_t>()[0] == 1;
-    }
-    entry.store(yes ? 1 : 2, std::memory_order_relaxed);
-  }
-  return entry.load(std::memory_order_relaxed) == 1;
-}
+inline bool attention_sm90_code(int device) { return has_sm90a_code(device); }
 
 // TMA map of a [B, H, L, D] view (unit stride along D, other strides multiples of 8 elements, checked by
 // the caller) read in boxes of 64 columns × box_rows rows of one head, 128-byte swizzle.
