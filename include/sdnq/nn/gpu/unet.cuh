@@ -149,7 +149,6 @@ class UNet2DConditionModel {
  private:
   void load_weights(WeightLoader& weights) {
     const UNet2DConditionConfig& c = config_;
-    const std::size_t blocks = c.block_count();
     const std::int64_t first = c.block_out_channels[0];
     const int device = device_;
     const auto same = [](std::int64_t kernel) { return cuda::ops::Conv2dOptions::symmetric(1, static_cast<int>(kernel / 2)); };
@@ -159,57 +158,12 @@ class UNet2DConditionModel {
     if (c.text_time_embedding)
       add_mlp_ = detail::DitTwoLayerMlp::load(weights, "add_embedding", c.projection_class_embeddings_input_dim,
                                               c.time_embedding_dim, device);
-    // The block settings of the CPU model (nn/models/unet.hpp).
-    const nn::detail::UNetBlockCommon common{.temb_channels = c.time_embedding_dim,
-                                             .groups = c.norm_num_groups,
-                                             .eps = static_cast<float>(c.norm_eps),
-                                             .linear_projection = c.use_linear_projection};
-    std::int64_t out_channels = first;
-    for (std::size_t i = 0; i < blocks; ++i) {
-      const std::int64_t in_channels = out_channels;
-      out_channels = c.block_out_channels[i];
-      down_blocks_.push_back(detail::UNetDownBlock::load(
-          weights,
-          {.prefix = "down_blocks." + std::to_string(i),
-           .in_channels = in_channels,
-           .out_channels = out_channels,
-           .layers = c.layers_per_block[i],
-           .cross_attention = nn::detail::is_cross_attention_block(c.down_block_types[i]),
-           .transformer_layers = c.down_transformer_layers[i],
-           .heads = c.attention_heads[i],
-           .cross_attention_dim = c.cross_attention_dim[i],
-           .add_sampler = i + 1 < blocks,
-           .downsample_padding = static_cast<int>(c.downsample_padding)},
-          common, device));
-    }
-    if (c.has_mid_block)
-      mid_block_ = detail::UNetMidBlock::load(weights,
-                                              {.prefix = "mid_block",
-                                               .out_channels = c.block_out_channels.back(),
-                                               .cross_attention = true,
-                                               .transformer_layers = {c.down_transformer_layers.back().front()},
-                                               .heads = c.attention_heads.back(),
-                                               .cross_attention_dim = c.cross_attention_dim.back()},
-                                              common, device);
-    out_channels = c.block_out_channels.back();
-    for (std::size_t i = 0; i < blocks; ++i) {
-      const std::size_t mirrored = blocks - 1 - i;  // the down block this up block mirrors
-      const std::int64_t previous = out_channels;
-      out_channels = c.block_out_channels[mirrored];
-      up_blocks_.push_back(detail::UNetUpBlock::load(
-          weights,
-          {.prefix = "up_blocks." + std::to_string(i),
-           .in_channels = c.block_out_channels[mirrored == 0 ? 0 : mirrored - 1],
-           .out_channels = out_channels,
-           .previous_out_channels = previous,
-           .layers = c.layers_per_block[mirrored] + 1,
-           .cross_attention = nn::detail::is_cross_attention_block(c.up_block_types[i]),
-           .transformer_layers = c.up_transformer_layers[i],
-           .heads = c.attention_heads[mirrored],
-           .cross_attention_dim = c.cross_attention_dim[mirrored],
-           .add_sampler = i + 1 < blocks},
-          common, device));
-    }
+    // The blocks of the CPU model (nn/models/unet.hpp), from the same settings.
+    const nn::detail::UNetBlockLayout layout = nn::detail::unet_block_layout(c);
+    for (const auto& block : layout.down)
+      down_blocks_.push_back(detail::UNetDownBlock::load(weights, block, layout.common, device));
+    if (layout.mid) mid_block_ = detail::UNetMidBlock::load(weights, *layout.mid, layout.common, device);
+    for (const auto& block : layout.up) up_blocks_.push_back(detail::UNetUpBlock::load(weights, block, layout.common, device));
     norm_out_ = detail::VaeGroupNorm::load(weights, "conv_norm_out", c.norm_num_groups, first, device,
                                            static_cast<float>(c.norm_eps));
     conv_out_ = Conv2d::load(weights, "conv_out", first, c.out_channels, static_cast<int>(c.conv_out_kernel),

@@ -14,6 +14,7 @@
 #include "sdnq/nn/models/detail/resnet_block.hpp"
 #include "sdnq/nn/models/detail/resnet_sampling.hpp"
 #include "sdnq/nn/models/detail/transformer2d.hpp"
+#include "sdnq/nn/models/detail/unet_config.hpp"
 
 namespace sdnq::nn::detail {
 
@@ -38,6 +39,62 @@ struct UNetBlockSettings {
   bool add_sampler = false;                    // a downsampler / upsampler after the layers
   int downsample_padding = 1;
 };
+
+// The settings of every block of a UNet2DConditionModel with config `c`, in load order: the CPU model
+// and the GPU model (nn/gpu/unet.cuh) build their blocks from this one list.
+struct UNetBlockLayout {
+  UNetBlockCommon common;
+  std::vector<UNetBlockSettings> down, up;
+  std::optional<UNetBlockSettings> mid;
+};
+
+inline UNetBlockLayout unet_block_layout(const UNet2DConditionConfig& c) {
+  UNetBlockLayout layout;
+  layout.common = {.temb_channels = c.time_embedding_dim,
+                   .groups = c.norm_num_groups,
+                   .eps = static_cast<float>(c.norm_eps),
+                   .linear_projection = c.use_linear_projection};
+  const std::size_t blocks = c.block_count();
+  std::int64_t out_channels = c.block_out_channels[0];
+  for (std::size_t i = 0; i < blocks; ++i) {
+    const std::int64_t in_channels = out_channels;
+    out_channels = c.block_out_channels[i];
+    layout.down.push_back({.prefix = "down_blocks." + std::to_string(i),
+                           .in_channels = in_channels,
+                           .out_channels = out_channels,
+                           .layers = c.layers_per_block[i],
+                           .cross_attention = is_cross_attention_block(c.down_block_types[i]),
+                           .transformer_layers = c.down_transformer_layers[i],
+                           .heads = c.attention_heads[i],
+                           .cross_attention_dim = c.cross_attention_dim[i],
+                           .add_sampler = i + 1 < blocks,
+                           .downsample_padding = static_cast<int>(c.downsample_padding)});
+  }
+  if (c.has_mid_block)
+    layout.mid = UNetBlockSettings{.prefix = "mid_block",
+                                   .out_channels = c.block_out_channels.back(),
+                                   .cross_attention = true,
+                                   .transformer_layers = {c.down_transformer_layers.back().front()},
+                                   .heads = c.attention_heads.back(),
+                                   .cross_attention_dim = c.cross_attention_dim.back()};
+  out_channels = c.block_out_channels.back();
+  for (std::size_t i = 0; i < blocks; ++i) {
+    const std::size_t mirrored = blocks - 1 - i;  // the down block this up block mirrors
+    const std::int64_t previous = out_channels;
+    out_channels = c.block_out_channels[mirrored];
+    layout.up.push_back({.prefix = "up_blocks." + std::to_string(i),
+                         .in_channels = c.block_out_channels[mirrored == 0 ? 0 : mirrored - 1],
+                         .out_channels = out_channels,
+                         .previous_out_channels = previous,
+                         .layers = c.layers_per_block[mirrored] + 1,
+                         .cross_attention = is_cross_attention_block(c.up_block_types[i]),
+                         .transformer_layers = c.up_transformer_layers[i],
+                         .heads = c.attention_heads[mirrored],
+                         .cross_attention_dim = c.cross_attention_dim[mirrored],
+                         .add_sampler = i + 1 < blocks});
+  }
+  return layout;
+}
 
 inline Transformer2D load_block_transformer(WeightLoader& weights, const std::string& prefix,
                                             const UNetBlockSettings& block, const UNetBlockCommon& common,
