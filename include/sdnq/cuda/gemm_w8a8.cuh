@@ -39,6 +39,7 @@
 #include "sdnq/cuda/detail/w8a8_repack.hpp"
 #include "sdnq/cuda/detail/w8a8_tma.cuh"
 #include "sdnq/cuda/detail/w8a8_wgmma.cuh"
+#include "sdnq/cuda/detail/wgmma.cuh"
 #include "sdnq/cuda/device_memory.hpp"
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
@@ -107,20 +108,8 @@ using W8A8TileWgmma256 = W8A8WgmmaTile<256, 4>;
 using W8A8TileTma128 = W8A8TmaTile<128, 6>;  // 32 KB a stage
 using W8A8TileTma256 = W8A8TmaTile<256, 4>;  // 48 KB a stage
 
-// Whether this build has sm_90a code for `device` (asked once per device 0..63 with a one-thread
-// probe launch, so not inside a CUDA graph capture on first use).
-inline bool has_wgmma_code(int device) {
-  static std::atomic<int> known[64] = {};  // 0 not asked yet, 1 yes, 2 no
-  std::atomic<int>& entry = known[device & 63];
-  if (entry.load(std::memory_order_relaxed) == 0) {
-    Tensor flag = sdnq::cuda::zeros(Shape{1}, DType::i32, device);
-    w8a8_wgmma_probe<><<<1, 1>>>(static_cast<int*>(flag.data()));
-    SDNQ_CUDA_CHECK(cudaGetLastError());
-    const Tensor host = sdnq::cuda::to_host(flag);
-    entry.store(host.data_as<std::int32_t>()[0] == 1 ? 1 : 2, std::memory_order_relaxed);
-  }
-  return entry.load(std::memory_order_relaxed) == 1;
-}
+// Whether this build has sm_90a code for `device` (detail/wgmma.cuh's probe, asked once per device).
+inline bool has_wgmma_code(int device) { return has_sm90a_code(device); }
 
 inline constexpr std::int64_t w8a8_smallest_tile_rows = 16;
 

@@ -132,9 +132,5 @@ __global__ void __launch_bounds__(Tile::threads, 1) gemm_w8a8_wgmma_kernel(const
 #endif
 }
 
-// The probe under its earlier name (gemm_w8a8.cuh launches it).
-template <int Unused = 0>
-inline constexpr auto w8a8_wgmma_probe = &sm90a_probe<Unused>;
-
 }  // namespace kernel_detail
 SDNQ_KERNEL_NAMESPACE_END

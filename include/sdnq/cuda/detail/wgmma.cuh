@@ -162,6 +162,7 @@ inline bool has_sm90a_code(int device) {
     SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     bool yes = false;
     if (major == 9) {
+      const DeviceGuard on_device(device);  // the probe must run where the flag lives
       Tensor flag = sdnq::cuda::zeros(Shape{1}, DType::i32, device);
       sm90a_probe<><<<1, 1>>>(static_cast<int*>(flag.data()));
       SDNQ_CUDA_CHECK(cudaGetLastError());
