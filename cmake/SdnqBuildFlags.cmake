@@ -1,8 +1,9 @@
-# Flags for the project's own tests, examples and benchmarks (never imposed on consumers).
+# Flags for the project's own tests, examples and benchmarks (never imposed on consumers). No
+# --expt-relaxed-constexpr: consumers compile the headers without it, so our own build must too.
 add_library(sdnq_build_flags INTERFACE)
 target_compile_options(sdnq_build_flags INTERFACE
   $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>
-  $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -Xcompiler=-Wall>)
+  $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall>)
 if(SDNQ_SANITIZE)
   target_compile_options(sdnq_build_flags INTERFACE
     $<$<COMPILE_LANGUAGE:CXX>:-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer>)
