@@ -2,7 +2,7 @@
 # The one script run on the GPU machine (H100, Ubuntu 24.04, CUDA 13, g++ 13, Catch2 v3, no network):
 #   1. records the machine (GPU, driver, compilers);
 #   2. configures the `cuda` preset for sm_90a only and builds every target (host tests, CUDA tests,
-#      examples, benchmarks);
+#      examples, benchmarks; SDNQ_BUILD_TARGETS="<targets>" builds only those);
 #   3. runs the host tests (sdnq_tests) as a cross-check with g++ 13 and Catch2 v3;
 #   4. runs the CUDA tests (sdnq_cuda_tests);
 #   5. runs the CUDA tests again under compute-sanitizer memcheck (with leak check);
@@ -10,6 +10,8 @@
 #      SDNQ_SKIP_SANITIZERS=1 skips steps 5 and 6 (a timing run);
 #   7. runs every benchmark in bench/ (SDNQ_SKIP_BENCHMARKS=1 skips them, SDNQ_BENCH_FILTER=<regex of
 #      program names> picks some), JSON next to the logs;
+#      SDNQ_BENCH_ARGS adds arguments to every benchmark run (e.g. --benchmark_filter=...);
+#      SDNQ_PROFILE="<program> <arguments>" also runs one benchmark under nsys: GPU time per kernel;
 #   8. where Python has PyTorch, compares the scalar conversions with torch's bit for bit.
 # A failing test step does not stop the later ones; the script exits non-zero if any step failed.
 # Logs go to $OUT when set (its files come back from the GPU machine), else to <build dir>/logs.
@@ -153,9 +155,10 @@ read -r -a extra_cmake_args <<<"${SDNQ_CMAKE_ARGS:-}"
 cmake --preset cuda -B "$build_dir" -DCMAKE_CUDA_ARCHITECTURES="$architectures" \
   -DCMAKE_CUDA_COMPILER="$nvcc_path" "${extra_cmake_args[@]}" 2>&1 | tee "$log_dir/configure.log"
 
-step "build every target with $jobs jobs"
+read -r -a build_targets <<<"${SDNQ_BUILD_TARGETS:-all}"
+step "build ${build_targets[*]} with $jobs jobs"
 set +e
-cmake --build "$build_dir" -j "$jobs" 2>&1 | tee "$log_dir/build.log"
+cmake --build "$build_dir" -j "$jobs" --target "${build_targets[@]}" 2>&1 | tee "$log_dir/build.log"
 build_status=${PIPESTATUS[0]}
 set -e
 if [[ $build_status -ne 0 ]]; then
@@ -202,9 +205,27 @@ if [[ "${SDNQ_SKIP_BENCHMARKS:-0}" != 1 ]]; then
     [[ -x "$bench" && -f "$bench" ]] || continue
     name=$(basename "$bench")
     [[ "$name" =~ ${SDNQ_BENCH_FILTER:-.} ]] || continue
+    read -r -a bench_args <<<"${SDNQ_BENCH_ARGS:-}"
     run_logged "$name" "$bench" --benchmark_min_time="${SDNQ_BENCH_MIN_TIME:-0.05s}" \
-      --benchmark_out="$log_dir/$name.json" --benchmark_out_format=json
+      --benchmark_out="$log_dir/$name.json" --benchmark_out_format=json "${bench_args[@]}"
   done
+fi
+
+# SDNQ_PROFILE="<benchmark program> <its arguments>": that run under Nsight Systems, GPU time summed per
+# kernel (where nsys is installed): which kernels a model step spends its time in.
+if [[ -n "${SDNQ_PROFILE:-}" ]]; then
+  step "kernel time profile: $SDNQ_PROFILE"
+  nsys_path=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1 || true)
+  if [[ -n "$nsys_path" ]]; then
+    read -r -a profile_command <<<"$SDNQ_PROFILE"
+    profile_command[0]="$build_dir/bench/${profile_command[0]}"
+    run_logged profile "$nsys_path" profile --trace=cuda --force-overwrite=true -o "$build_dir/profile" \
+      "${profile_command[@]}"
+    run_logged profile-kernels "$nsys_path" stats --report cuda_gpu_kern_sum --format csv \
+      --output "$log_dir/profile" "$build_dir/profile.nsys-rep"
+  else
+    echo "skipped: no nsys on this machine"
+  fi
 fi
 
 step "scalar conversions against PyTorch"
