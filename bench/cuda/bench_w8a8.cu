@@ -1,5 +1,5 @@
-// 8-bit GEMMs with fused per-token activation quantization (gemm_w8a8.cuh) against cuBLAS bf16 on the
-// same shapes, in one process. Our time is one gemm_w8a8 call: the counter reset, the activation
+// 8-bit GEMMs with per-token activation quantization (gemm_w8a8.cuh) against cuBLAS bf16 on the same
+// shapes, in one process. Our time is one gemm_w8a8 call: the counter reset, the activation
 // quantization (inside the kernel) and the GEMM with its epilogue, from bf16 x to bf16 y. Counters:
 // median µs per call, TFLOP/s (2·M·N·K), effective TB/s over the weight bytes, vs_cublas = cuBLAS bf16
 // time / our time (> 1 is faster). Weights rotate among copies totalling > 2x the 50 MB L2.
@@ -8,8 +8,15 @@
 // Also forced tiles to tune the heuristic (cuda::W8A8TileChoice: 1 large 128×128 mma.sync; 4 / 5:
 // cp.async wgmma 128×128 / 128×256; 6 / 7: TMA + mbarrier warp-specialized wgmma 128×128 / 128×256 on
 // a persistent grid; 8 / 9: the same kernel with one block per tile): int8 tiles 6-9 at M ≥ 512;
-// e4m3 tiles 1 (mma.sync), 6 and 8 at M ≥ 512. The *_prequantized rows time the TMA kernel alone on
-// codes quantized beforehand (W8A8Params::codes_ready): what the fused quantization costs.
+// e4m3 tiles 1 (mma.sync), 6 and 8 at M ≥ 512. The *_prequantized rows time the pre-quantized
+// gemm_w8a8(w, activations) alone, on codes quantize_w8a8_activations wrote once before: what the
+// fused quantization costs.
+// quantize_{int8,fp8}/M/K: quantize_w8a8_activations alone (x and the codes rotate among copies
+// > 2x L2); GBps counts the bf16 read once, the codes and the scales written.
+// siblings_*: FLUX single-block to_q, to_k, to_v (3× 3072×3072) and proj_mlp (12288×3072), all reading
+// the same x at M = 4608, with bias: cuBLAS bf16 ×4, gemm_w8a8 fused ×4 (x quantized 4 times), and
+// quantize_w8a8_activations once + 4 pre-quantized gemm_w8a8; us is the whole group, vs_cublas against
+// the cuBLAS group.
 // Run: bench_w8a8 --benchmark_min_time=0.05s
 #include <benchmark/benchmark.h>
 #include <cublasLt.h>
@@ -30,8 +37,8 @@ namespace {
 
 using namespace sdnq_bench;
 
-// state.range: M, N, K, kind (0 int8, 1 e4m3), forced tile (−1: gemm_w8a8 chooses), codes ready (1:
-// time only the TMA kernel on x quantized by one gemm_w8a8 call before).
+// state.range: M, N, K, kind (0 int8, 1 e4m3), forced tile (−1: gemm_w8a8 chooses), pre-quantized (1:
+// time only gemm_w8a8(w, activations) on x quantized by one quantize_w8a8_activations call before).
 void bench_w8a8(benchmark::State& state) {
   const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)),
             k = static_cast<int>(state.range(2));
@@ -60,17 +67,19 @@ void bench_w8a8(benchmark::State& state) {
   std::optional<sdnq::cuda::W8A8TileChoice> tile;
   if (state.range(4) >= 0) tile = static_cast<sdnq::cuda::W8A8TileChoice>(state.range(4));
   try {
-    const bool codes_ready = state.range(5) == 1;
-    int multiprocessors = 0;
-    SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, 0));
-    if (codes_ready) sdnq::cuda::gemm_w8a8(weights[0], x, sdnq::TensorView(bias), y, workspace, nullptr, tile);
+    const bool prequantized = state.range(5) == 1;
+    sdnq::Tensor buffer;
+    sdnq::cuda::W8A8Activations activations;
+    if (prequantized) {
+      buffer = sdnq::cuda::empty(sdnq::Shape{static_cast<std::int64_t>(sdnq::cuda::w8a8_activations_bytes(m, k))},
+                                 sdnq::DType::u8);
+      activations = sdnq::cuda::quantize_w8a8_activations(weights[0], x, buffer);
+    }
     const double us = time_median_us(state, copies, [&](int c) {
-      if (!codes_ready) return sdnq::cuda::gemm_w8a8(weights[c], x, sdnq::TensorView(bias), y, workspace, nullptr, tile);
-      namespace detail = sdnq::cuda::kernel_detail;
-      detail::W8A8Params p = detail::w8a8_params(weights[c], x, sdnq::TensorView(bias), y, workspace);
-      p.codes_ready = true;
-      detail::dispatch_gemm_w8a8(weights[c], *tile, p, multiprocessors, nullptr);
-      SDNQ_CUDA_CHECK(cudaGetLastError());
+      if (prequantized)
+        sdnq::cuda::gemm_w8a8(weights[c], activations, sdnq::TensorView(bias), y, sdnq::TensorView(), nullptr, tile);
+      else
+        sdnq::cuda::gemm_w8a8(weights[c], x, sdnq::TensorView(bias), y, workspace, nullptr, tile);
     });
     report(state, us, 2.0 * m * n * k, bytes);
     const auto it = cublas_microseconds().find({m, n, k});
@@ -145,6 +154,127 @@ void bench_cublaslt(benchmark::State& state) {
   cublasLtDestroy(handle);
 }
 
+// quantize_w8a8_activations alone. state.range: M, K, kind (0 int8, 1 e4m3).
+void bench_quantize(benchmark::State& state) {
+  const int m = static_cast<int>(state.range(0)), k = static_cast<int>(state.range(1));
+  const auto kind = state.range(2) == 0 ? sdnq::cuda::W8A8Kind::int8 : sdnq::cuda::W8A8Kind::float8_e4m3fn;
+  const std::size_t buffer_bytes = sdnq::cuda::w8a8_activations_bytes(m, k);
+  const double moved_bytes = 2.0 * m * k + double(m) * k + 4.0 * m;  // x read once, codes and scales written
+  const int copies = std::max(1, static_cast<int>(rotation_bytes / moved_bytes) + 1);
+  std::vector<sdnq::Tensor> xs, buffers;
+  for (int c = 0; c < copies; ++c) {
+    xs.push_back(sdnq::cuda::empty(sdnq::Shape{m, k}, sdnq::DType::bf16));
+    fill(xs.back(), 300 + c);
+    buffers.push_back(sdnq::cuda::empty(sdnq::Shape{static_cast<std::int64_t>(buffer_bytes)}, sdnq::DType::u8));
+  }
+  // Only the kind, dtypes and K of `like` matter: no codes needed.
+  const sdnq::cuda::W8A8Weights like{kind, 1, k, sdnq::DType::bf16, sdnq::DType::f32, nullptr, nullptr};
+  try {
+    const double us = time_median_us(
+        state, copies, [&](int c) { (void)sdnq::cuda::quantize_w8a8_activations(like, xs[c], buffers[c]); });
+    state.counters["us"] = us;
+    state.counters["GBps"] = moved_bytes / (us * 1e-6) / 1e9;
+  } catch (const sdnq::Error& error) {
+    state.SkipWithError(error.what());
+  }
+}
+
+// FLUX single block: to_q, to_k, to_v and proj_mlp as [N, K], all reading the same x [4608, 3072].
+constexpr int sibling_tokens = 4608;
+const std::vector<std::pair<int, int>>& sibling_shapes() {
+  static const std::vector<std::pair<int, int>> shapes = {{3072, 3072}, {3072, 3072}, {3072, 3072}, {12288, 3072}};
+  return shapes;
+}
+
+double& cublas_siblings_us() {
+  static double us = 0.0;
+  return us;
+}
+
+// The four sibling GEMMs as one timed group. state.range: route (0 cuBLAS bf16, 1 gemm_w8a8 fused ×4,
+// 2 quantize_w8a8_activations once + 4 pre-quantized gemm_w8a8), kind (0 int8, 1 e4m3; routes 1, 2).
+void bench_siblings(benchmark::State& state) {
+  const int route = static_cast<int>(state.range(0)), m = sibling_tokens;
+  const auto kind = state.range(1) == 0 ? sdnq::cuda::W8A8Kind::int8 : sdnq::cuda::W8A8Kind::float8_e4m3fn;
+  const auto& shapes = sibling_shapes();
+  const int k = shapes.front().second;
+  double flops = 0.0, codes_bytes = 0.0;
+  for (const auto& [n, shape_k] : shapes) flops += 2.0 * m * n * shape_k, codes_bytes += double(n) * shape_k;
+  const double set_bytes = route == 0 ? 2.0 * codes_bytes : codes_bytes + 4.0 * 21504;
+  const int copies = std::max(1, static_cast<int>(rotation_bytes / set_bytes) + 1);
+
+  sdnq::Tensor x = sdnq::cuda::empty(sdnq::Shape{m, k}, sdnq::DType::bf16);
+  fill(x, 8);
+  std::vector<sdnq::Tensor> ys, biases, storage;
+  for (const auto& [n, shape_k] : shapes) {
+    ys.push_back(sdnq::cuda::empty(sdnq::Shape{m, n}, sdnq::DType::bf16));
+    biases.push_back(sdnq::cuda::empty(sdnq::Shape{n}, sdnq::DType::bf16));
+    fill(biases.back(), 9 + n);
+  }
+  // weights[c][i]: copy c of sibling i (route 0: bf16 [N, K] in storage, same indexing).
+  std::vector<std::vector<sdnq::cuda::W8A8Weights>> weights(static_cast<std::size_t>(copies));
+  for (int c = 0; c < copies; ++c)
+    for (std::size_t i = 0; i < shapes.size(); ++i) {
+      const auto [n, shape_k] = shapes[i];
+      if (route == 0) {
+        storage.push_back(sdnq::cuda::empty(sdnq::Shape{n, shape_k}, sdnq::DType::bf16));
+        fill(storage.back(), 100 + 10 * c + static_cast<int>(i), -0.05f, 0.05f);
+        continue;
+      }
+      sdnq::Tensor codes = sdnq::cuda::empty(sdnq::Shape{n, shape_k}, sdnq::DType::u8);
+      sdnq::Tensor scale = sdnq::cuda::empty(sdnq::Shape{n}, sdnq::DType::f32);
+      fill(codes, 200 + 10 * c + static_cast<int>(i));
+      SDNQ_CUDA_CHECK(cudaMemset(scale.data(), 0x3C, scale.nbytes()));
+      weights[c].push_back(sdnq::cuda::W8A8Weights{kind, n, shape_k, sdnq::DType::bf16, sdnq::DType::f32, codes.data(),
+                                                   static_cast<const float*>(scale.data())});
+      storage.push_back(std::move(codes));
+      storage.push_back(std::move(scale));
+    }
+
+  try {
+    double us = 0.0;
+    if (route == 0) {
+      cublasHandle_t handle{};
+      SDNQ_CUBLAS_CHECK(cublasCreate(&handle));
+      const float alpha = 1.0f, beta = 0.0f;
+      us = time_median_us(state, copies, [&](int c) {
+        for (std::size_t i = 0; i < shapes.size(); ++i) {
+          const auto [n, shape_k] = shapes[i];
+          // bias is left out of cuBLAS (beta = 0): the baseline is the bare bf16 GEMMs.
+          SDNQ_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, shape_k, &alpha,
+                                         storage[static_cast<std::size_t>(c) * shapes.size() + i].data(), CUDA_R_16BF,
+                                         shape_k, x.data(), CUDA_R_16BF, shape_k, &beta, ys[i].data(), CUDA_R_16BF, n,
+                                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        }
+      });
+      SDNQ_CUBLAS_CHECK(cublasDestroy(handle));
+      cublas_siblings_us() = us;
+    } else if (route == 1) {
+      std::size_t workspace_bytes = 0;
+      for (const auto& w : weights[0])
+        workspace_bytes = std::max(workspace_bytes, sdnq::cuda::gemm_w8a8_workspace_bytes(w, m));
+      sdnq::Tensor workspace =
+          sdnq::cuda::empty(sdnq::Shape{static_cast<std::int64_t>(workspace_bytes)}, sdnq::DType::u8);
+      us = time_median_us(state, copies, [&](int c) {
+        for (std::size_t i = 0; i < shapes.size(); ++i)
+          sdnq::cuda::gemm_w8a8(weights[c][i], x, sdnq::TensorView(biases[i]), ys[i], workspace);
+      });
+    } else {
+      sdnq::Tensor buffer = sdnq::cuda::empty(
+          sdnq::Shape{static_cast<std::int64_t>(sdnq::cuda::w8a8_activations_bytes(m, k))}, sdnq::DType::u8);
+      us = time_median_us(state, copies, [&](int c) {
+        const sdnq::cuda::W8A8Activations activations = sdnq::cuda::quantize_w8a8_activations(weights[c][0], x, buffer);
+        for (std::size_t i = 0; i < shapes.size(); ++i)
+          sdnq::cuda::gemm_w8a8(weights[c][i], activations, sdnq::TensorView(biases[i]), ys[i], sdnq::TensorView());
+      });
+    }
+    report(state, us, flops, route == 0 ? 2.0 * codes_bytes : codes_bytes);
+    if (route != 0 && cublas_siblings_us() > 0.0) state.counters["vs_cublas"] = cublas_siblings_us() / us;
+  } catch (const sdnq::Error& error) {
+    state.SkipWithError(error.what());
+  }
+}
+
 void register_all() {
   const std::vector<std::pair<int, int>> shapes = {{3072, 3072}, {12288, 3072}, {3072, 12288},
                                                    {9216, 3072}, {21504, 3072}, {3072, 15360}};
@@ -156,6 +286,12 @@ void register_all() {
           ->Args({m, n, k, 0, -1, 0})
           ->UseManualTime();
       benchmark::RegisterBenchmark(("w8a8_fp8" + shape).c_str(), bench_w8a8)->Args({m, n, k, 1, -1, 0})->UseManualTime();
+      benchmark::RegisterBenchmark(("w8a8_int8_prequantized" + shape).c_str(), bench_w8a8)
+          ->Args({m, n, k, 0, -1, 1})
+          ->UseManualTime();
+      benchmark::RegisterBenchmark(("w8a8_fp8_prequantized" + shape).c_str(), bench_w8a8)
+          ->Args({m, n, k, 1, -1, 1})
+          ->UseManualTime();
       benchmark::RegisterBenchmark(("cublaslt_int8_prequantized" + shape).c_str(), bench_cublaslt)
           ->Args({m, n, k, 0})
           ->UseManualTime();
@@ -177,6 +313,24 @@ void register_all() {
             ->Args({m, n, k, 1, tile, 0})
             ->UseManualTime();
     }
+  for (const int m : {512, 4096})
+    for (const int k : {3072, 15360})
+      for (const int kind : {0, 1}) {
+        const std::string name = std::string(kind == 0 ? "quantize_int8" : "quantize_fp8") + "/M" + std::to_string(m) +
+                                 "/K" + std::to_string(k);
+        benchmark::RegisterBenchmark(name.c_str(), bench_quantize)->Args({m, k, kind})->UseManualTime();
+      }
+  // cuBLAS first: the w8a8 routes report their ratio to it.
+  benchmark::RegisterBenchmark("siblings_cublas_bf16/M4608", bench_siblings)->Args({0, 0})->UseManualTime();
+  for (const int kind : {0, 1}) {
+    const std::string suffix = std::string(kind == 0 ? "int8" : "fp8") + "/M4608";
+    benchmark::RegisterBenchmark(("siblings_fused_" + suffix).c_str(), bench_siblings)
+        ->Args({1, kind})
+        ->UseManualTime();
+    benchmark::RegisterBenchmark(("siblings_prequantized_" + suffix).c_str(), bench_siblings)
+        ->Args({2, kind})
+        ->UseManualTime();
+  }
 }
 
 }  // namespace

@@ -395,3 +395,198 @@ TEST_CASE("gemm_w8a8: bad weights and inputs are rejected before launch", "[cuda
     CHECK_THROWS_AS(sdnq::test::run_gemm_w8a8_kernel(repacked, half, std::nullopt), sdnq::ShapeError);
   }
 }
+
+// ---- The pre-quantized route: quantize_w8a8_activations once, gemm_w8a8 on the codes (issue #5) ----
+
+namespace {
+
+// The index of the first byte where two host tensors differ, −1 if none (and the sizes agree).
+std::int64_t first_byte_difference(const Tensor& a, const Tensor& b) {
+  if (a.nbytes() != b.nbytes()) return 0;
+  const auto* left = static_cast<const std::uint8_t*>(a.data());
+  const auto* right = static_cast<const std::uint8_t*>(b.data());
+  for (std::size_t i = 0; i < a.nbytes(); ++i)
+    if (left[i] != right[i]) return static_cast<std::int64_t>(i);
+  return -1;
+}
+
+// The codes and scales quantize_w8a8_activations wrote equal the CPU reference's quantization of x
+// (quant::quantize_activations: the same formulas in the layer's scale dtype), byte for byte and
+// value for value (NaN scales of NaN rows on both sides).
+void require_quantization_matches(const sdnq::test::W8A8PrequantizedRun& run, TensorView x, bool fp8,
+                                  DType scale_dtype) {
+  const auto expected =
+      sdnq::quant::quantize_activations(x, fp8 ? MatmulDType::float8_e4m3fn : MatmulDType::int8, scale_dtype);
+  const std::int64_t m = x.size(0), k = x.size(1);
+  REQUIRE(run.codes.numel() == m * k);
+  REQUIRE(run.scale.numel() == m);
+  const auto* want = static_cast<const std::uint8_t*>(expected.values.data());
+  const auto* got = static_cast<const std::uint8_t*>(run.codes.data());
+  std::int64_t code_mismatches = 0, scale_mismatches = 0;
+  for (std::int64_t i = 0; i < m * k; ++i)
+    if (want[i] != got[i] && code_mismatches++ < 5)
+      UNSCOPED_INFO("code " << i << " (row " << i / k << "): got " << int(got[i]) << ", expected " << int(want[i]));
+  for (std::int64_t row = 0; row < m; ++row) {
+    const float want_scale = expected.scale[static_cast<std::size_t>(row)];
+    const float got_scale = run.scale.data_as<float>()[row];
+    const bool same = std::isnan(want_scale) ? std::isnan(got_scale) : got_scale == want_scale;
+    if (!same && scale_mismatches++ < 5)
+      UNSCOPED_INFO("scale of row " << row << ": got " << got_scale << ", expected " << want_scale);
+  }
+  CHECK(code_mismatches == 0);
+  CHECK(scale_mismatches == 0);
+}
+
+void require_same_bits(const Tensor& prequantized, const Tensor& fused) {
+  const std::int64_t difference = first_byte_difference(prequantized, fused);
+  INFO("first differing byte " << difference << " of " << fused.nbytes());
+  CHECK(difference == -1);
+}
+
+// x [M, K] quantized once for a weight of N outputs, then: codes and scales as the CPU computes them,
+// and y of the pre-quantized gemm_w8a8 bit for bit the fused call's on the same x, for `tile`.
+// From 8 rows on, x holds an all-zero row, a row with an inf and one with a NaN.
+template <class T>
+void run_prequantized_case(std::int64_t m, std::int64_t n, std::int64_t k, bool fp8, bool with_bias, std::uint64_t seed,
+                           int tile, DType scale_dtype) {
+  INFO("pre-quantized: M " << m << ", N " << n << ", K " << k << (fp8 ? ", e4m3" : ", int8") << ", tile " << tile
+                           << ", scales in " << sdnq::dtype_name(scale_dtype) << (with_bias ? ", bias" : ""));
+  const CheckpointWeight w = make_weight(n, k, fp8, seed);
+  const auto repacked = sdnq::cuda::repack_for_w8a8<T>(w.view(n, k, fp8), scale_dtype == DType::f32);
+  Tensor x = random_matrix<T>(m, k, seed + 1);
+  if (m >= 8) {
+    T* values = x.data_as<T>();
+    for (std::int64_t c = 0; c < k; ++c) values[3 * k + c] = T(0.0f);
+    values[5 * k + 2] = T(std::numeric_limits<float>::infinity());
+    values[6 * k + k - 1] = T(std::numeric_limits<float>::quiet_NaN());
+  }
+  std::optional<Tensor> bias;
+  if (with_bias) bias = random_matrix<T>(1, n, seed + 2);
+  std::optional<TensorView> bias_view;
+  if (bias) bias_view = TensorView(*bias).reshaped(sdnq::Shape{n});
+  const auto run = sdnq::test::run_gemm_w8a8_prequantized({&repacked}, x, {bias_view}, tile);
+  CHECK(run.fits);
+  CHECK(run.codes_in_buffer);
+  require_quantization_matches(run, x, fp8, scale_dtype);
+  REQUIRE(run.prequantized.size() == 1);
+  require_same_bits(run.prequantized[0], run.fused[0]);
+}
+
+}  // namespace
+
+TEST_CASE("gemm_w8a8 pre-quantized int8: codes as the CPU quantization, y bit for bit the fused call's, every tile",
+          "[cuda][w8a8]") {
+  const int tile = GENERATE(-1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9);
+  const std::int64_t m = GENERATE(1, 31, 33, 300);
+  if (!tile_runs_here(tile)) return;
+  run_prequantized_case<sdnq::bf16>(m, 67, 400, false, true, 100, tile, DType::f32);
+  run_prequantized_case<sdnq::bf16>(m, 131, 256, false, false, 101, tile, DType::bf16);
+  run_prequantized_case<sdnq::fp16>(m, 200, 1168, false, false, 102, tile, DType::f32);  // ring wrap on TMA
+  run_prequantized_case<sdnq::fp16>(m, 93, 208, false, true, 103, tile, DType::f16);
+}
+
+TEST_CASE("gemm_w8a8 pre-quantized fp8: codes as the CPU quantization, y bit for bit the fused call's, every tile",
+          "[cuda][w8a8]") {
+  if (!sdnq::test::gpu_has_fp8_tensor_cores()) {
+    WARN("skipped: float8_e4m3fn tensor cores need compute capability 8.9");
+    return;
+  }
+  const int tile = GENERATE(-1, 0, 1, 3, 6, 8);
+  const std::int64_t m = GENERATE(1, 31, 33, 300);
+  if (!tile_runs_here(tile)) return;
+  run_prequantized_case<sdnq::bf16>(m, 67, 400, true, true, 104, tile, DType::f32);
+  run_prequantized_case<sdnq::bf16>(m, 131, 256, true, false, 105, tile, DType::bf16);
+  run_prequantized_case<sdnq::fp16>(m, 200, 1168, true, false, 106, tile, DType::f32);
+  run_prequantized_case<sdnq::fp16>(m, 93, 208, true, true, 107, tile, DType::f16);
+}
+
+// More output tiles than SMs on the persistent TMA grid: with codes_ready nobody increments the row
+// counters, so a block walking several tiles must not wait on them.
+TEST_CASE("gemm_w8a8 pre-quantized on the persistent TMA grid: several tiles per block, no counters", "[cuda][w8a8]") {
+  const int tile = GENERATE(6, 7);
+  if (!tile_runs_here(tile)) return;
+  run_prequantized_case<sdnq::bf16>(1500, 3000, 160, false, true, 108, tile, DType::f32);
+  if (tile == 6 && sdnq::test::gpu_has_fp8_tensor_cores())
+    run_prequantized_case<sdnq::fp16>(1100, 2070, 272, true, false, 109, tile, DType::f32);
+}
+
+TEST_CASE("gemm_w8a8 pre-quantized: one activation buffer feeds two GEMMs of different N", "[cuda][w8a8]") {
+  const bool fp8 = GENERATE(false, true);
+  if (fp8 && !sdnq::test::gpu_has_fp8_tensor_cores()) {
+    WARN("skipped: float8_e4m3fn tensor cores need compute capability 8.9");
+    return;
+  }
+  const std::int64_t m = 77, k = 272, n_first = 96, n_second = 250;
+  const CheckpointWeight first = make_weight(n_first, k, fp8, 110), second = make_weight(n_second, k, fp8, 111);
+  const auto repacked_first = sdnq::cuda::repack_for_w8a8<sdnq::bf16>(first.view(n_first, k, fp8));
+  const auto repacked_second = sdnq::cuda::repack_for_w8a8<sdnq::bf16>(second.view(n_second, k, fp8));
+  const Tensor x = random_matrix<sdnq::bf16>(m, k, 112);
+  const Tensor bias = random_matrix<sdnq::bf16>(1, n_first, 113);
+  const auto run = sdnq::test::run_gemm_w8a8_prequantized(
+      {&repacked_first, &repacked_second}, x, {TensorView(bias).reshaped(sdnq::Shape{n_first}), std::nullopt});
+  CHECK(run.fits);
+  require_quantization_matches(run, x, fp8, DType::f32);
+  REQUIRE(run.prequantized.size() == 2);
+  require_same_bits(run.prequantized[0], run.fused[0]);
+  require_same_bits(run.prequantized[1], run.fused[1]);
+  require_matches<sdnq::bf16>(run.prequantized[0],
+                              reference_outputs<sdnq::bf16>(first, n_first, k, fp8, x, &bias, DType::f32),
+                              tolerance_of(fp8, m, -1));
+  require_matches<sdnq::bf16>(run.prequantized[1],
+                              reference_outputs<sdnq::bf16>(second, n_second, k, fp8, x, nullptr, DType::f32),
+                              tolerance_of(fp8, m, -1));
+}
+
+TEST_CASE("gemm_w8a8 pre-quantized: activations that do not fit the weights are rejected before launch",
+          "[cuda][w8a8]") {
+  const auto weights = [](std::int64_t n, std::int64_t k, bool fp8, bool dequantize_fp32, std::uint64_t seed) {
+    return sdnq::cuda::repack_for_w8a8<sdnq::bf16>(make_weight(n, k, fp8, seed).view(n, k, fp8), dequantize_fp32);
+  };
+  const Tensor x = random_matrix<sdnq::bf16>(40, 64, 120);
+  const auto like = weights(32, 64, false, true, 121);
+  bool fits = true;
+  SECTION("K") {
+    const auto wider = weights(48, 128, false, true, 122);
+    const auto message = sdnq::test::message_of<sdnq::ShapeError>(
+        [&] { sdnq::test::run_gemm_w8a8_on_activations_of(like, wider, x, fits); });
+    CHECK(sdnq::test::contains(message, "K = 64"));
+    CHECK(sdnq::test::contains(message, "K = 128"));
+    CHECK_FALSE(fits);
+  }
+  SECTION("kind") {
+    const auto e4m3 = weights(32, 64, true, true, 123);
+    const auto message = sdnq::test::message_of<sdnq::ShapeError>(
+        [&] { sdnq::test::run_gemm_w8a8_on_activations_of(like, e4m3, x, fits); });
+    CHECK(sdnq::test::contains(message, "quantized for int8 weights"));
+    CHECK(sdnq::test::contains(message, "float8_e4m3fn"));
+    CHECK_FALSE(fits);
+  }
+  SECTION("scale mode") {
+    const auto bf16_scales = weights(32, 64, false, false, 124);
+    const auto message = sdnq::test::message_of<sdnq::ShapeError>(
+        [&] { sdnq::test::run_gemm_w8a8_on_activations_of(like, bf16_scales, x, fits); });
+    CHECK(sdnq::test::contains(message, "F32 scales"));
+    CHECK(sdnq::test::contains(message, "scales in the activation dtype"));
+    CHECK_FALSE(fits);
+  }
+  SECTION("activation dtype") {
+    const auto fp16_weights =
+        sdnq::cuda::repack_for_w8a8<sdnq::fp16>(make_weight(32, 64, false, 125).view(32, 64, false));
+    const auto message = sdnq::test::message_of<sdnq::ShapeError>(
+        [&] { sdnq::test::run_gemm_w8a8_on_activations_of(like, fp16_weights, x, fits); });
+    CHECK(sdnq::test::contains(message, "quantized from BF16 x"));
+    CHECK_FALSE(fits);
+  }
+  SECTION("x of the wrong width for quantize_w8a8_activations") {
+    const Tensor narrow = random_matrix<sdnq::bf16>(8, 48, 126);
+    const auto message = sdnq::test::message_of<sdnq::ShapeError>(
+        [&] { sdnq::test::run_gemm_w8a8_on_activations_of(like, like, narrow, fits); });
+    CHECK(sdnq::test::contains(message, "quantize_w8a8_activations"));
+    CHECK(sdnq::test::contains(message, "[M, 64]"));
+  }
+  SECTION("activations that fit run") {
+    const auto sibling = weights(80, 64, false, true, 127);
+    sdnq::test::run_gemm_w8a8_on_activations_of(like, sibling, x, fits);
+    CHECK(fits);
+  }
+}

@@ -2,6 +2,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include "cuda/test_gemm_w8a8_support.hpp"
 #include "sdnq/cuda/check.hpp"
 #include "sdnq/cuda/device_memory.hpp"
@@ -27,6 +29,80 @@ Tensor run_gemm_w8a8_kernel(const cuda::W8A8WeightsHost& weights, TensorView x, 
                   y, workspace, nullptr, forced);
   SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
   return cuda::to_host(y);
+}
+
+W8A8PrequantizedRun run_gemm_w8a8_prequantized(const std::vector<const cuda::W8A8WeightsHost*>& weights, TensorView x,
+                                               const std::vector<std::optional<TensorView>>& biases, int tile) {
+  std::vector<cuda::W8A8WeightsDevice> device_weights;
+  for (const cuda::W8A8WeightsHost* w : weights) device_weights.push_back(cuda::upload_w8a8_weights(*w));
+  const Tensor device_x = cuda::to_device(x);
+  std::vector<std::optional<Tensor>> device_biases;
+  for (const auto& bias : biases)
+    device_biases.push_back(bias ? std::optional<Tensor>(cuda::to_device(*bias)) : std::nullopt);
+  const std::int64_t tokens = x.size(0), in_features = x.size(1);
+  std::optional<cuda::W8A8TileChoice> forced;
+  if (tile >= 0) forced = static_cast<cuda::W8A8TileChoice>(tile);
+
+  const std::size_t buffer_bytes = cuda::w8a8_activations_bytes(tokens, in_features);
+  Tensor buffer = cuda::empty(Shape{static_cast<std::int64_t>(buffer_bytes)}, DType::u8);
+  SDNQ_CUDA_CHECK(cudaMemset(buffer.data(), 0xFF, buffer.nbytes()));
+  const cuda::W8A8Activations activations =
+      cuda::quantize_w8a8_activations(device_weights.front().view(), device_x, buffer, nullptr);
+
+  W8A8PrequantizedRun run;
+  const auto* base = static_cast<const std::uint8_t*>(buffer.data());
+  const auto* scale_bytes = reinterpret_cast<const std::uint8_t*>(activations.scale);
+  run.codes_in_buffer = activations.codes == base && scale_bytes >= base + tokens * in_features &&
+                        scale_bytes + tokens * sizeof(float) <= base + buffer_bytes &&
+                        reinterpret_cast<std::uintptr_t>(scale_bytes) % 256 == 0 && activations.tokens == tokens &&
+                        activations.in_features == in_features;
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    const cuda::W8A8Weights& w = device_weights[i].view();
+    const std::optional<TensorView> bias =
+        device_biases[i] ? std::optional<TensorView>(*device_biases[i]) : std::nullopt;
+    run.fits = run.fits && cuda::w8a8_activations_fit(w, activations);
+    Tensor y = cuda::empty(Shape{tokens, w.out_features}, w.dtype);
+    SDNQ_CUDA_CHECK(cudaMemset(y.data(), 0xFE, y.nbytes()));
+    const std::size_t workspace_bytes = cuda::gemm_w8a8_workspace_bytes(w, activations);
+    Tensor workspace = cuda::empty(Shape{static_cast<std::int64_t>(workspace_bytes)}, DType::u8);
+    cuda::gemm_w8a8(w, activations, bias, y, workspace, nullptr, forced);
+    run.prequantized.push_back(cuda::to_host(y));
+  }
+  run.codes = cuda::to_host(TensorView(buffer.data(), DType::u8, Shape{tokens, in_features}, buffer.device()));
+  run.scale =
+      cuda::to_host(TensorView(const_cast<float*>(activations.scale), DType::f32, Shape{tokens}, buffer.device()));
+  // The fused calls last: their workspaces are other memory, so the shared codes above are unaffected
+  // either way, and the pre-quantized results came from the codes compared with the CPU.
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    const cuda::W8A8Weights& w = device_weights[i].view();
+    const std::optional<TensorView> bias =
+        device_biases[i] ? std::optional<TensorView>(*device_biases[i]) : std::nullopt;
+    Tensor y = cuda::empty(Shape{tokens, w.out_features}, w.dtype);
+    SDNQ_CUDA_CHECK(cudaMemset(y.data(), 0xFF, y.nbytes()));
+    Tensor workspace =
+        cuda::empty(Shape{static_cast<std::int64_t>(cuda::gemm_w8a8_workspace_bytes(w, tokens))}, DType::u8);
+    SDNQ_CUDA_CHECK(cudaMemset(workspace.data(), 0xFF, workspace.nbytes()));
+    cuda::gemm_w8a8(w, device_x, bias, y, workspace, nullptr, forced);
+    run.fused.push_back(cuda::to_host(y));
+  }
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+  return run;
+}
+
+void run_gemm_w8a8_on_activations_of(const cuda::W8A8WeightsHost& like, const cuda::W8A8WeightsHost& weights,
+                                     TensorView x, bool& fits) {
+  const cuda::W8A8WeightsDevice device_like = cuda::upload_w8a8_weights(like);
+  const cuda::W8A8WeightsDevice device_weights = cuda::upload_w8a8_weights(weights);
+  const Tensor device_x = cuda::to_device(x);
+  const std::int64_t tokens = x.size(0);
+  Tensor buffer =
+      cuda::empty(Shape{static_cast<std::int64_t>(cuda::w8a8_activations_bytes(tokens, like.in_features))}, DType::u8);
+  const cuda::W8A8Activations activations = cuda::quantize_w8a8_activations(device_like.view(), device_x, buffer);
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+  fits = cuda::w8a8_activations_fit(device_weights.view(), activations);
+  Tensor y = cuda::empty(Shape{tokens, weights.out_features}, weights.dtype);
+  cuda::gemm_w8a8(device_weights.view(), activations, std::nullopt, y, TensorView(), nullptr);
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 bool gpu_has_fp8_tensor_cores() {

@@ -1,6 +1,7 @@
 #pragma once
 // Launchers of the 8-bit GEMM tests (defined in test_gemm_w8a8.cu, called from test_gemm_w8a8.cpp).
 #include <optional>
+#include <vector>
 
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/cuda/detail/w8a8_repack.hpp"
@@ -12,6 +13,28 @@ namespace sdnq::test {
 // returns y on the host. `tile`: −1 lets gemm_w8a8 choose, 0..9 force a tile (cuda::W8A8TileChoice).
 Tensor run_gemm_w8a8_kernel(const cuda::W8A8WeightsHost& weights, TensorView x, std::optional<TensorView> bias,
                             int tile = -1);
+
+// The pre-quantized route: x (host) quantized once on the GPU by quantize_w8a8_activations for
+// weights[0], then gemm_w8a8(weights[i], those activations) for every weight (all reading the one
+// buffer), and, to compare, the fused gemm_w8a8(weights[i], x). biases[i]: [N_i] or empty. y of the
+// pre-quantized calls is poisoned with 0xFE bytes, of the fused ones with 0xFF, so an element neither
+// wrote still differs. `tile` as in run_gemm_w8a8_kernel, for every call.
+struct W8A8PrequantizedRun {
+  Tensor codes;                      // U8 [M, K] host: the codes quantize_w8a8_activations wrote
+  Tensor scale;                      // F32 [M] host: its scales
+  std::vector<Tensor> prequantized;  // y [M, N_i] host, from the shared codes
+  std::vector<Tensor> fused;         // y [M, N_i] host, from gemm_w8a8(weights[i], x)
+  bool fits = true;                  // w8a8_activations_fit(weights[i], activations) for every i
+  bool codes_in_buffer = true;       // codes and scales inside the w8a8_activations_bytes buffer, 256-aligned
+};
+W8A8PrequantizedRun run_gemm_w8a8_prequantized(const std::vector<const cuda::W8A8WeightsHost*>& weights, TensorView x,
+                                               const std::vector<std::optional<TensorView>>& biases, int tile = -1);
+
+// quantize_w8a8_activations(like, x), then gemm_w8a8(weights, those activations) into a y of the
+// right shape: throws what that call throws before launching. `fits` receives
+// w8a8_activations_fit(weights, activations) before the call.
+void run_gemm_w8a8_on_activations_of(const cuda::W8A8WeightsHost& like, const cuda::W8A8WeightsHost& weights,
+                                     TensorView x, bool& fits);
 
 // Whether the current GPU runs the float8_e4m3fn GEMM (compute capability 8.9 or newer).
 bool gpu_has_fp8_tensor_cores();

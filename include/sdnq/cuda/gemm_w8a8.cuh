@@ -1,24 +1,31 @@
 #pragma once
-// 8-bit tensor-core GEMM for SDNQ's quantized matmul (sdnq-format.md §5.1) with the per-token
-// activation quantization fused into the GEMM:
+// 8-bit tensor-core GEMM for SDNQ's quantized matmul (sdnq-format.md §5.1) with per-token
+// activation quantization:
 //   y[M, N] = (Σ_k xq[m, k]·wq[n, k]) · s_x[m] · s_w[n] (+ bias[n])      in fp32, rounded once to T
-// x [M, K] bf16/fp16 is read by the GEMM kernel itself: each row is quantized once, by the first
-// blocks that need it (detail/w8a8_quantize.cuh), into a workspace the main loop reads as 8-bit
-// codes; there is no separate launch over the activations. Weights: int8 (int32 accumulation, exact)
-// or float8_e4m3fn (fp32 accumulation, promoted every 128 inputs) from an SDNQ checkpoint, repacked
-// at load time by detail/w8a8_repack.hpp. mma.sync m16n8k32 on sm_80+ (int8) and sm_89+ (e4m3)
-// (detail/w8a8_kernel.cuh), used for M ≤ 32 everywhere and for all M off Hopper; on Hopper with an
-// sm_90a build and M > 32: a warp-specialized persistent kernel (detail/w8a8_tma.cuh) with a TMA
-// producer warp, an mbarrier-guarded shared-memory ring, two wgmma consumer warpgroups and spare
-// producer warps quantizing later tiles' activation rows ahead (int8 128×256 / 128×128, e4m3 128×128
-// with fp32 promotion every 128 inputs: relative L2 error ≤ 1e-2 instead of bit-exact).
+// Two entry points, the same bits:
+// - gemm_w8a8(w, x, ...): x [M, K] bf16/fp16 is quantized by the GEMM kernel itself: each row once, by
+//   the first blocks that need it (detail/w8a8_quantize.cuh), into a workspace the main loop reads as
+//   8-bit codes; no separate launch over the activations.
+// - quantize_w8a8_activations(w, x, buffer) once, then gemm_w8a8(w_i, activations, ...) for every
+//   weight that reads the same x (q/k/v, FLUX's proj_mlp; w8a8_activations_fit says which): one
+//   memory-bound pass over x, and GEMMs on the codes with no prologue and no counters
+//   (W8A8Params::codes_ready). Bit-identical to the fused call on the same x.
+// Weights: int8 (int32 accumulation, exact) or float8_e4m3fn (fp32 accumulation, promoted every 128
+// inputs) from an SDNQ checkpoint, repacked at load time by detail/w8a8_repack.hpp. mma.sync m16n8k32
+// on sm_80+ (int8) and sm_89+ (e4m3) (detail/w8a8_kernel.cuh), used for M ≤ 32 everywhere and for all
+// M off Hopper; on Hopper with an sm_90a build and M > 32: a warp-specialized persistent kernel
+// (detail/w8a8_tma.cuh) with a TMA producer warp, an mbarrier-guarded shared-memory ring, two wgmma
+// consumer warpgroups and spare producer warps quantizing later tiles' activation rows ahead (int8
+// 128×256 / 128×128, e4m3 128×128 with fp32 promotion every 128 inputs: relative L2 error ≤ 1e-2
+// instead of bit-exact).
 // Measured on the H100 (bench/cuda/bench_w8a8.cu, quantization included, FLUX shapes), M = 4096:
 // int8 1.04-1.32x cuBLAS bf16, e4m3 0.89-1.05x; M = 512: int8 0.59-1.02x; cuBLASLt's bare 8-bit
-// GEMMs reach ~1.7-2.0x at M = 4096. Not yet at the 1.7x goal (issue #5): on codes quantized
-// beforehand the kernel reaches 1.3-1.9x, so the fused quantization (latency-bound warps, x read
-// twice) costs 12-143 µs at M = 4096, and with K = 3072 the epilogue (not overlapped with the next
-// tile's MMAs) keeps the main loop below cuBLASLt's. Clusters of 2 sharing B by TMA multicast were
-// measured 1.5-2x slower in two attempts and are not shipped.
+// GEMMs reach ~1.7-2.0x at M = 4096. On codes quantized beforehand the kernel reaches 1.3-1.9x (issue
+// #5: the fused quantization, latency-bound warps reading x twice, costs 12-143 µs at M = 4096), which
+// is what sharing one quantization among sibling GEMMs recovers; the standalone quantization and the
+// siblings case are in bench_w8a8 (not measured yet). With K = 3072 the epilogue (not overlapped with
+// the next tile's MMAs) keeps the main loop below cuBLASLt's. Clusters of 2 sharing B by TMA multicast
+// were measured 1.5-2x slower in two attempts and are not shipped.
 // Numerics equal the CPU reference (quant/activation_quant.hpp, quant/detail/layers_qmm.hpp): same
 // scale formula, IEEE division, round-half-even, clamps; all-zero rows give exact zeros (+ bias) and
 // a row holding NaN/inf only affects its own outputs. Kernel: detail/w8a8_kernel.cuh.
@@ -74,6 +81,18 @@ inline W8A8WeightsDevice upload_w8a8_weights(const W8A8WeightsHost& host, int de
                          static_cast<const float*>(out.scale.data())};
   return out;
 }
+
+// x quantized once (per-token scales, the arithmetic gemm_w8a8 uses), for several gemm_w8a8 calls:
+// what quantize_w8a8_activations returns. The codes and scales live in the caller's buffer; they stay
+// valid (and unchanged: the GEMMs only read them) as long as that buffer does.
+struct W8A8Activations {
+  W8A8Kind kind = W8A8Kind::int8;
+  DType dtype = DType::bf16;               // the dtype x had (the weights' activation dtype)
+  bool scale_in_activation_dtype = false;  // as W8A8Weights::scale_dtype != DType::f32
+  std::int64_t tokens = 0, in_features = 0;
+  const std::uint8_t* codes = nullptr;  // [tokens, in_features] 8-bit codes, device, 256-byte aligned
+  const float* scale = nullptr;         // [tokens] device
+};
 
 // The instantiated tiles: 16×32 (2 warps, many blocks: weight streaming) for M ≤ 32; 64×64 (4 warps)
 // when large tiles would leave SMs idle; 128×128 (8 warps, 64×32 per warp; two blocks per SM for
@@ -218,6 +237,8 @@ struct W8A8Workspace {
   std::size_t bytes = 0;
 };
 
+// The fused call's workspace: codes [M, K], scales [M], then the row-tile counters. Its first
+// `counters` bytes are also the layout of a W8A8Activations buffer (codes, then scales).
 inline W8A8Workspace w8a8_workspace_layout(std::int64_t tokens, std::int64_t in_features) {
   const auto align = [](std::size_t bytes) { return (bytes + 255) / 256 * 256; };
   W8A8Workspace layout;
@@ -228,81 +249,42 @@ inline W8A8Workspace w8a8_workspace_layout(std::int64_t tokens, std::int64_t in_
   return layout;
 }
 
-// The kernel parameters of gemm_w8a8 (arguments checked by the caller).
-inline W8A8Params w8a8_params(const W8A8Weights& w, TensorView x, std::optional<TensorView> bias, TensorView y,
-                              TensorView workspace) {
-  const W8A8Workspace layout = w8a8_workspace_layout(x.size(0), w.in_features);
-  auto* base = static_cast<std::uint8_t*>(workspace.data());
-  W8A8Params p{};
-  p.x = x.data();
-  p.w = w.codes;
-  p.w_scale = w.scale;
-  p.bias = bias ? bias->data() : nullptr;
-  p.y = y.data();
-  p.x_codes = base + layout.codes;
-  p.x_scale = reinterpret_cast<float*>(base + layout.scales);
-  p.row_claims = reinterpret_cast<int*>(base + layout.counters);
-  p.rows_done = p.row_claims + ceil_div(x.size(0), w8a8_smallest_tile_rows);
-  p.m = static_cast<int>(x.size(0));
-  p.n = static_cast<int>(w.out_features);
-  p.k = static_cast<int>(w.in_features);
-  p.scale_in_activation_dtype = w.scale_dtype != DType::f32;
-  return p;
+inline bool w8a8_aligned(const void* pointer, std::uintptr_t bytes) {
+  return reinterpret_cast<std::uintptr_t>(pointer) % bytes == 0;
 }
 
-inline void dispatch_gemm_w8a8(const W8A8Weights& w, W8A8TileChoice tile, const W8A8Params& p, int multiprocessors,
-                               cudaStream_t stream) {
-  if (w.dtype == DType::bf16) {
-    if (w.kind == W8A8Kind::int8)
-      dispatch_gemm_w8a8<__nv_bfloat16, W8A8Operand::int8>(tile, p, multiprocessors, stream);
-    else
-      dispatch_gemm_w8a8<__nv_bfloat16, W8A8Operand::float8_e4m3fn>(tile, p, multiprocessors, stream);
-  } else {
-    if (w.kind == W8A8Kind::int8)
-      dispatch_gemm_w8a8<__half, W8A8Operand::int8>(tile, p, multiprocessors, stream);
-    else
-      dispatch_gemm_w8a8<__half, W8A8Operand::float8_e4m3fn>(tile, p, multiprocessors, stream);
-  }
+inline const char* w8a8_kind_name(W8A8Kind kind) { return kind == W8A8Kind::int8 ? "int8" : "float8_e4m3fn"; }
+
+inline const char* w8a8_scale_mode_name(bool in_activation_dtype) {
+  return in_activation_dtype ? "scales in the activation dtype" : "F32 scales";
 }
 
-}  // namespace kernel_detail
-
-// Device workspace gemm_w8a8() needs for M rows: the 8-bit codes of x, its scales and the row-tile
-// counters (≈ M·K bytes). One workspace must not be used by two calls running at the same time.
-inline std::size_t gemm_w8a8_workspace_bytes(const W8A8Weights& w, std::int64_t tokens) {
-  return kernel_detail::w8a8_workspace_layout(tokens, w.in_features).bytes;
-}
-
-// y = x · Wᵀ through the 8-bit product (+ bias). x [M, K], y [M, N], bias [N]: contiguous device
-// tensors in w.dtype, x 16-byte aligned. `workspace`: ≥ gemm_w8a8_workspace_bytes(w, M) bytes of
-// 256-byte aligned device memory (cuda::empty gives that). `tile` forces a tile shape (benchmarks).
-// Checks everything before launching; throws ShapeError / UnsupportedError naming what is required.
-inline void gemm_w8a8(const W8A8Weights& w, TensorView x, std::optional<TensorView> bias, TensorView y,
-                      TensorView workspace, cudaStream_t stream = nullptr,
-                      std::optional<W8A8TileChoice> tile = std::nullopt) {
-  using namespace kernel_detail;
-  const char* kind = w.kind == W8A8Kind::int8 ? "int8" : "float8_e4m3fn";
-  SDNQ_REQUIRE(w.codes != nullptr && w.scale != nullptr, UnsupportedError,
-               "gemm_w8a8: weights have no codes or scales (use repack_for_w8a8 and upload_w8a8_weights)");
+// What both entry points and quantize_w8a8_activations require of the weights (or of `like`).
+inline void require_w8a8_weights(const W8A8Weights& w, const char* caller, bool need_codes = true) {
+  SDNQ_REQUIRE(!need_codes || (w.codes != nullptr && w.scale != nullptr), UnsupportedError,
+               "{}: weights have no codes or scales (use repack_for_w8a8 and upload_w8a8_weights)", caller);
   SDNQ_REQUIRE(w.dtype == DType::bf16 || w.dtype == DType::f16, UnsupportedError,
-               "gemm_w8a8: activations must be BF16 or F16, weights were repacked for {}", dtype_name(w.dtype));
+               "{}: activations must be BF16 or F16, weights were repacked for {}", caller, dtype_name(w.dtype));
   SDNQ_REQUIRE(w.scale_dtype == DType::f32 || w.scale_dtype == w.dtype, UnsupportedError,
-               "gemm_w8a8: the activation scales are computed in F32 or in the activation dtype, not {}",
+               "{}: the activation scales are computed in F32 or in the activation dtype, not {}", caller,
                dtype_name(w.scale_dtype));
   SDNQ_REQUIRE(w.in_features > 0 && w.in_features % 16 == 0 && w.out_features > 0 &&
                    w.in_features < (std::int64_t{1} << 31) && w.out_features < (std::int64_t{1} << 31),
-               UnsupportedError, "gemm_w8a8: needs K % 16 == 0 (16-byte code rows), got weight [{}, {}]",
+               UnsupportedError, "{}: needs K % 16 == 0 (16-byte code rows), got weight [{}, {}]", caller,
                w.out_features, w.in_features);
-  SDNQ_REQUIRE(
-      x.rank() == 2 && x.size(1) == w.in_features && x.dtype() == w.dtype && x.is_contiguous() && x.device().is_cuda(),
-      ShapeError, "gemm_w8a8: x must be a contiguous device {} tensor [M, {}], got {} {} on {}", dtype_name(w.dtype),
-      w.in_features, dtype_name(x.dtype()), x.shape().to_string(), x.device().to_string());
-  const std::int64_t tokens = x.size(0);
-  // Blocks are numbered in one int: M/16 · N/32 < 2^31.
-  SDNQ_REQUIRE(tokens >= 1 && ceil_div(tokens, 16) * ceil_div(w.out_features, 32) < (std::int64_t{1} << 31) &&
+}
+
+// The row count both GEMM entry points accept, y [tokens, N] and bias [N].
+inline void require_w8a8_output(const W8A8Weights& w, std::int64_t tokens, std::optional<TensorView> bias,
+                                TensorView y) {
+  // Blocks are numbered in one int: M/16 · N/32 < 2^31; M itself is an int in the kernels.
+  SDNQ_REQUIRE(tokens >= 1 && tokens < (std::int64_t{1} << 31) &&
+                   ceil_div(tokens, 16) * ceil_div(w.out_features, 32) < (std::int64_t{1} << 31) &&
                    tokens * w.in_features < (std::int64_t{1} << 40),
-               UnsupportedError, "gemm_w8a8: {} rows of x with {} outputs are too many for one launch", tokens,
-               w.out_features);
+               UnsupportedError,
+               "gemm_w8a8: {} rows of x with {} outputs: needs at least one row, and not too many "
+               "for one launch (M < 2^31, M/16 · N/32 < 2^31, M·K < 2^40)",
+               tokens, w.out_features);
   SDNQ_REQUIRE(y.rank() == 2 && y.size(0) == tokens && y.size(1) == w.out_features && y.dtype() == w.dtype &&
                    y.is_contiguous() && y.device().is_cuda(),
                ShapeError, "gemm_w8a8: y must be a contiguous device {} tensor [{}, {}], got {} {}",
@@ -312,16 +294,19 @@ inline void gemm_w8a8(const W8A8Weights& w, TensorView x, std::optional<TensorVi
                      bias->device().is_cuda(),
                  ShapeError, "gemm_w8a8: bias must be a contiguous device {} tensor [{}], got {} {}",
                  dtype_name(w.dtype), w.out_features, dtype_name(bias->dtype()), bias->shape().to_string());
-  const auto aligned = [](const void* pointer, std::uintptr_t bytes) {
-    return reinterpret_cast<std::uintptr_t>(pointer) % bytes == 0;
-  };
-  SDNQ_REQUIRE(aligned(x.data(), 16) && aligned(w.codes, 16) && aligned(y.data(), 4), ShapeError,
-               "gemm_w8a8: x and the weight codes need 16-byte alignment, y 4-byte alignment");
-  const W8A8Workspace layout = w8a8_workspace_layout(tokens, w.in_features);
-  SDNQ_REQUIRE(workspace.nbytes() >= layout.bytes && workspace.device().is_cuda() && aligned(workspace.data(), 256),
-               ShapeError, "gemm_w8a8: needs {} bytes of 256-byte aligned device workspace, got {} on {}", layout.bytes,
-               workspace.nbytes(), workspace.device().to_string());
+  SDNQ_REQUIRE(w8a8_aligned(w.codes, 16) && w8a8_aligned(y.data(), 4), ShapeError,
+               "gemm_w8a8: the weight codes need 16-byte alignment, y 4-byte alignment");
+}
 
+struct W8A8Launch {
+  W8A8TileChoice tile = W8A8TileChoice::small;
+  int multiprocessors = 0;
+};
+
+// The tile of a gemm_w8a8 call on the current device (`tile` forced, or chosen), after checking that
+// the device and this build run it.
+inline W8A8Launch choose_checked_w8a8_tile(const W8A8Weights& w, std::int64_t tokens,
+                                           std::optional<W8A8TileChoice> tile) {
   int device = 0, major = 0, minor = 0, multiprocessors = 0, shared_optin = 0;
   SDNQ_CUDA_CHECK(cudaGetDevice(&device));
   SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
@@ -330,8 +315,8 @@ inline void gemm_w8a8(const W8A8Weights& w, TensorView x, std::optional<TensorVi
   SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&shared_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   const int capability = major * 10 + minor;
   SDNQ_REQUIRE(capability >= (w.kind == W8A8Kind::int8 ? 80 : 89), UnsupportedError,
-               "gemm_w8a8: {} tensor-core GEMMs need compute capability {} or newer; cuda:{} is sm_{}", kind,
-               w.kind == W8A8Kind::int8 ? "8.0" : "8.9", device, capability);
+               "gemm_w8a8: {} tensor-core GEMMs need compute capability {} or newer; cuda:{} is sm_{}",
+               w8a8_kind_name(w.kind), w.kind == W8A8Kind::int8 ? "8.0" : "8.9", device, capability);
   if (w.kind == W8A8Kind::float8_e4m3fn) {
     const bool has_code = w.dtype == DType::bf16 ? has_e4m3_code<__nv_bfloat16>(device) : has_e4m3_code<__half>(device);
     SDNQ_REQUIRE(has_code, UnsupportedError,
@@ -360,11 +345,228 @@ inline void gemm_w8a8(const W8A8Weights& w, TensorView x, std::optional<TensorVi
   SDNQ_REQUIRE(!wgmma_tile || wgmma_shared_bytes <= shared_optin, UnsupportedError,
                "gemm_w8a8: the wgmma tiles need {} bytes of shared memory per block, cuda:{} has {}",
                wgmma_shared_bytes, device, shared_optin);
+  return W8A8Launch{chosen, multiprocessors};
+}
+
+// The kernel parameters of the fused gemm_w8a8 (arguments checked by the caller).
+inline W8A8Params w8a8_params(const W8A8Weights& w, TensorView x, std::optional<TensorView> bias, TensorView y,
+                              TensorView workspace) {
+  const W8A8Workspace layout = w8a8_workspace_layout(x.size(0), w.in_features);
+  auto* base = static_cast<std::uint8_t*>(workspace.data());
+  W8A8Params p{};
+  p.x = x.data();
+  p.w = w.codes;
+  p.w_scale = w.scale;
+  p.bias = bias ? bias->data() : nullptr;
+  p.y = y.data();
+  p.x_codes = base + layout.codes;
+  p.x_scale = reinterpret_cast<float*>(base + layout.scales);
+  p.row_claims = reinterpret_cast<int*>(base + layout.counters);
+  p.rows_done = p.row_claims + ceil_div(x.size(0), w8a8_smallest_tile_rows);
+  p.m = static_cast<int>(x.size(0));
+  p.n = static_cast<int>(w.out_features);
+  p.k = static_cast<int>(w.in_features);
+  p.scale_in_activation_dtype = w.scale_dtype != DType::f32;
+  return p;
+}
+
+// The kernel parameters of the pre-quantized gemm_w8a8 (arguments checked by the caller): no x, no
+// counters. The kernels never write x_codes / x_scale when codes_ready, so dropping const is safe.
+inline W8A8Params w8a8_params(const W8A8Weights& w, const W8A8Activations& activations, std::optional<TensorView> bias,
+                              TensorView y) {
+  W8A8Params p{};
+  p.x = nullptr;
+  p.w = w.codes;
+  p.w_scale = w.scale;
+  p.bias = bias ? bias->data() : nullptr;
+  p.y = y.data();
+  p.x_codes = const_cast<std::uint8_t*>(activations.codes);
+  p.x_scale = const_cast<float*>(activations.scale);
+  p.row_claims = nullptr;
+  p.rows_done = nullptr;
+  p.m = static_cast<int>(activations.tokens);
+  p.n = static_cast<int>(w.out_features);
+  p.k = static_cast<int>(w.in_features);
+  p.scale_in_activation_dtype = activations.scale_in_activation_dtype;
+  p.codes_ready = true;
+  return p;
+}
+
+inline void dispatch_gemm_w8a8(const W8A8Weights& w, W8A8TileChoice tile, const W8A8Params& p, int multiprocessors,
+                               cudaStream_t stream) {
+  if (w.dtype == DType::bf16) {
+    if (w.kind == W8A8Kind::int8)
+      dispatch_gemm_w8a8<__nv_bfloat16, W8A8Operand::int8>(tile, p, multiprocessors, stream);
+    else
+      dispatch_gemm_w8a8<__nv_bfloat16, W8A8Operand::float8_e4m3fn>(tile, p, multiprocessors, stream);
+  } else {
+    if (w.kind == W8A8Kind::int8)
+      dispatch_gemm_w8a8<__half, W8A8Operand::int8>(tile, p, multiprocessors, stream);
+    else
+      dispatch_gemm_w8a8<__half, W8A8Operand::float8_e4m3fn>(tile, p, multiprocessors, stream);
+  }
+}
+
+template <class T, W8A8Operand Operand>
+void launch_quantize_w8a8_rows(const W8A8Params& p, cudaStream_t stream) {
+  constexpr int rows_per_block = w8a8_quantize_threads / 32;
+  const auto blocks = static_cast<unsigned>(ceil_div(p.m, rows_per_block));
+  quantize_w8a8_rows_kernel<T, Operand><<<blocks, w8a8_quantize_threads, 0, stream>>>(p);
+  SDNQ_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace kernel_detail
+
+// Device workspace gemm_w8a8() needs for M rows: the 8-bit codes of x, its scales and the row-tile
+// counters (≈ M·K bytes). One workspace must not be used by two calls running at the same time.
+inline std::size_t gemm_w8a8_workspace_bytes(const W8A8Weights& w, std::int64_t tokens) {
+  return kernel_detail::w8a8_workspace_layout(tokens, w.in_features).bytes;
+}
+
+// y = x · Wᵀ through the 8-bit product (+ bias), x quantized inside the GEMM. x [M, K], y [M, N],
+// bias [N]: contiguous device tensors in w.dtype, x 16-byte aligned. `workspace`: ≥
+// gemm_w8a8_workspace_bytes(w, M) bytes of 256-byte aligned device memory (cuda::empty gives that).
+// `tile` forces a tile shape (benchmarks, tests). Checks everything before launching; throws
+// ShapeError / UnsupportedError naming what is required.
+inline void gemm_w8a8(const W8A8Weights& w, TensorView x, std::optional<TensorView> bias, TensorView y,
+                      TensorView workspace, cudaStream_t stream = nullptr,
+                      std::optional<W8A8TileChoice> tile = std::nullopt) {
+  using namespace kernel_detail;
+  require_w8a8_weights(w, "gemm_w8a8");
+  SDNQ_REQUIRE(
+      x.rank() == 2 && x.size(1) == w.in_features && x.dtype() == w.dtype && x.is_contiguous() && x.device().is_cuda(),
+      ShapeError, "gemm_w8a8: x must be a contiguous device {} tensor [M, {}], got {} {} on {}", dtype_name(w.dtype),
+      w.in_features, dtype_name(x.dtype()), x.shape().to_string(), x.device().to_string());
+  const std::int64_t tokens = x.size(0);
+  require_w8a8_output(w, tokens, bias, y);
+  SDNQ_REQUIRE(w8a8_aligned(x.data(), 16), ShapeError, "gemm_w8a8: x needs 16-byte alignment");
+  const W8A8Workspace layout = w8a8_workspace_layout(tokens, w.in_features);
+  SDNQ_REQUIRE(
+      workspace.nbytes() >= layout.bytes && workspace.device().is_cuda() && w8a8_aligned(workspace.data(), 256),
+      ShapeError, "gemm_w8a8: needs {} bytes of 256-byte aligned device workspace, got {} on {}", layout.bytes,
+      workspace.nbytes(), workspace.device().to_string());
+  const W8A8Launch launch = choose_checked_w8a8_tile(w, tokens, tile);
 
   const W8A8Params p = w8a8_params(w, x, bias, y, workspace);
   const std::int64_t row_tiles = ceil_div(tokens, w8a8_smallest_tile_rows);
   SDNQ_CUDA_CHECK(cudaMemsetAsync(p.row_claims, 0, 2 * static_cast<std::size_t>(row_tiles) * sizeof(int), stream));
-  dispatch_gemm_w8a8(w, chosen, p, multiprocessors, stream);
+  dispatch_gemm_w8a8(w, launch.tile, p, launch.multiprocessors, stream);
+}
+
+// Device bytes quantize_w8a8_activations needs in `buffer` for M rows of K (codes + scales,
+// 256-aligned parts): codes [M, K] at offset 0, scales [M] F32 after them.
+inline std::size_t w8a8_activations_bytes(std::int64_t tokens, std::int64_t in_features) {
+  return kernel_detail::w8a8_workspace_layout(tokens, in_features).counters;
+}
+
+// Quantizes x [M, K] (contiguous device tensor in like.dtype, 16-byte aligned) as gemm_w8a8 would for
+// weights `like` (their kind, dtype and scale dtype; K = like.in_features; their codes are not read)
+// into `buffer` (≥ w8a8_activations_bytes(M, K) bytes of 256-byte aligned device memory), in one
+// launch on `stream`. The result refers to `buffer`; every weight w with w8a8_activations_fit(w, result)
+// can then run gemm_w8a8(w, result, ...) on it, as often as needed, while nothing overwrites `buffer`.
+// Checks everything before launching (ShapeError / UnsupportedError).
+inline W8A8Activations quantize_w8a8_activations(const W8A8Weights& like, TensorView x, TensorView buffer,
+                                                 cudaStream_t stream = nullptr) {
+  using namespace kernel_detail;
+  require_w8a8_weights(like, "quantize_w8a8_activations", false);
+  SDNQ_REQUIRE(
+      x.rank() == 2 && x.size(1) == like.in_features && x.dtype() == like.dtype && x.is_contiguous() &&
+          x.device().is_cuda(),
+      ShapeError, "quantize_w8a8_activations: x must be a contiguous device {} tensor [M, {}], got {} {} on {}",
+      dtype_name(like.dtype), like.in_features, dtype_name(x.dtype()), x.shape().to_string(), x.device().to_string());
+  const std::int64_t tokens = x.size(0);
+  SDNQ_REQUIRE(tokens >= 1 && tokens < (std::int64_t{1} << 31) && tokens * like.in_features < (std::int64_t{1} << 40),
+               UnsupportedError, "quantize_w8a8_activations: needs 1 to 2^31 - 1 rows of x (and M·K < 2^40), got {}",
+               tokens);
+  SDNQ_REQUIRE(w8a8_aligned(x.data(), 16), ShapeError, "quantize_w8a8_activations: x needs 16-byte alignment");
+  const W8A8Workspace layout = w8a8_workspace_layout(tokens, like.in_features);
+  SDNQ_REQUIRE(buffer.nbytes() >= layout.counters && buffer.device().is_cuda() && w8a8_aligned(buffer.data(), 256),
+               ShapeError,
+               "quantize_w8a8_activations: needs {} bytes of 256-byte aligned device buffer "
+               "(w8a8_activations_bytes), got {} on {}",
+               layout.counters, buffer.nbytes(), buffer.device().to_string());
+
+  auto* base = static_cast<std::uint8_t*>(buffer.data());
+  W8A8Params p{};
+  p.x = x.data();
+  p.x_codes = base + layout.codes;
+  p.x_scale = reinterpret_cast<float*>(base + layout.scales);
+  p.m = static_cast<int>(tokens);
+  p.k = static_cast<int>(like.in_features);
+  p.scale_in_activation_dtype = like.scale_dtype != DType::f32;
+  if (like.dtype == DType::bf16) {
+    if (like.kind == W8A8Kind::int8)
+      launch_quantize_w8a8_rows<__nv_bfloat16, W8A8Operand::int8>(p, stream);
+    else
+      launch_quantize_w8a8_rows<__nv_bfloat16, W8A8Operand::float8_e4m3fn>(p, stream);
+  } else {
+    if (like.kind == W8A8Kind::int8)
+      launch_quantize_w8a8_rows<__half, W8A8Operand::int8>(p, stream);
+    else
+      launch_quantize_w8a8_rows<__half, W8A8Operand::float8_e4m3fn>(p, stream);
+  }
+
+  W8A8Activations out;
+  out.kind = like.kind;
+  out.dtype = like.dtype;
+  out.scale_in_activation_dtype = p.scale_in_activation_dtype;
+  out.tokens = tokens;
+  out.in_features = like.in_features;
+  out.codes = p.x_codes;
+  out.scale = p.x_scale;
+  return out;
+}
+
+// Whether gemm_w8a8(w, activations, ...) accepts these activations: quantized for the same kind,
+// activation dtype, scale mode and K, with codes and scales present. (y, bias and the device are
+// checked by the call itself.)
+inline bool w8a8_activations_fit(const W8A8Weights& w, const W8A8Activations& activations) {
+  return activations.kind == w.kind && activations.dtype == w.dtype &&
+         activations.scale_in_activation_dtype == (w.scale_dtype != DType::f32) &&
+         activations.in_features == w.in_features && activations.tokens >= 1 && activations.codes != nullptr &&
+         activations.scale != nullptr;
+}
+
+// Workspace the pre-quantized gemm_w8a8 needs: none (no counters, the codes are the caller's). Kept
+// in the API so that callers size scratch the same way for both entry points.
+inline std::size_t gemm_w8a8_workspace_bytes(const W8A8Weights& w, const W8A8Activations& activations) {
+  (void)w, (void)activations;
+  return 0;
+}
+
+// y = dequant(activations) · Wᵀ (+ bias): the same result, bit for bit, as gemm_w8a8(w, x, ...) on the
+// x that was quantized (same kernels and tiles, the quantization prologue skipped). y [M, N], bias [N]
+// as in the fused call; `workspace` is not used (gemm_w8a8_workspace_bytes(w, activations) is 0: an
+// empty TensorView will do). Several calls may read one W8A8Activations, also concurrently. Checks
+// before launching that the activations fit the weights (kind, dtype, scale mode, K: ShapeError naming
+// both sides), y, bias, the pointers and their alignment.
+inline void gemm_w8a8(const W8A8Weights& w, const W8A8Activations& activations, std::optional<TensorView> bias,
+                      TensorView y, TensorView workspace, cudaStream_t stream = nullptr,
+                      std::optional<W8A8TileChoice> tile = std::nullopt) {
+  using namespace kernel_detail;
+  (void)workspace;
+  require_w8a8_weights(w, "gemm_w8a8");
+  const W8A8Activations& a = activations;
+  SDNQ_REQUIRE(a.codes != nullptr && a.scale != nullptr, ShapeError,
+               "gemm_w8a8: the activations have no codes or scales (use quantize_w8a8_activations)");
+  SDNQ_REQUIRE(a.kind == w.kind, ShapeError,
+               "gemm_w8a8: the activations were quantized for {} weights, these weights are {}", w8a8_kind_name(a.kind),
+               w8a8_kind_name(w.kind));
+  SDNQ_REQUIRE(a.dtype == w.dtype, ShapeError,
+               "gemm_w8a8: the activations were quantized from {} x, these weights take {} x", dtype_name(a.dtype),
+               dtype_name(w.dtype));
+  SDNQ_REQUIRE(a.scale_in_activation_dtype == (w.scale_dtype != DType::f32), ShapeError,
+               "gemm_w8a8: the activations were quantized with {}, these weights compute {} (scale dtype {})",
+               w8a8_scale_mode_name(a.scale_in_activation_dtype), w8a8_scale_mode_name(w.scale_dtype != DType::f32),
+               dtype_name(w.scale_dtype));
+  SDNQ_REQUIRE(a.in_features == w.in_features, ShapeError,
+               "gemm_w8a8: the activations have K = {} inputs per row, the weight [{}, {}] needs K = {}", a.in_features,
+               w.out_features, w.in_features, w.in_features);
+  require_w8a8_output(w, a.tokens, bias, y);
+  SDNQ_REQUIRE(w8a8_aligned(a.codes, 16) && w8a8_aligned(a.scale, 4), ShapeError,
+               "gemm_w8a8: the activation codes need 16-byte alignment, their scales 4-byte alignment");
+  const W8A8Launch launch = choose_checked_w8a8_tile(w, a.tokens, tile);
+  dispatch_gemm_w8a8(w, launch.tile, w8a8_params(w, a, bias, y), launch.multiprocessors, stream);
 }
 
 SDNQ_KERNEL_NAMESPACE_END

@@ -1,11 +1,12 @@
 #pragma once
 // The 8-bit tensor-core GEMM behind gemm_w8a8.cuh. One block computes a BM×BN tile of
 //   y = (x_codes · w_codesᵀ) · s_x[m] · s_w[n] (+ bias[n])
-// after quantizing its rows of x (w8a8_quantize.cuh). K runs in tiles of 128 codes (128 bytes a row)
-// through a Stages-deep cp.async pipeline; both operands are staged in XOR-swizzled shared tiles and
-// loaded with ldmatrix; each warp owns a WM×WN sub-tile and issues mma.m16n8k32. Rows past M, columns
-// past N and codes past K are zero-filled by cp.async, so M and N are arbitrary and K needs only
-// 16-byte rows (K % 16 == 0).
+// after quantizing its rows of x (w8a8_quantize.cuh), or on codes and scales quantized beforehand
+// (W8A8Params::codes_ready: no prologue, no counters, x unused). K runs in tiles of 128 codes (128
+// bytes a row) through a Stages-deep cp.async pipeline; both operands are staged in XOR-swizzled
+// shared tiles and loaded with ldmatrix; each warp owns a WM×WN sub-tile and issues mma.m16n8k32.
+// Rows past M, columns past N and codes past K are zero-filled by cp.async, so M and N are arbitrary
+// and K needs only 16-byte rows (K % 16 == 0).
 // int8: int32 accumulators, exact. e4m3: the tensor core's fp32 accumulation is not a full fp32 add
 // on Hopper, so each 128-wide K tile is summed in its own accumulators and then added into fp32
 // totals on the CUDA cores (the DeepGEMM promotion), which keeps K = 15360 accurate.
@@ -110,6 +111,9 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) gemm_w8a8_ker
   const int row_tile = tile_index.x, row0 = row_tile * Tile::BM, col0 = tile_index.y * Tile::BN;
   const int valid_rows = min(Tile::BM, p.m - row0), valid_cols = min(Tile::BN, p.n - col0);
 
+  // Fused: this tile's rows are quantized (with the other blocks of the row tile) before the main loop
+  // reads them. codes_ready: quantize_row_tile returns after its barrier, and the loop and the epilogue
+  // read the caller's codes and scales through the same x_codes / x_scale pointers.
   quantize_row_tile<T, Operand>(p, row_tile, row0, valid_rows);
 
   constexpr bool promote = Operand == W8A8Operand::float8_e4m3fn;

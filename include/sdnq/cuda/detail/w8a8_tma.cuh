@@ -16,6 +16,9 @@
 // rows are quantized ahead by the producer warpgroup's spare warps (and any other block needing them),
 // and the TMA thread waits for a row tile to be complete (acquire, proxy fence) before loading it.
 // No wait can deadlock: a row is only waited for once claimed, and a claimed row's warp never waits.
+// With codes_ready (codes and scales quantized by an earlier launch, quantize_w8a8_activations) none of
+// this runs: no counters are read or written, the producer loads every tile's codes right away (the
+// kernel boundary orders the earlier launch's stores before these TMA reads) and the spare warps idle.
 // int8: int32 accumulators (exact); one wgmma group stays in flight while the next K tile is waited for.
 // e4m3: the fp8 tensor cores add products with reduced precision, so each K tile (128 inputs) is summed
 // into fresh fp32 accumulators that are then added into fp32 totals on the CUDA cores (the promotion
@@ -124,13 +127,10 @@ __global__ void __launch_bounds__(Tile::threads, 1)
     tma_prefetch_map(&a_map);
     tma_prefetch_map(&b_map);
   }
-  // The first tile's rows: quantized by all 384 threads (ends with a block-wide barrier, which also
-  // publishes the initialized barriers).
+  // The first tile's rows: quantized by all 384 threads unless codes_ready. quantize_row_tile ends with
+  // a block-wide barrier either way, which also publishes the initialized barriers.
   const int2 first = tile_of(first_index);
-  if (!p.codes_ready)
-    quantize_row_tile<T, Operand>(p, first.x, first.x * BM, rows_of(first));
-  else
-    __syncthreads();
+  quantize_row_tile<T, Operand>(p, first.x, first.x * BM, rows_of(first));
 
   const int warpgroup = threadIdx.x / 128, warp = threadIdx.x / 32;
   if (warpgroup == 0) {
