@@ -150,6 +150,25 @@ TEST_CASE("gpu CLIP: quantized-matmul layers at 48 rows (gemm_w8a8) match the CP
   }
 }
 
+TEST_CASE("gpu Linear: rows quantized once by share_input give the bits of per-layer quantization",
+          "[cuda][gpu_models]") {
+  // 48 rows take the 8-bit GEMM: the three int8 layers share one quantization only where it fits (the third
+  // computes its activation scales in bf16, so it quantizes x itself; so does the uint4 layer's dense path).
+  // 16 rows run the dequantized path: nothing is quantized up front.
+  for (const std::int64_t tokens : {48, 300, 16}) {
+    INFO("tokens " << tokens);
+    const sdnq::test::SharedInputRun run = sdnq::test::compare_shared_input(tokens);
+    CHECK(run.quantized_once == (tokens >= 32));
+    CHECK((run.shared_bytes > 0) == (tokens >= 32));
+    REQUIRE(run.identical.size() == 4);
+    for (std::size_t i = 0; i < run.identical.size(); ++i) {
+      INFO("layer " << i << " rel L2 vs CPU " << run.rel_l2_to_cpu[i]);
+      CHECK(run.identical[i]);
+      CHECK(run.rel_l2_to_cpu[i] <= bf16_tolerance);
+    }
+  }
+}
+
 TEST_CASE("gpu Linear: the checkpoint's quantized layers translate into the kernels' LinearCodes",
           "[cuda][gpu_models]") {
   // Host only: the LinearCodes each quantized fixture layer becomes must describe the weight that the

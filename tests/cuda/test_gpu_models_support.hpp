@@ -45,4 +45,15 @@ struct QuantizedConvRun {
 QuantizedConvRun compare_quantized_conv_with_cpu(const quant::LayerOptions& options, const Shape& x_shape,
                                                  std::int64_t out_channels, int kernel, int stride, int padding);
 
+// Linears reading one x [tokens, 64]: three int8 quantized-matmul layers (out 96, 160, 32, the last with
+// its activation scales in the model dtype: dequantize_fp32 off) and a uint4 weight-only one, from random
+// weights quantized by the library. Each runs forward(x) and forward(share_input(x, all four)).
+struct SharedInputRun {
+  bool quantized_once = false;        // share_input made 8-bit codes
+  std::size_t shared_bytes = 0;       // nn::gpu::shared_input_bytes for the four
+  std::vector<bool> identical;        // per layer: the two outputs agree bit for bit
+  std::vector<double> rel_l2_to_cpu;  // per layer: forward(shared) against the CPU float32 nn::Linear
+};
+SharedInputRun compare_shared_input(std::int64_t tokens);
+
 }  // namespace sdnq::test

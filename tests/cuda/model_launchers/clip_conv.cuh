@@ -9,7 +9,9 @@
 #include "sdnq/cuda/workspace.hpp"
 #include "sdnq/nn/gpu/clip.cuh"
 #include "sdnq/nn/gpu/conv2d.cuh"
+#include "sdnq/nn/gpu/linear.cuh"
 #include "sdnq/nn/modules/conv2d.hpp"
+#include "sdnq/nn/modules/linear.hpp"
 #include "sdnq/quant/quantize.hpp"
 #include "sdnq/nn/model_conformance.hpp"
 #include "cuda/test_gpu_models_support.hpp"
@@ -133,6 +135,84 @@ QuantizedConvRun compare_quantized_conv_with_cpu(const quant::LayerOptions& opti
   run.runs_on_codes = gpu.runs_on_codes();
   run.device_bytes = gpu.device_bytes();
   run.dense_bf16_bytes = static_cast<std::size_t>(weight.numel() + out_channels) * 2;
+  return run;
+}
+
+SharedInputRun compare_shared_input(std::int64_t tokens) {
+  constexpr std::int64_t in = 64;
+  const auto random = [](const Shape& shape, std::uint32_t seed, float bound) {  // bf16 values in [-bound, bound)
+    Tensor tensor = Tensor::empty(shape, DType::f32);
+    std::uint32_t state = seed;
+    for (std::int64_t i = 0; i < tensor.numel(); ++i) {
+      state = state * 1664525u + 1013904223u;
+      const float unit = static_cast<float>(state >> 8) / static_cast<float>(1 << 23) - 1.0f;
+      tensor.data_as<float>()[i] = bf16(bound * unit).to_float();
+    }
+    return tensor;
+  };
+  struct Layer {
+    const char* name;
+    std::int64_t out;
+    const char* type;
+    bool matmul, fp32_scales;
+  };
+  const Layer layers[] = {{"q", 96, "int8", true, true},
+                          {"k", 160, "int8", true, true},
+                          {"narrow", 32, "int8", true, false},
+                          {"weight_only", 96, "uint4", false, true}};
+  nn::InMemoryComponent component;
+  component.label = "shared input test";
+  std::uint32_t seed = 21;
+  for (const Layer& layer : layers) {
+    quant::LayerOptions options;
+    options.weights_type = &format::storage_type(layer.type);
+    options.use_quantized_matmul = layer.matmul;
+    options.dequantize_fp32 = layer.fp32_scales;
+    const Tensor weight = random(Shape{layer.out, in}, seed++, 0.125f);
+    auto quantized = std::make_shared<quant::QuantizedTensors>(
+        quant::quantize_weight(weight.view(), quant::LayerKind::linear, options, DType::bf16, seed++));
+    quantized->name = layer.name;
+    component.quantized.emplace(layer.name, quantized);
+    component.dense.emplace(std::string(layer.name) + ".bias",
+                            std::make_shared<const Tensor>(random(Shape{layer.out}, seed++, 0.5f)));
+  }
+  nn::WeightLoader weights = nn::WeightLoader::from_memory(component);
+  std::vector<nn::gpu::Linear> gpu;
+  std::vector<nn::Linear> cpu;
+  for (const Layer& layer : layers) {
+    gpu.push_back(nn::gpu::Linear::load(weights, layer.name, in, layer.out, true, 0));
+    cpu.push_back(nn::Linear::load(weights, layer.name, in, layer.out, true));
+  }
+  const Tensor x = random(Shape{tokens, in}, 5, 2.0f);
+  Tensor x_bf16 = Tensor::empty(x.shape(), DType::bf16);
+  for (std::int64_t i = 0; i < x.numel(); ++i) x_bf16.data_as<bf16>()[i] = bf16(x.data_as<float>()[i]);
+  const Tensor device_x = cuda::to_device(x_bf16, 0);
+
+  SharedInputRun run;
+  run.shared_bytes = nn::gpu::shared_input_bytes({&gpu[0], &gpu[1], &gpu[2], &gpu[3]}, tokens);
+  std::size_t scratch = 0;
+  for (const auto& layer : gpu) scratch = std::max(scratch, layer.workspace_bytes(tokens));
+  cuda::Workspace workspace(run.shared_bytes + scratch, 0, "shared input test");
+  const nn::gpu::detail::CublasHandle cublas;
+  Arena& arena = workspace.arena();
+  const nn::gpu::LinearInput input = nn::gpu::share_input(device_x, {&gpu[0], &gpu[1], &gpu[2], &gpu[3]}, arena, nullptr);
+  run.quantized_once = input.codes.has_value();
+  for (std::size_t i = 0; i < gpu.size(); ++i) {
+    Tensor plain = cuda::empty(Shape{tokens, layers[i].out}, DType::bf16, 0);
+    Tensor shared = cuda::empty(Shape{tokens, layers[i].out}, DType::bf16, 0);
+    SDNQ_CUDA_CHECK(cudaMemset(plain.data(), 0xFF, plain.nbytes()));  // NaN
+    SDNQ_CUDA_CHECK(cudaMemset(shared.data(), 0xFF, shared.nbytes()));
+    gpu[i].forward(device_x.view(), plain, arena, cublas.get(), nullptr);
+    gpu[i].forward(input, shared, arena, cublas.get(), nullptr);
+    SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+    const Tensor plain_host = cuda::to_host(plain), shared_host = cuda::to_host(shared);
+    run.identical.push_back(std::memcmp(plain_host.data(), shared_host.data(), plain_host.nbytes()) == 0);
+    const Tensor expected = cpu[i].forward(x);
+    Tensor shared_f32 = Tensor::empty(shared_host.shape(), DType::f32);
+    for (std::int64_t j = 0; j < shared_f32.numel(); ++j)
+      shared_f32.data_as<float>()[j] = shared_host.data_as<bf16>()[j].to_float();
+    run.rel_l2_to_cpu.push_back(nn::relative_l2(shared_f32, expected));
+  }
   return run;
 }
 

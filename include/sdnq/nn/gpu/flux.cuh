@@ -126,8 +126,13 @@ class FluxTransformer2DModel {
     const std::size_t final_norm = bf16(batch, 2 * d) + bf16(li, d);
     std::size_t scratch = attention_workspace_bytes(batch, image_tokens + text_tokens, image_tokens + text_tokens,
                                                     config_.num_attention_heads, head_dim);
+    std::size_t shared = 0;  // rows quantized once for the Linears that read them (held while they run)
+    for (const auto& b : double_blocks_)
+      shared = std::max({shared, b.image.share_bytes(li, nullptr), b.context.share_bytes(lt, nullptr)});
+    for (const auto& b : single_blocks_) shared = std::max(shared, b.qkv.share_bytes(joint, &b.proj_mlp));
     for (const auto& [linear, rows] : linears(batch, image_tokens, text_tokens))
       scratch = std::max(scratch, linear->workspace_bytes(rows));
+    scratch += shared;
     return output + persistent + std::max({conditioning, double_block, single_block, final_norm}) + scratch;
   }
 
@@ -287,10 +292,16 @@ class FluxTransformer2DModel {
                                    stream);
     cuda::ops::layer_norm_modulate(context, chunk(c, shift_msa), chunk(c, scale_msa), adaptive_norm_eps, context_normed,
                                    stream);
-    b.context.project_into(detail::token_rows(context_normed), detail::token_rows(context_part), 0, joint, arena,
-                           cublas, stream);
-    b.image.project_into(detail::token_rows(image_normed), detail::token_rows(image_part), lt, joint, arena, cublas,
-                         stream);
+    {  // q, k, v of each stream on its rows quantized once (quantized-matmul layers)
+      ArenaScope shared(arena);
+      b.context.project_into(b.context.share(detail::token_rows(context_normed), nullptr, arena, stream),
+                             detail::token_rows(context_part), 0, joint, arena, cublas, stream);
+    }
+    {
+      ArenaScope shared(arena);
+      b.image.project_into(b.image.share(detail::token_rows(image_normed), nullptr, arena, stream),
+                           detail::token_rows(image_part), lt, joint, arena, cublas, stream);
+    }
     joint_attention(joint, attended, rope, arena, stream);
 
     // One stream's attention output, output projection, gated residual and gated feed-forward.
@@ -334,9 +345,13 @@ class FluxTransformer2DModel {
     b.norm.forward(temb_silu, m, arena, cublas, stream);
     cuda::ops::layer_norm_modulate(tokens, chunk(m, single_shift), chunk(m, single_scale), adaptive_norm_eps, normed,
                                    stream);
-    b.proj_mlp.forward(detail::token_rows(normed), mlp, arena, cublas, stream);
-    cuda::ops::activation(mlp, mlp, cuda::ops::Activation::gelu_tanh, stream);
-    b.qkv.project_into(detail::token_rows(normed), part, 0, joint, arena, cublas, stream);
+    {  // proj_mlp, q, k, v on the normed rows quantized once (quantized-matmul layers)
+      ArenaScope shared(arena);
+      const LinearInput input = b.qkv.share(detail::token_rows(normed), &b.proj_mlp, arena, stream);
+      b.proj_mlp.forward(input, mlp, arena, cublas, stream);
+      cuda::ops::activation(mlp, mlp, cuda::ops::Activation::gelu_tanh, stream);
+      b.qkv.project_into(input, part, 0, joint, arena, cublas, stream);
+    }
     joint_attention(joint, attended, rope, arena, stream);
     detail::copy_bf16_columns(both.data(), 5 * d, attended.data(), d, d, rows, stream);
     detail::copy_bf16_columns(detail::bf16_element(both, d), 5 * d, mlp.data(), 4 * d, 4 * d, rows, stream);

@@ -13,16 +13,22 @@
 //                dequantized once at load by quant::dequantize (the reference's arithmetic) into a dense
 //                bf16 weight.
 // Forward takes its scratch from the caller's workspace (workspace_bytes(M)); no allocation.
+// Where several quantized-matmul Linears read the same rows (q/k/v, FLUX's proj_mlp), share_input()
+// quantizes the rows once and each forward(LinearInput) runs the 8-bit GEMM on those codes: the same bits
+// as quantizing inside every GEMM, one pass over x instead of one per layer.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
+#include "sdnq/core/arena.hpp"
 #include "sdnq/cuda/gemm_w8a8.cuh"
 #include "sdnq/cuda/linear.cuh"
 #include "sdnq/nn/gpu/detail/device_weights.hpp"
@@ -45,6 +51,15 @@ inline const char* linear_kind_name(LinearKind kind) {
       return "dequantized_at_load";
   }
 }
+
+// The rows a Linear reads and, when share_input() quantized them for several quantized-matmul
+// Linears, their 8-bit codes (used by the layers whose quantization they fit, ignored by the others).
+struct LinearInput {
+  LinearInput(const TensorView& x) : rows(x) {}  // NOLINT(google-explicit-constructor): plain rows read as before
+  LinearInput(const TensorView& x, const cuda::W8A8Activations& quantized) : rows(x), codes(quantized) {}
+  TensorView rows;
+  std::optional<cuda::W8A8Activations> codes;
+};
 
 class Linear {
  public:
@@ -139,6 +154,28 @@ class Linear {
     cuda::dense_linear(x, weight_.view(), bias, y, cublas, stream, name_);
   }
 
+  // forward() on pre-quantized rows: runs the 8-bit GEMM on input.codes where they fit this layer's
+  // quantization (the same bits as quantizing x here), else forward(input.rows).
+  void forward(const LinearInput& input, const TensorView& y, Arena& arena, cublasHandle_t cublas,
+               cudaStream_t stream) const {
+    const cuda::W8A8Weights* weights = quantized_matmul_at(input.rows.size(0));
+    if (weights == nullptr || !input.codes || !cuda::w8a8_activations_fit(*weights, *input.codes))
+      return forward(input.rows, y, arena, cublas, stream);
+    std::optional<TensorView> bias;
+    if (bias_.defined()) bias = bias_.view();
+    ArenaScope scope(arena);
+    const std::size_t scratch_bytes = cuda::gemm_w8a8_workspace_bytes(*weights, *input.codes);
+    const TensorView scratch =
+        scratch_bytes == 0 ? TensorView()
+                           : arena.take(Shape{static_cast<std::int64_t>(scratch_bytes)}, DType::u8, name_ + " scratch");
+    cuda::gemm_w8a8(*weights, *input.codes, bias, y, scratch, stream);  // checks y and the codes before launch
+  }
+
+  // The 8-bit GEMM's weights when forward() at `tokens` rows runs it (quantized matmul, ≥ 32 tokens), else null.
+  const cuda::W8A8Weights* quantized_matmul_at(std::int64_t tokens) const {
+    return matmul_ && tokens >= quantized_matmul_min_tokens ? &matmul_->view() : nullptr;
+  }
+
   const std::string& name() const { return name_; }
   std::int64_t in_features() const { return in_features_; }
   std::int64_t out_features() const { return out_features_; }
@@ -155,5 +192,53 @@ class Linear {
   std::optional<cuda::W8A8WeightsDevice> matmul_;   // direct int8 / e4m3 quantized matmul
   Tensor e4m3_table_;                               // F32 [256] decoded e4m3 codes for the small-M path
 };
+
+namespace detail {
+
+// Whether two quantized-matmul weights quantize their input the same way (kind, dtype, scale dtype, K).
+inline bool same_input_quantization(const cuda::W8A8Weights& a, const cuda::W8A8Weights& b) {
+  return a.kind == b.kind && a.dtype == b.dtype && a.scale_dtype == b.scale_dtype && a.in_features == b.in_features;
+}
+
+// The weights whose input quantization share_input() applies for `tokens` rows read by `readers`: the first
+// reader's that runs the 8-bit GEMM, when at least one more reader runs it with the same quantization; else null.
+inline const cuda::W8A8Weights* shared_quantization(std::span<const Linear* const> readers, std::int64_t tokens) {
+  const cuda::W8A8Weights* first = nullptr;
+  int sharing = 0;
+  for (const Linear* reader : readers) {
+    const cuda::W8A8Weights* weights = reader->quantized_matmul_at(tokens);
+    if (weights == nullptr) continue;
+    if (first == nullptr) first = weights;
+    if (same_input_quantization(*first, *weights)) ++sharing;
+  }
+  return sharing >= 2 ? first : nullptr;
+}
+
+}  // namespace detail
+
+// Arena bytes share_input() takes for `tokens` rows read by `readers` (0 when it quantizes nothing).
+inline std::size_t shared_input_bytes(std::span<const Linear* const> readers, std::int64_t tokens) {
+  const cuda::W8A8Weights* weights = detail::shared_quantization(readers, tokens);
+  return weights == nullptr ? 0 : Arena::footprint(cuda::w8a8_activations_bytes(tokens, weights->in_features));
+}
+inline std::size_t shared_input_bytes(std::initializer_list<const Linear*> readers, std::int64_t tokens) {
+  return shared_input_bytes(std::span<const Linear* const>(readers.begin(), readers.size()), tokens);
+}
+
+// x [M, K] for the Linears in `readers`: when two or more of them run the 8-bit GEMM with one quantization of
+// x, quantizes x once into `arena` (released with the caller's scope) so that each of their forwards skips it.
+inline LinearInput share_input(const TensorView& x, std::span<const Linear* const> readers, Arena& arena,
+                               cudaStream_t stream) {
+  const cuda::W8A8Weights* weights = detail::shared_quantization(readers, x.size(0));
+  if (weights == nullptr) return LinearInput(x);
+  const std::size_t bytes = cuda::w8a8_activations_bytes(x.size(0), weights->in_features);
+  const TensorView buffer =
+      arena.take(Shape{static_cast<std::int64_t>(bytes)}, DType::u8, "8-bit codes of rows shared by several Linears");
+  return LinearInput(x, cuda::quantize_w8a8_activations(*weights, x, buffer, stream));
+}
+inline LinearInput share_input(const TensorView& x, std::initializer_list<const Linear*> readers, Arena& arena,
+                               cudaStream_t stream) {
+  return share_input(x, std::span<const Linear* const>(readers.begin(), readers.size()), arena, stream);
+}
 
 }  // namespace sdnq::nn::gpu

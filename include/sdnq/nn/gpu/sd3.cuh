@@ -107,7 +107,9 @@ class SD3Transformer2DModel {
         attention_workspace_bytes(batch, li + lt, li + lt, config_.num_attention_heads, config_.attention_head_dim);
     for (const auto& [linear, rows] : linears(batch, height, width, text_tokens))
       scratch = std::max(scratch, linear->workspace_bytes(rows));
-    return output + persistent + std::max({conditioning, patch_embed, block, final_norm}) + scratch;
+    std::size_t shared = 0;  // rows quantized once for q, k, v (held while they run)
+    for (const auto& b : blocks_) shared = std::max(shared, b.shared_input_bytes(batch, li, lt));
+    return output + persistent + std::max({conditioning, patch_embed, block, final_norm}) + scratch + shared;
   }
 
   // hidden_states [B, in_channels, H, W] (H, W positive multiples of patch_size, at most

@@ -104,6 +104,7 @@ class UNet2DConditionModel {
     for (const Shape& skip : plan.skips) bytes += detail::bf16_footprint(skip.numel(), 1);
     bytes += 3 * Arena::footprint(static_cast<std::size_t>(plan.sizes.activation_elements) * 2);
     bytes += detail::bf16_footprint(batch, config_.time_embedding_dim);
+    bytes += shared_input_bytes(context_readers(), batch * text_tokens);
     return bytes + std::max(plan.sizes.scratch_bytes, conditioning_bytes(batch));
   }
 
@@ -134,7 +135,10 @@ class UNet2DConditionModel {
     const TensorView temb_silu = arena.take(Shape{batch, config_.time_embedding_dim}, DType::bf16, "UNet SiLU(temb)");
     conditioning(timestep, text_embeds, time_ids, temb_silu, arena, stream);
 
-    detail::UNetRun run{{arena, cublas_.get(), stream, device_}, temb_silu, encoder_hidden_states, skips};
+    // The text rows every cross-attention's to_k / to_v reads, quantized once for the whole pass where
+    // those are quantized-matmul layers.
+    const LinearInput context = share_input(detail::token_rows(encoder_hidden_states), context_readers(), arena, stream);
+    detail::UNetRun run{{arena, cublas_.get(), stream, device_}, temb_silu, context, skips};
     Shape h = conv_in_->output_shape(sample.shape());
     conv_in_->forward(sample, b.at(b.current, h), arena, run.base.cublas, stream);
     detail::push_skip(b, h, run);
@@ -168,6 +172,15 @@ class UNet2DConditionModel {
                                            static_cast<float>(c.norm_eps));
     conv_out_ = Conv2d::load(weights, "conv_out", first, c.out_channels, static_cast<int>(c.conv_out_kernel),
                              same(c.conv_out_kernel), device);
+  }
+
+  // Every cross-attention's to_k and to_v (they read the same encoder_hidden_states rows).
+  std::vector<const Linear*> context_readers() const {
+    std::vector<const Linear*> readers;
+    for (const auto& block : down_blocks_) block.context_readers(readers);
+    if (mid_block_) mid_block_->context_readers(readers);
+    for (const auto& block : up_blocks_) block.context_readers(readers);
+    return readers;
   }
 
   detail::UNetPlan make_plan(const Shape& sample, std::int64_t text_tokens) const {

@@ -94,6 +94,15 @@ struct DitQkv {
   Tensor norm_q, norm_k;  // [head_dim] bf16 on the device, or undefined without qk_norm
   std::int64_t head_dim = 0;
 
+  // share_input() over q, k, v (and `extra`, another Linear reading the same rows, or null), and its arena bytes.
+  LinearInput share(const TensorView& x, const Linear* extra, Arena& arena, cudaStream_t stream) const {
+    return extra == nullptr ? share_input(x, {&q, &k, &v}, arena, stream)
+                            : share_input(x, {&q, &k, &v, extra}, arena, stream);
+  }
+  std::size_t share_bytes(std::int64_t rows, const Linear* extra) const {
+    return extra == nullptr ? shared_input_bytes({&q, &k, &v}, rows) : shared_input_bytes({&q, &k, &v, extra}, rows);
+  }
+
   static DitQkv load(WeightLoader& weights, const std::string& prefix, const nn::detail::QkvNames& names,
                      const nn::detail::AttentionShape& shape, bool qk_norm, int device) {
     DitQkv qkv{Linear::load(weights, prefix + "." + names.q, shape.dim, shape.dim, true, device),
@@ -115,13 +124,14 @@ struct DitQkv {
 
   // The projections of x [B·L, D] written into tokens [first, first + L) of the joint buffers
   // joint[0..2] = q, k, v [B, S, D], q and k RMS-normed per head on the way; scratch [B·L, D].
-  void project_into(const TensorView& x, const TensorView& scratch, std::int64_t first, const TensorView* joint,
+  // `x` may carry the rows' 8-bit codes (share_input with q, k, v among its readers).
+  void project_into(const LinearInput& x, const TensorView& scratch, std::int64_t first, const TensorView* joint,
                     Arena& arena, cublasHandle_t cublas, cudaStream_t stream) const {
     const std::int64_t batch = joint[0].size(0), joint_tokens = joint[0].size(1), dim = joint[0].size(2);
-    const std::int64_t tokens = x.size(0) / batch;
+    const std::int64_t rows = x.rows.size(0), tokens = rows / batch;
     const Linear* projections[] = {&q, &k, &v};
     const Tensor* norms[] = {&norm_q, &norm_k, nullptr};
-    const TensorView per_head = view_as(scratch, Shape{x.size(0) * (dim / head_dim), head_dim});
+    const TensorView per_head = view_as(scratch, Shape{rows * (dim / head_dim), head_dim});
     for (int i = 0; i < 3; ++i) {
       projections[i]->forward(x, scratch, arena, cublas, stream);
       if (norms[i] != nullptr && norms[i]->defined()) {

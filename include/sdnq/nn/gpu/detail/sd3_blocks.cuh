@@ -77,6 +77,13 @@ class SD3JointBlock {
       for (const Linear* l : {&attn2_->qkv.q, &attn2_->qkv.k, &attn2_->qkv.v, &attn2_->to_out}) visit(*l, image_rows);
   }
 
+  // Arena bytes of the rows forward() quantizes once for q, k, v (held while those Linears run).
+  std::size_t shared_input_bytes(std::int64_t batch, std::int64_t li, std::int64_t lt) const {
+    std::size_t bytes = std::max(image_.share_bytes(batch * li, nullptr), context_.share_bytes(batch * lt, nullptr));
+    if (attn2_) bytes = std::max(bytes, attn2_->qkv.share_bytes(batch * li, nullptr));
+    return bytes;
+  }
+
   // Arena bytes forward() takes itself (Linear and attention scratch not included).
   std::size_t activation_bytes(std::int64_t batch, std::int64_t li, std::int64_t lt) const {
     const std::int64_t d = shape_.dim, rows = batch * std::max(li, lt);
@@ -126,8 +133,16 @@ class SD3JointBlock {
                                      context_normed, stream);
 
     // Joint attention over [image; text], then each stream's share of the output back into its rows.
-    image_.project_into(token_rows(image_normed), image_part, 0, joint, arena, cublas, stream);
-    context_.project_into(token_rows(context_normed), context_part, li, joint, arena, cublas, stream);
+    {  // q, k, v of each stream on its rows quantized once (quantized-matmul layers)
+      ArenaScope shared(arena);
+      image_.project_into(image_.share(token_rows(image_normed), nullptr, arena, stream), image_part, 0, joint, arena,
+                          cublas, stream);
+    }
+    {
+      ArenaScope shared(arena);
+      context_.project_into(context_.share(token_rows(context_normed), nullptr, arena, stream), context_part, li,
+                            joint, arena, cublas, stream);
+    }
     attention(joint, attended, arena, stream);
     copy_bf16_columns(image_part.data(), li * d, attended.data(), s * d, li * d, batch, stream);
     if (!context_pre_only())
@@ -141,7 +156,11 @@ class SD3JointBlock {
       const TensorView own[] = {view_as(joint[0], image.shape()), view_as(joint[1], image.shape()),
                                 view_as(joint[2], image.shape())};
       const TensorView own_attended = view_as(attended, image.shape());
-      attn2_->qkv.project_into(token_rows(image_normed2), image_part, 0, own, arena, cublas, stream);
+      {
+        ArenaScope shared(arena);
+        attn2_->qkv.project_into(attn2_->qkv.share(token_rows(image_normed2), nullptr, arena, stream), image_part, 0,
+                                 own, arena, cublas, stream);
+      }
       attention(own, own_attended, arena, stream);
       attn2_->to_out.forward(token_rows(own_attended), token_rows(image_update), arena, cublas, stream);
       cuda::ops::gated_add(image, image_chunk(gate_msa2), image_update, image, stream);

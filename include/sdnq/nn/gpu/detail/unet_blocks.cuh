@@ -35,7 +35,7 @@ struct UNetPlan {
 struct UNetRun {
   VaeRun base;
   const TensorView& temb_silu;  // SiLU(temb) [N, temb_channels]
-  const TensorView& context;    // encoder_hidden_states [N, Lc, cross_attention_dim]
+  const LinearInput& context;   // encoder_hidden_states as rows [N·Lc, cross_attention_dim] (+ 8-bit codes)
   std::vector<TensorView>& skips;
   std::size_t next_skip = 0;  // down blocks fill skips[next_skip++]; up blocks take skips[--next_skip]
 };
@@ -90,6 +90,11 @@ struct UNetLayers {
     for (const auto& r : resnets) r.visit_linears(batch, visit);
     for (const auto& a : attentions) a.visit_linears(tokens, context_rows, visit);
   }
+
+  // The Linears that read the context rows (every cross-attention's to_k and to_v).
+  void context_readers(std::vector<const Linear*>& readers) const {
+    for (const auto& a : attentions) a.context_readers(readers);
+  }
 };
 
 inline UNetTransformer load_unet_transformer(WeightLoader& weights, const std::string& prefix,
@@ -116,6 +121,8 @@ inline void push_skip(const VaeBuffers& b, const Shape& shape, UNetRun& run) {
 
 class UNetDownBlock {
  public:
+  void context_readers(std::vector<const Linear*>& readers) const { layers_.context_readers(readers); }
+
   static UNetDownBlock load(WeightLoader& weights, const nn::detail::UNetBlockSettings& block,
                             const nn::detail::UNetBlockCommon& common, int device) {
     UNetDownBlock down;
@@ -181,6 +188,8 @@ class UNetDownBlock {
 
 class UNetMidBlock {
  public:
+  void context_readers(std::vector<const Linear*>& readers) const { layers_.context_readers(readers); }
+
   static UNetMidBlock load(WeightLoader& weights, const nn::detail::UNetBlockSettings& block,
                            const nn::detail::UNetBlockCommon& common, int device) {
     UNetMidBlock mid;
@@ -215,6 +224,8 @@ class UNetMidBlock {
 
 class UNetUpBlock {
  public:
+  void context_readers(std::vector<const Linear*>& readers) const { layers_.context_readers(readers); }
+
   static UNetUpBlock load(WeightLoader& weights, const nn::detail::UNetBlockSettings& block,
                           const nn::detail::UNetBlockCommon& common, int device) {
     UNetUpBlock up;

@@ -79,10 +79,23 @@ class UNetTransformerBlock {
     visit(*ff_out_, tokens);
   }
 
-  // h [N, L, C] (in place), context [N, Lc, cross_attention_dim]; t: the token buffers.
-  void forward(const TensorView& h, const TensorView& context, const UNetTokenBuffers& t, Arena& arena,
+  // Arena bytes forward() takes for attn1's q, k, v rows quantized once (quantized-matmul layers).
+  std::size_t shared_input_bytes(std::int64_t rows) const {
+    return gpu::shared_input_bytes({&*attn_[0].q, &*attn_[0].k, &*attn_[0].v}, rows);
+  }
+
+  // The cross-attention's to_k and to_v, which read the context rows (shared by the whole UNet).
+  void context_readers(std::vector<const Linear*>& readers) const {
+    readers.push_back(&*attn_[1].k);
+    readers.push_back(&*attn_[1].v);
+  }
+
+  // h [N, L, C] (in place); context_rows [N·Lc, cross_attention_dim] (with its 8-bit codes when the UNet
+  // quantized them once for every to_k / to_v); t: the token buffers.
+  void forward(const TensorView& h, const LinearInput& context_rows, const UNetTokenBuffers& t, Arena& arena,
                cublasHandle_t cublas, cudaStream_t stream) const {
-    const std::int64_t batch = h.size(0), tokens = h.size(1), dim = h.size(2), context_tokens = context.size(1);
+    const std::int64_t batch = h.size(0), tokens = h.size(1), dim = h.size(2);
+    const std::int64_t context_tokens = context_rows.rows.size(0) / batch;
     const TensorView rows = token_rows(h);
     const auto as_tokens = [&](const TensorView& buffer, std::int64_t length) {
       return view_as(buffer, Shape{batch, length, dim});
@@ -92,12 +105,17 @@ class UNetTransformerBlock {
       const Projections& a = attn_[i];
       const std::int64_t source_tokens = i == 0 ? tokens : context_tokens;
       (i == 0 ? norm1_ : norm2_)->forward(rows, t.normed, stream);
-      const TensorView source = i == 0 ? t.normed : token_rows(context);
       const TensorView k = view_as(t.k, Shape{batch * source_tokens, dim});
       const TensorView v = view_as(t.v, Shape{batch * source_tokens, dim});
-      a.q->forward(t.normed, t.q, arena, cublas, stream);
-      a.k->forward(source, k, arena, cublas, stream);
-      a.v->forward(source, v, arena, cublas, stream);
+      {
+        ArenaScope shared(arena);  // attn1: q, k, v on the normed rows quantized once
+        const LinearInput normed = i == 0 ? share_input(t.normed, {&*a.q, &*a.k, &*a.v}, arena, stream)
+                                          : LinearInput(t.normed);
+        const LinearInput& source = i == 0 ? normed : context_rows;
+        a.q->forward(normed, t.q, arena, cublas, stream);
+        a.k->forward(source, k, arena, cublas, stream);
+        a.v->forward(source, v, arena, cublas, stream);
+      }
       // The attention output goes to `normed` (read by the projections above), to_out's to `q`.
       nn::gpu::attention(as_tokens(t.q, tokens), as_tokens(k, source_tokens), as_tokens(v, source_tokens),
                 as_tokens(t.normed, tokens), heads_, options, arena, stream);
@@ -160,6 +178,9 @@ class UNetTransformer {
     std::size_t inner = norm_->workspace_bytes(x);
     visit_linears(batch * tokens, batch * context_tokens,
                   [&](const Linear& l, std::int64_t rows) { inner = std::max(inner, l.workspace_bytes(rows)); });
+    std::size_t shared = 0;
+    for (const auto& block : blocks_) shared = std::max(shared, block.shared_input_bytes(batch * tokens));
+    inner += shared;
     if (proj_in_conv_) inner = std::max({inner, proj_in_conv_->workspace_bytes(x), proj_out_conv_->workspace_bytes(x)});
     inner = std::max(inner, attention_workspace_bytes(batch, tokens, std::max(tokens, context_tokens), settings_.heads,
                                                       c / settings_.heads));
@@ -167,12 +188,17 @@ class UNetTransformer {
     return x;
   }
 
-  // x in b.current (updated in place), context [N, Lc, cross_attention_dim].
-  void forward(const VaeBuffers& b, const Shape& x_shape, const TensorView& context, const VaeRun& run) const {
+  void context_readers(std::vector<const Linear*>& readers) const {
+    for (const auto& block : blocks_) block.context_readers(readers);
+  }
+
+  // x in b.current (updated in place), context_rows [N·Lc, cross_attention_dim] (see UNetTransformerBlock).
+  void forward(const VaeBuffers& b, const Shape& x_shape, const LinearInput& context_rows, const VaeRun& run) const {
     const std::int64_t c = settings_.channels;
     SDNQ_REQUIRE(x_shape[1] == c, ShapeError, "{}: input must have {} channels, got {}", prefix_, c,
                  x_shape.to_string());
-    const std::int64_t batch = x_shape[0], tokens = x_shape[2] * x_shape[3], context_tokens = context.size(1);
+    const std::int64_t batch = x_shape[0], tokens = x_shape[2] * x_shape[3];
+    const std::int64_t context_tokens = context_rows.rows.size(0) / batch;
     const Shape token_shape{batch, tokens, c};
     const TensorView x = b.at(b.current, x_shape), normalized = b.at(b.spare, x_shape);
     norm_->forward(x, normalized, false, run.arena, run.stream);
@@ -188,7 +214,7 @@ class UNetTransformer {
       proj_in_conv_->forward(normalized, projected, run.arena, run.cublas, run.stream);
       cuda::ops::patchify(projected, 1, cuda::ops::PatchOrder::channel_minor, h, run.stream);
     }
-    for (const auto& block : blocks_) block.forward(h, context, t, run.arena, run.cublas, run.stream);
+    for (const auto& block : blocks_) block.forward(h, context_rows, t, run.arena, run.cublas, run.stream);
     if (proj_out_linear_) {
       proj_out_linear_->forward(t.h, t.normed, run.arena, run.cublas, run.stream);
       cuda::ops::unpatchify(view_as(t.normed, token_shape), 1, cuda::ops::PatchOrder::channel_minor, normalized,
