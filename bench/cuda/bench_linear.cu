@@ -10,6 +10,10 @@
 // rows run the dense route with a 16 MiB chunk limit instead of 64 MiB (the chunk the dequantize
 // writes can stay in the 50 MB L2 for the GEMM that reads it); the "beta_bias_" rows add the bias by a
 // broadcast into y and beta = 1 instead of the cuBLASLt epilogue (the dense route without SVD).
+// The "w8a8_dequantized_" rows time cuda::w8a8_dequantized_linear, the small-M (< 32 tokens) path of an
+// 8-bit quantized-matmul layer (int8 codes [N, K] + F32 scale, bf16 activations, with bias; TB/s over
+// codes + scales), each next to a "w8a8_dequantized_cublas_bf16" row of the same shape
+// (--benchmark_filter=w8a8_dequantized runs both).
 // Run: bench_linear --benchmark_min_time=0.05s
 
 #include <benchmark/benchmark.h>
@@ -159,6 +163,40 @@ void bench_linear(benchmark::State& state) {
   if (it != cublas_microseconds().end()) state.counters["vs_cublas"] = it->second / us;
 }
 
+// state.range: M, N, K. int8 weights made on the device (random codes, bf16-valued scales 0.001..0.02),
+// rotated among copies totalling > 120 MB.
+void bench_w8a8_dequantized(benchmark::State& state) {
+  const std::int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const double bytes = read_bytes(int8_rowwise, static_cast<double>(n), static_cast<double>(k));
+  const int copies = std::max(1, static_cast<int>(rotation_bytes / bytes) + 1);
+  sdnq::Tensor host_scale = sdnq::Tensor::empty(sdnq::Shape{n}, sdnq::DType::f32);
+  std::uint64_t seed = 4321;
+  for (std::int64_t i = 0; i < n; ++i)
+    host_scale.data_as<float>()[i] =
+        sdnq::bf16(0.001f + 0.019f * static_cast<float>(next_random(seed) >> 40) / 16777216.0f).to_float();
+  std::vector<sdnq::Tensor> codes;
+  std::vector<sdnq::cuda::W8A8Weights> weights;
+  const sdnq::Tensor scale = sdnq::cuda::to_device(host_scale);
+  for (int c = 0; c < copies; ++c) {
+    codes.push_back(sdnq::cuda::empty(sdnq::Shape{n, k}, sdnq::DType::i8));
+    fill(codes.back(), 200 + c);
+    weights.push_back(sdnq::cuda::W8A8Weights{sdnq::cuda::W8A8Kind::int8, n, k, sdnq::DType::bf16, sdnq::DType::f32,
+                                              codes.back().data(), static_cast<const float*>(scale.data())});
+  }
+  sdnq::Tensor x = sdnq::cuda::empty(sdnq::Shape{m, k}, sdnq::DType::bf16);
+  sdnq::Tensor bias = sdnq::cuda::empty(sdnq::Shape{n}, sdnq::DType::bf16);
+  sdnq::Tensor y = sdnq::cuda::empty(sdnq::Shape{m, n}, sdnq::DType::bf16);
+  fill(x, 10);
+  fill(bias, 11);
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+  const double us = time_median_us(state, copies, [&](int c) {
+    sdnq::cuda::w8a8_dequantized_linear(weights[c], nullptr, x, bias, y, sdnq::TensorView(), nullptr);
+  });
+  report(state, us, 2.0 * m * n * k, bytes);
+  const auto it = cublas_microseconds().find({static_cast<int>(m), static_cast<int>(n), static_cast<int>(k)});
+  if (it != cublas_microseconds().end()) state.counters["vs_cublas"] = it->second / us;
+}
+
 void register_all() {
   const std::vector<std::pair<int, int>> shapes = {{3072, 3072},  {12288, 3072}, {3072, 12288}, {9216, 3072},
                                                    {21504, 3072}, {8192, 8192},  {1280, 5120}};
@@ -198,6 +236,17 @@ void register_all() {
             add("beta_bias_route_dequantize_cublas_" + name + shape, {m, n, k, format, dense, 1, automatic, 64, 0});
         }
       }
+    }
+  // The dequantized 8-bit path below 32 tokens (FLUX.1's modulation Linears are 18432 and 9216 × 3072).
+  for (const auto& [n, k] : std::vector<std::pair<int, int>>{{18432, 3072}, {9216, 3072}, {3072, 3072}, {12288, 3072}})
+    for (const int m : {1, 4, 16, 31}) {
+      const std::string shape = "/M" + std::to_string(m) + "/N" + std::to_string(n) + "/K" + std::to_string(k);
+      benchmark::RegisterBenchmark(("w8a8_dequantized_cublas_bf16" + shape).c_str(), bench_cublas)
+          ->Args({m, n, k})
+          ->UseManualTime();
+      benchmark::RegisterBenchmark(("w8a8_dequantized_int8_bf16" + shape).c_str(), bench_w8a8_dequantized)
+          ->Args({m, n, k})
+          ->UseManualTime();
     }
   // Where the dense route's time goes at large M: without the bias (int8: no extra K columns, no copy
   // of x) and cuBLAS alone at the extended K (K + 8) and in the route's two N chunks.

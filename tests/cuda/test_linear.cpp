@@ -6,6 +6,8 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "cuda/cuda_test_support.hpp"
@@ -248,8 +250,8 @@ TEST_CASE("quantized_linear: one code layout per layer, device bytes", "[cuda][l
   }
 }
 
-// The small-M path of a quantized-matmul layer: the gemm_w8a8 weights dequantized chunk by chunk
-// (K = 8192: 1024 rows of 16 KiB per 16 MiB chunk, so N = 1096 takes two chunks).
+// The small-M path of a quantized-matmul layer on weights packed by test_gemv_support.hpp's packer,
+// against the double product (K = 8192, N = 1096: a long K loop per warp).
 TEST_CASE("w8a8_dequantized_linear: int8 row-wise weights at small M, bf16 and fp16", "[cuda][linear]") {
   const std::int64_t tokens = GENERATE(1, 5, 31);
   const bool with_bias = GENERATE(true, false);
@@ -280,6 +282,198 @@ TEST_CASE("w8a8_dequantized_linear: int8 row-wise weights at small M, bf16 and f
   };
   check(sdnq::bf16(0.0f), 1096, 8192, true);
   check(sdnq::fp16(0.0f), 200, 96, false);
+}
+
+namespace {
+
+// A random 8-bit quantized-matmul weight as the checkpoint stores it (codes [K, N] when transposed,
+// else [N, K]; F32 scale [1, N]), and the CPU reference of w8a8_dequantized_linear computed from it
+// independently of the kernel: w = T(decode(code) · T(scale)) (or · the F32 scale when the repack keeps
+// it unrounded), acc = Σ x · w in double, y = T(acc + bias).
+struct W8A8Case {
+  sdnq::Tensor codes, scale, table;
+  std::vector<std::uint8_t> code_bytes;  // [N, K]
+  sdnq::cuda::LinearCodes view(std::int64_t n, std::int64_t k, bool e4m3, bool transposed) const {
+    sdnq::cuda::LinearCodes w;
+    w.name = "test.w8a8_dequantized";
+    w.bits = 8;
+    w.value = e4m3 ? CodeValue::lookup : CodeValue::signed_integer;
+    w.out_features = n;
+    w.in_features = k;
+    w.group_size = -1;
+    w.transposed = transposed;
+    w.codes = codes;
+    w.scale = scale;
+    if (e4m3) w.lookup_table = sdnq::TensorView(table);
+    return w;
+  }
+};
+
+W8A8Case make_w8a8_case(std::int64_t n, std::int64_t k, bool e4m3, bool transposed, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  W8A8Case out;
+  out.code_bytes.resize(static_cast<std::size_t>(n * k));
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (auto& b : out.code_bytes) {
+    b = static_cast<std::uint8_t>(byte(rng));
+    if (e4m3 && (b & 0x7F) == 0x7F) b = static_cast<std::uint8_t>(b - 1);  // no NaN codes: ±448 instead
+  }
+  out.codes = sdnq::Tensor::empty(transposed ? sdnq::Shape{k, n} : sdnq::Shape{n, k},
+                                  e4m3 ? sdnq::DType::f8_e4m3fn : sdnq::DType::i8);
+  auto* stored = static_cast<std::uint8_t*>(out.codes.data());
+  for (std::int64_t o = 0; o < n; ++o)
+    for (std::int64_t c = 0; c < k; ++c) stored[transposed ? c * n + o : o * k + c] = out.code_bytes[o * k + c];
+  out.scale = sdnq::Tensor::empty(sdnq::Shape{1, n}, sdnq::DType::f32);
+  // int8: |w| up to ~1.3; e4m3 (codes up to 448): up to ~1.3 as well.
+  std::uniform_real_distribution<float> scale(e4m3 ? 0.0002f : 0.001f, e4m3 ? 0.003f : 0.01f);
+  for (std::int64_t o = 0; o < n; ++o) out.scale.data_as<float>()[o] = scale(rng);
+  out.table = sdnq::Tensor::empty(sdnq::Shape{256}, sdnq::DType::f32);
+  for (int c = 0; c < 256; ++c)
+    out.table.data_as<float>()[c] = sdnq::fp8_e4m3fn::from_bits(static_cast<std::uint8_t>(c)).to_float();
+  return out;
+}
+
+struct W8A8Comparison {
+  double relative_error = 0.0;  // against the T-rounded reference
+  std::int64_t non_finite = 0, differing = 0;
+};
+
+template <class T>
+W8A8Comparison compare_w8a8_dequantized(const W8A8Case& weight, std::int64_t n, std::int64_t k, bool e4m3,
+                                        bool round_scale, const sdnq::Tensor& x, const sdnq::Tensor* bias,
+                                        const sdnq::Tensor& y) {
+  const std::int64_t tokens = x.size(0);
+  std::vector<double> dense(static_cast<std::size_t>(n * k));
+  for (std::int64_t o = 0; o < n; ++o) {
+    const float stored = weight.scale.data_as<float>()[o];
+    const float s = round_scale ? T(stored).to_float() : stored;
+    for (std::int64_t c = 0; c < k; ++c) {
+      const std::uint8_t b = weight.code_bytes[o * k + c];
+      const float q = e4m3 ? sdnq::fp8_e4m3fn::from_bits(b).to_float()
+                           : static_cast<float>(static_cast<std::int8_t>(b));
+      dense[o * k + c] = T(q * s).to_float();  // one fp32 product, rounded to T
+    }
+  }
+  W8A8Comparison out;
+  std::vector<double> actual(static_cast<std::size_t>(tokens * n)), expected(actual.size());
+  for (std::int64_t m = 0; m < tokens; ++m)
+    for (std::int64_t o = 0; o < n; ++o) {
+      double sum = bias != nullptr ? bias->data_as<T>()[o].to_float() : 0.0;
+      for (std::int64_t c = 0; c < k; ++c) sum += double(x.data_as<T>()[m * k + c].to_float()) * dense[o * k + c];
+      expected[m * n + o] = T(static_cast<float>(sum)).to_float();
+      actual[m * n + o] = y.data_as<T>()[m * n + o].to_float();
+      if (!std::isfinite(actual[m * n + o])) ++out.non_finite;
+      if (actual[m * n + o] != expected[m * n + o]) ++out.differing;
+    }
+  out.relative_error = sdnq::test::relative_l2(actual, expected);
+  return out;
+}
+
+template <class T>
+sdnq::Tensor random_activations(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  sdnq::Tensor t = sdnq::Tensor::empty(sdnq::Shape{rows, cols}, sdnq::dtype_of_v<T>);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data_as<T>()[i] = T(dist(rng));
+  return t;
+}
+
+template <class T>
+sdnq::Tensor random_bias(std::int64_t n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  sdnq::Tensor t = sdnq::Tensor::empty(sdnq::Shape{n}, sdnq::dtype_of_v<T>);
+  for (std::int64_t i = 0; i < n; ++i) t.data_as<T>()[i] = T(dist(rng));
+  return t;
+}
+
+}  // namespace
+
+// The weight-streaming kernel (detail/w8a8_gemv.cuh) on every token tile (1, 4, 16, 32 and two slabs
+// of 32), feature counts that leave a partial block (37, 203), K of one chunk (16), of less than one
+// warp step (48) and of several steps (3072), with and without bias. Only the summation order
+// differs from the reference, so the T-rounded outputs agree to relative L2 1e-3 (in practice almost
+// all bits equal). The second run of each call must give the same bits (fixed reduction order).
+TEST_CASE("w8a8_dequantized_linear: streaming kernel against the CPU reference, int8 and e4m3, bf16 and fp16",
+          "[cuda][linear]") {
+  const std::int64_t tokens = GENERATE(1, 3, 16, 31, 33);
+  const auto check = [&](auto tag, bool e4m3, std::int64_t n, std::int64_t k, bool with_bias, bool transposed) {
+    using T = decltype(tag);
+    INFO("tokens " << tokens << ", N " << n << ", K " << k << (e4m3 ? ", e4m3" : ", int8")
+                   << (std::is_same_v<T, sdnq::bf16> ? ", bf16" : ", fp16") << ", bias " << with_bias);
+    const std::uint64_t seed = static_cast<std::uint64_t>(tokens * 1000003 + n * 1009 + k * 7 + e4m3);
+    const W8A8Case weight = make_w8a8_case(n, k, e4m3, transposed, seed);
+    const sdnq::Tensor x = random_activations<T>(tokens, k, seed + 1);
+    const sdnq::Tensor bias = random_bias<T>(n, seed + 2);
+    const sdnq::Tensor y = sdnq::test::run_w8a8_dequantized_linear_repacked(
+        sdnq::cuda::repack_for_w8a8<T>(weight.view(n, k, e4m3, transposed)), x,
+        with_bias ? std::optional<sdnq::TensorView>(bias) : std::nullopt, 2);
+    const W8A8Comparison result =
+        compare_w8a8_dequantized<T>(weight, n, k, e4m3, true, x, with_bias ? &bias : nullptr, y);
+    INFO(result.differing << " of " << tokens * n << " outputs differ from the reference");
+    CHECK(result.non_finite == 0);
+    CHECK(result.relative_error <= 1e-3);
+  };
+  const std::vector<std::pair<std::int64_t, std::int64_t>> shapes = {{37, 16}, {203, 48}, {200, 3072}, {37, 3072}};
+  for (const bool e4m3 : {false, true})
+    for (const auto& [n, k] : shapes)
+      for (const bool with_bias : {true, false}) {
+        const bool transposed = (n + k) % 2 == 0;
+        check(sdnq::bf16(0.0f), e4m3, n, k, with_bias, transposed);
+        check(sdnq::fp16(0.0f), e4m3, n, k, with_bias, !transposed);
+      }
+}
+
+// Scales kept in F32 (repack_for_w8a8 with ScaleRounding::none): the kernel then multiplies in fp32 and
+// rounds the product to T, as the dequantize kernel does.
+TEST_CASE("w8a8_dequantized_linear: unrounded F32 scales give fp32 products rounded to T", "[cuda][linear]") {
+  const std::int64_t tokens = GENERATE(1, 5);
+  const auto check = [&](auto tag, bool e4m3, std::int64_t n, std::int64_t k) {
+    using T = decltype(tag);
+    INFO("tokens " << tokens << ", N " << n << ", K " << k << (e4m3 ? ", e4m3" : ", int8")
+                   << (std::is_same_v<T, sdnq::bf16> ? ", bf16" : ", fp16"));
+    const W8A8Case weight = make_w8a8_case(n, k, e4m3, true, 77 + n + e4m3);
+    const sdnq::Tensor x = random_activations<T>(tokens, k, 78);
+    const auto repacked =
+        sdnq::cuda::repack_for_w8a8<T>(weight.view(n, k, e4m3, true), true, sdnq::cuda::ScaleRounding::none);
+    const sdnq::Tensor y = sdnq::test::run_w8a8_dequantized_linear_repacked(repacked, x, std::nullopt);
+    const W8A8Comparison result = compare_w8a8_dequantized<T>(weight, n, k, e4m3, false, x, nullptr, y);
+    INFO(result.differing << " of " << tokens * n << " outputs differ from the reference");
+    CHECK(result.non_finite == 0);
+    CHECK(result.relative_error <= 1e-3);
+  };
+  for (const bool e4m3 : {false, true}) {
+    check(sdnq::bf16(0.0f), e4m3, 37, 48);
+    check(sdnq::fp16(0.0f), e4m3, 200, 3072);
+  }
+}
+
+TEST_CASE("w8a8_dequantized_linear: bad shapes are rejected before launching", "[cuda][linear]") {
+  SECTION("in_features not a multiple of 16") {
+    const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
+        [&] { sdnq::test::run_w8a8_dequantized_linear_misuse("k_not_multiple_of_16"); });
+    CHECK(sdnq::test::contains(message, "multiple of 16"));
+  }
+  SECTION("x of the wrong width") {
+    const auto message = sdnq::test::message_of<sdnq::ShapeError>(
+        [&] { sdnq::test::run_w8a8_dequantized_linear_misuse("wrong_width"); });
+    CHECK(sdnq::test::contains(message, "w8a8_dequantized_linear x"));
+  }
+  SECTION("x not a matrix") {
+    const auto message = sdnq::test::message_of<sdnq::ShapeError>(
+        [&] { sdnq::test::run_w8a8_dequantized_linear_misuse("x_not_matrix"); });
+    CHECK(sdnq::test::contains(message, "[M, 48]"));
+  }
+  SECTION("y of the wrong shape") {
+    const auto message = sdnq::test::message_of<sdnq::ShapeError>(
+        [&] { sdnq::test::run_w8a8_dequantized_linear_misuse("short_y"); });
+    CHECK(sdnq::test::contains(message, "w8a8_dequantized_linear y"));
+  }
+  SECTION("x not 16-byte aligned") {
+    const auto message = sdnq::test::message_of<sdnq::ShapeError>(
+        [&] { sdnq::test::run_w8a8_dequantized_linear_misuse("unaligned_x"); });
+    CHECK(sdnq::test::contains(message, "16-byte aligned"));
+  }
 }
 
 TEST_CASE("dense_linear: x · Wᵀ + b against a double product, and a bad shape", "[cuda][linear]") {

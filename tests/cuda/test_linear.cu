@@ -3,7 +3,9 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <cstring>
 #include <memory>
+#include <stdexcept>
 #include <vector>
 
 #include "cuda/test_linear_support.hpp"
@@ -42,7 +44,8 @@ cuda::CodeLayout to_layout(TestLayout layout) {
 
 Tensor poisoned(Shape shape, DType dtype) {
   Tensor tensor = cuda::empty(shape, dtype);
-  SDNQ_CUDA_CHECK(cudaMemset(tensor.data(), 0xFF, tensor.nbytes()));  // NaN in bf16 and fp16
+  if (tensor.nbytes() > 0)
+    SDNQ_CUDA_CHECK(cudaMemset(tensor.data(), 0xFF, tensor.nbytes()));  // NaN in bf16 and fp16
   return tensor;
 }
 
@@ -101,6 +104,63 @@ Tensor run_w8a8_dequantized_linear(const cuda::LinearCodes& weight, DType dtype,
                                 cublas.handle);
   SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
   return cuda::to_host(y);
+}
+
+Tensor run_w8a8_dequantized_linear_repacked(const cuda::W8A8WeightsHost& weights, TensorView x,
+                                            std::optional<TensorView> bias, int runs) {
+  const cuda::W8A8WeightsDevice w = cuda::upload_w8a8_weights(weights);
+  const std::int64_t tokens = x.size(0);
+  Tensor device_x = cuda::to_device(x);
+  std::optional<Tensor> device_bias;
+  if (bias) device_bias = cuda::to_device(*bias);
+  Tensor first;
+  for (int run = 0; run < runs; ++run) {
+    Tensor y = poisoned(Shape{tokens, weights.out_features}, weights.dtype);
+    cuda::w8a8_dequantized_linear(w.view(), nullptr, device_x,
+                                  device_bias ? std::optional<TensorView>(*device_bias) : std::nullopt, y, TensorView(),
+                                  nullptr);
+    SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+    Tensor host = cuda::to_host(y);
+    if (run == 0) {
+      first = std::move(host);
+    } else if (std::memcmp(first.data(), host.data(), first.nbytes()) != 0) {
+      throw std::runtime_error("w8a8_dequantized_linear: two runs on the same inputs gave different bits");
+    }
+  }
+  return first;
+}
+
+void run_w8a8_dequantized_linear_misuse(const std::string& what) {
+  const std::int64_t n = 64, k = 48, tokens = 4;
+  cuda::W8A8WeightsHost host;
+  host.kind = cuda::W8A8Kind::int8;
+  host.out_features = n;
+  host.in_features = k;
+  host.dtype = DType::bf16;
+  host.codes = Tensor::zeros(Shape{n, k}, DType::i8);
+  host.scale = Tensor::zeros(Shape{n}, DType::f32);
+  const cuda::W8A8WeightsDevice w = cuda::upload_w8a8_weights(host);
+  cuda::W8A8Weights view = w.view();
+  Tensor x = cuda::zeros(Shape{tokens, k}, DType::bf16);
+  Tensor y = cuda::zeros(Shape{tokens, n}, DType::bf16);
+  if (what == "k_not_multiple_of_16") {
+    view.in_features = 40;
+    x = cuda::zeros(Shape{tokens, 40}, DType::bf16);
+  } else if (what == "wrong_width") {
+    x = cuda::zeros(Shape{tokens, 64}, DType::bf16);
+  } else if (what == "x_not_matrix") {
+    x = cuda::zeros(Shape{tokens * k}, DType::bf16);
+  } else if (what == "short_y") {
+    y = cuda::zeros(Shape{tokens, n - 4}, DType::bf16);
+  }
+  TensorView x_view = x;
+  Tensor wide;
+  if (what == "unaligned_x") {
+    wide = cuda::zeros(Shape{tokens * k + 8}, DType::bf16);
+    x_view = TensorView(static_cast<char*>(wide.data()) + 2, DType::bf16, Shape{tokens, k}, Device::cuda(0));
+  }
+  cuda::w8a8_dequantized_linear(view, nullptr, x_view, std::nullopt, y, TensorView(), nullptr);
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 Tensor run_dense_linear(TensorView x, TensorView weight, std::optional<TensorView> bias) {

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "sdnq/core/tensor.hpp"
+#include "sdnq/cuda/detail/w8a8_repack.hpp"
 #include "sdnq/cuda/repack.hpp"
 
 namespace sdnq::test {
@@ -35,6 +36,19 @@ std::size_t quantized_linear_device_bytes(const cuda::LinearCodes& weight, DType
 // repack_for_w8a8 + upload, then cuda::w8a8_dequantized_linear with NaN-poisoned y and workspace; y on the host.
 Tensor run_w8a8_dequantized_linear(const cuda::LinearCodes& weight, DType dtype, TensorView x,
                                    std::optional<TensorView> bias);
+
+// Uploads weights the caller repacked (any kind, any scale rounding), then cuda::w8a8_dequantized_linear
+// with x [M, K] and bias copied to the GPU, y NaN-poisoned, an empty workspace, no e4m3 table and no
+// cuBLAS handle (the streaming kernel needs none of them); y on the host. `runs` > 1 calls it again
+// on a re-poisoned y and requires bit-identical results (throws std::runtime_error otherwise).
+Tensor run_w8a8_dequantized_linear_repacked(const cuda::W8A8WeightsHost& weights, TensorView x,
+                                            std::optional<TensorView> bias, int runs = 1);
+
+// Calls cuda::w8a8_dequantized_linear on int8 weights [64, 48] (bf16) with one requirement broken;
+// throws what it throws. `what`: "k_not_multiple_of_16" (the view claims K = 40, x [4, 40]),
+// "wrong_width" (x [4, 64]), "x_not_matrix" (x [192]), "short_y" (y [4, 60]), "unaligned_x" (x viewed
+// 2 bytes into its allocation).
+void run_w8a8_dequantized_linear_misuse(const std::string& what);
 
 // cuda::dense_linear on device copies of x [M, K], weight [N, K] and bias, y poisoned; y on the host.
 Tensor run_dense_linear(TensorView x, TensorView weight, std::optional<TensorView> bias);

@@ -46,6 +46,7 @@
 #include "sdnq/cuda/config.cuh"
 #include "sdnq/cuda/dequantize.cuh"
 #include "sdnq/cuda/detail/linear_dense.cuh"
+#include "sdnq/cuda/detail/w8a8_gemv.cuh"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/gemm_tc.cuh"
 #include "sdnq/cuda/gemm_weight_only_sm90.cuh"
@@ -579,77 +580,63 @@ inline void dense_linear(const TensorView& x, const TensorView& weight, std::opt
 }
 
 // The dequantized path of an 8-bit quantized-matmul layer (what the reference runs below 32 tokens) over
-// the gemm_w8a8 weights themselves, so the layer keeps one copy of its codes: rows of w = code · scale
-// (int8, or float8_e4m3fn through `e4m3_table`, a device F32 [256] of decoded codes) are dequantized
-// chunk by chunk into the workspace and multiplied with cuBLAS. Chunks of at most 16 MiB, so that
-// (on an H100, 50 MB of L2) the GEMM can read the chunk the dequantize just wrote from L2 (not measured).
-inline constexpr std::size_t w8a8_dequantized_chunk_limit = std::size_t{16} << 20;
-
-inline std::int64_t w8a8_dequantized_chunk_rows(const W8A8Weights& w) {
-  const auto per_row = w.in_features * 2;
-  std::int64_t rows = static_cast<std::int64_t>(w8a8_dequantized_chunk_limit) / per_row / 8 * 8;
-  if (rows < 8) rows = 8;
-  return rows < w.out_features ? rows : w.out_features;
-}
-
-inline std::size_t w8a8_dequantized_workspace_bytes(const W8A8Weights& w) {
-  return static_cast<std::size_t>(w8a8_dequantized_chunk_rows(w) * w.in_features * 2);
-}
+// the gemm_w8a8 weights themselves, so the layer keeps one copy of its codes: one weight-streaming
+// kernel (detail/w8a8_gemv.cuh) decodes each code once, w = code · scale rounded to the activation
+// dtype (int8, or float8_e4m3fn), the same weight values the dequantize kernel writes, and multiplies
+// it with every token in fp32; y = round(Σ + bias) once. The dense weight is never materialized: no
+// workspace, no cuBLAS. Any M ≥ 1 (M > 32 in slabs of 32 tokens that each stream the weight again;
+// gemm_w8a8 is the path for those), N ≥ 1, K % 16 == 0; results are deterministic (fixed summation
+// order, no atomics). Replaces an earlier dequantize-16-MiB-chunks-then-cuBLAS loop (~0.4 TB/s over
+// the codes on an H100, FLUX.1 int8 8.8 ms per step of modulation Linears); the new kernel has not been
+// timed on a GPU yet (bench_linear's "w8a8_dequantized_" rows).
+// `e4m3_table` (the device F32 [256] of decoded e4m3 codes the layer holds) and `cublas` are not used
+// and may be null: the kernel converts e4m3 codes in hardware, which gives the same 256 values.
+// `workspace` may be empty (w8a8_dequantized_workspace_bytes is 0).
+inline std::size_t w8a8_dequantized_workspace_bytes(const W8A8Weights& /*w*/) { return 0; }
 
 inline void w8a8_dequantized_linear(const W8A8Weights& w, const void* e4m3_table, const TensorView& x,
                                     std::optional<TensorView> bias, const TensorView& y, const TensorView& workspace,
                                     cublasHandle_t cublas, cudaStream_t stream = nullptr,
                                     const std::string& name = "w8a8_dequantized_linear") {
+  (void)e4m3_table;
+  (void)workspace;
+  (void)cublas;
   SDNQ_REQUIRE(w.codes != nullptr && w.scale != nullptr && (w.dtype == DType::bf16 || w.dtype == DType::f16),
                ShapeError, "{}: weights have no codes or scales, or an activation dtype other than BF16/F16", name);
-  SDNQ_REQUIRE(w.kind == W8A8Kind::int8 || e4m3_table != nullptr, ShapeError,
-               "{}: float8_e4m3fn codes need the device table of their 256 decoded values", name);
-  SDNQ_REQUIRE(w.in_features % 16 == 0, UnsupportedError, "{}: needs in_features % 16 == 0, got {}", name,
-               w.in_features);
-  SDNQ_REQUIRE(cublas != nullptr, ShapeError, "{}: needs a cuBLAS handle", name);
+  SDNQ_REQUIRE(w.out_features >= 1 && w.in_features >= 16 && w.in_features % 16 == 0, UnsupportedError,
+               "{}: needs out_features >= 1 and in_features a positive multiple of 16, got [{}, {}]", name,
+               w.out_features, w.in_features);
+  SDNQ_REQUIRE(reinterpret_cast<std::uintptr_t>(w.codes) % 16 == 0, ShapeError,
+               "{}: the codes must be 16-byte aligned (upload_w8a8_weights allocates them so)", name);
   const std::int64_t n = w.out_features, k = w.in_features;
   SDNQ_REQUIRE(x.rank() == 2, ShapeError, "{}: x must be a matrix [M, {}], got {}", name, k, x.shape().to_string());
   const std::int64_t tokens = x.size(0);
   linear_detail::require_dense_operand(x, w.dtype, Shape{tokens, k}, name + " x");
   linear_detail::require_dense_operand(y, w.dtype, Shape{tokens, n}, name + " y");
   if (bias) linear_detail::require_dense_operand(*bias, w.dtype, Shape{n}, name + " bias");
-  const std::size_t needed = w8a8_dequantized_workspace_bytes(w);
-  SDNQ_REQUIRE(workspace.nbytes() >= needed && workspace.device().is_cuda() &&
-                   reinterpret_cast<std::uintptr_t>(workspace.data()) % 16 == 0,
-               ShapeError, "{}: needs {} bytes of 16-byte aligned device workspace, got {} on {}", name, needed,
-               workspace.nbytes(), workspace.device().to_string());
-  check_pointer_location(workspace, name + " workspace");
-  int device = 0, multiprocessors = 0;
-  SDNQ_CUDA_CHECK(cudaGetDevice(&device));
-  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
-  SDNQ_CUBLAS_CHECK(cublasSetStream(cublas, stream));
-  if (bias) linear_detail::broadcast_bias(w.dtype, y.data(), tokens, n, bias->data(), stream);
-  const std::int64_t chunk_rows = w8a8_dequantized_chunk_rows(w);
-  for (std::int64_t row = 0; row < n; row += chunk_rows) {
-    const std::int64_t rows = n - row < chunk_rows ? n - row : chunk_rows;
-    kernel_detail::DequantizeVectorParams p{};
-    p.codes = static_cast<const std::uint8_t*>(w.codes) + row * k;
-    p.scale = w.scale + row;
-    p.zero_point = nullptr;
-    p.param_stride = 1;
-    p.params_in_output_dtype = false;  // F32, already rounded to the activation dtype by repack_for_w8a8
-    p.round_params = false;
-    p.lookup_table = w.kind == W8A8Kind::int8 ? nullptr : static_cast<const float*>(e4m3_table);
-    p.out = workspace.data();
-    p.rows = rows;
-    p.in_features = k;
-    p.out_row_stride = k;
-    p.group_size = k;
-    p.param_row_stride = 1;
-    p.code_xor = 0x80u;                  // two's complement -> offset binary (ignored by the lookup)
-    p.code_minus = 8388608.0f + 128.0f;  // 2^23 + the offset
-    const bool lookup = p.lookup_table != nullptr;
-    if (w.dtype == DType::bf16)
-      kernel_detail::dispatch_dequantize_vector<__nv_bfloat16>(8, lookup, p, multiprocessors, stream);
+  SDNQ_REQUIRE(reinterpret_cast<std::uintptr_t>(x.data()) % 16 == 0, ShapeError,
+               "{}: x must be 16-byte aligned (the kernel reads it in 16-byte pieces)", name);
+  if (tokens == 0) return;
+  kernel_detail::W8A8GemvParams p{};
+  p.codes = w.codes;
+  p.scale = w.scale;
+  p.x = x.data();
+  p.bias = bias ? bias->data() : nullptr;
+  p.y = y.data();
+  p.tokens = tokens;
+  p.out_features = n;
+  p.in_features = k;
+  const bool e4m3 = w.kind == W8A8Kind::float8_e4m3fn;
+  if (w.dtype == DType::bf16) {
+    if (e4m3)
+      kernel_detail::launch_w8a8_gemv<__nv_bfloat16, true>(p, stream);
     else
-      kernel_detail::dispatch_dequantize_vector<__half>(8, lookup, p, multiprocessors, stream);
-    linear_detail::gemm_rows(cublas, w.dtype, tokens, rows, k, x.data(), workspace.data(),
-                             static_cast<char*>(y.data()) + row * 2, n, bias ? 1.0f : 0.0f);
+      kernel_detail::launch_w8a8_gemv<__nv_bfloat16, false>(p, stream);
+  } else {
+    if (e4m3)
+      kernel_detail::launch_w8a8_gemv<__half, true>(p, stream);
+    else
+      kernel_detail::launch_w8a8_gemv<__half, false>(p, stream);
   }
 }
 
