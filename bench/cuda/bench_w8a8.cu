@@ -23,6 +23,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -313,6 +314,25 @@ void register_all() {
             ->Args({m, n, k, 1, tile, 0})
             ->UseManualTime();
     }
+  // The SDXL UNet's Linear shapes at batch 2, 128² latents (M, N, K): fused against quantized beforehand,
+  // and the quantization alone (what a separate pass costs).
+  const std::vector<std::array<int, 3>> unet_shapes = {{2048, 1280, 1280}, {8192, 640, 640},  {154, 1280, 2048},
+                                                       {2048, 10240, 1280}, {2048, 1280, 5120}, {8192, 5120, 640},
+                                                       {8192, 640, 2560}};
+  for (const auto& [m, n, k] : unet_shapes) {
+    const std::string shape = "/M" + std::to_string(m) + "/N" + std::to_string(n) + "/K" + std::to_string(k);
+    benchmark::RegisterBenchmark(("unet_cublas_bf16" + shape).c_str(), bench_cublas)->Args({m, n, k})->UseManualTime();
+    benchmark::RegisterBenchmark(("unet_w8a8_int8" + shape).c_str(), bench_w8a8)
+        ->Args({m, n, k, 0, -1, 0})
+        ->UseManualTime();
+    benchmark::RegisterBenchmark(("unet_w8a8_int8_prequantized" + shape).c_str(), bench_w8a8)
+        ->Args({m, n, k, 0, -1, 1})
+        ->UseManualTime();
+    benchmark::RegisterBenchmark(("unet_quantize_int8/M" + std::to_string(m) + "/K" + std::to_string(k)).c_str(),
+                                 bench_quantize)
+        ->Args({m, k, 0})
+        ->UseManualTime();
+  }
   for (const int m : {512, 4096})
     for (const int k : {3072, 15360})
       for (const int kind : {0, 1}) {

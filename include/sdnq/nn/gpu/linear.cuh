@@ -112,7 +112,7 @@ class Linear {
   // Device scratch bytes forward() needs for `tokens` rows of x.
   std::size_t workspace_bytes(std::int64_t tokens) const {
     if (matmul_ && tokens >= quantized_matmul_min_tokens)
-      return Arena::footprint(cuda::gemm_w8a8_workspace_bytes(matmul_->view(), tokens));
+      return Arena::footprint(cuda::w8a8_activations_bytes(tokens, in_features_));
     if (matmul_) return Arena::footprint(cuda::w8a8_dequantized_workspace_bytes(matmul_->view()));
     if (quantized_) return Arena::footprint(quantized_->workspace_bytes(tokens));
     return 0;
@@ -145,8 +145,12 @@ class Linear {
     const TensorView scratch =
         scratch_bytes == 0 ? TensorView()
                            : arena.take(Shape{static_cast<std::int64_t>(scratch_bytes)}, DType::u8, name_ + " scratch");
-    if (matmul_ && tokens >= quantized_matmul_min_tokens)
-      return cuda::gemm_w8a8(matmul_->view(), x, bias, y, scratch, stream);
+    if (matmul_ && tokens >= quantized_matmul_min_tokens) {
+      // x quantized by its own pass, then the GEMM on the codes: same bits as quantizing inside the GEMM,
+      // whose claimed-row quantization is latency-bound (see docs/benchmarks.md, "quantize separately").
+      const cuda::W8A8Activations codes = cuda::quantize_w8a8_activations(matmul_->view(), x, scratch, stream);
+      return cuda::gemm_w8a8(matmul_->view(), codes, bias, y, TensorView(), stream);
+    }
     if (matmul_)
       return cuda::w8a8_dequantized_linear(matmul_->view(), e4m3_table_.defined() ? e4m3_table_.data() : nullptr, x,
                                            bias, y, scratch, cublas, stream, name_);
