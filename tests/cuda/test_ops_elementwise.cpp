@@ -3,6 +3,8 @@
 // bf16/fp16 inputs. The GPU computes in f32 and rounds once, so each element may be off by the output
 // rounding (u·|expected|, u = 2^-8 bf16 / 2^-11 fp16) plus f32 noise (1e-5 absolute, inputs are O(1)).
 // Outputs are NaN-poisoned before each launch, so an element not written fails.
+#include <array>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -44,6 +46,32 @@ TEST_CASE("ops: activations match nn::activate_ (vector and scalar paths, in pla
   Tensor expected = sdnq::test::widen(x);
   sdnq::nn::activate_(expected, activation);
   require_close(gpu::activation(x, activation, in_place), expected, dtype);
+}
+
+TEST_CASE("ops: activation_rows maps a column block of one buffer into a column block of another",
+          "[cuda][ops]") {
+  // (rows, x width, x first column, columns, out width, out first column): vector and scalar paths.
+  const std::array<std::int64_t, 6> layout = GENERATE(std::array<std::int64_t, 6>{5, 56, 24, 32, 40, 8},
+                                                      std::array<std::int64_t, 6>{3, 29, 3, 11, 17, 5});
+  const DType dtype = GENERATE(DType::bf16, DType::f16);
+  const auto [rows, width, first, columns, out_width, out_first] = layout;
+  const Tensor x = sdnq::test::random_tensor(Shape{rows, width}, dtype, 6, -6.0f, 6.0f);
+  const Tensor out = gpu::activation_rows(x, first, columns, out_width, out_first, sdnq::nn::Activation::gelu_tanh);
+  const Tensor wide = sdnq::test::widen(x), got = sdnq::test::widen(out);
+  Tensor expected = Tensor::empty(Shape{rows, columns}, DType::f32), block = Tensor::empty(Shape{rows, columns}, DType::f32);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < columns; ++c) {
+      expected.data_as<float>()[r * columns + c] = wide.data_as<float>()[r * width + first + c];
+      block.data_as<float>()[r * columns + c] = got.data_as<float>()[r * out_width + out_first + c];
+    }
+  sdnq::nn::activate_(expected, sdnq::nn::Activation::gelu_tanh);
+  require_close(block, expected, dtype);
+  std::int64_t untouched_written = 0;  // the columns outside the block keep their NaN fill
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < out_width; ++c)
+      if ((c < out_first || c >= out_first + columns) && !std::isnan(got.data_as<float>()[r * out_width + c]))
+        ++untouched_written;
+  CHECK(untouched_written == 0);
 }
 
 TEST_CASE("ops: geglu is hidden * gelu(gate) over the two halves of the last axis", "[cuda][ops]") {

@@ -54,6 +54,22 @@ Tensor activation(const TensorView& x, nn::Activation act, bool in_place) {
   return finish(s, out);
 }
 
+Tensor activation_rows(const TensorView& x, std::int64_t x_first, std::int64_t columns, std::int64_t out_width,
+                       std::int64_t out_first, nn::Activation act) {
+  Stream s;
+  Tensor dx = cuda::to_device(x);
+  Tensor out = poisoned(Shape{x.size(0), out_width}, x.dtype());
+  const auto element = [](const Tensor& t, std::int64_t offset) {
+    return static_cast<std::byte*>(t.data()) + offset * static_cast<std::int64_t>(dtype_size(t.dtype()));
+  };
+  const TensorView source(element(dx, x_first), x.dtype(), Shape{x.size(0), columns}, Shape{x.size(1), 1},
+                          dx.device());
+  const TensorView target(element(out, out_first), x.dtype(), Shape{x.size(0), columns}, Shape{out_width, 1},
+                          out.device());
+  device_ops::activation_rows(source, target, act, s.stream);
+  return finish(s, out);
+}
+
 Tensor geglu(const TensorView& x) {
   Stream s;
   Tensor dx = cuda::to_device(x);

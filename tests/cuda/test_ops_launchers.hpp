@@ -3,6 +3,7 @@
 // called from test_ops_*.cpp). Each takes host tensors (bf16 or f16 unless said otherwise), copies
 // them to the GPU, fills the output with NaN (0xFF bytes) before the launch, runs the op on its own
 // stream and returns the output on the host.
+#include <cstdint>
 #include <string>
 
 #include "sdnq/core/tensor.hpp"
@@ -11,6 +12,10 @@
 namespace sdnq::test::ops {
 
 Tensor activation(const TensorView& x, nn::Activation activation, bool in_place);
+// x [R, W]: columns [x_first, x_first + C) through `activation` into columns [out_first, out_first + C) of a
+// NaN-filled [R, out_width] buffer (cuda::ops::activation_rows on row-strided views), returned whole.
+Tensor activation_rows(const TensorView& x, std::int64_t x_first, std::int64_t columns, std::int64_t out_width,
+                       std::int64_t out_first, nn::Activation activation);
 Tensor geglu(const TensorView& x);
 Tensor add(const TensorView& a, const TensorView& b);
 Tensor add_vector(const TensorView& x, const TensorView& v);

@@ -2,6 +2,7 @@
 // Element-wise ops on device bf16/fp16 tensors (f32 math, one pass, explicit stream, outputs passed
 // in, no allocation; shapes checked before launch):
 //   activation(x, out, act)                     out = act(x)          (silu, gelu, gelu_tanh, quick_gelu, relu)
+//   activation_rows(x [R, C], out [R, C], act)  the same on row-strided column blocks of wider buffers
 //   geglu(x [..., 2N], out [..., N])            out = x[..., :N] · gelu(x[..., N:])   (erf gelu, diffusers' GEGLU)
 //   add(a, b, out)                              out = a + b           (same shapes)
 //   add_vector / mul_vector(x [B, ..., C], v, out)       v [C] or [B, C]: bias-like, along the last axis
@@ -135,6 +136,37 @@ inline void activation(const TensorView& x, const TensorView& out, Activation ac
           <<<grid_for(n / 8, elementwise_threads), elementwise_threads, 0, stream>>>(in, o, n, act);
     else
       activation_kernel<T, false><<<grid_for(n, elementwise_threads), elementwise_threads, 0, stream>>>(in, o, n, act);
+  });
+  SDNQ_CUDA_CHECK(cudaGetLastError());
+}
+
+// out = act(x) on [rows, columns] views whose rows may be strided (unit column stride, row stride ≥
+// columns): a column block of one buffer into a column block of another, e.g. FLUX's MLP half of a fused
+// projection into the [attention; MLP] input of proj_out. x and out must not overlap unless equal.
+inline void activation_rows(const TensorView& x, const TensorView& out, Activation act, cudaStream_t stream) {
+  using namespace kernel_detail;
+  const auto row_view = [](const TensorView& v) {
+    return v.rank() == 2 && v.stride(1) == 1 && v.stride(0) >= v.size(1) && v.device().is_cuda() &&
+           (v.dtype() == DType::bf16 || v.dtype() == DType::f16);
+  };
+  SDNQ_REQUIRE(row_view(x) && row_view(out) && out.shape() == x.shape() && out.dtype() == x.dtype(), ShapeError,
+               "cuda::ops::activation_rows: x and out must be BF16/F16 device views [rows, columns] of one shape "
+               "with unit column stride, got {} (strides {}) and {} (strides {})",
+               x.shape().to_string(), x.strides().to_string(), out.shape().to_string(), out.strides().to_string());
+  const std::int64_t rows = x.size(0), columns = x.size(1);
+  if (rows == 0 || columns == 0) return;
+  const bool vector = columns % 8 == 0 && x.stride(0) % 8 == 0 && out.stride(0) % 8 == 0 && aligned16(x.data()) &&
+                      aligned16(out.data());
+  dispatch_16bit(x.dtype(), [&]<class T>() {
+    const auto* in = static_cast<const T*>(x.data());
+    auto* o = static_cast<T*>(out.data());
+    const std::int64_t items = rows * (vector ? columns / 8 : columns);
+    if (vector)
+      activation_rows_kernel<T, true><<<grid_for(items, elementwise_threads), elementwise_threads, 0, stream>>>(
+          in, x.stride(0), o, out.stride(0), rows, columns, act);
+    else
+      activation_rows_kernel<T, false><<<grid_for(items, elementwise_threads), elementwise_threads, 0, stream>>>(
+          in, x.stride(0), o, out.stride(0), rows, columns, act);
   });
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }

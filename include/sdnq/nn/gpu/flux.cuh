@@ -92,17 +92,24 @@ class FluxTransformer2DModel {
       for (const Linear* l : {&mlp->linear_1, &mlp->linear_2}) all.emplace_back(l, batch);
     if (config_.guidance_embeds)
       for (const Linear* l : {&guidance_embedder_.linear_1, &guidance_embedder_.linear_2}) all.emplace_back(l, batch);
+    // q, k, v (+ proj_mlp) once each, or the one Linear they were joined into.
+    const auto projections = [&](const detail::DitQkv& qkv, const Linear* extra, std::int64_t rows) {
+      if (qkv.joined) return all.emplace_back(&*qkv.joined, rows), void();
+      for (const Linear* l : {&qkv.q, &qkv.k, &qkv.v, extra})
+        if (l != nullptr) all.emplace_back(l, rows);
+    };
     for (const auto& b : double_blocks_) {
       for (const Linear* l : {&b.norm1, &b.norm1_context}) all.emplace_back(l, batch);
-      for (const Linear* l : {&b.image.q, &b.image.k, &b.image.v, &b.to_out, &b.ff.project_in, &b.ff.project_out})
-        all.emplace_back(l, image_rows);
-      for (const Linear* l : {&b.context.q, &b.context.k, &b.context.v, &b.to_add_out, &b.ff_context.project_in,
-                              &b.ff_context.project_out})
+      projections(b.image, nullptr, image_rows);
+      for (const Linear* l : {&b.to_out, &b.ff.project_in, &b.ff.project_out}) all.emplace_back(l, image_rows);
+      projections(b.context, nullptr, text_rows);
+      for (const Linear* l : {&b.to_add_out, &b.ff_context.project_in, &b.ff_context.project_out})
         all.emplace_back(l, text_rows);
     }
     for (const auto& b : single_blocks_) {
       all.emplace_back(&b.norm, batch);
-      for (const Linear* l : {&b.proj_mlp, &b.qkv.q, &b.qkv.k, &b.qkv.v, &b.proj_out}) all.emplace_back(l, joint_rows);
+      projections(b.qkv, &b.proj_mlp, joint_rows);
+      all.emplace_back(&b.proj_out, joint_rows);
     }
     all.emplace_back(&norm_out_, batch);
     all.emplace_back(&proj_out_, image_rows);
@@ -122,13 +129,17 @@ class FluxTransformer2DModel {
                                      bf16(batch, nn::detail::timestep_sinusoid_dim) + 3 * bf16(batch, d);
     const std::size_t double_block = 2 * bf16(batch, 6 * d) + 2 * bf16(li, d) + 2 * bf16(lt, d) + 4 * bf16(joint, d) +
                                      bf16(std::max(li, lt), 4 * d) + bf16(std::max(li, lt), d);
-    const std::size_t single_block = bf16(batch, 3 * d) + 6 * bf16(joint, d) + bf16(joint, 4 * d) + bf16(joint, 5 * d);
+    std::int64_t mlp_width = 4 * d;  // the MLP hidden, or a joined projection's [q | k | v | mlp]
+    for (const auto& b : single_blocks_) mlp_width = std::max(mlp_width, b.qkv.joined_width());
+    const std::size_t single_block =
+        bf16(batch, 3 * d) + 6 * bf16(joint, d) + bf16(joint, mlp_width) + bf16(joint, 5 * d);
     const std::size_t final_norm = bf16(batch, 2 * d) + bf16(li, d);
     std::size_t scratch = attention_workspace_bytes(batch, image_tokens + text_tokens, image_tokens + text_tokens,
                                                     config_.num_attention_heads, head_dim);
-    std::size_t shared = 0;  // rows quantized once for the Linears that read them (held while they run)
+    std::size_t shared = 0;  // rows quantized once for the Linears that read them, or the joined GEMM's output
     for (const auto& b : double_blocks_)
-      shared = std::max({shared, b.image.share_bytes(li, nullptr), b.context.share_bytes(lt, nullptr)});
+      shared = std::max({shared, b.image.share_bytes(li, nullptr), b.context.share_bytes(lt, nullptr),
+                         bf16(li, b.image.joined_width()), bf16(lt, b.context.joined_width())});
     for (const auto& b : single_blocks_) shared = std::max(shared, b.qkv.share_bytes(joint, &b.proj_mlp));
     for (const auto& [linear, rows] : linears(batch, image_tokens, text_tokens))
       scratch = std::max(scratch, linear->workspace_bytes(rows));
@@ -292,16 +303,20 @@ class FluxTransformer2DModel {
                                    stream);
     cuda::ops::layer_norm_modulate(context, chunk(c, shift_msa), chunk(c, scale_msa), adaptive_norm_eps, context_normed,
                                    stream);
-    {  // q, k, v of each stream on its rows quantized once (quantized-matmul layers)
+    // q, k, v of each stream: one joined GEMM into a wide buffer, or three on the rows quantized once
+    // (quantized-matmul layers) or as they are.
+    const auto project = [&](const detail::DitQkv& qkv, const TensorView& normed, const TensorView& part,
+                             std::int64_t first) {
       ArenaScope shared(arena);
-      b.context.project_into(b.context.share(detail::token_rows(context_normed), nullptr, arena, stream),
-                             detail::token_rows(context_part), 0, joint, arena, cublas, stream);
-    }
-    {
-      ArenaScope shared(arena);
-      b.image.project_into(b.image.share(detail::token_rows(image_normed), nullptr, arena, stream),
-                           detail::token_rows(image_part), lt, joint, arena, cublas, stream);
-    }
+      const TensorView rows = detail::token_rows(normed);
+      const TensorView wide = qkv.joined ? arena.take(Shape{rows.size(0), qkv.joined_width()}, DType::bf16,
+                                                      "FLUX joined q/k/v projection")
+                                         : TensorView();
+      qkv.project_into(qkv.share(rows, nullptr, arena, stream), detail::token_rows(part), first, joint, arena, cublas,
+                       stream, wide);
+    };
+    project(b.context, context_normed, context_part, 0);
+    project(b.image, image_normed, image_part, lt);
     joint_attention(joint, attended, rope, arena, stream);
 
     // One stream's attention output, output projection, gated residual and gated feed-forward.
@@ -338,23 +353,33 @@ class FluxTransformer2DModel {
                                 arena.take(Shape{batch, s, d}, DType::bf16, "FLUX single k"),
                                 arena.take(Shape{batch, s, d}, DType::bf16, "FLUX single v")};
     const TensorView attended = arena.take(Shape{batch, s, d}, DType::bf16, "FLUX single attention output");
-    const TensorView mlp = arena.take(Shape{rows, 4 * d}, DType::bf16, "FLUX single MLP hidden");
+    // The MLP hidden rows, or with a joined projection its whole [q | k | v | mlp] output.
+    const TensorView mlp = arena.take(Shape{rows, b.qkv.joined ? b.qkv.joined_width() : 4 * d}, DType::bf16,
+                                      "FLUX single MLP hidden / joined projection");
     const TensorView both = arena.take(Shape{rows, 5 * d}, DType::bf16, "FLUX single [attention; MLP]");
     const auto chunk = [](const TensorView& emb, int index) { return cuda::ops::modulation_chunk(emb, 3, index); };
 
     b.norm.forward(temb_silu, m, arena, cublas, stream);
     cuda::ops::layer_norm_modulate(tokens, chunk(m, single_shift), chunk(m, single_scale), adaptive_norm_eps, normed,
                                    stream);
-    {  // proj_mlp, q, k, v on the normed rows quantized once (quantized-matmul layers)
+    if (b.qkv.joined) {  // [q | k | v | mlp] from one GEMM; GELU(mlp) straight into proj_out's input
+      const TensorView wide = detail::view_as(mlp, Shape{rows, b.qkv.joined_width()});
+      b.qkv.project_into(detail::token_rows(normed), part, 0, joint, arena, cublas, stream, wide);
+      const TensorView mlp_columns(detail::bf16_element(wide, 3 * d), DType::bf16, Shape{rows, 4 * d},
+                                   Shape{b.qkv.joined_width(), 1}, wide.device());
+      const TensorView mlp_input(detail::bf16_element(both, d), DType::bf16, Shape{rows, 4 * d}, Shape{5 * d, 1},
+                                 both.device());
+      cuda::ops::activation_rows(mlp_columns, mlp_input, cuda::ops::Activation::gelu_tanh, stream);
+    } else {  // proj_mlp, q, k, v on the normed rows quantized once (quantized-matmul layers)
       ArenaScope shared(arena);
       const LinearInput input = b.qkv.share(detail::token_rows(normed), &b.proj_mlp, arena, stream);
       b.proj_mlp.forward(input, mlp, arena, cublas, stream);
       cuda::ops::activation(mlp, mlp, cuda::ops::Activation::gelu_tanh, stream);
       b.qkv.project_into(input, part, 0, joint, arena, cublas, stream);
+      detail::copy_bf16_columns(detail::bf16_element(both, d), 5 * d, mlp.data(), 4 * d, 4 * d, rows, stream);
     }
     joint_attention(joint, attended, rope, arena, stream);
     detail::copy_bf16_columns(both.data(), 5 * d, attended.data(), d, d, rows, stream);
-    detail::copy_bf16_columns(detail::bf16_element(both, d), 5 * d, mlp.data(), 4 * d, 4 * d, rows, stream);
     b.proj_out.forward(both, part, arena, cublas, stream);
     cuda::ops::gated_add(tokens, chunk(m, single_gate), detail::view_as(part, tokens.shape()), tokens, stream);
   }

@@ -20,6 +20,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
@@ -51,6 +52,10 @@ inline const char* linear_kind_name(LinearKind kind) {
       return "dequantized_at_load";
   }
 }
+
+namespace detail {
+inline bool same_input_quantization(const cuda::W8A8Weights& a, const cuda::W8A8Weights& b);
+}  // namespace detail
 
 // The rows a Linear reads and, when share_input() quantized them for several quantized-matmul
 // Linears, their 8-bit codes (used by the layers whose quantization they fit, ignored by the others).
@@ -133,6 +138,8 @@ class Linear {
     SDNQ_REQUIRE(x.rank() == 2 && x.size(1) == in_features_ && x.dtype() == DType::bf16 && x.is_contiguous(),
                  ShapeError, "Linear '{}': x must be a contiguous BF16 [M, {}] device tensor, got {} {}", name_,
                  in_features_, dtype_name(x.dtype()), x.shape().to_string());
+    SDNQ_REQUIRE(joined_into_.empty(), UnsupportedError, "Linear '{}' was concatenated into '{}'; run that one",
+                 name_, joined_into_);
     const std::int64_t tokens = x.size(0);
     SDNQ_REQUIRE(y.rank() == 2 && y.size(0) == tokens && y.size(1) == out_features_ && y.dtype() == DType::bf16 &&
                      y.is_contiguous(),
@@ -175,6 +182,77 @@ class Linear {
     cuda::gemm_w8a8(*weights, *input.codes, bias, y, scratch, stream);  // checks y and the codes before launch
   }
 
+  // One Linear computing `parts` (Linears of one input width on one device) side by side: y [M, ΣN], the
+  // weights' rows and biases concatenated on the device, one wider GEMM instead of several. Possible where
+  // every part holds a dense weight (dense or dequantized at load) or every part is an 8-bit quantized-matmul
+  // layer with the same input quantization, and all have a bias or none: then the parts' device memory is
+  // released (forward on them throws) and the joined Linear returned; else nullopt, the parts untouched.
+  static std::optional<Linear> concatenate(std::span<Linear* const> parts, const std::string& name) {
+    if (parts.empty()) return std::nullopt;
+    const Linear& first = *parts[0];
+    bool dense = true, matmul = first.matmul_.has_value();
+    std::int64_t rows = 0;
+    for (const Linear* part : parts) {
+      if (part->in_features_ != first.in_features_ || part->device_ != first.device_ ||
+          part->bias_.defined() != first.bias_.defined() || !part->joined_into_.empty())
+        return std::nullopt;
+      dense = dense && part->weight_.defined();
+      matmul = matmul && part->matmul_ &&
+               detail::same_input_quantization(part->matmul_->view(), first.matmul_->view()) &&
+               part->matmul_->codes.dtype() == first.matmul_->codes.dtype();
+      rows += part->out_features_;
+    }
+    if (!dense && !matmul) return std::nullopt;
+    cuda::DeviceGuard guard(first.device_);
+    // Row blocks of each part's tensor (selected by `of`) one after another in a new device tensor.
+    const auto join = [&](const auto& of, std::int64_t columns, DType dtype) {
+      Tensor joined = cuda::empty(columns == 0 ? Shape{rows} : Shape{rows, columns}, dtype, first.device_);
+      std::size_t offset = 0;
+      for (const Linear* part : parts) {
+        const Tensor& piece = of(*part);
+        SDNQ_CUDA_CHECK(cudaMemcpy(static_cast<std::byte*>(joined.data()) + offset, piece.data(), piece.nbytes(),
+                                   cudaMemcpyDeviceToDevice));
+        offset += piece.nbytes();
+      }
+      return joined;
+    };
+    Linear joined;
+    joined.name_ = name;
+    joined.in_features_ = first.in_features_;
+    joined.out_features_ = rows;
+    joined.device_ = first.device_;
+    joined.kind_ = dense ? first.kind_ : LinearKind::quantized_matmul;
+    if (first.bias_.defined())
+      joined.bias_ = join([](const Linear& l) -> const Tensor& { return l.bias_; }, 0, first.bias_.dtype());
+    if (dense) {
+      joined.weight_ =
+          join([](const Linear& l) -> const Tensor& { return l.weight_; }, first.in_features_, first.weight_.dtype());
+    } else {
+      cuda::W8A8WeightsDevice weights;
+      weights.codes = join([](const Linear& l) -> const Tensor& { return l.matmul_->codes; }, first.in_features_,
+                           first.matmul_->codes.dtype());
+      weights.scale = join([](const Linear& l) -> const Tensor& { return l.matmul_->scale; }, 0, DType::f32);
+      weights.meta = first.matmul_->view();
+      weights.meta.out_features = rows;
+      weights.meta.codes = weights.codes.data();
+      weights.meta.scale = static_cast<const float*>(weights.scale.data());
+      joined.matmul_ = std::move(weights);
+      if (first.e4m3_table_.defined()) {  // the decoded-code table (same for every e4m3 part)
+        joined.e4m3_table_ = cuda::empty(first.e4m3_table_.shape(), first.e4m3_table_.dtype(), first.device_);
+        SDNQ_CUDA_CHECK(cudaMemcpy(joined.e4m3_table_.data(), first.e4m3_table_.data(), first.e4m3_table_.nbytes(),
+                                   cudaMemcpyDeviceToDevice));
+      }
+    }
+    for (Linear* part : parts) {
+      part->weight_ = Tensor();
+      part->bias_ = Tensor();
+      part->matmul_.reset();
+      part->e4m3_table_ = Tensor();
+      part->joined_into_ = name;
+    }
+    return joined;
+  }
+
   // The 8-bit GEMM's weights when forward() at `tokens` rows runs it (quantized matmul, ≥ 32 tokens), else null.
   const cuda::W8A8Weights* quantized_matmul_at(std::int64_t tokens) const {
     return matmul_ && tokens >= quantized_matmul_min_tokens ? &matmul_->view() : nullptr;
@@ -195,6 +273,7 @@ class Linear {
   std::optional<cuda::QuantizedLinear> quantized_;  // every kernel-readable SDNQ layout
   std::optional<cuda::W8A8WeightsDevice> matmul_;   // direct int8 / e4m3 quantized matmul
   Tensor e4m3_table_;                               // F32 [256] decoded e4m3 codes for the small-M path
+  std::string joined_into_;                         // set when concatenate() took this layer's weights
 };
 
 namespace detail {

@@ -37,6 +37,31 @@ __global__ void activation_kernel(const T* x, T* out, std::int64_t n, Activation
   }
 }
 
+// out[r, c] = act(x[r, c]) on [rows, columns] with row pitches x_pitch / out_pitch (elements): one
+// column block of a wider buffer into another (Vector: columns and pitches multiples of 8, 16-byte aligned).
+template <class T, bool Vector>
+__global__ void activation_rows_kernel(const T* x, std::int64_t x_pitch, T* out, std::int64_t out_pitch,
+                                       std::int64_t rows, std::int64_t columns, Activation activation) {
+  const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  constexpr int width = Vector ? 8 : 1;
+  const std::int64_t per_row = columns / width;
+  for (std::int64_t item = first; item < rows * per_row; item += step) {
+    const std::int64_t row = item / per_row, column = (item % per_row) * width;
+    const T* in = x + row * x_pitch + column;
+    T* o = out + row * out_pitch + column;
+    if constexpr (Vector) {
+      float values[8];
+      load8(in, values);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) values[i] = sdnq::activation_value(values[i], activation);
+      store8(o, values);
+    } else {
+      *o = from_float<T>(sdnq::activation_value(to_float(*in), activation));
+    }
+  }
+}
+
 // x [rows, 2·half] -> out [rows, half] = x[:, :half] · act(x[:, half:]) (GEGLU with act = gelu).
 template <class T, bool Vector>
 __global__ void gated_activation_kernel(const T* x, T* out, std::int64_t rows, std::int64_t half,

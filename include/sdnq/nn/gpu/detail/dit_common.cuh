@@ -8,7 +8,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "sdnq/core/arena.hpp"
 #include "sdnq/cuda/check.hpp"
@@ -94,6 +96,18 @@ struct DitQkv {
   Tensor norm_q, norm_k;  // [head_dim] bf16 on the device, or undefined without qk_norm
   std::int64_t head_dim = 0;
 
+  std::optional<Linear> joined;  // q | k | v (| an extra Linear of the same input) in one, see join()
+
+  // Joins q, k, v and `extra` (another Linear reading the same rows, e.g. FLUX's proj_mlp; or null) into
+  // `joined` where Linear::concatenate can (dense or 8-bit quantized-matmul weights): one wide GEMM.
+  void join(Linear* extra, const std::string& name) {
+    std::vector<Linear*> parts{&q, &k, &v};
+    if (extra != nullptr) parts.push_back(extra);
+    joined = Linear::concatenate(parts, name);
+  }
+  // Columns of the wide scratch project_into() needs with `joined` (0 without).
+  std::int64_t joined_width() const { return joined ? joined->out_features() : 0; }
+
   // share_input() over q, k, v (and `extra`, another Linear reading the same rows, or null), and its arena bytes.
   LinearInput share(const TensorView& x, const Linear* extra, Arena& arena, cudaStream_t stream) const {
     return extra == nullptr ? share_input(x, {&q, &k, &v}, arena, stream)
@@ -124,11 +138,31 @@ struct DitQkv {
 
   // The projections of x [B·L, D] written into tokens [first, first + L) of the joint buffers
   // joint[0..2] = q, k, v [B, S, D], q and k RMS-normed per head on the way; scratch [B·L, D].
-  // `x` may carry the rows' 8-bit codes (share_input with q, k, v among its readers).
+  // `x` may carry the rows' 8-bit codes (share_input with q, k, v among its readers). With `joined`,
+  // `wide` [B·L, joined_width()] takes the one GEMM's output (the extra Linear's columns stay there, from 3D).
   void project_into(const LinearInput& x, const TensorView& scratch, std::int64_t first, const TensorView* joint,
-                    Arena& arena, cublasHandle_t cublas, cudaStream_t stream) const {
+                    Arena& arena, cublasHandle_t cublas, cudaStream_t stream, const TensorView& wide = {}) const {
     const std::int64_t batch = joint[0].size(0), joint_tokens = joint[0].size(1), dim = joint[0].size(2);
     const std::int64_t rows = x.rows.size(0), tokens = rows / batch;
+    if (joined) {
+      const std::int64_t width = joined->out_features();
+      SDNQ_REQUIRE(wide.rank() == 2 && wide.size(0) == rows && wide.size(1) == width, ShapeError,
+                   "{}: the joined projection needs a wide buffer [{}, {}], got {}", joined->name(), rows, width,
+                   wide.shape().to_string());
+      joined->forward(x, wide, arena, cublas, stream);
+      const Tensor* norms[] = {&norm_q, &norm_k, nullptr};
+      for (int i = 0; i < 3; ++i)
+        for (std::int64_t b = 0; b < batch; ++b) {
+          void* target = bf16_element(joint[i], (b * joint_tokens + first) * dim);
+          copy_bf16_columns(target, dim, bf16_element(wide, b * tokens * width + i * dim), width, dim, tokens, stream);
+          if (norms[i] != nullptr && norms[i]->defined()) {
+            const TensorView per_head(target, DType::bf16, Shape{tokens * (dim / head_dim), head_dim}, wide.device());
+            const TensorView weight = norms[i]->view();
+            cuda::ops::rms_norm(per_head, &weight, nn::detail::qk_norm_eps, per_head, stream);
+          }
+        }
+      return;
+    }
     const Linear* projections[] = {&q, &k, &v};
     const Tensor* norms[] = {&norm_q, &norm_k, nullptr};
     const TensorView per_head = view_as(scratch, Shape{rows * (dim / head_dim), head_dim});

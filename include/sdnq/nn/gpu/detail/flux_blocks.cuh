@@ -31,14 +31,18 @@ struct FluxDoubleBlockWeights {
                                      int device) {
     const std::string p = fmt::format("transformer_blocks.{}", index);
     const std::int64_t d = shape.dim;
-    return {Linear::load(weights, p + ".norm1.linear", d, 6 * d, true, device),
-            Linear::load(weights, p + ".norm1_context.linear", d, 6 * d, true, device),
-            DitQkv::load(weights, p + ".attn", nn::detail::image_stream_names, shape, true, device),
-            DitQkv::load(weights, p + ".attn", nn::detail::context_stream_names, shape, true, device),
-            Linear::load(weights, p + ".attn.to_out.0", d, d, true, device),
-            Linear::load(weights, p + ".attn.to_add_out", d, d, true, device),
-            DitFeedForward::load(weights, p + ".ff", d, device),
-            DitFeedForward::load(weights, p + ".ff_context", d, device)};
+    FluxDoubleBlockWeights b{Linear::load(weights, p + ".norm1.linear", d, 6 * d, true, device),
+                             Linear::load(weights, p + ".norm1_context.linear", d, 6 * d, true, device),
+                             DitQkv::load(weights, p + ".attn", nn::detail::image_stream_names, shape, true, device),
+                             DitQkv::load(weights, p + ".attn", nn::detail::context_stream_names, shape, true, device),
+                             Linear::load(weights, p + ".attn.to_out.0", d, d, true, device),
+                             Linear::load(weights, p + ".attn.to_add_out", d, d, true, device),
+                             DitFeedForward::load(weights, p + ".ff", d, device),
+                             DitFeedForward::load(weights, p + ".ff_context", d, device)};
+    // Each stream's q, k, v as one GEMM where the weights allow (dense or 8-bit quantized matmul).
+    b.image.join(nullptr, p + ".attn.to_qkv");
+    b.context.join(nullptr, p + ".attn.add_qkv_proj");
+    return b;
   }
 };
 
@@ -52,10 +56,13 @@ struct FluxSingleBlockWeights {
                                      int device) {
     const std::string p = fmt::format("single_transformer_blocks.{}", index);
     const std::int64_t d = shape.dim;
-    return {Linear::load(weights, p + ".norm.linear", d, 3 * d, true, device),
-            Linear::load(weights, p + ".proj_mlp", d, 4 * d, true, device),
-            DitQkv::load(weights, p + ".attn", nn::detail::image_stream_names, shape, true, device),
-            Linear::load(weights, p + ".proj_out", 5 * d, d, true, device)};
+    FluxSingleBlockWeights b{Linear::load(weights, p + ".norm.linear", d, 3 * d, true, device),
+                             Linear::load(weights, p + ".proj_mlp", d, 4 * d, true, device),
+                             DitQkv::load(weights, p + ".attn", nn::detail::image_stream_names, shape, true, device),
+                             Linear::load(weights, p + ".proj_out", 5 * d, d, true, device)};
+    // q, k, v and proj_mlp read the same normed rows: one [7D, D] GEMM where the weights allow.
+    b.qkv.join(&b.proj_mlp, p + ".to_qkv_mlp");
+    return b;
   }
 };
 
