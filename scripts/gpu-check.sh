@@ -7,7 +7,8 @@
 #   4. runs the CUDA tests (sdnq_cuda_tests);
 #   5. runs the CUDA tests again under compute-sanitizer memcheck (with leak check);
 #   6. runs racecheck on the kernel tests that use shared memory (SDNQ_RACECHECK_FILTER overrides the tags);
-#      SDNQ_SKIP_SANITIZERS=1 skips steps 5 and 6 (a timing run);
+#      SDNQ_SKIP_SANITIZERS=1 skips steps 5 and 6 (a timing run); SDNQ_MEMCHECK_FILTER=<Catch test spec>
+#      limits step 5 to some tests;
 #   7. runs every benchmark in bench/ (SDNQ_SKIP_BENCHMARKS=1 skips them, SDNQ_BENCH_FILTER=<regex of
 #      program names> picks some), JSON next to the logs;
 #      SDNQ_BENCH_ARGS adds arguments to every benchmark run (e.g. --benchmark_filter=...);
@@ -187,7 +188,7 @@ elif [[ -x "$sanitizer" ]]; then
   # The tests provoke failing API calls on purpose (invalid device, out of memory): those are not
   # memory errors, so API errors are not reported.
   run_logged cuda-tests-memcheck "$sanitizer" --tool memcheck --leak-check full --report-api-errors no \
-    --error-exitcode 99 "$cuda_tests"
+    --error-exitcode 99 "$cuda_tests" ${SDNQ_MEMCHECK_FILTER:+"$SDNQ_MEMCHECK_FILTER"}
 else
   echo "!! compute-sanitizer not found"
   failed_steps+=(cuda-tests-memcheck)
