@@ -22,8 +22,10 @@
 // int8 1.04-1.32x cuBLAS bf16, e4m3 0.89-1.05x; M = 512: int8 0.59-1.02x; cuBLASLt's bare 8-bit
 // GEMMs reach ~1.7-2.0x at M = 4096. On codes quantized beforehand the kernel reaches 1.3-1.9x (issue
 // #5: the fused quantization, latency-bound warps reading x twice, costs 12-143 µs at M = 4096), which
-// is what sharing one quantization among sibling GEMMs recovers; the standalone quantization and the
-// siblings case are in bench_w8a8 (not measured yet). With K = 3072 the epilogue (not overlapped with
+// is what sharing one quantization among sibling GEMMs recovers: FLUX's single-block q, k, v, proj_mlp at
+// M = 4608, 824 µs fused four times against 765 µs quantized once (cuBLAS bf16 869); at the SDXL UNet's
+// shapes a separate quantization pass plus the GEMM on codes beats the fused call by 1.0-1.9x
+// (docs/benchmarks.md, session 6), so nn::gpu::Linear always quantizes in its own pass. With K = 3072 the epilogue (not overlapped with
 // the next tile's MMAs) keeps the main loop below cuBLASLt's. Clusters of 2 sharing B by TMA multicast
 // were measured 1.5-2x slower in two attempts and are not shipped.
 // Numerics equal the CPU reference (quant/activation_quant.hpp, quant/detail/layers_qmm.hpp): same

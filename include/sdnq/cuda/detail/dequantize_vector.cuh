@@ -54,18 +54,6 @@ __device__ __forceinline__ float vector_param(const void* base, std::int64_t ind
   return round ? to_float(from_float<T>(value)) : value;
 }
 
-// Two T values in one word, each rounded once from fp32 (cvt.rn.bf16x2.f32 / cvt.rn.f16x2.f32).
-template <class T>
-__device__ __forceinline__ std::uint32_t pack_pair(float low, float high) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    const __nv_bfloat162 pair = __floats2bfloat162_rn(low, high);
-    return *reinterpret_cast<const std::uint32_t*>(&pair);
-  } else {
-    const __half2 pair = __floats2half2_rn(low, high);
-    return *reinterpret_cast<const std::uint32_t*>(&pair);
-  }
-}
-
 template <int Bits>
 __device__ __forceinline__ void piece_words(const PieceLoad<Bits>& load, std::uint32_t (&word)[2]) {
   if constexpr (Bits == 8) {

@@ -5,6 +5,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
 #include <type_traits>
 
 #include "sdnq/cuda/config.cuh"
@@ -31,6 +32,18 @@ __device__ __forceinline__ float2 pair_to_float2(unsigned int word) {
     return make_float2(__uint_as_float(word << 16), __uint_as_float(word & 0xFFFF0000u));
   } else {
     return __half22float2(*reinterpret_cast<const __half2*>(&word));
+  }
+}
+
+// Two T values in one word, each rounded once from fp32 (cvt.rn.bf16x2.f32 / cvt.rn.f16x2.f32).
+template <class T>
+__device__ __forceinline__ std::uint32_t pack_pair(float low, float high) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    const __nv_bfloat162 pair = __floats2bfloat162_rn(low, high);
+    return *reinterpret_cast<const std::uint32_t*>(&pair);
+  } else {
+    const __half2 pair = __floats2half2_rn(low, high);
+    return *reinterpret_cast<const std::uint32_t*>(&pair);
   }
 }
 

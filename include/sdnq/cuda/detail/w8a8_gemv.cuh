@@ -72,17 +72,6 @@ inline constexpr int w8a8_gemv_min_blocks = Tokens <= 4 ? 6 : 1;
 template <int Tokens>
 inline constexpr int w8a8_gemv_chunks_per_step = w8a8_gemv_rows<Tokens> == 1 ? 3 : 2;
 
-template <class T>
-__device__ __forceinline__ std::uint32_t t2_bits(float low, float high) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    const __nv_bfloat162 pair = __floats2bfloat162_rn(low, high);
-    return *reinterpret_cast<const std::uint32_t*>(&pair);
-  } else {
-    const __half2 pair = __floats2half2_rn(low, high);
-    return *reinterpret_cast<const std::uint32_t*>(&pair);
-  }
-}
-
 // round_T(a · b) for two packed T pairs: the exact product rounded once to nearest even.
 template <class T>
 __device__ __forceinline__ std::uint32_t t2_mul(std::uint32_t a, std::uint32_t b) {
@@ -129,7 +118,7 @@ __device__ __forceinline__ std::uint32_t decode_pair(std::uint32_t word, std::ui
     return t2_mul<T>(q, scale2);
   } else {
     const float2 value = pair_to_float2<Q>(q);
-    return t2_bits<T>(__fmul_rn(value.x, scale), __fmul_rn(value.y, scale));
+    return pack_pair<T>(__fmul_rn(value.x, scale), __fmul_rn(value.y, scale));
   }
 }
 
@@ -174,7 +163,7 @@ __global__ void __launch_bounds__(w8a8_gemv_warps * 32, w8a8_gemv_min_blocks<Tok
     if (row >= p.out_features) row = p.out_features - 1;
     code_rows[r] = static_cast<const uint4*>(p.codes) + row * chunks;
     scale[r] = __ldg(p.scale + row);
-    scale2[r] = t2_bits<T>(scale[r], scale[r]);
+    scale2[r] = pack_pair<T>(scale[r], scale[r]);
     packed[r] = to_float(from_float<T>(scale[r])) == scale[r];
   }
 

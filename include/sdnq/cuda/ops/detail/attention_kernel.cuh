@@ -19,6 +19,7 @@
 
 #include "sdnq/cuda/config.cuh"
 #include "sdnq/cuda/detail/gemm_tc_fragments.cuh"
+#include "sdnq/cuda/detail/kernel_convert.cuh"
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
 namespace ops::kernel_detail {
@@ -28,6 +29,7 @@ using sdnq::cuda::kernel_detail::copy_async_commit;
 using sdnq::cuda::kernel_detail::copy_async_wait;
 using sdnq::cuda::kernel_detail::load_matrix_x4;
 using sdnq::cuda::kernel_detail::mma_16816;
+using sdnq::cuda::kernel_detail::pack_pair;
 using sdnq::cuda::kernel_detail::shared_address;
 
 // Element strides of batch, head and token; the head-dim stride is 1.
@@ -84,17 +86,6 @@ __device__ __forceinline__ void load_matrix_x4_transposed(std::uint32_t (&regs)[
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(regs[0]), "=r"(regs[1]), "=r"(regs[2]), "=r"(regs[3])
                : "r"(shared_address(row_address)));
-}
-
-template <class T>
-__device__ __forceinline__ std::uint32_t pack_pair(float low, float high) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    const __nv_bfloat162 pair = __floats2bfloat162_rn(low, high);
-    return *reinterpret_cast<const std::uint32_t*>(&pair);
-  } else {
-    const __half2 pair = __floats2half2_rn(low, high);
-    return *reinterpret_cast<const std::uint32_t*>(&pair);
-  }
 }
 
 // Rows [0, Rows) of a tile into shared memory; rows at or past `valid_rows` become zeros (no read).
