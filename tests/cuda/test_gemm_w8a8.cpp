@@ -500,6 +500,17 @@ TEST_CASE("gemm_w8a8 pre-quantized fp8: codes as the CPU quantization, y bit for
   run_prequantized_case<sdnq::fp16>(m, 93, 208, true, true, 107, tile, DType::f16);
 }
 
+// quantize_w8a8_activations holds rows of up to 16384 values in registers (16, 8, 4 or 2 words per
+// thread, by K) and takes the warp-per-row kernel above that: every width against the CPU quantization.
+TEST_CASE("gemm_w8a8 pre-quantized: long rows, every register width of the quantization and the fallback",
+          "[cuda][w8a8]") {
+  const std::int64_t k = GENERATE(3072, 8192, 15360, 16384, 16400);
+  const std::int64_t m = 9;  // from 8 rows on, x holds an all-zero, an inf and a NaN row
+  run_prequantized_case<sdnq::bf16>(m, 40, k, false, true, 112, -1, DType::f32);
+  run_prequantized_case<sdnq::fp16>(m, 24, k, false, false, 113, -1, DType::f16);
+  if (sdnq::test::gpu_has_fp8_tensor_cores()) run_prequantized_case<sdnq::bf16>(m, 40, k, true, true, 114, -1, DType::f32);
+}
+
 // More output tiles than SMs on the persistent TMA grid: with codes_ready nobody increments the row
 // counters, so a block walking several tiles must not wait on them.
 TEST_CASE("gemm_w8a8 pre-quantized on the persistent TMA grid: several tiles per block, no counters", "[cuda][w8a8]") {

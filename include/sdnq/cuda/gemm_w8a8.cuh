@@ -411,6 +411,17 @@ inline void dispatch_gemm_w8a8(const W8A8Weights& w, W8A8TileChoice tile, const 
 
 template <class T, W8A8Operand Operand>
 void launch_quantize_w8a8_rows(const W8A8Params& p, cudaStream_t stream) {
+  if (p.k <= w8a8_resident_max_k) {  // one block per row, the row read once (registers sized by K)
+    const int words_per_thread = static_cast<int>(ceil_div(p.k / 8, w8a8_resident_threads));
+    const auto launch = [&](auto kernel) {
+      kernel<<<static_cast<unsigned>(p.m), w8a8_resident_threads, 0, stream>>>(p);
+      SDNQ_CUDA_CHECK(cudaGetLastError());
+    };
+    if (words_per_thread <= 2) return launch(quantize_w8a8_resident_rows_kernel<T, Operand, 2>);
+    if (words_per_thread <= 4) return launch(quantize_w8a8_resident_rows_kernel<T, Operand, 4>);
+    if (words_per_thread <= 8) return launch(quantize_w8a8_resident_rows_kernel<T, Operand, 8>);
+    return launch(quantize_w8a8_resident_rows_kernel<T, Operand, w8a8_resident_max_words>);
+  }
   constexpr int rows_per_block = w8a8_quantize_threads / 32;
   const auto blocks = static_cast<unsigned>(ceil_div(p.m, rows_per_block));
   quantize_w8a8_rows_kernel<T, Operand><<<blocks, w8a8_quantize_threads, 0, stream>>>(p);

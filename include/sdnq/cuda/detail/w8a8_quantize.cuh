@@ -157,14 +157,77 @@ __device__ __forceinline__ void quantize_row_tile(const W8A8Params& p, int row_t
 
 inline constexpr int w8a8_quantize_threads = 128;  // 4 rows per block: many small blocks balance the tail
 
-// The standalone quantization: warp w of block b quantizes row 4b + w of x into x_codes / x_scale
-// (the same quantize_row as the fused prologue, hence the same bits). M = 4096, K = 3072 bf16 moves
-// 25 MB in and 12.5 MB out: ≈ 12 µs at the H100's 3.2 TB/s (not measured yet; bench_w8a8 quantize_*).
+// The standalone quantization of rows longer than w8a8_resident_max_k (shorter ones: the resident kernel
+// below): warp w of block b quantizes row 4b + w of x into x_codes / x_scale (the same quantize_row as
+// the fused prologue, hence the same bits). It reads each row twice; measured on the H100 before the
+// resident kernel took the shorter rows: M = 4096, K = 3072 bf16 in 23.5 µs (1.6 TB/s), K = 15360 in 120.6 µs.
 template <class T, W8A8Operand Operand>
 __global__ void __launch_bounds__(w8a8_quantize_threads) quantize_w8a8_rows_kernel(const W8A8Params p) {
   const int row = static_cast<int>(blockIdx.x) * (w8a8_quantize_threads / 32) + static_cast<int>(threadIdx.x >> 5);
   if (row >= p.m) return;  // whole warps leave together: quantize_row's shuffles see full warps
   quantize_row<T, Operand>(p, row, static_cast<int>(threadIdx.x & 31));
+}
+
+// The standalone quantization for rows of up to w8a8_resident_max_k values: one block of
+// w8a8_resident_threads per row holds the row in registers (Words 16-byte words per thread), so x is
+// read from memory once (quantize_row reads it twice: for the absmax, then for the codes). Same
+// arithmetic as quantize_row, hence the same bits.
+inline constexpr int w8a8_resident_threads = 128;
+inline constexpr int w8a8_resident_max_words = 16;  // per thread: K ≤ 128 · 16 · 8 = 16384
+inline constexpr int w8a8_resident_max_k = w8a8_resident_threads * w8a8_resident_max_words * 8;
+
+template <class T, W8A8Operand Operand, int Words>
+__global__ void __launch_bounds__(w8a8_resident_threads) quantize_w8a8_resident_rows_kernel(const W8A8Params p) {
+  const int row = static_cast<int>(blockIdx.x), thread = static_cast<int>(threadIdx.x);
+  const int words = p.k / 8;
+  const uint4* source =
+      reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<std::size_t>(row) * p.k);
+  uint4 chunk[Words];
+  float amax = 0.0f;
+  bool has_nan = false;
+#pragma unroll
+  for (int u = 0; u < Words; ++u) {  // zeros past the row change neither amax nor has_nan
+    const int word = thread + u * w8a8_resident_threads;
+    chunk[u] = word < words ? __ldg(source + word) : make_uint4(0u, 0u, 0u, 0u);
+  }
+#pragma unroll
+  for (int u = 0; u < Words; ++u) {
+    float values[8];
+    widen_eight<T>(chunk[u], values);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      has_nan |= values[i] != values[i];
+      amax = fmaxf(amax, fabsf(values[i]));
+    }
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, offset));
+  const bool warp_nan = __any_sync(0xFFFFFFFFu, has_nan);
+  __shared__ float warp_amax[w8a8_resident_threads / 32];
+  __shared__ int warp_has_nan[w8a8_resident_threads / 32];
+  if ((thread & 31) == 0) warp_amax[thread >> 5] = amax, warp_has_nan[thread >> 5] = warp_nan ? 1 : 0;
+  __syncthreads();
+  amax = warp_amax[0];
+  bool row_nan = warp_has_nan[0] != 0;
+#pragma unroll
+  for (int w = 1; w < w8a8_resident_threads / 32; ++w) amax = fmaxf(amax, warp_amax[w]), row_nan |= warp_has_nan[w] != 0;
+  if (row_nan) amax = __int_as_float(0x7FFFFFFF);  // torch.amax propagates NaN
+  const bool in_t = p.scale_in_activation_dtype;
+  const float scale = round_to_compute<T>(__fdiv_rn(amax, code_range<Operand>), in_t);
+
+  uint2* codes = reinterpret_cast<uint2*>(p.x_codes + static_cast<std::size_t>(row) * p.k);
+#pragma unroll
+  for (int u = 0; u < Words; ++u) {
+    const int word = thread + u * w8a8_resident_threads;
+    if (word >= words) break;
+    float values[8];
+    widen_eight<T>(chunk[u], values);
+    std::uint32_t packed[2] = {0u, 0u};
+#pragma unroll
+    for (int i = 0; i < 8; ++i) packed[i / 4] |= quantize_value<T, Operand>(values[i], scale, in_t) << (8 * (i % 4));
+    codes[word] = make_uint2(packed[0], packed[1]);
+  }
+  if (thread == 0) p.x_scale[row] = scale;
 }
 
 }  // namespace kernel_detail
