@@ -66,6 +66,30 @@ __device__ __forceinline__ void widen_eight(const uint4& word, float (&values)[8
   }
 }
 
+// Folds the eight values of one word into the running absmax and NaN flag of a row.
+template <class T>
+__device__ __forceinline__ void accumulate_absmax(const uint4& word, float& amax, bool& has_nan) {
+  float values[8];
+  widen_eight<T>(word, values);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    has_nan |= values[i] != values[i];
+    amax = fmaxf(amax, fabsf(values[i]));
+  }
+}
+
+// The eight 8-bit codes of one word of x at the row's scale, packed as they are stored.
+template <class T, W8A8Operand Operand>
+__device__ __forceinline__ uint2 quantize_eight(const uint4& word, float scale, bool in_activation_dtype) {
+  float values[8];
+  widen_eight<T>(word, values);
+  std::uint32_t packed[2] = {0u, 0u};
+#pragma unroll
+  for (int i = 0; i < 8; ++i)
+    packed[i / 4] |= quantize_value<T, Operand>(values[i], scale, in_activation_dtype) << (8 * (i % 4));
+  return make_uint2(packed[0], packed[1]);
+}
+
 // One warp quantizes row `row` of x (K % 8 == 0) into x_codes / x_scale. Each lane keeps
 // `in_flight` independent 16-byte loads outstanding: one warp per row is a latency chain otherwise
 // (fewer in warps whose register budget is small).
@@ -82,15 +106,7 @@ __device__ __forceinline__ void quantize_row(const W8A8Params& p, int row, int l
     for (int u = 0; u < in_flight; ++u)  // zeros past the row change neither amax nor has_nan
       chunk[u] = base + 32 * u < words ? __ldg(source + base + 32 * u) : make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
-    for (int u = 0; u < in_flight; ++u) {
-      float values[8];
-      widen_eight<T>(chunk[u], values);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        has_nan |= values[i] != values[i];
-        amax = fmaxf(amax, fabsf(values[i]));
-      }
-    }
+    for (int u = 0; u < in_flight; ++u) accumulate_absmax<T>(chunk[u], amax, has_nan);
   }
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, offset));
@@ -107,12 +123,7 @@ __device__ __forceinline__ void quantize_row(const W8A8Params& p, int row, int l
 #pragma unroll
     for (int u = 0; u < in_flight; ++u) {
       if (base + 32 * u >= words) break;
-      float values[8];
-      widen_eight<T>(chunk[u], values);
-      std::uint32_t packed[2] = {0u, 0u};
-#pragma unroll
-      for (int i = 0; i < 8; ++i) packed[i / 4] |= quantize_value<T, Operand>(values[i], scale, in_t) << (8 * (i % 4));
-      codes[base + 32 * u] = make_uint2(packed[0], packed[1]);
+      codes[base + 32 * u] = quantize_eight<T, Operand>(chunk[u], scale, in_t);
     }
   }
   if (lane == 0) p.x_scale[row] = scale;
@@ -191,15 +202,7 @@ __global__ void __launch_bounds__(w8a8_resident_threads) quantize_w8a8_resident_
     chunk[u] = word < words ? __ldg(source + word) : make_uint4(0u, 0u, 0u, 0u);
   }
 #pragma unroll
-  for (int u = 0; u < Words; ++u) {
-    float values[8];
-    widen_eight<T>(chunk[u], values);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      has_nan |= values[i] != values[i];
-      amax = fmaxf(amax, fabsf(values[i]));
-    }
-  }
+  for (int u = 0; u < Words; ++u) accumulate_absmax<T>(chunk[u], amax, has_nan);
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, offset));
   const bool warp_nan = __any_sync(0xFFFFFFFFu, has_nan);
@@ -220,12 +223,7 @@ __global__ void __launch_bounds__(w8a8_resident_threads) quantize_w8a8_resident_
   for (int u = 0; u < Words; ++u) {
     const int word = thread + u * w8a8_resident_threads;
     if (word >= words) break;
-    float values[8];
-    widen_eight<T>(chunk[u], values);
-    std::uint32_t packed[2] = {0u, 0u};
-#pragma unroll
-    for (int i = 0; i < 8; ++i) packed[i / 4] |= quantize_value<T, Operand>(values[i], scale, in_t) << (8 * (i % 4));
-    codes[word] = make_uint2(packed[0], packed[1]);
+    codes[word] = quantize_eight<T, Operand>(chunk[u], scale, in_t);
   }
   if (thread == 0) p.x_scale[row] = scale;
 }
