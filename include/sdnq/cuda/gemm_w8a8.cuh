@@ -25,9 +25,10 @@
 // is what sharing one quantization among sibling GEMMs recovers: FLUX's single-block q, k, v, proj_mlp at
 // M = 4608, 824 µs fused four times against 765 µs quantized once (cuBLAS bf16 869); at the SDXL UNet's
 // shapes a separate quantization pass plus the GEMM on codes beats the fused call by 1.0-1.9x
-// (docs/benchmarks.md, session 6), so nn::gpu::Linear always quantizes in its own pass. With K = 3072 the epilogue (not overlapped with
-// the next tile's MMAs) keeps the main loop below cuBLASLt's. Clusters of 2 sharing B by TMA multicast
-// were measured 1.5-2x slower in two attempts and are not shipped.
+// (docs/benchmarks.md, session 6), so nn::gpu::Linear always quantizes in its own pass. With K = 3072
+// the epilogue (not overlapped with the next tile's MMAs) keeps the main loop below cuBLASLt's.
+// Clusters of 2 sharing B by TMA multicast were measured 1.5-2x slower in two attempts and are not
+// shipped.
 // Numerics equal the CPU reference (quant/activation_quant.hpp, quant/detail/layers_qmm.hpp): same
 // scale formula, IEEE division, round-half-even, clamps; all-zero rows give exact zeros (+ bias) and
 // a row holding NaN/inf only affects its own outputs. Kernel: detail/w8a8_kernel.cuh.

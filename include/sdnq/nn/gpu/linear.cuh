@@ -54,7 +54,12 @@ inline const char* linear_kind_name(LinearKind kind) {
 }
 
 namespace detail {
-inline bool same_input_quantization(const cuda::W8A8Weights& a, const cuda::W8A8Weights& b);
+
+// Whether two quantized-matmul weights quantize their input the same way (kind, dtype, scale dtype, K).
+inline bool same_input_quantization(const cuda::W8A8Weights& a, const cuda::W8A8Weights& b) {
+  return a.kind == b.kind && a.dtype == b.dtype && a.scale_dtype == b.scale_dtype && a.in_features == b.in_features;
+}
+
 }  // namespace detail
 
 // The rows a Linear reads and, when share_input() quantized them for several quantized-matmul
@@ -90,8 +95,6 @@ class Linear {
           // One copy of the codes: the 8-bit GEMM's weights, also read by the dequantized small-M path.
           layer.matmul_ = cuda::upload_w8a8_weights(
               cuda::repack_for_w8a8<bf16>(codes->codes, quantized->layout.dequantize_fp32), device);
-          if (layer.matmul_->view().kind == cuda::W8A8Kind::float8_e4m3fn)
-            layer.e4m3_table_ = cuda::to_device(*codes->codes.lookup_table, device);
           layer.kind_ = LinearKind::quantized_matmul;
         } else {
           cuda::QuantizedLinearOptions options;
@@ -126,7 +129,7 @@ class Linear {
   // Bytes the layer holds on its device (weight in whichever form it runs, bias).
   std::size_t device_bytes() const {
     const auto held = [](const Tensor& tensor) { return tensor.defined() ? tensor.nbytes() : std::size_t{0}; };
-    std::size_t bytes = held(weight_) + held(bias_) + held(e4m3_table_);
+    std::size_t bytes = held(weight_) + held(bias_);
     if (matmul_) bytes += held(matmul_->codes) + held(matmul_->scale);
     if (quantized_) bytes += quantized_->device_bytes();
     return bytes;
@@ -159,7 +162,7 @@ class Linear {
       return cuda::gemm_w8a8(matmul_->view(), codes, bias, y, TensorView(), stream);
     }
     if (matmul_)
-      return cuda::w8a8_dequantized_linear(matmul_->view(), e4m3_table_.defined() ? e4m3_table_.data() : nullptr, x,
+      return cuda::w8a8_dequantized_linear(matmul_->view(), nullptr, x,
                                            bias, y, scratch, cublas, stream, name_);
     if (quantized_) return cuda::quantized_linear(*quantized_, x, bias, y, scratch, cublas, stream);
     cuda::dense_linear(x, weight_.view(), bias, y, cublas, stream, name_);
@@ -174,12 +177,8 @@ class Linear {
       return forward(input.rows, y, arena, cublas, stream);
     std::optional<TensorView> bias;
     if (bias_.defined()) bias = bias_.view();
-    ArenaScope scope(arena);
-    const std::size_t scratch_bytes = cuda::gemm_w8a8_workspace_bytes(*weights, *input.codes);
-    const TensorView scratch =
-        scratch_bytes == 0 ? TensorView()
-                           : arena.take(Shape{static_cast<std::int64_t>(scratch_bytes)}, DType::u8, name_ + " scratch");
-    cuda::gemm_w8a8(*weights, *input.codes, bias, y, scratch, stream);  // checks y and the codes before launch
+    // The GEMM on codes needs no workspace; it checks y and the codes before launching.
+    cuda::gemm_w8a8(*weights, *input.codes, bias, y, TensorView(), stream);
   }
 
   // One Linear computing `parts` (Linears of one input width on one device) side by side: y [M, ΣN], the
@@ -237,17 +236,11 @@ class Linear {
       weights.meta.codes = weights.codes.data();
       weights.meta.scale = static_cast<const float*>(weights.scale.data());
       joined.matmul_ = std::move(weights);
-      if (first.e4m3_table_.defined()) {  // the decoded-code table (same for every e4m3 part)
-        joined.e4m3_table_ = cuda::empty(first.e4m3_table_.shape(), first.e4m3_table_.dtype(), first.device_);
-        SDNQ_CUDA_CHECK(cudaMemcpy(joined.e4m3_table_.data(), first.e4m3_table_.data(), first.e4m3_table_.nbytes(),
-                                   cudaMemcpyDeviceToDevice));
-      }
     }
     for (Linear* part : parts) {
       part->weight_ = Tensor();
       part->bias_ = Tensor();
       part->matmul_.reset();
-      part->e4m3_table_ = Tensor();
       part->joined_into_ = name;
     }
     return joined;
@@ -272,16 +265,10 @@ class Linear {
   Tensor bias_;                                     // [N] bf16 on the device, or undefined
   std::optional<cuda::QuantizedLinear> quantized_;  // every kernel-readable SDNQ layout
   std::optional<cuda::W8A8WeightsDevice> matmul_;   // direct int8 / e4m3 quantized matmul
-  Tensor e4m3_table_;                               // F32 [256] decoded e4m3 codes for the small-M path
   std::string joined_into_;                         // set when concatenate() took this layer's weights
 };
 
 namespace detail {
-
-// Whether two quantized-matmul weights quantize their input the same way (kind, dtype, scale dtype, K).
-inline bool same_input_quantization(const cuda::W8A8Weights& a, const cuda::W8A8Weights& b) {
-  return a.kind == b.kind && a.dtype == b.dtype && a.scale_dtype == b.scale_dtype && a.in_features == b.in_features;
-}
 
 // The weights whose input quantization share_input() applies for `tokens` rows read by `readers`: the first
 // reader's that runs the 8-bit GEMM, when at least one more reader runs it with the same quantization; else null.
