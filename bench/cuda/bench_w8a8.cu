@@ -328,6 +328,11 @@ void register_all() {
     benchmark::RegisterBenchmark(("unet_w8a8_int8_prequantized" + shape).c_str(), bench_w8a8)
         ->Args({m, n, k, 0, -1, 1})
         ->UseManualTime();
+    for (const int tile : {6, 7})  // the persistent TMA tiles forced: 128×128 against 128×256
+      benchmark::RegisterBenchmark(("unet_w8a8_int8_prequantized_tile" + std::to_string(tile) + shape).c_str(),
+                                   bench_w8a8)
+          ->Args({m, n, k, 0, tile, 1})
+          ->UseManualTime();
     benchmark::RegisterBenchmark(("unet_quantize_int8/M" + std::to_string(m) + "/K" + std::to_string(k)).c_str(),
                                  bench_quantize)
         ->Args({m, k, 0})

@@ -206,8 +206,8 @@ TEST_CASE("gemm_w8a8 int8: every tile shape gives the same exact result", "[cuda
   run_case<sdnq::fp16>(129, 511, 256, false, false, 11, tile);
 }
 
-// The TMA pipeline (tiles 6, 7 persistent, 8, 9 one block per tile): K tiles wrapping the 4- and
-// 6-stage rings several times, many column tiles sharing one row tile's quantization, and the boxes'
+// The TMA pipeline (tiles 6, 7 persistent, 8, 9 one block per tile): K tiles wrapping the 6- and
+// 3-stage rings several times, many column tiles sharing one row tile's quantization, and the boxes'
 // zero fill past M, N and K.
 TEST_CASE("gemm_w8a8 int8 TMA pipeline: ring wrap-around, partial boxes, many blocks per row tile",
           "[cuda][w8a8]") {
@@ -217,6 +217,23 @@ TEST_CASE("gemm_w8a8 int8 TMA pipeline: ring wrap-around, partial boxes, many bl
   run_case<sdnq::bf16>(1, 300, 256, false, true, 15, tile);  // one row  // 9 full K tiles + 16 bytes
   run_case<sdnq::fp16>(33, 1030, 3072, false, true, 13, tile);  // 24 K tiles, 33 rows: 95 zero-filled
   run_case<sdnq::bf16>(256, 512, 16, false, false, 14, tile);   // one K box, 16 of 128 bytes real
+}
+
+// N % 8 == 0: the TMA kernels stage the output tile in shared memory and write it with TMA stores of
+// 64×64 boxes (odd N above takes the consumers' own stores). Partial boxes at the end of both dimensions
+// (N = 776: 3 full 256-column tiles + 8 columns; M = 200: the second consumer's rows 64-127 of the last
+// row tile partly past M; M = 40: its rows entirely past M, no store issued), several tiles per block
+// reusing the staging buffer (1100 × 2056), int8 and e4m3.
+TEST_CASE("gemm_w8a8 TMA store epilogue: partial boxes, staging buffer reused across tiles", "[cuda][w8a8]") {
+  const int tile = GENERATE(6, 7, 8, 9);
+  if (!tile_runs_here(tile)) return;
+  run_case<sdnq::bf16>(200, 776, 384, false, true, 19, tile);
+  run_case<sdnq::fp16>(40, 136, 512, false, true, 20, tile);
+  run_case<sdnq::bf16>(1100, 2056, 256, false, false, 21, tile);
+  if ((tile == 6 || tile == 8) && sdnq::test::gpu_has_fp8_tensor_cores()) {
+    run_case<sdnq::bf16>(200, 776, 384, true, true, 22, tile);
+    run_case<sdnq::fp16>(1100, 2056, 256, true, false, 23, tile);
+  }
 }
 
 // More output tiles than the H100's 132 SMs: persistent blocks walk several tiles each, the ring's

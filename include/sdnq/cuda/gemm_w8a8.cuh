@@ -127,8 +127,8 @@ using W8A8TileLargeFp8 = W8A8Tile<128, 128, 2, 4, 4, 1>;  // promotion doubles t
 using W8A8TileHuge = W8A8Tile<128, 256, 2, 4, 3, 1>;
 using W8A8TileWgmma128 = W8A8WgmmaTile<128, 4>;
 using W8A8TileWgmma256 = W8A8WgmmaTile<256, 4>;
-using W8A8TileTma128 = W8A8TmaTile<128, 6>;  // 32 KB a stage
-using W8A8TileTma256 = W8A8TmaTile<256, 4>;  // 48 KB a stage
+using W8A8TileTma128 = W8A8TmaTile<128, 6>;  // 32 KB a stage + 32 KB of staged output
+using W8A8TileTma256 = W8A8TmaTile<256, 3>;  // 48 KB a stage + 64 KB of staged output
 
 // Whether this build has sm_90a code for `device` (detail/wgmma.cuh's probe, asked once per device).
 inline bool has_wgmma_code(int device) { return has_sm90a_code(device); }
@@ -194,9 +194,15 @@ void launch_gemm_w8a8_tma(const W8A8Params& p, int blocks_at_most, cudaStream_t 
   }
   const CUtensorMap a_map = byte_matrix_tensor_map(p.x_codes, p.m, p.k, Tile::BM, "the quantized activations");
   const CUtensorMap b_map = byte_matrix_tensor_map(p.w, p.n, p.k, Tile::BN, "the weight codes");
+  // The output leaves through TMA stores when its rows are 16-byte multiples on a 16-byte aligned base
+  // (N % 8 == 0); otherwise by the consumers' own stores (the map argument then is unused).
+  const bool store_by_tma = p.n % 8 == 0 && reinterpret_cast<std::uintptr_t>(p.y) % 16 == 0;
+  const CUtensorMap y_map =
+      store_by_tma ? byte_matrix_tensor_map(p.y, p.m, std::int64_t{p.n} * 2, 64, "the output") : a_map;
   std::int64_t blocks = ceil_div(p.n, Tile::BN) * ceil_div(p.m, Tile::BM);
   if (blocks_at_most > 0) blocks = std::min<std::int64_t>(blocks, blocks_at_most);
-  kernel<<<static_cast<unsigned>(blocks), Tile::threads, Tile::shared_bytes, stream>>>(p, a_map, b_map);
+  kernel<<<static_cast<unsigned>(blocks), Tile::threads, Tile::shared_bytes, stream>>>(p, a_map, b_map, y_map,
+                                                                                      store_by_tma);
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }
 

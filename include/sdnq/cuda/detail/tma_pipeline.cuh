@@ -1,6 +1,7 @@
 #pragma once
-// Hopper's bulk tensor copy (TMA, cp.async.bulk.tensor) and the shared-memory mbarriers that a
-// producer/consumer pipeline runs on, plus the host-side tensor map of a row-major byte matrix.
+// Hopper's bulk tensor copy (TMA, cp.async.bulk.tensor: loads into and stores from shared memory) and
+// the shared-memory mbarriers that a producer/consumer pipeline runs on, plus the host-side tensor map
+// of a row-major byte matrix.
 // Device wrappers are emitted only for sm_90 and later (elsewhere they are empty and never launched).
 //   full barrier:  the producer arms it with the bytes it expects; the copy engine completes it.
 //   empty barrier: each consumer warpgroup arrives once it no longer reads the stage.
@@ -97,6 +98,40 @@ __device__ __forceinline__ void tma_load_2d(void* destination, const CUtensorMap
       : "memory");
 #else
   (void)destination, (void)map, (void)inner, (void)outer, (void)barrier;
+#endif
+}
+
+// Copies the box at (inner, outer) of shared memory (`source`, laid out as the map's swizzle says) to
+// the 2-D tensor in global memory; parts of the box outside the tensor are not written. The copy joins
+// this thread's current bulk group (tma_store_commit).
+__device__ __forceinline__ void tma_store_2d(const CUtensorMap* map, int inner, int outer, const void* source) {
+#ifdef SDNQ_TMA_DEVICE
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
+                   reinterpret_cast<std::uint64_t>(map)),
+               "r"(inner), "r"(outer), "r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(source)))
+               : "memory");
+#else
+  (void)map, (void)inner, (void)outer, (void)source;
+#endif
+}
+
+__device__ __forceinline__ void tma_store_commit() {
+#ifdef SDNQ_TMA_DEVICE
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+#endif
+}
+
+// Waits until this thread's committed stores have read their shared memory (it may be overwritten).
+__device__ __forceinline__ void tma_store_wait_read() {
+#ifdef SDNQ_TMA_DEVICE
+  asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+#endif
+}
+
+// Waits until this thread's committed stores have completed their writes to global memory.
+__device__ __forceinline__ void tma_store_wait_all() {
+#ifdef SDNQ_TMA_DEVICE
+  asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
 #endif
 }
 

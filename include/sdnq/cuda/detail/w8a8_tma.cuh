@@ -23,7 +23,11 @@
 // e4m3: the fp8 tensor cores add products with reduced precision, so each K tile (128 inputs) is summed
 // into fresh fp32 accumulators that are then added into fp32 totals on the CUDA cores (the promotion
 // DeepGEMM and CUTLASS use): error stays bounded for K up to 15360 and beyond.
-// Epilogue as the other kernels: y = fma(acc·s_x, s_w, bias) in fp32, rounded once to T.
+// Epilogue as the other kernels: y = fma(acc·s_x, s_w, bias) in fp32, rounded once to T. With N % 8 == 0
+// (and y 16-byte aligned) each consumer stages its 64×BN outputs in shared memory and one thread writes
+// them with TMA stores that drain while the consumer's next tile runs its MMAs (the global writes no
+// longer stall the tensor cores: at K = 640 the store of a tile takes about as long as its MMAs);
+// otherwise the consumers store their fragments directly.
 // Built only for sm_90a; elsewhere the kernel traps and the host never launches it.
 #include <cuda.h>
 #include <cuda_runtime.h>
@@ -60,9 +64,33 @@ struct W8A8TmaTile {
   // producer warpgroup also runs the look-ahead quantization, so it keeps more than the TMA thread needs.
   static constexpr int producer_registers = 72, consumer_registers = 216;
   static constexpr int a_bytes = BM * k_tile, b_bytes = BN * k_tile, stage_bytes = a_bytes + b_bytes;
-  // The ring (1024-byte aligned for the swizzle), then full[Stages] and empty[Stages] barriers.
-  static constexpr int shared_bytes = 1024 + Stages * stage_bytes + 2 * Stages * 8;
+  // The output tile in T (2 bytes), staged for the TMA store: per consumer BN / 64 boxes of 64 rows ×
+  // 64 columns (128 bytes a row, the store map's swizzle).
+  static constexpr int out_box_columns = 64, out_box_bytes = 64 * 128, out_bytes = BM * BN * 2;
+  // The ring (1024-byte aligned for the swizzle), the output tile, then full[Stages] and empty[Stages].
+  static constexpr int shared_bytes = 1024 + Stages * stage_bytes + out_bytes + 2 * Stages * 8;
 };
+
+// The epilogue's value of one output: fma(sum·s_x, s_w, bias) in fp32 (one rounding to T later).
+__device__ __forceinline__ float scaled_output(float sum, float s_x, float s_w, float bias) {
+  return __fmaf_rn(__fmul_rn(sum, s_x), s_w, bias);
+}
+
+template <class T>
+__device__ __forceinline__ std::uint32_t pack_output_pair(float v0, float v1) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    const __nv_bfloat162 pair = __floats2bfloat162_rn(v0, v1);
+    return *reinterpret_cast<const std::uint32_t*>(&pair);
+  } else {
+    const __half2 pair = __floats2half2_rn(v0, v1);
+    return *reinterpret_cast<const std::uint32_t*>(&pair);
+  }
+}
+
+// Synchronizes the 128 threads of one consumer warpgroup (named barrier 1 + consumer; 0 is __syncthreads).
+__device__ __forceinline__ void consumer_sync(int consumer) {
+  asm volatile("bar.sync %0, 128;\n" ::"r"(1 + consumer) : "memory");
+}
 
 // y rows `row` and `row + 8`, columns col, col + 1, from the accumulator pairs of one fragment column.
 template <class T>
@@ -82,13 +110,9 @@ __device__ __forceinline__ void store_output_rows(const W8A8Params& p, int row, 
   }
   const auto store = [&](int r, float s_x, float2 sum) {
     if (r >= p.m) return;
-    const float v0 = __fmaf_rn(__fmul_rn(sum.x, s_x), s_w.x, b.x);
-    const float v1 = __fmaf_rn(__fmul_rn(sum.y, s_x), s_w.y, b.y);
     T* out = static_cast<T*>(p.y) + static_cast<std::size_t>(r) * p.n + col;
-    if constexpr (std::is_same_v<T, __nv_bfloat16>)
-      *reinterpret_cast<__nv_bfloat162*>(out) = __floats2bfloat162_rn(v0, v1);
-    else
-      *reinterpret_cast<__half2*>(out) = __floats2half2_rn(v0, v1);
+    *reinterpret_cast<std::uint32_t*>(out) =
+        pack_output_pair<T>(scaled_output(sum.x, s_x, s_w.x, b.x), scaled_output(sum.y, s_x, s_w.y, b.y));
   };
   store(row, s_x_lo, lo);
   store(row + 8, s_x_hi, hi);
@@ -97,7 +121,8 @@ __device__ __forceinline__ void store_output_rows(const W8A8Params& p, int row, 
 template <class T, W8A8Operand Operand, class Tile>
 __global__ void __launch_bounds__(Tile::threads, 1)
     gemm_w8a8_tma_kernel(const W8A8Params p, const __grid_constant__ CUtensorMap a_map,
-                         const __grid_constant__ CUtensorMap b_map) {
+                         const __grid_constant__ CUtensorMap b_map, const __grid_constant__ CUtensorMap y_map,
+                         const bool store_by_tma) {
   constexpr bool int8 = Operand == W8A8Operand::int8;
   static_assert(int8 ? (Tile::BN == 128 || Tile::BN == 256) : Tile::BN == 128,
                 "e4m3 keeps accumulators and totals: 64×128 per warpgroup at most");
@@ -108,7 +133,8 @@ __global__ void __launch_bounds__(Tile::threads, 1)
   std::uint8_t* ring = unaligned + ((1024 - (shared_address(unaligned) & 1023)) & 1023);
   std::uint8_t* a_tiles = ring;                       // [Stages][BM rows][128 bytes], swizzled
   std::uint8_t* b_tiles = ring + Stages * Tile::a_bytes;  // [Stages][BN rows][128 bytes], swizzled
-  auto* full = reinterpret_cast<std::uint64_t*>(ring + Stages * Tile::stage_bytes);  // [Stages]
+  std::uint8_t* out_tile = ring + Stages * Tile::stage_bytes;  // [consumer][BN / 64 boxes][64 rows][128 bytes]
+  auto* full = reinterpret_cast<std::uint64_t*>(out_tile + Tile::out_bytes);  // [Stages]
   std::uint64_t* empty = full + Stages;                                             // [Stages]
 
   // Output tiles blockIdx.x, + gridDim.x, ... (grouped order, tile_coordinates); the ring's stages and
@@ -211,21 +237,67 @@ __global__ void __launch_bounds__(Tile::threads, 1)
       const int row = row0 + consumer_warp * 16 + (lane >> 2);
       const float s_x_lo = row < p.m ? __ldcg(p.x_scale + row) : 0.0f;  // written by other blocks: from L2
       const float s_x_hi = row + 8 < p.m ? __ldcg(p.x_scale + row + 8) : 0.0f;
+      const auto sum_pair = [&](int j, int half) {
+        if constexpr (int8)
+          return make_float2(__int2float_rn(acc[4 * j + 2 * half]), __int2float_rn(acc[4 * j + 2 * half + 1]));
+        else
+          return make_float2(total[4 * j + 2 * half], total[4 * j + 2 * half + 1]);
+      };
+      if (store_by_tma) {
+        // The consumer's 64 rows go through its part of out_tile: written in the store map's swizzle
+        // (16-byte chunk c of row r at chunk c ^ (r % 8): the 8 rows of one store instruction hit 32
+        // distinct banks), then copied out by one TMA store per 64-column box that the consumer's
+        // next tile only waits for before overwriting the staging buffer; the MMAs of that tile run
+        // while the copies drain.
+        std::uint8_t* staged = out_tile + consumer * (Tile::out_bytes / 2);
+        if (signals) tma_store_wait_read();  // the previous tile's stores have read the buffer
+        consumer_sync(consumer);
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j) {
+          const int col = col0 + 8 * j + 2 * (lane & 3);  // N % 8 == 0: col < N implies col + 1 < N
+          float2 s_w = make_float2(0.0f, 0.0f), b = make_float2(0.0f, 0.0f);
+          if (col < p.n) {
+            s_w = *reinterpret_cast<const float2*>(p.w_scale + col);
+            if (p.bias != nullptr) {
+              const T* bias = static_cast<const T*>(p.bias) + col;
+              b = make_float2(to_float(bias[0]), to_float(bias[1]));
+            }
+          }
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            const float2 sum = sum_pair(j, half);
+            const float s_x = half == 0 ? s_x_lo : s_x_hi;
+            const int r = (consumer_warp & 3) * 16 + half * 8 + (lane >> 2);  // row within the consumer's 64
+            const int chunk = (j % 8) ^ (r % 8);
+            auto* word = reinterpret_cast<std::uint32_t*>(staged + (j / 8) * Tile::out_box_bytes + r * 128 +
+                                                          chunk * 16 + (lane & 3) * 4);
+            *word = pack_output_pair<T>(scaled_output(sum.x, s_x, s_w.x, b.x), scaled_output(sum.y, s_x, s_w.y, b.y));
+          }
+        }
+        fence_proxy_async_shared();  // the staged values, visible to the copy engine
+        consumer_sync(consumer);
+        const int rows_start = row0 + consumer * 64;
+        if (signals && rows_start < p.m) {
+#pragma unroll
+          for (int box = 0; box < BN / Tile::out_box_columns; ++box) {
+            const int columns_start = col0 + box * Tile::out_box_columns;
+            if (columns_start < p.n)
+              tma_store_2d(&y_map, columns_start * 2, rows_start, staged + box * Tile::out_box_bytes);
+          }
+          tma_store_commit();
+        }
+        continue;
+      }
 #pragma unroll
       for (int j = 0; j < BN / 8; ++j) {
         const int col = col0 + 8 * j + 2 * (lane & 3);
-        if constexpr (int8)
-          store_output_rows<T>(p, row, col, s_x_lo, s_x_hi,
-                               make_float2(__int2float_rn(acc[4 * j]), __int2float_rn(acc[4 * j + 1])),
-                               make_float2(__int2float_rn(acc[4 * j + 2]), __int2float_rn(acc[4 * j + 3])));
-        else
-          store_output_rows<T>(p, row, col, s_x_lo, s_x_hi, make_float2(total[4 * j], total[4 * j + 1]),
-                               make_float2(total[4 * j + 2], total[4 * j + 3]));
+        store_output_rows<T>(p, row, col, s_x_lo, s_x_hi, sum_pair(j, 0), sum_pair(j, 1));
       }
     }
+    if (signals) tma_store_wait_all();  // the block's last stores complete before it exits
   }
 #else
-  (void)p, (void)a_map, (void)b_map;
+  (void)p, (void)a_map, (void)b_map, (void)y_map, (void)store_by_tma;
   __trap();
 #endif
 }
