@@ -18,15 +18,13 @@
 // consumer warpgroups and spare producer warps quantizing later tiles' activation rows ahead (int8
 // 128×256 / 128×128, e4m3 128×128 with fp32 promotion every 128 inputs: relative L2 error ≤ 1e-2
 // instead of bit-exact).
-// Measured on the H100 (bench/cuda/bench_w8a8.cu, quantization included, FLUX shapes), M = 4096:
-// int8 1.04-1.32x cuBLAS bf16, e4m3 0.89-1.05x; M = 512: int8 0.59-1.02x; cuBLASLt's bare 8-bit
-// GEMMs reach ~1.7-2.0x at M = 4096. On codes quantized beforehand the kernel reaches 1.3-1.9x (issue
-// #5: the fused quantization, latency-bound warps reading x twice, costs 12-143 µs at M = 4096), which
-// is what sharing one quantization among sibling GEMMs recovers: FLUX's single-block q, k, v, proj_mlp at
-// M = 4608, 824 µs fused four times against 765 µs quantized once (cuBLAS bf16 869); at the SDXL UNet's
-// shapes a separate quantization pass plus the GEMM on codes beats the fused call by 1.0-1.9x
-// (docs/benchmarks.md, session 6), so nn::gpu::Linear always quantizes in its own pass. With K = 3072
-// the epilogue (not overlapped with the next tile's MMAs) keeps the main loop below cuBLASLt's.
+// Measured on the H100 (bench/cuda/bench_w8a8.cu, docs/benchmarks.md session 7), M = 4096, FLUX
+// shapes, on codes quantized beforehand: int8 1.71-1.97x cuBLAS bf16 (cuBLASLt's bare int8 GEMM:
+// 1.79-2.01x), e4m3 1.22-1.31x; with the quantization fused into the GEMM: int8 1.11-1.70x. The
+// fused quantization is latency-bound (warps reading x while the GEMM waits), so nn::gpu::Linear
+// always quantizes in its own pass and sibling GEMMs share one quantization. The TMA kernel's epilogue stages the output tile and writes it with TMA stores that
+// drain under the next tile's MMAs: at the SDXL UNet's K = 640-1280 shapes that made the GEMM on
+// codes 1.2-2.1x faster than direct stores from the consumers.
 // Clusters of 2 sharing B by TMA multicast were measured 1.5-2x slower in two attempts and are not
 // shipped.
 // Numerics equal the CPU reference (quant/activation_quant.hpp, quant/detail/layers_qmm.hpp): same
