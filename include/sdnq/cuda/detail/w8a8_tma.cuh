@@ -22,7 +22,10 @@
 // int8: int32 accumulators (exact); one wgmma group stays in flight while the next K tile is waited for.
 // e4m3: the fp8 tensor cores add products with reduced precision, so each K tile (128 inputs) is summed
 // into fresh fp32 accumulators that are then added into fp32 totals on the CUDA cores (the promotion
-// DeepGEMM and CUTLASS use): error stays bounded for K up to 15360 and beyond.
+// DeepGEMM and CUTLASS use): error stays bounded for K up to 15360 and beyond. A promotion must wait for
+// its MMAs, so the two consumers issue in turn (named barriers consumer_0_issued / consumer_1_issued):
+// consumer 0's K tile, then consumer 1's, then consumer 0's next, ... and each one's promotion runs
+// while the other's MMAs keep the tensor cores busy (in lockstep both promoted at once, tensor cores idle).
 // Epilogue as the other kernels: y = fma(acc·s_x, s_w, bias) in fp32, rounded once to T. With N % 8 == 0
 // (and y 16-byte aligned) each consumer stages its 64×BN outputs in shared memory and one thread writes
 // them with TMA stores that drain while the consumer's next tile runs its MMAs (the global writes no
@@ -87,10 +90,16 @@ __device__ __forceinline__ std::uint32_t pack_output_pair(float v0, float v1) {
   }
 }
 
-// Synchronizes the 128 threads of one consumer warpgroup (named barrier 1 + consumer; 0 is __syncthreads).
-__device__ __forceinline__ void consumer_sync(int consumer) {
-  asm volatile("bar.sync %0, 128;\n" ::"r"(1 + consumer) : "memory");
+// Named barriers (0 is __syncthreads): `threads` arrivals complete one; sync waits for that, arrive not.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+// The 128 threads of one consumer warpgroup (barriers 1 and 2); 3 and 4 order the e4m3 issue.
+__device__ __forceinline__ void consumer_sync(int consumer) { named_barrier_sync(1 + consumer, 128); }
+inline constexpr int consumer_0_issued = 3, consumer_1_issued = 4;
 
 // y rows `row` and `row + 8`, columns col, col + 1, from the accumulator pairs of one fragment column.
 template <class T>
@@ -200,6 +209,12 @@ __global__ void __launch_bounds__(Tile::threads, 1)
 
       for (int k_tile = 0; k_tile < k_tiles; ++k_tile, ++step) {
         const int stage = step % Stages;
+        if constexpr (!int8) {  // staggered issue: consumer 1 after consumer 0, consumer 0 after consumer 1
+          if (consumer == 1)
+            named_barrier_sync(consumer_0_issued, 256);
+          else if (step > 0)
+            named_barrier_sync(consumer_1_issued, 256);
+        }
         barrier_wait(full + stage, (step / Stages) & 1);
         const std::uint32_t a_base = shared_address(a_tiles + stage * Tile::a_bytes + consumer * 64 * 128);
         const std::uint32_t b_base = shared_address(b_tiles + stage * Tile::b_bytes);
@@ -213,6 +228,7 @@ __global__ void __launch_bounds__(Tile::threads, 1)
             wgmma_e4m3_m64n128k32(acc, a, b);
         }
         wgmma_commit();
+        if constexpr (!int8) named_barrier_arrive(consumer == 0 ? consumer_0_issued : consumer_1_issued, 256);
         if constexpr (int8) {
           wgmma_wait<1>();  // the previous K tile's group is done: its stage is free
           if (k_tile > 0 && signals) barrier_arrive(empty + (step - 1) % Stages);
@@ -294,6 +310,8 @@ __global__ void __launch_bounds__(Tile::threads, 1)
         store_output_rows<T>(p, row, col, s_x_lo, s_x_hi, sum_pair(j, 0), sum_pair(j, 1));
       }
     }
+    // Consumer 1's last "issued" arrival, so no named barrier is left half-arrived at exit.
+    if (!int8 && consumer == 0 && step > 0) named_barrier_sync(consumer_1_issued, 256);
     if (signals) tma_store_wait_all();  // the block's last stores complete before it exits
   }
 #else
