@@ -3,13 +3,16 @@
 // (+ (x·svd_downᵀ)·svd_upᵀ) (+ b), bf16/fp16 activations, uint4/int4 (grouped, zero point) and 8-bit
 // weights in gemm_tc's repacked layout (the same GemmTcWeights, no second copy of the codes).
 // The kernel (detail/weight_only_sm90_kernel.cuh) computes yᵀ = W·xᵀ on wgmma with the weight
-// dequantized in registers as the A operand and x streamed by TMA; the SVD branch is fused as extra K
-// steps over low_rank = x·svd_downᵀ, which gemm_tc's dense tensor-core launch computes first into the
-// workspace. Requirements as gemm_tc (N % 64, K % 64, group size 32 or a multiple of 64, rank padded
-// to a multiple of 64 up to 128) plus an sm_90a build running on a compute capability 9.x GPU; all
-// checked before launch (UnsupportedError / ShapeError naming what is required).
+// dequantized in registers as the A operand and x streamed by TMA, on a persistent grid (one block per
+// SM walking the output tiles, whose outputs leave by TMA stores under the next tile's MMAs); the SVD
+// branch is fused as extra K steps over low_rank = x·svd_downᵀ, which gemm_tc's dense tensor-core
+// launch computes first into the workspace. Requirements as gemm_tc (N % 64, K % 64, group size 32 or
+// a multiple of 64, rank padded to a multiple of 64 up to 128), contiguous 16-byte aligned x and y
+// (TMA's), plus an sm_90a build running on a compute capability 9.x GPU; all checked before launch
+// (UnsupportedError / ShapeError naming what is required).
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <optional>
@@ -27,10 +30,18 @@
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
 
+// The grid of gemm_weight_only_sm90: one block per SM walking the output tiles (the default), or one
+// block per output tile (the earlier launch, kept for comparison in tests and benchmarks).
+enum class WeightOnlySm90Grid { persistent, one_block_per_tile };
+
 namespace kernel_detail {
 
-using WeightOnlySm90Tile256 = WeightOnlySm90Tile<256, 5>;  // 37 / 41 KB a stage (4 / 8 bits)
-using WeightOnlySm90Tile128 = WeightOnlySm90Tile<128, 8>;  // 21 / 25 KB a stage
+// Stages as fit beside the 64 / 32 KB of output staging buffers (4 / 8 bits): 256 tokens 4 / 3 stages
+// of 37 / 41 KB, 128 tokens 9 / 7 stages of 21 / 25 KB.
+using WeightOnlySm90Tile256 = WeightOnlySm90Tile<256>;
+using WeightOnlySm90Tile128 = WeightOnlySm90Tile<128>;
+static_assert(WeightOnlySm90Tile256::stages<4>() == 4 && WeightOnlySm90Tile256::stages<8>() == 3 &&
+              WeightOnlySm90Tile128::stages<4>() == 9 && WeightOnlySm90Tile128::stages<8>() == 7);
 
 // 256 tokens a block unless 128 needs fewer waves of the SMs (a 128-token block does about half the
 // work, with a small loss per FLOP for staging x twice as often).
@@ -43,6 +54,8 @@ inline bool weight_only_sm90_wide(std::int64_t tokens, std::int64_t out_features
 
 struct WeightOnlySm90Plan {
   bool wide = true;
+  std::int64_t tiles = 0;          // output tiles of 128 weight rows × 256 or 128 tokens
+  std::int64_t blocks = 0;         // the grid: min(tiles, SMs) when persistent, else one block per tile
   KSplit down;                     // K split of x · svd_downᵀ (gemm_tc's dense launch)
   std::size_t low_rank_bytes = 0;  // T [M, rp]
   std::size_t partial_floats = 0;  // fp32 split-K partial sums of the down launch
@@ -51,11 +64,16 @@ struct WeightOnlySm90Plan {
   }
 };
 
-inline WeightOnlySm90Plan plan_weight_only_sm90(const GemmTcWeights& w, std::int64_t tokens,
-                                                const GemmTcDevice& device, int tokens_per_block) {
+inline WeightOnlySm90Plan plan_weight_only_sm90(const GemmTcWeights& w, std::int64_t tokens, const GemmTcDevice& device,
+                                                int tokens_per_block,
+                                                WeightOnlySm90Grid grid = WeightOnlySm90Grid::persistent) {
   WeightOnlySm90Plan plan;
   plan.wide = tokens_per_block == 0 ? weight_only_sm90_wide(tokens, w.out_features, device.multiprocessors)
                                     : tokens_per_block == 256;
+  const int tile_tokens = plan.wide ? 256 : 128;
+  plan.tiles = (tokens + tile_tokens - 1) / tile_tokens * ((w.out_features + 127) / 128);
+  plan.blocks =
+      grid == WeightOnlySm90Grid::persistent ? std::min<std::int64_t>(plan.tiles, device.multiprocessors) : plan.tiles;
   if (w.svd_rank_padded > 0) {
     const std::int64_t down_blocks = (tokens + 63) / 64 * (w.svd_rank_padded / 64);
     plan.down = choose_k_split(down_blocks, static_cast<int>(w.in_features / 64), 4, device.multiprocessors);
@@ -68,28 +86,30 @@ inline WeightOnlySm90Plan plan_weight_only_sm90(const GemmTcWeights& w, std::int
 
 template <class T, int Bits, class Tile>
 void launch_weight_only_sm90(const GemmTcParams& p, const CUtensorMap& x_map, const CUtensorMap& low_rank_map,
-                             cudaStream_t stream) {
+                             const CUtensorMap& y_map, std::int64_t blocks, cudaStream_t stream) {
   static std::atomic<std::uint64_t> opted_in{0};  // > 48 KB of dynamic shared memory, once per device
   int device = 0;
   SDNQ_CUDA_CHECK(cudaGetDevice(&device));
   const std::uint64_t bit = std::uint64_t{1} << (device & 63);
   if ((opted_in.load(std::memory_order_relaxed) & bit) == 0) {
     SDNQ_CUDA_CHECK(cudaFuncSetAttribute(gemm_weight_only_sm90_kernel<T, Bits, Tile>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::template shared_bytes<Bits>()));
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         Tile::template shared_bytes<Bits>()));
     opted_in.fetch_or(bit, std::memory_order_relaxed);
   }
-  const dim3 grid(static_cast<unsigned>((p.n + Tile::BM - 1) / Tile::BM),
-                  static_cast<unsigned>((p.m + Tile::BN - 1) / Tile::BN));
-  gemm_weight_only_sm90_kernel<T, Bits, Tile><<<grid, Tile::threads, Tile::template shared_bytes<Bits>(), stream>>>(p, x_map,
-                                                                                                  low_rank_map);
+  gemm_weight_only_sm90_kernel<T, Bits, Tile>
+      <<<static_cast<unsigned>(blocks), Tile::threads, Tile::template shared_bytes<Bits>(), stream>>>(
+          p, x_map, low_rank_map, y_map);
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }
 
 template <class T>
-void run_weight_only_sm90(const GemmTcWeights& w, const GemmTcParams& p, const WeightOnlySm90Plan& plan,
-                          float* partial, cudaStream_t stream) {
+void run_weight_only_sm90(const GemmTcWeights& w, const GemmTcParams& p, const WeightOnlySm90Plan& plan, float* partial,
+                          cudaStream_t stream) {
   const int box = plan.wide ? 256 : 128;
   const CUtensorMap x_map = byte_matrix_tensor_map(p.a, p.m, std::int64_t{p.k} * 2, box, "x");
+  // y's rows are tokens: a consumer's 64 weight rows are one 128-byte box column of box tokens.
+  const CUtensorMap y_map = byte_matrix_tensor_map(p.y, p.m, std::int64_t{p.n} * 2, box, "y");
   CUtensorMap low_rank_map = x_map;
   if (w.svd_rank_padded > 0) {  // low_rank = x · svd_downᵀ first, by gemm_tc's dense tensor-core launch
     GemmTcParams down{};
@@ -106,9 +126,9 @@ void run_weight_only_sm90(const GemmTcWeights& w, const GemmTcParams& p, const W
   const auto launch = [&](auto bits) {
     constexpr int Bits = decltype(bits)::value;
     if (plan.wide)
-      launch_weight_only_sm90<T, Bits, WeightOnlySm90Tile256>(p, x_map, low_rank_map, stream);
+      launch_weight_only_sm90<T, Bits, WeightOnlySm90Tile256>(p, x_map, low_rank_map, y_map, plan.blocks, stream);
     else
-      launch_weight_only_sm90<T, Bits, WeightOnlySm90Tile128>(p, x_map, low_rank_map, stream);
+      launch_weight_only_sm90<T, Bits, WeightOnlySm90Tile128>(p, x_map, low_rank_map, y_map, plan.blocks, stream);
   };
   if (w.bits == 4)
     launch(std::integral_constant<int, 4>{});
@@ -130,9 +150,11 @@ inline std::size_t gemm_weight_only_sm90_workspace_bytes(const GemmTcWeights& w,
 // y = x · dequant(W)ᵀ (+ SVD branch) (+ bias). x [M, K], y [M, N], bias [N]: device, contiguous, in
 // w.dtype, 16-byte aligned. `workspace`: at least gemm_weight_only_sm90_workspace_bytes(w, M) bytes of
 // device memory (empty is fine when that is 0). `tokens_per_block`: 128 or 256 forces the block's
-// token tile (tests, benchmarks); 0 chooses by the number of waves.
+// token tile (tests, benchmarks); 0 chooses by the number of waves. `grid`: one block per SM (default)
+// or one per output tile (comparisons).
 inline void gemm_weight_only_sm90(const GemmTcWeights& w, TensorView x, std::optional<TensorView> bias, TensorView y,
-                                  TensorView workspace, cudaStream_t stream = nullptr, int tokens_per_block = 0) {
+                                  TensorView workspace, cudaStream_t stream = nullptr, int tokens_per_block = 0,
+                                  WeightOnlySm90Grid grid = WeightOnlySm90Grid::persistent) {
   SDNQ_REQUIRE((w.bits == 4 || w.bits == 8) && w.codes != nullptr && w.group_params != nullptr, UnsupportedError,
                "gemm_weight_only_sm90: weights must be repacked 4- or 8-bit codes (repack_for_gemm_tc), got {} bits",
                w.bits);
@@ -149,16 +171,23 @@ inline void gemm_weight_only_sm90(const GemmTcWeights& w, TensorView x, std::opt
                w.in_features, w.group_size);
   SDNQ_REQUIRE(w.svd_rank_padded >= 0 && w.svd_rank_padded % 64 == 0 && w.svd_rank_padded <= gemm_tc_max_rank &&
                    (w.svd_rank_padded == 0 || (w.svd_up != nullptr && w.svd_down != nullptr)),
-               UnsupportedError, "gemm_weight_only_sm90: SVD factors must be padded to a multiple of 64 up to {}, got {}",
+               UnsupportedError,
+               "gemm_weight_only_sm90: SVD factors must be padded to a multiple of 64 up to {}, got {}",
                gemm_tc_max_rank, w.svd_rank_padded);
   SDNQ_REQUIRE(
       x.rank() == 2 && x.size(1) == w.in_features && x.dtype() == w.dtype && x.is_contiguous() && x.device().is_cuda(),
       ShapeError, "gemm_weight_only_sm90: x must be a contiguous device {} tensor [M, {}], got {} {} on {}",
       dtype_name(w.dtype), w.in_features, dtype_name(x.dtype()), x.shape().to_string(), x.device().to_string());
   const std::int64_t tokens = x.size(0);
-  constexpr std::int64_t max_tokens = std::int64_t{65535} * 128;  // gridDim.y of 128-token blocks
+  // Output tile indices and TMA coordinates are 32-bit in the kernel (index + gridDim.x included); the
+  // SVD pre-pass (gemm_tc's dense launch) has gridDim.y ≤ 65535 tiles of 64 tokens.
+  constexpr std::int64_t max_tiles = std::int64_t{1} << 30;
+  const std::int64_t max_tokens = w.svd_rank_padded > 0 ? std::int64_t{65535} * 64 : max_tiles;
   SDNQ_REQUIRE(tokens >= 1 && tokens <= max_tokens, UnsupportedError,
                "gemm_weight_only_sm90: {} rows of x; 1..{} supported", tokens, max_tokens);
+  SDNQ_REQUIRE((tokens + 127) / 128 * ((w.out_features + 127) / 128) <= max_tiles, UnsupportedError,
+               "gemm_weight_only_sm90: M = {} by N = {} makes more than {} output tiles; split x", tokens,
+               w.out_features, max_tiles);
   SDNQ_REQUIRE(y.rank() == 2 && y.size(0) == tokens && y.size(1) == w.out_features && y.dtype() == w.dtype &&
                    y.is_contiguous() && y.device().is_cuda(),
                ShapeError, "gemm_weight_only_sm90: y must be a contiguous device {} tensor [{}, {}], got {} {}",
@@ -172,13 +201,21 @@ inline void gemm_weight_only_sm90(const GemmTcWeights& w, TensorView x, std::opt
   SDNQ_REQUIRE(aligned(x.data()) && aligned(y.data()) && aligned(w.codes) && aligned(w.group_params) &&
                    (w.svd_rank_padded == 0 || (aligned(w.svd_up) && aligned(w.svd_down))),
                ShapeError,
-               "gemm_weight_only_sm90: x, y, codes, group parameters and SVD factors need 16-byte alignment");
+               "gemm_weight_only_sm90: x, y, codes, group parameters and SVD factors need 16-byte alignment (x and y "
+               "are read and written by TMA)");
   SDNQ_REQUIRE(tokens_per_block == 0 || tokens_per_block == 128 || tokens_per_block == 256, UnsupportedError,
                "gemm_weight_only_sm90: tokens_per_block must be 0 (automatic), 128 or 256, got {}", tokens_per_block);
   const int device = x.device().index;
   SDNQ_REQUIRE(weight_only_sm90_supported(device), UnsupportedError,
                "gemm_weight_only_sm90: needs an sm_90a build running on a Hopper GPU (device {})", device);
-  const kernel_detail::WeightOnlySm90Plan plan = kernel_detail::plan_weight_only_sm90(w, tokens, current_gemm_tc_device(), tokens_per_block);
+  const kernel_detail::WeightOnlySm90Plan plan =
+      kernel_detail::plan_weight_only_sm90(w, tokens, current_gemm_tc_device(), tokens_per_block, grid);
+  // The kernel counts the K tiles of all of a block's output tiles in 32 bits (the ring's stage and phase).
+  const std::int64_t block_k_tiles =
+      (plan.tiles + plan.blocks - 1) / plan.blocks * ((w.in_features + w.svd_rank_padded) / 64);
+  SDNQ_REQUIRE(block_k_tiles < (std::int64_t{1} << 31), UnsupportedError,
+               "gemm_weight_only_sm90: M = {}, N = {}, K = {} gives a block {} K tiles, more than 2^31; split x",
+               tokens, w.out_features, w.in_features, block_k_tiles);
   const std::size_t workspace_bytes = plan.workspace_bytes();
   SDNQ_REQUIRE(workspace_bytes == 0 ||
                    (workspace.nbytes() >= workspace_bytes && workspace.device().is_cuda() && aligned(workspace.data())),
