@@ -1,8 +1,10 @@
 // The Hopper wgmma weight-only GEMM (gemm_weight_only_sm90.cuh, gemm_tc's repacked layout) against
 // x · Ŵᵀ + b computed in double on the CPU, Ŵ being the dense weight (SVD term included) derived from
 // the codes test_gemv_support.hpp's independent packer produced. Relative L2 ≤ 1e-2; y is NaN-poisoned
-// before the launch, so every element must come back finite. Without an sm_90a build on a Hopper GPU
-// the call must refuse with a clear error (checked) and the numeric cases are skipped.
+// before the launch, so every element must come back finite, and it lies inside a larger poisoned
+// buffer whose guard rows must stay untouched (TMA stores clip tokens past M). The persistent grid
+// must agree bit for bit with one block per output tile. Without an sm_90a build on a Hopper GPU the
+// call must refuse with a clear error (checked) and the numeric cases are skipped.
 #include <cstdint>
 #include <optional>
 
@@ -17,22 +19,50 @@ namespace {
 using sdnq::cuda::CodeValue;
 
 template <class T>
-double run_and_compare(const sdnq::test::RandomLinear& linear, std::int64_t tokens, bool with_bias,
-                       std::uint64_t seed, int tokens_per_block = 0) {
+double run_and_compare(const sdnq::test::RandomLinear& linear, std::int64_t tokens, bool with_bias, std::uint64_t seed,
+                       int tokens_per_block = 0) {
+  std::int64_t guard_writes = 0;
   const auto run = [&](const sdnq::cuda::GemmTcWeightsHost& weights, sdnq::TensorView x,
                        std::optional<sdnq::TensorView> bias) {
-    return sdnq::test::run_gemm_weight_only_sm90(weights, x, bias, tokens_per_block);
+    auto out = sdnq::test::run_gemm_weight_only_sm90_guarded(weights, x, bias, {tokens_per_block, false});
+    guard_writes = out.guard_writes;
+    return std::move(out.y);
   };
   const auto result = sdnq::test::compare_repacked_gemm<T>(linear, tokens, with_bias, seed, run);
   REQUIRE(result.non_finite == 0);  // every element written
+  REQUIRE(guard_writes == 0);       // and nothing outside y
+  return result.relative_l2;
+}
+
+// Both grids on the same input: each must write all of y and nothing around it, and they must agree bit
+// for bit (a tile's outputs may depend neither on the block that computes it nor on that block's
+// earlier tiles: ring phases, staging buffer reuse).
+template <class T>
+double run_both_grids_and_compare(const sdnq::test::RandomLinear& linear, std::int64_t tokens, bool with_bias,
+                                  std::uint64_t seed, int tokens_per_block) {
+  std::int64_t guard_writes = 0, differing = 0;
+  const auto run = [&](const sdnq::cuda::GemmTcWeightsHost& weights, sdnq::TensorView x,
+                       std::optional<sdnq::TensorView> bias) {
+    auto persistent = sdnq::test::run_gemm_weight_only_sm90_guarded(weights, x, bias, {tokens_per_block, false});
+    const auto per_tile = sdnq::test::run_gemm_weight_only_sm90_guarded(weights, x, bias, {tokens_per_block, true});
+    guard_writes = persistent.guard_writes + per_tile.guard_writes;
+    const auto* a = static_cast<const std::uint16_t*>(persistent.y.data());
+    const auto* b = static_cast<const std::uint16_t*>(per_tile.y.data());
+    for (std::int64_t i = 0; i < persistent.y.numel(); ++i) differing += a[i] != b[i];
+    return std::move(persistent.y);
+  };
+  const auto result = sdnq::test::compare_repacked_gemm<T>(linear, tokens, with_bias, seed, run);
+  REQUIRE(result.non_finite == 0);
+  REQUIRE(guard_writes == 0);
+  REQUIRE(differing == 0);
   return result.relative_l2;
 }
 
 // Catch2 v2 (CI) has no SKIP: warn and leave the case.
-#define SDNQ_REQUIRE_WO_SM90()                                                 \
-  if (!sdnq::test::weight_only_sm90_runs()) {                                  \
+#define SDNQ_REQUIRE_WO_SM90()                                                   \
+  if (!sdnq::test::weight_only_sm90_runs()) {                                    \
     WARN("skipped: the wgmma weight-only GEMM needs an sm_90a build on Hopper"); \
-    return;                                                                    \
+    return;                                                                      \
   }
 
 }  // namespace
@@ -74,7 +104,8 @@ TEST_CASE("wo_sm90: int8 row-wise and grouped, uint8 tensor-wise, bf16 and fp16"
   CHECK(run_and_compare<sdnq::fp16>(g128, tokens, false, 24) <= 1e-2);
   const auto g32 = sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::signed_integer, 128, 256, 32, 0, 25);
   CHECK(run_and_compare<sdnq::bf16>(g32, tokens, true, 26, 256) <= 1e-2);
-  const auto tensorwise = sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::unsigned_integer, 128, 256, -2, 0, 29);
+  const auto tensorwise =
+      sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::unsigned_integer, 128, 256, -2, 0, 29);
   CHECK(run_and_compare<sdnq::fp16>(tensorwise, tokens, true, 30) <= 1e-2);
 }
 
@@ -102,6 +133,41 @@ TEST_CASE("wo_sm90: SVD branch of rank 0/16/32/128", "[cuda][wo_sm90]") {
     const auto linear =
         sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 128, 256, -1, rank, 42);
     CHECK(run_and_compare<sdnq::fp16>(linear, tokens, false, 43) <= 1e-2);
+  }
+}
+
+// N = 2112 (16.5 row blocks: the second consumer of every 17th tile lies past N) by 4196 tokens (the
+// last token tile partial for 128 and 256): 561 / 289 output tiles, so on an H100 (132 SMs) each
+// persistent block walks 2-5 tiles whose consumers alternate between active and idle. K = 192: three
+// K tiles (odd, so the A-register double buffer ends a tile on the other set), plus 1-2 SVD tiles;
+// with 4-9 stages the ring's phases wrap within and across tiles.
+TEST_CASE("wo_sm90: persistent grid over more tiles than SMs, bf16 uint4 g64", "[cuda][wo_sm90]") {
+  SDNQ_REQUIRE_WO_SM90()
+  const int block = GENERATE(128, 256);
+  const int variant = GENERATE(0, 1, 2, 3);  // (SVD rank, bias): (0, yes), (0, no), (32, yes), (128, no)
+  const std::int64_t rank = variant < 2 ? 0 : variant == 2 ? 32 : 128;
+  const bool with_bias = variant % 2 == 0;
+  INFO("tokens per block " << block << ", rank " << rank << ", bias " << with_bias);
+  const auto linear =
+      sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 2112, 192, 64, rank, 70);
+  CHECK(run_both_grids_and_compare<sdnq::bf16>(linear, 4196, with_bias, 71, block) <= 1e-2);
+}
+
+TEST_CASE("wo_sm90: persistent grid over more tiles than SMs, fp16 int8 and uint4 g32", "[cuda][wo_sm90]") {
+  SDNQ_REQUIRE_WO_SM90()
+  SECTION("int8 row-wise with SVD rank 128 and bias, automatic token tile") {
+    const auto linear =
+        sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 2112, 192, -1, 128, 72);
+    CHECK(run_both_grids_and_compare<sdnq::fp16>(linear, 4196, true, 73, 0) <= 1e-2);
+  }
+  SECTION("uint4 g32 (two groups a K tile) without bias, 256 tokens a tile") {
+    const auto linear =
+        sdnq::test::make_random_linear<sdnq::fp16>(4, CodeValue::unsigned_integer, 2112, 192, 32, 0, 74);
+    CHECK(run_both_grids_and_compare<sdnq::fp16>(linear, 4196, false, 75, 256) <= 1e-2);
+  }
+  SECTION("int8 row-wise, 128 tokens a tile, tokens a multiple of the tile") {
+    const auto linear = sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 2048, 128, -1, 0, 76);
+    CHECK(run_both_grids_and_compare<sdnq::fp16>(linear, 4096, true, 77, 128) <= 1e-2);
   }
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 // Launcher of the Hopper weight-only GEMM tests (defined in test_gemm_weight_only_sm90.cu, called from
 // test_gemm_weight_only_sm90.cpp).
+#include <cstdint>
 #include <optional>
 
 #include "sdnq/core/tensor.hpp"
@@ -16,5 +17,22 @@ bool weight_only_sm90_runs();
 // returns y on the host.
 Tensor run_gemm_weight_only_sm90(const cuda::GemmTcWeightsHost& weights, TensorView x, std::optional<TensorView> bias,
                                  int tokens_per_block = 0);
+
+struct WeightOnlySm90Options {
+  int tokens_per_block = 0;         // as gemm_weight_only_sm90's (0: chosen by the number of waves)
+  bool one_block_per_tile = false;  // the grid of one block per output tile instead of one per SM
+};
+
+struct WeightOnlySm90Output {
+  Tensor y;                       // [M, N] on the host
+  std::int64_t guard_writes = 0;  // elements around y in its buffer that no longer hold the NaN poison
+};
+
+// As run_gemm_weight_only_sm90, with y an offset view into a larger NaN-poisoned buffer: one guard row
+// before it and 256 after it (a whole token tile), so a store outside y (tokens past M, a box put at
+// the wrong place) changes a guard element.
+WeightOnlySm90Output run_gemm_weight_only_sm90_guarded(const cuda::GemmTcWeightsHost& weights, TensorView x,
+                                                       std::optional<TensorView> bias,
+                                                       const WeightOnlySm90Options& options);
 
 }  // namespace sdnq::test
