@@ -5,7 +5,8 @@
 // to cuBLAS (cuBLAS time / our time; > 1 is faster). Weights rotate among copies totalling > 2x the
 // 50 MB L2. Also "dequant_cublas_uint4_g64": the standalone dequantize kernel into one bf16 scratch
 // weight followed by cuBLAS — the route the library can take at large M while the fused kernel is slower.
-// "sm90_*": the Hopper wgmma kernel (gemm_weight_only_sm90.cuh) on the same repacked weights, M ≥ 256.
+// "sm90_*": the Hopper wgmma kernel (gemm_weight_only_sm90.cuh) on the same repacked weights, M ≥ 256, on
+// its persistent grid; "sm90_per_tile_*" the same kernel with one block per output tile (the earlier grid).
 // Run: bench_weight_only_tc --benchmark_min_time=0.05s  (--benchmark_filter='cublas|sm90' for the wgmma rows)
 
 #include <benchmark/benchmark.h>
@@ -19,8 +20,8 @@
 #include <tuple>
 #include <vector>
 
-#include "sdnq/cuda/check.hpp"
 #include "bench_harness.cuh"
+#include "sdnq/cuda/check.hpp"
 #include "sdnq/cuda/dequantize.cuh"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/gemm_tc.cuh"
@@ -31,9 +32,11 @@ namespace {
 using namespace sdnq_bench;
 
 // state.range: M, N, K, bits, group size (-1 row-wise), SVD rank (padded to 64 as the repack does),
-// kernel (0 gemm_tc, 1 gemm_weight_only_sm90).
+// kernel (0 gemm_tc, 1 gemm_weight_only_sm90, 2 gemm_weight_only_sm90 with one block per output tile).
 void bench_sdnq_tc(benchmark::State& state) {
-  const bool sm90 = state.range(6) == 1;
+  const bool sm90 = state.range(6) >= 1;
+  const auto sm90_grid = state.range(6) == 2 ? sdnq::cuda::WeightOnlySm90Grid::one_block_per_tile
+                                             : sdnq::cuda::WeightOnlySm90Grid::persistent;
   if (sm90 && !sdnq::cuda::weight_only_sm90_supported(0)) {
     state.SkipWithError("the wgmma kernel needs an sm_90a build on a Hopper GPU");
     return;
@@ -91,7 +94,7 @@ void bench_sdnq_tc(benchmark::State& state) {
       sdnq::cuda::empty(sdnq::Shape{static_cast<std::int64_t>(workspace_bytes) + 16}, sdnq::DType::u8);
   const double us = time_median_us(state, copies, [&](int c) {
     if (sm90)
-      sdnq::cuda::gemm_weight_only_sm90(weights[c], x, sdnq::TensorView(bias), y, workspace);
+      sdnq::cuda::gemm_weight_only_sm90(weights[c], x, sdnq::TensorView(bias), y, workspace, nullptr, 0, sm90_grid);
     else
       sdnq::cuda::gemm_tc(weights[c], x, sdnq::TensorView(bias), y, workspace);
   });
@@ -151,8 +154,8 @@ void bench_dequant_cublas(benchmark::State& state) {
 }
 
 void register_all() {
-  const std::vector<std::pair<int, int>> shapes = {{3072, 3072}, {12288, 3072}, {3072, 12288}, {9216, 3072},
-                                                   {21504, 3072}, {8192, 8192}, {1280, 5120}};
+  const std::vector<std::pair<int, int>> shapes = {{3072, 3072},  {12288, 3072}, {3072, 12288}, {9216, 3072},
+                                                   {21504, 3072}, {8192, 8192},  {1280, 5120}};
   for (const int m : {16, 64, 256, 1024, 4096})
     for (const auto& [n, k] : shapes) {
       const std::string shape = "/M" + std::to_string(m) + "/N" + std::to_string(n) + "/K" + std::to_string(k);
@@ -176,6 +179,11 @@ void register_all() {
           benchmark::RegisterBenchmark((name + shape).c_str(), bench_sdnq_tc)
               ->Args({m, n, k, format[0], format[1], format[2], 1})
               ->UseManualTime();
+        for (const auto& [name, format] : sm90)
+          if (format[0] == 4 && format[1] == 128)
+            benchmark::RegisterBenchmark(("sm90_per_tile_" + name.substr(5) + shape).c_str(), bench_sdnq_tc)
+                ->Args({m, n, k, format[0], format[1], format[2], 2})
+                ->UseManualTime();
       }
       if (m >= 256)
         benchmark::RegisterBenchmark(("dequant_cublas_uint4_g64" + shape).c_str(), bench_dequant_cublas)
