@@ -214,12 +214,13 @@ __global__ void __launch_bounds__(Tile::threads, 1)
     if (rows0 >= p.n) {
       // Past N (N % 128 == 64): only release the stages this warpgroup is counted on. One thread walks
       // them while the others wait, so no thread can fall a barrier phase behind.
-      if (signals)
+      if (signals) {
 #pragma unroll 1
         for (int k_tile = 0; k_tile < k_tiles; ++k_tile) {
           barrier_wait(full + (step + k_tile) % Stages, ((step + k_tile) / Stages) & 1);
           barrier_arrive(empty + (step + k_tile) % Stages);
         }
+      }
       step += k_tiles;
       weight_only_warpgroup_sync(consumer);
       continue;
