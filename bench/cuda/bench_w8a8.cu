@@ -17,6 +17,9 @@
 // the same x at M = 4608, with bias: cuBLAS bf16 ×4, gemm_w8a8 fused ×4 (x quantized 4 times), and
 // quantize_w8a8_activations once + 4 pre-quantized gemm_w8a8; us is the whole group, vs_cublas against
 // the cuBLAS group.
+// w4a8_svd32_*: int8 codes with an SVD branch of rank 32 (padded to 64): what a uint4 + SVD r32 layer
+// with quantized matmul runs once re-quantized at load (repack_operand_for_w8a8); its time includes the
+// down-projection launch (x · svd_downᵀ) and the SVD tiles of the GEMM.
 // Run: bench_w8a8 --benchmark_min_time=0.05s
 #include <benchmark/benchmark.h>
 #include <cublasLt.h>
@@ -39,12 +42,13 @@ namespace {
 using namespace sdnq_bench;
 
 // state.range: M, N, K, kind (0 int8, 1 e4m3), forced tile (−1: gemm_w8a8 chooses), pre-quantized (1:
-// time only gemm_w8a8(w, activations) on x quantized by one quantize_w8a8_activations call before).
-void bench_w8a8(benchmark::State& state) {
+// time only gemm_w8a8(w, activations) on x quantized by one quantize_w8a8_activations call before),
+// `rank_padded`: the padded rank of an SVD branch (0: none).
+void bench_w8a8_with_svd(benchmark::State& state, int rank_padded) {
   const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)),
             k = static_cast<int>(state.range(2));
   const auto kind = state.range(3) == 0 ? sdnq::cuda::W8A8Kind::int8 : sdnq::cuda::W8A8Kind::float8_e4m3fn;
-  const double bytes = double(n) * k + 4.0 * n;
+  const double bytes = double(n) * k + 4.0 * n + 2.0 * rank_padded * (n + k);
   const int copies = std::max(1, static_cast<int>(rotation_bytes / bytes) + 1);
   std::vector<sdnq::Tensor> storage;
   std::vector<sdnq::cuda::W8A8Weights> weights;
@@ -57,6 +61,17 @@ void bench_w8a8(benchmark::State& state) {
                                               static_cast<const float*>(scale.data())});
     storage.push_back(std::move(codes));
     storage.push_back(std::move(scale));
+    if (rank_padded > 0) {
+      sdnq::Tensor down = sdnq::cuda::empty(sdnq::Shape{rank_padded, k}, sdnq::DType::bf16);
+      sdnq::Tensor up = sdnq::cuda::empty(sdnq::Shape{n, rank_padded}, sdnq::DType::bf16);
+      fill(down, 300 + c);
+      fill(up, 400 + c);
+      weights.back().svd_down = down.data();
+      weights.back().svd_up = up.data();
+      weights.back().svd_rank_padded = rank_padded;
+      storage.push_back(std::move(down));
+      storage.push_back(std::move(up));
+    }
   }
   sdnq::Tensor x = sdnq::cuda::empty(sdnq::Shape{m, k}, sdnq::DType::bf16);
   sdnq::Tensor bias = sdnq::cuda::empty(sdnq::Shape{n}, sdnq::DType::bf16);
@@ -69,16 +84,20 @@ void bench_w8a8(benchmark::State& state) {
   if (state.range(4) >= 0) tile = static_cast<sdnq::cuda::W8A8TileChoice>(state.range(4));
   try {
     const bool prequantized = state.range(5) == 1;
-    sdnq::Tensor buffer;
+    sdnq::Tensor buffer, svd_workspace;
     sdnq::cuda::W8A8Activations activations;
     if (prequantized) {
       buffer = sdnq::cuda::empty(sdnq::Shape{static_cast<std::int64_t>(sdnq::cuda::w8a8_activations_bytes(m, k))},
                                  sdnq::DType::u8);
       activations = sdnq::cuda::quantize_w8a8_activations(weights[0], x, buffer);
+      const auto svd_bytes = static_cast<std::int64_t>(sdnq::cuda::gemm_w8a8_workspace_bytes(weights[0], activations));
+      if (svd_bytes > 0) svd_workspace = sdnq::cuda::empty(sdnq::Shape{svd_bytes}, sdnq::DType::u8);
     }
     const double us = time_median_us(state, copies, [&](int c) {
       if (prequantized)
-        sdnq::cuda::gemm_w8a8(weights[c], activations, sdnq::TensorView(bias), y, sdnq::TensorView(), nullptr, tile);
+        sdnq::cuda::gemm_w8a8(weights[c], activations, sdnq::TensorView(bias), y,
+                              svd_workspace.numel() > 0 ? sdnq::TensorView(svd_workspace) : sdnq::TensorView(), nullptr,
+                              tile);
       else
         sdnq::cuda::gemm_w8a8(weights[c], x, sdnq::TensorView(bias), y, workspace, nullptr, tile);
     });
@@ -89,6 +108,9 @@ void bench_w8a8(benchmark::State& state) {
     state.SkipWithError(error.what());
   }
 }
+
+void bench_w8a8(benchmark::State& state) { bench_w8a8_with_svd(state, 0); }
+void bench_w4a8_svd32(benchmark::State& state) { bench_w8a8_with_svd(state, 64); }
 
 // cuBLASLt D[M,N] = A[M,K]·B[N,K]ᵀ on pre-quantized 8-bit operands (TN, the layout 8-bit Lt needs):
 // int8 → int32, or e4m3 → bf16 with unit scales. state.range: M, N, K, kind (0 int8, 1 e4m3).
@@ -313,6 +335,12 @@ void register_all() {
         benchmark::RegisterBenchmark(("w8a8_fp8_tile" + std::to_string(tile) + shape).c_str(), bench_w8a8)
             ->Args({m, n, k, 1, tile, 0})
             ->UseManualTime();
+      benchmark::RegisterBenchmark(("w4a8_svd32" + shape).c_str(), bench_w4a8_svd32)
+          ->Args({m, n, k, 0, -1, 0})
+          ->UseManualTime();
+      benchmark::RegisterBenchmark(("w4a8_svd32_prequantized" + shape).c_str(), bench_w4a8_svd32)
+          ->Args({m, n, k, 0, -1, 1})
+          ->UseManualTime();
     }
   // The SDXL UNet's Linear shapes at batch 2, 128² latents (M, N, K): fused against quantized beforehand,
   // and the quantization alone (what a separate pass costs).

@@ -11,7 +11,12 @@
 //   memory-bound pass over x, and GEMMs on the codes with no prologue and no counters
 //   (W8A8Params::codes_ready). Bit-identical to the fused call on the same x.
 // Weights: int8 (int32 accumulation, exact) or float8_e4m3fn (fp32 accumulation, promoted every 128
-// inputs) from an SDNQ checkpoint, repacked at load time by detail/w8a8_repack.hpp. mma.sync m16n8k32
+// inputs) from an SDNQ checkpoint, repacked at load time by detail/w8a8_repack.hpp; weights the
+// reference re-quantizes per call (W4A8: uint4 g64 + SVD and friends) re-quantized once at load
+// (repack_operand_for_w8a8). An SVD branch (int8, Hopper): low_rank = x·svd_downᵀ by gemm_tc's dense
+// launch first, then low_rank·svd_upᵀ on the tensor cores as extra tiles of the GEMM into fp32, added
+// to the bias in the epilogue (bias' of §5.1 step 3; low_rank rounded to T where the reference keeps
+// it in fp32: relative L2 ≤ 1e-2, no longer bit-exact). mma.sync m16n8k32
 // on sm_80+ (int8) and sm_89+ (e4m3) (detail/w8a8_kernel.cuh), used for M ≤ 32 everywhere and for all
 // M off Hopper; on Hopper with an sm_90a build and M > 32: a warp-specialized persistent kernel
 // (detail/w8a8_tma.cuh) with a TMA producer warp, an mbarrier-guarded shared-memory ring, two wgmma
@@ -44,6 +49,7 @@
 #include "sdnq/cuda/check.hpp"
 #include "sdnq/cuda/config.cuh"
 #include "sdnq/cuda/detail/w8a8_kernel.cuh"
+#include "sdnq/cuda/gemm_tc.cuh"
 #include "sdnq/cuda/detail/w8a8_repack.hpp"
 #include "sdnq/cuda/detail/w8a8_tma.cuh"
 #include "sdnq/cuda/detail/w8a8_wgmma.cuh"
@@ -60,11 +66,17 @@ struct W8A8Weights {
   DType scale_dtype = DType::f32;  // F32, or dtype when the layer computes its scales in the model dtype
   const void* codes = nullptr;     // [N, K] int8 / e4m3
   const float* scale = nullptr;    // [N]
+  // The SVD branch (§5.1 step 3), int8 only, or none: svd_down [rp, K] and svd_up [N, rp] in dtype,
+  // ranks zero-padded to rp, a multiple of 64 (repack_for_w8a8 / repack_operand_for_w8a8).
+  const void* svd_down = nullptr;
+  const void* svd_up = nullptr;
+  std::int64_t svd_rank_padded = 0;
+  bool svd_in_activation_dtype = false;  // bias' rounded to dtype (the reference's SVD dtype), else F32
 };
 
 struct W8A8WeightsDevice {
   W8A8Weights meta;  // pointers refer to the tensors below
-  Tensor codes, scale;
+  Tensor codes, scale, svd_down, svd_up;
   const W8A8Weights& view() const { return meta; }
 };
 
@@ -80,6 +92,14 @@ inline W8A8WeightsDevice upload_w8a8_weights(const W8A8WeightsHost& host, int de
                          host.scale_dtype,
                          out.codes.data(),
                          static_cast<const float*>(out.scale.data())};
+  if (host.svd_rank > 0) {
+    out.svd_down = sdnq::cuda::to_device(host.svd_down, device, stream);
+    out.svd_up = sdnq::cuda::to_device(host.svd_up, device, stream);
+    out.meta.svd_down = out.svd_down.data();
+    out.meta.svd_up = out.svd_up.data();
+    out.meta.svd_rank_padded = host.svd_down.size(0);
+    out.meta.svd_in_activation_dtype = host.svd_in_activation_dtype;
+  }
   return out;
 }
 
@@ -93,6 +113,9 @@ struct W8A8Activations {
   std::int64_t tokens = 0, in_features = 0;
   const std::uint8_t* codes = nullptr;  // [tokens, in_features] 8-bit codes, device, 256-byte aligned
   const float* scale = nullptr;         // [tokens] device
+  // The x that was quantized ([tokens, in_features] in dtype), which a weight with an SVD branch reads
+  // for its down-projection; null where the codes came without rows. Must outlive the GEMMs.
+  const void* rows = nullptr;
 };
 
 // The instantiated tiles: 16×32 (2 warps, many blocks: weight streaming) for M ≤ 32; 64×64 (4 warps)
@@ -127,6 +150,7 @@ using W8A8TileWgmma128 = W8A8WgmmaTile<128, 4>;
 using W8A8TileWgmma256 = W8A8WgmmaTile<256, 4>;
 using W8A8TileTma128 = W8A8TmaTile<128, 6>;  // 32 KB a stage + 32 KB of staged output
 using W8A8TileTma256 = W8A8TmaTile<256, 3>;  // 48 KB a stage + 64 KB of staged output
+using W8A8TileTma128Svd = W8A8TmaTile<128, 6, true>;  // weights with an SVD branch (int8)
 
 // Whether this build has sm_90a code for `device` (detail/wgmma.cuh's probe, asked once per device).
 inline bool has_wgmma_code(int device) { return has_sm90a_code(device); }
@@ -177,10 +201,20 @@ void launch_gemm_w8a8(const W8A8Params& p, cudaStream_t stream) {
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }
 
+// The SVD operands of one launch: low_rank = x · svd_downᵀ [M, rank_padded] T (computed first) and
+// svd_up [N, rank_padded] T; rank_padded 0 for weights without an SVD branch.
+struct W8A8SvdLaunch {
+  const void* low_rank = nullptr;
+  const void* svd_up = nullptr;
+  std::int64_t rank_padded = 0;
+  bool in_activation_dtype = false;
+};
+
 // Launches the TMA kernel: tensor maps of the workspace codes [M, K] and the weight codes [N, K];
 // `blocks_at_most` caps the grid (the SM count: persistent blocks; 0: one block per tile).
 template <class T, W8A8Operand Operand, class Tile>
-void launch_gemm_w8a8_tma(const W8A8Params& p, int blocks_at_most, cudaStream_t stream) {
+void launch_gemm_w8a8_tma(const W8A8Params& p, int blocks_at_most, cudaStream_t stream,
+                          const W8A8SvdLaunch& svd = {}) {
   auto* kernel = gemm_w8a8_tma_kernel<T, Operand, Tile>;
   static std::atomic<std::uint64_t> opted_in{0};  // a static per template instantiation
   int device = 0;
@@ -197,15 +231,29 @@ void launch_gemm_w8a8_tma(const W8A8Params& p, int blocks_at_most, cudaStream_t 
   const bool store_by_tma = p.n % 8 == 0 && reinterpret_cast<std::uintptr_t>(p.y) % 16 == 0;
   const CUtensorMap y_map =
       store_by_tma ? byte_matrix_tensor_map(p.y, p.m, std::int64_t{p.n} * 2, 64, "the output") : a_map;
+  W8A8SvdParams svd_params{};
+  CUtensorMap low_rank_map = a_map, svd_up_map = b_map;  // unused without an SVD branch
+  if (svd.rank_padded > 0) {
+    svd_params.tiles = static_cast<int>(svd.rank_padded / 64);
+    svd_params.rounded_to_output = svd.in_activation_dtype;
+    low_rank_map = byte_matrix_tensor_map(svd.low_rank, p.m, svd.rank_padded * 2, Tile::BM, "low_rank");
+    svd_up_map = byte_matrix_tensor_map(svd.svd_up, p.n, svd.rank_padded * 2, Tile::BN, "svd_up");
+  }
   std::int64_t blocks = ceil_div(p.n, Tile::BN) * ceil_div(p.m, Tile::BM);
   if (blocks_at_most > 0) blocks = std::min<std::int64_t>(blocks, blocks_at_most);
-  kernel<<<static_cast<unsigned>(blocks), Tile::threads, Tile::shared_bytes, stream>>>(p, a_map, b_map, y_map,
-                                                                                      store_by_tma);
+  kernel<<<static_cast<unsigned>(blocks), Tile::threads, Tile::shared_bytes, stream>>>(
+      p, a_map, b_map, y_map, store_by_tma, low_rank_map, svd_up_map, svd_params);
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }
 
 template <class T, W8A8Operand Operand>
-void dispatch_gemm_w8a8(W8A8TileChoice tile, const W8A8Params& p, int multiprocessors, cudaStream_t stream) {
+void dispatch_gemm_w8a8(W8A8TileChoice tile, const W8A8Params& p, int multiprocessors, cudaStream_t stream,
+                        const W8A8SvdLaunch& svd = {}) {
+  if constexpr (Operand == W8A8Operand::int8) {
+    if (svd.rank_padded > 0)  // choose_checked_w8a8_tile allowed only tma_128 (persistent or per tile)
+      return launch_gemm_w8a8_tma<T, Operand, W8A8TileTma128Svd>(
+          p, tile == W8A8TileChoice::tma_128 ? multiprocessors : 0, stream, svd);
+  }
   if (tile == W8A8TileChoice::tma_128)
     return launch_gemm_w8a8_tma<T, Operand, W8A8TileTma128>(p, multiprocessors, stream);
   if (tile == W8A8TileChoice::tma_128_per_tile) return launch_gemm_w8a8_tma<T, Operand, W8A8TileTma128>(p, 0, stream);
@@ -279,6 +327,13 @@ inline void require_w8a8_weights(const W8A8Weights& w, const char* caller, bool 
                    w.in_features < (std::int64_t{1} << 31) && w.out_features < (std::int64_t{1} << 31),
                UnsupportedError, "{}: needs K % 16 == 0 (16-byte code rows), got weight [{}, {}]", caller,
                w.out_features, w.in_features);
+  SDNQ_REQUIRE(w.svd_rank_padded == 0 || (w.svd_rank_padded % 64 == 0 && w.svd_rank_padded <= 1024 &&
+                                          w.svd_down != nullptr && w.svd_up != nullptr &&
+                                          w8a8_aligned(w.svd_down, 16) && w8a8_aligned(w.svd_up, 16)),
+               UnsupportedError,
+               "{}: an SVD branch needs 16-byte aligned svd_down and svd_up with the rank padded to a multiple of 64 "
+               "(up to 1024), got rank {}",
+               caller, w.svd_rank_padded);
 }
 
 // The row count both GEMM entry points accept, y [tokens, N] and bias [N].
@@ -330,6 +385,20 @@ inline W8A8Launch choose_checked_w8a8_tile(const W8A8Weights& w, std::int64_t to
                  "gemm_w8a8: this build has no sm_89+ code for the float8_e4m3fn GEMM (CMAKE_CUDA_ARCHITECTURES)");
   }
   const bool wgmma = capability == 90 && has_wgmma_code(device);
+  if (w.svd_rank_padded > 0) {  // the SVD tiles run on the 128×128 TMA kernel only
+    const W8A8TileChoice chosen = tile ? *tile : W8A8TileChoice::tma_128;
+    SDNQ_REQUIRE(w.kind == W8A8Kind::int8 && wgmma && W8A8TileTma128Svd::shared_bytes <= shared_optin,
+                 UnsupportedError,
+                 "gemm_w8a8: weights with an SVD branch run on int8 weights on the Hopper TMA kernel (an sm_90a "
+                 "build on a compute capability 9.0 GPU); cuda:{} is sm_{}",
+                 device, capability);
+    SDNQ_REQUIRE(chosen == W8A8TileChoice::tma_128 || chosen == W8A8TileChoice::tma_128_per_tile, UnsupportedError,
+                 "gemm_w8a8: weights with an SVD branch run on the tma_128 tiles only");
+    SDNQ_REQUIRE(w.out_features % 8 == 0 && w.in_features % 64 == 0, UnsupportedError,
+                 "gemm_w8a8: weights with an SVD branch need N % 8 == 0 and K % 64 == 0, got [{}, {}]",
+                 w.out_features, w.in_features);
+    return W8A8Launch{chosen, multiprocessors};
+  }
   const W8A8TileChoice chosen =
       tile ? *tile : choose_w8a8_tile(w.kind, tokens, w.out_features, multiprocessors, shared_optin, wgmma);
   const bool wgmma_tile = chosen == W8A8TileChoice::wgmma_128 || chosen == W8A8TileChoice::wgmma_256 ||
@@ -400,19 +469,62 @@ inline W8A8Params w8a8_params(const W8A8Weights& w, const W8A8Activations& activ
 }
 
 inline void dispatch_gemm_w8a8(const W8A8Weights& w, W8A8TileChoice tile, const W8A8Params& p, int multiprocessors,
-                               cudaStream_t stream) {
+                               cudaStream_t stream, const W8A8SvdLaunch& svd = {}) {
   if (w.dtype == DType::bf16) {
     if (w.kind == W8A8Kind::int8)
-      dispatch_gemm_w8a8<__nv_bfloat16, W8A8Operand::int8>(tile, p, multiprocessors, stream);
+      dispatch_gemm_w8a8<__nv_bfloat16, W8A8Operand::int8>(tile, p, multiprocessors, stream, svd);
     else
       dispatch_gemm_w8a8<__nv_bfloat16, W8A8Operand::float8_e4m3fn>(tile, p, multiprocessors, stream);
   } else {
     if (w.kind == W8A8Kind::int8)
-      dispatch_gemm_w8a8<__half, W8A8Operand::int8>(tile, p, multiprocessors, stream);
+      dispatch_gemm_w8a8<__half, W8A8Operand::int8>(tile, p, multiprocessors, stream, svd);
     else
       dispatch_gemm_w8a8<__half, W8A8Operand::float8_e4m3fn>(tile, p, multiprocessors, stream);
   }
 }
+
+// The SVD down-projection of one call: low_rank = x · svd_downᵀ [M, rp] T by gemm_tc's dense tensor-core
+// launch (split along K when it has few blocks), in the SVD part of the workspace: low_rank, then the
+// split partial sums. Sized on the current device (its SM count sets the split).
+struct W8A8SvdPlan {
+  KSplit down;
+  std::size_t partial = 0, bytes = 0;  // offset of the partial sums, bytes of the SVD part
+};
+
+inline W8A8SvdPlan plan_w8a8_svd(const W8A8Weights& w, std::int64_t tokens) {
+  W8A8SvdPlan plan;
+  if (w.svd_rank_padded == 0) return plan;
+  const std::int64_t down_blocks = (tokens + 63) / 64 * (w.svd_rank_padded / 64);
+  plan.down = choose_k_split(down_blocks, static_cast<int>(w.in_features / 64), 4,
+                             current_gemm_tc_device().multiprocessors);
+  plan.partial = static_cast<std::size_t>((tokens * w.svd_rank_padded * 2 + 255) / 256 * 256);
+  plan.bytes = plan.partial;
+  if (plan.down.splits > 1)
+    plan.bytes += static_cast<std::size_t>(plan.down.splits * tokens * w.svd_rank_padded) * sizeof(float);
+  return plan;
+}
+
+// Runs the down-projection of `rows` ([tokens, K] in w.dtype) into `svd_part` and returns the SVD
+// operands of the GEMM launch that follows on the same stream.
+inline W8A8SvdLaunch launch_w8a8_svd_down(const W8A8Weights& w, const void* rows, std::int64_t tokens,
+                                          const W8A8SvdPlan& plan, std::uint8_t* svd_part, cudaStream_t stream) {
+  if (w.svd_rank_padded == 0) return {};
+  GemmTcParams down{};
+  down.a = rows;
+  down.b = w.svd_down;
+  down.y = svd_part;
+  down.partial = plan.down.splits > 1 ? reinterpret_cast<float*>(svd_part + plan.partial) : nullptr;
+  down.m = static_cast<int>(tokens);
+  down.n = static_cast<int>(w.svd_rank_padded);
+  down.k = static_cast<int>(w.in_features);
+  if (w.dtype == DType::bf16)
+    launch_gemm_tc<__nv_bfloat16, 16, TcTileMedium>(down, plan.down, stream);
+  else
+    launch_gemm_tc<__half, 16, TcTileMedium>(down, plan.down, stream);
+  return W8A8SvdLaunch{svd_part, w.svd_up, w.svd_rank_padded, w.svd_in_activation_dtype};
+}
+
+inline std::size_t w8a8_align_256(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 template <class T, W8A8Operand Operand>
 void launch_quantize_w8a8_rows(const W8A8Params& p, cudaStream_t stream) {
@@ -438,7 +550,10 @@ void launch_quantize_w8a8_rows(const W8A8Params& p, cudaStream_t stream) {
 // Device workspace gemm_w8a8() needs for M rows: the 8-bit codes of x, its scales and the row-tile
 // counters (≈ M·K bytes). One workspace must not be used by two calls running at the same time.
 inline std::size_t gemm_w8a8_workspace_bytes(const W8A8Weights& w, std::int64_t tokens) {
-  return kernel_detail::w8a8_workspace_layout(tokens, w.in_features).bytes;
+  using namespace kernel_detail;
+  const std::size_t quantization = w8a8_workspace_layout(tokens, w.in_features).bytes;
+  const W8A8SvdPlan svd = plan_w8a8_svd(w, tokens);
+  return svd.bytes == 0 ? quantization : w8a8_align_256(quantization) + svd.bytes;
 }
 
 // y = x · Wᵀ through the 8-bit product (+ bias), x quantized inside the GEMM. x [M, K], y [M, N],
@@ -459,16 +574,19 @@ inline void gemm_w8a8(const W8A8Weights& w, TensorView x, std::optional<TensorVi
   require_w8a8_output(w, tokens, bias, y);
   SDNQ_REQUIRE(w8a8_aligned(x.data(), 16), ShapeError, "gemm_w8a8: x needs 16-byte alignment");
   const W8A8Workspace layout = w8a8_workspace_layout(tokens, w.in_features);
+  const std::size_t needed = gemm_w8a8_workspace_bytes(w, tokens);
   SDNQ_REQUIRE(
-      workspace.nbytes() >= layout.bytes && workspace.device().is_cuda() && w8a8_aligned(workspace.data(), 256),
-      ShapeError, "gemm_w8a8: needs {} bytes of 256-byte aligned device workspace, got {} on {}", layout.bytes,
+      workspace.nbytes() >= needed && workspace.device().is_cuda() && w8a8_aligned(workspace.data(), 256),
+      ShapeError, "gemm_w8a8: needs {} bytes of 256-byte aligned device workspace, got {} on {}", needed,
       workspace.nbytes(), workspace.device().to_string());
   const W8A8Launch launch = choose_checked_w8a8_tile(w, tokens, tile);
 
   const W8A8Params p = w8a8_params(w, x, bias, y, workspace);
   const std::int64_t row_tiles = ceil_div(tokens, w8a8_smallest_tile_rows);
   SDNQ_CUDA_CHECK(cudaMemsetAsync(p.row_claims, 0, 2 * static_cast<std::size_t>(row_tiles) * sizeof(int), stream));
-  dispatch_gemm_w8a8(w, launch.tile, p, launch.multiprocessors, stream);
+  auto* svd_part = static_cast<std::uint8_t*>(workspace.data()) + w8a8_align_256(layout.bytes);
+  const W8A8SvdLaunch svd = launch_w8a8_svd_down(w, x.data(), tokens, plan_w8a8_svd(w, tokens), svd_part, stream);
+  dispatch_gemm_w8a8(w, launch.tile, p, launch.multiprocessors, stream, svd);
 }
 
 // Device bytes quantize_w8a8_activations needs in `buffer` for M rows of K (codes + scales,
@@ -532,6 +650,7 @@ inline W8A8Activations quantize_w8a8_activations(const W8A8Weights& like, Tensor
   out.in_features = like.in_features;
   out.codes = p.x_codes;
   out.scale = p.x_scale;
+  out.rows = x.data();
   return out;
 }
 
@@ -545,24 +664,23 @@ inline bool w8a8_activations_fit(const W8A8Weights& w, const W8A8Activations& ac
          activations.scale != nullptr;
 }
 
-// Workspace the pre-quantized gemm_w8a8 needs: none (no counters, the codes are the caller's). Kept
-// in the API so that callers size scratch the same way for both entry points.
+// Workspace the pre-quantized gemm_w8a8 needs: none without an SVD branch (no counters, the codes are
+// the caller's); with one, the down-projection's [M, rp] product (and its split partial sums).
 inline std::size_t gemm_w8a8_workspace_bytes(const W8A8Weights& w, const W8A8Activations& activations) {
-  (void)w, (void)activations;
-  return 0;
+  return kernel_detail::plan_w8a8_svd(w, activations.tokens).bytes;
 }
 
 // y = dequant(activations) · Wᵀ (+ bias): the same result, bit for bit, as gemm_w8a8(w, x, ...) on the
 // x that was quantized (same kernels and tiles, the quantization prologue skipped). y [M, N], bias [N]
-// as in the fused call; `workspace` is not used (gemm_w8a8_workspace_bytes(w, activations) is 0: an
-// empty TensorView will do). Several calls may read one W8A8Activations, also concurrently. Checks
+// as in the fused call; `workspace`: gemm_w8a8_workspace_bytes(w, activations) bytes of 256-byte aligned
+// device memory, 0 (an empty TensorView will do) unless w has an SVD branch, whose down-projection reads
+// activations.rows. Several calls may read one W8A8Activations, also concurrently. Checks
 // before launching that the activations fit the weights (kind, dtype, scale mode, K: ShapeError naming
 // both sides), y, bias, the pointers and their alignment.
 inline void gemm_w8a8(const W8A8Weights& w, const W8A8Activations& activations, std::optional<TensorView> bias,
                       TensorView y, TensorView workspace, cudaStream_t stream = nullptr,
                       std::optional<W8A8TileChoice> tile = std::nullopt) {
   using namespace kernel_detail;
-  (void)workspace;
   require_w8a8_weights(w, "gemm_w8a8");
   const W8A8Activations& a = activations;
   SDNQ_REQUIRE(a.codes != nullptr && a.scale != nullptr, ShapeError,
@@ -584,7 +702,19 @@ inline void gemm_w8a8(const W8A8Weights& w, const W8A8Activations& activations, 
   SDNQ_REQUIRE(w8a8_aligned(a.codes, 16) && w8a8_aligned(a.scale, 4), ShapeError,
                "gemm_w8a8: the activation codes need 16-byte alignment, their scales 4-byte alignment");
   const W8A8Launch launch = choose_checked_w8a8_tile(w, a.tokens, tile);
-  dispatch_gemm_w8a8(w, launch.tile, w8a8_params(w, a, bias, y), launch.multiprocessors, stream);
+  const W8A8SvdPlan svd_plan = plan_w8a8_svd(w, a.tokens);
+  W8A8SvdLaunch svd{};
+  if (svd_plan.bytes > 0) {
+    SDNQ_REQUIRE(a.rows != nullptr && w8a8_aligned(a.rows, 16), ShapeError,
+                 "gemm_w8a8: weights with an SVD branch need the quantized rows of x (W8A8Activations::rows, "
+                 "16-byte aligned) for their down-projection; these activations came without them");
+    SDNQ_REQUIRE(workspace.nbytes() >= svd_plan.bytes && workspace.device().is_cuda() &&
+                     w8a8_aligned(workspace.data(), 256),
+                 ShapeError, "gemm_w8a8: needs {} bytes of 256-byte aligned device workspace, got {} on {}",
+                 svd_plan.bytes, workspace.nbytes(), workspace.device().to_string());
+    svd = launch_w8a8_svd_down(w, a.rows, a.tokens, svd_plan, static_cast<std::uint8_t*>(workspace.data()), stream);
+  }
+  dispatch_gemm_w8a8(w, launch.tile, w8a8_params(w, a, bias, y), launch.multiprocessors, stream, svd);
 }
 
 SDNQ_KERNEL_NAMESPACE_END

@@ -8,11 +8,17 @@
 //   codes  I8 / F8_E4M3 [N, K]  row-major, K contiguous (the B operand of mma.row.col)
 //   scale  F32 [N]              rounded to the activation dtype first, as the reference loader does
 //                               (ScaleRounding::to_output_dtype) — the reference's s_w
+//   svd_up T [N, rp], svd_down T [rp, K]   (int8 only) the SVD branch, ranks zero-padded to rp = a
+//                               multiple of 64
 // Not handled here (UnsupportedError): uint8 and packed int2..int7 weights (they need the zero-point
-// bias terms of §5.1 step 5 or an in-kernel upconversion), grouped weights (the reference re-quantizes
-// those per call), other float codes, and SVD branches.
+// bias terms of §5.1 step 5 or an in-kernel upconversion), grouped weights, other float codes. Weights
+// the reference re-quantizes per call (grouped or packed, W4A8 and friends) take
+// repack_operand_for_w8a8: the caller re-quantizes once at load (quant::detail::weight_operand gives
+// the reference's exact operand) and passes the int8 codes and scales.
 #include <cstdint>
 #include <cstring>
+#include <optional>
+#include <string_view>
 #include <type_traits>
 
 #include "sdnq/core/dtype.hpp"
@@ -35,7 +41,42 @@ struct W8A8WeightsHost {
   DType scale_dtype = DType::f32;
   Tensor codes;  // I8 or F8_E4M3 [N, K]
   Tensor scale;  // F32 [N]
+  // The SVD branch (§5.1 step 3) or empty tensors: T factors, ranks zero-padded to a multiple of 64.
+  Tensor svd_up;    // [N, rp]
+  Tensor svd_down;  // [rp, K]
+  std::int64_t svd_rank = 0;
+  bool svd_in_activation_dtype = false;  // the reference's SVD dtype is T (else F32): bias' rounded to T
 };
+
+namespace detail {
+
+// Copies LinearCodes-layout factors (svd_up [N, r], svd_down [r, K], any float dtype) into `out` as T,
+// zero-padded to a multiple of 64 ranks.
+template <class T>
+void attach_w8a8_svd(W8A8WeightsHost& out, std::string_view name, TensorView svd_up, TensorView svd_down,
+                     bool in_activation_dtype) {
+  const std::int64_t n = out.out_features, k = out.in_features;
+  SDNQ_REQUIRE(out.kind == W8A8Kind::int8, UnsupportedError,
+               "{}: gemm_w8a8 runs an SVD branch with int8 weights only, not float8_e4m3fn", name);
+  SDNQ_REQUIRE(svd_up.rank() == 2 && svd_down.rank() == 2 && svd_up.size(0) == n && svd_down.size(1) == k &&
+                   svd_up.size(1) == svd_down.size(0) && svd_up.size(1) >= 1 && svd_up.is_contiguous() &&
+                   svd_down.is_contiguous(),
+               ShapeError, "{}: SVD factors must be contiguous svd_up [{}, r] and svd_down [r, {}], got {} and {}", name,
+               n, k, svd_up.shape().to_string(), svd_down.shape().to_string());
+  const std::int64_t rank = svd_up.size(1), padded = (rank + 63) / 64 * 64;
+  SDNQ_REQUIRE(padded <= 1024, UnsupportedError, "{}: SVD rank {} is above what gemm_w8a8 runs (1024)", name, rank);
+  out.svd_rank = rank;
+  out.svd_in_activation_dtype = in_activation_dtype;
+  out.svd_up = Tensor::zeros(Shape{n, padded}, dtype_of_v<T>);
+  out.svd_down = Tensor::zeros(Shape{padded, k}, dtype_of_v<T>);
+  T* up = out.svd_up.data_as<T>();
+  for (std::int64_t row = 0; row < n; ++row)
+    for (std::int64_t r = 0; r < rank; ++r) up[row * padded + r] = narrow_param<T>(svd_up, row * rank + r);
+  T* down = out.svd_down.data_as<T>();
+  for (std::int64_t i = 0; i < rank * k; ++i) down[i] = narrow_param<T>(svd_down, i);
+}
+
+}  // namespace detail
 
 // Repacks a host checkpoint weight. `dequantize_fp32`: the layer's quantization_config flag (decides
 // the scale dtype, §6.4). Throws UnsupportedError naming the weight and what is supported.
@@ -52,8 +93,9 @@ W8A8WeightsHost repack_for_w8a8(const LinearCodes& w, bool dequantize_fp32 = tru
                "{}: gemm_w8a8 takes int8 (I8) or float8_e4m3fn (F8_E4M3) codes, got {}-bit {} codes; uint8 and "
                "packed weights need the zero-point terms or re-quantization, which it does not implement",
                w.name, w.bits, dtype_name(w.codes.dtype()));
-  SDNQ_REQUIRE(!w.zero_point && !w.svd_up, UnsupportedError,
-               "{}: gemm_w8a8 has no zero-point terms and no SVD branch yet", w.name);
+  SDNQ_REQUIRE(!w.zero_point, UnsupportedError, "{}: gemm_w8a8 has no zero-point terms yet", w.name);
+  SDNQ_REQUIRE(w.svd_up.has_value() == w.svd_down.has_value(), ShapeError,
+               "{}: an SVD branch needs both svd_up and svd_down", w.name);
   SDNQ_REQUIRE(w.group_size == -1 || w.group_size == -2 || w.group_size == w.in_features, UnsupportedError,
                "{}: gemm_w8a8 needs one scale per output channel or per tensor, got groups of {} over {} inputs "
                "(the reference re-quantizes grouped weights on every call)",
@@ -84,6 +126,48 @@ W8A8WeightsHost repack_for_w8a8(const LinearCodes& w, bool dequantize_fp32 = tru
     const float stored = detail::narrow_param<float>(w.scale, index);
     scale[o] = rounding == ScaleRounding::to_output_dtype ? T(stored).to_float() : stored;
   }
+  if (w.svd_up) detail::attach_w8a8_svd<T>(out, w.name, *w.svd_up, *w.svd_down, !dequantize_fp32);
+  return out;
+}
+
+// Weights the reference re-quantizes on every call (§5.1 step 1: grouped or packed integer codes, e.g.
+// uint4 g64 + SVD with quantized matmul on), given as the operand of that re-quantization, computed once
+// by the caller: int8 codes [N, K] (K contiguous) and s_w [N] as F32 (the values the reference multiplies
+// with), `scale_dtype` the dtype its activation scales are computed in (F32 or T), and the layer's SVD
+// factors in LinearCodes' layout (svd_up [N, r], svd_down [r, K]) with their dtype rule. Host tensors.
+template <class T>
+W8A8WeightsHost repack_operand_for_w8a8(std::string_view name, TensorView codes, TensorView scale, DType scale_dtype,
+                                        std::optional<TensorView> svd_up = std::nullopt,
+                                        std::optional<TensorView> svd_down = std::nullopt,
+                                        bool svd_in_activation_dtype = false) {
+  static_assert(std::is_same_v<T, bf16> || std::is_same_v<T, fp16>, "activations are bf16 or fp16");
+  SDNQ_REQUIRE(codes.device().is_cpu() && scale.device().is_cpu(), ShapeError,
+               "{}: repack_operand_for_w8a8 reads host tensors", name);
+  SDNQ_REQUIRE(codes.rank() == 2 && codes.dtype() == DType::i8 && codes.is_contiguous(), UnsupportedError,
+               "{}: the re-quantized operand must be contiguous I8 codes [N, K], got {} {}", name,
+               dtype_name(codes.dtype()), codes.shape().to_string());
+  const std::int64_t n = codes.size(0), k = codes.size(1);
+  SDNQ_REQUIRE(scale.numel() == n && scale.dtype() == DType::f32 && scale.is_contiguous(), ShapeError,
+               "{}: the re-quantized operand needs F32 scales [{}], got {} {}", name, n, dtype_name(scale.dtype()),
+               scale.shape().to_string());
+  SDNQ_REQUIRE(k % 16 == 0, UnsupportedError,
+               "{}: gemm_w8a8 needs in_features to be a multiple of 16 (16-byte code rows), got {}", name, k);
+  SDNQ_REQUIRE(scale_dtype == DType::f32 || scale_dtype == dtype_of_v<T>, UnsupportedError,
+               "{}: activation scales are computed in F32 or the activation dtype, not {}", name,
+               dtype_name(scale_dtype));
+  SDNQ_REQUIRE(svd_up.has_value() == svd_down.has_value(), ShapeError,
+               "{}: an SVD branch needs both svd_up and svd_down", name);
+  W8A8WeightsHost out;
+  out.kind = W8A8Kind::int8;
+  out.out_features = n;
+  out.in_features = k;
+  out.dtype = dtype_of_v<T>;
+  out.scale_dtype = scale_dtype;
+  out.codes = Tensor::empty(Shape{n, k}, DType::i8);
+  std::memcpy(out.codes.data(), codes.data(), static_cast<std::size_t>(n * k));
+  out.scale = Tensor::empty(Shape{n}, DType::f32);
+  std::memcpy(out.scale.data(), scale.data(), static_cast<std::size_t>(n) * sizeof(float));
+  if (svd_up) detail::attach_w8a8_svd<T>(out, name, *svd_up, *svd_down, svd_in_activation_dtype);
   return out;
 }
 

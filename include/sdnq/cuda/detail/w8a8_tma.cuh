@@ -26,6 +26,10 @@
 // its MMAs, so the two consumers issue in turn (named barriers consumer_0_issued / consumer_1_issued):
 // consumer 0's K tile, then consumer 1's, then consumer 0's next, ... and each one's promotion runs
 // while the other's MMAs keep the tensor cores busy (in lockstep both promoted at once, tensor cores idle).
+// SVD branch (W8A8TmaTile<128, 6, true>, int8): after an output tile's K tiles come svd.tiles more
+// stages holding 64 ranks of low_rank (x·svd_downᵀ, T, by an earlier launch) and of svd_up; the
+// consumers run them as bf16/fp16 wgmma into fp32 accumulators of their own, and the epilogue adds them
+// to the bias (bias' of §5.1 step 3, rounded to T when that is the reference's SVD dtype).
 // Epilogue as the other kernels: y = fma(acc·s_x, s_w, bias) in fp32, rounded once to T. With N % 8 == 0
 // (and y 16-byte aligned) each consumer stages its 64×BN outputs in shared memory and one thread writes
 // them with TMA stores that drain while the consumer's next tile runs its MMAs (the global writes no
@@ -60,9 +64,39 @@ __device__ __forceinline__ void wgmma_e4m3_m64n128k32(float (&d)[64], std::uint6
 #endif
 }
 
-template <int BN_, int Stages_>
+// d (+)= A[64×16] · B[128×16]ᵀ in bf16 / fp16 with fp32 accumulators, both operands K-major by
+// descriptor (the SVD tiles: 64 ranks of T are 128 bytes, one ring stage like a K tile of codes).
+template <class T>
+__device__ __forceinline__ void wgmma_16bit_m64n128k16(float (&d)[64], std::uint64_t a, std::uint64_t b) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " SDNQ_WGMMA_R64 "}, %64, %65, 1, 1, 1, 0, 0;\n"
+                 : SDNQ_WGMMA_D64("+f")
+                 : "l"(a), "l"(b));
+  else
+    asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " SDNQ_WGMMA_R64 "}, %64, %65, 1, 1, 1, 0, 0;\n"
+                 : SDNQ_WGMMA_D64("+f")
+                 : "l"(a), "l"(b));
+#else
+  (void)d, (void)a, (void)b;
+  __trap();
+#endif
+}
+
+// The SVD branch of a W4A8-style layer (§5.1 step 3, bias' = bias + (x·svd_down)·svd_up): `tiles`
+// ring stages of 64 ranks after the K tiles of each output tile, low_rank [M, 64·tiles] T (x·svd_downᵀ,
+// computed by an earlier launch) against svd_up [N, 64·tiles] T on the tensor cores into fp32;
+// `rounded_to_output`: the reference's SVD dtype is the activation dtype (dequantize_fp32 = false), so
+// bias' is rounded to T before the epilogue uses it.
+struct W8A8SvdParams {
+  int tiles = 0;
+  bool rounded_to_output = false;
+};
+
+template <int BN_, int Stages_, bool Svd_ = false>
 struct W8A8TmaTile {
   static constexpr int BM = 128, BN = BN_, Stages = Stages_, threads = 384, k_tile = 128;
+  static constexpr bool svd = Svd_;  // int8, BN 128: fp32 SVD accumulators next to the int32 ones
   // setmaxnreg budgets after the role split (128·producer + 256·consumer ≤ 64K registers): the
   // producer warpgroup also runs the look-ahead quantization, so it keeps more than the TMA thread needs.
   static constexpr int producer_registers = 72, consumer_registers = 216;
@@ -101,10 +135,20 @@ __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
 __device__ __forceinline__ void consumer_sync(int consumer) { named_barrier_sync(1 + consumer, 128); }
 inline constexpr int consumer_0_issued = 3, consumer_1_issued = 4;
 
-// y rows `row` and `row + 8`, columns col, col + 1, from the accumulator pairs of one fragment column.
+// bias' of §5.1 step 3 for one output: the SVD product plus the bias, in the SVD dtype.
+template <class T>
+__device__ __forceinline__ float svd_addend(float bias, float low_rank_product, bool rounded_to_output) {
+  const float sum = __fadd_rn(low_rank_product, bias);
+  return rounded_to_output ? to_float(from_float<T>(sum)) : sum;
+}
+
+// y rows `row` and `row + 8`, columns col, col + 1, from the accumulator pairs of one fragment column;
+// svd_lo / svd_hi: the SVD products of those outputs when `svd` has tiles (even N only: the host
+// rejects an SVD branch with odd N).
 template <class T>
 __device__ __forceinline__ void store_output_rows(const W8A8Params& p, int row, int col, float s_x_lo, float s_x_hi,
-                                                 float2 lo, float2 hi) {
+                                                 float2 lo, float2 hi, float2 svd_lo, float2 svd_hi,
+                                                 const W8A8SvdParams& svd) {
   if (col >= p.n) return;
   if ((p.n & 1) != 0 || col + 1 >= p.n) {  // odd N: element-wise stores with their own bounds checks
     store_output_pair<T>(p, row, col, lo.x, lo.y);
@@ -117,24 +161,30 @@ __device__ __forceinline__ void store_output_rows(const W8A8Params& p, int row, 
     const T* bias = static_cast<const T*>(p.bias) + col;
     b = make_float2(to_float(bias[0]), to_float(bias[1]));
   }
-  const auto store = [&](int r, float s_x, float2 sum) {
+  const auto store = [&](int r, float s_x, float2 sum, float2 low_rank) {
     if (r >= p.m) return;
+    float2 add = b;
+    if (svd.tiles > 0)
+      add = make_float2(svd_addend<T>(b.x, low_rank.x, svd.rounded_to_output),
+                        svd_addend<T>(b.y, low_rank.y, svd.rounded_to_output));
     T* out = static_cast<T*>(p.y) + static_cast<std::size_t>(r) * p.n + col;
     *reinterpret_cast<std::uint32_t*>(out) =
-        pack_output_pair<T>(scaled_output(sum.x, s_x, s_w.x, b.x), scaled_output(sum.y, s_x, s_w.y, b.y));
+        pack_output_pair<T>(scaled_output(sum.x, s_x, s_w.x, add.x), scaled_output(sum.y, s_x, s_w.y, add.y));
   };
-  store(row, s_x_lo, lo);
-  store(row + 8, s_x_hi, hi);
+  store(row, s_x_lo, lo, svd_lo);
+  store(row + 8, s_x_hi, hi, svd_hi);
 }
 
 template <class T, W8A8Operand Operand, class Tile>
 __global__ void __launch_bounds__(Tile::threads, 1)
     gemm_w8a8_tma_kernel(const W8A8Params p, const __grid_constant__ CUtensorMap a_map,
                          const __grid_constant__ CUtensorMap b_map, const __grid_constant__ CUtensorMap y_map,
-                         const bool store_by_tma) {
+                         const bool store_by_tma, const __grid_constant__ CUtensorMap low_rank_map,
+                         const __grid_constant__ CUtensorMap svd_up_map, const W8A8SvdParams svd) {
   constexpr bool int8 = Operand == W8A8Operand::int8;
   static_assert(int8 ? (Tile::BN == 128 || Tile::BN == 256) : Tile::BN == 128,
                 "e4m3 keeps accumulators and totals: 64×128 per warpgroup at most");
+  static_assert(!Tile::svd || (int8 && Tile::BN == 128), "the SVD branch: int8, 128×128 tiles");
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int BM = Tile::BM, BN = Tile::BN, Stages = Tile::Stages;
   extern __shared__ uint4 shared_words[];
@@ -151,6 +201,7 @@ __global__ void __launch_bounds__(Tile::threads, 1)
   const int row_tiles = (p.m + BM - 1) / BM, col_tiles = (p.n + BN - 1) / BN;
   const int tile_count = row_tiles * col_tiles, first_index = blockIdx.x, index_step = gridDim.x;
   const int k_tiles = (p.k + Tile::k_tile - 1) / Tile::k_tile;
+  const int svd_tiles = Tile::svd ? svd.tiles : 0;  // after each output tile's K tiles
   const auto tile_of = [&](int index) { return tile_coordinates(row_tiles, col_tiles, index); };
   const auto rows_of = [&](int2 tile) { return min(BM, p.m - tile.x * BM); };
   if (threadIdx.x == 0) {
@@ -161,6 +212,10 @@ __global__ void __launch_bounds__(Tile::threads, 1)
     barrier_init_fence();
     tma_prefetch_map(&a_map);
     tma_prefetch_map(&b_map);
+    if (svd_tiles > 0) {
+      tma_prefetch_map(&low_rank_map);
+      tma_prefetch_map(&svd_up_map);
+    }
   }
   // The first tile's rows: quantized by all 384 threads unless codes_ready. quantize_row_tile ends with
   // a block-wide barrier either way, which also publishes the initialized barriers.
@@ -176,12 +231,17 @@ __global__ void __launch_bounds__(Tile::threads, 1)
         const int2 tile = tile_of(index);
         if (index != first_index && !p.codes_ready) wait_for_rows(p, tile.x, rows_of(tile));
         fence_proxy_async_global();  // the codes acquired, before the copy engine reads them
-        for (int k_tile = 0; k_tile < k_tiles; ++k_tile, ++step) {
+        for (int k_tile = 0; k_tile < k_tiles + svd_tiles; ++k_tile, ++step) {
           const int stage = step % Stages;
           if (step >= Stages) barrier_wait(empty + stage, (step / Stages - 1) & 1);
           barrier_arrive_expect_bytes(full + stage, Tile::stage_bytes);
-          tma_load_2d(a_tiles + stage * Tile::a_bytes, &a_map, k_tile * Tile::k_tile, tile.x * BM, full + stage);
-          tma_load_2d(b_tiles + stage * Tile::b_bytes, &b_map, k_tile * Tile::k_tile, tile.y * BN, full + stage);
+          // Codes by 128-byte K tiles, then the SVD operands by 128-byte (64-rank) tiles.
+          const bool codes = k_tile < k_tiles;
+          const int inner = (codes ? k_tile : k_tile - k_tiles) * Tile::k_tile;
+          tma_load_2d(a_tiles + stage * Tile::a_bytes, codes ? &a_map : &low_rank_map, inner, tile.x * BM,
+                      full + stage);
+          tma_load_2d(b_tiles + stage * Tile::b_bytes, codes ? &b_map : &svd_up_map, inner, tile.y * BN,
+                      full + stage);
         }
       }
     } else if (warp > 0 && !p.codes_ready) {
@@ -199,6 +259,7 @@ __global__ void __launch_bounds__(Tile::threads, 1)
     using Acc = std::conditional_t<int8, int, float>;
     Acc acc[BN / 2];                        // the m64nBN fragment (see wgmma_s8_m64n256k32)
     float total[int8 ? 1 : BN / 2];         // e4m3: promoted sums
+    float svd_sum[Tile::svd ? BN / 2 : 1];  // low_rank · svd_upᵀ of the tile
     int step = 0;
     for (int index = first_index; index < tile_count; index += index_step) {
       const int2 tile = tile_of(index);
@@ -206,8 +267,10 @@ __global__ void __launch_bounds__(Tile::threads, 1)
       for (int i = 0; i < BN / 2; ++i) acc[i] = Acc(0);
 #pragma unroll
       for (int i = 0; i < (int8 ? 1 : BN / 2); ++i) total[i] = 0.0f;
+#pragma unroll
+      for (int i = 0; i < (Tile::svd ? BN / 2 : 1); ++i) svd_sum[i] = 0.0f;
 
-      for (int k_tile = 0; k_tile < k_tiles; ++k_tile, ++step) {
+      for (int k_tile = 0; k_tile < k_tiles + svd_tiles; ++k_tile, ++step) {
         const int stage = step % Stages;
         if constexpr (!int8) {  // staggered issue: consumer 1 after consumer 0, consumer 0 after consumer 1
           if (consumer == 1)
@@ -219,13 +282,22 @@ __global__ void __launch_bounds__(Tile::threads, 1)
         const std::uint32_t a_base = shared_address(a_tiles + stage * Tile::a_bytes + consumer * 64 * 128);
         const std::uint32_t b_base = shared_address(b_tiles + stage * Tile::b_bytes);
         wgmma_fence();
+        if (Tile::svd && k_tile >= k_tiles) {
+          if constexpr (Tile::svd) {
 #pragma unroll
-        for (int k32 = 0; k32 < 4; ++k32) {
-          const std::uint64_t a = wgmma_descriptor(a_base + k32 * 32), b = wgmma_descriptor(b_base + k32 * 32);
-          if constexpr (int8)
-            wgmma_s8_k32<BN>(acc, a, b);
-          else
-            wgmma_e4m3_m64n128k32(acc, a, b);
+            for (int k16 = 0; k16 < 4; ++k16)  // 16 ranks of T are 32 bytes, as 32 codes
+              wgmma_16bit_m64n128k16<T>(svd_sum, wgmma_descriptor(a_base + k16 * 32),
+                                        wgmma_descriptor(b_base + k16 * 32));
+          }
+        } else {
+#pragma unroll
+          for (int k32 = 0; k32 < 4; ++k32) {
+            const std::uint64_t a = wgmma_descriptor(a_base + k32 * 32), b = wgmma_descriptor(b_base + k32 * 32);
+            if constexpr (int8)
+              wgmma_s8_k32<BN>(acc, a, b);
+            else
+              wgmma_e4m3_m64n128k32(acc, a, b);
+          }
         }
         wgmma_commit();
         if constexpr (!int8) named_barrier_arrive(consumer == 0 ? consumer_0_issued : consumer_1_issued, 256);
@@ -259,6 +331,12 @@ __global__ void __launch_bounds__(Tile::threads, 1)
         else
           return make_float2(total[4 * j + 2 * half], total[4 * j + 2 * half + 1]);
       };
+      const auto svd_pair = [&](int j, int half) {
+        if constexpr (Tile::svd)
+          return make_float2(svd_sum[4 * j + 2 * half], svd_sum[4 * j + 2 * half + 1]);
+        else
+          return make_float2(0.0f, 0.0f);
+      };
       if (store_by_tma) {
         // The consumer's 64 rows go through its part of out_tile: written in the store map's swizzle
         // (16-byte chunk c of row r at chunk c ^ (r % 8): the 8 rows of one store instruction hit 32
@@ -283,11 +361,18 @@ __global__ void __launch_bounds__(Tile::threads, 1)
           for (int half = 0; half < 2; ++half) {
             const float2 sum = sum_pair(j, half);
             const float s_x = half == 0 ? s_x_lo : s_x_hi;
+            float2 add = b;
+            if (svd_tiles > 0) {
+              const float2 low_rank = svd_pair(j, half);
+              add = make_float2(svd_addend<T>(b.x, low_rank.x, svd.rounded_to_output),
+                                svd_addend<T>(b.y, low_rank.y, svd.rounded_to_output));
+            }
             const int r = (consumer_warp & 3) * 16 + half * 8 + (lane >> 2);  // row within the consumer's 64
             const int chunk = (j % 8) ^ (r % 8);
             auto* word = reinterpret_cast<std::uint32_t*>(staged + (j / 8) * Tile::out_box_bytes + r * 128 +
                                                           chunk * 16 + (lane & 3) * 4);
-            *word = pack_output_pair<T>(scaled_output(sum.x, s_x, s_w.x, b.x), scaled_output(sum.y, s_x, s_w.y, b.y));
+            *word = pack_output_pair<T>(scaled_output(sum.x, s_x, s_w.x, add.x),
+                                        scaled_output(sum.y, s_x, s_w.y, add.y));
           }
         }
         fence_proxy_async_shared();  // the staged values, visible to the copy engine
@@ -307,7 +392,8 @@ __global__ void __launch_bounds__(Tile::threads, 1)
 #pragma unroll
       for (int j = 0; j < BN / 8; ++j) {
         const int col = col0 + 8 * j + 2 * (lane & 3);
-        store_output_rows<T>(p, row, col, s_x_lo, s_x_hi, sum_pair(j, 0), sum_pair(j, 1));
+        store_output_rows<T>(p, row, col, s_x_lo, s_x_hi, sum_pair(j, 0), sum_pair(j, 1), svd_pair(j, 0),
+                             svd_pair(j, 1), W8A8SvdParams{svd_tiles, svd.rounded_to_output});
       }
     }
     // Consumer 1's last "issued" arrival, so no named barrier is left half-arrived at exit.
@@ -315,7 +401,7 @@ __global__ void __launch_bounds__(Tile::threads, 1)
     if (signals) tma_store_wait_all();  // the block's last stores complete before it exits
   }
 #else
-  (void)p, (void)a_map, (void)b_map, (void)y_map, (void)store_by_tma;
+  (void)p, (void)a_map, (void)b_map, (void)y_map, (void)store_by_tma, (void)low_rank_map, (void)svd_up_map, (void)svd;
   __trap();
 #endif
 }
