@@ -351,13 +351,16 @@ inline LinearInput share_input(const TensorView& x, std::initializer_list<const 
 
 // The input quantization a fused producer (cuda::ops::layer_norm_to_w8a8, activation_to_w8a8, ...) can
 // write for `readers` at `tokens` rows: when every reader runs the 8-bit GEMM (quantized matmul, >= 32 rows)
-// with one input quantization, the first reader's weights; else null, and the producer writes bf16 rows as
-// before (dense, weight-only quantized or mixed readers keep their path unchanged).
+// with one input quantization and no SVD branch (whose down-projection reads the bf16 rows), the first
+// reader's weights; else null, and the producer writes bf16 rows as before (dense, weight-only quantized
+// or mixed readers keep their path unchanged).
 inline const cuda::W8A8Weights* fused_quantization(std::span<const Linear* const> readers, std::int64_t tokens) {
   const cuda::W8A8Weights* first = nullptr;
   for (const Linear* reader : readers) {
     const cuda::W8A8Weights* weights = reader->quantized_matmul_at(tokens);
-    if (weights == nullptr || (first != nullptr && !detail::same_input_quantization(*first, *weights))) return nullptr;
+    if (weights == nullptr || weights->svd_rank_padded > 0 ||
+        (first != nullptr && !detail::same_input_quantization(*first, *weights)))
+      return nullptr;
     if (first == nullptr) first = weights;
   }
   return first;
