@@ -7,6 +7,3 @@
 #include "cuda/model_launchers/t5.cuh"
 #include "cuda/model_launchers/unet.cuh"
 #include "cuda/model_launchers/vae.cuh"
-
-// Last: it reuses the launchers above (their input helpers).
-#include "cuda/model_launchers/fused.cuh"

@@ -12,8 +12,6 @@
 #include "sdnq/cuda/check.hpp"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/linear.cuh"
-#include "sdnq/cuda/ops/elementwise.cuh"
-#include "sdnq/cuda/ops/normalization.cuh"
 
 namespace sdnq::test {
 namespace {
@@ -201,126 +199,6 @@ void run_quantized_linear_misuse(const cuda::LinearCodes& weight, const std::str
   } else if (what == "no_cublas") {
     cuda::quantized_linear(layer, x, std::nullopt, y, workspace, nullptr, nullptr,
                            cuda::LinearRoute::dequantize_cublas);
-  }
-  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
-}
-
-namespace {
-
-// 8-bit rows of `rows` × `dim` on the device, poisoned: codes 0xA5, scales NaN (0xFF bytes).
-struct PoisonedW8A8Rows {
-  Tensor codes, scale;
-  PoisonedW8A8Rows(std::int64_t rows, std::int64_t dim)
-      : codes(cuda::empty(Shape{rows, dim}, DType::u8)), scale(cuda::empty(Shape{rows}, DType::f32)) {
-    SDNQ_CUDA_CHECK(cudaMemset(codes.data(), 0xA5, codes.nbytes()));
-    SDNQ_CUDA_CHECK(cudaMemset(scale.data(), 0xFF, scale.nbytes()));
-  }
-  cuda::ops::W8A8Rows out(cuda::W8A8Kind kind, bool in_t) const { return {codes, scale, kind, in_t}; }
-};
-
-}  // namespace
-
-FusedProducerRun run_fused_producer(FusedProducer producer, const TensorView& x, const TensorView* weight,
-                                    const TensorView* bias, const TensorView* emb, cuda::W8A8Kind kind,
-                                    bool scale_in_activation_dtype) {
-  namespace ops = cuda::ops;
-  const Tensor dx = cuda::to_device(x);
-  const std::int64_t width = x.size(x.rank() - 1);
-  const std::int64_t dim = producer == FusedProducer::geglu ? width / 2 : width;
-  const std::int64_t rows = x.numel() / width;
-  const TensorView x_rows(dx.data(), x.dtype(), Shape{rows, width}, dx.device());
-  Tensor dw, db, demb;
-  if (weight != nullptr) dw = cuda::to_device(*weight);
-  if (bias != nullptr) db = cuda::to_device(*bias);
-  if (emb != nullptr) demb = cuda::to_device(*emb);
-  const TensorView wv = dw.defined() ? dw.view() : TensorView(), bv = db.defined() ? db.view() : TensorView();
-  const TensorView* w = dw.defined() ? &wv : nullptr;
-  const TensorView* b = db.defined() ? &bv : nullptr;
-
-  // The fused op.
-  const PoisonedW8A8Rows fused(rows, dim);
-  const ops::W8A8Rows target = fused.out(kind, scale_in_activation_dtype);
-  // The plain op into poisoned rows of x's shape (or [R, D] for gelu / geglu).
-  Shape rows_shape = x.shape();
-  rows_shape[rows_shape.rank() - 1] = dim;
-  Tensor plain = cuda::empty(rows_shape, x.dtype());
-  SDNQ_CUDA_CHECK(cudaMemset(plain.data(), 0xFF, plain.nbytes()));
-  switch (producer) {
-    case FusedProducer::layer_norm:
-    case FusedProducer::layer_norm_affine:
-      ops::layer_norm_to_w8a8(dx, w, b, 1e-5f, target, nullptr);
-      ops::layer_norm(dx, w, b, 1e-5f, plain, nullptr);
-      break;
-    case FusedProducer::layer_norm_modulate: {
-      const TensorView shift = ops::modulation_chunk(demb, 2, 0), scale = ops::modulation_chunk(demb, 2, 1);
-      ops::layer_norm_modulate_to_w8a8(dx, shift, scale, 1e-6f, target, nullptr);
-      ops::layer_norm_modulate(dx, shift, scale, 1e-6f, plain, nullptr);
-      break;
-    }
-    case FusedProducer::gelu_tanh:
-      ops::activation_to_w8a8(x_rows, target, ops::Activation::gelu_tanh, nullptr);
-      ops::activation(dx, plain, ops::Activation::gelu_tanh, nullptr);
-      break;
-    case FusedProducer::geglu:
-      ops::geglu_to_w8a8(x_rows, target, nullptr);
-      ops::geglu(dx, plain, nullptr);
-      break;
-  }
-  // The unfused composition: quantize_w8a8_activations on the plain rows, for weights of this kind.
-  cuda::W8A8Weights like;
-  like.kind = kind;
-  like.out_features = 16;
-  like.in_features = dim;
-  like.dtype = x.dtype();
-  like.scale_dtype = scale_in_activation_dtype ? x.dtype() : DType::f32;
-  Tensor buffer = cuda::empty(Shape{static_cast<std::int64_t>(cuda::w8a8_activations_bytes(rows, dim))}, DType::u8);
-  SDNQ_CUDA_CHECK(cudaMemset(buffer.data(), 0xA5, buffer.nbytes()));
-  const TensorView plain_rows(plain.data(), x.dtype(), Shape{rows, dim}, plain.device());
-  const cuda::W8A8Activations quantized = cuda::quantize_w8a8_activations(like, plain_rows, buffer);
-  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
-
-  FusedProducerRun run;
-  run.fused_codes = cuda::to_host(fused.codes);
-  run.fused_scale = cuda::to_host(fused.scale);
-  run.plain_rows = cuda::to_host(plain);
-  run.plain_codes = Tensor::empty(Shape{rows, dim}, DType::u8);
-  run.plain_scale = Tensor::empty(Shape{rows}, DType::f32);
-  SDNQ_CUDA_CHECK(
-      cudaMemcpy(run.plain_codes.data(), quantized.codes, run.plain_codes.nbytes(), cudaMemcpyDeviceToHost));
-  SDNQ_CUDA_CHECK(
-      cudaMemcpy(run.plain_scale.data(), quantized.scale, run.plain_scale.nbytes(), cudaMemcpyDeviceToHost));
-  return run;
-}
-
-void run_fused_producer_misuse(const std::string& what) {
-  namespace ops = cuda::ops;
-  const auto kind = cuda::W8A8Kind::int8;
-  if (what.rfind("norm_", 0) == 0) {
-    const std::int64_t dim = what == "norm_dim_40" ? 40 : 64, rows = 6;
-    Tensor x = cuda::zeros(Shape{2, 3, dim}, DType::bf16);
-    Tensor wide = cuda::zeros(Shape{rows * dim + 8}, DType::bf16);
-    TensorView xv = x;
-    if (what == "norm_unaligned_x")
-      xv = TensorView(static_cast<char*>(wide.data()) + 2, DType::bf16, Shape{2, 3, dim}, Device::cuda(0));
-    PoisonedW8A8Rows out(rows, what == "norm_codes_shape" ? dim + 16 : dim);
-    ops::W8A8Rows target = out.out(kind, false);
-    Tensor bf16_scale = cuda::empty(Shape{rows}, DType::bf16);
-    if (what == "norm_scale_dtype") target.scale = bf16_scale;
-    std::vector<std::uint8_t> host(static_cast<std::size_t>(rows * dim));
-    if (what == "norm_host_codes") target.codes = TensorView(host.data(), DType::u8, Shape{rows, dim}, Device::cpu());
-    ops::layer_norm_to_w8a8(xv, nullptr, nullptr, 1e-5f, target, nullptr);
-  } else if (what == "gelu_rank3") {
-    Tensor x = cuda::zeros(Shape{2, 3, 32}, DType::bf16);
-    PoisonedW8A8Rows out(6, 32);
-    ops::activation_to_w8a8(x, out.out(kind, false), ops::Activation::gelu_tanh, nullptr);
-  } else if (what == "geglu_odd") {
-    Tensor x = cuda::zeros(Shape{4, 31}, DType::bf16);
-    PoisonedW8A8Rows out(4, 16);
-    ops::geglu_to_w8a8(x, out.out(kind, false), nullptr);
-  } else if (what == "geglu_codes_rows") {
-    Tensor x = cuda::zeros(Shape{4, 64}, DType::bf16);
-    PoisonedW8A8Rows out(5, 32);
-    ops::geglu_to_w8a8(x, out.out(kind, false), nullptr);
   }
   SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
 }

@@ -58,33 +58,4 @@ Tensor run_dense_linear(TensorView x, TensorView weight, std::optional<TensorVie
 // "forced_small_m_float", "no_cublas".
 void run_quantized_linear_misuse(const cuda::LinearCodes& weight, const std::string& what);
 
-// ---- Fused producers: an op writing a quantized-matmul input's 8-bit codes itself (issue #5) ----
-
-enum class FusedProducer {
-  layer_norm,           // cuda::ops::layer_norm_to_w8a8 without weight and bias
-  layer_norm_affine,    // ... with weight and bias [D]
-  layer_norm_modulate,  // layer_norm_modulate_to_w8a8, shift / scale: chunks 0 / 1 of emb [B, 2D]
-  gelu_tanh,            // activation_to_w8a8(gelu_tanh)
-  geglu,                // geglu_to_w8a8 on x [R, 2D]
-};
-
-struct FusedProducerRun {
-  Tensor fused_codes, fused_scale;  // U8 [R, D] and F32 [R] the fused op wrote (outputs poisoned before)
-  Tensor plain_codes, plain_scale;  // the plain op's rows, then cuda::quantize_w8a8_activations on them
-  Tensor plain_rows;                // the plain op's rows [R, D] (x's dtype)
-};
-
-// x: host BF16 / F16 tensor ([B, L, D] for the norms, [R, D] or [R, 2D] for gelu / geglu); weight, bias:
-// host [D] (layer_norm_affine); emb: host [B, 2D] (layer_norm_modulate). Runs the fused op and the plain
-// composition for weights of `kind` whose scales are F32 (or in x's dtype) and returns both on the host.
-FusedProducerRun run_fused_producer(FusedProducer producer, const TensorView& x, const TensorView* weight,
-                                    const TensorView* bias, const TensorView* emb, cuda::W8A8Kind kind,
-                                    bool scale_in_activation_dtype);
-
-// Calls a fused producer with one requirement broken; throws what it throws. `what`: "norm_dim_40"
-// (D = 40: not a multiple of 16), "norm_codes_shape" (codes [R, D + 16]), "norm_scale_dtype" (BF16 scales),
-// "norm_unaligned_x" (x viewed 2 bytes into its allocation), "norm_host_codes", "gelu_rank3" (x [2, 3, 32]),
-// "geglu_odd" (x [4, 31]), "geglu_codes_rows" (codes of 5 rows for x of 4).
-void run_fused_producer_misuse(const std::string& what);
-
 }  // namespace sdnq::test

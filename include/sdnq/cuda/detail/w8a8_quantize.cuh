@@ -90,79 +90,43 @@ __device__ __forceinline__ uint2 quantize_eight(const uint4& word, float scale, 
   return make_uint2(packed[0], packed[1]);
 }
 
-// The scale of a row from its absmax and whether it holds a NaN (torch.amax propagates NaN: the scale
-// is NaN then, and every code 0).
-template <class T, W8A8Operand Operand>
-__device__ __forceinline__ float w8a8_row_scale(float amax, bool has_nan, bool in_activation_dtype) {
-  if (has_nan) amax = __int_as_float(0x7FFFFFFF);
-  return round_to_compute<T>(__fdiv_rn(amax, code_range<Operand>), in_activation_dtype);
-}
-
-// One warp quantizes one row of `words` 16-byte words (8 T values each) into codes / *scale_out. The
-// words come from `load(word)`: a load of x, or a fused producer computing them (cuda::ops' *_to_w8a8),
-// called twice per word (absmax, then codes). Each lane keeps `in_flight` independent loads outstanding:
-// one warp per row is a latency chain otherwise (fewer in warps whose register budget is small).
-template <class T, W8A8Operand Operand, int in_flight, class Load>
-__device__ __forceinline__ void quantize_warp_row(const Load& load, int words, uint2* codes, float* scale_out, int lane,
-                                                  bool in_activation_dtype) {
+// One warp quantizes row `row` of x (K % 8 == 0) into x_codes / x_scale. Each lane keeps
+// `in_flight` independent 16-byte loads outstanding: one warp per row is a latency chain otherwise
+// (fewer in warps whose register budget is small).
+template <class T, W8A8Operand Operand, int in_flight = 8>
+__device__ __forceinline__ void quantize_row(const W8A8Params& p, int row, int lane) {
+  const uint4* source =
+      reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<std::size_t>(row) * p.k);
+  const int words = p.k / 8;
   float amax = 0.0f;
   bool has_nan = false;
   for (int base = lane; base < words; base += 32 * in_flight) {
     uint4 chunk[in_flight];
 #pragma unroll
     for (int u = 0; u < in_flight; ++u)  // zeros past the row change neither amax nor has_nan
-      chunk[u] = base + 32 * u < words ? load(base + 32 * u) : make_uint4(0u, 0u, 0u, 0u);
+      chunk[u] = base + 32 * u < words ? __ldg(source + base + 32 * u) : make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
     for (int u = 0; u < in_flight; ++u) accumulate_absmax<T>(chunk[u], amax, has_nan);
   }
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, offset));
-  const bool in_t = in_activation_dtype;
-  const float scale = w8a8_row_scale<T, Operand>(amax, __any_sync(0xFFFFFFFFu, has_nan), in_t);
+  if (__any_sync(0xFFFFFFFFu, has_nan)) amax = __int_as_float(0x7FFFFFFF);  // torch.amax propagates NaN
+  const bool in_t = p.scale_in_activation_dtype;
+  const float scale = round_to_compute<T>(__fdiv_rn(amax, code_range<Operand>), in_t);
 
+  uint2* codes = reinterpret_cast<uint2*>(p.x_codes + static_cast<std::size_t>(row) * p.k);
   for (int base = lane; base < words; base += 32 * in_flight) {
     uint4 chunk[in_flight];
 #pragma unroll
     for (int u = 0; u < in_flight; ++u)
-      chunk[u] = base + 32 * u < words ? load(base + 32 * u) : make_uint4(0u, 0u, 0u, 0u);
+      chunk[u] = base + 32 * u < words ? __ldg(source + base + 32 * u) : make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
     for (int u = 0; u < in_flight; ++u) {
       if (base + 32 * u >= words) break;
       codes[base + 32 * u] = quantize_eight<T, Operand>(chunk[u], scale, in_t);
     }
   }
-  if (lane == 0) *scale_out = scale;
-}
-
-// One warp quantizes row `row` of x (K % 8 == 0) into x_codes / x_scale.
-template <class T, W8A8Operand Operand, int in_flight = 8>
-__device__ __forceinline__ void quantize_row(const W8A8Params& p, int row, int lane) {
-  const uint4* source =
-      reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<std::size_t>(row) * p.k);
-  uint2* codes = reinterpret_cast<uint2*>(p.x_codes + static_cast<std::size_t>(row) * p.k);
-  quantize_warp_row<T, Operand, in_flight>([source](int word) { return __ldg(source + word); }, p.k / 8, codes,
-                                           p.x_scale + row, lane, p.scale_in_activation_dtype);
-}
-
-// One warp quantizes the words of one row that its lanes hold in registers (lane l: words l, l + 32, ...;
-// words past the row must be zeros), e.g. a fused LayerNorm's output, into codes / *scale_out.
-template <class T, W8A8Operand Operand, int Words>
-__device__ __forceinline__ void quantize_warp_resident_words(const uint4 (&chunk)[Words], int words, uint2* codes,
-                                                             float* scale_out, int lane, bool in_activation_dtype) {
-  float amax = 0.0f;
-  bool has_nan = false;
-#pragma unroll
-  for (int u = 0; u < Words; ++u) accumulate_absmax<T>(chunk[u], amax, has_nan);
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, offset));
-  const float scale = w8a8_row_scale<T, Operand>(amax, __any_sync(0xFFFFFFFFu, has_nan), in_activation_dtype);
-#pragma unroll
-  for (int u = 0; u < Words; ++u) {
-    const int word = lane + 32 * u;
-    if (word >= words) break;
-    codes[word] = quantize_eight<T, Operand>(chunk[u], scale, in_activation_dtype);
-  }
-  if (lane == 0) *scale_out = scale;
+  if (lane == 0) p.x_scale[row] = scale;
 }
 
 // The calling warp claims unclaimed rows of the row tile (row0, valid_rows rows) and quantizes them
@@ -223,20 +187,19 @@ inline constexpr int w8a8_resident_threads = 128;
 inline constexpr int w8a8_resident_max_words = 16;  // per thread: K ≤ 128 · 16 · 8 = 16384
 inline constexpr int w8a8_resident_max_k = w8a8_resident_threads * w8a8_resident_max_words * 8;
 
-// One block of w8a8_resident_threads quantizes one row of `words` 16-byte words held in registers
-// (thread t: words t, t + 128, ..., Words of them), each read once from `load(word)` (a load of x, or a
-// fused producer computing it), into codes / *scale_out.
-template <class T, W8A8Operand Operand, int Words, class Load>
-__device__ __forceinline__ void quantize_resident_row(const Load& load, int words, uint2* codes, float* scale_out,
-                                                      bool in_activation_dtype) {
-  const int thread = static_cast<int>(threadIdx.x);
+template <class T, W8A8Operand Operand, int Words>
+__global__ void __launch_bounds__(w8a8_resident_threads) quantize_w8a8_resident_rows_kernel(const W8A8Params p) {
+  const int row = static_cast<int>(blockIdx.x), thread = static_cast<int>(threadIdx.x);
+  const int words = p.k / 8;
+  const uint4* source =
+      reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<std::size_t>(row) * p.k);
   uint4 chunk[Words];
   float amax = 0.0f;
   bool has_nan = false;
 #pragma unroll
   for (int u = 0; u < Words; ++u) {  // zeros past the row change neither amax nor has_nan
     const int word = thread + u * w8a8_resident_threads;
-    chunk[u] = word < words ? load(word) : make_uint4(0u, 0u, 0u, 0u);
+    chunk[u] = word < words ? __ldg(source + word) : make_uint4(0u, 0u, 0u, 0u);
   }
 #pragma unroll
   for (int u = 0; u < Words; ++u) accumulate_absmax<T>(chunk[u], amax, has_nan);
@@ -251,26 +214,18 @@ __device__ __forceinline__ void quantize_resident_row(const Load& load, int word
   bool row_nan = warp_has_nan[0] != 0;
 #pragma unroll
   for (int w = 1; w < w8a8_resident_threads / 32; ++w) amax = fmaxf(amax, warp_amax[w]), row_nan |= warp_has_nan[w] != 0;
-  const bool in_t = in_activation_dtype;
-  const float scale = w8a8_row_scale<T, Operand>(amax, row_nan, in_t);
+  if (row_nan) amax = __int_as_float(0x7FFFFFFF);  // torch.amax propagates NaN
+  const bool in_t = p.scale_in_activation_dtype;
+  const float scale = round_to_compute<T>(__fdiv_rn(amax, code_range<Operand>), in_t);
 
+  uint2* codes = reinterpret_cast<uint2*>(p.x_codes + static_cast<std::size_t>(row) * p.k);
 #pragma unroll
   for (int u = 0; u < Words; ++u) {
     const int word = thread + u * w8a8_resident_threads;
     if (word >= words) break;
     codes[word] = quantize_eight<T, Operand>(chunk[u], scale, in_t);
   }
-  if (thread == 0) *scale_out = scale;
-}
-
-template <class T, W8A8Operand Operand, int Words>
-__global__ void __launch_bounds__(w8a8_resident_threads) quantize_w8a8_resident_rows_kernel(const W8A8Params p) {
-  const int row = static_cast<int>(blockIdx.x);
-  const uint4* source =
-      reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<std::size_t>(row) * p.k);
-  uint2* codes = reinterpret_cast<uint2*>(p.x_codes + static_cast<std::size_t>(row) * p.k);
-  quantize_resident_row<T, Operand, Words>([source](int word) { return __ldg(source + word); }, p.k / 8, codes,
-                                           p.x_scale + row, p.scale_in_activation_dtype);
+  if (thread == 0) p.x_scale[row] = scale;
 }
 
 }  // namespace kernel_detail

@@ -4,8 +4,6 @@
 //   activation(x, out, act)                     out = act(x)          (silu, gelu, gelu_tanh, quick_gelu, relu)
 //   activation_rows(x [R, C], out [R, C], act)  the same on row-strided column blocks of wider buffers
 //   geglu(x [..., 2N], out [..., N])            out = x[..., :N] · gelu(x[..., N:])   (erf gelu, diffusers' GEGLU)
-//   activation_to_w8a8(x, W8A8Rows out, act) / geglu_to_w8a8(x, W8A8Rows out)   the same rows as 8-bit codes of a
-//                                               quantized-matmul input (issue #5's fused producers)
 //   add(a, b, out)                              out = a + b           (same shapes)
 //   add_vector / mul_vector(x [B, ..., C], v, out)       v [C] or [B, C]: bias-like, along the last axis
 //   add_channel_vector(x [N, C, ...], v, out)           v [C] or [N, C]: along axis 1 (UNet's temb add)
@@ -24,7 +22,6 @@
 #include "sdnq/cuda/config.cuh"
 #include "sdnq/cuda/ops/detail/common.cuh"
 #include "sdnq/cuda/ops/detail/elementwise_kernels.cuh"
-#include "sdnq/cuda/ops/detail/w8a8_rows.cuh"
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
 namespace ops {
@@ -196,47 +193,6 @@ inline void geglu(const TensorView& x, const TensorView& out, cudaStream_t strea
     else
       gated_activation_kernel<T, false><<<grid_for(rows * half, elementwise_threads), elementwise_threads, 0, stream>>>(
           in, o, rows, half, Activation::gelu);
-  });
-  SDNQ_CUDA_CHECK(cudaGetLastError());
-}
-
-// act(x) / GEGLU straight into the input of a quantized-matmul GEMM: `out` receives the codes and scales
-// cuda::quantize_w8a8_activations(like, rows) gives for the rows activation / geglu would write (out.kind,
-// out.scale_in_activation_dtype: like's), bit for bit, without those rows ever being written. x [R, C]
-// (activation) or [R, 2C] (geglu: value half, then gate half), contiguous and 16-byte aligned, C % 16 ==
-// 0; out [R, C] (detail/w8a8_rows.cuh). One block per row holding it in registers up to 16384 values (x
-// read once), one warp per row computing each value twice beyond.
-inline void activation_to_w8a8(const TensorView& x, const W8A8Rows& out, Activation act, cudaStream_t stream) {
-  using namespace kernel_detail;
-  require_operand(x, "activation_to_w8a8", "x");
-  SDNQ_REQUIRE(x.rank() == 2, ShapeError, "cuda::ops::activation_to_w8a8: x must be [rows, C], got {}",
-               x.shape().to_string());
-  const std::int64_t rows = x.size(0), columns = x.size(1);
-  const W8A8RowsParams q = w8a8_rows_params(out, rows, columns, "activation_to_w8a8");
-  SDNQ_REQUIRE(aligned16(x.data()), UnsupportedError, "cuda::ops::activation_to_w8a8: x needs 16-byte alignment");
-  dispatch_16bit(x.dtype(), [&]<class T>() {
-    dispatch_w8a8_kind(out.kind, [&]<cuda::kernel_detail::W8A8Operand Operand>() {
-      const ActivationWords<T> source{static_cast<const uint4*>(x.data()), static_cast<int>(columns / 8), act};
-      launch_w8a8_producer<T, Operand>(source, q, rows, columns, stream);
-    });
-  });
-  SDNQ_CUDA_CHECK(cudaGetLastError());
-}
-
-inline void geglu_to_w8a8(const TensorView& x, const W8A8Rows& out, cudaStream_t stream) {
-  using namespace kernel_detail;
-  require_operand(x, "geglu_to_w8a8", "x");
-  SDNQ_REQUIRE(x.rank() == 2 && x.size(1) % 2 == 0, ShapeError,
-               "cuda::ops::geglu_to_w8a8: x must be [rows, 2N] (hidden and gate halves), got {}",
-               x.shape().to_string());
-  const std::int64_t rows = x.size(0), half = x.size(1) / 2;
-  const W8A8RowsParams q = w8a8_rows_params(out, rows, half, "geglu_to_w8a8");
-  SDNQ_REQUIRE(aligned16(x.data()), UnsupportedError, "cuda::ops::geglu_to_w8a8: x needs 16-byte alignment");
-  dispatch_16bit(x.dtype(), [&]<class T>() {
-    dispatch_w8a8_kind(out.kind, [&]<cuda::kernel_detail::W8A8Operand Operand>() {
-      const GatedWords<T> source{static_cast<const uint4*>(x.data()), static_cast<int>(half / 8), Activation::gelu};
-      launch_w8a8_producer<T, Operand>(source, q, rows, half, stream);
-    });
   });
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }

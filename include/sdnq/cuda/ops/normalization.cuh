@@ -3,8 +3,6 @@
 // passed in, no allocation; checked before launch). `out` may be `x`.
 //   layer_norm(x [..., D], weight*, bias*, eps, out)   (x − mean) / sqrt(var + eps) · weight + bias
 //   layer_norm_modulate(x [B, ..., D], shift, scale, eps, out)   LayerNorm(x) · (1 + scale) + shift (AdaLN)
-//   layer_norm_to_w8a8 / layer_norm_modulate_to_w8a8(..., W8A8Rows out)   the same rows as 8-bit codes of a
-//     quantized-matmul input (the fused producers of issue #5: no bf16 rows, no separate quantization pass)
 //   rms_norm(x [..., D], weight*, eps, out)            x / sqrt(mean(x²) + eps) · weight
 //   group_norm(x [N, C, ...], groups, weight*, bias*, eps, out, silu[, scratch])   per (sample, group); SiLU
 //     fused; with scratch (group_norm_workspace_bytes) a group spreads over several blocks in two passes
@@ -24,7 +22,6 @@
 #include "sdnq/cuda/config.cuh"
 #include "sdnq/cuda/ops/detail/common.cuh"
 #include "sdnq/cuda/ops/detail/normalization_kernels.cuh"
-#include "sdnq/cuda/ops/detail/w8a8_rows.cuh"
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
 namespace ops {
@@ -63,10 +60,11 @@ inline std::int64_t modulation_batch_stride(const TensorView& v, const TensorVie
   return shared ? 0 : v.stride(0);
 }
 
-// Checks x and the per-row vectors of a row norm; the parameters without `out`.
-inline RowNormParams row_norm_params(const TensorView& x, const TensorView* weight, const TensorView* bias,
-                                     const TensorView* shift, const TensorView* scale, float eps, std::string_view op) {
+template <RowNorm Norm>
+void run_row_norm(const TensorView& x, const TensorView* weight, const TensorView* bias, const TensorView* shift,
+                  const TensorView* scale, float eps, const TensorView& out, std::string_view op, cudaStream_t stream) {
   require_operand(x, op, "x");
+  require_like(out, x, x.shape(), op, "out");
   RowNormParams p;
   p.rows = rows_of(x, op);
   p.dim = static_cast<int>(x.size(x.rank() - 1));
@@ -83,59 +81,20 @@ inline RowNormParams row_norm_params(const TensorView& x, const TensorView* weig
     p.rows_per_sample = x.size(0) == 0 ? 1 : std::max<std::int64_t>(1, p.rows / x.size(0));
   }
   p.x = x.data();
-  return p;
-}
-
-// Whether x and the vectors allow 16-byte accesses of 8 elements (out checked by the caller).
-inline bool row_norm_vector_ready(const RowNormParams& p) {
-  const auto ready = [](const void* pointer, std::int64_t stride) {
-    return pointer == nullptr || (aligned16(pointer) && stride % 8 == 0);
-  };
-  return p.dim % 8 == 0 && aligned16(p.x) && ready(p.weight, 0) && ready(p.bias, 0) &&
-         ready(p.shift, p.shift_batch_stride) && ready(p.scale, p.scale_batch_stride);
-}
-
-template <RowNorm Norm>
-void run_row_norm(const TensorView& x, const TensorView* weight, const TensorView* bias, const TensorView* shift,
-                  const TensorView* scale, float eps, const TensorView& out, std::string_view op, cudaStream_t stream) {
-  require_operand(x, op, "x");
-  require_like(out, x, x.shape(), op, "out");
-  RowNormParams p = row_norm_params(x, weight, bias, shift, scale, eps, op);
   p.out = out.data();
   if (p.rows == 0) return;
-  const bool vector = row_norm_vector_ready(p) && aligned16(p.out);
+  const auto vector_ready = [](const void* pointer, std::int64_t stride) {
+    return pointer == nullptr || (aligned16(pointer) && stride % 8 == 0);
+  };
+  const bool vector = p.dim % 8 == 0 && aligned16(p.x) && aligned16(p.out) && vector_ready(p.weight, 0) &&
+                      vector_ready(p.bias, 0) && vector_ready(p.shift, p.shift_batch_stride) &&
+                      vector_ready(p.scale, p.scale_batch_stride);
   const auto blocks = static_cast<unsigned>((p.rows + rows_per_block - 1) / rows_per_block);
   dispatch_16bit(x.dtype(), [&]<class T>() {
     if (vector)
       row_norm_kernel<T, Norm, true><<<blocks, rows_per_block * 32, 0, stream>>>(p);
     else
       row_norm_kernel<T, Norm, false><<<blocks, rows_per_block * 32, 0, stream>>>(p);
-  });
-  SDNQ_CUDA_CHECK(cudaGetLastError());
-}
-
-// The row norm into 8-bit rows (row_norm_w8a8_kernel): registers hold rows of up to 256 · 16 values.
-template <RowNorm Norm>
-void run_row_norm_w8a8(const TensorView& x, const TensorView* weight, const TensorView* bias, const TensorView* shift,
-                       const TensorView* scale, float eps, const W8A8Rows& out, std::string_view op,
-                       cudaStream_t stream) {
-  const RowNormParams p = row_norm_params(x, weight, bias, shift, scale, eps, op);
-  const W8A8RowsParams q = w8a8_rows_params(out, p.rows, p.dim, op);
-  SDNQ_REQUIRE(row_norm_vector_ready(p), UnsupportedError,
-               "cuda::ops::{}: 8-bit output needs a 16-byte aligned x and 16-byte aligned weight / bias / shift / "
-               "scale vectors whose batch strides are multiples of 8",
-               op);
-  if (p.rows == 0) return;
-  const auto blocks = static_cast<unsigned>((p.rows + rows_per_block - 1) / rows_per_block);
-  const int words_per_lane = (p.dim / 8 + 31) / 32;
-  dispatch_16bit(x.dtype(), [&]<class T>() {
-    dispatch_w8a8_kind(out.kind, [&]<cuda::kernel_detail::W8A8Operand Operand>() {
-      const auto launch = [&](auto kernel) { kernel<<<blocks, rows_per_block * 32, 0, stream>>>(p, q); };
-      if (words_per_lane <= 4) return launch(row_norm_w8a8_kernel<T, Norm, Operand, 4>);
-      if (words_per_lane <= 8) return launch(row_norm_w8a8_kernel<T, Norm, Operand, 8>);
-      if (words_per_lane <= 16) return launch(row_norm_w8a8_kernel<T, Norm, Operand, 16>);
-      launch(row_norm_w8a8_kernel<T, Norm, Operand, 0>);
-    });
   });
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }
@@ -154,23 +113,6 @@ inline void layer_norm_modulate(const TensorView& x, const TensorView& shift, co
                                 const TensorView& out, cudaStream_t stream) {
   kernel_detail::run_row_norm<kernel_detail::RowNorm::layer>(x, nullptr, nullptr, &shift, &scale, eps, out,
                                                              "layer_norm_modulate", stream);
-}
-
-// LayerNorm (affine or not) / AdaLN straight into the input of a quantized-matmul GEMM: `out` receives the
-// codes and scales cuda::quantize_w8a8_activations(like, rows) gives for the rows layer_norm /
-// layer_norm_modulate would write (out.kind, out.scale_in_activation_dtype: like's), bit for bit, without
-// those rows ever being written. x [..., D] with D % 16 == 0, 16-byte aligned like the vectors (batch
-// strides multiples of 8); out [rows of x, D] (detail/w8a8_rows.cuh). One warp per row; rows of up to 4096
-// values stay in registers (x read once), longer ones are read again from L1/L2.
-inline void layer_norm_to_w8a8(const TensorView& x, const TensorView* weight, const TensorView* bias, float eps,
-                               const W8A8Rows& out, cudaStream_t stream) {
-  kernel_detail::run_row_norm_w8a8<kernel_detail::RowNorm::layer>(x, weight, bias, nullptr, nullptr, eps, out,
-                                                                  "layer_norm_to_w8a8", stream);
-}
-inline void layer_norm_modulate_to_w8a8(const TensorView& x, const TensorView& shift, const TensorView& scale,
-                                        float eps, const W8A8Rows& out, cudaStream_t stream) {
-  kernel_detail::run_row_norm_w8a8<kernel_detail::RowNorm::layer>(x, nullptr, nullptr, &shift, &scale, eps, out,
-                                                                  "layer_norm_modulate_to_w8a8", stream);
 }
 
 inline void rms_norm(const TensorView& x, const TensorView* weight, float eps, const TensorView& out,

@@ -21,7 +21,6 @@
 #include <cstring>
 #include <filesystem>
 #include <initializer_list>
-#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -80,14 +79,6 @@ class FluxTransformer2DModel {
 
   const FluxTransformerConfig& config() const { return config_; }
   int device() const { return device_; }
-
-  // Fused producers (on by default): where the only readers of an AdaLN or of the feed-forward's GELU are
-  // quantized-matmul Linears at the pass's row count (norm1 -> q/k/v or their joined GEMM, norm2 ->
-  // ff.net.0.proj, GELU -> ff.net.2, the single blocks' norm -> q/k/v + proj_mlp), the producer writes their
-  // 8-bit codes directly (cuda::ops::*_to_w8a8) instead of bf16 rows that a separate pass then quantizes.
-  // Off: the bf16 rows and the separate pass. The same bits either way.
-  void set_fused_quantization(bool on) { fused_quantization_ = on; }
-  bool fused_quantization() const { return fused_quantization_; }
   std::int64_t output_channels() const { return config_.patch_size * config_.patch_size * config_.out_channels; }
 
   // Every Linear with the number of rows it multiplies for one forward (kinds for reports, scratch sizes).
@@ -145,19 +136,11 @@ class FluxTransformer2DModel {
     const std::size_t final_norm = bf16(batch, 2 * d) + bf16(li, d);
     std::size_t scratch = attention_workspace_bytes(batch, image_tokens + text_tokens, image_tokens + text_tokens,
                                                     config_.num_attention_heads, head_dim);
-    // Rows quantized once for the Linears that read them, or written as codes by a fused producer (with the
-    // joined GEMM's output beside them), or that output alone.
-    std::size_t shared = 0;
-    const auto fused = [](const detail::DitQkv& qkv, const Linear* extra, std::int64_t rows) {
-      return fused_input_bytes(qkv.readers(extra), rows);
-    };
+    std::size_t shared = 0;  // rows quantized once for the Linears that read them, or the joined GEMM's output
     for (const auto& b : double_blocks_)
       shared = std::max({shared, b.image.share_bytes(li, nullptr), b.context.share_bytes(lt, nullptr),
-                         fused(b.image, nullptr, li) + bf16(li, b.image.joined_width()),
-                         fused(b.context, nullptr, lt) + bf16(lt, b.context.joined_width()), b.ff.modulated_bytes(li),
-                         b.ff_context.modulated_bytes(lt)});
-    for (const auto& b : single_blocks_)
-      shared = std::max({shared, b.qkv.share_bytes(joint, &b.proj_mlp), fused(b.qkv, &b.proj_mlp, joint)});
+                         bf16(li, b.image.joined_width()), bf16(lt, b.context.joined_width())});
+    for (const auto& b : single_blocks_) shared = std::max(shared, b.qkv.share_bytes(joint, &b.proj_mlp));
     for (const auto& [linear, rows] : linears(batch, image_tokens, text_tokens))
       scratch = std::max(scratch, linear->workspace_bytes(rows));
     scratch += shared;
@@ -316,28 +299,24 @@ class FluxTransformer2DModel {
 
     b.norm1.forward(temb_silu, m, arena, cublas, stream);
     b.norm1_context.forward(temb_silu, c, arena, cublas, stream);
-    // Each stream's AdaLN, then its q, k, v: one joined GEMM into a wide buffer, or three on the rows
-    // quantized once (quantized-matmul layers) or as they are. Where every reader runs the 8-bit GEMM, the
-    // AdaLN writes their codes itself (fused producer) and the normed rows are never written.
-    const auto project = [&](const detail::DitQkv& qkv, const TensorView& x, const TensorView& emb,
-                             const TensorView& normed, const TensorView& part, std::int64_t first) {
+    cuda::ops::layer_norm_modulate(image, chunk(m, shift_msa), chunk(m, scale_msa), adaptive_norm_eps, image_normed,
+                                   stream);
+    cuda::ops::layer_norm_modulate(context, chunk(c, shift_msa), chunk(c, scale_msa), adaptive_norm_eps, context_normed,
+                                   stream);
+    // q, k, v of each stream: one joined GEMM into a wide buffer, or three on the rows quantized once
+    // (quantized-matmul layers) or as they are.
+    const auto project = [&](const detail::DitQkv& qkv, const TensorView& normed, const TensorView& part,
+                             std::int64_t first) {
       ArenaScope shared(arena);
       const TensorView rows = detail::token_rows(normed);
       const TensorView wide = qkv.joined ? arena.take(Shape{rows.size(0), qkv.joined_width()}, DType::bf16,
                                                       "FLUX joined q/k/v projection")
                                          : TensorView();
-      if (auto fused = take_fused_input(qkv.readers(nullptr), rows.size(0), arena, device_, fused_quantization_)) {
-        cuda::ops::layer_norm_modulate_to_w8a8(x, chunk(emb, shift_msa), chunk(emb, scale_msa), adaptive_norm_eps,
-                                               fused->target, stream);
-        return qkv.project_into(fused->input, detail::token_rows(part), first, joint, arena, cublas, stream, wide);
-      }
-      cuda::ops::layer_norm_modulate(x, chunk(emb, shift_msa), chunk(emb, scale_msa), adaptive_norm_eps, normed,
-                                     stream);
       qkv.project_into(qkv.share(rows, nullptr, arena, stream), detail::token_rows(part), first, joint, arena, cublas,
                        stream, wide);
     };
-    project(b.context, context, c, context_normed, context_part, 0);
-    project(b.image, image, m, image_normed, image_part, lt);
+    project(b.context, context_normed, context_part, 0);
+    project(b.image, image_normed, image_part, lt);
     joint_attention(joint, attended, rope, arena, stream);
 
     // One stream's attention output, output projection, gated residual and gated feed-forward.
@@ -351,8 +330,9 @@ class FluxTransformer2DModel {
                                 batch, stream);
       out_projection.forward(detail::token_rows(part), detail::token_rows(update), arena, cublas, stream);
       cuda::ops::gated_add(x, chunk(emb, gate_msa), update, x, stream);
-      ff.forward_modulated(x, chunk(emb, shift_mlp), chunk(emb, scale_mlp), detail::token_rows(normed), hidden,
-                           detail::token_rows(update), fused_quantization_, arena, cublas, stream, device_);
+      cuda::ops::layer_norm_modulate(x, chunk(emb, shift_mlp), chunk(emb, scale_mlp), adaptive_norm_eps, normed,
+                                     stream);
+      ff.forward(detail::token_rows(normed), hidden, detail::token_rows(update), arena, cublas, stream);
       cuda::ops::gated_add(x, chunk(emb, gate_mlp), update, x, stream);
     };
     finish_stream(image, image_normed, image_part, lt, b.to_out, b.ff, m);
@@ -380,36 +360,23 @@ class FluxTransformer2DModel {
     const auto chunk = [](const TensorView& emb, int index) { return cuda::ops::modulation_chunk(emb, 3, index); };
 
     b.norm.forward(temb_silu, m, arena, cublas, stream);
-    {
-      // The AdaLN's readers: the joined [q | k | v | mlp] GEMM, or q, k, v and proj_mlp. Where all of them run
-      // the 8-bit GEMM, the AdaLN writes their codes itself (fused producer) and `normed` is not written.
-      ArenaScope fused_scope(arena);
-      const std::optional<FusedInput> fused =
-          take_fused_input(b.qkv.readers(&b.proj_mlp), rows, arena, device_, fused_quantization_);
-      if (fused)
-        cuda::ops::layer_norm_modulate_to_w8a8(tokens, chunk(m, single_shift), chunk(m, single_scale),
-                                               adaptive_norm_eps, fused->target, stream);
-      else
-        cuda::ops::layer_norm_modulate(tokens, chunk(m, single_shift), chunk(m, single_scale), adaptive_norm_eps,
-                                       normed, stream);
-      if (b.qkv.joined) {  // [q | k | v | mlp] from one GEMM; GELU(mlp) straight into proj_out's input
-        const TensorView wide = detail::view_as(mlp, Shape{rows, b.qkv.joined_width()});
-        b.qkv.project_into(fused ? fused->input : LinearInput(detail::token_rows(normed)), part, 0, joint, arena,
-                           cublas, stream, wide);
-        const TensorView mlp_columns(detail::bf16_element(wide, 3 * d), DType::bf16, Shape{rows, 4 * d},
-                                     Shape{b.qkv.joined_width(), 1}, wide.device());
-        const TensorView mlp_input(detail::bf16_element(both, d), DType::bf16, Shape{rows, 4 * d}, Shape{5 * d, 1},
-                                   both.device());
-        cuda::ops::activation_rows(mlp_columns, mlp_input, cuda::ops::Activation::gelu_tanh, stream);
-      } else {  // proj_mlp, q, k, v on the normed rows quantized once (quantized-matmul layers), or on their codes
-        ArenaScope shared(arena);
-        const LinearInput input =
-            fused ? fused->input : b.qkv.share(detail::token_rows(normed), &b.proj_mlp, arena, stream);
-        b.proj_mlp.forward(input, mlp, arena, cublas, stream);
-        cuda::ops::activation(mlp, mlp, cuda::ops::Activation::gelu_tanh, stream);
-        b.qkv.project_into(input, part, 0, joint, arena, cublas, stream);
-        detail::copy_bf16_columns(detail::bf16_element(both, d), 5 * d, mlp.data(), 4 * d, 4 * d, rows, stream);
-      }
+    cuda::ops::layer_norm_modulate(tokens, chunk(m, single_shift), chunk(m, single_scale), adaptive_norm_eps, normed,
+                                   stream);
+    if (b.qkv.joined) {  // [q | k | v | mlp] from one GEMM; GELU(mlp) straight into proj_out's input
+      const TensorView wide = detail::view_as(mlp, Shape{rows, b.qkv.joined_width()});
+      b.qkv.project_into(detail::token_rows(normed), part, 0, joint, arena, cublas, stream, wide);
+      const TensorView mlp_columns(detail::bf16_element(wide, 3 * d), DType::bf16, Shape{rows, 4 * d},
+                                   Shape{b.qkv.joined_width(), 1}, wide.device());
+      const TensorView mlp_input(detail::bf16_element(both, d), DType::bf16, Shape{rows, 4 * d}, Shape{5 * d, 1},
+                                 both.device());
+      cuda::ops::activation_rows(mlp_columns, mlp_input, cuda::ops::Activation::gelu_tanh, stream);
+    } else {  // proj_mlp, q, k, v on the normed rows quantized once (quantized-matmul layers)
+      ArenaScope shared(arena);
+      const LinearInput input = b.qkv.share(detail::token_rows(normed), &b.proj_mlp, arena, stream);
+      b.proj_mlp.forward(input, mlp, arena, cublas, stream);
+      cuda::ops::activation(mlp, mlp, cuda::ops::Activation::gelu_tanh, stream);
+      b.qkv.project_into(input, part, 0, joint, arena, cublas, stream);
+      detail::copy_bf16_columns(detail::bf16_element(both, d), 5 * d, mlp.data(), 4 * d, 4 * d, rows, stream);
     }
     joint_attention(joint, attended, rope, arena, stream);
     detail::copy_bf16_columns(both.data(), 5 * d, attended.data(), d, d, rows, stream);
@@ -484,7 +451,6 @@ class FluxTransformer2DModel {
   Linear proj_out_;  // D -> p²·out_channels
   detail::CublasHandle cublas_;
   mutable RopeCache rope_cache_;
-  bool fused_quantization_ = true;  // see set_fused_quantization
 };
 
 }  // namespace sdnq::nn::gpu

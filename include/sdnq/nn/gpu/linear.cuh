@@ -15,9 +15,7 @@
 // Forward takes its scratch from the caller's workspace (workspace_bytes(M)); no allocation.
 // Where several quantized-matmul Linears read the same rows (q/k/v, FLUX's proj_mlp), share_input()
 // quantizes the rows once and each forward(LinearInput) runs the 8-bit GEMM on those codes: the same bits
-// as quantizing inside every GEMM, one pass over x instead of one per layer. Where a producer's only
-// readers are such Linears, take_fused_input() lets the producer itself write the codes (cuda::ops'
-// *_to_w8a8: LayerNorm, AdaLN, GELU, GEGLU) and the bf16 rows are never written or read.
+// as quantizing inside every GEMM, one pass over x instead of one per layer.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -34,7 +32,6 @@
 #include "sdnq/core/arena.hpp"
 #include "sdnq/cuda/gemm_w8a8.cuh"
 #include "sdnq/cuda/linear.cuh"
-#include "sdnq/cuda/ops/detail/w8a8_rows.cuh"
 #include "sdnq/nn/gpu/detail/device_weights.hpp"
 #include "sdnq/nn/weights.hpp"
 
@@ -67,18 +64,9 @@ inline bool same_input_quantization(const cuda::W8A8Weights& a, const cuda::W8A8
 
 // The rows a Linear reads and, when share_input() quantized them for several quantized-matmul
 // Linears, their 8-bit codes (used by the layers whose quantization they fit, ignored by the others).
-// codes_only(): rows that exist only as codes, written by a fused producer (take_fused_input) for
-// Linears that all run the 8-bit GEMM with that quantization; `rows` then carries only their shape
-// [tokens, K] (no data), and forward on any other Linear throws.
 struct LinearInput {
   LinearInput(const TensorView& x) : rows(x) {}  // NOLINT(google-explicit-constructor): plain rows read as before
   LinearInput(const TensorView& x, const cuda::W8A8Activations& quantized) : rows(x), codes(quantized) {}
-  static LinearInput codes_only(const cuda::W8A8Activations& quantized, int device) {
-    return LinearInput(
-        TensorView(nullptr, quantized.dtype, Shape{quantized.tokens, quantized.in_features}, Device::cuda(device)),
-        quantized);
-  }
-  bool has_rows() const { return rows.data() != nullptr; }
   TensorView rows;
   std::optional<cuda::W8A8Activations> codes;
 };
@@ -181,16 +169,12 @@ class Linear {
   }
 
   // forward() on pre-quantized rows: runs the 8-bit GEMM on input.codes where they fit this layer's
-  // quantization (the same bits as quantizing x here), else forward(input.rows); rows that exist only as
-  // codes (LinearInput::codes_only) must fit, or this throws naming the layer.
+  // quantization (the same bits as quantizing x here), else forward(input.rows).
   void forward(const LinearInput& input, const TensorView& y, Arena& arena, cublasHandle_t cublas,
                cudaStream_t stream) const {
-    const std::int64_t tokens = input.rows.rank() == 2 ? input.rows.size(0) : 0;
-    const cuda::W8A8Weights* weights = quantized_matmul_at(tokens);
-    if (weights == nullptr || !input.codes || !cuda::w8a8_activations_fit(*weights, *input.codes)) {
-      if (!input.has_rows()) throw_codes_only_misfit(input, weights, tokens);
+    const cuda::W8A8Weights* weights = quantized_matmul_at(input.rows.size(0));
+    if (weights == nullptr || !input.codes || !cuda::w8a8_activations_fit(*weights, *input.codes))
       return forward(input.rows, y, arena, cublas, stream);
-    }
     std::optional<TensorView> bias;
     if (bias_.defined()) bias = bias_.view();
     // The GEMM on codes needs no workspace; it checks y and the codes before launching.
@@ -273,28 +257,6 @@ class Linear {
   LinearKind kind() const { return kind_; }
 
  private:
-  // forward(LinearInput) with rows that exist only as codes this layer cannot read.
-  [[noreturn]] void throw_codes_only_misfit(const LinearInput& input, const cuda::W8A8Weights* weights,
-                                            std::int64_t tokens) const {
-    using cuda::kernel_detail::w8a8_kind_name;
-    using cuda::kernel_detail::w8a8_scale_mode_name;
-    SDNQ_REQUIRE(input.codes.has_value(), ShapeError, "Linear '{}': the input has neither rows nor 8-bit codes", name_);
-    const cuda::W8A8Activations& a = *input.codes;
-    SDNQ_REQUIRE(weights != nullptr, UnsupportedError,
-                 "Linear '{}': its input exists only as 8-bit codes ({}, {}, K = {}) written by a fused producer, but "
-                 "this {} layer does not run the 8-bit GEMM at {} rows (that needs a quantized-matmul weight and >= {} "
-                 "rows) and there are no bf16 rows to read",
-                 name_, w8a8_kind_name(a.kind), w8a8_scale_mode_name(a.scale_in_activation_dtype), a.in_features,
-                 linear_kind_name(kind_), tokens, quantized_matmul_min_tokens);
-    throw UnsupportedError(::sdnq::detail::format_message(
-        "Linear '{}': its input exists only as 8-bit codes ({}, {}, K = {}, from {} rows) written by a fused "
-        "producer, but this layer quantizes its input as {}, {}, K = {}, from {} rows; there are no bf16 rows to "
-        "read",
-        name_, w8a8_kind_name(a.kind), w8a8_scale_mode_name(a.scale_in_activation_dtype), a.in_features,
-        dtype_name(a.dtype), w8a8_kind_name(weights->kind), w8a8_scale_mode_name(weights->scale_dtype != DType::f32),
-        weights->in_features, dtype_name(weights->dtype)));
-  }
-
   std::string name_;
   std::int64_t in_features_ = 0, out_features_ = 0;
   int device_ = 0;
@@ -347,81 +309,6 @@ inline LinearInput share_input(const TensorView& x, std::span<const Linear* cons
 inline LinearInput share_input(const TensorView& x, std::initializer_list<const Linear*> readers, Arena& arena,
                                cudaStream_t stream) {
   return share_input(x, std::span<const Linear* const>(readers.begin(), readers.size()), arena, stream);
-}
-
-// The input quantization a fused producer (cuda::ops::layer_norm_to_w8a8, activation_to_w8a8, ...) can
-// write for `readers` at `tokens` rows: when every reader runs the 8-bit GEMM (quantized matmul, >= 32 rows)
-// with one input quantization and no SVD branch (whose down-projection reads the bf16 rows), the first
-// reader's weights; else null, and the producer writes bf16 rows as before (dense, weight-only quantized
-// or mixed readers keep their path unchanged).
-inline const cuda::W8A8Weights* fused_quantization(std::span<const Linear* const> readers, std::int64_t tokens) {
-  const cuda::W8A8Weights* first = nullptr;
-  for (const Linear* reader : readers) {
-    const cuda::W8A8Weights* weights = reader->quantized_matmul_at(tokens);
-    if (weights == nullptr || weights->svd_rank_padded > 0 ||
-        (first != nullptr && !detail::same_input_quantization(*first, *weights)))
-      return nullptr;
-    if (first == nullptr) first = weights;
-  }
-  return first;
-}
-inline const cuda::W8A8Weights* fused_quantization(std::initializer_list<const Linear*> readers, std::int64_t tokens) {
-  return fused_quantization(std::span<const Linear* const>(readers.begin(), readers.size()), tokens);
-}
-
-// Arena bytes take_fused_input() takes for them (0 when fused_quantization is null).
-inline std::size_t fused_input_bytes(std::span<const Linear* const> readers, std::int64_t tokens) {
-  const cuda::W8A8Weights* weights = fused_quantization(readers, tokens);
-  return weights == nullptr ? 0 : Arena::footprint(cuda::w8a8_activations_bytes(tokens, weights->in_features));
-}
-inline std::size_t fused_input_bytes(std::initializer_list<const Linear*> readers, std::int64_t tokens) {
-  return fused_input_bytes(std::span<const Linear* const>(readers.begin(), readers.size()), tokens);
-}
-
-// A producer's output as 8-bit codes: `target` for the producer (cuda::ops::*_to_w8a8), `input` for the
-// readers' forward (LinearInput::codes_only over the same buffer).
-struct FusedInput {
-  cuda::ops::W8A8Rows target;
-  LinearInput input;
-};
-
-// The codes buffer of a fused producer for `readers` at `tokens` rows, taken from `arena` (the caller's
-// scope holds it while the readers run; fused_input_bytes) or, when `within` is given, laid out in that
-// device buffer (e.g. the bf16 rows it replaces) if it is large enough. nullopt when fused_quantization is
-// null, `enabled` is false or `within` is too small: then the caller produces bf16 rows and runs the
-// readers on them as before.
-inline std::optional<FusedInput> take_fused_input(std::span<const Linear* const> readers, std::int64_t tokens,
-                                                  Arena& arena, int device, bool enabled = true,
-                                                  const TensorView& within = {}) {
-  const cuda::W8A8Weights* like = enabled ? fused_quantization(readers, tokens) : nullptr;
-  if (like == nullptr) return std::nullopt;
-  const std::int64_t k = like->in_features;
-  const cuda::kernel_detail::W8A8Workspace layout = cuda::kernel_detail::w8a8_workspace_layout(tokens, k);
-  if (within.data() != nullptr &&
-      (within.nbytes() < layout.counters || reinterpret_cast<std::uintptr_t>(within.data()) % 256 != 0))
-    return std::nullopt;
-  const TensorView buffer = within.data() != nullptr ? within
-                                                     : arena.take(Shape{static_cast<std::int64_t>(layout.counters)},
-                                                                  DType::u8, "8-bit codes written by a fused producer");
-  auto* base = static_cast<std::uint8_t*>(buffer.data());
-  cuda::W8A8Activations codes;
-  codes.kind = like->kind;
-  codes.dtype = like->dtype;
-  codes.scale_in_activation_dtype = like->scale_dtype != DType::f32;
-  codes.tokens = tokens;
-  codes.in_features = k;
-  codes.codes = base + layout.codes;
-  codes.scale = reinterpret_cast<const float*>(base + layout.scales);
-  cuda::ops::W8A8Rows target{TensorView(base + layout.codes, DType::u8, Shape{tokens, k}, buffer.device()),
-                             TensorView(base + layout.scales, DType::f32, Shape{tokens}, buffer.device()), like->kind,
-                             codes.scale_in_activation_dtype};
-  return FusedInput{target, LinearInput::codes_only(codes, device)};
-}
-inline std::optional<FusedInput> take_fused_input(std::initializer_list<const Linear*> readers, std::int64_t tokens,
-                                                  Arena& arena, int device, bool enabled = true,
-                                                  const TensorView& within = {}) {
-  return take_fused_input(std::span<const Linear* const>(readers.begin(), readers.size()), tokens, arena, device,
-                          enabled, within);
 }
 
 }  // namespace sdnq::nn::gpu

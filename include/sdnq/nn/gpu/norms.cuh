@@ -1,7 +1,6 @@
 #pragma once
 // LayerNorm on the GPU: the parameters of the CPU nn::LayerNorm ("<prefix>.weight" / ".bias", same shape
-// checks) as bf16 device tensors; forward runs cuda::ops::layer_norm (f32 statistics), or writes the
-// normalized rows straight as a quantized-matmul input's 8-bit codes (cuda::ops::layer_norm_to_w8a8).
+// checks) as bf16 device tensors; forward runs cuda::ops::layer_norm (f32 statistics).
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -36,17 +35,6 @@ class LayerNorm {
     const TensorView bias = bias_.defined() ? bias_.view() : TensorView();
     cuda::ops::layer_norm(x, weight_.defined() ? &weight : nullptr, bias_.defined() ? &bias : nullptr, eps_, out,
                           stream);
-  }
-
-  // x [rows, dim] bf16 -> the 8-bit codes of the normalized rows for a quantized-matmul reader
-  // (cuda::ops::layer_norm_to_w8a8; `out` from nn::gpu::take_fused_input): forward's rows, quantized.
-  void forward(const TensorView& x, const cuda::ops::W8A8Rows& out, cudaStream_t stream) const {
-    SDNQ_REQUIRE(x.rank() >= 1 && x.size(-1) == dim_, ShapeError, "LayerNorm '{}': input must be [..., {}], got {}",
-                 name_, dim_, x.shape().to_string());
-    const TensorView weight = weight_.defined() ? weight_.view() : TensorView();
-    const TensorView bias = bias_.defined() ? bias_.view() : TensorView();
-    cuda::ops::layer_norm_to_w8a8(x, weight_.defined() ? &weight : nullptr, bias_.defined() ? &bias : nullptr, eps_,
-                                  out, stream);
   }
 
   std::int64_t dim() const { return dim_; }

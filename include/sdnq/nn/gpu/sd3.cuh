@@ -70,17 +70,6 @@ class SD3Transformer2DModel {
 
   const SD3TransformerConfig& config() const { return config_; }
   int device() const { return device_; }
-
-  // Fused producers (on by default): where the only readers of an AdaLN or of the feed-forward's GELU are
-  // quantized-matmul Linears at the pass's row count (norm1 -> q/k/v, SD3.5's second norm -> attn2's q/k/v,
-  // norm2 -> ff.net.0.proj, GELU -> ff.net.2), the producer writes their 8-bit codes directly
-  // (cuda::ops::*_to_w8a8) instead of bf16 rows that a separate pass then quantizes. Off: the bf16 rows
-  // and the separate pass. The same bits either way.
-  void set_fused_quantization(bool on) {
-    fused_quantization_ = on;
-    for (auto& block : blocks_) block.set_fused_quantization(on);
-  }
-  bool fused_quantization() const { return fused_quantization_; }
   // Values per token that proj_out writes: p²·out_channels.
   std::int64_t patch_channels() const { return config_.patch_size * config_.patch_size * config_.out_channels; }
 
@@ -244,7 +233,6 @@ class SD3Transformer2DModel {
   Linear norm_out_;  // AdaLayerNormContinuous linear: D -> 2D (scale, shift)
   Linear proj_out_;  // D -> p²·out_channels
   detail::CublasHandle cublas_;
-  bool fused_quantization_ = true;
 };
 
 }  // namespace sdnq::nn::gpu

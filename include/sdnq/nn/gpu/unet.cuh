@@ -75,14 +75,6 @@ class UNet2DConditionModel {
   const UNet2DConditionConfig& config() const { return config_; }
   int device() const { return device_; }
 
-  // Fused producers (on by default): in the transformer blocks, where the only readers of a LayerNorm or of
-  // the GEGLU are quantized-matmul Linears at the pass's row count (norm1 -> attn1's q/k/v, norm2 -> attn2's
-  // q, norm3 -> ff.net.0.proj, GEGLU -> ff.net.2), the producer writes their 8-bit codes directly
-  // (cuda::ops::*_to_w8a8) into the buffer of the bf16 rows it replaces. Off: the bf16 rows and a separate
-  // quantization pass. The same bits either way, and the same workspace.
-  void set_fused_quantization(bool on) { fused_quantization_ = on; }
-  bool fused_quantization() const { return fused_quantization_; }
-
   // Every Linear with the number of rows it multiplies for one forward on latents [batch, C, height,
   // width] with text_tokens tokens of context (reports, tests).
   std::vector<std::pair<const Linear*, std::int64_t>> linears(std::int64_t batch, std::int64_t height,
@@ -146,7 +138,7 @@ class UNet2DConditionModel {
     // The text rows every cross-attention's to_k / to_v reads, quantized once for the whole pass where
     // those are quantized-matmul layers.
     const LinearInput context = share_input(detail::token_rows(encoder_hidden_states), context_readers(), arena, stream);
-    detail::UNetRun run{{arena, cublas_.get(), stream, device_, fused_quantization_}, temb_silu, context, skips};
+    detail::UNetRun run{{arena, cublas_.get(), stream, device_}, temb_silu, context, skips};
     Shape h = conv_in_->output_shape(sample.shape());
     conv_in_->forward(sample, b.at(b.current, h), arena, run.base.cublas, stream);
     detail::push_skip(b, h, run);
@@ -312,7 +304,6 @@ class UNet2DConditionModel {
 
   std::string label_;
   int device_ = 0;
-  bool fused_quantization_ = true;  // see set_fused_quantization
   UNet2DConditionConfig config_;
   std::optional<Conv2d> conv_in_, conv_out_;
   detail::DitTwoLayerMlp time_mlp_;

@@ -38,31 +38,21 @@ __device__ __forceinline__ T from_float(float x) {
     return __float2half_rn(x);
 }
 
-// 8 consecutive 16-bit elements in one 16-byte word, widened exactly / each rounded once from f32.
+// 8 consecutive 16-bit elements, one 16-byte access (the pointer must be 16-byte aligned).
 template <class T>
-__device__ __forceinline__ void unpack8(uint4 raw, float (&values)[8]) {
+__device__ __forceinline__ void load8(const T* source, float (&values)[8]) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(source);
   const T* elements = reinterpret_cast<const T*>(&raw);
 #pragma unroll
   for (int i = 0; i < 8; ++i) values[i] = to_float(elements[i]);
 }
 template <class T>
-__device__ __forceinline__ uint4 pack8(const float (&values)[8]) {
+__device__ __forceinline__ void store8(T* destination, const float (&values)[8]) {
   uint4 raw;
   T* elements = reinterpret_cast<T*>(&raw);
 #pragma unroll
   for (int i = 0; i < 8; ++i) elements[i] = from_float<T>(values[i]);
-  return raw;
-}
-
-// 8 consecutive 16-bit elements, one 16-byte access (the pointer must be 16-byte aligned).
-template <class T>
-__device__ __forceinline__ void load8(const T* source, float (&values)[8]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(source);
-  unpack8<T>(raw, values);
-}
-template <class T>
-__device__ __forceinline__ void store8(T* destination, const float (&values)[8]) {
-  *reinterpret_cast<uint4*>(destination) = pack8<T>(values);
+  *reinterpret_cast<uint4*>(destination) = raw;
 }
 
 __device__ __forceinline__ float warp_sum(float x) {

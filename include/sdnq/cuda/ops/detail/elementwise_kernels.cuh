@@ -18,35 +18,19 @@ using sdnq::Activation;
 
 namespace kernel_detail {
 
-// 8 values through `activation` (GEGLU: value · activation(gate)), rounded to T. Not inlined: the plain
-// kernels below and the fused producers (activation_to_w8a8, geglu_to_w8a8) call one compiled copy, so
-// they compute the same bits whatever the compiler contracts around the call.
-template <class T>
-__device__ __noinline__ uint4 activate_word(uint4 x, Activation activation) {
-  float values[8];
-  unpack8<T>(x, values);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) values[i] = sdnq::activation_value(values[i], activation);
-  return pack8<T>(values);
-}
-template <class T>
-__device__ __noinline__ uint4 gated_word(uint4 value, uint4 gate, Activation activation) {
-  float values[8], gates[8];
-  unpack8<T>(value, values);
-  unpack8<T>(gate, gates);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) values[i] *= sdnq::activation_value(gates[i], activation);
-  return pack8<T>(values);
-}
-
 // out[i] = activation(x[i]), n elements (Vector: n % 8 == 0, 16-byte aligned).
 template <class T, bool Vector>
 __global__ void activation_kernel(const T* x, T* out, std::int64_t n, Activation activation) {
   const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if constexpr (Vector) {
-    for (std::int64_t pack = first; pack < n / 8; pack += step)
-      reinterpret_cast<uint4*>(out)[pack] = activate_word<T>(reinterpret_cast<const uint4*>(x)[pack], activation);
+    for (std::int64_t pack = first; pack < n / 8; pack += step) {
+      float values[8];
+      load8(x + pack * 8, values);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) values[i] = sdnq::activation_value(values[i], activation);
+      store8(out + pack * 8, values);
+    }
   } else {
     for (std::int64_t i = first; i < n; i += step)
       out[i] = from_float<T>(sdnq::activation_value(to_float(x[i]), activation));
@@ -67,7 +51,11 @@ __global__ void activation_rows_kernel(const T* x, std::int64_t x_pitch, T* out,
     const T* in = x + row * x_pitch + column;
     T* o = out + row * out_pitch + column;
     if constexpr (Vector) {
-      *reinterpret_cast<uint4*>(o) = activate_word<T>(*reinterpret_cast<const uint4*>(in), activation);
+      float values[8];
+      load8(in, values);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) values[i] = sdnq::activation_value(values[i], activation);
+      store8(o, values);
     } else {
       *o = from_float<T>(sdnq::activation_value(to_float(*in), activation));
     }
@@ -87,35 +75,17 @@ __global__ void gated_activation_kernel(const T* x, T* out, std::int64_t rows, s
     const T* h = x + row * 2 * half + column;
     T* o = out + row * half + column;
     if constexpr (Vector) {
-      *reinterpret_cast<uint4*>(o) =
-          gated_word<T>(*reinterpret_cast<const uint4*>(h), *reinterpret_cast<const uint4*>(h + half), activation);
+      float value[8], gate[8];
+      load8(h, value);
+      load8(h + half, gate);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) value[i] *= sdnq::activation_value(gate[i], activation);
+      store8(o, value);
     } else {
       *o = from_float<T>(to_float(*h) * sdnq::activation_value(to_float(h[half]), activation));
     }
   }
 }
-
-// The rows of activation_to_w8a8 / geglu_to_w8a8 for launch_w8a8_producer (detail/w8a8_rows.cuh): word
-// `word` of output row `row`, from x [rows, words·8] / x [rows, 2·words·8] (value half, then gate half).
-template <class T>
-struct ActivationWords {
-  const uint4* x;
-  int words;
-  Activation activation;
-  __device__ uint4 operator()(std::int64_t row, int word) const {
-    return activate_word<T>(x[row * words + word], activation);
-  }
-};
-template <class T>
-struct GatedWords {
-  const uint4* x;
-  int words;
-  Activation activation;
-  __device__ uint4 operator()(std::int64_t row, int word) const {
-    const uint4* r = x + row * 2 * words;
-    return gated_word<T>(r[word], r[words + word], activation);
-  }
-};
 
 enum class VectorOp { add, mul, modulate, gated_add, add_tensor };
 

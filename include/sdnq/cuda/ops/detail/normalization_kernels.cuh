@@ -8,9 +8,7 @@
 #include <cstdint>
 
 #include "sdnq/cuda/config.cuh"
-#include "sdnq/cuda/detail/w8a8_quantize.cuh"
 #include "sdnq/cuda/ops/detail/common.cuh"
-#include "sdnq/cuda/ops/detail/w8a8_rows.cuh"
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
 namespace ops::kernel_detail {
@@ -33,72 +31,6 @@ struct RowNormParams {
   float eps = 0.0f;
 };
 
-// The arithmetic of row_norm_kernel, shared with row_norm_w8a8_kernel (the same rows straight to 8-bit
-// codes) and written with explicit roundings: no multiply-add contraction the compiler might do in one
-// kernel and not the other, so both compute the same bits. Statistics: each lane sums its elements in
-// order (lane l: elements 8l..8l+7, then 256 further on, ...), then the warp; the centred squares likewise.
-__device__ __forceinline__ void add_values(float& sum, const float* v, int count) {
-  for (int e = 0; e < count; ++e) sum = __fadd_rn(sum, v[e]);
-}
-__device__ __forceinline__ void add_centred_squares(float& squares, const float* v, int count, float mean) {
-  for (int e = 0; e < count; ++e) {
-    const float centred = __fsub_rn(v[e], mean);
-    squares = __fmaf_rn(centred, centred, squares);
-  }
-}
-__device__ __forceinline__ float row_mean(float lane_sum, int dim) {
-  return __fdiv_rn(warp_sum(lane_sum), static_cast<float>(dim));
-}
-__device__ __forceinline__ float row_inverse_deviation(float lane_squares, int dim, float eps) {
-  return rsqrtf(__fadd_rn(__fdiv_rn(warp_sum(lane_squares), static_cast<float>(dim)), eps));
-}
-// (v − mean) · inverse, then · weight, + bias, · (1 + scale) + shift where given.
-__device__ __forceinline__ float normalized_value(float v, float mean, float inverse, const float* weight,
-                                                  const float* bias, const float* shift, const float* scale) {
-  v = __fmul_rn(__fsub_rn(v, mean), inverse);
-  if (weight != nullptr) v = __fmul_rn(v, *weight);
-  if (bias != nullptr) v = __fadd_rn(v, *bias);
-  if (shift != nullptr) v = __fmaf_rn(v, __fadd_rn(1.0f, *scale), *shift);
-  return v;
-}
-
-// The per-row vectors of a RowNormParams row (null where absent).
-template <class T>
-struct RowNormVectors {
-  const T *weight, *bias, *shift, *scale;
-  __device__ RowNormVectors(const RowNormParams& p, std::int64_t row) {
-    const std::int64_t sample = row / p.rows_per_sample;
-    weight = static_cast<const T*>(p.weight);
-    bias = static_cast<const T*>(p.bias);
-    shift = p.shift != nullptr ? static_cast<const T*>(p.shift) + sample * p.shift_batch_stride : nullptr;
-    scale = p.scale != nullptr ? static_cast<const T*>(p.scale) + sample * p.scale_batch_stride : nullptr;
-  }
-};
-
-// v[0..width) = the normalized values of the row's elements i..i+width (Vector: 8, 16-byte loads).
-template <class T, int width>
-__device__ __forceinline__ void normalize_values(float (&v)[width], const RowNormVectors<T>& r, int i, float mean,
-                                                 float inverse) {
-  float w[width], b[width], sh[width], sc[width];
-  const auto load = [](const T* source, float(&values)[width]) {
-    if constexpr (width == 8)
-      load8(source, values);
-    else
-      values[0] = to_float(*source);
-  };
-  if (r.weight != nullptr) load(r.weight + i, w);
-  if (r.bias != nullptr) load(r.bias + i, b);
-  if (r.shift != nullptr) {
-    load(r.shift + i, sh);
-    load(r.scale + i, sc);
-  }
-#pragma unroll
-  for (int e = 0; e < width; ++e)
-    v[e] = normalized_value(v[e], mean, inverse, r.weight != nullptr ? &w[e] : nullptr,
-                            r.bias != nullptr ? &b[e] : nullptr, r.shift != nullptr ? &sh[e] : nullptr,
-                            r.shift != nullptr ? &sc[e] : nullptr);
-}
-
 // One warp per row. Vector: dim % 8 == 0 and 16-byte aligned rows (and vectors).
 template <class T, RowNorm Norm, bool Vector>
 __global__ void __launch_bounds__(rows_per_block * 32) row_norm_kernel(const RowNormParams p) {
@@ -108,7 +40,11 @@ __global__ void __launch_bounds__(rows_per_block * 32) row_norm_kernel(const Row
   const int dim = p.dim;
   const T* in = static_cast<const T*>(p.x) + row * dim;
   T* o = static_cast<T*>(p.out) + row * dim;
-  const RowNormVectors<T> vectors(p, row);
+  const T* weight = static_cast<const T*>(p.weight);
+  const T* bias = static_cast<const T*>(p.bias);
+  const std::int64_t sample = row / p.rows_per_sample;
+  const T* shift = p.shift != nullptr ? static_cast<const T*>(p.shift) + sample * p.shift_batch_stride : nullptr;
+  const T* scale = p.scale != nullptr ? static_cast<const T*>(p.scale) + sample * p.scale_batch_stride : nullptr;
   constexpr int width = Vector ? 8 : 1;
   const auto load = [](const T* source, float(&v)[width]) {
     if constexpr (Vector)
@@ -122,106 +58,39 @@ __global__ void __launch_bounds__(rows_per_block * 32) row_norm_kernel(const Row
     for (int i = lane * width; i < dim; i += 32 * width) {
       float v[width];
       load(in + i, v);
-      add_values(sum, v, width);
+#pragma unroll
+      for (int e = 0; e < width; ++e) sum += v[e];
     }
-    mean = row_mean(sum, dim);
+    mean = warp_sum(sum) / static_cast<float>(dim);
   }
   float squares = 0.0f;
   for (int i = lane * width; i < dim; i += 32 * width) {
     float v[width];
     load(in + i, v);
-    add_centred_squares(squares, v, width, mean);
+#pragma unroll
+    for (int e = 0; e < width; ++e) squares += (v[e] - mean) * (v[e] - mean);
   }
-  const float inverse = row_inverse_deviation(squares, dim, p.eps);
+  const float inverse = rsqrtf(warp_sum(squares) / static_cast<float>(dim) + p.eps);
   for (int i = lane * width; i < dim; i += 32 * width) {
-    float v[width];
+    float v[width], w[width], b[width], sh[width], sc[width];
     load(in + i, v);
-    normalize_values<T, width>(v, vectors, i, mean, inverse);
+    if (weight != nullptr) load(weight + i, w);
+    if (bias != nullptr) load(bias + i, b);
+    if (shift != nullptr) {
+      load(shift + i, sh);
+      load(scale + i, sc);
+    }
+#pragma unroll
+    for (int e = 0; e < width; ++e) {
+      v[e] = (v[e] - mean) * inverse;
+      if (weight != nullptr) v[e] *= w[e];
+      if (bias != nullptr) v[e] += b[e];
+      if (shift != nullptr) v[e] = fmaf(v[e], 1.0f + sc[e], sh[e]);
+    }
     if constexpr (Vector)
       store8(o + i, v);
     else
       o[i] = from_float<T>(v[0]);
-  }
-}
-
-// row_norm_kernel's rows written as 8-bit codes and per-row scales (cuda::ops::layer_norm_to_w8a8 and
-// layer_norm_modulate_to_w8a8): one warp per row with the same statistics and the same normalized values,
-// each rounded to T as row_norm_kernel stores it, then quantized by the GEMM's own helpers
-// (detail/w8a8_quantize.cuh). Words > 0: the row (dim ≤ 256·Words) stays in registers, read once; Words
-// == 0: longer rows, read for the statistics, then normalized twice more (absmax, codes) from L1/L2.
-// Needs dim % 8 == 0 and 16-byte aligned rows and vectors (the Vector layout of row_norm_kernel).
-template <class T, RowNorm Norm, cuda::kernel_detail::W8A8Operand Operand, int Words>
-__global__ void __launch_bounds__(rows_per_block * 32)
-    row_norm_w8a8_kernel(const RowNormParams p, const W8A8RowsParams q) {
-  namespace w8a8 = cuda::kernel_detail;
-  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * rows_per_block + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (row >= p.rows) return;
-  const int dim = p.dim, words = dim / 8;
-  const uint4* in = reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + row * dim);
-  uint2* codes = reinterpret_cast<uint2*>(q.codes + row * dim);
-  const RowNormVectors<T> vectors(p, row);
-  const auto normalized_word = [&](uint4 raw, int word, float mean, float inverse) {
-    float v[8];
-    unpack8<T>(raw, v);
-    normalize_values<T, 8>(v, vectors, word * 8, mean, inverse);
-    return pack8<T>(v);
-  };
-  if constexpr (Words > 0) {
-    uint4 chunk[Words];
-#pragma unroll
-    for (int u = 0; u < Words; ++u) {
-      const int word = lane + 32 * u;
-      chunk[u] = word < words ? in[word] : make_uint4(0u, 0u, 0u, 0u);
-    }
-    float mean = 0.0f;
-    if constexpr (Norm == RowNorm::layer) {
-      float sum = 0.0f;
-#pragma unroll
-      for (int u = 0; u < Words; ++u) {
-        if (lane + 32 * u >= words) break;
-        float v[8];
-        unpack8<T>(chunk[u], v);
-        add_values(sum, v, 8);
-      }
-      mean = row_mean(sum, dim);
-    }
-    float squares = 0.0f;
-#pragma unroll
-    for (int u = 0; u < Words; ++u) {
-      if (lane + 32 * u >= words) break;
-      float v[8];
-      unpack8<T>(chunk[u], v);
-      add_centred_squares(squares, v, 8, mean);
-    }
-    const float inverse = row_inverse_deviation(squares, dim, p.eps);
-#pragma unroll
-    for (int u = 0; u < Words; ++u) {
-      const int word = lane + 32 * u;
-      if (word < words) chunk[u] = normalized_word(chunk[u], word, mean, inverse);  // zeros stay past the row
-    }
-    w8a8::quantize_warp_resident_words<T, Operand, Words>(chunk, words, codes, q.scale + row, lane,
-                                                          q.scale_in_activation_dtype);
-  } else {
-    float mean = 0.0f;
-    if constexpr (Norm == RowNorm::layer) {
-      float sum = 0.0f;
-      for (int word = lane; word < words; word += 32) {
-        float v[8];
-        unpack8<T>(in[word], v);
-        add_values(sum, v, 8);
-      }
-      mean = row_mean(sum, dim);
-    }
-    float squares = 0.0f;
-    for (int word = lane; word < words; word += 32) {
-      float v[8];
-      unpack8<T>(in[word], v);
-      add_centred_squares(squares, v, 8, mean);
-    }
-    const float inverse = row_inverse_deviation(squares, dim, p.eps);
-    w8a8::quantize_warp_row<T, Operand, 4>([&](int word) { return normalized_word(in[word], word, mean, inverse); },
-                                           words, codes, q.scale + row, lane, q.scale_in_activation_dtype);
   }
 }
 

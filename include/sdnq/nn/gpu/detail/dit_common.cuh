@@ -6,7 +6,6 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -20,7 +19,6 @@
 #include "sdnq/nn/gpu/detail/device_weights.hpp"
 #include "sdnq/nn/gpu/linear.cuh"
 #include "sdnq/nn/models/detail/dit_attention.hpp"
-#include "sdnq/nn/models/detail/dit_modulation.hpp"
 #include "sdnq/nn/weights.hpp"
 
 namespace sdnq::nn::gpu::detail {
@@ -90,40 +88,6 @@ struct DitFeedForward {
     cuda::ops::activation(hidden, hidden, cuda::ops::Activation::gelu_tanh, stream);
     project_out.forward(hidden, out, arena, cublas, stream);
   }
-
-  // The DiT blocks' "norm2 -> ff": AdaLN(x) = LayerNorm(x) · (1 + scale) + shift (eps 1e-6), then forward.
-  // With `fuse`, the AdaLN and the GELU write their output straight as 8-bit codes where their reader is a
-  // quantized-matmul Linear at these rows (take_fused_input: the bf16 rows are never written), else bf16
-  // rows into `normed` [M, D] and `hidden` as before; the same bits either way. x [B, L, D], shift / scale
-  // modulation chunks, out [M, D]; arena bytes: modulated_bytes().
-  void forward_modulated(const TensorView& x, const TensorView& shift, const TensorView& scale,
-                         const TensorView& normed, const TensorView& hidden, const TensorView& out, bool fuse,
-                         Arena& arena, cublasHandle_t cublas, cudaStream_t stream, int device) const {
-    const std::int64_t rows = normed.size(0);
-    {
-      ArenaScope scope(arena);
-      if (auto fused = take_fused_input({&project_in}, rows, arena, device, fuse)) {
-        cuda::ops::layer_norm_modulate_to_w8a8(x, shift, scale, nn::detail::adaptive_norm_eps, fused->target, stream);
-        project_in.forward(fused->input, hidden, arena, cublas, stream);
-      } else {
-        cuda::ops::layer_norm_modulate(x, shift, scale, nn::detail::adaptive_norm_eps, view_as(normed, x.shape()),
-                                       stream);
-        project_in.forward(normed, hidden, arena, cublas, stream);
-      }
-    }
-    ArenaScope scope(arena);
-    if (auto fused = take_fused_input({&project_out}, rows, arena, device, fuse)) {
-      cuda::ops::activation_to_w8a8(hidden, fused->target, cuda::ops::Activation::gelu_tanh, stream);
-      project_out.forward(fused->input, out, arena, cublas, stream);
-    } else {
-      cuda::ops::activation(hidden, hidden, cuda::ops::Activation::gelu_tanh, stream);
-      project_out.forward(hidden, out, arena, cublas, stream);
-    }
-  }
-  // Arena bytes forward_modulated() takes besides the Linears' own scratch (the fused producers' codes).
-  std::size_t modulated_bytes(std::int64_t rows) const {
-    return std::max(fused_input_bytes({&project_in}, rows), fused_input_bytes({&project_out}, rows));
-  }
 };
 
 // q, k, v of one stream; with qk_norm, the per-head RMS norms of q and k (weights [head_dim], eps 1e-6).
@@ -140,13 +104,6 @@ struct DitQkv {
     std::vector<Linear*> parts{&q, &k, &v};
     if (extra != nullptr) parts.push_back(extra);
     joined = Linear::concatenate(parts, name);
-  }
-  // The Linears that read the normed rows: `joined`, or q, k, v (and `extra`, or null).
-  std::vector<const Linear*> readers(const Linear* extra) const {
-    if (joined) return {&*joined};
-    std::vector<const Linear*> all{&q, &k, &v};
-    if (extra != nullptr) all.push_back(extra);
-    return all;
   }
   // Columns of the wide scratch project_into() needs with `joined` (0 without).
   std::int64_t joined_width() const { return joined ? joined->out_features() : 0; }

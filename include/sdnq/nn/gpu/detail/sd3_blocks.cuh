@@ -42,7 +42,6 @@ class SD3JointBlock {
     const std::int64_t d = shape.dim;
     SD3JointBlock b;
     b.shape_ = shape;
-    b.device_ = device;
     b.image_chunks_ = dual_attention ? 9 : 6;
     b.context_chunks_ = context_pre_only ? 2 : 6;
     b.norm1_ = Linear::load(weights, p + ".norm1.linear", d, b.image_chunks_ * d, true, device);
@@ -78,20 +77,12 @@ class SD3JointBlock {
       for (const Linear* l : {&attn2_->qkv.q, &attn2_->qkv.k, &attn2_->qkv.v, &attn2_->to_out}) visit(*l, image_rows);
   }
 
-  // Arena bytes of the rows forward() quantizes once for q, k, v, or that a fused producer writes as codes
-  // (an AdaLN for q, k, v or for ff.net.0.proj, the GELU for ff.net.2), held while their readers run.
+  // Arena bytes of the rows forward() quantizes once for q, k, v (held while those Linears run).
   std::size_t shared_input_bytes(std::int64_t batch, std::int64_t li, std::int64_t lt) const {
-    const auto qkv = [](const DitQkv& q, std::int64_t rows) {
-      return std::max(q.share_bytes(rows, nullptr), fused_input_bytes(q.readers(nullptr), rows));
-    };
-    std::size_t bytes = std::max({qkv(image_, batch * li), qkv(context_, batch * lt), ff_.modulated_bytes(batch * li)});
-    if (ff_context_) bytes = std::max(bytes, ff_context_->modulated_bytes(batch * lt));
-    if (attn2_) bytes = std::max(bytes, attn2_->qkv.share_bytes(batch * li, nullptr));  // its codes: image_normed2
+    std::size_t bytes = std::max(image_.share_bytes(batch * li, nullptr), context_.share_bytes(batch * lt, nullptr));
+    if (attn2_) bytes = std::max(bytes, attn2_->qkv.share_bytes(batch * li, nullptr));
     return bytes;
   }
-
-  // Fused producers (SD3Transformer2DModel::set_fused_quantization).
-  void set_fused_quantization(bool on) { fused_quantization_ = on; }
 
   // Arena bytes forward() takes itself (Linear and attention scratch not included).
   std::size_t activation_bytes(std::int64_t batch, std::int64_t li, std::int64_t lt) const {
@@ -129,41 +120,29 @@ class SD3JointBlock {
 
     norm1_.forward(temb_silu, m, arena, cublas, stream);
     norm1_context_.forward(temb_silu, c, arena, cublas, stream);
-    // Each stream's AdaLN and q, k, v, on the rows quantized once (quantized-matmul layers) or as they are;
-    // where q, k and v all run the 8-bit GEMM, the AdaLN writes their codes itself (fused producer) and the
-    // normed rows are not written.
-    const auto project = [&](const DitQkv& qkv, const TensorView& x, const TensorView& shift, const TensorView& scale,
-                             const TensorView& normed, const TensorView& part, std::int64_t first,
-                             const TensorView* joint_buffers) {
-      ArenaScope shared(arena);
-      const TensorView rows = token_rows(normed);
-      if (auto fused = take_fused_input(qkv.readers(nullptr), rows.size(0), arena, device_, fused_quantization_)) {
-        cuda::ops::layer_norm_modulate_to_w8a8(x, shift, scale, adaptive_norm_eps, fused->target, stream);
-        return qkv.project_into(fused->input, part, first, joint_buffers, arena, cublas, stream);
-      }
-      cuda::ops::layer_norm_modulate(x, shift, scale, adaptive_norm_eps, normed, stream);
-      qkv.project_into(qkv.share(rows, nullptr, arena, stream), part, first, joint_buffers, arena, cublas, stream);
-    };
-    // attn2 (SD3.5's dual attention) normalizes the image stream as it is now, before the joint attention
-    // updates it: its codes (fused) go where its normed rows would.
-    std::optional<FusedInput> attn2_codes;
-    if (attn2_) {
-      attn2_codes = take_fused_input(attn2_->qkv.readers(nullptr), batch * li, arena, device_, fused_quantization_,
-                                     image_normed2);
-      if (attn2_codes)
-        cuda::ops::layer_norm_modulate_to_w8a8(image, image_chunk(shift_msa2), image_chunk(scale_msa2),
-                                               adaptive_norm_eps, attn2_codes->target, stream);
-      else
-        cuda::ops::layer_norm_modulate(image, image_chunk(shift_msa2), image_chunk(scale_msa2), adaptive_norm_eps,
-                                       image_normed2, stream);
-    }
-    project(image_, image, image_chunk(shift_msa), image_chunk(scale_msa), image_normed, image_part, 0, joint);
+    cuda::ops::layer_norm_modulate(image, image_chunk(shift_msa), image_chunk(scale_msa), adaptive_norm_eps,
+                                   image_normed, stream);
+    if (dual_attention())
+      cuda::ops::layer_norm_modulate(image, image_chunk(shift_msa2), image_chunk(scale_msa2), adaptive_norm_eps,
+                                     image_normed2, stream);
     if (context_pre_only())
-      project(context_, context, context_chunk(continuous_shift), context_chunk(continuous_scale), context_normed,
-              context_part, li, joint);
+      cuda::ops::layer_norm_modulate(context, context_chunk(continuous_shift), context_chunk(continuous_scale),
+                                     adaptive_norm_eps, context_normed, stream);
     else
-      project(context_, context, context_chunk(shift_msa), context_chunk(scale_msa), context_normed, context_part, li,
-              joint);
+      cuda::ops::layer_norm_modulate(context, context_chunk(shift_msa), context_chunk(scale_msa), adaptive_norm_eps,
+                                     context_normed, stream);
+
+    // Joint attention over [image; text], then each stream's share of the output back into its rows.
+    {  // q, k, v of each stream on its rows quantized once (quantized-matmul layers)
+      ArenaScope shared(arena);
+      image_.project_into(image_.share(token_rows(image_normed), nullptr, arena, stream), image_part, 0, joint, arena,
+                          cublas, stream);
+    }
+    {
+      ArenaScope shared(arena);
+      context_.project_into(context_.share(token_rows(context_normed), nullptr, arena, stream), context_part, li,
+                            joint, arena, cublas, stream);
+    }
     attention(joint, attended, arena, stream);
     copy_bf16_columns(image_part.data(), li * d, attended.data(), s * d, li * d, batch, stream);
     if (!context_pre_only())
@@ -179,9 +158,8 @@ class SD3JointBlock {
       const TensorView own_attended = view_as(attended, image.shape());
       {
         ArenaScope shared(arena);
-        attn2_->qkv.project_into(
-            attn2_codes ? attn2_codes->input : attn2_->qkv.share(token_rows(image_normed2), nullptr, arena, stream),
-            image_part, 0, own, arena, cublas, stream);
+        attn2_->qkv.project_into(attn2_->qkv.share(token_rows(image_normed2), nullptr, arena, stream), image_part, 0,
+                                 own, arena, cublas, stream);
       }
       attention(own, own_attended, arena, stream);
       attn2_->to_out.forward(token_rows(own_attended), token_rows(image_update), arena, cublas, stream);
@@ -191,9 +169,9 @@ class SD3JointBlock {
                                   const auto& chunk) {
       const std::int64_t rows = x.size(0) * x.size(1);
       const TensorView update = view_as(update_rows, x.shape());
-      ff.forward_modulated(x, chunk(shift_mlp), chunk(scale_mlp), token_rows(normed),
-                           view_as(ff_hidden_rows, Shape{rows, 4 * d}), token_rows(update), fused_quantization_, arena,
-                           cublas, stream, device_);
+      cuda::ops::layer_norm_modulate(x, chunk(shift_mlp), chunk(scale_mlp), adaptive_norm_eps, normed, stream);
+      ff.forward(token_rows(normed), view_as(ff_hidden_rows, Shape{rows, 4 * d}), token_rows(update), arena, cublas,
+                 stream);
       cuda::ops::gated_add(x, chunk(gate_mlp), update, x, stream);
     };
     feed_forward(image, image_normed, ff_, image_chunk);
@@ -223,8 +201,6 @@ class SD3JointBlock {
   std::optional<SD3SelfAttention> attn2_;
   DitFeedForward ff_;
   std::optional<DitFeedForward> ff_context_;
-  int device_ = 0;
-  bool fused_quantization_ = true;
 };
 
 }  // namespace sdnq::nn::gpu::detail

@@ -91,12 +91,9 @@ class UNetTransformerBlock {
   }
 
   // h [N, L, C] (in place); context_rows [N·Lc, cross_attention_dim] (with its 8-bit codes when the UNet
-  // quantized them once for every to_k / to_v); t: the token buffers. With `fuse`, a LayerNorm or the GEGLU
-  // whose readers all run the 8-bit GEMM (norm1 -> attn1's q, k, v; norm2 -> attn2's q; norm3 -> ff.net.0.proj;
-  // GEGLU -> ff.net.2) writes their codes itself into the buffer of the bf16 rows it replaces (t.normed,
-  // t.ff_gated), which are then never written; the same bits as without.
+  // quantized them once for every to_k / to_v); t: the token buffers.
   void forward(const TensorView& h, const LinearInput& context_rows, const UNetTokenBuffers& t, Arena& arena,
-               cublasHandle_t cublas, cudaStream_t stream, int device, bool fuse) const {
+               cublasHandle_t cublas, cudaStream_t stream) const {
     const std::int64_t batch = h.size(0), tokens = h.size(1), dim = h.size(2);
     const std::int64_t context_tokens = context_rows.rows.size(0) / batch;
     const TensorView rows = token_rows(h);
@@ -107,21 +104,13 @@ class UNetTransformerBlock {
     for (int i = 0; i < 2; ++i) {
       const Projections& a = attn_[i];
       const std::int64_t source_tokens = i == 0 ? tokens : context_tokens;
+      (i == 0 ? norm1_ : norm2_)->forward(rows, t.normed, stream);
       const TensorView k = view_as(t.k, Shape{batch * source_tokens, dim});
       const TensorView v = view_as(t.v, Shape{batch * source_tokens, dim});
       {
-        ArenaScope shared(arena);  // attn1: q, k, v on the normed rows quantized once, or on the norm's codes
-        const std::vector<const Linear*> readers =
-            i == 0 ? std::vector<const Linear*>{&*a.q, &*a.k, &*a.v} : std::vector<const Linear*>{&*a.q};
-        const std::optional<FusedInput> fused = take_fused_input(readers, rows.size(0), arena, device, fuse, t.normed);
-        const LayerNorm& norm = i == 0 ? *norm1_ : *norm2_;
-        if (fused)
-          norm.forward(rows, fused->target, stream);
-        else
-          norm.forward(rows, t.normed, stream);
-        const LinearInput normed = fused    ? fused->input
-                                   : i == 0 ? share_input(t.normed, {&*a.q, &*a.k, &*a.v}, arena, stream)
-                                            : LinearInput(t.normed);
+        ArenaScope shared(arena);  // attn1: q, k, v on the normed rows quantized once
+        const LinearInput normed = i == 0 ? share_input(t.normed, {&*a.q, &*a.k, &*a.v}, arena, stream)
+                                          : LinearInput(t.normed);
         const LinearInput& source = i == 0 ? normed : context_rows;
         a.q->forward(normed, t.q, arena, cublas, stream);
         a.k->forward(source, k, arena, cublas, stream);
@@ -133,20 +122,10 @@ class UNetTransformerBlock {
       a.out->forward(t.normed, t.q, arena, cublas, stream);
       cuda::ops::add(rows, t.q, rows, stream);
     }
-    if (auto fused = take_fused_input({&*ff_in_}, rows.size(0), arena, device, fuse, t.normed)) {
-      norm3_->forward(rows, fused->target, stream);
-      ff_in_->forward(fused->input, t.ff_hidden, arena, cublas, stream);
-    } else {
-      norm3_->forward(rows, t.normed, stream);
-      ff_in_->forward(t.normed, t.ff_hidden, arena, cublas, stream);
-    }
-    if (auto fused = take_fused_input({&*ff_out_}, rows.size(0), arena, device, fuse, t.ff_gated)) {
-      cuda::ops::geglu_to_w8a8(t.ff_hidden, fused->target, stream);
-      ff_out_->forward(fused->input, t.normed, arena, cublas, stream);
-    } else {
-      cuda::ops::geglu(t.ff_hidden, t.ff_gated, stream);
-      ff_out_->forward(t.ff_gated, t.normed, arena, cublas, stream);
-    }
+    norm3_->forward(rows, t.normed, stream);
+    ff_in_->forward(t.normed, t.ff_hidden, arena, cublas, stream);
+    cuda::ops::geglu(t.ff_hidden, t.ff_gated, stream);
+    ff_out_->forward(t.ff_gated, t.normed, arena, cublas, stream);
     cuda::ops::add(rows, t.normed, rows, stream);
   }
 
@@ -235,8 +214,7 @@ class UNetTransformer {
       proj_in_conv_->forward(normalized, projected, run.arena, run.cublas, run.stream);
       cuda::ops::patchify(projected, 1, cuda::ops::PatchOrder::channel_minor, h, run.stream);
     }
-    for (const auto& block : blocks_)
-      block.forward(h, context_rows, t, run.arena, run.cublas, run.stream, run.device, run.fused_quantization);
+    for (const auto& block : blocks_) block.forward(h, context_rows, t, run.arena, run.cublas, run.stream);
     if (proj_out_linear_) {
       proj_out_linear_->forward(t.h, t.normed, run.arena, run.cublas, run.stream);
       cuda::ops::unpatchify(view_as(t.normed, token_shape), 1, cuda::ops::PatchOrder::channel_minor, normalized,

@@ -41,7 +41,6 @@ struct VaeRun {
   cublasHandle_t cublas;
   cudaStream_t stream;
   int device;
-  bool fused_quantization = true;  // the UNet's transformers: UNet2DConditionModel::set_fused_quantization
 };
 
 // The largest activation (elements) and the largest arena scratch (bytes) of a pass.
