@@ -459,6 +459,12 @@ TEST_CASE("gemm_w8a8 W4A8: uint4 g64 + SVD re-quantized once, SVD tiles on the T
   run_w4a8_case<sdnq::bf16>(1100, 2064, 128, rank, true, 6, 72);  // persistent: several tiles per block
 }
 
+TEST_CASE("w8a8_activations_fit: weights with an SVD branch need the rows their down-projection reads",
+          "[cuda][w8a8]") {
+  CHECK(sdnq::test::svd_weights_fit_activations(true));
+  CHECK_FALSE(sdnq::test::svd_weights_fit_activations(false));
+}
+
 TEST_CASE("gemm_w8a8 W4A8: what the SVD tiles do not run is rejected before launch", "[cuda][w8a8]") {
   if (!tile_runs_here(6)) return;
   const auto host_with_svd = [](std::int64_t n, std::int64_t k) {

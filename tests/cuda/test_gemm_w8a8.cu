@@ -89,6 +89,24 @@ W8A8PrequantizedRun run_gemm_w8a8_prequantized(const std::vector<const cuda::W8A
   return run;
 }
 
+bool svd_weights_fit_activations(bool with_rows) {
+  static const std::uint8_t byte = 0;  // stands in for device pointers: fit only compares them with null
+  cuda::W8A8Weights w{cuda::W8A8Kind::int8, 64, 128, DType::bf16, DType::f32, &byte,
+                      reinterpret_cast<const float*>(&byte)};
+  w.svd_down = &byte;
+  w.svd_up = &byte;
+  w.svd_rank_padded = 64;
+  cuda::W8A8Activations a;
+  a.kind = cuda::W8A8Kind::int8;
+  a.dtype = DType::bf16;
+  a.tokens = 32;
+  a.in_features = 128;
+  a.codes = &byte;
+  a.scale = reinterpret_cast<const float*>(&byte);
+  a.rows = with_rows ? &byte : nullptr;
+  return cuda::w8a8_activations_fit(w, a);
+}
+
 void run_gemm_w8a8_on_activations_of(const cuda::W8A8WeightsHost& like, const cuda::W8A8WeightsHost& weights,
                                      TensorView x, bool& fits) {
   const cuda::W8A8WeightsDevice device_like = cuda::upload_w8a8_weights(like);

@@ -36,6 +36,10 @@ W8A8PrequantizedRun run_gemm_w8a8_prequantized(const std::vector<const cuda::W8A
 void run_gemm_w8a8_on_activations_of(const cuda::W8A8WeightsHost& like, const cuda::W8A8WeightsHost& weights,
                                      TensorView x, bool& fits);
 
+// w8a8_activations_fit for int8 weights [64, 128] with an SVD branch (rank padded to 64) and activations
+// quantized for them, with or without the rows of x (no GPU work: pointers only).
+bool svd_weights_fit_activations(bool with_rows);
+
 // Whether the current GPU runs the float8_e4m3fn GEMM (compute capability 8.9 or newer).
 bool gpu_has_fp8_tensor_cores();
 

@@ -655,10 +655,11 @@ inline W8A8Activations quantize_w8a8_activations(const W8A8Weights& like, Tensor
 }
 
 // Whether gemm_w8a8(w, activations, ...) accepts these activations: quantized for the same kind,
-// activation dtype, scale mode and K, with codes and scales present. (y, bias and the device are
-// checked by the call itself.)
+// activation dtype, scale mode and K, with codes and scales present, and with the rows of x when w has
+// an SVD branch (its down-projection reads them). (y, bias and the device are checked by the call.)
 inline bool w8a8_activations_fit(const W8A8Weights& w, const W8A8Activations& activations) {
   return activations.kind == w.kind && activations.dtype == w.dtype &&
+         (w.svd_rank_padded == 0 || activations.rows != nullptr) &&
          activations.scale_in_activation_dtype == (w.scale_dtype != DType::f32) &&
          activations.in_features == w.in_features && activations.tokens >= 1 && activations.codes != nullptr &&
          activations.scale != nullptr;
