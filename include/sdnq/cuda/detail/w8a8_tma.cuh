@@ -43,6 +43,7 @@
 #include <type_traits>
 
 #include "sdnq/cuda/config.cuh"
+#include "sdnq/cuda/detail/kernel_convert.cuh"
 #include "sdnq/cuda/detail/tma_pipeline.cuh"
 #include "sdnq/cuda/detail/w8a8_kernel.cuh"
 #include "sdnq/cuda/detail/w8a8_quantize.cuh"
@@ -66,22 +67,23 @@ __device__ __forceinline__ void wgmma_e4m3_m64n128k32(float (&d)[64], std::uint6
 
 // d (+)= A[64×16] · B[128×16]ᵀ in bf16 / fp16 with fp32 accumulators, both operands K-major by
 // descriptor (the SVD tiles: 64 ranks of T are 128 bytes, one ring stage like a K tile of codes).
+#define SDNQ_WGMMA_SS_16BIT(types)                                                                           \
+  asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32" types " " SDNQ_WGMMA_R64 "}, %64, %65, 1, 1, 1, 0, 0;\n" \
+               : SDNQ_WGMMA_D64("+f")                                                                        \
+               : "l"(a), "l"(b))
 template <class T>
 __device__ __forceinline__ void wgmma_16bit_m64n128k16(float (&d)[64], std::uint64_t a, std::uint64_t b) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " SDNQ_WGMMA_R64 "}, %64, %65, 1, 1, 1, 0, 0;\n"
-                 : SDNQ_WGMMA_D64("+f")
-                 : "l"(a), "l"(b));
+    SDNQ_WGMMA_SS_16BIT(".bf16.bf16");
   else
-    asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " SDNQ_WGMMA_R64 "}, %64, %65, 1, 1, 1, 0, 0;\n"
-                 : SDNQ_WGMMA_D64("+f")
-                 : "l"(a), "l"(b));
+    SDNQ_WGMMA_SS_16BIT(".f16.f16");
 #else
   (void)d, (void)a, (void)b;
   __trap();
 #endif
 }
+#undef SDNQ_WGMMA_SS_16BIT
 
 // The SVD branch of a W4A8-style layer (§5.1 step 3, bias' = bias + (x·svd_down)·svd_up): `tiles`
 // ring stages of 64 ranks after the K tiles of each output tile, low_rank [M, 64·tiles] T (x·svd_downᵀ,
@@ -113,16 +115,6 @@ __device__ __forceinline__ float scaled_output(float sum, float s_x, float s_w, 
   return __fmaf_rn(__fmul_rn(sum, s_x), s_w, bias);
 }
 
-template <class T>
-__device__ __forceinline__ std::uint32_t pack_output_pair(float v0, float v1) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    const __nv_bfloat162 pair = __floats2bfloat162_rn(v0, v1);
-    return *reinterpret_cast<const std::uint32_t*>(&pair);
-  } else {
-    const __half2 pair = __floats2half2_rn(v0, v1);
-    return *reinterpret_cast<const std::uint32_t*>(&pair);
-  }
-}
 
 // Named barriers (0 is __syncthreads): `threads` arrivals complete one; sync waits for that, arrive not.
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
@@ -169,7 +161,7 @@ __device__ __forceinline__ void store_output_rows(const W8A8Params& p, int row, 
                         svd_addend<T>(b.y, low_rank.y, svd.rounded_to_output));
     T* out = static_cast<T*>(p.y) + static_cast<std::size_t>(r) * p.n + col;
     *reinterpret_cast<std::uint32_t*>(out) =
-        pack_output_pair<T>(scaled_output(sum.x, s_x, s_w.x, add.x), scaled_output(sum.y, s_x, s_w.y, add.y));
+        pack_pair<T>(scaled_output(sum.x, s_x, s_w.x, add.x), scaled_output(sum.y, s_x, s_w.y, add.y));
   };
   store(row, s_x_lo, lo, svd_lo);
   store(row + 8, s_x_hi, hi, svd_hi);
@@ -371,7 +363,7 @@ __global__ void __launch_bounds__(Tile::threads, 1)
             const int chunk = (j % 8) ^ (r % 8);
             auto* word = reinterpret_cast<std::uint32_t*>(staged + (j / 8) * Tile::out_box_bytes + r * 128 +
                                                           chunk * 16 + (lane & 3) * 4);
-            *word = pack_output_pair<T>(scaled_output(sum.x, s_x, s_w.x, add.x),
+            *word = pack_pair<T>(scaled_output(sum.x, s_x, s_w.x, add.x),
                                         scaled_output(sum.y, s_x, s_w.y, add.y));
           }
         }
