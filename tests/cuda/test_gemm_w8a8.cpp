@@ -465,6 +465,12 @@ TEST_CASE("w8a8_activations_fit: weights with an SVD branch need the rows their 
   CHECK_FALSE(sdnq::test::svd_weights_fit_activations(false));
 }
 
+TEST_CASE("w8a8_dequantized_linear refuses weights with an SVD branch instead of leaving it out", "[cuda][w8a8]") {
+  const std::string message = sdnq::test::dequantized_linear_message_with_svd();
+  CHECK(sdnq::test::contains(message, "SVD branch"));
+  CHECK(sdnq::test::contains(message, "gemm_w8a8"));
+}
+
 TEST_CASE("gemm_w8a8 W4A8: what the SVD tiles do not run is rejected before launch", "[cuda][w8a8]") {
   if (!tile_runs_here(6)) return;
   const auto host_with_svd = [](std::int64_t n, std::int64_t k) {

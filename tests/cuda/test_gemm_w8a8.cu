@@ -8,6 +8,7 @@
 #include "sdnq/cuda/check.hpp"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/gemm_w8a8.cuh"
+#include "sdnq/cuda/linear.cuh"
 
 namespace sdnq::test {
 
@@ -89,13 +90,32 @@ W8A8PrequantizedRun run_gemm_w8a8_prequantized(const std::vector<const cuda::W8A
   return run;
 }
 
+namespace {
+// int8 weights [64, 128] with an SVD branch; host pointers stand in for device ones (never dereferenced).
+cuda::W8A8Weights weights_with_svd() {
+  alignas(16) static const std::uint8_t bytes[16] = {};
+  cuda::W8A8Weights w{cuda::W8A8Kind::int8, 64, 128, DType::bf16, DType::f32, bytes,
+                      reinterpret_cast<const float*>(bytes)};
+  w.svd_down = bytes;
+  w.svd_up = bytes;
+  w.svd_rank_padded = 64;
+  return w;
+}
+}  // namespace
+
+std::string dequantized_linear_message_with_svd() {
+  try {
+    cuda::w8a8_dequantized_linear(weights_with_svd(), nullptr, TensorView(), std::nullopt, TensorView(), TensorView(),
+                                  nullptr);
+  } catch (const UnsupportedError& error) {
+    return error.what();
+  }
+  return "";
+}
+
 bool svd_weights_fit_activations(bool with_rows) {
   static const std::uint8_t byte = 0;  // stands in for device pointers: fit only compares them with null
-  cuda::W8A8Weights w{cuda::W8A8Kind::int8, 64, 128, DType::bf16, DType::f32, &byte,
-                      reinterpret_cast<const float*>(&byte)};
-  w.svd_down = &byte;
-  w.svd_up = &byte;
-  w.svd_rank_padded = 64;
+  const cuda::W8A8Weights w = weights_with_svd();
   cuda::W8A8Activations a;
   a.kind = cuda::W8A8Kind::int8;
   a.dtype = DType::bf16;

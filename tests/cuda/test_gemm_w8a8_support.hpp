@@ -1,6 +1,7 @@
 #pragma once
 // Launchers of the 8-bit GEMM tests (defined in test_gemm_w8a8.cu, called from test_gemm_w8a8.cpp).
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "sdnq/core/tensor.hpp"
@@ -39,6 +40,9 @@ void run_gemm_w8a8_on_activations_of(const cuda::W8A8WeightsHost& like, const cu
 // w8a8_activations_fit for int8 weights [64, 128] with an SVD branch (rank padded to 64) and activations
 // quantized for them, with or without the rows of x (no GPU work: pointers only).
 bool svd_weights_fit_activations(bool with_rows);
+
+// w8a8_dequantized_linear on such weights (no GPU work: it must refuse before touching x): the message.
+std::string dequantized_linear_message_with_svd();
 
 // Whether the current GPU runs the float8_e4m3fn GEMM (compute capability 8.9 or newer).
 bool gpu_has_fp8_tensor_cores();

@@ -607,6 +607,9 @@ inline void w8a8_dequantized_linear(const W8A8Weights& w, const void* e4m3_table
   SDNQ_REQUIRE(w.out_features >= 1 && w.in_features >= 16 && w.in_features % 16 == 0, UnsupportedError,
                "{}: needs out_features >= 1 and in_features a positive multiple of 16, got [{}, {}]", name,
                w.out_features, w.in_features);
+  SDNQ_REQUIRE(w.svd_rank_padded == 0, UnsupportedError,
+               "{}: the weights carry an SVD branch (W4A8), which this path would leave out; they run gemm_w8a8",
+               name);
   SDNQ_REQUIRE(reinterpret_cast<std::uintptr_t>(w.codes) % 16 == 0, ShapeError,
                "{}: the codes must be 16-byte aligned (upload_w8a8_weights allocates them so)", name);
   const std::int64_t n = w.out_features, k = w.in_features;
