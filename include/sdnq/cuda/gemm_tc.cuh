@@ -121,6 +121,14 @@ inline KSplit choose_k_split(std::int64_t blocks, int k_tiles, int min_tiles, in
   return out;
 }
 
+// K split of an SVD branch's down-projection low_rank = x · svd_downᵀ ([M, rp], 64×64 blocks of the
+// dense launch, launch_svd_down), which gemm_tc, the Hopper weight-only GEMM and gemm_w8a8 all run first.
+inline KSplit svd_down_split(std::int64_t tokens, std::int64_t rank_padded, std::int64_t in_features,
+                             int multiprocessors) {
+  const std::int64_t blocks = (tokens + 63) / 64 * (rank_padded / 64);
+  return choose_k_split(blocks, static_cast<int>(in_features / 64), 4, multiprocessors);
+}
+
 }  // namespace kernel_detail
 
 // How one call is cut into launches, and the workspace it needs.
@@ -149,8 +157,7 @@ inline GemmTcPlan plan_gemm_tc(const GemmTcWeights& w, std::int64_t tokens, cons
   plan.main = choose_k_split(blocks, k_tiles, 8, multiprocessors);
   std::size_t partial = plan.main.splits > 1 ? static_cast<std::size_t>(plan.main.splits * tokens * w.out_features) : 0;
   if (w.svd_rank_padded > 0) {
-    const std::int64_t down_blocks = (tokens + 63) / 64 * (w.svd_rank_padded / 64);
-    plan.down = choose_k_split(down_blocks, k_tiles, 4, multiprocessors);
+    plan.down = svd_down_split(tokens, w.svd_rank_padded, w.in_features, multiprocessors);
     plan.low_rank_bytes = static_cast<std::size_t>(tokens * w.svd_rank_padded) * 2;
     if (plan.down.splits > 1) {
       const auto down_partial = static_cast<std::size_t>(plan.down.splits * tokens * w.svd_rank_padded);
@@ -223,19 +230,27 @@ void dispatch_gemm_tc_tile(const GemmTcPlan& plan, const GemmTcParams& params, c
   }
 }
 
+// low_rank [M, rp] T = x [M, K] · svd_downᵀ (svd_down [rp, K] T), a dense GEMM on gemm_tc's tensor-core
+// launch; `partial` holds split.splits · M · rp fp32 sums when the split has more than one part.
+template <class T>
+void launch_svd_down(const void* x, const void* svd_down, void* low_rank, float* partial, int m, int rank_padded, int k,
+                     const KSplit& split, cudaStream_t stream) {
+  GemmTcParams down{};
+  down.a = x;
+  down.b = svd_down;
+  down.y = low_rank;
+  down.partial = split.splits > 1 ? partial : nullptr;
+  down.m = m;
+  down.n = rank_padded;
+  down.k = k;
+  launch_gemm_tc<T, 16, TcTileMedium>(down, split, stream);
+}
+
 template <class T>
 void run_gemm_tc(const GemmTcWeights& w, const GemmTcParams& main, const GemmTcPlan& plan, cudaStream_t stream) {
-  if (w.svd_rank_padded > 0) {  // low_rank = x · svd_downᵀ, a dense [M, rp] GEMM on the same tensor cores
-    GemmTcParams down{};
-    down.a = main.a;
-    down.b = w.svd_down;
-    down.y = const_cast<void*>(main.low_rank);
-    down.partial = plan.down.splits > 1 ? main.partial : nullptr;
-    down.m = main.m;
-    down.n = main.rank_padded;
-    down.k = main.k;
-    launch_gemm_tc<T, 16, TcTileMedium>(down, plan.down, stream);
-  }
+  if (w.svd_rank_padded > 0)  // low_rank = x · svd_downᵀ, a dense [M, rp] GEMM on the same tensor cores
+    launch_svd_down<T>(main.a, w.svd_down, const_cast<void*>(main.low_rank), main.partial, main.m, main.rank_padded,
+                       main.k, plan.down, stream);
   GemmTcParams p = main;
   if (plan.main.splits == 1) p.partial = nullptr;
   if (w.bits == 4)

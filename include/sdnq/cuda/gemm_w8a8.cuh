@@ -24,10 +24,11 @@
 // 128×256 / 128×128, e4m3 128×128 with fp32 promotion every 128 inputs: relative L2 error ≤ 1e-2
 // instead of bit-exact).
 // Measured on the H100 (bench/cuda/bench_w8a8.cu, docs/benchmarks.md session 7), M = 4096, FLUX
-// shapes, on codes quantized beforehand: int8 1.71-1.97x cuBLAS bf16 (cuBLASLt's bare int8 GEMM:
-// 1.79-2.01x), e4m3 1.22-1.31x; with the quantization fused into the GEMM: int8 1.11-1.70x. The
-// fused quantization is latency-bound (warps reading x while the GEMM waits), so nn::gpu::Linear
-// always quantizes in its own pass and sibling GEMMs share one quantization. The TMA kernel's epilogue stages the output tile and writes it with TMA stores that
+// shapes, on codes quantized beforehand: int8 1.71-2.00x cuBLAS bf16 (cuBLASLt's bare int8 GEMM:
+// 1.79-2.01x), e4m3 1.23-1.35x, W4A8 with SVD r32 1.05-1.36x; with the quantization fused into the
+// GEMM: int8 1.11-1.70x. The fused quantization is latency-bound (warps reading x while the GEMM
+// waits), so nn::gpu::Linear always quantizes in its own pass and sibling GEMMs share one
+// quantization. The TMA kernel's epilogue stages the output tile and writes it with TMA stores that
 // drain under the next tile's MMAs: at the SDXL UNet's K = 640-1280 shapes that made the GEMM on
 // codes 1.2-2.1x faster than direct stores from the consumers.
 // Clusters of 2 sharing B by TMA multicast were measured 1.5-2x slower in two attempts and are not
@@ -294,8 +295,10 @@ struct W8A8Workspace {
 
 // The fused call's workspace: codes [M, K], scales [M], then the row-tile counters. Its first
 // `counters` bytes are also the layout of a W8A8Activations buffer (codes, then scales).
+inline std::size_t w8a8_align_256(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
+
 inline W8A8Workspace w8a8_workspace_layout(std::int64_t tokens, std::int64_t in_features) {
-  const auto align = [](std::size_t bytes) { return (bytes + 255) / 256 * 256; };
+  const auto align = w8a8_align_256;
   W8A8Workspace layout;
   layout.scales = align(static_cast<std::size_t>(tokens * in_features));
   layout.counters = layout.scales + align(static_cast<std::size_t>(tokens) * sizeof(float));
@@ -494,10 +497,8 @@ struct W8A8SvdPlan {
 inline W8A8SvdPlan plan_w8a8_svd(const W8A8Weights& w, std::int64_t tokens) {
   W8A8SvdPlan plan;
   if (w.svd_rank_padded == 0) return plan;
-  const std::int64_t down_blocks = (tokens + 63) / 64 * (w.svd_rank_padded / 64);
-  plan.down = choose_k_split(down_blocks, static_cast<int>(w.in_features / 64), 4,
-                             current_gemm_tc_device().multiprocessors);
-  plan.partial = static_cast<std::size_t>((tokens * w.svd_rank_padded * 2 + 255) / 256 * 256);
+  plan.down = svd_down_split(tokens, w.svd_rank_padded, w.in_features, current_gemm_tc_device().multiprocessors);
+  plan.partial = w8a8_align_256(static_cast<std::size_t>(tokens * w.svd_rank_padded * 2));
   plan.bytes = plan.partial;
   if (plan.down.splits > 1)
     plan.bytes += static_cast<std::size_t>(plan.down.splits * tokens * w.svd_rank_padded) * sizeof(float);
@@ -509,22 +510,12 @@ inline W8A8SvdPlan plan_w8a8_svd(const W8A8Weights& w, std::int64_t tokens) {
 inline W8A8SvdLaunch launch_w8a8_svd_down(const W8A8Weights& w, const void* rows, std::int64_t tokens,
                                           const W8A8SvdPlan& plan, std::uint8_t* svd_part, cudaStream_t stream) {
   if (w.svd_rank_padded == 0) return {};
-  GemmTcParams down{};
-  down.a = rows;
-  down.b = w.svd_down;
-  down.y = svd_part;
-  down.partial = plan.down.splits > 1 ? reinterpret_cast<float*>(svd_part + plan.partial) : nullptr;
-  down.m = static_cast<int>(tokens);
-  down.n = static_cast<int>(w.svd_rank_padded);
-  down.k = static_cast<int>(w.in_features);
-  if (w.dtype == DType::bf16)
-    launch_gemm_tc<__nv_bfloat16, 16, TcTileMedium>(down, plan.down, stream);
-  else
-    launch_gemm_tc<__half, 16, TcTileMedium>(down, plan.down, stream);
+  const auto launch = w.dtype == DType::bf16 ? launch_svd_down<__nv_bfloat16> : launch_svd_down<__half>;
+  launch(rows, w.svd_down, svd_part, reinterpret_cast<float*>(svd_part + plan.partial), static_cast<int>(tokens),
+         static_cast<int>(w.svd_rank_padded), static_cast<int>(w.in_features), plan.down, stream);
   return W8A8SvdLaunch{svd_part, w.svd_up, w.svd_rank_padded, w.svd_in_activation_dtype};
 }
 
-inline std::size_t w8a8_align_256(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 template <class T, W8A8Operand Operand>
 void launch_quantize_w8a8_rows(const W8A8Params& p, cudaStream_t stream) {

@@ -75,8 +75,7 @@ inline WeightOnlySm90Plan plan_weight_only_sm90(const GemmTcWeights& w, std::int
   plan.blocks =
       grid == WeightOnlySm90Grid::persistent ? std::min<std::int64_t>(plan.tiles, device.multiprocessors) : plan.tiles;
   if (w.svd_rank_padded > 0) {
-    const std::int64_t down_blocks = (tokens + 63) / 64 * (w.svd_rank_padded / 64);
-    plan.down = choose_k_split(down_blocks, static_cast<int>(w.in_features / 64), 4, device.multiprocessors);
+    plan.down = svd_down_split(tokens, w.svd_rank_padded, w.in_features, device.multiprocessors);
     plan.low_rank_bytes = static_cast<std::size_t>(tokens * w.svd_rank_padded) * 2;
     if (plan.down.splits > 1)
       plan.partial_floats = static_cast<std::size_t>(plan.down.splits * tokens * w.svd_rank_padded);
@@ -112,15 +111,8 @@ void run_weight_only_sm90(const GemmTcWeights& w, const GemmTcParams& p, const W
   const CUtensorMap y_map = byte_matrix_tensor_map(p.y, p.m, std::int64_t{p.n} * 2, box, "y");
   CUtensorMap low_rank_map = x_map;
   if (w.svd_rank_padded > 0) {  // low_rank = x · svd_downᵀ first, by gemm_tc's dense tensor-core launch
-    GemmTcParams down{};
-    down.a = p.a;
-    down.b = w.svd_down;
-    down.y = const_cast<void*>(p.low_rank);
-    down.partial = plan.down.splits > 1 ? partial : nullptr;
-    down.m = p.m;
-    down.n = p.rank_padded;
-    down.k = p.k;
-    launch_gemm_tc<T, 16, TcTileMedium>(down, plan.down, stream);
+    launch_svd_down<T>(p.a, w.svd_down, const_cast<void*>(p.low_rank), partial, p.m, p.rank_padded, p.k, plan.down,
+                       stream);
     low_rank_map = byte_matrix_tensor_map(p.low_rank, p.m, std::int64_t{p.rank_padded} * 2, box, "low_rank");
   }
   const auto launch = [&](auto bits) {

@@ -122,6 +122,30 @@ T narrow_param(const TensorView& view, std::int64_t index) {
   }
 }
 
+// LinearCodes-layout SVD factors (svd_up [N, r], svd_down [r, K], contiguous, any float dtype) as T
+// tensors svd_up [N, rp] and svd_down [rp, K], the rank zero-padded to rp, a multiple of 64 (the
+// tensor-core kernels run the branch in 64-wide K tiles).
+template <class T>
+struct PaddedSvdFactors {
+  Tensor up, down;
+  std::int64_t rank = 0, rank_padded = 0;
+};
+template <class T>
+PaddedSvdFactors<T> padded_svd_factors(const TensorView& svd_up, const TensorView& svd_down) {
+  PaddedSvdFactors<T> out;
+  const std::int64_t n = svd_up.size(0), k = svd_down.size(1);
+  out.rank = svd_up.size(1);
+  out.rank_padded = (out.rank + 63) / 64 * 64;
+  out.up = Tensor::zeros(Shape{n, out.rank_padded}, dtype_of_v<T>);
+  out.down = Tensor::zeros(Shape{out.rank_padded, k}, dtype_of_v<T>);
+  T* up = out.up.template data_as<T>();
+  for (std::int64_t row = 0; row < n; ++row)
+    for (std::int64_t r = 0; r < out.rank; ++r) up[row * out.rank_padded + r] = narrow_param<T>(svd_up, row * out.rank + r);
+  T* down = out.down.template data_as<T>();
+  for (std::int64_t i = 0; i < out.rank * k; ++i) down[i] = narrow_param<T>(svd_down, i);
+  return out;
+}
+
 // All N·K codes of a host LinearCodes, row-major [N, K], as unsigned codes (offset binary for signed).
 template <int Bits>
 void unpack_all_codes(const LinearCodes& w, std::vector<std::uint8_t>& codes) {

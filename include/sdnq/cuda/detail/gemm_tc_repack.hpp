@@ -17,6 +17,7 @@
 //   svd_up        T [N, rp],  svd_down T [rp, K], rank zero-padded to rp = a multiple of 64.
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "sdnq/core/dtype.hpp"
@@ -131,15 +132,11 @@ GemmTcWeightsHost repack_for_gemm_tc(const LinearCodes& w) {
     }
 
   if (w.svd_up) {
-    const std::int64_t rank = w.svd_rank(), padded = (rank + 63) / 64 * 64;
-    out.svd_rank = rank;
-    out.svd_rank_padded = padded;
-    out.svd_up = Tensor::zeros(Shape{n, padded}, dtype_of_v<T>);
-    out.svd_down = Tensor::zeros(Shape{padded, k}, dtype_of_v<T>);
-    for (std::int64_t row = 0; row < n; ++row)
-      for (std::int64_t r = 0; r < rank; ++r)
-        out.svd_up.data_as<T>()[row * padded + r] = detail::narrow_param<T>(*w.svd_up, row * rank + r);
-    for (std::int64_t i = 0; i < rank * k; ++i) out.svd_down.data_as<T>()[i] = detail::narrow_param<T>(*w.svd_down, i);
+    detail::PaddedSvdFactors<T> svd = detail::padded_svd_factors<T>(*w.svd_up, *w.svd_down);
+    out.svd_rank = svd.rank;
+    out.svd_rank_padded = svd.rank_padded;
+    out.svd_up = std::move(svd.up);
+    out.svd_down = std::move(svd.down);
   }
   return out;
 }

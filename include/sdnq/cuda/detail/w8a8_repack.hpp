@@ -20,6 +20,7 @@
 #include <optional>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 
 #include "sdnq/core/dtype.hpp"
 #include "sdnq/core/error.hpp"
@@ -63,17 +64,13 @@ void attach_w8a8_svd(W8A8WeightsHost& out, std::string_view name, TensorView svd
                    svd_down.is_contiguous(),
                ShapeError, "{}: SVD factors must be contiguous svd_up [{}, r] and svd_down [r, {}], got {} and {}", name,
                n, k, svd_up.shape().to_string(), svd_down.shape().to_string());
-  const std::int64_t rank = svd_up.size(1), padded = (rank + 63) / 64 * 64;
-  SDNQ_REQUIRE(padded <= 1024, UnsupportedError, "{}: SVD rank {} is above what gemm_w8a8 runs (1024)", name, rank);
-  out.svd_rank = rank;
+  SDNQ_REQUIRE(svd_up.size(1) <= 1024, UnsupportedError, "{}: SVD rank {} is above what gemm_w8a8 runs (1024)", name,
+               svd_up.size(1));
+  PaddedSvdFactors<T> svd = padded_svd_factors<T>(svd_up, svd_down);
+  out.svd_rank = svd.rank;
   out.svd_in_activation_dtype = in_activation_dtype;
-  out.svd_up = Tensor::zeros(Shape{n, padded}, dtype_of_v<T>);
-  out.svd_down = Tensor::zeros(Shape{padded, k}, dtype_of_v<T>);
-  T* up = out.svd_up.data_as<T>();
-  for (std::int64_t row = 0; row < n; ++row)
-    for (std::int64_t r = 0; r < rank; ++r) up[row * padded + r] = narrow_param<T>(svd_up, row * rank + r);
-  T* down = out.svd_down.data_as<T>();
-  for (std::int64_t i = 0; i < rank * k; ++i) down[i] = narrow_param<T>(svd_down, i);
+  out.svd_up = std::move(svd.up);
+  out.svd_down = std::move(svd.down);
 }
 
 }  // namespace detail

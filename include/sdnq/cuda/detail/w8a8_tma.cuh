@@ -134,6 +134,25 @@ __device__ __forceinline__ float svd_addend(float bias, float low_rank_product, 
   return rounded_to_output ? to_float(from_float<T>(sum)) : sum;
 }
 
+// What the epilogue adds for two neighbouring outputs: their bias, or bias' when `svd` has tiles.
+template <class T>
+__device__ __forceinline__ float2 epilogue_addends(float2 bias, float2 low_rank, const W8A8SvdParams& svd) {
+  if (svd.tiles == 0) return bias;
+  return make_float2(svd_addend<T>(bias.x, low_rank.x, svd.rounded_to_output),
+                     svd_addend<T>(bias.y, low_rank.y, svd.rounded_to_output));
+}
+
+// The weight scales and biases of columns col and col + 1 (both < N; no bias: zeros).
+template <class T>
+__device__ __forceinline__ void column_pair(const W8A8Params& p, int col, float2& s_w, float2& bias) {
+  s_w = *reinterpret_cast<const float2*>(p.w_scale + col);
+  bias = make_float2(0.0f, 0.0f);
+  if (p.bias != nullptr) {
+    const T* b = static_cast<const T*>(p.bias) + col;
+    bias = make_float2(to_float(b[0]), to_float(b[1]));
+  }
+}
+
 // y rows `row` and `row + 8`, columns col, col + 1, from the accumulator pairs of one fragment column;
 // svd_lo / svd_hi: the SVD products of those outputs when `svd` has tiles (even N only: the host
 // rejects an SVD branch with odd N).
@@ -147,18 +166,11 @@ __device__ __forceinline__ void store_output_rows(const W8A8Params& p, int row, 
     store_output_pair<T>(p, row + 8, col, hi.x, hi.y);
     return;
   }
-  const float2 s_w = *reinterpret_cast<const float2*>(p.w_scale + col);
-  float2 b = make_float2(0.0f, 0.0f);
-  if (p.bias != nullptr) {
-    const T* bias = static_cast<const T*>(p.bias) + col;
-    b = make_float2(to_float(bias[0]), to_float(bias[1]));
-  }
+  float2 s_w, b;
+  column_pair<T>(p, col, s_w, b);
   const auto store = [&](int r, float s_x, float2 sum, float2 low_rank) {
     if (r >= p.m) return;
-    float2 add = b;
-    if (svd.tiles > 0)
-      add = make_float2(svd_addend<T>(b.x, low_rank.x, svd.rounded_to_output),
-                        svd_addend<T>(b.y, low_rank.y, svd.rounded_to_output));
+    const float2 add = epilogue_addends<T>(b, low_rank, svd);
     T* out = static_cast<T*>(p.y) + static_cast<std::size_t>(r) * p.n + col;
     *reinterpret_cast<std::uint32_t*>(out) =
         pack_pair<T>(scaled_output(sum.x, s_x, s_w.x, add.x), scaled_output(sum.y, s_x, s_w.y, add.y));
@@ -342,23 +354,12 @@ __global__ void __launch_bounds__(Tile::threads, 1)
         for (int j = 0; j < BN / 8; ++j) {
           const int col = col0 + 8 * j + 2 * (lane & 3);  // N % 8 == 0: col < N implies col + 1 < N
           float2 s_w = make_float2(0.0f, 0.0f), b = make_float2(0.0f, 0.0f);
-          if (col < p.n) {
-            s_w = *reinterpret_cast<const float2*>(p.w_scale + col);
-            if (p.bias != nullptr) {
-              const T* bias = static_cast<const T*>(p.bias) + col;
-              b = make_float2(to_float(bias[0]), to_float(bias[1]));
-            }
-          }
+          if (col < p.n) column_pair<T>(p, col, s_w, b);
 #pragma unroll
           for (int half = 0; half < 2; ++half) {
             const float2 sum = sum_pair(j, half);
             const float s_x = half == 0 ? s_x_lo : s_x_hi;
-            float2 add = b;
-            if (svd_tiles > 0) {
-              const float2 low_rank = svd_pair(j, half);
-              add = make_float2(svd_addend<T>(b.x, low_rank.x, svd.rounded_to_output),
-                                svd_addend<T>(b.y, low_rank.y, svd.rounded_to_output));
-            }
+            const float2 add = epilogue_addends<T>(b, svd_pair(j, half), W8A8SvdParams{svd_tiles, svd.rounded_to_output});
             const int r = (consumer_warp & 3) * 16 + half * 8 + (lane >> 2);  // row within the consumer's 64
             const int chunk = (j % 8) ^ (r % 8);
             auto* word = reinterpret_cast<std::uint32_t*>(staged + (j / 8) * Tile::out_box_bytes + r * 128 +
