@@ -2,6 +2,7 @@
 #include <cstdint>
 #include <cstring>
 #include <numeric>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,7 @@
 #include "cuda/cuda_test_support.hpp"
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/cuda/device_memory.hpp"
+#include "sdnq/cuda/device_pool.hpp"
 #include "sdnq_catch.hpp"
 
 using sdnq::test::contains;
@@ -206,4 +208,90 @@ TEST_CASE("DeviceGuard makes a device current for a scope", "[cuda][memory]") {
   CHECK(after == before);
   CHECK_THROWS_AS(sdnq::cuda::DeviceGuard(count), sdnq::UnsupportedError);
   CHECK_THROWS_AS(sdnq::cuda::DeviceGuard(-1), sdnq::UnsupportedError);
+}
+
+TEST_CASE("DevicePool packs many tensors into whole pages and gives every one its own bytes", "[cuda][memory][pool]") {
+  std::size_t free_before = 0, free_after = 0, total = 0;
+  SDNQ_CUDA_CHECK(cudaMemGetInfo(&free_before, &total));
+  {
+    sdnq::cuda::DevicePool pool(0, "test pool");
+    // 2.1 MiB tensors (a block of two pages each), each followed by two of ~0.5 MiB (odd sizes) that fit
+    // in the tail of its block.
+    std::vector<sdnq::Tensor> tensors;
+    std::vector<sdnq::Tensor> sources;
+    std::size_t used = 0;
+    for (int i = 0; i < 24; ++i) {
+      const std::int64_t elements = i % 3 == 0 ? (std::int64_t{2100} << 10) / 4 : (std::int64_t{512} << 10) / 4 + 37 * i;
+      sources.push_back(counting_tensor({elements}));
+      for (std::int64_t e = 0; e < elements; ++e) sources.back().data_as<std::int32_t>()[e] += i << 24;
+      tensors.push_back(pool.empty({elements}, sdnq::DType::i32));
+      CHECK(reinterpret_cast<std::uintptr_t>(tensors.back().data()) % sdnq::cuda::DevicePool::alignment == 0);
+      CHECK(tensors.back().device() == sdnq::Device::cuda(0));
+      sdnq::cuda::copy(tensors.back(), sources.back());
+      used += (tensors.back().nbytes() + 255) / 256 * 256;
+    }
+    CHECK(pool.used_bytes() == used);
+    constexpr std::size_t page = sdnq::cuda::DevicePool::page_bytes;
+    CHECK(pool.reserved_bytes() == 8 * 2 * page);  // one cudaMalloc per tensor: 8 * 2 pages + 16 * 0.5 MiB
+    // Every tensor kept its own bytes: none overlaps another.
+    for (std::size_t i = 0; i < tensors.size(); ++i) CHECK(same_bytes(sdnq::cuda::to_host(tensors[i]), sources[i]));
+
+    // Freed ranges are reused; a block whose tensors are all gone goes back to CUDA.
+    const std::size_t reserved = pool.reserved_bytes();
+    tensors.erase(tensors.begin() + 1, tensors.begin() + 12);
+    const sdnq::Tensor reused = pool.empty({1000}, sdnq::DType::f32);
+    CHECK(pool.reserved_bytes() <= reserved);
+    tensors.clear();
+    CHECK(pool.used_bytes() == 1024 * 4);
+    CHECK(pool.reserved_bytes() > 0);
+    CHECK(pool.reserved_bytes() <= 2 * page);
+  }
+  SDNQ_CUDA_CHECK(cudaMemGetInfo(&free_after, &total));
+  CHECK(free_after + sdnq::cuda::DevicePool::page_bytes >= free_before);  // every block went back
+}
+
+TEST_CASE("DevicePool: tensors outlive the pool object; scopes route cuda::empty and nest", "[cuda][memory][pool]") {
+  std::optional<sdnq::Tensor> survivor;
+  const sdnq::Tensor source = counting_tensor({5000});
+  {
+    sdnq::cuda::DevicePool pool(0, "short-lived pool");
+    sdnq::cuda::DevicePoolScope scope(pool);
+    CHECK(sdnq::cuda::DevicePoolScope::active(0));
+    survivor.emplace(sdnq::cuda::to_device(source));  // to_device -> cuda::empty -> the pool
+    CHECK(pool.used_bytes() == 20224);
+    {
+      sdnq::cuda::DevicePool inner(0, "inner pool");
+      sdnq::cuda::DevicePoolScope inner_scope(inner);
+      const sdnq::Tensor zeros = sdnq::cuda::zeros({10}, sdnq::DType::f32);
+      CHECK(inner.used_bytes() == 256);
+      CHECK(pool.used_bytes() == 20224);
+      {
+        sdnq::cuda::PooledLoad load(0, "a model's own pool");  // a scope is active: it takes no pool of its own
+        const sdnq::Tensor more = sdnq::cuda::empty({1}, sdnq::DType::u8);
+        CHECK(inner.used_bytes() == 512);
+      }
+    }
+    const sdnq::Tensor back_in_outer = sdnq::cuda::empty({64}, sdnq::DType::u8);
+    CHECK(pool.used_bytes() == 20224 + 256);
+  }
+  CHECK_FALSE(sdnq::cuda::DevicePoolScope::active(0));
+  CHECK(same_bytes(sdnq::cuda::to_host(*survivor), source));
+  survivor.reset();  // the last tensor frees the pool's block and bookkeeping
+
+  {
+    sdnq::cuda::PooledLoad load(0, "a model's own pool");
+    CHECK(sdnq::cuda::DevicePoolScope::active(0));
+  }
+  CHECK_FALSE(sdnq::cuda::DevicePoolScope::active(0));
+}
+
+TEST_CASE("DevicePool names itself and the tensor when the device is out of memory", "[cuda][memory][pool]") {
+  sdnq::cuda::DevicePool pool(0, "weights of a test model");
+  const std::string message =
+      message_of<sdnq::CudaError>([&] { (void)pool.empty({std::int64_t{1} << 50}, sdnq::DType::u8); });
+  INFO(message);
+  CHECK(contains(message, "weights of a test model"));
+  CHECK(contains(message, "[1125899906842624]"));
+  CHECK(cudaGetLastError() == cudaSuccess);
+  CHECK(pool.reserved_bytes() == 0);
 }

@@ -8,9 +8,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <memory>
 #include <new>
 #include <span>
 #include <string>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -206,6 +208,13 @@ class Tensor {
     tensor.deleter_ = deleter;
     return tensor;
   }
+  // Memory that `owner` keeps alive, e.g. a range of a pooled block that the owner's deleter gives back.
+  static Tensor adopt(void* data, std::shared_ptr<void> owner, DType dtype, Shape shape, Device device) {
+    Tensor tensor;
+    tensor.view_ = TensorView(data, dtype, shape, device);
+    tensor.owner_ = std::move(owner);
+    return tensor;
+  }
 
   // A host copy (device tensors are cloned by sdnq::cuda::clone).
   Tensor clone() const;
@@ -232,9 +241,11 @@ class Tensor {
   void swap(Tensor& other) noexcept {
     std::swap(view_, other.view_);
     std::swap(deleter_, other.deleter_);
+    std::swap(owner_, other.owner_);
   }
   TensorView view_;
   Deleter deleter_ = nullptr;
+  std::shared_ptr<void> owner_;  // instead of a deleter, for memory shared with others
 };
 
 // Element-wise copy between host tensors of equal dtype and shape, any strides.

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include <cuda_runtime_api.h>
 
@@ -100,10 +101,29 @@ inline void check_pointer_location(const TensorView& view, std::string_view role
                view.device().to_string(), view.data(), detail::describe_memory(attributes));
 }
 
-// Uninitialised device memory on cuda:`device` for a contiguous tensor of `shape`.
+namespace detail {
+
+// Where cuda::empty takes memory on this thread: its own cudaMalloc, or the pool of an active
+// DevicePoolScope (sdnq/cuda/device_pool.hpp) for that pool's device.
+struct PoolHook {
+  void* pool = nullptr;
+  int device = -1;
+  Tensor (*allocate)(void* pool, Shape shape, DType dtype) = nullptr;
+};
+inline PoolHook& pool_hook() {
+  thread_local PoolHook hook;
+  return hook;
+}
+
+}  // namespace detail
+
+// Uninitialised device memory on cuda:`device` for a contiguous tensor of `shape` (from the active
+// DevicePoolScope's pool when there is one for `device`).
 inline Tensor empty(Shape shape, DType dtype, int device = 0) {
   for (std::int64_t extent : shape)
     SDNQ_REQUIRE(extent >= 0, ShapeError, "negative extent in shape {}", shape.to_string());
+  if (const detail::PoolHook& hook = detail::pool_hook(); hook.pool != nullptr && hook.device == device)
+    return hook.allocate(hook.pool, std::move(shape), dtype);
   const std::size_t bytes = static_cast<std::size_t>(shape.numel()) * dtype_size(dtype);
   DeviceGuard guard(device);
   void* data = nullptr;

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "sdnq/cuda/device_pool.hpp"
 #include "sdnq/cuda/ops/elementwise.cuh"
 #include "sdnq/cuda/workspace.hpp"
 #include "sdnq/nn/gpu/attention.cuh"
@@ -58,6 +59,7 @@ class ClipTextModel {
     const ClipTextConfig& c = model.config_;
     const std::int64_t d = c.hidden_size;
     cuda::DeviceGuard guard(device);
+    cuda::PooledLoad pooled(device, "CLIPTextModel weights");  // no 2 MiB rounding per tensor
     // The state-dict names of nn::ClipTextModel::load (clip.hpp).
     const std::string root = weights.contains("text_model.embeddings.token_embedding.weight") ? "text_model." : "";
     model.token_embedding_ =

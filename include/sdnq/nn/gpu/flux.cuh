@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "sdnq/cuda/device_pool.hpp"
 #include "sdnq/cuda/ops/elementwise.cuh"
 #include "sdnq/cuda/ops/normalization.cuh"
 #include "sdnq/cuda/ops/positional.cuh"
@@ -56,6 +57,7 @@ class FluxTransformer2DModel {
     const nn::detail::AttentionShape shape{d, c.num_attention_heads, c.attention_head_dim};
     (void)detail::padded_head_dim(c.attention_head_dim);  // refuse unsupported head sizes at load
     cuda::DeviceGuard guard(device);
+    cuda::PooledLoad pooled(device, "FluxTransformer2DModel weights");  // no 2 MiB rounding per tensor
     // The state-dict names of nn::FluxTransformer2DModel::load (flux.hpp and its detail headers).
     model.x_embedder_ = Linear::load(weights, "x_embedder", c.in_channels, d, true, device);
     model.context_embedder_ = Linear::load(weights, "context_embedder", c.joint_attention_dim, d, true, device);

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "sdnq/cuda/check.hpp"
+#include "sdnq/cuda/device_pool.hpp"
 #include "sdnq/cuda/ops/elementwise.cuh"
 #include "sdnq/cuda/ops/normalization.cuh"
 #include "sdnq/cuda/ops/positional.cuh"
@@ -49,6 +50,7 @@ class SD3Transformer2DModel {
     const nn::detail::AttentionShape shape{d, c.num_attention_heads, c.attention_head_dim};
     (void)detail::padded_head_dim(c.attention_head_dim);  // refuse unsupported head sizes at load
     cuda::DeviceGuard guard(device);
+    cuda::PooledLoad pooled(device, "SD3Transformer2DModel weights");  // no 2 MiB rounding per tensor
     // The state-dict names of nn::SD3Transformer2DModel::load (sd3.hpp and its detail headers).
     model.pos_embed_ =
         detail::SD3PatchEmbed::load(weights, c.in_channels, d, c.patch_size, c.pos_embed_max_size, device);

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "sdnq/cuda/device_pool.hpp"
 #include "sdnq/cuda/ops/elementwise.cuh"
 #include "sdnq/cuda/ops/normalization.cuh"
 #include "sdnq/cuda/workspace.hpp"
@@ -52,6 +53,7 @@ class T5EncoderModel {
     const T5EncoderConfig& c = model.config_;
     (void)detail::padded_head_dim(c.d_kv);  // refuse unsupported head sizes at load
     cuda::DeviceGuard guard(device);
+    cuda::PooledLoad pooled(device, "T5EncoderModel weights");  // no 2 MiB rounding per tensor
     const std::string embedding = weights.contains("shared.weight") ? "shared" : "encoder.embed_tokens";
     model.embed_tokens_ = detail::load_embedding_table(weights, embedding, c.vocab_size, c.d_model, device);
     const std::int64_t inner = c.num_heads * c.d_kv;

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "sdnq/cuda/device_memory.hpp"
+#include "sdnq/cuda/device_pool.hpp"
 #include "sdnq/cuda/ops/elementwise.cuh"
 #include "sdnq/cuda/ops/positional.cuh"
 #include "sdnq/cuda/workspace.hpp"
@@ -67,6 +68,7 @@ class UNet2DConditionModel {
                    "{}: per-block cross_attention_dim values differ; one encoder_hidden_states width is supported",
                    unet.label_);
     cuda::DeviceGuard guard(device);
+    cuda::PooledLoad pooled(device, "UNet2DConditionModel weights");  // no 2 MiB rounding per tensor
     unet.load_weights(weights);
     weights.require_all_used("UNet2DConditionModel");
     return unet;

@@ -21,6 +21,7 @@
 #include <string>
 
 #include "sdnq/cuda/device_memory.hpp"
+#include "sdnq/cuda/device_pool.hpp"
 #include "sdnq/cuda/workspace.hpp"
 #include "sdnq/nn/gpu/conv2d.cuh"
 #include "sdnq/nn/gpu/detail/vae_coders.cuh"
@@ -51,6 +52,7 @@ class AutoencoderKL {
     vae.config_ = nn::detail::read_autoencoder_kl_config(reader);
     const AutoencoderKLConfig& config = vae.config_;
     cuda::DeviceGuard guard(device);
+    cuda::PooledLoad pooled(device, "AutoencoderKL weights");  // no 2 MiB rounding per tensor
     vae.encoder_ = detail::VaeGpuEncoder::load(weights, config, device);
     vae.decoder_ = detail::VaeGpuDecoder::load(weights, config, device);
     const std::int64_t moments = 2 * config.latent_channels;
