@@ -67,19 +67,23 @@ __device__ __forceinline__ void wgmma_e4m3_m64n128k32(float (&d)[64], std::uint6
 
 // d (+)= A[64×16] · B[128×16]ᵀ in bf16 / fp16 with fp32 accumulators, both operands K-major by
 // descriptor (the SVD tiles: 64 ranks of T are 128 bytes, one ring stage like a K tile of codes).
-#define SDNQ_WGMMA_SS_16BIT(types)                                                                           \
-  asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32" types " " SDNQ_WGMMA_R64 "}, %64, %65, 1, 1, 1, 0, 0;\n" \
-               : SDNQ_WGMMA_D64("+f")                                                                        \
-               : "l"(a), "l"(b))
+// `accumulate` false: d = A·Bᵀ (wgmma's scale-d), so no instruction zeroes d while the K loop's last
+// group may still run; zeroing there made ptxas serialize the wgmma groups (C7515).
+#define SDNQ_WGMMA_SS_16BIT(types)                                                                        \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                               \
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32" types " " SDNQ_WGMMA_R64 "}, %64, %65, p, 1, 1, 0, 0;\n}\n" \
+               : SDNQ_WGMMA_D64("+f")                                                                     \
+               : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)))
 template <class T>
-__device__ __forceinline__ void wgmma_16bit_m64n128k16(float (&d)[64], std::uint64_t a, std::uint64_t b) {
+__device__ __forceinline__ void wgmma_16bit_m64n128k16(float (&d)[64], std::uint64_t a, std::uint64_t b,
+                                                       bool accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   if constexpr (std::is_same_v<T, __nv_bfloat16>)
     SDNQ_WGMMA_SS_16BIT(".bf16.bf16");
   else
     SDNQ_WGMMA_SS_16BIT(".f16.f16");
 #else
-  (void)d, (void)a, (void)b;
+  (void)d, (void)a, (void)b, (void)accumulate;
   __trap();
 #endif
 }
@@ -263,7 +267,7 @@ __global__ void __launch_bounds__(Tile::threads, 1)
     using Acc = std::conditional_t<int8, int, float>;
     Acc acc[BN / 2];                        // the m64nBN fragment (see wgmma_s8_m64n256k32)
     float total[int8 ? 1 : BN / 2];         // e4m3: promoted sums
-    float svd_sum[Tile::svd ? BN / 2 : 1];  // low_rank · svd_upᵀ of the tile
+    float svd_sum[Tile::svd ? BN / 2 : 1];  // low_rank · svd_upᵀ of the tile (the first SVD wgmma sets it)
     int step = 0;
     for (int index = first_index; index < tile_count; index += index_step) {
       const int2 tile = tile_of(index);
@@ -271,10 +275,8 @@ __global__ void __launch_bounds__(Tile::threads, 1)
       for (int i = 0; i < BN / 2; ++i) acc[i] = Acc(0);
 #pragma unroll
       for (int i = 0; i < (int8 ? 1 : BN / 2); ++i) total[i] = 0.0f;
-#pragma unroll
-      for (int i = 0; i < (Tile::svd ? BN / 2 : 1); ++i) svd_sum[i] = 0.0f;
 
-      for (int k_tile = 0; k_tile < k_tiles + svd_tiles; ++k_tile, ++step) {
+      for (int k_tile = 0; k_tile < k_tiles; ++k_tile, ++step) {
         const int stage = step % Stages;
         if constexpr (!int8) {  // staggered issue: consumer 1 after consumer 0, consumer 0 after consumer 1
           if (consumer == 1)
@@ -286,22 +288,13 @@ __global__ void __launch_bounds__(Tile::threads, 1)
         const std::uint32_t a_base = shared_address(a_tiles + stage * Tile::a_bytes + consumer * 64 * 128);
         const std::uint32_t b_base = shared_address(b_tiles + stage * Tile::b_bytes);
         wgmma_fence();
-        if (Tile::svd && k_tile >= k_tiles) {
-          if constexpr (Tile::svd) {
 #pragma unroll
-            for (int k16 = 0; k16 < 4; ++k16)  // 16 ranks of T are 32 bytes, as 32 codes
-              wgmma_16bit_m64n128k16<T>(svd_sum, wgmma_descriptor(a_base + k16 * 32),
-                                        wgmma_descriptor(b_base + k16 * 32));
-          }
-        } else {
-#pragma unroll
-          for (int k32 = 0; k32 < 4; ++k32) {
-            const std::uint64_t a = wgmma_descriptor(a_base + k32 * 32), b = wgmma_descriptor(b_base + k32 * 32);
-            if constexpr (int8)
-              wgmma_s8_k32<BN>(acc, a, b);
-            else
-              wgmma_e4m3_m64n128k32(acc, a, b);
-          }
+        for (int k32 = 0; k32 < 4; ++k32) {
+          const std::uint64_t a = wgmma_descriptor(a_base + k32 * 32), b = wgmma_descriptor(b_base + k32 * 32);
+          if constexpr (int8)
+            wgmma_s8_k32<BN>(acc, a, b);
+          else
+            wgmma_e4m3_m64n128k32(acc, a, b);
         }
         wgmma_commit();
         if constexpr (!int8) named_barrier_arrive(consumer == 0 ? consumer_0_issued : consumer_1_issued, 256);
@@ -316,6 +309,25 @@ __global__ void __launch_bounds__(Tile::threads, 1)
             total[i] += acc[i];
             acc[i] = 0.0f;
           }
+        }
+      }
+      // The SVD tiles in a loop of their own: in the K loop above their fp32 accumulators made ptxas
+      // serialize every wgmma group (C7519). The last K tile's group may still run; each SVD step frees
+      // the stage of the step before it, as the K loop does.
+      if constexpr (Tile::svd) {
+        for (int svd_tile = 0; svd_tile < svd_tiles; ++svd_tile, ++step) {
+          const int stage = step % Stages;
+          barrier_wait(full + stage, (step / Stages) & 1);
+          const std::uint32_t a_base = shared_address(a_tiles + stage * Tile::a_bytes + consumer * 64 * 128);
+          const std::uint32_t b_base = shared_address(b_tiles + stage * Tile::b_bytes);
+          wgmma_fence();
+#pragma unroll
+          for (int k16 = 0; k16 < 4; ++k16)  // 16 ranks of T are 32 bytes, as 32 codes
+            wgmma_16bit_m64n128k16<T>(svd_sum, wgmma_descriptor(a_base + k16 * 32), wgmma_descriptor(b_base + k16 * 32),
+                                      svd_tile > 0 || k16 > 0);
+          wgmma_commit();
+          wgmma_wait<1>();
+          if (signals) barrier_arrive(empty + (step - 1) % Stages);
         }
       }
       if constexpr (int8) {
