@@ -31,7 +31,7 @@ namespace {
 
 using namespace sdnq_bench;
 
-// state.range: M, N, K, bits, group size (-1 row-wise), SVD rank (padded to 64 as the repack does),
+// state.range: M, N, K, bits, group size (-1 row-wise), SVD rank (padded to 16 as the repack does),
 // kernel (0 gemm_tc, 1 gemm_weight_only_sm90, 2 gemm_weight_only_sm90 with one block per output tile).
 void bench_sdnq_tc(benchmark::State& state) {
   const bool sm90 = state.range(6) >= 1;
@@ -45,7 +45,7 @@ void bench_sdnq_tc(benchmark::State& state) {
             k = static_cast<int>(state.range(2));
   const int bits = static_cast<int>(state.range(3));
   const std::int64_t group = state.range(4) > 0 ? state.range(4) : k;
-  const std::int64_t rank = state.range(5), padded = (rank + 63) / 64 * 64;
+  const std::int64_t rank = state.range(5), padded = (rank + 15) / 16 * 16;
   const double code_bytes = double(n) * k * bits / 8, param_bytes = 4.0 * n * (k / group),
                svd_bytes = 2.0 * rank * (n + k);
   const double bytes = code_bytes + param_bytes + svd_bytes;

@@ -3,6 +3,7 @@
 // (test_gemv_support.hpp's independent packer).
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "cuda/cuda_test_support.hpp"
@@ -89,8 +90,10 @@ TEST_CASE("gemm_tc: the 128x256 tile on a wide weight and many rows", "[cuda][ge
   CHECK(run_and_compare<sdnq::fp16>(int8, 2000, true, 63) <= 1e-2);
 }
 
-TEST_CASE("gemm_tc: SVD branch of rank 0/16/32/128", "[cuda][gemm_tc]") {
-  const std::int64_t rank = GENERATE(0, 16, 32, 128);
+// Ranks 16, 32 and 48 keep their width (the last SVD K tile is cut at 16, 32 or 48 columns), 40 runs
+// as 48 with 8 zero columns; the down-projection's N is the padded rank, below its 64-wide tile.
+TEST_CASE("gemm_tc: SVD branch of rank 0/16/32/40/48/128", "[cuda][gemm_tc]") {
+  const std::int64_t rank = GENERATE(0, 16, 32, 40, 48, 128);
   const std::int64_t tokens = GENERATE(16, 33, 257);
   INFO("rank " << rank << ", tokens " << tokens);
   SECTION("uint4 g64 bf16") {
@@ -103,6 +106,43 @@ TEST_CASE("gemm_tc: SVD branch of rank 0/16/32/128", "[cuda][gemm_tc]") {
         sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 128, 256, -1, rank, 42);
     CHECK(run_and_compare<sdnq::fp16>(linear, tokens, false, 43) <= 1e-2);
   }
+}
+
+// GPU-free: the repack keeps the SVD factors at the rank rounded up to 16 (rank 32 stays 32, 40 takes
+// 48), zero-filled past r, so the factor bytes on the GPU are (N + K)·rp·2 instead of (N + K)·64·2 for
+// rank 32; gemm_w8a8's factors (padded_svd_factors' default) keep the padding to 64.
+TEST_CASE("gemm_tc: the repack pads the SVD rank to a multiple of 16 only", "[cuda][gemm_tc]") {
+  const std::int64_t n = 192, k = 512;
+  const std::pair<std::int64_t, std::int64_t> ranks[] = {{16, 16}, {32, 32}, {40, 48}, {48, 48}, {128, 128}};
+  for (const auto& [rank, padded] : ranks) {
+    INFO("rank " << rank);
+    const auto linear =
+        sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, n, k, 64, rank, 80 + rank);
+    const auto repacked = sdnq::cuda::repack_for_gemm_tc<sdnq::bf16>(linear.codes);
+    CHECK(repacked.svd_rank == rank);
+    CHECK(repacked.svd_rank_padded == padded);
+    CHECK(repacked.svd_up.shape() == sdnq::Shape{n, padded});
+    CHECK(repacked.svd_down.shape() == sdnq::Shape{padded, k});
+    CHECK(repacked.svd_up.nbytes() + repacked.svd_down.nbytes() == static_cast<std::size_t>((n + k) * padded * 2));
+    // The first r columns of svd_up and rows of svd_down are the factors (stored in bf16), the rest zeros.
+    std::int64_t wrong = 0;
+    const auto* up = repacked.svd_up.data_as<sdnq::bf16>();
+    const auto* source_up = linear.svd_up.data_as<sdnq::bf16>();
+    for (std::int64_t row = 0; row < n; ++row)
+      for (std::int64_t r = 0; r < padded; ++r)
+        wrong += up[row * padded + r].bits != (r < rank ? source_up[row * rank + r].bits : sdnq::bf16(0.0f).bits);
+    const auto* down = repacked.svd_down.data_as<sdnq::bf16>();
+    const auto* source_down = linear.svd_down.data_as<sdnq::bf16>();
+    for (std::int64_t i = 0; i < padded * k; ++i)
+      wrong += down[i].bits != (i < rank * k ? source_down[i].bits : sdnq::bf16(0.0f).bits);
+    CHECK(wrong == 0);
+    const auto w8a8 = sdnq::cuda::detail::padded_svd_factors<sdnq::bf16>(*linear.codes.svd_up, *linear.codes.svd_down);
+    CHECK(w8a8.rank_padded == (rank + 63) / 64 * 64);
+  }
+  // FLUX.1's published rank 32: half of the former factor bytes.
+  const auto flux_like = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, n, k, 64, 32, 90);
+  const auto repacked = sdnq::cuda::repack_for_gemm_tc<sdnq::bf16>(flux_like.codes);
+  CHECK(2 * (repacked.svd_up.nbytes() + repacked.svd_down.nbytes()) == static_cast<std::size_t>((n + k) * 64 * 2));
 }
 
 TEST_CASE("gemm_tc: unsupported weights are rejected before launch with what is required", "[cuda][gemm_tc]") {

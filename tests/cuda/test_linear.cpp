@@ -82,9 +82,11 @@ std::vector<float> float4_e2m1_table() {
 
 // The default layout of a 4/8-bit weight with N, K multiples of 64 is the tensor-core one: automatic,
 // tensor_core and the dense route read it; small_m needs the GEMV layout, whose dense route is run too.
-TEST_CASE("quantized_linear: uint4 g128 with SVD rank 0/16/32/128 on every route and layout, bf16",
+// Ranks 40 and 48 (not multiples of 64 or 32): the tensor-core layout keeps rp = 48, and the dense route
+// reads svd_up with a row stride (48) other than the rank (40).
+TEST_CASE("quantized_linear: uint4 g128 with SVD rank 0/16/32/40/48/128 on every route and layout, bf16",
           "[cuda][linear]") {
-  const std::int64_t rank = GENERATE(0, 16, 32, 128);
+  const std::int64_t rank = GENERATE(0, 16, 32, 40, 48, 128);
   const std::int64_t tokens = GENERATE(1, 3, 16, 33, 257);
   const auto linear =
       sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 192, 512, 128, rank, 21);
@@ -194,7 +196,7 @@ TEST_CASE("quantized_linear: dense route at M > 128 with/without bias and SVD, f
 // M ≥ 256 on Hopper (sm_90a build): 4-bit weights in the tensor-core layout take the wgmma kernel,
 // 8-bit ones stay on dequantize + cuBLAS; elsewhere both take the dense route.
 TEST_CASE("quantized_linear: the wgmma route for 4-bit weights at M >= 256", "[cuda][linear]") {
-  const std::int64_t rank = GENERATE(0, 32);
+  const std::int64_t rank = GENERATE(0, 16, 32, 48);
   const std::int64_t tokens = GENERATE(256, 777);
   INFO("rank " << rank << ", tokens " << tokens);
   const auto uint4 = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 320, 384, 128, rank, 32);
@@ -222,9 +224,10 @@ TEST_CASE("quantized_linear: dense route on the checkpoint layout with SVD and w
 }
 
 // Bytes per layer, counted here from the layouts' definitions (repack.hpp, gemm_tc_repack.hpp). Before
-// this change a 4/8-bit weight kept both repacked layouts, i.e. the sum of the first two numbers.
+// this change a 4/8-bit weight kept both repacked layouts, i.e. the sum of the first two numbers. The
+// tensor-core layout keeps rank 32 at 32 (it was padded to 64) and rounds 40 up to 48.
 TEST_CASE("quantized_linear: one code layout per layer, device bytes", "[cuda][linear]") {
-  const std::int64_t n = 192, k = 512, groups = 4, rank = 32, padded_rank = 64, t = 2;  // bytes of bf16
+  const std::int64_t n = 192, k = 512, groups = 4, rank = 32, padded_rank = 32, t = 2;  // bytes of bf16
   const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, n, k, 128, rank, 40);
   const std::size_t codes = n * k / 2, params = groups * n * 2 * t;
   const std::size_t gemv = codes + params + (n * rank + rank * k) * t;
@@ -240,6 +243,9 @@ TEST_CASE("quantized_linear: one code layout per layer, device bytes", "[cuda][l
         checkpoint);
   INFO("before: both repacked layouts, " << gemv + tensor_core << " bytes");
   CHECK(tensor_core < gemv + tensor_core);
+  const auto rank40 = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, n, k, 128, 40, 42);
+  CHECK(sdnq::test::quantized_linear_device_bytes(rank40.codes, sdnq::DType::bf16, TestLayout::tensor_core) ==
+        codes + params + (n + k) * 48 * t);
   SECTION("a layout the weight does not fit is refused, naming the weight") {
     const auto odd = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 200, 96, 32, 0, 41);
     const auto message = sdnq::test::message_of<sdnq::UnsupportedError>([&] {

@@ -8,8 +8,9 @@
 // Small M: K is split over the grid when the output tiles leave SMs idle (fp32 partial sums in the
 // workspace, one reduce launch adds them, the bias, and rounds).
 // SVD branch: low_rank = x · svd_downᵀ [M, rp] (T, in the caller's workspace) by a small dense
-// tensor-core launch, then the main kernel runs rp/64 extra K tiles over it with svd_up into the same
-// accumulators (fused; no pass over y). Bias and the single rounding happen in the epilogue.
+// tensor-core launch, then the main kernel runs ⌈rp/64⌉ extra K tiles over it with svd_up into the
+// same accumulators (fused; no pass over y), the last one cut at rp (a multiple of 16: rank 32 runs
+// 32 columns, not 64). Bias and the single rounding happen in the epilogue.
 // Requirements (checked before launch): N % 64 == 0, K % 64 == 0, group size 32 or a multiple of 64.
 #include <cuda_runtime.h>
 
@@ -33,7 +34,7 @@ struct GemmTcWeights {
   int bits = 0;
   bool is_signed = false;
   std::int64_t out_features = 0, in_features = 0, group_size = 0;
-  std::int64_t svd_rank_padded = 0;  // 0 without SVD
+  std::int64_t svd_rank_padded = 0;  // 0 without SVD, else a multiple of gemm_tc_rank_granule (16)
   DType dtype = DType::bf16;
   const std::uint32_t* codes = nullptr;  // [K/64, N/16, 32, bits]
   const void* group_params = nullptr;    // [G, N, 2] dtype
@@ -122,10 +123,11 @@ inline KSplit choose_k_split(std::int64_t blocks, int k_tiles, int min_tiles, in
 }
 
 // K split of an SVD branch's down-projection low_rank = x · svd_downᵀ ([M, rp], 64×64 blocks of the
-// dense launch, launch_svd_down), which gemm_tc, the Hopper weight-only GEMM and gemm_w8a8 all run first.
+// dense launch, launch_svd_down, the last column block cut at rp), which gemm_tc, the Hopper
+// weight-only GEMM and gemm_w8a8 all run first.
 inline KSplit svd_down_split(std::int64_t tokens, std::int64_t rank_padded, std::int64_t in_features,
                              int multiprocessors) {
-  const std::int64_t blocks = (tokens + 63) / 64 * (rank_padded / 64);
+  const std::int64_t blocks = (tokens + 63) / 64 * ((rank_padded + 63) / 64);
   return choose_k_split(blocks, static_cast<int>(in_features / 64), 4, multiprocessors);
 }
 
@@ -203,8 +205,9 @@ void launch_gemm_tc(const GemmTcParams& params, const KSplit& split, cudaStream_
   }
   GemmTcParams p = params;
   p.tiles_per_split = split.tiles_per_split;
-  const dim3 grid(static_cast<unsigned>(p.n / Tile::BN), static_cast<unsigned>((p.m + Tile::BM - 1) / Tile::BM),
-                  static_cast<unsigned>(split.splits));
+  // N / BN for the weight GEMM (N a multiple of the tile); the dense launch's N = rp may end mid-tile.
+  const dim3 grid(static_cast<unsigned>((p.n + Tile::BN - 1) / Tile::BN),
+                  static_cast<unsigned>((p.m + Tile::BM - 1) / Tile::BM), static_cast<unsigned>(split.splits));
   gemm_tc_kernel<T, Bits, Tile><<<grid, Tile::threads, shared_bytes, stream>>>(p);
   SDNQ_CUDA_CHECK(cudaGetLastError());
   if (split.splits > 1) {
@@ -230,8 +233,9 @@ void dispatch_gemm_tc_tile(const GemmTcPlan& plan, const GemmTcParams& params, c
   }
 }
 
-// low_rank [M, rp] T = x [M, K] · svd_downᵀ (svd_down [rp, K] T), a dense GEMM on gemm_tc's tensor-core
-// launch; `partial` holds split.splits · M · rp fp32 sums when the split has more than one part.
+// low_rank [M, rp] T = x [M, K] · svd_downᵀ (svd_down [rp, K] T, rp a multiple of 16), a dense GEMM on
+// gemm_tc's tensor-core launch; `partial` holds split.splits · M · rp fp32 sums when the split has more
+// than one part.
 template <class T>
 void launch_svd_down(const void* x, const void* svd_down, void* low_rank, float* partial, int m, int rank_padded, int k,
                      const KSplit& split, cudaStream_t stream) {
@@ -307,10 +311,11 @@ inline void gemm_tc(const GemmTcWeights& w, TensorView x, std::optional<TensorVi
   SDNQ_REQUIRE(w.group_size > 0 && w.in_features % w.group_size == 0 && (w.group_size == 32 || w.group_size % 64 == 0),
                UnsupportedError, "gemm_tc: group size must be 32 or a multiple of 64 dividing K = {}, got {}",
                w.in_features, w.group_size);
-  SDNQ_REQUIRE(w.svd_rank_padded >= 0 && w.svd_rank_padded % 64 == 0 && w.svd_rank_padded <= gemm_tc_max_rank &&
+  SDNQ_REQUIRE(w.svd_rank_padded >= 0 && w.svd_rank_padded % gemm_tc_rank_granule == 0 &&
+                   w.svd_rank_padded <= gemm_tc_max_rank &&
                    (w.svd_rank_padded == 0 || (w.svd_up != nullptr && w.svd_down != nullptr)),
-               UnsupportedError, "gemm_tc: SVD factors must be padded to a multiple of 64 up to {}, got {}",
-               gemm_tc_max_rank, w.svd_rank_padded);
+               UnsupportedError, "gemm_tc: SVD factors must be padded to a multiple of {} up to {}, got {}",
+               gemm_tc_rank_granule, gemm_tc_max_rank, w.svd_rank_padded);
   SDNQ_REQUIRE(
       x.rank() == 2 && x.size(1) == w.in_features && x.dtype() == w.dtype && x.is_contiguous() && x.device().is_cuda(),
       ShapeError, "gemm_tc: x must be a contiguous device {} tensor [M, {}], got {} {} on {}", dtype_name(w.dtype),

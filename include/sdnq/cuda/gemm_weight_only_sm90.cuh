@@ -7,7 +7,7 @@
 // SM walking the output tiles, whose outputs leave by TMA stores under the next tile's MMAs); the SVD
 // branch is fused as extra K steps over low_rank = x·svd_downᵀ, which gemm_tc's dense tensor-core
 // launch computes first into the workspace. Requirements as gemm_tc (N % 64, K % 64, group size 32 or
-// a multiple of 64, rank padded to a multiple of 64 up to 128), contiguous 16-byte aligned x and y
+// a multiple of 64, rank padded to a multiple of 16 up to 128), contiguous 16-byte aligned x and y
 // (TMA's), plus an sm_90a build running on a compute capability 9.x GPU; all checked before launch
 // (UnsupportedError / ShapeError naming what is required).
 #include <cuda_runtime.h>
@@ -113,6 +113,8 @@ void run_weight_only_sm90(const GemmTcWeights& w, const GemmTcParams& p, const W
   if (w.svd_rank_padded > 0) {  // low_rank = x · svd_downᵀ first, by gemm_tc's dense tensor-core launch
     launch_svd_down<T>(p.a, w.svd_down, const_cast<void*>(p.low_rank), partial, p.m, p.rank_padded, p.k, plan.down,
                        stream);
+    // [M, rp] with rows of rp · 2 bytes (a multiple of 32): the 128-byte box of the last SVD tile
+    // reaches past rp, and TMA fills those columns with zeros.
     low_rank_map = byte_matrix_tensor_map(p.low_rank, p.m, std::int64_t{p.rank_padded} * 2, box, "low_rank");
   }
   const auto launch = [&](auto bits) {
@@ -161,11 +163,12 @@ inline void gemm_weight_only_sm90(const GemmTcWeights& w, TensorView x, std::opt
                UnsupportedError,
                "gemm_weight_only_sm90: group size must be 32 or a multiple of 64 dividing K = {}, got {}",
                w.in_features, w.group_size);
-  SDNQ_REQUIRE(w.svd_rank_padded >= 0 && w.svd_rank_padded % 64 == 0 && w.svd_rank_padded <= gemm_tc_max_rank &&
+  SDNQ_REQUIRE(w.svd_rank_padded >= 0 && w.svd_rank_padded % gemm_tc_rank_granule == 0 &&
+                   w.svd_rank_padded <= gemm_tc_max_rank &&
                    (w.svd_rank_padded == 0 || (w.svd_up != nullptr && w.svd_down != nullptr)),
                UnsupportedError,
-               "gemm_weight_only_sm90: SVD factors must be padded to a multiple of 64 up to {}, got {}",
-               gemm_tc_max_rank, w.svd_rank_padded);
+               "gemm_weight_only_sm90: SVD factors must be padded to a multiple of {} up to {}, got {}",
+               gemm_tc_rank_granule, gemm_tc_max_rank, w.svd_rank_padded);
   SDNQ_REQUIRE(
       x.rank() == 2 && x.size(1) == w.in_features && x.dtype() == w.dtype && x.is_contiguous() && x.device().is_cuda(),
       ShapeError, "gemm_weight_only_sm90: x must be a contiguous device {} tensor [M, {}], got {} {} on {}",
@@ -204,7 +207,7 @@ inline void gemm_weight_only_sm90(const GemmTcWeights& w, TensorView x, std::opt
       kernel_detail::plan_weight_only_sm90(w, tokens, current_gemm_tc_device(), tokens_per_block, grid);
   // The kernel counts the K tiles of all of a block's output tiles in 32 bits (the ring's stage and phase).
   const std::int64_t block_k_tiles =
-      (plan.tiles + plan.blocks - 1) / plan.blocks * ((w.in_features + w.svd_rank_padded) / 64);
+      (plan.tiles + plan.blocks - 1) / plan.blocks * (w.in_features / 64 + (w.svd_rank_padded + 63) / 64);
   SDNQ_REQUIRE(block_k_tiles < (std::int64_t{1} << 31), UnsupportedError,
                "gemm_weight_only_sm90: M = {}, N = {}, K = {} gives a block {} K tiles, more than 2^31; split x",
                tokens, w.out_features, w.in_features, block_k_tiles);

@@ -28,7 +28,9 @@
 // else the checkpoint layout (float codes, odd shapes). Every route reads the kept layout: the dense
 // route dequantizes each chunk from it, and without a GEMV layout M = 1 runs the tensor-core kernel
 // (measured on one H100: int8 3072² 12.9 vs 12.1 µs, uint4+SVD 12288×3072 33.4 vs 24.6 µs for the
-// GEMV). device_bytes() reports what the layer holds on the GPU.
+// GEMV). The tensor-core layout keeps SVD factors at the rank rounded up to a multiple of 16 only
+// (published rank 32 stays 32), which gemm_tc, the wgmma kernel and the dense route all read as is.
+// device_bytes() reports what the layer holds on the GPU.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -355,8 +357,8 @@ void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<T
   void* x_ext = space;                                                     // T [M, E]
   void* w_ext = space + layer.dense_activation_bytes(tokens);              // T [chunk rows, E]
   void* scratch = static_cast<char*>(w_ext) + layer.dense_weight_bytes();  // T [chunk rows, K]
-  // The SVD factors of the kept layout: up [N, up_stride] (the tensor-core layout pads the rank to 64
-  // with zeros), down [≥ r, K] (its first r rows are used).
+  // The SVD factors of the kept layout: up [N, up_stride] (the tensor-core layout pads the rank with
+  // zeros to a multiple of 16, gemm_tc_rank_granule), down [≥ r, K] (its first r rows are used).
   const void* up = nullptr;
   std::int64_t up_stride = rank;
   if (extended) {

@@ -123,19 +123,21 @@ T narrow_param(const TensorView& view, std::int64_t index) {
 }
 
 // LinearCodes-layout SVD factors (svd_up [N, r], svd_down [r, K], contiguous, any float dtype) as T
-// tensors svd_up [N, rp] and svd_down [rp, K], the rank zero-padded to rp, a multiple of 64 (the
-// tensor-core kernels run the branch in 64-wide K tiles).
+// tensors svd_up [N, rp] and svd_down [rp, K], the rank zero-padded to rp, a multiple of `granule`:
+// 16 (the mma k-step) for gemm_tc's layout, whose kernels zero-fill or skip the rest of their last
+// 64-wide K tile; 64 (the default) for gemm_w8a8's, whose SVD tiles read whole 64-wide tiles.
 template <class T>
 struct PaddedSvdFactors {
   Tensor up, down;
   std::int64_t rank = 0, rank_padded = 0;
 };
 template <class T>
-PaddedSvdFactors<T> padded_svd_factors(const TensorView& svd_up, const TensorView& svd_down) {
+PaddedSvdFactors<T> padded_svd_factors(const TensorView& svd_up, const TensorView& svd_down,
+                                       std::int64_t granule = 64) {
   PaddedSvdFactors<T> out;
   const std::int64_t n = svd_up.size(0), k = svd_down.size(1);
   out.rank = svd_up.size(1);
-  out.rank_padded = (out.rank + 63) / 64 * 64;
+  out.rank_padded = (out.rank + granule - 1) / granule * granule;
   out.up = Tensor::zeros(Shape{n, out.rank_padded}, dtype_of_v<T>);
   out.down = Tensor::zeros(Shape{out.rank_padded, k}, dtype_of_v<T>);
   T* up = out.up.template data_as<T>();

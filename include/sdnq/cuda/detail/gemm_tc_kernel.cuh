@@ -4,9 +4,12 @@
 // over K in tiles of 64 with a Stages-deep cp.async pipeline (activations and packed codes); each
 // warp owns a WM×WN sub-tile, loads A fragments with ldmatrix from a swizzled tile, its packed codes
 // with 128-bit shared loads, dequantizes them in registers into B fragments and issues mma.m16n8k16.
-// After the weight tiles the SVD branch runs as extra K tiles over the (padded) rank with dense
-// operands (A = low_rank [M, rp], B = svd_up [N, rp]) into the same fp32 accumulators. Bits == 16
-// is the plain dense GEMM that computes low_rank = x · svd_downᵀ. Layouts: detail/gemm_tc_repack.hpp.
+// After the weight tiles the SVD branch runs as extra K tiles over the padded rank rp (a multiple of
+// 16, not of 64) with dense operands (A = low_rank [M, rp], B = svd_up [N, rp]) into the same fp32
+// accumulators; the last tile's columns past rp are zero-filled and its k-steps past rp skipped.
+// Bits == 16 is the plain dense GEMM that computes low_rank = x · svd_downᵀ; its N (= rp) need only be
+// a multiple of 16: rows of B past N are zero-filled and columns past N not stored.
+// Layouts: detail/gemm_tc_repack.hpp.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -20,10 +23,10 @@ namespace kernel_detail {
 
 struct GemmTcParams {
   const void* a;             // [M, K] T
-  const void* b;             // Bits 4/8: codes U32 [K/64, N/16, 32, Bits]; Bits 16: [N, K] T
+  const void* b;             // Bits 4/8: codes U32 [K/64, N/16, 32, Bits]; Bits 16: [N, K] T, N % 16 == 0
   const void* group_params;  // [G, N] (scale, zero) pairs of T
   const void* low_rank;      // [M, rank_padded] T, or null
-  const void* svd_up;        // [N, rank_padded] T
+  const void* svd_up;        // [N, rank_padded] T; rank_padded a multiple of 16
   const void* bias;          // [N] T, or null
   void* y;                   // [M, N] T
   float* partial;            // [splits, M, N] fp32 when K is split over gridDim.z, else null
@@ -61,12 +64,14 @@ struct TcTile {
 // addresses of each ldmatrix phase hit 8 different bank groups.
 __device__ __forceinline__ int swizzled_offset(int row, int chunk) { return row * 64 + ((chunk ^ (row & 7)) << 3); }
 
+// Rows past `valid_rows` and 8-element chunks from `valid_chunks` on are zero-filled (nothing read).
 template <class T, int Rows, int Threads>
-__device__ __forceinline__ void load_rows_async(T* tile, const T* source, int ld, int valid_rows, int k0) {
+__device__ __forceinline__ void load_rows_async(T* tile, const T* source, int ld, int valid_rows, int k0,
+                                                int valid_chunks = 8) {
 #pragma unroll
   for (int c = threadIdx.x; c < Rows * 8; c += Threads) {
     const int row = c >> 3, chunk = c & 7;
-    const bool valid = row < valid_rows;
+    const bool valid = row < valid_rows && chunk < valid_chunks;
     copy_async_16(tile + swizzled_offset(row, chunk),
                   source + static_cast<std::size_t>(valid ? row : 0) * ld + k0 + chunk * 8, valid);
   }
@@ -104,24 +109,32 @@ __device__ __forceinline__ void pipelined_k_loop(int tiles, Load&& load, Compute
   __syncthreads();
 }
 
-// acc += a[row0.., :K] · b[col0.., :K]ᵀ with both operands dense T, K a multiple of 64.
-template <class T, class Tile, int Stages>
+// acc += a[row0.., :K] · b[col0.., :K]ᵀ with both operands dense T (row stride k); rows of a from
+// `valid_rows` and of b from `valid_b_rows` on are zeros. K a multiple of 64, or with PartialK of 16:
+// the last tile's columns past K are zero-filled (never read from global memory) and its k-steps
+// past K skipped, which adds exactly what the zero padding to 64 added.
+template <class T, class Tile, int Stages, bool PartialK = false>
 __device__ __forceinline__ void dense_k_loop(char* shared, const T* a, const T* b, int k, int first_tile, int tiles,
-                                             int valid_rows, float (&acc)[Tile::MT][Tile::NT][4]) {
+                                             int valid_rows, int valid_b_rows, float (&acc)[Tile::MT][Tile::NT][4]) {
   T* a_tiles = reinterpret_cast<T*>(shared);
   T* b_tiles = reinterpret_cast<T*>(shared + Stages * Tile::a_bytes);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int warp_m = warp / Tile::WarpsN, warp_n = warp % Tile::WarpsN;
   auto load = [&](int stage, int tile) {
     const int k0 = (first_tile + tile) * 64;
-    load_rows_async<T, Tile::BM, Tile::threads>(a_tiles + stage * Tile::BM * 64, a, k, valid_rows, k0);
-    load_rows_async<T, Tile::BN, Tile::threads>(b_tiles + stage * Tile::BN * 64, b, k, Tile::BN, k0);
+    const int chunks = PartialK ? min(8, (k - k0) / 8) : 8;
+    load_rows_async<T, Tile::BM, Tile::threads>(a_tiles + stage * Tile::BM * 64, a, k, valid_rows, k0, chunks);
+    load_rows_async<T, Tile::BN, Tile::threads>(b_tiles + stage * Tile::BN * 64, b, k, valid_b_rows, k0, chunks);
   };
+  int computed = 0;  // pipelined_k_loop computes the tiles in order
   auto compute = [&](int stage) {
     const T* a_tile = a_tiles + stage * Tile::BM * 64;
     const T* b_tile = b_tiles + stage * Tile::BN * 64;
+    const int steps = PartialK ? min(4, (k - (first_tile + computed) * 64) / 16) : 4;
+    ++computed;
 #pragma unroll
     for (int step = 0; step < 4; ++step) {
+      if (PartialK && step >= steps) break;
       std::uint32_t fa[Tile::MT][4];
       load_a_fragments<T, Tile>(a_tile, warp_m, lane, step, fa);
 #pragma unroll
@@ -240,13 +253,15 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) gemm_tc_kerne
 
   if constexpr (Bits == 16) {
     const T* b = static_cast<const T*>(p.b) + static_cast<std::size_t>(col0) * p.k;
-    dense_k_loop<T, Tile, Tile::Stages>(shared, a, b, p.k, first_tile, tiles, valid_rows, acc);
+    dense_k_loop<T, Tile, Tile::Stages>(shared, a, b, p.k, first_tile, tiles, valid_rows, min(Tile::BN, p.n - col0),
+                                        acc);
   } else {
     quantized_k_loop<T, Bits, Tile>(shared, p, a, first_tile, tiles, valid_rows, acc);
     if (p.rank_padded > 0 && blockIdx.z == 0) {  // the SVD branch belongs to one split
       const T* low_rank = static_cast<const T*>(p.low_rank) + static_cast<std::size_t>(row0) * p.rank_padded;
       const T* up = static_cast<const T*>(p.svd_up) + static_cast<std::size_t>(col0) * p.rank_padded;
-      dense_k_loop<T, Tile, 2>(shared, low_rank, up, p.rank_padded, 0, p.rank_padded / 64, valid_rows, acc);
+      dense_k_loop<T, Tile, 2, true>(shared, low_rank, up, p.rank_padded, 0, (p.rank_padded + 63) / 64, valid_rows,
+                                     Tile::BN, acc);
     }
   }
 
@@ -259,6 +274,8 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) gemm_tc_kerne
 #pragma unroll
   for (int nt = 0; nt < Tile::NT; ++nt) {
     const int col = col0 + warp_n * Tile::WN + nt * 8 + 2 * (lane & 3);
+    if constexpr (Bits == 16)
+      if (col >= p.n) continue;  // the dense launch's N (the SVD rank) need not fill the tile
     float2 b = make_float2(0.0f, 0.0f);
     if (bias != nullptr && p.partial == nullptr) b = make_float2(to_float(bias[col]), to_float(bias[col + 1]));
 #pragma unroll

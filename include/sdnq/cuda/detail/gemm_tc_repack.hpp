@@ -14,7 +14,10 @@
 //                   high codes in bytes 2 and 3, so word & 0x00FF00FF and (word >> 8) & 0x00FF00FF.
 //   group_params  T [G, N, 2]   (scale, zero point) rounded to T; [G, N] so a k-tile's parameters for
 //                 consecutive rows are contiguous. Row-wise and tensor-wise weights have G = 1.
-//   svd_up        T [N, rp],  svd_down T [rp, K], rank zero-padded to rp = a multiple of 64.
+//   svd_up        T [N, rp],  svd_down T [rp, K], the rank r zero-padded only to rp = a multiple of 16
+//                 (the mma k-step; rank 32 stays 32): the kernels run the branch in 64-wide K tiles
+//                 and zero-fill (or skip) the columns of the last tile past rp, so the factors and
+//                 the low-rank workspace [M, rp] hold no padding to 64.
 #include <cstdint>
 #include <type_traits>
 #include <utility>
@@ -32,13 +35,15 @@ namespace sdnq::cuda {
 inline constexpr std::int64_t gemm_tc_k_tile = 64;      // inputs per pipeline stage
 inline constexpr std::int64_t gemm_tc_n_multiple = 64;  // smallest output tile
 inline constexpr std::int64_t gemm_tc_max_rank = 128;
+inline constexpr std::int64_t gemm_tc_rank_granule = 16;  // svd_rank_padded is a multiple of this
 
 struct GemmTcWeightsHost {
   int bits = 0;            // 4 or 8
   bool is_signed = false;  // q = code − 2^(bits−1), else q = code
   std::int64_t out_features = 0, in_features = 0;
   std::int64_t group_size = 0;  // 32, a multiple of 64, or in_features (row-/tensor-wise)
-  std::int64_t svd_rank = 0;    // true rank r; the factors are padded to svd_rank_padded
+  // True rank r; the factors are padded to svd_rank_padded, r rounded up to gemm_tc_rank_granule (16).
+  std::int64_t svd_rank = 0;
   std::int64_t svd_rank_padded = 0;
   DType dtype = DType::bf16;  // activation, output and parameter dtype
   Tensor codes;               // U32 [K/64, N/16, 32, bits]
@@ -132,7 +137,7 @@ GemmTcWeightsHost repack_for_gemm_tc(const LinearCodes& w) {
     }
 
   if (w.svd_up) {
-    detail::PaddedSvdFactors<T> svd = detail::padded_svd_factors<T>(*w.svd_up, *w.svd_down);
+    detail::PaddedSvdFactors<T> svd = detail::padded_svd_factors<T>(*w.svd_up, *w.svd_down, gemm_tc_rank_granule);
     out.svd_rank = svd.rank;
     out.svd_rank_padded = svd.rank_padded;
     out.svd_up = std::move(svd.up);

@@ -13,8 +13,8 @@
 //                 swizzle: the layout wgmma_descriptor of wgmma.cuh describes) and, by 1-D bulk
 //                 copies, the 128 rows' codes of that K tile (contiguous in gemm_tc's repacked layout,
 //                 detail/gemm_tc_repack.hpp) and their one or two groups' (scale, zero) pairs. After the
-//                 K tiles of an output tile come the rp/64 tiles of low_rank = x · svd_downᵀ for the SVD
-//                 branch.
+//                 K tiles of an output tile come the ⌈rp/64⌉ tiles of low_rank = x · svd_downᵀ [M, rp]
+//                 for the SVD branch (rp a multiple of 16: TMA zero-fills the last box's columns past rp).
 //   warpgroups 1-2 consumers: weight rows 0-63 and 64-127. A lane's staged code words are exactly its
 //                 m16n8k16 fragment, which is also the per-warp A fragment of wgmma m64k16; each warp
 //                 dequantizes its 16 rows in registers with gemm_tc's exponent trick (w = q·s + z
@@ -23,6 +23,8 @@
 // of A registers while it runs (wait_group 1 then frees the first set), so dequantization runs under
 // the tensor cores. After the K tiles, the SVD tiles use svd_up's rows (dense T, loaded as A fragments)
 // with the staged low_rank tile as B, into the same fp32 accumulators: the branch is a few extra K steps.
+// The k16 steps of the last SVD tile past rp take zero A fragments (svd_up has no columns there) times
+// TMA's zero fill: the same sums as the former zero padding to 64, with no branch around the wgmma.
 // The ring's stage and barrier phase follow `step`, the K tile number counted over all of the block's
 // output tiles, in the producer and in both consumers alike. Each output tile ends with wait_group 0
 // and the release of its last stage, so the double-buffered A registers hold nothing across tiles.
@@ -145,7 +147,7 @@ __global__ void __launch_bounds__(Tile::threads, 1)
   const auto first_row_of = [&](int index) { return index % row_blocks * BM; };
   const auto first_token_of = [&](int index) { return index / row_blocks * BN; };
   // K tiles of one output tile: x's p.k / 64, then low_rank's.
-  const int weight_k_tiles = p.k / 64, k_tiles = weight_k_tiles + p.rank_padded / 64;
+  const int weight_k_tiles = p.k / 64, k_tiles = weight_k_tiles + (p.rank_padded + 63) / 64;
   if (threadIdx.x == 0) {
     for (int s = 0; s < Stages; ++s) {
       barrier_init(full + s, 1);   // the producer's arrival; the bytes complete it
@@ -239,10 +241,11 @@ __global__ void __launch_bounds__(Tile::threads, 1)
 #pragma unroll
         for (int s = 0; s < 4; ++s) {
           const int r = r0 + 16 * s;
-          a[s][0] = *reinterpret_cast<const std::uint32_t*>(up_lo + r);
-          a[s][1] = *reinterpret_cast<const std::uint32_t*>(up_hi + r);
-          a[s][2] = *reinterpret_cast<const std::uint32_t*>(up_lo + r + 8);
-          a[s][3] = *reinterpret_cast<const std::uint32_t*>(up_hi + r + 8);
+          const bool inside = r < p.rank_padded;  // past rp: zeros (the staged low_rank columns are zero too)
+          a[s][0] = inside ? *reinterpret_cast<const std::uint32_t*>(up_lo + r) : 0u;
+          a[s][1] = inside ? *reinterpret_cast<const std::uint32_t*>(up_hi + r) : 0u;
+          a[s][2] = inside ? *reinterpret_cast<const std::uint32_t*>(up_lo + r + 8) : 0u;
+          a[s][3] = inside ? *reinterpret_cast<const std::uint32_t*>(up_hi + r + 8) : 0u;
         }
       }
       barrier_wait(full + stage, (at / Stages) & 1);
