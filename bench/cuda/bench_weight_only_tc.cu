@@ -32,9 +32,11 @@ namespace {
 using namespace sdnq_bench;
 
 // state.range: M, N, K, bits, group size (-1 row-wise), SVD rank (padded to 16 as the repack does),
-// kernel (0 gemm_tc, 1 gemm_weight_only_sm90, 2 gemm_weight_only_sm90 with one block per output tile).
+// kernel (0 gemm_tc, 1 gemm_weight_only_sm90, 2 gemm_weight_only_sm90 with one block per output tile,
+// 3 / 4 gemm_weight_only_sm90 forced to 128 / 256 tokens a block).
 void bench_sdnq_tc(benchmark::State& state) {
   const bool sm90 = state.range(6) >= 1;
+  const int tokens_per_block = state.range(6) == 3 ? 128 : state.range(6) == 4 ? 256 : 0;
   const auto sm90_grid = state.range(6) == 2 ? sdnq::cuda::WeightOnlySm90Grid::one_block_per_tile
                                              : sdnq::cuda::WeightOnlySm90Grid::persistent;
   if (sm90 && !sdnq::cuda::weight_only_sm90_supported(0)) {
@@ -94,7 +96,8 @@ void bench_sdnq_tc(benchmark::State& state) {
       sdnq::cuda::empty(sdnq::Shape{static_cast<std::int64_t>(workspace_bytes) + 16}, sdnq::DType::u8);
   const double us = time_median_us(state, copies, [&](int c) {
     if (sm90)
-      sdnq::cuda::gemm_weight_only_sm90(weights[c], x, sdnq::TensorView(bias), y, workspace, nullptr, 0, sm90_grid);
+      sdnq::cuda::gemm_weight_only_sm90(weights[c], x, sdnq::TensorView(bias), y, workspace, nullptr,
+                                        tokens_per_block, sm90_grid);
     else
       sdnq::cuda::gemm_tc(weights[c], x, sdnq::TensorView(bias), y, workspace);
   });
@@ -190,6 +193,18 @@ void register_all() {
             ->Args({m, n, k})
             ->UseManualTime();
     }
+  // FLUX.1's single blocks (4096 image + 512 text tokens): q/k/v and proj_out, on the automatic choice of
+  // tokens per block and forced to 128 / 256 (the wave count against the per-block cost).
+  for (const auto& [n, k] : std::vector<std::pair<int, int>>{{3072, 3072}, {3072, 15360}, {12288, 3072}}) {
+    const int m = 4608;
+    const std::string shape = "/M" + std::to_string(m) + "/N" + std::to_string(n) + "/K" + std::to_string(k);
+    benchmark::RegisterBenchmark(("cublas_bf16" + shape).c_str(), bench_cublas)->Args({m, n, k})->UseManualTime();
+    for (const auto& [name, kernel] : std::vector<std::pair<std::string, int>>{
+             {"sm90_uint4_g128_svd32", 1}, {"sm90_t128_uint4_g128_svd32", 3}, {"sm90_t256_uint4_g128_svd32", 4}})
+      benchmark::RegisterBenchmark((name + shape).c_str(), bench_sdnq_tc)
+          ->Args({m, n, k, 4, 128, 32, kernel})
+          ->UseManualTime();
+  }
 }
 
 }  // namespace

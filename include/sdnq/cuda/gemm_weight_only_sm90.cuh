@@ -43,13 +43,15 @@ using WeightOnlySm90Tile128 = WeightOnlySm90Tile<128>;
 static_assert(WeightOnlySm90Tile256::stages<4>() == 4 && WeightOnlySm90Tile256::stages<8>() == 3 &&
               WeightOnlySm90Tile128::stages<4>() == 9 && WeightOnlySm90Tile128::stages<8>() == 7);
 
-// 256 tokens a block unless 128 needs fewer waves of the SMs (a 128-token block does about half the
-// work, with a small loss per FLOP for staging x twice as often).
+// 256 tokens a block unless the 128-token blocks take less time in all. A 128-token block does half
+// the MMAs but the same dequantization of its 128 weight rows, so it takes about three quarters of a
+// 256-token block's time (FLUX.1, M = 4608, N = 3072: 7 waves of 128-token blocks ran 1.3× slower
+// than 4 waves of 256-token blocks would). The wave count decides: a last partial wave costs a whole one.
 inline bool weight_only_sm90_wide(std::int64_t tokens, std::int64_t out_features, int multiprocessors) {
   const std::int64_t row_blocks = (out_features + 127) / 128;
   const std::int64_t waves256 = ((tokens + 255) / 256 * row_blocks + multiprocessors - 1) / multiprocessors;
   const std::int64_t waves128 = ((tokens + 127) / 128 * row_blocks + multiprocessors - 1) / multiprocessors;
-  return 2 * waves256 * 10 <= waves128 * 11;
+  return 4 * waves256 <= 3 * waves128;
 }
 
 struct WeightOnlySm90Plan {
