@@ -116,6 +116,9 @@ struct QuantizedLinearOptions {
   CodeLayout layout = CodeLayout::automatic;
   // Dense route without SVD: the bias through a cuBLASLt epilogue (else broadcast into y and beta = 1).
   bool bias_epilogue = true;
+  // Tensor-core layout only: none re-centres unsigned codes so the zero point is not rounded to the
+  // activation dtype on its own (repack_for_gemm_tc); for models whose reference keeps fp32 parameters.
+  ScaleRounding scale_rounding = ScaleRounding::to_output_dtype;
 };
 
 class QuantizedLinear {
@@ -241,7 +244,7 @@ class QuantizedLinear {
                  "{} [{}, {}] group {}",
                  host.name, host.bits, integer ? "integer" : "float", host.out_features, host.in_features, group);
     if (layout_ == CodeLayout::tensor_core) {
-      tensor_core_ = upload_gemm_tc_weights(repack_for_gemm_tc<T>(host), device_);
+      tensor_core_ = upload_gemm_tc_weights(repack_for_gemm_tc<T>(host, options_.scale_rounding), device_);
       tensor_core_sm90_ = weight_only_sm90_supported(device_);  // asked here: no probe launch inside a call
     }
     if (layout_ == CodeLayout::gemv) gemv_ = upload_gemv_weights(repack_for_gemv<T>(host), device_);

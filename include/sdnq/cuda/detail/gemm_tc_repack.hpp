@@ -18,6 +18,7 @@
 //                 (the mma k-step; rank 32 stays 32): the kernels run the branch in 64-wide K tiles
 //                 and zero-fill (or skip) the columns of the last tile past rp, so the factors and
 //                 the low-rank workspace [M, rp] hold no padding to 64.
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 #include <utility>
@@ -80,8 +81,16 @@ inline void gemm_tc_code_position(int bits, std::int64_t n, std::int64_t k, std:
 
 // Repacks a host checkpoint weight for gemm_tc(). Throws UnsupportedError (with what is required)
 // for widths other than 4 and 8, lookup codes, and shapes the kernel does not tile.
+//
+// scale_rounding: to_output_dtype stores (T(scale), T(zero_point)), as the diffusers reference loader
+// rounds them. none (the transformers loader keeps them fp32): unsigned codes with a zero point are
+// re-centred, q = code − 2^(bits−1) and zero' = T(zero_point + 2^(bits−1)·scale) rounded once from
+// fp32, so the rounding error of the zero point (a row minimum, ~2.7× the weights' rms for uint4) no
+// longer multiplies Σ x over the group: with T(zero_point) that error is correlated across the row and
+// dominated the CLIP encoders' uint4 + SVD error against the reference's output_bf16 (a CPU float32
+// emulation: 3.3e-2 with T parameters, 1.2e-2 re-centred, 1.0e-2 with fp32 ones). The scale stays T.
 template <class T>
-GemmTcWeightsHost repack_for_gemm_tc(const LinearCodes& w) {
+GemmTcWeightsHost repack_for_gemm_tc(const LinearCodes& w, ScaleRounding scale_rounding = ScaleRounding::to_output_dtype) {
   static_assert(std::is_same_v<T, bf16> || std::is_same_v<T, fp16>, "activations are bf16 or fp16");
   detail::require_linear_codes_consistent(w);
   SDNQ_REQUIRE(w.codes.device().is_cpu() && w.scale.device().is_cpu(), ShapeError,
@@ -107,7 +116,11 @@ GemmTcWeightsHost repack_for_gemm_tc(const LinearCodes& w) {
 
   GemmTcWeightsHost out;
   out.bits = w.bits;
-  out.is_signed = w.value == CodeValue::signed_integer;
+  // Re-centred unsigned codes use the signed formats' code offset (the kernels only read is_signed as
+  // "subtract 2^(bits−1)"); the zero point below absorbs it.
+  const bool recentre = scale_rounding == ScaleRounding::none && w.value == CodeValue::unsigned_integer &&
+                        w.zero_point.has_value();
+  out.is_signed = w.value == CodeValue::signed_integer || recentre;
   out.out_features = n;
   out.in_features = k;
   out.group_size = group_size;
@@ -133,7 +146,12 @@ GemmTcWeightsHost repack_for_gemm_tc(const LinearCodes& w) {
       // Tensor-wise: one stored value; otherwise [N, G, 1] row-major (row-wise: G = 1).
       const std::int64_t source = w.group_size == -2 ? 0 : row * groups + g;
       params[(g * n + row) * 2] = detail::narrow_param<T>(w.scale, source);
-      params[(g * n + row) * 2 + 1] = w.zero_point ? detail::narrow_param<T>(*w.zero_point, source) : T(0.0f);
+      if (recentre)
+        params[(g * n + row) * 2 + 1] =
+            T(std::fma(static_cast<float>(1 << (w.bits - 1)), detail::narrow_param<float>(w.scale, source),
+                       detail::narrow_param<float>(*w.zero_point, source)));
+      else
+        params[(g * n + row) * 2 + 1] = w.zero_point ? detail::narrow_param<T>(*w.zero_point, source) : T(0.0f);
     }
 
   if (w.svd_up) {

@@ -67,16 +67,22 @@ class ClipTextModel {
     model.position_embedding_ = detail::upload_bf16(
         weights.dense(root + "embeddings.position_embedding.weight", Shape{c.max_position_embeddings, d}), device,
         "position_embedding");
+    // transformers' from_pretrained keeps SDNQ scales and zero points in fp32 (diffusers' rounds them to
+    // the model dtype): against output_bf16 the CPU float32 model differs by 1.0e-2 with fp32 ones and by
+    // 3.3e-2 with bf16 ones (clip_g-uint4-svd), so the encoder's layers ask for the precise zero point.
+    const auto linear = [&](const std::string& name, std::int64_t in, std::int64_t out) {
+      return Linear::load(weights, name, in, out, true, device, cuda::CodeLayout::automatic, cuda::ScaleRounding::none);
+    };
     for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
       const std::string p = root + "encoder.layers." + std::to_string(i) + ".";
       model.layers_.push_back(Layer{LayerNorm::load(weights, p + "layer_norm1", d, c.layer_norm_eps, true, device),
-                                    Linear::load(weights, p + "self_attn.q_proj", d, d, true, device),
-                                    Linear::load(weights, p + "self_attn.k_proj", d, d, true, device),
-                                    Linear::load(weights, p + "self_attn.v_proj", d, d, true, device),
-                                    Linear::load(weights, p + "self_attn.out_proj", d, d, true, device),
+                                    linear(p + "self_attn.q_proj", d, d),
+                                    linear(p + "self_attn.k_proj", d, d),
+                                    linear(p + "self_attn.v_proj", d, d),
+                                    linear(p + "self_attn.out_proj", d, d),
                                     LayerNorm::load(weights, p + "layer_norm2", d, c.layer_norm_eps, true, device),
-                                    Linear::load(weights, p + "mlp.fc1", d, c.intermediate_size, true, device),
-                                    Linear::load(weights, p + "mlp.fc2", c.intermediate_size, d, true, device)});
+                                    linear(p + "mlp.fc1", d, c.intermediate_size),
+                                    linear(p + "mlp.fc2", c.intermediate_size, d)});
     }
     model.final_layer_norm_ = LayerNorm::load(weights, root + "final_layer_norm", d, c.layer_norm_eps, true, device);
     if (c.with_projection)

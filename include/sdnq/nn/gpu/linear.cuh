@@ -79,9 +79,12 @@ class Linear {
   // `layout`: the code layout a quantized layer keeps where the weight fits it (cuda::CodeLayout;
   // otherwise, and for automatic, tensor-core where it fits, else GEMV, else checkpoint). Measured on one H100 (bench_linear): gemv is 1.3-1.6x faster at M = 1 and equal or
   // 1-3 % faster at M >= 1024; tensor_core wins for M of about 4..192 (e.g. CLIP's 77 tokens).
+  // `scale_rounding`: none for components whose reference keeps scale and zero point in fp32 (CLIP
+  // through transformers), see cuda::repack_for_gemm_tc; diffusers' loader rounds them (the default).
   static Linear load(WeightLoader& weights, std::string_view prefix, std::int64_t in_features,
                      std::int64_t out_features, bool bias, int device,
-                     cuda::CodeLayout layout = cuda::CodeLayout::automatic) {
+                     cuda::CodeLayout layout = cuda::CodeLayout::automatic,
+                     cuda::ScaleRounding scale_rounding = cuda::ScaleRounding::to_output_dtype) {
     Linear layer;
     layer.name_ = std::string(prefix);
     layer.in_features_ = in_features;
@@ -100,6 +103,7 @@ class Linear {
           cuda::QuantizedLinearOptions options;
           options.layout = cuda::QuantizedLinear::layout_fits(codes->codes, layout) ? layout
                                                                                     : cuda::CodeLayout::automatic;
+          options.scale_rounding = scale_rounding;
           layer.quantized_.emplace(codes->codes, DType::bf16, device, options);
           layer.kind_ = LinearKind::quantized;
         }
