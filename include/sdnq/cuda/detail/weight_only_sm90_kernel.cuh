@@ -151,7 +151,7 @@ __global__ void __launch_bounds__(Tile::threads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < Stages; ++s) {
       barrier_init(full + s, 1);   // the producer's arrival; the bytes complete it
-      barrier_init(empty + s, 2);  // one arrival per consumer warpgroup
+      barrier_init(empty + s, 8);  // one arrival per consumer warp
     }
     barrier_init_fence();
     tma_prefetch_map(&x_map);
@@ -201,7 +201,7 @@ __global__ void __launch_bounds__(Tile::threads, 1)
   grow_registers<232>();
   const int consumer = warpgroup - 1;
   const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x & 31;
-  const bool signals = threadIdx.x % 128 == 0;  // the thread that releases stages and stores the output
+  const bool signals = threadIdx.x % 128 == 0;  // the thread that stores the output
   const int warp_block = consumer * 4 + warp;   // the warp's 16-row block within a stage's codes
   std::uint8_t* out_box = out_boxes + consumer * Tile::out_box_bytes;
   const DequantConstants<T> constants{as_pair<T>(p.minus), p.minus_f};
@@ -214,13 +214,13 @@ __global__ void __launch_bounds__(Tile::threads, 1)
     const int n0 = first_row_of(index), token0 = first_token_of(index);
     const int rows0 = n0 + consumer * 64;  // this warpgroup's first weight row
     if (rows0 >= p.n) {
-      // Past N (N % 128 == 64): only release the stages this warpgroup is counted on. One thread walks
-      // them while the others wait, so no thread can fall a barrier phase behind.
+      // Past N (N % 128 == 64): only release the stages this warpgroup is counted on (its 4 warps'
+      // arrivals). One thread walks them while the others wait, so no thread can fall a barrier phase behind.
       if (signals) {
 #pragma unroll 1
         for (int k_tile = 0; k_tile < k_tiles; ++k_tile) {
           barrier_wait(full + (step + k_tile) % Stages, ((step + k_tile) / Stages) & 1);
-          barrier_arrive(empty + (step + k_tile) % Stages);
+          for (int w = 0; w < 4; ++w) barrier_arrive(empty + (step + k_tile) % Stages);
         }
       }
       step += k_tiles;
@@ -232,6 +232,14 @@ __global__ void __launch_bounds__(Tile::threads, 1)
         static_cast<const T*>(p.svd_up) + static_cast<std::size_t>(row_lo) * p.rank_padded + 2 * (lane & 3);
     const T* up_hi = up_lo + 8 * static_cast<std::size_t>(p.rank_padded);
 
+    // Frees ring stage `at` once every lane of the warp is past its reads of the codes and parameters
+    // there: an mbarrier arrival releases only the arriving thread's accesses, so each warp syncs
+    // and one lane arrives (8 arrivals a stage). Waiting for the wgmma group that used the stage
+    // already implies it in practice; this makes it hold in the memory model (and for racecheck).
+    const auto release = [&](int at, bool when) {
+      __syncwarp();
+      if (when && lane == 0) barrier_arrive(empty + at % Stages);
+    };
     // A fragments of one K tile's 4 steps in registers: dequantized from the stage (or svd_up's) while
     // the tensor cores still run the previous K tile's group from the other buffer.
     const auto make_fragments = [&](int k_tile, std::uint32_t(&a)[4][4]) {
@@ -294,7 +302,7 @@ __global__ void __launch_bounds__(Tile::threads, 1)
       for (int s = 0; s < 4; ++s)
 #pragma unroll
         for (int i = 0; i < 4; ++i) asm volatile("" : "+r"(previous[s][i]));
-      if (k_tile > 0 && signals) barrier_arrive(empty + (step + k_tile - 1) % Stages);
+      release(step + k_tile - 1, k_tile > 0);
     };
 
 #pragma unroll
@@ -310,7 +318,7 @@ __global__ void __launch_bounds__(Tile::threads, 1)
     }
     step += k_tiles;
     wgmma_wait<0>();  // the tile's last group: its stage is free and both A buffers are idle
-    if (signals) barrier_arrive(empty + (step - 1) % Stages);
+    release(step - 1, true);
 
     // Epilogue, while the producer already fills the ring with the next output tile's K tiles.
     // Accumulator (i, j): weight row row_lo (+8 for i ≥ 2), token 8j + 2·(lane % 4) + i % 2 of the tile.
