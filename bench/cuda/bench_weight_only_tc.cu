@@ -33,12 +33,13 @@ using namespace sdnq_bench;
 
 // state.range: M, N, K, bits, group size (-1 row-wise), SVD rank (padded to 16 as the repack does),
 // kernel (0 gemm_tc, 1 gemm_weight_only_sm90, 2 gemm_weight_only_sm90 with one block per output tile,
-// 3 / 4 gemm_weight_only_sm90 forced to 128 / 256 tokens a block).
+// 3 / 4 gemm_weight_only_sm90 forced to 128 / 256 tokens a block, 5 without splitting the last wave).
 void bench_sdnq_tc(benchmark::State& state) {
   const bool sm90 = state.range(6) >= 1;
   const int tokens_per_block = state.range(6) == 3 ? 128 : state.range(6) == 4 ? 256 : 0;
-  const auto sm90_grid = state.range(6) == 2 ? sdnq::cuda::WeightOnlySm90Grid::one_block_per_tile
-                                             : sdnq::cuda::WeightOnlySm90Grid::persistent;
+  const auto sm90_grid = state.range(6) == 2   ? sdnq::cuda::WeightOnlySm90Grid::one_block_per_tile
+                         : state.range(6) == 5 ? sdnq::cuda::WeightOnlySm90Grid::persistent_whole_tiles
+                                               : sdnq::cuda::WeightOnlySm90Grid::persistent;
   if (sm90 && !sdnq::cuda::weight_only_sm90_supported(0)) {
     state.SkipWithError("the wgmma kernel needs an sm_90a build on a Hopper GPU");
     return;
@@ -200,7 +201,10 @@ void register_all() {
     const std::string shape = "/M" + std::to_string(m) + "/N" + std::to_string(n) + "/K" + std::to_string(k);
     benchmark::RegisterBenchmark(("cublas_bf16" + shape).c_str(), bench_cublas)->Args({m, n, k})->UseManualTime();
     for (const auto& [name, kernel] : std::vector<std::pair<std::string, int>>{
-             {"sm90_uint4_g128_svd32", 1}, {"sm90_t128_uint4_g128_svd32", 3}, {"sm90_t256_uint4_g128_svd32", 4}})
+             {"sm90_uint4_g128_svd32", 1},
+             {"sm90_t128_uint4_g128_svd32", 3},
+             {"sm90_t256_uint4_g128_svd32", 4},
+             {"sm90_whole_tiles_uint4_g128_svd32", 5}})
       benchmark::RegisterBenchmark((name + shape).c_str(), bench_sdnq_tc)
           ->Args({m, n, k, 4, 128, 32, kernel})
           ->UseManualTime();

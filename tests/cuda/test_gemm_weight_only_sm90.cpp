@@ -7,6 +7,7 @@
 // call must refuse with a clear error (checked) and the numeric cases are skipped.
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "cuda/cuda_test_support.hpp"
 #include "cuda/test_gemm_tc_support.hpp"
@@ -55,6 +56,35 @@ double run_both_grids_and_compare(const sdnq::test::RandomLinear& linear, std::i
   REQUIRE(result.non_finite == 0);
   REQUIRE(guard_writes == 0);
   REQUIRE(differing == 0);
+  return result.relative_l2;
+}
+
+// The default grid, whose last partial wave runs split along K (2 chunks for the shapes used), against
+// the reference and against the whole-tile persistent grid: apart only by the split tiles' fp32 summation
+// order, i.e. at most an output rounding in some elements.
+template <class T>
+double run_split_and_compare(const sdnq::test::RandomLinear& linear, bool with_bias, std::uint64_t seed) {
+  constexpr std::int64_t tokens = 4196;
+  REQUIRE(sdnq::test::weight_only_sm90_splits(sdnq::cuda::repack_for_gemm_tc<T>(linear.codes), tokens, 256) == 2);
+  std::int64_t guard_writes = 0;
+  double split_vs_whole = 0.0;
+  const auto run = [&](const sdnq::cuda::GemmTcWeightsHost& weights, sdnq::TensorView x,
+                       std::optional<sdnq::TensorView> bias) {
+    auto split = sdnq::test::run_gemm_weight_only_sm90_guarded(weights, x, bias, {256, false, false});
+    const auto whole = sdnq::test::run_gemm_weight_only_sm90_guarded(weights, x, bias, {256, false, true});
+    guard_writes = split.guard_writes + whole.guard_writes;
+    std::vector<double> a(static_cast<std::size_t>(split.y.numel())), b(a.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      a[i] = split.y.data_as<T>()[i].to_float();
+      b[i] = whole.y.data_as<T>()[i].to_float();
+    }
+    split_vs_whole = sdnq::test::relative_l2(a, b);
+    return std::move(split.y);
+  };
+  const auto result = sdnq::test::compare_repacked_gemm<T>(linear, tokens, with_bias, seed, run);
+  REQUIRE(result.non_finite == 0);
+  REQUIRE(guard_writes == 0);
+  CHECK(split_vs_whole <= 4e-3);
   return result.relative_l2;
 }
 
@@ -171,6 +201,28 @@ TEST_CASE("wo_sm90: persistent grid over more tiles than SMs, fp16 int8 and uint
   SECTION("int8 row-wise, 128 tokens a tile, tokens a multiple of the tile") {
     const auto linear = sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 2048, 128, -1, 0, 76);
     CHECK(run_both_grids_and_compare<sdnq::fp16>(linear, 4096, true, 77, 128) <= 1e-2);
+  }
+}
+
+// N = 1088 (8.5 row blocks: the second consumer of the last row block lies past N) by 4196 tokens: 153
+// tiles of 256 tokens, so on an H100 (132 SMs) the 21 tiles past the first wave run as K chunks; K =
+// 1024 (16 K tiles) gives 2 chunks of 8, the last with the SVD tiles. The split must agree with the
+// whole-tile persistent grid up to the fp32 summation order of those tiles, and with the reference.
+TEST_CASE("wo_sm90: the tiles of the last partial wave split along K", "[cuda][wo_sm90]") {
+  SDNQ_REQUIRE_WO_SM90()
+  SECTION("uint4 g64 bf16 with bias") {
+    const auto linear =
+        sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 1088, 1024, 64, 0, 80);
+    CHECK(run_split_and_compare<sdnq::bf16>(linear, true, 81) <= 1e-2);
+  }
+  SECTION("uint4 g128 bf16 with SVD rank 32") {
+    const auto linear =
+        sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 1088, 1024, 128, 32, 82);
+    CHECK(run_split_and_compare<sdnq::bf16>(linear, false, 83) <= 1e-2);
+  }
+  SECTION("int8 row-wise fp16 with SVD rank 48 and bias") {
+    const auto linear = sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 1088, 1024, -1, 48, 84);
+    CHECK(run_split_and_compare<sdnq::fp16>(linear, true, 85) <= 1e-2);
   }
 }
 

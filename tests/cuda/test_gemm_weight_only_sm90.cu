@@ -36,7 +36,9 @@ Tensor run_into_buffer(const cuda::GemmTcWeightsHost& weights, TensorView x, std
   cuda::gemm_weight_only_sm90(
       device_weights.view(), device_x, device_bias ? std::optional<TensorView>(*device_bias) : std::nullopt, y,
       workspace, nullptr, options.tokens_per_block,
-      options.one_block_per_tile ? cuda::WeightOnlySm90Grid::one_block_per_tile : cuda::WeightOnlySm90Grid::persistent);
+      options.one_block_per_tile ? cuda::WeightOnlySm90Grid::one_block_per_tile
+      : options.whole_tiles      ? cuda::WeightOnlySm90Grid::persistent_whole_tiles
+                                 : cuda::WeightOnlySm90Grid::persistent);
   SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
   return cuda::to_host(buffer);
 }
@@ -44,6 +46,16 @@ Tensor run_into_buffer(const cuda::GemmTcWeightsHost& weights, TensorView x, std
 }  // namespace
 
 bool weight_only_sm90_runs() { return cuda::weight_only_sm90_supported(0); }
+
+int weight_only_sm90_splits(const cuda::GemmTcWeightsHost& weights, std::int64_t tokens, int tokens_per_block) {
+  cuda::GemmTcWeights view{};
+  view.bits = weights.bits;
+  view.out_features = weights.out_features;
+  view.in_features = weights.in_features;
+  view.svd_rank_padded = weights.svd_up.defined() ? weights.svd_rank_padded : 0;
+  return cuda::kernel_detail::plan_weight_only_sm90(view, tokens, cuda::current_gemm_tc_device(), tokens_per_block)
+      .split.splits;
+}
 
 Tensor run_gemm_weight_only_sm90(const cuda::GemmTcWeightsHost& weights, TensorView x, std::optional<TensorView> bias,
                                  int tokens_per_block) {

@@ -21,7 +21,12 @@ Tensor run_gemm_weight_only_sm90(const cuda::GemmTcWeightsHost& weights, TensorV
 struct WeightOnlySm90Options {
   int tokens_per_block = 0;         // as gemm_weight_only_sm90's (0: chosen by the number of waves)
   bool one_block_per_tile = false;  // the grid of one block per output tile instead of one per SM
+  bool whole_tiles = false;         // one block per SM without splitting the last partial wave along K
 };
+
+// K chunks each tile of the last partial wave runs as on device 0 with the default (persistent) grid
+// (1: no split).
+int weight_only_sm90_splits(const cuda::GemmTcWeightsHost& weights, std::int64_t tokens, int tokens_per_block);
 
 struct WeightOnlySm90Output {
   Tensor y;                       // [M, N] on the host

@@ -30,9 +30,11 @@
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
 
-// The grid of gemm_weight_only_sm90: one block per SM walking the output tiles (the default), or one
-// block per output tile (the earlier launch, kept for comparison in tests and benchmarks).
-enum class WeightOnlySm90Grid { persistent, one_block_per_tile };
+// The grid of gemm_weight_only_sm90: one block per SM walking the output tiles, the tiles of a last
+// partial wave split along K so that it fills the SMs (the default); the same without the split; or one
+// block per output tile (the earlier launch). The last two are kept for comparison in tests and
+// benchmarks; the split changes only the fp32 summation order of the split tiles.
+enum class WeightOnlySm90Grid { persistent, persistent_whole_tiles, one_block_per_tile };
 
 namespace kernel_detail {
 
@@ -54,15 +56,27 @@ inline bool weight_only_sm90_wide(std::int64_t tokens, std::int64_t out_features
   return 4 * waves256 <= 3 * waves128;
 }
 
+// A split tile's K chunk has at least this many K tiles (the ring fills and drains once a chunk).
+inline constexpr int weight_only_sm90_min_chunk_k_tiles = 8;
+inline constexpr int weight_only_sm90_max_splits = 8;
+
 struct WeightOnlySm90Plan {
   bool wide = true;
   std::int64_t tiles = 0;          // output tiles of 128 weight rows × 256 or 128 tokens
-  std::int64_t blocks = 0;         // the grid: min(tiles, SMs) when persistent, else one block per tile
+  std::int64_t blocks = 0;         // the grid: min(work units, SMs) when persistent, else one block per tile
+  WeightOnlySm90Split split;       // full_tiles / splits / chunk_k_tiles (pointers set at the call)
   KSplit down;                     // K split of x · svd_downᵀ (gemm_tc's dense launch)
   std::size_t low_rank_bytes = 0;  // T [M, rp]
   std::size_t partial_floats = 0;  // fp32 split-K partial sums of the down launch
+  std::size_t split_floats = 0;    // fp32 sums of the split tiles' chunks [units][2][BN/2][128]
+  std::size_t split_arrivals = 0;  // int counters [split tiles][2]
+  static std::size_t align16(std::size_t bytes) { return (bytes + 15) / 16 * 16; }
+  std::size_t partial_offset() const { return align16(low_rank_bytes); }
+  std::size_t split_offset() const { return partial_offset() + align16(partial_floats * sizeof(float)); }
+  std::size_t arrivals_offset() const { return split_offset() + split_floats * sizeof(float); }
   std::size_t workspace_bytes() const {
-    return low_rank_bytes + partial_floats == 0 ? 0 : (low_rank_bytes + 15) / 16 * 16 + partial_floats * sizeof(float);
+    const std::size_t end = arrivals_offset() + split_arrivals * sizeof(int);
+    return low_rank_bytes + partial_floats + split_floats == 0 ? 0 : end;
   }
 };
 
@@ -74,8 +88,28 @@ inline WeightOnlySm90Plan plan_weight_only_sm90(const GemmTcWeights& w, std::int
                                     : tokens_per_block == 256;
   const int tile_tokens = plan.wide ? 256 : 128;
   plan.tiles = (tokens + tile_tokens - 1) / tile_tokens * ((w.out_features + 127) / 128);
-  plan.blocks =
-      grid == WeightOnlySm90Grid::persistent ? std::min<std::int64_t>(plan.tiles, device.multiprocessors) : plan.tiles;
+  const bool persistent = grid != WeightOnlySm90Grid::one_block_per_tile;
+  plan.blocks = persistent ? std::min<std::int64_t>(plan.tiles, device.multiprocessors) : plan.tiles;
+  plan.split.full_tiles = static_cast<int>(plan.tiles);
+  if (grid == WeightOnlySm90Grid::persistent) {
+    // The tiles past the last full wave of the SMs, split along K into as many chunks as fill the wave
+    // (a 3.27-wave problem, e.g. FLUX's M = 4608, N = 3072, ran 4 waves: 18 % of the SMs idle).
+    const std::int64_t sms = device.multiprocessors, full = plan.tiles / sms * sms, tail = plan.tiles - full;
+    const int weight_k_tiles = static_cast<int>(w.in_features / 64);
+    std::int64_t splits = tail > 0 ? sms / tail : 1;
+    splits = std::min<std::int64_t>({splits, weight_k_tiles / weight_only_sm90_min_chunk_k_tiles,
+                                      std::int64_t{weight_only_sm90_max_splits}});
+    if (splits >= 2) {
+      const int chunk = static_cast<int>((weight_k_tiles + splits - 1) / splits);
+      plan.split.full_tiles = static_cast<int>(full);
+      plan.split.splits = (weight_k_tiles + chunk - 1) / chunk;
+      plan.split.chunk_k_tiles = chunk;
+      const std::int64_t units = full + tail * plan.split.splits;
+      plan.blocks = std::min<std::int64_t>(units, sms);
+      plan.split_floats = static_cast<std::size_t>(tail * plan.split.splits) * 2 * (tile_tokens / 2) * 128;
+      plan.split_arrivals = static_cast<std::size_t>(tail) * 2;
+    }
+  }
   if (w.svd_rank_padded > 0) {
     plan.down = svd_down_split(tokens, w.svd_rank_padded, w.in_features, device.multiprocessors);
     plan.low_rank_bytes = static_cast<std::size_t>(tokens * w.svd_rank_padded) * 2;
@@ -87,7 +121,8 @@ inline WeightOnlySm90Plan plan_weight_only_sm90(const GemmTcWeights& w, std::int
 
 template <class T, int Bits, class Tile>
 void launch_weight_only_sm90(const GemmTcParams& p, const CUtensorMap& x_map, const CUtensorMap& low_rank_map,
-                             const CUtensorMap& y_map, std::int64_t blocks, cudaStream_t stream) {
+                             const CUtensorMap& y_map, const WeightOnlySm90Split& split, std::int64_t blocks,
+                             cudaStream_t stream) {
   static std::atomic<std::uint64_t> opted_in{0};  // > 48 KB of dynamic shared memory, once per device
   int device = 0;
   SDNQ_CUDA_CHECK(cudaGetDevice(&device));
@@ -100,7 +135,7 @@ void launch_weight_only_sm90(const GemmTcParams& p, const CUtensorMap& x_map, co
   }
   gemm_weight_only_sm90_kernel<T, Bits, Tile>
       <<<static_cast<unsigned>(blocks), Tile::threads, Tile::template shared_bytes<Bits>(), stream>>>(
-          p, x_map, low_rank_map, y_map);
+          p, x_map, low_rank_map, y_map, split);
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -122,9 +157,11 @@ void run_weight_only_sm90(const GemmTcWeights& w, const GemmTcParams& p, const W
   const auto launch = [&](auto bits) {
     constexpr int Bits = decltype(bits)::value;
     if (plan.wide)
-      launch_weight_only_sm90<T, Bits, WeightOnlySm90Tile256>(p, x_map, low_rank_map, y_map, plan.blocks, stream);
+      launch_weight_only_sm90<T, Bits, WeightOnlySm90Tile256>(p, x_map, low_rank_map, y_map, plan.split, plan.blocks,
+                                                              stream);
     else
-      launch_weight_only_sm90<T, Bits, WeightOnlySm90Tile128>(p, x_map, low_rank_map, y_map, plan.blocks, stream);
+      launch_weight_only_sm90<T, Bits, WeightOnlySm90Tile128>(p, x_map, low_rank_map, y_map, plan.split, plan.blocks,
+                                                              stream);
   };
   if (w.bits == 4)
     launch(std::integral_constant<int, 4>{});
@@ -139,8 +176,14 @@ inline bool weight_only_sm90_supported(int device) { return kernel_detail::has_s
 
 // Device workspace gemm_weight_only_sm90() needs for M rows of x (the low-rank product and its split-K
 // partial sums); 0 without SVD.
+// The most any token tile and grid choice of a call needs, so that forcing one (tokens_per_block, grid)
+// never needs more than this.
 inline std::size_t gemm_weight_only_sm90_workspace_bytes(const GemmTcWeights& w, std::int64_t tokens) {
-  return kernel_detail::plan_weight_only_sm90(w, tokens, current_gemm_tc_device(), 0).workspace_bytes();
+  const GemmTcDevice device = current_gemm_tc_device();
+  std::size_t bytes = 0;
+  for (const int tokens_per_block : {128, 256})
+    bytes = std::max(bytes, kernel_detail::plan_weight_only_sm90(w, tokens, device, tokens_per_block).workspace_bytes());
+  return bytes;
 }
 
 // y = x · dequant(W)ᵀ (+ SVD branch) (+ bias). x [M, K], y [M, N], bias [N]: device, contiguous, in
@@ -207,9 +250,10 @@ inline void gemm_weight_only_sm90(const GemmTcWeights& w, TensorView x, std::opt
                "gemm_weight_only_sm90: needs an sm_90a build running on a Hopper GPU (device {})", device);
   const kernel_detail::WeightOnlySm90Plan plan =
       kernel_detail::plan_weight_only_sm90(w, tokens, current_gemm_tc_device(), tokens_per_block, grid);
-  // The kernel counts the K tiles of all of a block's output tiles in 32 bits (the ring's stage and phase).
+  // The kernel counts the K tiles of all of a block's output tiles in 32 bits (the ring's stage and phase);
+  // a split tile's chunk adds at most one tile's worth.
   const std::int64_t block_k_tiles =
-      (plan.tiles + plan.blocks - 1) / plan.blocks * (w.in_features / 64 + (w.svd_rank_padded + 63) / 64);
+      ((plan.tiles + plan.blocks - 1) / plan.blocks + 1) * (w.in_features / 64 + (w.svd_rank_padded + 63) / 64);
   SDNQ_REQUIRE(block_k_tiles < (std::int64_t{1} << 31), UnsupportedError,
                "gemm_weight_only_sm90: M = {}, N = {}, K = {} gives a block {} K tiles, more than 2^31; split x",
                tokens, w.out_features, w.in_features, block_k_tiles);
@@ -223,13 +267,18 @@ inline void gemm_weight_only_sm90(const GemmTcWeights& w, TensorView x, std::opt
       kernel_detail::gemm_tc_params(w, x.data(), bias ? bias->data() : nullptr, y.data(), tokens);
   auto* workspace_begin = static_cast<char*>(workspace.data());
   params.low_rank = plan.low_rank_bytes > 0 ? workspace_begin : nullptr;
-  float* partial = plan.partial_floats > 0
-                       ? reinterpret_cast<float*>(workspace_begin + (plan.low_rank_bytes + 15) / 16 * 16)
-                       : nullptr;
+  float* partial =
+      plan.partial_floats > 0 ? reinterpret_cast<float*>(workspace_begin + plan.partial_offset()) : nullptr;
+  kernel_detail::WeightOnlySm90Plan launch_plan = plan;
+  if (plan.split_floats > 0) {
+    launch_plan.split.partial = reinterpret_cast<float*>(workspace_begin + plan.split_offset());
+    launch_plan.split.arrivals = reinterpret_cast<int*>(workspace_begin + plan.arrivals_offset());
+    SDNQ_CUDA_CHECK(cudaMemsetAsync(launch_plan.split.arrivals, 0, plan.split_arrivals * sizeof(int), stream));
+  }
   if (w.dtype == DType::bf16)
-    kernel_detail::run_weight_only_sm90<__nv_bfloat16>(w, params, plan, partial, stream);
+    kernel_detail::run_weight_only_sm90<__nv_bfloat16>(w, params, launch_plan, partial, stream);
   else
-    kernel_detail::run_weight_only_sm90<__half>(w, params, plan, partial, stream);
+    kernel_detail::run_weight_only_sm90<__half>(w, params, launch_plan, partial, stream);
 }
 
 SDNQ_KERNEL_NAMESPACE_END

@@ -121,11 +121,24 @@ __device__ __forceinline__ void store_matrices_transposed(std::uint32_t row_addr
 #endif
 }
 
+// The last partial wave of output tiles, split along K (persistent grid only): the first `full_tiles`
+// tiles are whole work units; each later tile is `splits` units of `chunk_k_tiles` weight K tiles (the
+// last one also runs the SVD tiles). A split unit writes its fp32 sums to `partial` [unit][consumer]
+// [BN/2][128 threads] and counts itself in `arrivals` [tile][consumer] (zeroed before the launch); the
+// unit that arrives last adds every chunk's sums in chunk order (deterministic) and stores the tile.
+struct WeightOnlySm90Split {
+  int full_tiles = 0;
+  int splits = 1;
+  int chunk_k_tiles = 0;
+  float* partial = nullptr;
+  int* arrivals = nullptr;
+};
+
 template <class T, int Bits, class Tile>
 __global__ void __launch_bounds__(Tile::threads, 1)
     gemm_weight_only_sm90_kernel(const GemmTcParams p, const __grid_constant__ CUtensorMap x_map,
                                  const __grid_constant__ CUtensorMap low_rank_map,
-                                 const __grid_constant__ CUtensorMap y_map) {
+                                 const __grid_constant__ CUtensorMap y_map, const WeightOnlySm90Split split) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int BM = Tile::BM, BN = Tile::BN, Stages = Tile::template stages<Bits>();
   // Dequantizing K tile t + 1 waits for a stage that only issuing K tile t released.
@@ -139,6 +152,7 @@ __global__ void __launch_bounds__(Tile::threads, 1)
   std::uint8_t* out_boxes = ring + Stages * stage_bytes;  // [consumer][BN tokens][128 bytes], y map's swizzle
   auto* full = reinterpret_cast<std::uint64_t*>(out_boxes + Tile::out_bytes);  // [Stages]
   std::uint64_t* empty = full + Stages;                                        // [Stages]
+  __shared__ int last_of_split[2];  // per consumer: whether its split unit arrived last
 
   // Output tile `index`: weight-row blocks fastest (the order of the former grid), so the blocks in
   // flight share a few token tiles of x and walk the weight, which stays in L2.
@@ -147,7 +161,26 @@ __global__ void __launch_bounds__(Tile::threads, 1)
   const auto first_row_of = [&](int index) { return index % row_blocks * BM; };
   const auto first_token_of = [&](int index) { return index / row_blocks * BN; };
   // K tiles of one output tile: x's p.k / 64, then low_rank's.
-  const int weight_k_tiles = p.k / 64, k_tiles = weight_k_tiles + (p.rank_padded + 63) / 64;
+  const int weight_k_tiles = p.k / 64, svd_k_tiles = (p.rank_padded + 63) / 64;
+  // Work units: whole tiles, then the split tiles' K chunks (WeightOnlySm90Split).
+  const int unit_count = split.full_tiles + (tile_count - split.full_tiles) * split.splits;
+  struct Unit {
+    int tile, chunk;     // chunk -1: a whole tile
+    int k_begin, k_end;  // its weight K tiles; the SVD tiles follow in the last chunk
+    int k_tiles;         // ring steps: its weight K tiles, plus the SVD tiles if it has them
+  };
+  const auto unit_of = [&](int u) {
+    if (u < split.full_tiles) return Unit{u, -1, 0, weight_k_tiles, weight_k_tiles + svd_k_tiles};
+    const int tail = u - split.full_tiles, chunk = tail % split.splits;
+    const int k_begin = chunk * split.chunk_k_tiles, k_end = min(weight_k_tiles, k_begin + split.chunk_k_tiles);
+    const int svd = chunk == split.splits - 1 ? svd_k_tiles : 0;
+    return Unit{split.full_tiles + tail / split.splits, chunk, k_begin, k_end, k_end - k_begin + svd};
+  };
+  // The K tile (weight or SVD: ≥ weight_k_tiles) a unit's j-th ring step holds.
+  const auto k_tile_of = [&](const Unit& unit, int j) {
+    const int weight = unit.k_end - unit.k_begin;
+    return j < weight ? unit.k_begin + j : weight_k_tiles + (j - weight);
+  };
   if (threadIdx.x == 0) {
     for (int s = 0; s < Stages; ++s) {
       barrier_init(full + s, 1);   // the producer's arrival; the bytes complete it
@@ -168,15 +201,17 @@ __global__ void __launch_bounds__(Tile::threads, 1)
       const int groups_per_tile = p.group_size == 32 ? 2 : 1;
       int step = 0;
 #pragma unroll 1
-      for (int index = blockIdx.x; index < tile_count; index += gridDim.x) {
-        const int n0 = first_row_of(index), token0 = first_token_of(index);
+      for (int u = blockIdx.x; u < unit_count; u += gridDim.x) {
+        const Unit unit = unit_of(u);
+        const int n0 = first_row_of(unit.tile), token0 = first_token_of(unit.tile);
         // Codes and group parameters of the rows that exist (the last row block may end 64 rows early).
         const int valid_rows = min(BM, p.n - n0);
         const std::uint32_t tile_code_bytes = valid_rows * 64 * Bits / 8, row_param_bytes = valid_rows * 4;
         const char* codes = static_cast<const char*>(p.b) + static_cast<std::size_t>(n0) * 64 * Bits / 8;
         const auto* params = static_cast<const char*>(p.group_params) + static_cast<std::size_t>(n0) * 4;
 #pragma unroll 1
-        for (int k_tile = 0; k_tile < k_tiles; ++k_tile, ++step) {
+        for (int j = 0; j < unit.k_tiles; ++j, ++step) {
+          const int k_tile = k_tile_of(unit, j);
           const int stage = step % Stages;
           std::uint8_t* target = ring + stage * stage_bytes;
           if (step >= Stages) barrier_wait(empty + stage, (step / Stages - 1) & 1);
@@ -210,8 +245,10 @@ __global__ void __launch_bounds__(Tile::threads, 1)
   std::uint32_t a0[4][4] = {}, a1[4][4] = {};
   int step = 0;
 #pragma unroll 1
-  for (int index = blockIdx.x; index < tile_count; index += gridDim.x) {
-    const int n0 = first_row_of(index), token0 = first_token_of(index);
+  for (int u = blockIdx.x; u < unit_count; u += gridDim.x) {
+    const Unit unit = unit_of(u);
+    const int k_tiles = unit.k_tiles;
+    const int n0 = first_row_of(unit.tile), token0 = first_token_of(unit.tile);
     const int rows0 = n0 + consumer * 64;  // this warpgroup's first weight row
     if (rows0 >= p.n) {
       // Past N (N % 128 == 64): only release the stages this warpgroup is counted on (its 4 warps'
@@ -242,8 +279,8 @@ __global__ void __launch_bounds__(Tile::threads, 1)
     };
     // A fragments of one K tile's 4 steps in registers: dequantized from the stage (or svd_up's) while
     // the tensor cores still run the previous K tile's group from the other buffer.
-    const auto make_fragments = [&](int k_tile, std::uint32_t(&a)[4][4]) {
-      const int at = step + k_tile, stage = at % Stages;
+    const auto make_fragments = [&](int j, std::uint32_t(&a)[4][4]) {
+      const int at = step + j, stage = at % Stages, k_tile = k_tile_of(unit, j);
       if (k_tile >= weight_k_tiles) {  // svd_up from global memory before waiting for the low-rank tile
         const int r0 = (k_tile - weight_k_tiles) * 64;
 #pragma unroll
@@ -290,8 +327,8 @@ __global__ void __launch_bounds__(Tile::threads, 1)
     };
     // One group of 4 wgmma per K tile; waiting for all but it frees the previous K tile's stage and
     // A buffer (`previous` stays live until here so its registers are not reused while being read).
-    const auto issue = [&](int k_tile, std::uint32_t(&a)[4][4], std::uint32_t(&previous)[4][4]) {
-      const std::uint32_t x_base = shared_address(ring + (step + k_tile) % Stages * stage_bytes);
+    const auto issue = [&](int j, std::uint32_t(&a)[4][4], std::uint32_t(&previous)[4][4]) {
+      const std::uint32_t x_base = shared_address(ring + (step + j) % Stages * stage_bytes);
       wgmma_fence();
 #pragma unroll
       for (int s = 0; s < 4; ++s)
@@ -302,23 +339,47 @@ __global__ void __launch_bounds__(Tile::threads, 1)
       for (int s = 0; s < 4; ++s)
 #pragma unroll
         for (int i = 0; i < 4; ++i) asm volatile("" : "+r"(previous[s][i]));
-      release(step + k_tile - 1, k_tile > 0);
+      release(step + j - 1, j > 0);
     };
 
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
 #pragma unroll 1
-    for (int k_tile = 0; k_tile < k_tiles; k_tile += 2) {
-      make_fragments(k_tile, a0);
-      issue(k_tile, a0, a1);
-      if (k_tile + 1 < k_tiles) {
-        make_fragments(k_tile + 1, a1);
-        issue(k_tile + 1, a1, a0);
+    for (int j = 0; j < k_tiles; j += 2) {
+      make_fragments(j, a0);
+      issue(j, a0, a1);
+      if (j + 1 < k_tiles) {
+        make_fragments(j + 1, a1);
+        issue(j + 1, a1, a0);
       }
     }
     step += k_tiles;
     wgmma_wait<0>();  // the tile's last group: its stage is free and both A buffers are idle
     release(step - 1, true);
+
+    if (unit.chunk >= 0) {  // a K chunk of a split tile: publish its sums; the last of them stores the tile
+      const int t = threadIdx.x % 128, tail = u - split.full_tiles;
+      float* mine = split.partial + (static_cast<std::size_t>(tail) * 2 + consumer) * (BN / 2) * 128;
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) __stcg(mine + i * 128 + t, acc[i]);
+      __threadfence();  // the sums, visible device-wide before the arrival that counts them
+      weight_only_warpgroup_sync(consumer);
+      int* arrivals = split.arrivals + (unit.tile - split.full_tiles) * 2 + consumer;
+      if (signals) last_of_split[consumer] = atomicAdd(arrivals, 1) == split.splits - 1;
+      weight_only_warpgroup_sync(consumer);
+      if (!last_of_split[consumer]) continue;
+      __threadfence();
+      const float* first = split.partial + (static_cast<std::size_t>(unit.tile - split.full_tiles) * split.splits * 2 +
+                                            consumer) * (BN / 2) * 128;
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
+      for (int c = 0; c < split.splits; ++c) {
+        const float* chunk = first + static_cast<std::size_t>(c) * 2 * (BN / 2) * 128;
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) acc[i] += __ldcg(chunk + i * 128 + t);
+      }
+      if (signals) *arrivals = 0;  // every chunk has arrived: ready for the next launch
+    }
 
     // Epilogue, while the producer already fills the ring with the next output tile's K tiles.
     // Accumulator (i, j): weight row row_lo (+8 for i ≥ 2), token 8j + 2·(lane % 4) + i % 2 of the tile.
