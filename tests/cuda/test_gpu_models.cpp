@@ -27,7 +27,6 @@ using sdnq::DType;
 using sdnq::Shape;
 using sdnq::Tensor;
 
-constexpr double uint4_svd_deviation_bound = 4e-2;
 constexpr double bf16_tolerance = 3e-2;  // fixture README, "models"
 
 void check_clip_cases(const std::string& prefix, const std::string& pooled_output) {
@@ -50,11 +49,9 @@ void check_clip_cases(const std::string& prefix, const std::string& pooled_outpu
     for (const auto& output : run.outputs) {
       INFO(output.name << " rel L2 " << output.rel_l2);
       names.push_back(output.name);
-      // Known deviation (H100, 2026-11-26): clip_g-uint4-svd's last_hidden_state reaches 3.34e-2 against the
-      // reference's bf16 output, whose own distance to float32 is 1e-2; the other uint4-svd outputs stay below
-      // 3e-2. The SVD branch's bf16 rounding in the tensor-core kernel is the suspect; bound 4e-2 until fixed.
-      const bool svd_case = folder.filename().string().find("uint4-svd") != std::string::npos;
-      CHECK(output.rel_l2 <= (svd_case ? uint4_svd_deviation_bound : bf16_tolerance));
+      // clip_g-uint4-svd reached 3.34e-2 while the GPU rounded its uint4 zero points to bf16; re-centred as
+      // transformers' fp32 parameters allow, it is at 1.22e-2 (H100, session 8): every case within 3e-2.
+      CHECK(output.rel_l2 <= bf16_tolerance);
       WARN(folder.filename().string() << " " << output.name << " rel L2 " << output.rel_l2);
     }
     CHECK(std::find(names.begin(), names.end(), pooled_output) != names.end());
