@@ -7,6 +7,8 @@
 // weight followed by cuBLAS — the route the library can take at large M while the fused kernel is slower.
 // "sm90_*": the Hopper wgmma kernel (gemm_weight_only_sm90.cuh) on the same repacked weights, M ≥ 256, on
 // its persistent grid; "sm90_per_tile_*" the same kernel with one block per output tile (the earlier grid).
+// M ≤ 16: "tc_*" rows run the weight-streaming kernel (gemm_tc's default there), "tiled_*" the 16×64 tile
+// it replaced.
 // Run: bench_weight_only_tc --benchmark_min_time=0.05s  (--benchmark_filter='cublas|sm90' for the wgmma rows)
 
 #include <benchmark/benchmark.h>
@@ -33,9 +35,11 @@ using namespace sdnq_bench;
 
 // state.range: M, N, K, bits, group size (-1 row-wise), SVD rank (padded to 16 as the repack does),
 // kernel (0 gemm_tc, 1 gemm_weight_only_sm90, 2 gemm_weight_only_sm90 with one block per output tile,
-// 3 / 4 gemm_weight_only_sm90 forced to 128 / 256 tokens a block, 5 without splitting the last wave).
+// 3 / 4 gemm_weight_only_sm90 forced to 128 / 256 tokens a block, 5 without splitting the last wave,
+// 6 gemm_tc with M ≤ 16 on the 16×64 tile instead of the weight-streaming kernel).
 void bench_sdnq_tc(benchmark::State& state) {
-  const bool sm90 = state.range(6) >= 1;
+  const bool sm90 = state.range(6) >= 1 && state.range(6) <= 5;
+  const auto small_m = state.range(6) == 6 ? sdnq::cuda::GemmTcSmallM::tiled : sdnq::cuda::GemmTcSmallM::streaming;
   const int tokens_per_block = state.range(6) == 3 ? 128 : state.range(6) == 4 ? 256 : 0;
   const auto sm90_grid = state.range(6) == 2   ? sdnq::cuda::WeightOnlySm90Grid::one_block_per_tile
                          : state.range(6) == 5 ? sdnq::cuda::WeightOnlySm90Grid::persistent_whole_tiles
@@ -92,7 +96,7 @@ void bench_sdnq_tc(benchmark::State& state) {
   fill(x, 8);
   fill(bias, 9);
   const std::size_t workspace_bytes = sm90 ? sdnq::cuda::gemm_weight_only_sm90_workspace_bytes(weights[0], m)
-                                           : sdnq::cuda::gemm_tc_workspace_bytes(weights[0], m);
+                                           : sdnq::cuda::gemm_tc_workspace_bytes(weights[0], m, small_m);
   sdnq::Tensor workspace =
       sdnq::cuda::empty(sdnq::Shape{static_cast<std::int64_t>(workspace_bytes) + 16}, sdnq::DType::u8);
   const double us = time_median_us(state, copies, [&](int c) {
@@ -100,7 +104,7 @@ void bench_sdnq_tc(benchmark::State& state) {
       sdnq::cuda::gemm_weight_only_sm90(weights[c], x, sdnq::TensorView(bias), y, workspace, nullptr,
                                         tokens_per_block, sm90_grid);
     else
-      sdnq::cuda::gemm_tc(weights[c], x, sdnq::TensorView(bias), y, workspace);
+      sdnq::cuda::gemm_tc(weights[c], x, sdnq::TensorView(bias), y, workspace, nullptr, small_m);
   });
   report(state, us, 2.0 * m * n * k, bytes);
   const auto it = cublas_microseconds().find({m, n, k});
@@ -160,7 +164,7 @@ void bench_dequant_cublas(benchmark::State& state) {
 void register_all() {
   const std::vector<std::pair<int, int>> shapes = {{3072, 3072},  {12288, 3072}, {3072, 12288}, {9216, 3072},
                                                    {21504, 3072}, {8192, 8192},  {1280, 5120}};
-  for (const int m : {16, 64, 256, 1024, 4096})
+  for (const int m : {1, 4, 8, 16, 64, 256, 1024, 4096})
     for (const auto& [n, k] : shapes) {
       const std::string shape = "/M" + std::to_string(m) + "/N" + std::to_string(n) + "/K" + std::to_string(k);
       benchmark::RegisterBenchmark(("cublas_bf16" + shape).c_str(), bench_cublas)->Args({m, n, k})->UseManualTime();
@@ -173,6 +177,17 @@ void register_all() {
       benchmark::RegisterBenchmark(("tc_int8_rowwise" + shape).c_str(), bench_sdnq_tc)
           ->Args({m, n, k, 8, -1, 0, 0})
           ->UseManualTime();
+      if (m <= 16) {
+        benchmark::RegisterBenchmark(("tc_uint4_g128_svd32" + shape).c_str(), bench_sdnq_tc)
+            ->Args({m, n, k, 4, 128, 32, 0})
+            ->UseManualTime();
+        const std::vector<std::pair<std::string, std::vector<std::int64_t>>> tiled = {
+            {"tiled_uint4_g64", {4, 64, 0}}, {"tiled_uint4_g64_svd32", {4, 64, 32}}, {"tiled_int8_rowwise", {8, -1, 0}}};
+        for (const auto& [name, format] : tiled)
+          benchmark::RegisterBenchmark((name + shape).c_str(), bench_sdnq_tc)
+              ->Args({m, n, k, format[0], format[1], format[2], 6})
+              ->UseManualTime();
+      }
       if (m >= 256) {
         const std::vector<std::pair<std::string, std::vector<std::int64_t>>> sm90 = {
             {"sm90_uint4_g128", {4, 128, 0}},

@@ -19,9 +19,11 @@ using sdnq::cuda::CodeValue;
 // (y is NaN-poisoned before the launch).
 template <class T>
 double run_and_compare(const sdnq::test::RandomLinear& linear, std::int64_t tokens, bool with_bias,
-                       std::uint64_t seed) {
-  const auto result =
-      sdnq::test::compare_repacked_gemm<T>(linear, tokens, with_bias, seed, sdnq::test::run_gemm_tc_kernel);
+                       std::uint64_t seed, bool tiled_small_m = false) {
+  const auto result = sdnq::test::compare_repacked_gemm<T>(
+      linear, tokens, with_bias, seed, [&](const auto& weights, sdnq::TensorView x, auto bias) {
+        return sdnq::test::run_gemm_tc_kernel(weights, x, bias, tiled_small_m);
+      });
   REQUIRE(result.non_finite == 0);  // every element written
   return result.relative_l2;
 }
@@ -71,6 +73,56 @@ TEST_CASE("gemm_tc: int8 row-wise, grouped and transposed, uint8 tensor-wise", "
         sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::unsigned_integer, 128, 256, -2, 0, 29);
     CHECK(run_and_compare<sdnq::bf16>(tensorwise, tokens, true, 30) <= 1e-2);
   }
+}
+
+// M ≤ 16 runs the weight-streaming kernel: 32 output rows a block, 8 warps taking every 8th K tile, 4
+// (uint4) or 2 (8-bit) tiles in registers a batch. K = 64 leaves 7 warps without a tile; K = 37·64
+// needs a second, partial batch; tokens 1..8 use one n8 tile of x, 9..16 two.
+TEST_CASE("gemm_tc: the weight-streaming kernel, M from 1 to 16", "[cuda][gemm_tc][gemm_tc_stream]") {
+  const std::int64_t tokens = GENERATE(1, 2, 7, 8, 9, 16);
+  INFO("tokens " << tokens);
+  SECTION("uint4 with zero points, groups 32/64/128, bf16") {
+    for (const std::int64_t group : {32, 64, 128}) {
+      INFO("group " << group);
+      const auto linear =
+          sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 192, 37 * 64, group, 0, 100);
+      CHECK(run_and_compare<sdnq::bf16>(linear, tokens, true, 101) <= 1e-2);
+    }
+  }
+  SECTION("signed int4 fp16, one K tile") {
+    const auto wide = sdnq::test::make_random_linear<sdnq::fp16>(4, CodeValue::signed_integer, 128, 1024, 64, 0, 102);
+    CHECK(run_and_compare<sdnq::fp16>(wide, tokens, false, 103) <= 1e-2);
+    const auto one_tile = sdnq::test::make_random_linear<sdnq::fp16>(4, CodeValue::signed_integer, 64, 64, 32, 0, 104);
+    CHECK(run_and_compare<sdnq::fp16>(one_tile, tokens, true, 105) <= 1e-2);
+  }
+  SECTION("int8 row-wise bf16, groups of 32 fp16, transposed fp16, uint8 tensor-wise") {
+    const auto rowwise = sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::signed_integer, 320, 1216, -1, 0, 106);
+    CHECK(run_and_compare<sdnq::bf16>(rowwise, tokens, true, 107) <= 1e-2);
+    const auto g32 = sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 128, 256, 32, 0, 108);
+    CHECK(run_and_compare<sdnq::fp16>(g32, tokens, true, 109) <= 1e-2);
+    const auto transposed =
+        sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 192, 256, -1, 0, 110, true);
+    CHECK(run_and_compare<sdnq::fp16>(transposed, tokens, false, 111) <= 1e-2);
+    const auto tensorwise =
+        sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::unsigned_integer, 128, 256, -2, 0, 112);
+    CHECK(run_and_compare<sdnq::bf16>(tensorwise, tokens, true, 113) <= 1e-2);
+  }
+}
+
+// The up-projection runs as rank/16 extra k-steps spread over the warps (rank 128: one per warp), behind
+// the down-projection; the workspace (low_rank included) is NaN-poisoned, so reading it before the
+// down-projection finished would show.
+TEST_CASE("gemm_tc: the weight-streaming kernel's SVD branch, rank 16 to 128", "[cuda][gemm_tc][gemm_tc_stream]") {
+  const std::int64_t rank = GENERATE(16, 32, 48, 128);
+  const std::int64_t tokens = GENERATE(1, 9, 16);
+  INFO("rank " << rank << ", tokens " << tokens);
+  const auto uint4 =
+      sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 192, 1024, 64, rank, 120);
+  CHECK(run_and_compare<sdnq::bf16>(uint4, tokens, true, 121) <= 1e-2);
+  const auto int8 = sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::signed_integer, 128, 512, -1, rank, 122);
+  CHECK(run_and_compare<sdnq::fp16>(int8, tokens, false, 123) <= 1e-2);
+  // The 16×64 tile the streaming kernel replaced stays selectable.
+  CHECK(run_and_compare<sdnq::bf16>(uint4, tokens, true, 124, true) <= 1e-2);
 }
 
 TEST_CASE("gemm_tc: the 128x128 tile on a wide weight", "[cuda][gemm_tc]") {

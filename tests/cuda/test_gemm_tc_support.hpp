@@ -16,7 +16,9 @@ namespace sdnq::test {
 
 // y [M, N] for x [M, K] (host, dtype of the repacked weights), bias [N] or empty: copies the inputs
 // to the GPU, poisons y and the workspace with NaN, runs gemm_tc, returns y on the host.
-Tensor run_gemm_tc_kernel(const cuda::GemmTcWeightsHost& weights, TensorView x, std::optional<TensorView> bias);
+// `tiled_small_m`: M ≤ 16 on the 16×64 tile instead of the weight-streaming kernel.
+Tensor run_gemm_tc_kernel(const cuda::GemmTcWeightsHost& weights, TensorView x, std::optional<TensorView> bias,
+                          bool tiled_small_m = false);
 
 struct GemmComparison {
   double relative_l2;       // of the GPU result against the double reference

@@ -1,16 +1,20 @@
 #pragma once
 // Tensor-core weight-only GEMM  y[M, N] = x[M, K] · dequant(W)ᵀ (+ (x·svd_downᵀ)·svd_upᵀ) (+ b) for
-// M ≥ 16: bf16/fp16 activations, uint4/int4 (grouped, zero point) and 8-bit (row-wise or grouped)
+// any M: bf16/fp16 activations, uint4/int4 (grouped, zero point) and 8-bit (row-wise or grouped)
 // weights in the layout of detail/gemm_tc_repack.hpp. mma.sync m16n8k16 with fp32 accumulators
 // (sm_80, sm_89, sm_90), a cp.async multi-stage pipeline for activations, codes and group
 // parameters, codes dequantized in registers straight into B fragments (exponent trick, w = q·s + z
 // rounded once in T as the reference loader does). Kernel: detail/gemm_tc_kernel.cuh.
-// Small M: K is split over the grid when the output tiles leave SMs idle (fp32 partial sums in the
-// workspace, one reduce launch adds them, the bias, and rounds).
+// M ≤ 16: the weight-streaming kernel (detail/gemm_tc_stream_kernel.cuh) on the same codes, the weight
+// as the mma's A operand so the time stays flat in M; GemmTcSmallM::tiled keeps the 16×64 tile below
+// for comparison. Tiles: K is split over the grid when the output tiles leave SMs idle (fp32 partial
+// sums in the workspace, one reduce launch adds them, the bias, and rounds).
 // SVD branch: low_rank = x · svd_downᵀ [M, rp] (T, in the caller's workspace) by a small dense
 // tensor-core launch, then the main kernel runs ⌈rp/64⌉ extra K tiles over it with svd_up into the
 // same accumulators (fused; no pass over y), the last one cut at rp (a multiple of 16: rank 32 runs
-// 32 columns, not 64). Bias and the single rounding happen in the epilogue.
+// 32 columns, not 64). Bias and the single rounding happen in the epilogue. The streaming kernel runs
+// the up-projection as extra k-steps too, launched behind the down-projection as a programmatic
+// dependent launch on sm_90 so its code streaming overlaps it.
 // Requirements (checked before launch): N % 64 == 0, K % 64 == 0, group size 32 or a multiple of 64.
 #include <cuda_runtime.h>
 
@@ -24,6 +28,7 @@
 #include "sdnq/cuda/check.hpp"
 #include "sdnq/cuda/config.cuh"
 #include "sdnq/cuda/detail/gemm_tc_kernel.cuh"
+#include "sdnq/cuda/detail/gemm_tc_stream_kernel.cuh"
 #include "sdnq/cuda/detail/gemm_tc_repack.hpp"
 #include "sdnq/cuda/device_memory.hpp"
 
@@ -133,8 +138,13 @@ inline KSplit svd_down_split(std::int64_t tokens, std::int64_t rank_padded, std:
 
 }  // namespace kernel_detail
 
+// Which kernel runs M ≤ 16 rows: the weight-streaming kernel (default), or the 16×64 tile of the
+// tiled kernel (kept for comparison).
+enum class GemmTcSmallM : std::uint8_t { streaming, tiled };
+
 // How one call is cut into launches, and the workspace it needs.
 struct GemmTcPlan {
+  bool streaming = false;  // the weight-streaming kernel (M ≤ 16) instead of a tile
   kernel_detail::TcTileChoice tile = kernel_detail::TcTileChoice::small;
   kernel_detail::KSplit main, down;  // K splits of the main GEMM and of x · svd_downᵀ
   std::size_t low_rank_bytes = 0;    // T [M, rp]
@@ -145,18 +155,21 @@ struct GemmTcPlan {
 // What the plan needs to know about the GPU.
 struct GemmTcDevice {
   int multiprocessors = 0;
+  int major = 0;         // compute capability: programmatic dependent launch from 9
   int shared_optin = 0;  // bytes of dynamic shared memory a block may opt in to
 };
 
-inline GemmTcPlan plan_gemm_tc(const GemmTcWeights& w, std::int64_t tokens, const GemmTcDevice& device) {
+inline GemmTcPlan plan_gemm_tc(const GemmTcWeights& w, std::int64_t tokens, const GemmTcDevice& device,
+                               GemmTcSmallM small_m = GemmTcSmallM::streaming) {
   using namespace kernel_detail;
   GemmTcPlan plan;
   const int k_tiles = static_cast<int>(w.in_features / 64);
   const int multiprocessors = device.multiprocessors;
+  plan.streaming = tokens <= stream_max_tokens && small_m == GemmTcSmallM::streaming;
   plan.tile = choose_tc_tile(tokens, w.out_features, w.bits, multiprocessors, device.shared_optin);
   const std::int64_t blocks =
       (tokens + tile_rows(plan.tile) - 1) / tile_rows(plan.tile) * (w.out_features / tile_columns(plan.tile));
-  plan.main = choose_k_split(blocks, k_tiles, 8, multiprocessors);
+  plan.main = plan.streaming ? KSplit{1, k_tiles} : choose_k_split(blocks, k_tiles, 8, multiprocessors);
   std::size_t partial = plan.main.splits > 1 ? static_cast<std::size_t>(plan.main.splits * tokens * w.out_features) : 0;
   if (w.svd_rank_padded > 0) {
     plan.down = svd_down_split(tokens, w.svd_rank_padded, w.in_features, multiprocessors);
@@ -175,14 +188,16 @@ inline GemmTcDevice current_gemm_tc_device() {
   GemmTcDevice out;
   SDNQ_CUDA_CHECK(cudaGetDevice(&device));
   SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&out.multiprocessors, cudaDevAttrMultiProcessorCount, device));
+  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&out.major, cudaDevAttrComputeCapabilityMajor, device));
   SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&out.shared_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   return out;
 }
 
 // Device workspace gemm_tc() needs for M rows of x on the current device (low-rank product and
 // split-K partial sums); 0 when neither is needed.
-inline std::size_t gemm_tc_workspace_bytes(const GemmTcWeights& w, std::int64_t tokens) {
-  const GemmTcPlan plan = plan_gemm_tc(w, tokens, current_gemm_tc_device());
+inline std::size_t gemm_tc_workspace_bytes(const GemmTcWeights& w, std::int64_t tokens,
+                                           GemmTcSmallM small_m = GemmTcSmallM::streaming) {
+  const GemmTcPlan plan = plan_gemm_tc(w, tokens, current_gemm_tc_device(), small_m);
   return plan.low_rank_bytes + plan.partial_floats == 0 ? 0 : plan.workspace_bytes();
 }
 
@@ -250,11 +265,46 @@ void launch_svd_down(const void* x, const void* svd_down, void* low_rank, float*
   launch_gemm_tc<T, 16, TcTileMedium>(down, split, stream);
 }
 
+// `behind_down`: launched right after the down-projection with programmatic stream serialization
+// (sm_90), so it streams its codes while that finishes and waits for it before reading low_rank.
+template <class T, int Bits, int TokenTiles>
+void launch_gemm_tc_stream(const GemmTcParams& params, bool behind_down, cudaStream_t stream) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>(params.n / stream_rows));
+  config.blockDim = dim3(stream_warps * 32);
+  config.stream = stream;
+  cudaLaunchAttribute overlap{};
+  overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  overlap.val.programmaticStreamSerializationAllowed = 1;
+  if (behind_down) {
+    config.attrs = &overlap;
+    config.numAttrs = 1;
+  }
+  SDNQ_CUDA_CHECK(cudaLaunchKernelEx(&config, gemm_tc_stream_kernel<T, Bits, TokenTiles>, params));
+}
+
+template <class T, int Bits>
+void dispatch_gemm_tc_stream(const GemmTcParams& params, bool behind_down, cudaStream_t stream) {
+  if (params.m <= 8)
+    launch_gemm_tc_stream<T, Bits, 1>(params, behind_down, stream);
+  else
+    launch_gemm_tc_stream<T, Bits, 2>(params, behind_down, stream);
+}
+
 template <class T>
-void run_gemm_tc(const GemmTcWeights& w, const GemmTcParams& main, const GemmTcPlan& plan, cudaStream_t stream) {
+void run_gemm_tc(const GemmTcWeights& w, const GemmTcParams& main, const GemmTcPlan& plan, const GemmTcDevice& device,
+                 cudaStream_t stream) {
   if (w.svd_rank_padded > 0)  // low_rank = x · svd_downᵀ, a dense [M, rp] GEMM on the same tensor cores
     launch_svd_down<T>(main.a, w.svd_down, const_cast<void*>(main.low_rank), main.partial, main.m, main.rank_padded,
                        main.k, plan.down, stream);
+  if (plan.streaming) {
+    const bool behind_down = w.svd_rank_padded > 0 && device.major >= 9;
+    if (w.bits == 4)
+      dispatch_gemm_tc_stream<T, 4>(main, behind_down, stream);
+    else
+      dispatch_gemm_tc_stream<T, 8>(main, behind_down, stream);
+    return;
+  }
   GemmTcParams p = main;
   if (plan.main.splits == 1) p.partial = nullptr;
   if (w.bits == 4)
@@ -297,9 +347,11 @@ inline GemmTcParams gemm_tc_params(const GemmTcWeights& w, const void* x, const 
 // y = x · dequant(W)ᵀ (+ SVD branch) (+ bias). x [M, K], y [M, N], bias [N]: device, contiguous, in
 // w.dtype; 16-byte aligned x. `workspace`: device memory of at least gemm_tc_workspace_bytes(w, M)
 // bytes (empty is fine when that is 0: no SVD and no K split). Checks everything before launching; throws ShapeError /
-// UnsupportedError naming what is required.
+// UnsupportedError naming what is required. `small_m` picks the kernel for M ≤ 16 (pass the same to
+// gemm_tc_workspace_bytes).
 inline void gemm_tc(const GemmTcWeights& w, TensorView x, std::optional<TensorView> bias, TensorView y,
-                    TensorView workspace, cudaStream_t stream = nullptr) {
+                    TensorView workspace, cudaStream_t stream = nullptr,
+                    GemmTcSmallM small_m = GemmTcSmallM::streaming) {
   SDNQ_REQUIRE((w.bits == 4 || w.bits == 8) && w.codes != nullptr && w.group_params != nullptr, UnsupportedError,
                "gemm_tc: weights must be repacked 4- or 8-bit codes (repack_for_gemm_tc), got {} bits", w.bits);
   SDNQ_REQUIRE(w.dtype == DType::bf16 || w.dtype == DType::f16, UnsupportedError,
@@ -338,7 +390,8 @@ inline void gemm_tc(const GemmTcWeights& w, TensorView x, std::optional<TensorVi
   SDNQ_REQUIRE(aligned(x.data()) && aligned(y.data()) && aligned(w.codes) && aligned(w.group_params) &&
                    (w.svd_rank_padded == 0 || (aligned(w.svd_up) && aligned(w.svd_down))),
                ShapeError, "gemm_tc: x, y, codes, group parameters and SVD factors need 16-byte alignment");
-  const GemmTcPlan plan = plan_gemm_tc(w, tokens, current_gemm_tc_device());
+  const GemmTcDevice device = current_gemm_tc_device();
+  const GemmTcPlan plan = plan_gemm_tc(w, tokens, device, small_m);
   const std::size_t workspace_bytes = plan.low_rank_bytes + plan.partial_floats == 0 ? 0 : plan.workspace_bytes();
   SDNQ_REQUIRE(workspace_bytes == 0 ||
                    (workspace.nbytes() >= workspace_bytes && workspace.device().is_cuda() && aligned(workspace.data())),
@@ -354,9 +407,9 @@ inline void gemm_tc(const GemmTcWeights& w, TensorView x, std::optional<TensorVi
                        : nullptr;
 
   if (w.dtype == DType::bf16)
-    kernel_detail::run_gemm_tc<__nv_bfloat16>(w, params, plan, stream);
+    kernel_detail::run_gemm_tc<__nv_bfloat16>(w, params, plan, device, stream);
   else
-    kernel_detail::run_gemm_tc<__half>(w, params, plan, stream);
+    kernel_detail::run_gemm_tc<__half>(w, params, plan, device, stream);
 }
 
 SDNQ_KERNEL_NAMESPACE_END

@@ -39,6 +39,21 @@ __device__ __forceinline__ void load_matrix_x4(std::uint32_t (&regs)[4], const v
                : "r"(shared_address(row_address)));
 }
 
+// Lets a grid launched after this one with programmatic stream serialization start now; it must
+// wait (wait_for_prior_grid) before reading what this grid writes. No-op before sm_90.
+__device__ __forceinline__ void allow_dependent_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+// Waits until the grid this one was launched behind has finished and its writes are visible (returns
+// at once when the launch was not programmatic).
+__device__ __forceinline__ void wait_for_prior_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
 template <class T>
 __device__ __forceinline__ void mma_16816(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
                                           std::uint32_t b1) {
