@@ -171,7 +171,12 @@ inline GemmTcPlan plan_gemm_tc(const GemmTcWeights& w, std::int64_t tokens, cons
       (tokens + tile_rows(plan.tile) - 1) / tile_rows(plan.tile) * (w.out_features / tile_columns(plan.tile));
   plan.main = plan.streaming ? KSplit{1, k_tiles} : choose_k_split(blocks, k_tiles, 8, multiprocessors);
   std::size_t partial = plan.main.splits > 1 ? static_cast<std::size_t>(plan.main.splits * tokens * w.out_features) : 0;
-  if (w.svd_rank_padded > 0) {
+  if (w.svd_rank_padded > 0 && plan.streaming) {
+    // One K tile a warp of the down-projection; its fp32 splits are added by the main kernel.
+    plan.down.tiles_per_split = stream_down_tiles_per_split;
+    plan.down.splits = (k_tiles + stream_down_tiles_per_split - 1) / stream_down_tiles_per_split;
+    partial = static_cast<std::size_t>(plan.down.splits * tokens * w.svd_rank_padded);
+  } else if (w.svd_rank_padded > 0) {
     plan.down = svd_down_split(tokens, w.svd_rank_padded, w.in_features, multiprocessors);
     plan.low_rank_bytes = static_cast<std::size_t>(tokens * w.svd_rank_padded) * 2;
     if (plan.down.splits > 1) {
@@ -269,9 +274,20 @@ void launch_svd_down(const void* x, const void* svd_down, void* low_rank, float*
 // (sm_90), so it streams its codes while that finishes and waits for it before reading low_rank.
 template <class T, int Bits, int TokenTiles>
 void launch_gemm_tc_stream(const GemmTcParams& params, bool behind_down, cudaStream_t stream) {
+  constexpr int shared_bytes = StreamRing<Bits>::block_bytes;
+  static std::atomic<std::uint64_t> opted_in{0};  // devices 0..63 opted in to > 48 KB
+  int device = 0;
+  SDNQ_CUDA_CHECK(cudaGetDevice(&device));
+  const std::uint64_t bit = std::uint64_t{1} << (device & 63);
+  if ((opted_in.load(std::memory_order_relaxed) & bit) == 0) {
+    SDNQ_CUDA_CHECK(cudaFuncSetAttribute(gemm_tc_stream_kernel<T, Bits, TokenTiles>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes));
+    opted_in.fetch_or(bit, std::memory_order_relaxed);
+  }
   cudaLaunchConfig_t config{};
   config.gridDim = dim3(static_cast<unsigned>(params.n / stream_rows));
   config.blockDim = dim3(stream_warps * 32);
+  config.dynamicSmemBytes = shared_bytes;
   config.stream = stream;
   cudaLaunchAttribute overlap{};
   overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -291,20 +307,45 @@ void dispatch_gemm_tc_stream(const GemmTcParams& params, bool behind_down, cudaS
     launch_gemm_tc_stream<T, Bits, 2>(params, behind_down, stream);
 }
 
+// partial [splits, M, rp] fp32 = x · svd_downᵀ per K split, for the weight-streaming kernel.
+template <class T>
+void launch_gemm_tc_stream_down(const GemmTcWeights& w, const GemmTcParams& main, const KSplit& split,
+                                cudaStream_t stream) {
+  GemmTcParams down{};
+  down.a = main.a;
+  down.b = w.svd_down;
+  down.partial = main.partial;
+  down.m = main.m;
+  down.n = main.rank_padded;
+  down.k = main.k;
+  down.tiles_per_split = split.tiles_per_split;
+  const dim3 grid(static_cast<unsigned>((down.n + stream_rows - 1) / stream_rows), static_cast<unsigned>(split.splits));
+  if (down.m <= 8)
+    gemm_tc_stream_down_kernel<T, 1><<<grid, stream_warps * 32, 0, stream>>>(down);
+  else
+    gemm_tc_stream_down_kernel<T, 2><<<grid, stream_warps * 32, 0, stream>>>(down);
+  SDNQ_CUDA_CHECK(cudaGetLastError());
+}
+
 template <class T>
 void run_gemm_tc(const GemmTcWeights& w, const GemmTcParams& main, const GemmTcPlan& plan, const GemmTcDevice& device,
                  cudaStream_t stream) {
+  if (plan.streaming) {
+    GemmTcParams p = main;
+    if (w.svd_rank_padded > 0) {
+      launch_gemm_tc_stream_down<T>(w, main, plan.down, stream);
+      p.low_rank_splits = plan.down.splits;
+    }
+    const bool behind_down = w.svd_rank_padded > 0 && device.major >= 9;
+    if (w.bits == 4)
+      dispatch_gemm_tc_stream<T, 4>(p, behind_down, stream);
+    else
+      dispatch_gemm_tc_stream<T, 8>(p, behind_down, stream);
+    return;
+  }
   if (w.svd_rank_padded > 0)  // low_rank = x · svd_downᵀ, a dense [M, rp] GEMM on the same tensor cores
     launch_svd_down<T>(main.a, w.svd_down, const_cast<void*>(main.low_rank), main.partial, main.m, main.rank_padded,
                        main.k, plan.down, stream);
-  if (plan.streaming) {
-    const bool behind_down = w.svd_rank_padded > 0 && device.major >= 9;
-    if (w.bits == 4)
-      dispatch_gemm_tc_stream<T, 4>(main, behind_down, stream);
-    else
-      dispatch_gemm_tc_stream<T, 8>(main, behind_down, stream);
-    return;
-  }
   GemmTcParams p = main;
   if (plan.main.splits == 1) p.partial = nullptr;
   if (w.bits == 4)
