@@ -75,10 +75,10 @@ TEST_CASE("gemm_tc: int8 row-wise, grouped and transposed, uint8 tensor-wise", "
   }
 }
 
-// M ≤ 16 runs the weight-streaming kernel: 32 output rows a block, 8 warps taking every 8th K tile
-// through rings of 8 (uint4) or 4 (8-bit) stages. K = 64 leaves 7 warps without a tile; K = 66·64 gives
-// warps 0 and 1 nine tiles (the uint4 ring wraps) and the others eight; tokens 1..8 use one n8 tile of
-// x, 9..16 two.
+// M ≤ 16 runs the weight-streaming kernel: 32 output rows a block, 16 warps taking every 16th K tile
+// through rings of 8 (uint4) or 4 (8-bit) stages. K = 64 leaves 15 warps without a tile; K = 130·64
+// gives warps 0 and 1 nine tiles (the uint4 ring wraps) and the others eight; tokens 1..8 use one n8
+// tile of x, 9..16 two.
 TEST_CASE("gemm_tc: the weight-streaming kernel, M from 1 to 16", "[cuda][gemm_tc][gemm_tc_stream]") {
   const std::int64_t tokens = GENERATE(1, 2, 7, 8, 9, 16);
   INFO("tokens " << tokens);
@@ -86,7 +86,7 @@ TEST_CASE("gemm_tc: the weight-streaming kernel, M from 1 to 16", "[cuda][gemm_t
     for (const std::int64_t group : {32, 64, 128}) {
       INFO("group " << group);
       const auto linear =
-          sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 192, 66 * 64, group, 0, 100);
+          sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 192, 130 * 64, group, 0, 100);
       CHECK(run_and_compare<sdnq::bf16>(linear, tokens, true, 101) <= 1e-2);
     }
   }

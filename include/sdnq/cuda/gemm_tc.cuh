@@ -165,7 +165,8 @@ inline GemmTcPlan plan_gemm_tc(const GemmTcWeights& w, std::int64_t tokens, cons
   GemmTcPlan plan;
   const int k_tiles = static_cast<int>(w.in_features / 64);
   const int multiprocessors = device.multiprocessors;
-  plan.streaming = tokens <= stream_max_tokens && small_m == GemmTcSmallM::streaming;
+  // The streaming kernel's group index needs K / 64 < 2^16 (gemm_tc_group_magic).
+  plan.streaming = tokens <= stream_max_tokens && small_m == GemmTcSmallM::streaming && k_tiles < (1 << 16);
   plan.tile = choose_tc_tile(tokens, w.out_features, w.bits, multiprocessors, device.shared_optin);
   const std::int64_t blocks =
       (tokens + tile_rows(plan.tile) - 1) / tile_rows(plan.tile) * (w.out_features / tile_columns(plan.tile));
@@ -356,6 +357,13 @@ void run_gemm_tc(const GemmTcWeights& w, const GemmTcParams& main, const GemmTcP
 
 inline std::uint32_t half_bits_pair(std::uint16_t half) { return static_cast<std::uint32_t>(half) * 0x10001u; }
 
+// m = ⌊2^32 / d⌋ + 1 for d = group_size / 64 K tiles a group: (t · m) >> 32 = ⌊t / d⌋ for every t < 2^16
+// (t · m / 2^32 exceeds t / d by less than t / 2^32 < 1/d, so it never reaches the next integer).
+inline std::uint64_t gemm_tc_group_magic(std::int64_t group_size) {
+  const std::uint64_t tiles = group_size >= 64 ? static_cast<std::uint64_t>(group_size / 64) : 1;
+  return (std::uint64_t{1} << 32) / tiles + 1;
+}
+
 // The launch parameters gemm_tc and gemm_weight_only_sm90 fill alike: operands, shape and the
 // dequantization constants; the workspace pointers (low_rank, partial) are left to the caller.
 inline GemmTcParams gemm_tc_params(const GemmTcWeights& w, const void* x, const void* bias, void* y,
@@ -372,6 +380,7 @@ inline GemmTcParams gemm_tc_params(const GemmTcWeights& w, const void* x, const 
   params.k = static_cast<int>(w.in_features);
   params.group_size = static_cast<int>(w.group_size);
   params.rank_padded = static_cast<int>(w.svd_rank_padded);
+  params.group_magic = gemm_tc_group_magic(w.group_size);
   const int code_offset = w.is_signed ? -(1 << (w.bits - 1)) : 0;
   params.minus_f = 8388608.0f - static_cast<float>(code_offset);
   // magic − offset as a T pair: 128 − offset (bf16) or 1024 − offset (fp16), exact in both.

@@ -33,6 +33,7 @@ struct GemmTcParams {
   int m, n, k, group_size, rank_padded;
   int tiles_per_split;  // 64-wide K tiles of one split
   int low_rank_splits;  // weight-streaming kernel: fp32 K splits of low_rank in `partial` ([splits, M, rp])
+  std::uint64_t group_magic;  // weight-streaming kernel: (tile · group_magic) >> 32 = tile · 64 / group_size
   std::uint32_t minus;  // T pair: magic − code offset
   float minus_f;        // 2^23 − code offset
 };

@@ -8,8 +8,9 @@
 // into A fragments; a 16×64 block of codes costs 4 or 8 mma whatever M ≤ 16 is, so the time does not
 // grow with the token count.
 //
-// One block: 32 output rows (two 16-row fragment blocks) over all of K. Its 8 warps take every 8th
-// 64-wide K tile. Each warp streams its tiles' codes and group parameters through a private ring of
+// One block: 32 output rows (two 16-row fragment blocks) over all of K, one block an SM. Its 16 warps
+// take every 16th 64-wide K tile (16 warps of one block rather than two blocks of 8: N/32 blocks then
+// fill the SMs' waves about twice as evenly). Each warp streams its tiles' codes and group parameters through a private ring of
 // shared-memory stages with cp.async (Stages − 1 tiles in flight per warp hide the DRAM latency; only
 // __syncwarp, no block barrier), reads x's B fragments through L1 (x is small and every block reads all
 // of it), and the warps' sums are added in shared memory in warp order (deterministic) before the bias
@@ -32,13 +33,14 @@
 SDNQ_KERNEL_NAMESPACE_BEGIN
 namespace kernel_detail {
 
-inline constexpr int stream_warps = 8;
+inline constexpr int stream_warps = 16;
 inline constexpr int stream_rows = 32;  // output rows of one block
 inline constexpr int stream_max_tokens = 16;
-inline constexpr int stream_down_tiles_per_split = 8;  // K tiles of one down-projection block: one a warp
+inline constexpr int stream_down_tiles_per_split = stream_warps;  // K tiles of one down-projection block
 
 // A warp's ring: per stage, the codes of one K tile of both fragment blocks, then the (scale, zero)
-// words of the block's 32 rows for the tile's one or two groups.
+// words of the block's 32 rows for the tile's first and second half (the same group twice unless
+// groups are 32 wide, so that the math reads them without a branch).
 template <int Bits>
 struct StreamRing {
   static constexpr int stages = Bits == 4 ? 8 : 4;
@@ -95,7 +97,7 @@ __device__ __forceinline__ void reduce_warps(float4* sums, const float (&acc)[2]
 }
 
 template <class T, int Bits, int TokenTiles>
-__global__ void __launch_bounds__(stream_warps * 32, 2) gemm_tc_stream_kernel(const GemmTcParams p) {
+__global__ void __launch_bounds__(stream_warps * 32, 1) gemm_tc_stream_kernel(const GemmTcParams p) {
   using Ring = StreamRing<Bits>;
   constexpr int Slices = Bits / 4;  // 16-byte chunks per lane, fragment block and K tile
   extern __shared__ uint4 shared_words[];
@@ -110,27 +112,38 @@ __global__ void __launch_bounds__(stream_warps * 32, 2) gemm_tc_stream_kernel(co
   const uint4* codes = static_cast<const uint4*>(p.b) + static_cast<std::size_t>(row0 / 16) * 8 * Bits + lane;
   const std::uint32_t* params = static_cast<const std::uint32_t*>(p.group_params) + row0;
   const T* x = static_cast<const T*>(p.a);
-  const int groups_per_tile = p.group_size == 32 ? 2 : 1;
+  const bool groups_of_32 = p.group_size == 32;
   const DequantConstants<T> constants{as_pair<T>(p.minus), p.minus_f};
   char* ring = shared + warp * Ring::warp_bytes;
+  // The lane's x rows (tokens past M read row M − 1; their sums are not stored).
+  const T* x_rows[TokenTiles];
+#pragma unroll
+  for (int j = 0; j < TokenTiles; ++j)
+    x_rows[j] = x + static_cast<std::size_t>(min(8 * j + g, p.m - 1)) * p.k + 2 * (lane & 3);
 
   // The warp's i-th tile into stage i % stages; one commit group per call, empty past the last tile.
+  // Pointers advance by a constant stride per tile (the warp takes every stream_warps-th K tile).
+  const std::size_t code_stride = stream_warps * blocks_per_k_tile * 8 * Bits;  // uint4 per tile
+  const uint4* next_codes = codes + warp * blocks_per_k_tile * 8 * Bits;
   auto issue = [&](int i) {
     if (i < my_tiles) {
       const int tile = warp + i * stream_warps;
-      char* stage = ring + (i % Ring::stages) * Ring::stage_bytes;
+      char* stage = ring + static_cast<unsigned>(i) % Ring::stages * Ring::stage_bytes;
 #pragma unroll
       for (int block = 0; block < 2; ++block)
 #pragma unroll
         for (int slice = 0; slice < Slices; ++slice)
           copy_async_16(stage + ((block * Slices + slice) * 32 + lane) * 16,
-                        codes + (tile * blocks_per_k_tile + block) * 8 * Bits + slice * 32);
-      // 8 lanes a group: 32 rows × 4 bytes.
-      const int group = lane >> 3;
-      if (group < groups_per_tile) {
-        const int first_group = groups_per_tile == 2 ? 2 * tile : tile * 64 / p.group_size;
-        copy_async_16(stage + Ring::code_bytes + group * stream_rows * 4 + (lane & 7) * 16,
-                      params + static_cast<std::size_t>(first_group + group) * p.n + (lane & 7) * 4);
+                        next_codes + block * 8 * Bits + slice * 32);
+      next_codes += code_stride;
+      // 8 lanes a half: 32 rows × 4 bytes. tile · 64 / group_size as a multiply and shift (exact for
+      // tile < 2^16: gemm_tc_group_magic).
+      if (lane < 16) {
+        const int half = lane >> 3;
+        const int group = groups_of_32 ? 2 * tile + half
+                                       : static_cast<int>((static_cast<std::uint64_t>(tile) * p.group_magic) >> 32);
+        copy_async_16(stage + Ring::code_bytes + half * stream_rows * 4 + (lane & 7) * 16,
+                      params + static_cast<std::size_t>(group) * p.n + (lane & 7) * 4);
       }
     }
     copy_async_commit();
@@ -139,16 +152,25 @@ __global__ void __launch_bounds__(stream_warps * 32, 2) gemm_tc_stream_kernel(co
   float acc[2][TokenTiles][4] = {};
 #pragma unroll
   for (int i = 0; i < Ring::stages - 1; ++i) issue(i);
+  const T* x_tile[TokenTiles];
+#pragma unroll
+  for (int j = 0; j < TokenTiles; ++j) x_tile[j] = x_rows[j] + warp * 64;
   for (int i = 0; i < my_tiles; ++i) {
-    copy_async_wait<Ring::stages - 2>();
-    __syncwarp();  // stage i visible to the warp; every lane is done with the stage refilled next
-    issue(i + Ring::stages - 1);
-    const int tile = warp + i * stream_warps;
-    const char* stage = ring + (i % Ring::stages) * Ring::stage_bytes;
+    // x first: its L1 latency overlaps the wait for the stage.
     std::uint32_t xb[4][TokenTiles][2];
 #pragma unroll
     for (int step = 0; step < 4; ++step)
-      load_token_fragments<T, TokenTiles>(x, p.m, p.k, tile * 64 + 16 * step, lane, xb[step]);
+#pragma unroll
+      for (int j = 0; j < TokenTiles; ++j) {
+        xb[step][j][0] = load_word(x_tile[j] + 16 * step);
+        xb[step][j][1] = load_word(x_tile[j] + 16 * step + 8);
+      }
+#pragma unroll
+    for (int j = 0; j < TokenTiles; ++j) x_tile[j] += stream_warps * 64;
+    copy_async_wait<Ring::stages - 2>();
+    __syncwarp();  // stage i visible to the warp; every lane is done with the stage refilled next
+    issue(i + Ring::stages - 1);
+    const char* stage = ring + static_cast<unsigned>(i) % Ring::stages * Ring::stage_bytes;
     // (scale, zero) of rows g and g+8 of each fragment block, for the tile's first and second half.
     pair_of<T> s[2][2][2], z[2][2][2];
     const std::uint32_t* stage_params = reinterpret_cast<const std::uint32_t*>(stage + Ring::code_bytes);
@@ -158,8 +180,7 @@ __global__ void __launch_bounds__(stream_warps * 32, 2) gemm_tc_stream_kernel(co
       for (int half = 0; half < 2; ++half)
 #pragma unroll
         for (int part = 0; part < 2; ++part) {
-          const int group = groups_per_tile == 2 ? part : 0;
-          const std::uint32_t sz = stage_params[group * stream_rows + 16 * block + 8 * half + g];
+          const std::uint32_t sz = stage_params[part * stream_rows + 16 * block + 8 * half + g];
           s[block][half][part] = as_pair<T>(__byte_perm(sz, 0, 0x1010));  // scale in both halves
           z[block][half][part] = as_pair<T>(__byte_perm(sz, 0, 0x3232));  // zero point in both halves
         }
