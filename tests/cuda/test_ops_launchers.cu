@@ -149,13 +149,16 @@ Tensor layer_norm_modulate(const TensorView& x, const TensorView& emb, int chunk
   return finish(s, out);
 }
 
-Tensor rms_norm(const TensorView& x, const TensorView* weight, float eps) {
+Tensor rms_norm(const TensorView& x, const TensorView* weight, float eps, bool t5_two_step_rounding) {
   Stream s;
   Tensor dx = cuda::to_device(x);
   const std::optional<Tensor> dw = upload_optional(weight);
   Tensor out = poisoned(x.shape(), x.dtype());
   const TensorView w = dw ? dw->view() : TensorView();
-  device_ops::rms_norm(dx, dw ? &w : nullptr, eps, out, s.stream);
+  if (t5_two_step_rounding)
+    device_ops::rms_norm(dx, dw ? &w : nullptr, eps, out, device_ops::RmsNormRounding::t5_two_step, s.stream);
+  else
+    device_ops::rms_norm(dx, dw ? &w : nullptr, eps, out, s.stream);  // the default overload, as callers use it
   return finish(s, out);
 }
 

@@ -29,7 +29,8 @@ Tensor layer_norm(const TensorView& x, const TensorView* weight, const TensorVie
 // LayerNorm (no affine) then · (1 + scale) + shift, with shift / scale chunks of emb [B, chunks·D].
 Tensor layer_norm_modulate(const TensorView& x, const TensorView& emb, int chunks, int shift_index, int scale_index,
                            float eps);
-Tensor rms_norm(const TensorView& x, const TensorView* weight, float eps);
+// t5_two_step_rounding: cuda::ops::RmsNormRounding::t5_two_step, else once (the default).
+Tensor rms_norm(const TensorView& x, const TensorView* weight, float eps, bool t5_two_step_rounding = false);
 Tensor group_norm(const TensorView& x, int groups, const TensorView* weight, const TensorView* bias, float eps,
                   bool silu);
 Tensor softmax(const TensorView& x);

@@ -3,6 +3,7 @@
 // the same bf16/fp16 inputs. Tolerance: the output rounding u·|expected| plus 2e-5 absolute for the
 // f32 statistics (outputs are O(1..10)). Rows of 8-multiple lengths take the 16-byte path, odd ones
 // the scalar path.
+#include <cmath>
 #include <cstdint>
 #include <limits>
 
@@ -71,6 +72,61 @@ TEST_CASE("ops: rms_norm with and without weight (T5, QK-norm over head_dim)", "
   const sdnq::TensorView wv = w32, wd = w;
   const Tensor expected = sdnq::nn::rms_norm(sdnq::test::widen(x), weighted ? &wv : nullptr, 1e-6f);
   require_close(gpu::rms_norm(x, weighted ? &wd : nullptr, 1e-6f), expected, dtype);
+}
+
+TEST_CASE("ops: rms_norm with T5LayerNorm's two roundings (RmsNormRounding::t5_two_step)", "[cuda][ops]") {
+  // transformers' T5LayerNorm: h = T(x · rsqrt(mean(x²) + eps)) with f32 statistics, then out = T(weight · h),
+  // a product of two T values (exact in f32, so one rounding is torch's T multiply). Recomputed here with
+  // the statistics in double. The GPU's f32 statistics differ from them by a relative 1e-5 at most (worst
+  // case at D = 4096: 128 sequential f32 adds per lane and 5 shuffle levels, ≤ 133·2^-24 on the sum of
+  // squares, half that through the square root, plus rsqrtf's 2 ulp), which moves h only where
+  // x · rsqrt(...) lies within that of a rounding boundary of T: there either neighbour is accepted, and
+  // out must then be exactly T(weight · h). Everywhere else the match is exact.
+  const std::int64_t dim = GENERATE(4096, 768, 45, 7);
+  const bool weighted = GENERATE(true, false);
+  const DType dtype = GENERATE(DType::bf16, DType::f16);
+  INFO("dim " << dim << ", weighted " << weighted << ", " << sdnq::dtype_name(dtype));
+  constexpr std::int64_t rows = 37;
+  constexpr float eps = 1e-6f;
+  constexpr double statistics_slack = 1e-5;
+  // Values over several binades, like T5's residual stream; weights as small as 0.05.
+  const Tensor x = sdnq::test::random_tensor(Shape{rows, dim}, dtype, 31, -20.0f, 20.0f);
+  const Tensor w = sdnq::test::random_tensor(Shape{dim}, dtype, 32, 0.05f, 1.5f);
+  const sdnq::TensorView wd = w;
+  const Tensor x32 = sdnq::test::widen(x), w32 = sdnq::test::widen(w);
+  const Tensor actual = sdnq::test::widen(gpu::rms_norm(x, weighted ? &wd : nullptr, eps, true));
+  const Tensor rounded_once = sdnq::test::widen(gpu::rms_norm(x, weighted ? &wd : nullptr, eps));
+  const auto narrow = [dtype](double value) {
+    const auto f = static_cast<float>(value);
+    return dtype == DType::bf16 ? sdnq::bf16(f).to_float() : sdnq::fp16(f).to_float();
+  };
+  std::int64_t mismatches = 0, first_bad = -1, differs_from_rounded_once = 0;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* row = x32.data_as<float>() + r * dim;
+    double squares = 0.0;
+    for (std::int64_t i = 0; i < dim; ++i) squares += static_cast<double>(row[i]) * row[i];
+    const double inverse = 1.0 / std::sqrt(squares / static_cast<double>(dim) + static_cast<double>(eps));
+    for (std::int64_t i = 0; i < dim; ++i) {
+      const double normalized = row[i] * inverse;
+      const float weight = weighted ? w32.data_as<float>()[i] : 1.0f;
+      const float low = narrow(normalized * (1.0 - statistics_slack));
+      const float high = narrow(normalized * (1.0 + statistics_slack));
+      const float got = actual.data_as<float>()[r * dim + i];
+      if (!(got == narrow(weight * low) || got == narrow(weight * high))) {
+        if (first_bad < 0) first_bad = r * dim + i;
+        ++mismatches;
+      }
+      if (got != rounded_once.data_as<float>()[r * dim + i]) ++differs_from_rounded_once;
+    }
+  }
+  INFO("mismatches " << mismatches << ", first at flat index " << first_bad << "; " << differs_from_rounded_once
+                     << " of " << rows * dim << " elements differ from the single rounding");
+  REQUIRE(mismatches == 0);
+  // With a weight the second rounding shows (the data can tell the modes apart); without one T(T(h)) = T(h).
+  if (weighted)
+    CHECK(differs_from_rounded_once > 0);
+  else
+    CHECK(differs_from_rounded_once == 0);
 }
 
 TEST_CASE("ops: group_norm with affine parameters, optionally fused with SiLU", "[cuda][ops]") {

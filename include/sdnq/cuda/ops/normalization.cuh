@@ -3,7 +3,8 @@
 // passed in, no allocation; checked before launch). `out` may be `x`.
 //   layer_norm(x [..., D], weight*, bias*, eps, out)   (x − mean) / sqrt(var + eps) · weight + bias
 //   layer_norm_modulate(x [B, ..., D], shift, scale, eps, out)   LayerNorm(x) · (1 + scale) + shift (AdaLN)
-//   rms_norm(x [..., D], weight*, eps, out)            x / sqrt(mean(x²) + eps) · weight
+//   rms_norm(x [..., D], weight*, eps, out[, rounding])   x / sqrt(mean(x²) + eps) · weight, rounded once or,
+//     RmsNormRounding::t5_two_step, as T5LayerNorm does
 //   group_norm(x [N, C, ...], groups, weight*, bias*, eps, out, silu[, scratch])   per (sample, group); SiLU
 //     fused; with scratch (group_norm_workspace_bytes) a group spreads over several blocks in two passes
 //   softmax(x [..., D], out)                            over the last axis; an all -inf row gives zeros
@@ -25,6 +26,12 @@
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
 namespace ops {
+
+// Where rms_norm rounds to x's dtype. once: the whole x · rsqrt(mean(x²) + eps) · weight in f32, one
+// rounding (torch's RMSNorm, the QK-norms). t5_two_step: transformers' T5LayerNorm, which casts
+// hidden = x · rsqrt(mean(x²) + eps) (f32) to the weight's dtype, then multiplies weight · hidden in that
+// dtype: two roundings. Matching it matters at bf16 (the T5 fixtures' output_bf16, see nn::gpu::T5EncoderModel).
+enum class RmsNormRounding : std::uint8_t { once, t5_two_step };
 
 namespace kernel_detail {
 
@@ -116,9 +123,18 @@ inline void layer_norm_modulate(const TensorView& x, const TensorView& shift, co
 }
 
 inline void rms_norm(const TensorView& x, const TensorView* weight, float eps, const TensorView& out,
+                     RmsNormRounding rounding, cudaStream_t stream) {
+  using kernel_detail::RowNorm;
+  if (rounding == RmsNormRounding::t5_two_step)
+    kernel_detail::run_row_norm<RowNorm::rms_rounded_twice>(x, weight, nullptr, nullptr, nullptr, eps, out, "rms_norm",
+                                                            stream);
+  else
+    kernel_detail::run_row_norm<RowNorm::rms>(x, weight, nullptr, nullptr, nullptr, eps, out, "rms_norm", stream);
+}
+
+inline void rms_norm(const TensorView& x, const TensorView* weight, float eps, const TensorView& out,
                      cudaStream_t stream) {
-  kernel_detail::run_row_norm<kernel_detail::RowNorm::rms>(x, weight, nullptr, nullptr, nullptr, eps, out, "rms_norm",
-                                                           stream);
+  rms_norm(x, weight, eps, out, RmsNormRounding::once, stream);
 }
 
 inline void softmax(const TensorView& x, const TensorView& out, cudaStream_t stream) {

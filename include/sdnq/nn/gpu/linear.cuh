@@ -80,7 +80,7 @@ class Linear {
   // otherwise, and for automatic, tensor-core where it fits, else GEMV, else checkpoint). Measured on one H100 (bench_linear): gemv is 1.3-1.6x faster at M = 1 and equal or
   // 1-3 % faster at M >= 1024; tensor_core wins for M of about 4..192 (e.g. CLIP's 77 tokens).
   // `scale_rounding`: none for components whose reference keeps scale and zero point in fp32 (CLIP
-  // through transformers), see cuda::repack_for_gemm_tc; diffusers' loader rounds them (the default).
+  // and T5 through transformers), see cuda::repack_for_gemm_tc; diffusers' loader rounds them (the default).
   static Linear load(WeightLoader& weights, std::string_view prefix, std::int64_t in_features,
                      std::int64_t out_features, bool bias, int device,
                      cuda::CodeLayout layout = cuda::CodeLayout::automatic,
@@ -108,7 +108,12 @@ class Linear {
           layer.kind_ = LinearKind::quantized;
         }
       } else {
-        const Tensor dense = quant::dequantize(*quantized, DType::f32, quant::ScalePrecision::reference_compatible);
+        // ScaleRounding::none asks for the stored parameters: as_stored says so. (Into f32 the two precisions
+        // coincide, rounding to f32 being exact, so to_output_dtype does not round them to bf16 here either.)
+        const auto precision = scale_rounding == cuda::ScaleRounding::none
+                                   ? quant::ScalePrecision::as_stored
+                                   : quant::ScalePrecision::reference_compatible;
+        const Tensor dense = quant::dequantize(*quantized, DType::f32, precision);
         layer.weight_ = detail::upload_bf16(dense, device, layer.name_ + ".weight");
         layer.kind_ = LinearKind::dequantized_at_load;
       }

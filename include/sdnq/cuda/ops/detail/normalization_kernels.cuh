@@ -15,7 +15,9 @@ namespace ops::kernel_detail {
 
 inline constexpr int rows_per_block = 4;  // warps per block of the row kernels
 
-enum class RowNorm { layer, rms };
+// rms_rounded_twice: RMSNorm as transformers' T5LayerNorm rounds it, x · rsqrt(mean(x²) + eps) rounded to
+// T, then · weight rounded again (see ops::RmsNormRounding).
+enum class RowNorm { layer, rms, rms_rounded_twice };
 
 struct RowNormParams {
   const void* x = nullptr;       // [rows, dim]
@@ -83,6 +85,7 @@ __global__ void __launch_bounds__(rows_per_block * 32) row_norm_kernel(const Row
 #pragma unroll
     for (int e = 0; e < width; ++e) {
       v[e] = (v[e] - mean) * inverse;
+      if constexpr (Norm == RowNorm::rms_rounded_twice) v[e] = to_float(from_float<T>(v[e]));
       if (weight != nullptr) v[e] *= w[e];
       if (bias != nullptr) v[e] += b[e];
       if (shift != nullptr) v[e] = fmaf(v[e], 1.0f + sc[e], sh[e]);
