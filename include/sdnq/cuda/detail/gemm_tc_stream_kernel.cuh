@@ -19,7 +19,8 @@
 // SVD branch: gemm_tc_stream_down_kernel (the same roles: svd_down rows as A) writes fp32 partial sums
 // of low_rank = x · svd_downᵀ per K split; the main kernel, launched behind it as a programmatic
 // dependent launch on sm_90, streams its codes meanwhile and waits (griddepcontrol.wait) only before
-// its up-projection k-steps, where it adds the splits in order and rounds to T, as a bf16 matmul would.
+// its up-projection: warp w runs the rank's k-step w with svd_up fragments it loaded at the start,
+// adding the splits in order and rounding to T, as a bf16 matmul would.
 // Layouts: detail/gemm_tc_repack.hpp; parameters: GemmTcParams (gemm_tc_kernel.cuh).
 #include <cuda_runtime.h>
 
@@ -28,6 +29,7 @@
 #include "sdnq/cuda/config.cuh"
 #include "sdnq/cuda/detail/gemm_tc_fragments.cuh"
 #include "sdnq/cuda/detail/gemm_tc_kernel.cuh"
+#include "sdnq/cuda/detail/gemm_tc_repack.hpp"
 #include "sdnq/cuda/detail/kernel_convert.cuh"
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
@@ -149,6 +151,24 @@ __global__ void __launch_bounds__(stream_warps * 32, 1) gemm_tc_stream_kernel(co
     copy_async_commit();
   };
 
+  // SVD branch: warp w runs the rank's k-step w (rp ≤ 128 gives at most 8 steps); its svd_up A
+  // fragments are loaded now, their latency hidden under the codes.
+  static_assert(gemm_tc_max_rank / 16 <= stream_warps, "one rank k-step a warp");
+  const bool rank_step_mine = warp < p.rank_padded / 16;
+  std::uint32_t up_fragments[2][4] = {};
+  if (rank_step_mine) {
+    const std::size_t eight_rows = static_cast<std::size_t>(8) * p.rank_padded;
+#pragma unroll
+    for (int block = 0; block < 2; ++block) {
+      const T* rows = static_cast<const T*>(p.svd_up) + static_cast<std::size_t>(row0 + 16 * block + g) * p.rank_padded +
+                      16 * warp + 2 * (lane & 3);
+      up_fragments[block][0] = load_word(rows);
+      up_fragments[block][1] = load_word(rows + eight_rows);
+      up_fragments[block][2] = load_word(rows + 8);
+      up_fragments[block][3] = load_word(rows + eight_rows + 8);
+    }
+  }
+
   float acc[2][TokenTiles][4] = {};
 #pragma unroll
   for (int i = 0; i < Ring::stages - 1; ++i) issue(i);
@@ -209,38 +229,30 @@ __global__ void __launch_bounds__(stream_warps * 32, 1) gemm_tc_stream_kernel(co
   }
   copy_async_wait<0>();
 
-  if (p.rank_padded > 0) {
-    const int rank_steps = p.rank_padded / 16;
-    if (warp < rank_steps) wait_for_prior_grid();
-    const int splits = p.low_rank_splits;
+  if (rank_step_mine) {
+    wait_for_prior_grid();
+    // low_rank's B fragments: the down-projection's splits added in order, rounded to T (all loads of
+    // a group of splits in flight at once: this runs after the codes, on the kernel's critical path).
     const std::size_t split_stride = static_cast<std::size_t>(p.m) * p.rank_padded;
-    const T* up = static_cast<const T*>(p.svd_up) + static_cast<std::size_t>(row0 + g) * p.rank_padded + 2 * (lane & 3);
-    for (int step = warp; step < rank_steps; step += stream_warps) {
-      // low_rank's B fragments: the down-projection's splits added in order, rounded to T.
-      std::uint32_t lb[TokenTiles][2];
+    std::uint32_t lb[TokenTiles][2];
 #pragma unroll
-      for (int j = 0; j < TokenTiles; ++j) {
-        const float* first = p.partial + static_cast<std::size_t>(min(8 * j + g, p.m - 1)) * p.rank_padded +
-                             16 * step + 2 * (lane & 3);
-        float2 low = make_float2(0.0f, 0.0f), high = make_float2(0.0f, 0.0f);
-        for (int split = 0; split < splits; ++split) {
-          const float2 a = __ldg(reinterpret_cast<const float2*>(first + split * split_stride));
-          const float2 b = __ldg(reinterpret_cast<const float2*>(first + split * split_stride + 8));
-          low.x += a.x, low.y += a.y, high.x += b.x, high.y += b.y;
-        }
-        lb[j][0] = pack_pair<T>(low.x, low.y);
-        lb[j][1] = pack_pair<T>(high.x, high.y);
+    for (int j = 0; j < TokenTiles; ++j) {
+      const float* first = p.partial + static_cast<std::size_t>(min(8 * j + g, p.m - 1)) * p.rank_padded +
+                           16 * warp + 2 * (lane & 3);
+      float2 low = make_float2(0.0f, 0.0f), high = make_float2(0.0f, 0.0f);
+#pragma unroll 4
+      for (int split = 0; split < p.low_rank_splits; ++split) {
+        const float2 a = __ldg(reinterpret_cast<const float2*>(first + split * split_stride));
+        const float2 b = __ldg(reinterpret_cast<const float2*>(first + split * split_stride + 8));
+        low.x += a.x, low.y += a.y, high.x += b.x, high.y += b.y;
       }
-#pragma unroll
-      for (int block = 0; block < 2; ++block) {
-        const T* rows = up + static_cast<std::size_t>(16 * block) * p.rank_padded + 16 * step;
-        const std::size_t eight_rows = static_cast<std::size_t>(8) * p.rank_padded;
-        const std::uint32_t fa[4] = {load_word(rows), load_word(rows + eight_rows), load_word(rows + 8),
-                                     load_word(rows + eight_rows + 8)};
-#pragma unroll
-        for (int j = 0; j < TokenTiles; ++j) mma_16816<T>(acc[block][j], fa, lb[j][0], lb[j][1]);
-      }
+      lb[j][0] = pack_pair<T>(low.x, low.y);
+      lb[j][1] = pack_pair<T>(high.x, high.y);
     }
+#pragma unroll
+    for (int block = 0; block < 2; ++block)
+#pragma unroll
+      for (int j = 0; j < TokenTiles; ++j) mma_16816<T>(acc[block][j], up_fragments[block], lb[j][0], lb[j][1]);
   }
 
   __syncthreads();  // the rings are reused for the sums
