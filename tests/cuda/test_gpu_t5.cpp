@@ -23,17 +23,20 @@ using sdnq::Tensor;
 
 constexpr double bf16_tolerance = 3e-2;  // fixture README, "models"
 
-// Known deviations, measured on the H100 (2026-11-26). The reference's own bf16 T5 output lies 1.2e-2 to
-// 2.3e-2 from its float32 one (T5 is noisy in bf16), and this GPU model 1.2e-2 from the CPU float32 model on
-// t5-bf16, so two independent bf16 runs differ by ~2.5e-2 on every case:
-//   t5-uint4-svd against output_bf16: 3.02e-2 (reference 2.26e-2 from float32); the SVD branch of the GPU
-//     Linear adds error (3.86e-2 against the CPU model where t5-int8 has 1.28e-2), as in clip_g-uint4-svd.
-//   t5-int8-qmm against the CPU model at 600 rows (the 8-bit GEMM; the fixture's 24 rows take the
-//     dequantized path): 6.07e-2. Both sides quantize the activations to int8 per row; bf16 activations
-//     move codes across rounding boundaries (one step ≈ 10× a bf16 rounding), and T5's unscaled attention
-//     amplifies it. t5-int8 with the same codes without the quantized matmul: 1.28e-2.
-constexpr double uint4_svd_deviation_bound = 4e-2;
-constexpr double uint4_svd_cpu_deviation_bound = 5e-2;
+// Every case is held to the spec's 3e-2 against output_bf16. On the H100 (2026-11-27, 9d4502a):
+// t5-bf16 0.94e-2, fp8 1.49e-2, int8 1.53e-2, int8-qmm 1.77e-2, uint4-svd 1.98e-2 (3.02e-2 before the
+// T5 Linears kept transformers' fp32 parameters and the norms rounded twice as T5LayerNorm does).
+//
+// Against the CPU float32 model at 2 × 300 tokens the GPU follows the reference's bf16 flow, not fp32:
+//   t5-uint4-svd: 7.12e-2 with the ids of seed 17. A CPU emulation of the GPU's numerics gives 6.90e-2
+//     for these ids, and 40 seeds give a median of 3.4e-2 with seed 17 the worst; the norm's second
+//     rounding (which matches the reference's output_bf16 better) moves one of the two sequences through
+//     T5's unscaled attention. With the old flow these ids gave 3.86e-2 (40 seeds: median 4.0e-2, max 7.2e-2).
+//   t5-int8-qmm at 600 rows (the 8-bit GEMM; the fixture's 24 rows take the dequantized path): 5.89e-2.
+//     Both sides quantize the activations to int8 per row; bf16 activations move codes across rounding
+//     boundaries (one step ≈ 10× a bf16 rounding), and T5's unscaled attention amplifies it. t5-int8
+//     with the same codes without the quantized matmul: 1.30e-2.
+constexpr double uint4_svd_cpu_deviation_bound = 8e-2;
 constexpr double quantized_matmul_cpu_deviation_bound = 8e-2;
 
 std::vector<fs::path> t5_cases(const std::string& prefix = "t5-") { return sdnq::test::model_fixture_cases(prefix); }
@@ -71,7 +74,7 @@ TEST_CASE("gpu T5EncoderModel matches the reference bf16 output", "[cuda][gpu_mo
     INFO("last_hidden_state rel L2 " << run.rel_l2 << " (against output_fp32: " << run.rel_l2_fp32 << ")");
     WARN(folder.filename().string() << " last_hidden_state rel L2 " << run.rel_l2 << " (against output_fp32 "
                                     << run.rel_l2_fp32 << ")");
-    CHECK(run.rel_l2 <= (named(folder, "uint4-svd") ? uint4_svd_deviation_bound : bf16_tolerance));
+    CHECK(run.rel_l2 <= bf16_tolerance);
     const bool quantized = !named(folder, "bf16");
     const bool any_quantized_kind = std::any_of(run.linear_kinds.begin(), run.linear_kinds.end(),
                                                 [](const std::string& kind) { return kind != "dense"; });
