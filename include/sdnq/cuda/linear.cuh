@@ -26,9 +26,9 @@
 // (CodeLayout): by default the tensor-core layout where that kernel takes the weight (4/8-bit integer
 // codes, N and K multiples of 64), else the GEMV layout (integer codes, K and group multiples of 32),
 // else the checkpoint layout (float codes, odd shapes). Every route reads the kept layout: the dense
-// route dequantizes each chunk from it, and without a GEMV layout M = 1 runs the tensor-core kernel
-// (measured on one H100: int8 3072² 12.9 vs 12.1 µs, uint4+SVD 12288×3072 33.4 vs 24.6 µs for the
-// GEMV). The tensor-core layout keeps SVD factors at the rank rounded up to a multiple of 16 only
+// route dequantizes each chunk from it, and without a GEMV layout M = 1 runs the tensor-core kernel,
+// whose weight-streaming variant for M ≤ 16 (session 9) measured 8.5 µs on int8 3072² and 20.4 µs on
+// uint4+SVD 12288×3072, against 10.8 and 24.2 µs for the GEMV in an earlier run. The tensor-core layout keeps SVD factors at the rank rounded up to a multiple of 16 only
 // (published rank 32 stays 32), which gemm_tc, the wgmma kernel and the dense route all read as is.
 // device_bytes() reports what the layer holds on the GPU.
 #include <cublas_v2.h>
@@ -76,7 +76,9 @@ inline const char* linear_route_name(LinearRoute route) {
 }
 
 // Token counts where the automatic choice switches route (see the file comment). Measured on one H100
-// (bench_linear, docs/kernels.md): at M = 1 the GEMV beats the tensor-core kernel on every shape
+// (bench_linear, docs/kernels.md), before gemm_tc had its weight-streaming kernel for M ≤ 16 (which now
+// beats the GEMV at M = 1 too, in separate runs; not re-measured side by side, so a kept GEMV layout still
+// takes M = 1): at M = 1 the GEMV beat the 16×64 tile on every shape
 // (int8 12.1 vs 12.9 µs on 3072², uint4+SVD 24.6 vs 33.4 µs on 12288×3072); at M = 4 the tensor-core
 // kernel wins for int8 (10-15 %) and is within ±5 % for uint4+SVD. At M = 64 the tensor-core kernel
 // beats dequantize + cuBLAS by 1.4-2.5x; at M = 256 dequantize + cuBLAS wins once its dequantization
