@@ -254,7 +254,6 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) gemm_tc_kerne
       for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.0f;
 
   if constexpr (Bits == 16) {
-    allow_dependent_launch();  // the weight-streaming kernel may start reading codes meanwhile
     const T* b = static_cast<const T*>(p.b) + static_cast<std::size_t>(col0) * p.k;
     dense_k_loop<T, Tile, Tile::Stages>(shared, a, b, p.k, first_tile, tiles, valid_rows, min(Tile::BN, p.n - col0),
                                         acc);
@@ -307,7 +306,6 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) gemm_tc_kerne
 template <class T>
 __global__ void __launch_bounds__(256)
     gemm_tc_reduce_kernel(const float* partial, int splits, int m, int n, const T* bias, T* y) {
-  allow_dependent_launch();  // as in the down-projection: a programmatic successor waits for our writes
   const std::size_t quads = static_cast<std::size_t>(m) * n / 4;
   for (std::size_t q = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; q < quads;
        q += std::size_t(gridDim.x) * blockDim.x) {

@@ -108,12 +108,8 @@ class Linear {
           layer.kind_ = LinearKind::quantized;
         }
       } else {
-        // ScaleRounding::none asks for the stored parameters: as_stored says so. (Into f32 the two precisions
-        // coincide, rounding to f32 being exact, so to_output_dtype does not round them to bf16 here either.)
-        const auto precision = scale_rounding == cuda::ScaleRounding::none
-                                   ? quant::ScalePrecision::as_stored
-                                   : quant::ScalePrecision::reference_compatible;
-        const Tensor dense = quant::dequantize(*quantized, DType::f32, precision);
+        // Into f32 the parameters are never rounded to bf16, whatever scale_rounding asks.
+        const Tensor dense = quant::dequantize(*quantized, DType::f32, quant::ScalePrecision::reference_compatible);
         layer.weight_ = detail::upload_bf16(dense, device, layer.name_ + ".weight");
         layer.kind_ = LinearKind::dequantized_at_load;
       }

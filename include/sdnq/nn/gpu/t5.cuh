@@ -10,9 +10,9 @@
 //
 // Precision, against the fixtures' output_bf16 (transformers): the Linears load with ScaleRounding::none,
 // since transformers' from_pretrained keeps SDNQ scales and zero points in fp32 (diffusers' rounds them),
-// and the layer norms round twice as T5LayerNorm does (RmsNormRounding::t5_two_step). A CPU emulation of this
-// model puts both together at 1.26e-2 for t5-uint4-svd (3.02e-2 measured before) and 0.7-1.0e-2 for the
-// other cases (t5-bf16 2.65e-2 before); either change alone leaves t5-uint4-svd near 2.8-2.9e-2.
+// and the layer norms round twice as T5LayerNorm does (RmsNormRounding::t5_two_step). Measured on the H100:
+// t5-uint4-svd 3.02e-2 -> 1.98e-2, t5-bf16 2.6e-2 -> 0.94e-2; a CPU emulation had either change alone leave
+// t5-uint4-svd near 2.8-2.9e-2.
 //
 // Memory: activations come from the caller's cuda::Workspace, sized by workspace_bytes(batch, tokens).
 // forward() takes its output from the workspace first and leaves it in use (valid until the caller
