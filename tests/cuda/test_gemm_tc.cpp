@@ -126,6 +126,23 @@ TEST_CASE("gemm_tc: the weight-streaming kernel's SVD branch, rank 16 to 128", "
   CHECK(run_and_compare<sdnq::bf16>(uint4, tokens, true, 124, true) <= 1e-2);
 }
 
+// N = 8512 is 266 row blocks of 32: with at most one block an SM, every block of an H100 (132 SMs) runs
+// two or three of them in turn, its warps' rings running on from one into the next. K = 1088 gives
+// warp 0 two tiles and the others one; K = 256 leaves warps 4..15 without tiles.
+TEST_CASE("gemm_tc: the weight-streaming kernel runs several row blocks in each block", "[cuda][gemm_tc][gemm_tc_stream]") {
+  const std::int64_t tokens = GENERATE(1, 16);
+  INFO("tokens " << tokens);
+  const auto uint4 =
+      sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 8512, 1088, 64, 0, 130);
+  CHECK(run_and_compare<sdnq::bf16>(uint4, tokens, true, 131) <= 1e-2);
+  const auto uint4_svd =
+      sdnq::test::make_random_linear<sdnq::fp16>(4, CodeValue::unsigned_integer, 8512, 256, 32, 32, 132);
+  CHECK(run_and_compare<sdnq::fp16>(uint4_svd, tokens, false, 133) <= 1e-2);
+  const auto int8_svd =
+      sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::signed_integer, 8512, 1088, -1, 16, 134);
+  CHECK(run_and_compare<sdnq::bf16>(int8_svd, tokens, true, 135) <= 1e-2);
+}
+
 TEST_CASE("gemm_tc: the 128x128 tile on a wide weight", "[cuda][gemm_tc]") {
   // N = 2304: ceil(M/128)·(N/128) ≥ 132 SMs at M = 1024, so the large tile runs on an H100.
   const auto uint4 = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 2304, 256, 64, 32, 35);

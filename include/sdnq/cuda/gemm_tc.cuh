@@ -6,8 +6,9 @@
 // parameters, codes dequantized in registers straight into B fragments (exponent trick, w = q·s + z
 // rounded once in T as the reference loader does). Kernel: detail/gemm_tc_kernel.cuh.
 // M ≤ 16: the weight-streaming kernel (detail/gemm_tc_stream_kernel.cuh) on the same codes, the weight
-// as the mma's A operand so the time stays flat in M; GemmTcSmallM::tiled keeps the 16×64 tile below
-// for comparison. Tiles: K is split over the grid when the output tiles leave SMs idle (fp32 partial
+// as the mma's A operand so the time stays flat in M (4-bit codes with the group scale applied in fp32
+// after the k sum, not rounded to T per weight: closer to the exact product than a dequantize-then-
+// matmul, not bit-identical to it); GemmTcSmallM::tiled keeps the 16×64 tile below for comparison. Tiles: K is split over the grid when the output tiles leave SMs idle (fp32 partial
 // sums in the workspace, one reduce launch adds them, the bias, and rounds).
 // SVD branch: low_rank = x · svd_downᵀ [M, rp] (T, in the caller's workspace) by a small dense
 // tensor-core launch, then the main kernel runs ⌈rp/64⌉ extra K tiles over it with svd_up into the
@@ -165,8 +166,12 @@ inline GemmTcPlan plan_gemm_tc(const GemmTcWeights& w, std::int64_t tokens, cons
   GemmTcPlan plan;
   const int k_tiles = static_cast<int>(w.in_features / 64);
   const int multiprocessors = device.multiprocessors;
-  // The streaming kernel's group index needs K / 64 < 2^16 (gemm_tc_group_magic).
-  plan.streaming = tokens <= stream_max_tokens && small_m == GemmTcSmallM::streaming && k_tiles < (1 << 16);
+  // The streaming kernel's group index needs K / 64 < 2^16 (gemm_tc_group_magic), and its rings more
+  // shared memory than sm_86/sm_89 allow a block (those take the 16×64 tile).
+  const int stream_shared =
+      w.bits == 4 ? stream_shared_bytes<4, 2> : stream_shared_bytes<8, 2>;
+  plan.streaming = tokens <= stream_max_tokens && small_m == GemmTcSmallM::streaming && k_tiles < (1 << 16) &&
+                   stream_shared <= device.shared_optin;
   plan.tile = choose_tc_tile(tokens, w.out_features, w.bits, multiprocessors, device.shared_optin);
   const std::int64_t blocks =
       (tokens + tile_rows(plan.tile) - 1) / tile_rows(plan.tile) * (w.out_features / tile_columns(plan.tile));
@@ -273,9 +278,10 @@ void launch_svd_down(const void* x, const void* svd_down, void* low_rank, float*
 
 // `behind_down`: launched right after the down-projection with programmatic stream serialization
 // (sm_90), so it streams its codes while that finishes and waits for it before reading low_rank.
+// `blocks`: at most one an SM (each runs several row blocks of 32 outputs in turn).
 template <class T, int Bits, int TokenTiles>
-void launch_gemm_tc_stream(const GemmTcParams& params, bool behind_down, cudaStream_t stream) {
-  constexpr int shared_bytes = StreamRing<Bits>::block_bytes;
+void launch_gemm_tc_stream(const GemmTcParams& params, int blocks, bool behind_down, cudaStream_t stream) {
+  constexpr int shared_bytes = stream_shared_bytes<Bits, TokenTiles>;
   static std::atomic<std::uint64_t> opted_in{0};  // devices 0..63 opted in to > 48 KB
   int device = 0;
   SDNQ_CUDA_CHECK(cudaGetDevice(&device));
@@ -286,7 +292,7 @@ void launch_gemm_tc_stream(const GemmTcParams& params, bool behind_down, cudaStr
     opted_in.fetch_or(bit, std::memory_order_relaxed);
   }
   cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>(params.n / stream_rows));
+  config.gridDim = dim3(static_cast<unsigned>(blocks));
   config.blockDim = dim3(stream_warps * 32);
   config.dynamicSmemBytes = shared_bytes;
   config.stream = stream;
@@ -301,11 +307,13 @@ void launch_gemm_tc_stream(const GemmTcParams& params, bool behind_down, cudaStr
 }
 
 template <class T, int Bits>
-void dispatch_gemm_tc_stream(const GemmTcParams& params, bool behind_down, cudaStream_t stream) {
+void dispatch_gemm_tc_stream(const GemmTcParams& params, int multiprocessors, bool behind_down, cudaStream_t stream) {
+  const int row_blocks = params.n / stream_rows;
+  const int blocks = row_blocks < multiprocessors ? row_blocks : multiprocessors;
   if (params.m <= 8)
-    launch_gemm_tc_stream<T, Bits, 1>(params, behind_down, stream);
+    launch_gemm_tc_stream<T, Bits, 1>(params, blocks, behind_down, stream);
   else
-    launch_gemm_tc_stream<T, Bits, 2>(params, behind_down, stream);
+    launch_gemm_tc_stream<T, Bits, 2>(params, blocks, behind_down, stream);
 }
 
 // partial [splits, M, rp] fp32 = x · svd_downᵀ per K split, for the weight-streaming kernel.
@@ -339,9 +347,9 @@ void run_gemm_tc(const GemmTcWeights& w, const GemmTcParams& main, const GemmTcP
     }
     const bool behind_down = w.svd_rank_padded > 0 && device.major >= 9;
     if (w.bits == 4)
-      dispatch_gemm_tc_stream<T, 4>(p, behind_down, stream);
+      dispatch_gemm_tc_stream<T, 4>(p, device.multiprocessors, behind_down, stream);
     else
-      dispatch_gemm_tc_stream<T, 8>(p, behind_down, stream);
+      dispatch_gemm_tc_stream<T, 8>(p, device.multiprocessors, behind_down, stream);
     return;
   }
   if (w.svd_rank_padded > 0)  // low_rank = x · svd_downᵀ, a dense [M, rp] GEMM on the same tensor cores

@@ -8,23 +8,30 @@
 // into A fragments; a 16×64 block of codes costs 4 or 8 mma whatever M ≤ 16 is, so the time does not
 // grow with the token count.
 //
-// One block: 32 output rows (two 16-row fragment blocks) over all of K, one block an SM. Its 16 warps
-// take every 16th 64-wide K tile (16 warps of one block rather than two blocks of 8: N/32 blocks then
-// fill the SMs' waves about twice as evenly). Each warp streams its tiles' codes and group parameters through a private ring of
-// shared-memory stages with cp.async (Stages − 1 tiles in flight per warp hide the DRAM latency; only
-// __syncwarp, no block barrier), reads x's B fragments through L1 (x is small and every block reads all
-// of it), and the warps' sums are added in shared memory in warp order (deterministic) before the bias
-// and one rounding to T.
+// A row block is 32 output rows (two 16-row fragment blocks) over all of K. The grid has at most one
+// block an SM, and each block runs row blocks blockIdx.x, + gridDim.x, ... in turn. Its 16 warps take
+// every 16th 64-wide K tile of a row block (16 warps of one block rather than two blocks of 8: N/32 row
+// blocks then fill the SMs about twice as evenly). Each warp streams its tiles' codes and group
+// parameters through a private ring of shared-memory stages with cp.async (Stages − 1 tiles in flight,
+// only __syncwarp, no block barrier); the ring runs on from one row block into the next, so the DRAM
+// latency is paid once per SM and the next row block's codes arrive while this one is reduced. x's B
+// fragments come through L1/L2 one tile ahead, and the warps' sums are added in shared memory in warp
+// order (deterministic) before the bias and one rounding to T.
+// 4-bit codes enter the mma as exact T values magic + code with the group scale applied per output in
+// fp32 after the group's k-steps (accumulate_tile_factored); 8-bit codes are dequantized to w = q·s + z
+// in T first (accumulate_tile_dequantized).
 //
 // SVD branch: gemm_tc_stream_down_kernel (the same roles: svd_down rows as A) writes fp32 partial sums
 // of low_rank = x · svd_downᵀ per K split; the main kernel, launched behind it as a programmatic
 // dependent launch on sm_90, streams its codes meanwhile and waits (griddepcontrol.wait) only before
-// its up-projection: warp w runs the rank's k-step w with svd_up fragments it loaded at the start,
-// adding the splits in order and rounding to T, as a bf16 matmul would.
+// its first up-projection: warp w runs the rank's k-step w of every row block with svd_up fragments
+// loaded at the row block's start, on low_rank's splits added in order and rounded to T once, as a
+// bf16 matmul would.
 // Layouts: detail/gemm_tc_repack.hpp; parameters: GemmTcParams (gemm_tc_kernel.cuh).
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "sdnq/cuda/config.cuh"
 #include "sdnq/cuda/detail/gemm_tc_fragments.cuh"
@@ -45,13 +52,17 @@ inline constexpr int stream_down_tiles_per_split = stream_warps;  // K tiles of 
 // groups are 32 wide, so that the math reads them without a branch).
 template <int Bits>
 struct StreamRing {
-  static constexpr int stages = Bits == 4 ? 8 : 4;
+  static constexpr int stages = Bits == 4 ? 6 : 3;
   static constexpr int code_bytes = 2 * 32 * Bits * 4;  // 2 fragment blocks × 32 lanes × Bits words
   static constexpr int param_bytes = 2 * stream_rows * 4;
   static constexpr int stage_bytes = code_bytes + param_bytes;
   static constexpr int warp_bytes = stages * stage_bytes;
   static constexpr int block_bytes = stream_warps * warp_bytes;
 };
+
+// Dynamic shared memory of gemm_tc_stream_kernel: the rings, then the warps' sums (reduce_warps).
+template <int Bits, int TokenTiles>
+inline constexpr int stream_shared_bytes = StreamRing<Bits>::block_bytes + stream_warps * 2 * TokenTiles * 32 * 16;
 
 __device__ __forceinline__ std::uint32_t load_word(const void* address) {
   return __ldg(static_cast<const unsigned int*>(address));
@@ -98,170 +109,296 @@ __device__ __forceinline__ void reduce_warps(float4* sums, const float (&acc)[2]
   }
 }
 
+// One K tile of 8-bit codes (the stage's 2 fragment blocks): each code dequantized to w = q·s + z,
+// rounded once to T as the reference loader does, into the mma's A fragments.
+template <class T, int Bits, int TokenTiles>
+__device__ __forceinline__ void accumulate_tile_dequantized(const uint4* stage_codes, const std::uint32_t* stage_params,
+                                                            int lane, const std::uint32_t (&xb)[4][TokenTiles][2],
+                                                            const DequantConstants<T>& constants,
+                                                            float (&acc)[2][TokenTiles][4]) {
+  constexpr int Slices = Bits / 4;
+  const int g = lane >> 2;
+  // (scale, zero) of rows g and g+8 of each fragment block, for the tile's first and second half.
+  pair_of<T> s[2][2][2], z[2][2][2];
+#pragma unroll
+  for (int block = 0; block < 2; ++block)
+#pragma unroll
+    for (int half = 0; half < 2; ++half)
+#pragma unroll
+      for (int part = 0; part < 2; ++part) {
+        const std::uint32_t sz = stage_params[part * stream_rows + 16 * block + 8 * half + g];
+        s[block][half][part] = as_pair<T>(__byte_perm(sz, 0, 0x1010));  // scale in both halves
+        z[block][half][part] = as_pair<T>(__byte_perm(sz, 0, 0x3232));  // zero point in both halves
+      }
+#pragma unroll
+  for (int block = 0; block < 2; ++block) {
+    std::uint32_t words[Bits];
+#pragma unroll
+    for (int slice = 0; slice < Slices; ++slice) {
+      const uint4 v = stage_codes[(block * Slices + slice) * 32 + lane];
+      words[4 * slice] = v.x, words[4 * slice + 1] = v.y, words[4 * slice + 2] = v.z, words[4 * slice + 3] = v.w;
+    }
+#pragma unroll
+    for (int step = 0; step < 4; ++step) {
+      const pair_of<T> step_s[2] = {s[block][0][step / 2], s[block][1][step / 2]};
+      const pair_of<T> step_z[2] = {z[block][0][step / 2], z[block][1][step / 2]};
+      std::uint32_t step_words[Slices];
+#pragma unroll
+      for (int w = 0; w < Slices; ++w) step_words[w] = words[step * Slices + w];
+      std::uint32_t fb[2][2];  // [row half][k half], as B fragments of two n8 tiles
+      dequantize_step<T, Bits>(step_words, step_s, step_z, constants, fb);
+      const std::uint32_t fa[4] = {fb[0][0], fb[1][0], fb[0][1], fb[1][1]};
+#pragma unroll
+      for (int j = 0; j < TokenTiles; ++j) mma_16816<T>(acc[block][j], fa, xb[step][j][0], xb[step][j][1]);
+    }
+  }
+}
+
+// One K tile of 4-bit codes with the group scale factored out of the k sum:
+//   Σ x·(q·s + z) = s·Σ x·(magic + c) + (z − minus·s)·Σ x,   q = c + offset, minus = magic − offset,
+// where magic + c is exact in T with one LOP3 (the code OR-ed into the mantissa of 128 or 1024), so the
+// A fragments cost a shift and a LOP3 a pair instead of five instructions, and the scale is applied
+// once per group and output in fp32. Σ x per token comes from one more mma against a fragment of ones.
+// The weights are not rounded to T on the way (the tiled kernel and the reference round w = q·s + z
+// once): the sum is closer to the exact product, not bit-identical to a dequantize-then-matmul.
+template <class T, int TokenTiles>
+__device__ __forceinline__ void accumulate_tile_factored(const uint4* stage_codes, const std::uint32_t* stage_params,
+                                                         int lane, const std::uint32_t (&xb)[4][TokenTiles][2],
+                                                         bool groups_of_32, float minus,
+                                                         float (&acc)[2][TokenTiles][4]) {
+  constexpr bool is_bf16 = std::is_same_v<T, __nv_bfloat16>;
+  constexpr std::uint32_t magic = is_bf16 ? 0x43004300u : 0x64006400u;  // 128 or 1024 in both halves
+  constexpr std::uint32_t one = is_bf16 ? 0x3F803F80u : 0x3C003C00u;
+  const std::uint32_t ones[4] = {one, one, one, one};
+  const int g = lane >> 2;
+  const uint4 block_codes[2] = {stage_codes[lane], stage_codes[32 + lane]};
+  float group_sum[2][TokenTiles][4], x_sum[TokenTiles][4];
+  // acc += s·group_sum + (z − minus·s)·x_sum with the (scale, zero) of `part` (the tile's first or
+  // second 32 columns; the same group unless groups are 32 wide). C rows: g (c0, c1), g + 8 (c2, c3).
+  auto scale_group = [&](int part) {
+#pragma unroll
+    for (int block = 0; block < 2; ++block)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const float2 sz = pair_to_float2<T>(stage_params[part * stream_rows + 16 * block + 8 * half + g]);
+        const float shift = fmaf(-minus, sz.x, sz.y);
+#pragma unroll
+        for (int j = 0; j < TokenTiles; ++j)
+#pragma unroll
+          for (int e = 2 * half; e < 2 * half + 2; ++e)
+            acc[block][j][e] = fmaf(sz.x, group_sum[block][j][e], fmaf(shift, x_sum[j][e], acc[block][j][e]));
+      }
+  };
+#pragma unroll
+  for (int step = 0; step < 4; ++step) {
+    const bool fresh = step == 0 || (step == 2 && groups_of_32);
+    std::uint32_t fa[2][4];
+#pragma unroll
+    for (int block = 0; block < 2; ++block) {
+      const std::uint32_t word = step == 0 ? block_codes[block].x
+                                 : step == 1 ? block_codes[block].y
+                                 : step == 2 ? block_codes[block].z
+                                             : block_codes[block].w;
+      // A: a0 row g k 2t.., a1 row g+8, a2 row g k 2t+8.., a3 row g+8 (nibble pairs 0, 2, 1, 3).
+      fa[block][0] = (word & 0x000F000Fu) | magic;
+      fa[block][1] = ((word >> 8) & 0x000F000Fu) | magic;
+      fa[block][2] = ((word >> 4) & 0x000F000Fu) | magic;
+      fa[block][3] = ((word >> 12) & 0x000F000Fu) | magic;
+    }
+    if (fresh) {
+#pragma unroll
+      for (int j = 0; j < TokenTiles; ++j) {
+        mma_16816_fresh<T>(x_sum[j], ones, xb[step][j][0], xb[step][j][1]);
+#pragma unroll
+        for (int block = 0; block < 2; ++block)
+          mma_16816_fresh<T>(group_sum[block][j], fa[block], xb[step][j][0], xb[step][j][1]);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < TokenTiles; ++j) {
+        mma_16816<T>(x_sum[j], ones, xb[step][j][0], xb[step][j][1]);
+#pragma unroll
+        for (int block = 0; block < 2; ++block)
+          mma_16816<T>(group_sum[block][j], fa[block], xb[step][j][0], xb[step][j][1]);
+      }
+    }
+    if (step == 1 && groups_of_32) scale_group(0);
+  }
+  scale_group(1);
+}
+
 template <class T, int Bits, int TokenTiles>
 __global__ void __launch_bounds__(stream_warps * 32, 1) gemm_tc_stream_kernel(const GemmTcParams p) {
   using Ring = StreamRing<Bits>;
   constexpr int Slices = Bits / 4;  // 16-byte chunks per lane, fragment block and K tile
   extern __shared__ uint4 shared_words[];
   char* shared = reinterpret_cast<char*>(shared_words);
+  float4* sums = reinterpret_cast<float4*>(shared + Ring::block_bytes);
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2;
-  const int row0 = blockIdx.x * stream_rows;
   const int k_tiles = p.k / 64;
   const int my_tiles = k_tiles > warp ? (k_tiles - warp + stream_warps - 1) / stream_warps : 0;
+  // Row blocks blockIdx.x, blockIdx.x + gridDim.x, ...: the grid is at most one block an SM, and each
+  // warp's ring runs on from one row block into the next, so the DRAM latency is paid once per SM,
+  // not once per row block, and the next row block's codes arrive during this one's reduction.
+  const int row_blocks = p.n / stream_rows;
+  const int my_row_blocks = (row_blocks - static_cast<int>(blockIdx.x) + static_cast<int>(gridDim.x) - 1) /
+                            static_cast<int>(gridDim.x);
+  const int my_items = my_row_blocks * my_tiles;
   const std::size_t blocks_per_k_tile = static_cast<std::size_t>(p.n / 16);
-  const uint4* codes = static_cast<const uint4*>(p.b) + static_cast<std::size_t>(row0 / 16) * 8 * Bits + lane;
-  const std::uint32_t* params = static_cast<const std::uint32_t*>(p.group_params) + row0;
+  const uint4* codes = static_cast<const uint4*>(p.b) + lane;
+  const std::uint32_t* params = static_cast<const std::uint32_t*>(p.group_params);
   const T* x = static_cast<const T*>(p.a);
   const bool groups_of_32 = p.group_size == 32;
   const DequantConstants<T> constants{as_pair<T>(p.minus), p.minus_f};
+  const float minus = pair_to_float2<T>(p.minus).x;
   char* ring = shared + warp * Ring::warp_bytes;
-  // The lane's x rows (tokens past M read row M − 1; their sums are not stored).
-  const T* x_rows[TokenTiles];
-#pragma unroll
-  for (int j = 0; j < TokenTiles; ++j)
-    x_rows[j] = x + static_cast<std::size_t>(min(8 * j + g, p.m - 1)) * p.k + 2 * (lane & 3);
 
-  // The warp's i-th tile into stage i % stages; one commit group per call, empty past the last tile.
-  // Pointers advance by a constant stride per tile (the warp takes every stream_warps-th K tile).
+  // The warp's items (row block r, its tile t) in order, item i into stage i % stages; one commit
+  // group per call, empty past the last item. The warp takes every stream_warps-th K tile.
   const std::size_t code_stride = stream_warps * blocks_per_k_tile * 8 * Bits;  // uint4 per tile
-  const uint4* next_codes = codes + warp * blocks_per_k_tile * 8 * Bits;
-  auto issue = [&](int i) {
-    if (i < my_tiles) {
-      const int tile = warp + i * stream_warps;
-      char* stage = ring + static_cast<unsigned>(i) % Ring::stages * Ring::stage_bytes;
+  int issued = 0, issue_tile = warp, issue_row0 = static_cast<int>(blockIdx.x) * stream_rows;
+  const uint4* next_codes = codes + static_cast<std::size_t>(issue_row0 / 16) * 8 * Bits + warp * blocks_per_k_tile * 8 * Bits;
+  auto issue = [&]() {
+    if (issued < my_items) {
+      char* stage = ring + static_cast<unsigned>(issued) % Ring::stages * Ring::stage_bytes;
 #pragma unroll
       for (int block = 0; block < 2; ++block)
 #pragma unroll
         for (int slice = 0; slice < Slices; ++slice)
           copy_async_16(stage + ((block * Slices + slice) * 32 + lane) * 16,
                         next_codes + block * 8 * Bits + slice * 32);
-      next_codes += code_stride;
       // 8 lanes a half: 32 rows × 4 bytes. tile · 64 / group_size as a multiply and shift (exact for
       // tile < 2^16: gemm_tc_group_magic).
       if (lane < 16) {
         const int half = lane >> 3;
-        const int group = groups_of_32 ? 2 * tile + half
-                                       : static_cast<int>((static_cast<std::uint64_t>(tile) * p.group_magic) >> 32);
+        const int group = groups_of_32 ? 2 * issue_tile + half
+                                       : static_cast<int>((static_cast<std::uint64_t>(issue_tile) * p.group_magic) >> 32);
         copy_async_16(stage + Ring::code_bytes + half * stream_rows * 4 + (lane & 7) * 16,
-                      params + static_cast<std::size_t>(group) * p.n + (lane & 7) * 4);
+                      params + static_cast<std::size_t>(group) * p.n + issue_row0 + (lane & 7) * 4);
+      }
+      ++issued;
+      next_codes += code_stride;
+      issue_tile += stream_warps;
+      if (issue_tile >= k_tiles) {  // on to the next row block
+        issue_tile = warp;
+        issue_row0 += static_cast<int>(gridDim.x) * stream_rows;
+        next_codes = codes + static_cast<std::size_t>(issue_row0 / 16) * 8 * Bits + warp * blocks_per_k_tile * 8 * Bits;
       }
     }
     copy_async_commit();
   };
+#pragma unroll
+  for (int i = 0; i < Ring::stages - 1; ++i) issue();
 
-  // SVD branch: warp w runs the rank's k-step w (rp ≤ 128 gives at most 8 steps); its svd_up A
-  // fragments are loaded now, their latency hidden under the codes.
-  static_assert(gemm_tc_max_rank / 16 <= stream_warps, "one rank k-step a warp");
-  const bool rank_step_mine = warp < p.rank_padded / 16;
-  std::uint32_t up_fragments[2][4] = {};
-  if (rank_step_mine) {
-    const std::size_t eight_rows = static_cast<std::size_t>(8) * p.rank_padded;
+  // x's B fragments are loaded one item ahead: every warp reads its own K tiles of x, so they come from
+  // L2, and loaded just before the math their latency stalled every tile. The lane's x rows: tokens
+  // past M read row M − 1 (their sums are not stored).
+  const T* x_rows[TokenTiles];
 #pragma unroll
-    for (int block = 0; block < 2; ++block) {
-      const T* rows = static_cast<const T*>(p.svd_up) + static_cast<std::size_t>(row0 + 16 * block + g) * p.rank_padded +
-                      16 * warp + 2 * (lane & 3);
-      up_fragments[block][0] = load_word(rows);
-      up_fragments[block][1] = load_word(rows + eight_rows);
-      up_fragments[block][2] = load_word(rows + 8);
-      up_fragments[block][3] = load_word(rows + eight_rows + 8);
-    }
-  }
-
-  float acc[2][TokenTiles][4] = {};
-#pragma unroll
-  for (int i = 0; i < Ring::stages - 1; ++i) issue(i);
-  const T* x_tile[TokenTiles];
-#pragma unroll
-  for (int j = 0; j < TokenTiles; ++j) x_tile[j] = x_rows[j] + warp * 64;
-  for (int i = 0; i < my_tiles; ++i) {
-    // x first: its L1 latency overlaps the wait for the stage.
-    std::uint32_t xb[4][TokenTiles][2];
+  for (int j = 0; j < TokenTiles; ++j)
+    x_rows[j] = x + static_cast<std::size_t>(min(8 * j + g, p.m - 1)) * p.k + 2 * (lane & 3) + warp * 64;
+  int x_tile = 0;  // index of the next x tile among the warp's tiles
+  auto load_x = [&](std::uint32_t (&xb)[4][TokenTiles][2]) {
 #pragma unroll
     for (int step = 0; step < 4; ++step)
 #pragma unroll
       for (int j = 0; j < TokenTiles; ++j) {
-        xb[step][j][0] = load_word(x_tile[j] + 16 * step);
-        xb[step][j][1] = load_word(x_tile[j] + 16 * step + 8);
+        const T* source = x_rows[j] + x_tile * (stream_warps * 64) + 16 * step;
+        xb[step][j][0] = load_word(source);
+        xb[step][j][1] = load_word(source + 8);
       }
-#pragma unroll
-    for (int j = 0; j < TokenTiles; ++j) x_tile[j] += stream_warps * 64;
-    copy_async_wait<Ring::stages - 2>();
-    __syncwarp();  // stage i visible to the warp; every lane is done with the stage refilled next
-    issue(i + Ring::stages - 1);
-    const char* stage = ring + static_cast<unsigned>(i) % Ring::stages * Ring::stage_bytes;
-    // (scale, zero) of rows g and g+8 of each fragment block, for the tile's first and second half.
-    pair_of<T> s[2][2][2], z[2][2][2];
-    const std::uint32_t* stage_params = reinterpret_cast<const std::uint32_t*>(stage + Ring::code_bytes);
-#pragma unroll
-    for (int block = 0; block < 2; ++block)
-#pragma unroll
-      for (int half = 0; half < 2; ++half)
-#pragma unroll
-        for (int part = 0; part < 2; ++part) {
-          const std::uint32_t sz = stage_params[part * stream_rows + 16 * block + 8 * half + g];
-          s[block][half][part] = as_pair<T>(__byte_perm(sz, 0, 0x1010));  // scale in both halves
-          z[block][half][part] = as_pair<T>(__byte_perm(sz, 0, 0x3232));  // zero point in both halves
-        }
-#pragma unroll
-    for (int block = 0; block < 2; ++block) {
-      std::uint32_t words[Bits];
-#pragma unroll
-      for (int slice = 0; slice < Slices; ++slice) {
-        const uint4 v = *reinterpret_cast<const uint4*>(stage + ((block * Slices + slice) * 32 + lane) * 16);
-        words[4 * slice] = v.x, words[4 * slice + 1] = v.y, words[4 * slice + 2] = v.z, words[4 * slice + 3] = v.w;
-      }
-#pragma unroll
-      for (int step = 0; step < 4; ++step) {
-        const pair_of<T> step_s[2] = {s[block][0][step / 2], s[block][1][step / 2]};
-        const pair_of<T> step_z[2] = {z[block][0][step / 2], z[block][1][step / 2]};
-        std::uint32_t step_words[Slices];
-#pragma unroll
-        for (int w = 0; w < Slices; ++w) step_words[w] = words[step * Slices + w];
-        std::uint32_t fb[2][2];  // [row half][k half], as B fragments of two n8 tiles
-        dequantize_step<T, Bits>(step_words, step_s, step_z, constants, fb);
-        const std::uint32_t fa[4] = {fb[0][0], fb[1][0], fb[0][1], fb[1][1]};
-#pragma unroll
-        for (int j = 0; j < TokenTiles; ++j) mma_16816<T>(acc[block][j], fa, xb[step][j][0], xb[step][j][1]);
-      }
-    }
-  }
-  copy_async_wait<0>();
+    x_tile = x_tile + 1 == my_tiles ? 0 : x_tile + 1;
+  };
+  std::uint32_t xb_next[4][TokenTiles][2] = {};
+  if (my_items > 0) load_x(xb_next);
 
-  if (rank_step_mine) {
-    wait_for_prior_grid();
-    // low_rank's B fragments: the down-projection's splits added in order, rounded to T (all loads of
-    // a group of splits in flight at once: this runs after the codes, on the kernel's critical path).
-    const std::size_t split_stride = static_cast<std::size_t>(p.m) * p.rank_padded;
-    std::uint32_t lb[TokenTiles][2];
-#pragma unroll
-    for (int j = 0; j < TokenTiles; ++j) {
-      const float* first = p.partial + static_cast<std::size_t>(min(8 * j + g, p.m - 1)) * p.rank_padded +
-                           16 * warp + 2 * (lane & 3);
-      float2 low = make_float2(0.0f, 0.0f), high = make_float2(0.0f, 0.0f);
-#pragma unroll 4
-      for (int split = 0; split < p.low_rank_splits; ++split) {
-        const float2 a = __ldg(reinterpret_cast<const float2*>(first + split * split_stride));
-        const float2 b = __ldg(reinterpret_cast<const float2*>(first + split * split_stride + 8));
-        low.x += a.x, low.y += a.y, high.x += b.x, high.y += b.y;
-      }
-      lb[j][0] = pack_pair<T>(low.x, low.y);
-      lb[j][1] = pack_pair<T>(high.x, high.y);
-    }
-#pragma unroll
-    for (int block = 0; block < 2; ++block)
-#pragma unroll
-      for (int j = 0; j < TokenTiles; ++j) mma_16816<T>(acc[block][j], up_fragments[block], lb[j][0], lb[j][1]);
-  }
+  // SVD branch: warp w runs the rank's k-step w (rp ≤ 128 gives at most 8 steps) for every row block:
+  // low_rank's B fragments once (after the down-projection's grid), svd_up's A fragments per row block.
+  static_assert(gemm_tc_max_rank / 16 <= stream_warps, "one rank k-step a warp");
+  const bool rank_step_mine = warp < p.rank_padded / 16;
+  std::uint32_t low_rank_fragments[TokenTiles][2] = {};
+  bool have_low_rank = false;
 
-  __syncthreads();  // the rings are reused for the sums
   const T* bias = static_cast<const T*>(p.bias);
   T* y = static_cast<T*>(p.y);
-  reduce_warps<TokenTiles>(reinterpret_cast<float4*>(shared), acc, p.m, stream_rows, [&](int row, int token, float sum) {
-    if (bias != nullptr) sum += to_float(bias[row0 + row]);
-    y[static_cast<std::size_t>(token) * p.n + row0 + row] = from_float<T>(sum);
-  });
+  int consumed = 0;
+  for (int r = 0; r < my_row_blocks; ++r) {
+    const int row0 = (static_cast<int>(blockIdx.x) + r * static_cast<int>(gridDim.x)) * stream_rows;
+    std::uint32_t up_fragments[2][4] = {};
+    if (rank_step_mine) {  // loaded now, their latency hidden under the codes
+      const std::size_t eight_rows = static_cast<std::size_t>(8) * p.rank_padded;
+#pragma unroll
+      for (int block = 0; block < 2; ++block) {
+        const T* rows = static_cast<const T*>(p.svd_up) +
+                        static_cast<std::size_t>(row0 + 16 * block + g) * p.rank_padded + 16 * warp + 2 * (lane & 3);
+        up_fragments[block][0] = load_word(rows);
+        up_fragments[block][1] = load_word(rows + eight_rows);
+        up_fragments[block][2] = load_word(rows + 8);
+        up_fragments[block][3] = load_word(rows + eight_rows + 8);
+      }
+    }
+
+    float acc[2][TokenTiles][4] = {};
+    for (int t = 0; t < my_tiles; ++t, ++consumed) {
+      std::uint32_t xb[4][TokenTiles][2];
+#pragma unroll
+      for (int step = 0; step < 4; ++step)
+#pragma unroll
+        for (int j = 0; j < TokenTiles; ++j)
+          xb[step][j][0] = xb_next[step][j][0], xb[step][j][1] = xb_next[step][j][1];
+      if (consumed + 1 < my_items) load_x(xb_next);
+      copy_async_wait<Ring::stages - 2>();
+      __syncwarp();  // item `consumed` visible to the warp; every lane is done with the stage refilled next
+      issue();
+      const char* stage = ring + static_cast<unsigned>(consumed) % Ring::stages * Ring::stage_bytes;
+      const std::uint32_t* stage_params = reinterpret_cast<const std::uint32_t*>(stage + Ring::code_bytes);
+      if constexpr (Bits == 4) {
+        accumulate_tile_factored<T, TokenTiles>(reinterpret_cast<const uint4*>(stage), stage_params, lane, xb,
+                                                groups_of_32, minus, acc);
+      } else {
+        accumulate_tile_dequantized<T, Bits, TokenTiles>(reinterpret_cast<const uint4*>(stage), stage_params, lane,
+                                                         xb, constants, acc);
+      }
+    }
+
+    if (rank_step_mine) {
+      if (!have_low_rank) {
+        wait_for_prior_grid();
+        // low_rank's B fragments: the down-projection's splits added in order, rounded to T (all loads
+        // of a group of splits in flight at once).
+        const std::size_t split_stride = static_cast<std::size_t>(p.m) * p.rank_padded;
+#pragma unroll
+        for (int j = 0; j < TokenTiles; ++j) {
+          const float* first = p.partial + static_cast<std::size_t>(min(8 * j + g, p.m - 1)) * p.rank_padded +
+                               16 * warp + 2 * (lane & 3);
+          float2 low = make_float2(0.0f, 0.0f), high = make_float2(0.0f, 0.0f);
+#pragma unroll 4
+          for (int split = 0; split < p.low_rank_splits; ++split) {
+            const float2 a = __ldg(reinterpret_cast<const float2*>(first + split * split_stride));
+            const float2 b = __ldg(reinterpret_cast<const float2*>(first + split * split_stride + 8));
+            low.x += a.x, low.y += a.y, high.x += b.x, high.y += b.y;
+          }
+          low_rank_fragments[j][0] = pack_pair<T>(low.x, low.y);
+          low_rank_fragments[j][1] = pack_pair<T>(high.x, high.y);
+        }
+        have_low_rank = true;
+      }
+#pragma unroll
+      for (int block = 0; block < 2; ++block)
+#pragma unroll
+        for (int j = 0; j < TokenTiles; ++j)
+          mma_16816<T>(acc[block][j], up_fragments[block], low_rank_fragments[j][0], low_rank_fragments[j][1]);
+    }
+
+    __syncthreads();  // the previous row block's sums have been read
+    reduce_warps<TokenTiles>(sums, acc, p.m, stream_rows, [&](int row, int token, float sum) {
+      if (bias != nullptr) sum += to_float(bias[row0 + row]);
+      y[static_cast<std::size_t>(token) * p.n + row0 + row] = from_float<T>(sum);
+    });
+  }
+  copy_async_wait<0>();
 }
 
 // Down-projection of the SVD branch for M ≤ 16: partial[split, M, rp] = x · svd_downᵀ over the
