@@ -11,7 +11,7 @@
 using namespace sdnq;
 
 namespace {
-void check_case(const std::filesystem::path& folder) {
+void check_clip_case(const std::filesystem::path& folder) {
   INFO(folder.string());
   const nn::ModelCaseResult result = nn::run_model_case(folder);
   REQUIRE(result.outputs.size() == 3);
@@ -23,8 +23,8 @@ void check_case(const std::filesystem::path& folder) {
 }  // namespace
 
 TEST_CASE("CLIP text models match the project's fixture slice", "[nn][clip]") {
-  check_case(test::data_dir() / "models" / "clip_l-bf16");       // CLIPTextModel, quick_gelu, no key prefix
-  check_case(test::data_dir() / "models" / "clip_g-uint4-svd");  // WithProjection, gelu, uint4 + SVD
+  check_clip_case(test::data_dir() / "models" / "clip_l-bf16");       // CLIPTextModel, quick_gelu, no key prefix
+  check_clip_case(test::data_dir() / "models" / "clip_g-uint4-svd");  // WithProjection, gelu, uint4 + SVD
 }
 
 TEST_CASE("CLIP text models match every clip_l / clip_g reference case", "[nn][clip]") {
@@ -35,7 +35,7 @@ TEST_CASE("CLIP text models match every clip_l / clip_g reference case", "[nn][c
   }
   for (const char* kind : {"clip_l", "clip_g"})
     for (const char* quant : {"bf16", "int8", "uint4-svd", "fp8", "int8-qmm"})
-      check_case(*fixtures / "models" / (std::string(kind) + "-" + quant));
+      check_clip_case(*fixtures / "models" / (std::string(kind) + "-" + quant));
 }
 
 TEST_CASE("CLIP rejects malformed input_ids with clear errors", "[nn][clip]") {

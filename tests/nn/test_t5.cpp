@@ -10,7 +10,7 @@
 using namespace sdnq;
 
 namespace {
-void check_case(const std::filesystem::path& folder) {
+void check_t5_case(const std::filesystem::path& folder) {
   INFO(folder.string());
   const nn::ModelCaseResult result = nn::run_model_case(folder);
   REQUIRE(result.outputs.size() == 1);
@@ -21,8 +21,8 @@ void check_case(const std::filesystem::path& folder) {
 }  // namespace
 
 TEST_CASE("T5 encoder matches the project's fixture slice", "[nn][t5]") {
-  check_case(test::data_dir() / "models" / "t5-bf16");
-  check_case(test::data_dir() / "models" / "t5-uint4-svd");
+  check_t5_case(test::data_dir() / "models" / "t5-bf16");
+  check_t5_case(test::data_dir() / "models" / "t5-uint4-svd");
 }
 
 TEST_CASE("T5 encoder matches every t5 reference case", "[nn][t5]") {
@@ -32,7 +32,7 @@ TEST_CASE("T5 encoder matches every t5 reference case", "[nn][t5]") {
     return;
   }
   for (const char* quant : {"bf16", "int8", "uint4-svd", "fp8", "int8-qmm"})
-    check_case(*fixtures / "models" / (std::string("t5-") + quant));
+    check_t5_case(*fixtures / "models" / (std::string("t5-") + quant));
 }
 
 TEST_CASE("T5 relative position buckets follow the bidirectional log rule", "[nn][t5]") {

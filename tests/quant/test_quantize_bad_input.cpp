@@ -13,7 +13,7 @@ namespace {
 
 using namespace sdnq;
 
-quant::LayerOptions options_for(std::string_view type) {
+quant::LayerOptions options_for_type(std::string_view type) {
   quant::LayerOptions options;
   options.weights_type = &format::storage_type(type);
   return options;
@@ -35,7 +35,7 @@ TEST_CASE("quantize_weight refuses non-finite weights, naming the layer and the 
     quant::QuantizeControls controls;
     controls.layer_name = "blocks.3.ff.net.0.proj";
     try {
-      quant::quantize_weight(weight.view(), quant::LayerKind::linear, options_for("uint4"), DType::bf16, controls);
+      quant::quantize_weight(weight.view(), quant::LayerKind::linear, options_for_type("uint4"), DType::bf16, controls);
       FAIL("no error for a non-finite weight");
     } catch (const FormatError& error) {
       const std::string message = error.what();
@@ -50,7 +50,7 @@ TEST_CASE("all-zero groups quantize to exact zeros", "[quant][quantize][bad]") {
     INFO(type);
     Tensor weight = ramp(64, 128);
     for (std::int64_t c = 0; c < 128; ++c) weight.data_as<float>()[5 * 128 + c] = 0.0f;  // row 5: all zero
-    auto options = options_for(type);
+    auto options = options_for_type(type);
     options.group_size = -1;
     const auto quantized = quant::quantize_weight(weight.view(), quant::LayerKind::linear, options, DType::f32);
     const Tensor dense = quant::dequantize(quantized.view(), DType::f32, quant::ScalePrecision::as_stored);
@@ -67,16 +67,16 @@ TEST_CASE("quantize_weight refuses layouts the reference cannot store, naming th
   controls.layer_name = "odd.layer";
   const Tensor odd = ramp(3, 35);  // 105 codes: no multiple of the 8-code int3 block
   try {
-    quant::quantize_weight(odd.view(), quant::LayerKind::linear, options_for("int3"), DType::bf16, controls);
+    quant::quantize_weight(odd.view(), quant::LayerKind::linear, options_for_type("int3"), DType::bf16, controls);
     FAIL("no error for a code count the packer cannot take");
   } catch (const UnsupportedError& error) {
     CHECK(std::string(error.what()).find("odd.layer") != std::string::npos);
   }
-  auto grouped = options_for("int8");
+  auto grouped = options_for_type("int8");
   grouped.group_size = -3;
   CHECK_THROWS_AS(quant::quantize_weight(weight.view(), quant::LayerKind::linear, grouped, DType::bf16, controls),
                   ConfigError);
   CHECK_THROWS_AS(
-      quant::quantize_weight(weight.view(), quant::LayerKind::conv2d, options_for("int8"), DType::bf16, controls),
+      quant::quantize_weight(weight.view(), quant::LayerKind::conv2d, options_for_type("int8"), DType::bf16, controls),
       ShapeError);
 }

@@ -19,7 +19,7 @@ std::vector<float> uniform_weight(int count) {
   return values;
 }
 
-sdnq::quant::LayerOptions options_for(const char* dtype) {
+sdnq::quant::LayerOptions resolved_options_for(const char* dtype) {
   sdnq::quant::SdnqConfig config;
   config.weights_dtype = dtype;
   return sdnq::quant::resolve_layer_options(config, "blocks.0.linear.weight", sdnq::quant::LayerKind::linear);
@@ -47,15 +47,15 @@ TEST_CASE("choose_dynamic_dtype keeps int8 for a smooth weight and climbs from i
   controls.layer_name = "blocks.0.linear";
 
   // int8 row-wise on uniform [-1, 1]: loss ≈ (amax/127)²/12 / (1/3) ≈ 1.6e-5 <= 1e-4, computed independently
-  const auto int8 = sdnq::quant::choose_dynamic_dtype(weight, sdnq::quant::LayerKind::linear, options_for("int8"),
-                                                      sdnq::DType::f32, std::nullopt, controls);
+  const auto int8 = sdnq::quant::choose_dynamic_dtype(
+      weight, sdnq::quant::LayerKind::linear, resolved_options_for("int8"), sdnq::DType::f32, std::nullopt, controls);
   REQUIRE(int8.weights_dtype.has_value());
   CHECK(*int8.weights_dtype == "int8");
   CHECK(int8.loss == Approx(1.0 / (127.0 * 127.0) / 12.0 * 3.0).epsilon(0.15));
 
   // int2 cannot reach 1e-3 (its loss is ~0.1); the accepted candidate comes later on the ladder
-  const auto climbed = sdnq::quant::choose_dynamic_dtype(weight, sdnq::quant::LayerKind::linear, options_for("int2"),
-                                                         sdnq::DType::f32, 1e-3, controls);
+  const auto climbed = sdnq::quant::choose_dynamic_dtype(
+      weight, sdnq::quant::LayerKind::linear, resolved_options_for("int2"), sdnq::DType::f32, 1e-3, controls);
   REQUIRE(climbed.weights_dtype.has_value());
   CHECK(ladder_position(*climbed.weights_dtype) > ladder_position("int2"));
   CHECK(climbed.loss <= 1e-3);
@@ -74,8 +74,8 @@ TEST_CASE("choose_dynamic_dtype leaves a layer unquantized when nothing passes",
   auto values = uniform_weight(32 * 64);
   const sdnq::TensorView weight(values.data(), sdnq::DType::f32, {32, 64});
   sdnq::quant::QuantizeControls controls;
-  const auto none = sdnq::quant::choose_dynamic_dtype(weight, sdnq::quant::LayerKind::linear, options_for("float16"),
-                                                      sdnq::DType::f32, 1e-300, controls);
+  const auto none = sdnq::quant::choose_dynamic_dtype(
+      weight, sdnq::quant::LayerKind::linear, resolved_options_for("float16"), sdnq::DType::f32, 1e-300, controls);
   CHECK_FALSE(none.weights_dtype.has_value());
   sdnq::quant::SdnqConfig config;
   sdnq::quant::record_dynamic_choice(config, "proj.weight", none);

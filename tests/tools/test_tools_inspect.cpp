@@ -18,21 +18,21 @@ namespace {
 namespace fs = std::filesystem;
 using namespace sdnq;
 
-struct TempFolder {
+struct ScratchDir {
   fs::path path;
-  TempFolder() {
+  ScratchDir() {
     static int counter = 0;
     path = fs::temp_directory_path() / fmt::format("sdnq-inspect-test-{}-{}", ::getpid(), counter++);
     fs::remove_all(path);
     fs::create_directories(path);
   }
-  ~TempFolder() {
+  ~ScratchDir() {
     std::error_code ignored;
     fs::remove_all(path, ignored);
   }
 };
 
-void write_text(const fs::path& path, const std::string& text) {
+void write_file(const fs::path& path, const std::string& text) {
   fs::create_directories(path.parent_path());
   std::ofstream(path) << text;
 }
@@ -102,24 +102,24 @@ TEST_CASE("sdnq-inspect counts the storage types, SVD ranks and skipped modules 
 }
 
 TEST_CASE("sdnq-inspect reports other quantization methods as not SDNQ", "[tools][inspect]") {
-  TempFolder temp;
+  ScratchDir temp;
   const fs::path pipeline = temp.path / "pipeline";
-  write_text(pipeline / "model_index.json",
+  write_file(pipeline / "model_index.json",
              R"({"_class_name": "FluxPipeline", "transformer": ["diffusers", "FluxTransformer2DModel"],)"
              R"( "text_encoder_2": ["transformers", "T5EncoderModel"], "vae": ["diffusers", "AutoencoderKL"],)"
              R"( "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"]})");
   fs::create_directories(pipeline / "transformer");
   fs::copy(test::data_dir() / "models/flux-uint4-svd/diffusion_pytorch_model.safetensors", pipeline / "transformer");
-  write_text(pipeline / "transformer/config.json", R"({"_class_name": "FluxTransformer2DModel"})");
-  write_text(pipeline / "transformer/quantization_map.json", R"({"x_embedder": {"weights": "qint8"}})");
+  write_file(pipeline / "transformer/config.json", R"({"_class_name": "FluxTransformer2DModel"})");
+  write_file(pipeline / "transformer/quantization_map.json", R"({"x_embedder": {"weights": "qint8"}})");
   fs::create_directories(pipeline / "text_encoder_2");
   fs::copy(test::data_dir() / "models/t5-bf16/model.safetensors", pipeline / "text_encoder_2");
-  write_text(pipeline / "text_encoder_2/config.json",
+  write_file(pipeline / "text_encoder_2/config.json",
              R"({"architectures": ["T5EncoderModel"], "quantization_config": {"quant_method": "bitsandbytes"}})");
   fs::create_directories(pipeline / "vae");
   fs::copy(test::data_dir() / "models/flux-bf16/diffusion_pytorch_model.safetensors", pipeline / "vae");
-  write_text(pipeline / "vae/config.json", R"({"_class_name": "AutoencoderKL"})");
-  write_text(pipeline / "scheduler/scheduler_config.json", R"({"_class_name": "FlowMatchEulerDiscreteScheduler"})");
+  write_file(pipeline / "vae/config.json", R"({"_class_name": "AutoencoderKL"})");
+  write_file(pipeline / "scheduler/scheduler_config.json", R"({"_class_name": "FlowMatchEulerDiscreteScheduler"})");
 
   const tools::ModelReport report = tools::inspect_model(pipeline.string());
   REQUIRE(report.components.size() == 4);
@@ -133,15 +133,15 @@ TEST_CASE("sdnq-inspect reports other quantization methods as not SDNQ", "[tools
 }
 
 TEST_CASE("sdnq-inspect resolves a repo id from the Hugging Face cache without the network", "[tools][inspect]") {
-  TempFolder temp;
+  ScratchDir temp;
   const std::string commit = "0123456789abcdef0123456789abcdef01234567";
   const fs::path repo = temp.path / "hub/models--Disty0--Toy-SDNQ-uint4";
-  write_text(repo / "refs/main", commit);
+  write_file(repo / "refs/main", commit);
   const fs::path snapshot = repo / "snapshots" / commit / "transformer";
   fs::create_directories(snapshot);
   for (const char* file : {"config.json", "quantization_config.json", "diffusion_pytorch_model.safetensors"})
     fs::copy(test::data_dir() / "models/flux-uint4-svd" / file, snapshot / file);
-  write_text(repo / "snapshots" / commit / "model_index.json",
+  write_file(repo / "snapshots" / commit / "model_index.json",
              R"({"transformer": ["diffusers", "FluxTransformer2DModel"]})");
 
   ::setenv("HF_HUB_CACHE", (temp.path / "hub").c_str(), 1);
@@ -159,7 +159,7 @@ TEST_CASE("sdnq-inspect resolves a repo id from the Hugging Face cache without t
 }
 
 TEST_CASE("sdnq-quantize and sdnq-inspect run as programs with their exit codes", "[tools][smoke]") {
-  TempFolder temp;
+  ScratchDir temp;
   const fs::path source = test::data_dir() / "models/flux-bf16";
   const std::string out = (temp.path / "out").string();
   const ProgramRun quantize = run_tool("sdnq-quantize", source.string() + " --type uint4 --svd-rank 8 -o " + out);
