@@ -278,23 +278,27 @@ void launch_svd_down(const void* x, const void* svd_down, void* low_rank, float*
 
 // `behind_down`: launched right after the down-projection with programmatic stream serialization
 // (sm_90), so it streams its codes while that finishes and waits for it before reading low_rank.
-// `blocks`: at most one an SM (each runs several row blocks of 32 outputs in turn).
-template <class T, int Bits, int TokenTiles>
-void launch_gemm_tc_stream(const GemmTcParams& params, int blocks, bool behind_down, cudaStream_t stream) {
-  constexpr int shared_bytes = stream_shared_bytes<Bits, TokenTiles>;
-  static std::atomic<std::uint64_t> opted_in{0};  // devices 0..63 opted in to > 48 KB
-  int device = 0;
-  SDNQ_CUDA_CHECK(cudaGetDevice(&device));
-  const std::uint64_t bit = std::uint64_t{1} << (device & 63);
+// At most one block an SM (each runs several row blocks of 32 outputs in turn). XShared: x staged in
+// shared memory beside the rings.
+template <class T, int Bits, int TokenTiles, bool XShared>
+void launch_gemm_tc_stream(const GemmTcParams& params, const GemmTcDevice& device, bool behind_down,
+                           cudaStream_t stream) {
+  static std::atomic<std::uint64_t> opted_in{0};  // devices 0..63 opted in to all their shared memory
+  int index = 0;
+  SDNQ_CUDA_CHECK(cudaGetDevice(&index));
+  const std::uint64_t bit = std::uint64_t{1} << (index & 63);
   if ((opted_in.load(std::memory_order_relaxed) & bit) == 0) {
-    SDNQ_CUDA_CHECK(cudaFuncSetAttribute(gemm_tc_stream_kernel<T, Bits, TokenTiles>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes));
+    SDNQ_CUDA_CHECK(cudaFuncSetAttribute(gemm_tc_stream_kernel<T, Bits, TokenTiles, XShared>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, device.shared_optin));
     opted_in.fetch_or(bit, std::memory_order_relaxed);
   }
+  const std::int64_t shared_bytes =
+      stream_shared_bytes<Bits, TokenTiles> + (XShared ? stream_x_bytes(params.m, params.k) : 0);
+  const int row_blocks = params.n / stream_rows;
   cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>(blocks));
+  config.gridDim = dim3(static_cast<unsigned>(row_blocks < device.multiprocessors ? row_blocks : device.multiprocessors));
   config.blockDim = dim3(stream_warps * 32);
-  config.dynamicSmemBytes = shared_bytes;
+  config.dynamicSmemBytes = static_cast<std::size_t>(shared_bytes);
   config.stream = stream;
   cudaLaunchAttribute overlap{};
   overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -303,17 +307,17 @@ void launch_gemm_tc_stream(const GemmTcParams& params, int blocks, bool behind_d
     config.attrs = &overlap;
     config.numAttrs = 1;
   }
-  SDNQ_CUDA_CHECK(cudaLaunchKernelEx(&config, gemm_tc_stream_kernel<T, Bits, TokenTiles>, params));
+  SDNQ_CUDA_CHECK(cudaLaunchKernelEx(&config, gemm_tc_stream_kernel<T, Bits, TokenTiles, XShared>, params));
 }
 
+// x is staged in shared memory for M ≤ 8 when it fits beside the rings (M = 1: K up to ~46000 on an H100).
 template <class T, int Bits>
-void dispatch_gemm_tc_stream(const GemmTcParams& params, int multiprocessors, bool behind_down, cudaStream_t stream) {
-  const int row_blocks = params.n / stream_rows;
-  const int blocks = row_blocks < multiprocessors ? row_blocks : multiprocessors;
-  if (params.m <= 8)
-    launch_gemm_tc_stream<T, Bits, 1>(params, blocks, behind_down, stream);
-  else
-    launch_gemm_tc_stream<T, Bits, 2>(params, blocks, behind_down, stream);
+void dispatch_gemm_tc_stream(const GemmTcParams& params, const GemmTcDevice& device, bool behind_down,
+                             cudaStream_t stream) {
+  if (params.m > 8) return launch_gemm_tc_stream<T, Bits, 2, false>(params, device, behind_down, stream);
+  if (stream_shared_bytes<Bits, 1> + stream_x_bytes(params.m, params.k) <= device.shared_optin)
+    return launch_gemm_tc_stream<T, Bits, 1, true>(params, device, behind_down, stream);
+  launch_gemm_tc_stream<T, Bits, 1, false>(params, device, behind_down, stream);
 }
 
 // partial [splits, M, rp] fp32 = x · svd_downᵀ per K split, for the weight-streaming kernel.
@@ -347,9 +351,9 @@ void run_gemm_tc(const GemmTcWeights& w, const GemmTcParams& main, const GemmTcP
     }
     const bool behind_down = w.svd_rank_padded > 0 && device.major >= 9;
     if (w.bits == 4)
-      dispatch_gemm_tc_stream<T, 4>(p, device.multiprocessors, behind_down, stream);
+      dispatch_gemm_tc_stream<T, 4>(p, device, behind_down, stream);
     else
-      dispatch_gemm_tc_stream<T, 8>(p, device.multiprocessors, behind_down, stream);
+      dispatch_gemm_tc_stream<T, 8>(p, device, behind_down, stream);
     return;
   }
   if (w.svd_rank_padded > 0)  // low_rank = x · svd_downᵀ, a dense [M, rp] GEMM on the same tensor cores

@@ -92,6 +92,13 @@ __device__ __forceinline__ void mma_16816_fresh(float (&d)[4], const std::uint32
   }
 }
 
+// (a & b) | c in one LOP3 (ptxas emits an AND and an OR for the plain expression).
+__device__ __forceinline__ std::uint32_t and_or(std::uint32_t a, std::uint32_t b, std::uint32_t c) {
+  std::uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
+
 template <class T>
 using pair_of = std::conditional_t<std::is_same_v<T, __nv_bfloat16>, __nv_bfloat162, __half2>;
 

@@ -60,12 +60,21 @@ struct StreamRing {
   static constexpr int block_bytes = stream_warps * warp_bytes;
 };
 
-// Dynamic shared memory of gemm_tc_stream_kernel: the rings, then the warps' sums (reduce_warps).
+// Dynamic shared memory of gemm_tc_stream_kernel: the rings, then the warps' sums (reduce_warps), then
+// x when it is staged (stream_x_bytes more).
 template <int Bits, int TokenTiles>
 inline constexpr int stream_shared_bytes = StreamRing<Bits>::block_bytes + stream_warps * 2 * TokenTiles * 32 * 16;
+inline std::int64_t stream_x_bytes(std::int64_t tokens, std::int64_t in_features) {
+  return tokens * (2 * in_features + 16);
+}
 
 __device__ __forceinline__ std::uint32_t load_word(const void* address) {
   return __ldg(static_cast<const unsigned int*>(address));
+}
+__device__ __forceinline__ std::uint32_t load_shared_word(const void* address) {
+  std::uint32_t word;
+  asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(word) : "r"(shared_address(address)));
+  return word;
 }
 
 // The lanes' B fragments of x (or low_rank) for one k-step: rows clamped to M − 1 (their sums are not
@@ -200,10 +209,10 @@ __device__ __forceinline__ void accumulate_tile_factored(const uint4* stage_code
                                  : step == 2 ? block_codes[block].z
                                              : block_codes[block].w;
       // A: a0 row g k 2t.., a1 row g+8, a2 row g k 2t+8.., a3 row g+8 (nibble pairs 0, 2, 1, 3).
-      fa[block][0] = (word & 0x000F000Fu) | magic;
-      fa[block][1] = ((word >> 8) & 0x000F000Fu) | magic;
-      fa[block][2] = ((word >> 4) & 0x000F000Fu) | magic;
-      fa[block][3] = ((word >> 12) & 0x000F000Fu) | magic;
+      fa[block][0] = and_or(word, 0x000F000Fu, magic);
+      fa[block][1] = and_or(word >> 8, 0x000F000Fu, magic);
+      fa[block][2] = and_or(word >> 4, 0x000F000Fu, magic);
+      fa[block][3] = and_or(word >> 12, 0x000F000Fu, magic);
     }
     if (fresh) {
 #pragma unroll
@@ -227,7 +236,8 @@ __device__ __forceinline__ void accumulate_tile_factored(const uint4* stage_code
   scale_group(1);
 }
 
-template <class T, int Bits, int TokenTiles>
+// XShared: x staged in shared memory (M ≤ 8 only; see below).
+template <class T, int Bits, int TokenTiles, bool XShared>
 __global__ void __launch_bounds__(stream_warps * 32, 1) gemm_tc_stream_kernel(const GemmTcParams p) {
   using Ring = StreamRing<Bits>;
   constexpr int Slices = Bits / 4;  // 16-byte chunks per lane, fragment block and K tile
@@ -289,16 +299,38 @@ __global__ void __launch_bounds__(stream_warps * 32, 1) gemm_tc_stream_kernel(co
     }
     copy_async_commit();
   };
+
+  // With XShared, x (M rows of K + 8 elements after the sums) is copied once per SM by one cp.async burst
+  // ahead of the ring's first stages. Read from L2, the fragments queued behind the codes' stream (ncu: a
+  // third of the loop's stalls at M = 1). The rows' 16 bytes of padding put the 8 rows of a B fragment in
+  // different banks. A template parameter, not a runtime flag: a branch in the fragment loads cost M = 16
+  // (where x does not fit) 10-15 %.
+  constexpr bool x_shared = XShared;
+  const int x_stride = x_shared ? p.k + 8 : p.k;
+  T* x_staged = reinterpret_cast<T*>(shared + Ring::block_bytes + stream_warps * 2 * TokenTiles * 32 * 16);
+  if constexpr (x_shared) {
+    const int chunks = p.k / 8;  // 16 bytes each
+    for (int c = threadIdx.x; c < p.m * chunks; c += stream_warps * 32) {
+      const int row = c / chunks, column = c - row * chunks;
+      copy_async_16(x_staged + static_cast<std::size_t>(row) * x_stride + column * 8,
+                    x + static_cast<std::size_t>(row) * p.k + column * 8);
+    }
+    copy_async_commit();
+  }
 #pragma unroll
   for (int i = 0; i < Ring::stages - 1; ++i) issue();
+  if constexpr (x_shared) {
+    copy_async_wait<Ring::stages - 1>();  // the x group, older than the ring's
+    __syncthreads();
+  }
 
-  // x's B fragments are loaded one item ahead: every warp reads its own K tiles of x, so they come from
-  // L2, and loaded just before the math their latency stalled every tile. The lane's x rows: tokens
-  // past M read row M − 1 (their sums are not stored).
+  // x's B fragments are loaded one item ahead. The lane's x rows: tokens past M read row M − 1 (their
+  // sums are not stored).
   const T* x_rows[TokenTiles];
 #pragma unroll
   for (int j = 0; j < TokenTiles; ++j)
-    x_rows[j] = x + static_cast<std::size_t>(min(8 * j + g, p.m - 1)) * p.k + 2 * (lane & 3) + warp * 64;
+    x_rows[j] = (x_shared ? x_staged : x) + static_cast<std::size_t>(min(8 * j + g, p.m - 1)) * x_stride +
+                2 * (lane & 3) + warp * 64;
   int x_tile = 0;  // index of the next x tile among the warp's tiles
   auto load_x = [&](std::uint32_t (&xb)[4][TokenTiles][2]) {
 #pragma unroll
@@ -306,8 +338,13 @@ __global__ void __launch_bounds__(stream_warps * 32, 1) gemm_tc_stream_kernel(co
 #pragma unroll
       for (int j = 0; j < TokenTiles; ++j) {
         const T* source = x_rows[j] + x_tile * (stream_warps * 64) + 16 * step;
-        xb[step][j][0] = load_word(source);
-        xb[step][j][1] = load_word(source + 8);
+        if constexpr (x_shared) {
+          xb[step][j][0] = load_shared_word(source);
+          xb[step][j][1] = load_shared_word(source + 8);
+        } else {
+          xb[step][j][0] = load_word(source);
+          xb[step][j][1] = load_word(source + 8);
+        }
       }
     x_tile = x_tile + 1 == my_tiles ? 0 : x_tile + 1;
   };
