@@ -19,7 +19,6 @@
 // Requirements (checked before launch): N % 64 == 0, K % 64 == 0, group size 32 or a multiple of 64.
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
 #include <optional>
 
@@ -31,6 +30,7 @@
 #include "sdnq/cuda/detail/gemm_tc_kernel.cuh"
 #include "sdnq/cuda/detail/gemm_tc_stream_kernel.cuh"
 #include "sdnq/cuda/detail/gemm_tc_repack.hpp"
+#include "sdnq/cuda/detail/shared_memory_opt_in.cuh"
 #include "sdnq/cuda/device_memory.hpp"
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
@@ -217,18 +217,7 @@ namespace kernel_detail {
 template <class T, int Bits, class Tile>
 void launch_gemm_tc(const GemmTcParams& params, const KSplit& split, cudaStream_t stream) {
   constexpr int shared_bytes = Tile::template shared_bytes<Bits>();
-  if constexpr (shared_bytes > 48 * 1024) {
-    // Opt in to more than 48 KB of dynamic shared memory, once per device (devices 0..63).
-    static std::atomic<std::uint64_t> opted_in{0};
-    int device = 0;
-    SDNQ_CUDA_CHECK(cudaGetDevice(&device));
-    const std::uint64_t bit = std::uint64_t{1} << (device & 63);
-    if ((opted_in.load(std::memory_order_relaxed) & bit) == 0) {
-      SDNQ_CUDA_CHECK(cudaFuncSetAttribute(gemm_tc_kernel<T, Bits, Tile>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           shared_bytes));
-      opted_in.fetch_or(bit, std::memory_order_relaxed);
-    }
-  }
+  if constexpr (shared_bytes > 48 * 1024) opt_in_shared_memory<gemm_tc_kernel<T, Bits, Tile>>(shared_bytes);
   GemmTcParams p = params;
   p.tiles_per_split = split.tiles_per_split;
   // N / BN for the weight GEMM (N a multiple of the tile); the dense launch's N = rp may end mid-tile.
@@ -283,15 +272,7 @@ void launch_svd_down(const void* x, const void* svd_down, void* low_rank, float*
 template <class T, int Bits, int TokenTiles, bool XShared>
 void launch_gemm_tc_stream(const GemmTcParams& params, const GemmTcDevice& device, bool behind_down,
                            cudaStream_t stream) {
-  static std::atomic<std::uint64_t> opted_in{0};  // devices 0..63 opted in to all their shared memory
-  int index = 0;
-  SDNQ_CUDA_CHECK(cudaGetDevice(&index));
-  const std::uint64_t bit = std::uint64_t{1} << (index & 63);
-  if ((opted_in.load(std::memory_order_relaxed) & bit) == 0) {
-    SDNQ_CUDA_CHECK(cudaFuncSetAttribute(gemm_tc_stream_kernel<T, Bits, TokenTiles, XShared>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, device.shared_optin));
-    opted_in.fetch_or(bit, std::memory_order_relaxed);
-  }
+  opt_in_shared_memory<gemm_tc_stream_kernel<T, Bits, TokenTiles, XShared>>(device.shared_optin);
   const std::int64_t shared_bytes =
       stream_shared_bytes<Bits, TokenTiles> + (XShared ? stream_x_bytes(params.m, params.k) : 0);
   const int row_blocks = params.n / stream_rows;

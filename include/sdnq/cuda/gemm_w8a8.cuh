@@ -51,6 +51,7 @@
 #include "sdnq/cuda/config.cuh"
 #include "sdnq/cuda/detail/w8a8_kernel.cuh"
 #include "sdnq/cuda/gemm_tc.cuh"
+#include "sdnq/cuda/detail/shared_memory_opt_in.cuh"
 #include "sdnq/cuda/detail/w8a8_repack.hpp"
 #include "sdnq/cuda/detail/w8a8_tma.cuh"
 #include "sdnq/cuda/detail/w8a8_wgmma.cuh"
@@ -181,22 +182,13 @@ inline W8A8TileChoice choose_w8a8_tile(W8A8Kind kind, std::int64_t tokens, std::
 // raising the dynamic shared-memory limit once per device (0..63) and instantiation.
 template <class T, W8A8Operand Operand, class Tile, bool Wgmma = false>
 void launch_gemm_w8a8(const W8A8Params& p, cudaStream_t stream) {
-  auto* kernel = [] {
+  constexpr auto* kernel = [] {
     if constexpr (Wgmma)
       return gemm_w8a8_wgmma_kernel<T, Operand, Tile>;
     else
       return gemm_w8a8_kernel<T, Operand, Tile>;
   }();
-  if constexpr (Tile::shared_bytes > 48 * 1024) {
-    static std::atomic<std::uint64_t> opted_in{0};  // a static per template instantiation
-    int device = 0;
-    SDNQ_CUDA_CHECK(cudaGetDevice(&device));
-    const std::uint64_t bit = std::uint64_t{1} << (device & 63);
-    if ((opted_in.load(std::memory_order_relaxed) & bit) == 0) {
-      SDNQ_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::shared_bytes));
-      opted_in.fetch_or(bit, std::memory_order_relaxed);
-    }
-  }
+  if constexpr (Tile::shared_bytes > 48 * 1024) opt_in_shared_memory<kernel>(Tile::shared_bytes);
   const auto blocks = static_cast<unsigned>(ceil_div(p.n, Tile::BN) * ceil_div(p.m, Tile::BM));
   kernel<<<blocks, Tile::threads, Tile::shared_bytes, stream>>>(p);
   SDNQ_CUDA_CHECK(cudaGetLastError());
@@ -216,15 +208,8 @@ struct W8A8SvdLaunch {
 template <class T, W8A8Operand Operand, class Tile>
 void launch_gemm_w8a8_tma(const W8A8Params& p, int blocks_at_most, cudaStream_t stream,
                           const W8A8SvdLaunch& svd = {}) {
-  auto* kernel = gemm_w8a8_tma_kernel<T, Operand, Tile>;
-  static std::atomic<std::uint64_t> opted_in{0};  // a static per template instantiation
-  int device = 0;
-  SDNQ_CUDA_CHECK(cudaGetDevice(&device));
-  const std::uint64_t bit = std::uint64_t{1} << (device & 63);
-  if ((opted_in.load(std::memory_order_relaxed) & bit) == 0) {
-    SDNQ_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::shared_bytes));
-    opted_in.fetch_or(bit, std::memory_order_relaxed);
-  }
+  constexpr auto* kernel = gemm_w8a8_tma_kernel<T, Operand, Tile>;
+  opt_in_shared_memory<kernel>(Tile::shared_bytes);
   const CUtensorMap a_map = byte_matrix_tensor_map(p.x_codes, p.m, p.k, Tile::BM, "the quantized activations");
   const CUtensorMap b_map = byte_matrix_tensor_map(p.w, p.n, p.k, Tile::BN, "the weight codes");
   // The output leaves through TMA stores when its rows are 16-byte multiples on a 16-byte aligned base

@@ -13,7 +13,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <type_traits>
@@ -23,6 +22,7 @@
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/cuda/check.hpp"
 #include "sdnq/cuda/config.cuh"
+#include "sdnq/cuda/detail/shared_memory_opt_in.cuh"
 #include "sdnq/cuda/detail/weight_only_sm90_kernel.cuh"
 #include "sdnq/cuda/detail/wgmma.cuh"
 #include "sdnq/cuda/device_memory.hpp"
@@ -123,16 +123,7 @@ template <class T, int Bits, class Tile>
 void launch_weight_only_sm90(const GemmTcParams& p, const CUtensorMap& x_map, const CUtensorMap& low_rank_map,
                              const CUtensorMap& y_map, const WeightOnlySm90Split& split, std::int64_t blocks,
                              cudaStream_t stream) {
-  static std::atomic<std::uint64_t> opted_in{0};  // > 48 KB of dynamic shared memory, once per device
-  int device = 0;
-  SDNQ_CUDA_CHECK(cudaGetDevice(&device));
-  const std::uint64_t bit = std::uint64_t{1} << (device & 63);
-  if ((opted_in.load(std::memory_order_relaxed) & bit) == 0) {
-    SDNQ_CUDA_CHECK(cudaFuncSetAttribute(gemm_weight_only_sm90_kernel<T, Bits, Tile>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         Tile::template shared_bytes<Bits>()));
-    opted_in.fetch_or(bit, std::memory_order_relaxed);
-  }
+  opt_in_shared_memory<gemm_weight_only_sm90_kernel<T, Bits, Tile>>(Tile::template shared_bytes<Bits>());
   gemm_weight_only_sm90_kernel<T, Bits, Tile>
       <<<static_cast<unsigned>(blocks), Tile::threads, Tile::template shared_bytes<Bits>(), stream>>>(
           p, x_map, low_rank_map, y_map, split);
