@@ -27,8 +27,9 @@
 // codes, N and K multiples of 64), else the GEMV layout (integer codes, K and group multiples of 32),
 // else the checkpoint layout (float codes, odd shapes). Every route reads the kept layout: the dense
 // route dequantizes each chunk from it, and without a GEMV layout M = 1 runs the tensor-core kernel,
-// whose weight-streaming variant for M ≤ 16 (session 9) measured 8.5 µs on int8 3072² and 20.4 µs on
-// uint4+SVD 12288×3072, against 10.8 and 24.2 µs for the GEMV in an earlier run. The tensor-core layout keeps SVD factors at the rank rounded up to a multiple of 16 only
+// whose weight-streaming variant for M ≤ 16 (session 10) measured 7.3 µs on int8 3072² and 18.7 µs on
+// uint4+SVD 12288×3072, against 10.8 and 24.2 µs for the GEMV in an earlier run. The tensor-core layout
+// keeps SVD factors at the rank rounded up to a multiple of 16 only
 // (published rank 32 stays 32), which gemm_tc, the wgmma kernel and the dense route all read as is.
 // device_bytes() reports what the layer holds on the GPU.
 #include <cublas_v2.h>
