@@ -126,6 +126,21 @@ TEST_CASE("gemm_tc: the weight-streaming kernel's SVD branch, rank 16 to 128", "
   CHECK(run_and_compare<sdnq::bf16>(uint4, tokens, true, 124, true) <= 1e-2);
 }
 
+// The plan alone (host, no GPU): the streaming kernel's rings and sums need 136-152 KB of shared memory,
+// which an H100 (227 KB) and an A100 (163 KB) give a block and sm_86/sm_89 (99 KB) do not; those, M > 16
+// and K/64 ≥ 2^16 (the group index's limit) take the tiles.
+TEST_CASE("gemm_tc: M <= 16 streams only where the shared memory and K allow it", "[cuda][gemm_tc][gemm_tc_stream]") {
+  using sdnq::test::gemm_tc_plan_streams;
+  for (const int bits : {4, 8}) {
+    INFO("bits " << bits);
+    CHECK(gemm_tc_plan_streams(bits, 1, 3072, 3072, 132, 9, 232448));   // H100
+    CHECK(gemm_tc_plan_streams(bits, 16, 3072, 3072, 108, 8, 166912));  // A100
+    CHECK_FALSE(gemm_tc_plan_streams(bits, 17, 3072, 3072, 132, 9, 232448));
+    CHECK_FALSE(gemm_tc_plan_streams(bits, 1, 3072, 3072, 128, 8, 101376));  // RTX 4090
+    CHECK_FALSE(gemm_tc_plan_streams(bits, 1, 3072, std::int64_t{64} << 16, 132, 9, 232448));
+  }
+}
+
 // N = 8512 is 266 row blocks of 32: with at most one block an SM, every block of an H100 (132 SMs) runs
 // two or three of them in turn, its warps' rings running on from one into the next. K = 1088 gives
 // warp 0 two tiles and the others one; K = 256 leaves warps 4..15 without tiles.

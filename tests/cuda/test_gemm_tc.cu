@@ -28,4 +28,15 @@ Tensor run_gemm_tc_kernel(const cuda::GemmTcWeightsHost& weights, TensorView x, 
   return cuda::to_host(y);
 }
 
+bool gemm_tc_plan_streams(int bits, std::int64_t tokens, std::int64_t out_features, std::int64_t in_features,
+                          int multiprocessors, int major, int shared_optin) {
+  cuda::GemmTcWeights weights;
+  weights.bits = bits;
+  weights.out_features = out_features;
+  weights.in_features = in_features;
+  weights.group_size = 64;
+  const cuda::GemmTcDevice device{multiprocessors, major, shared_optin};
+  return cuda::plan_gemm_tc(weights, tokens, device).streaming;
+}
+
 }  // namespace sdnq::test

@@ -20,6 +20,12 @@ namespace sdnq::test {
 Tensor run_gemm_tc_kernel(const cuda::GemmTcWeightsHost& weights, TensorView x, std::optional<TensorView> bias,
                           bool tiled_small_m = false);
 
+// Whether gemm_tc's plan runs `tokens` rows of a bits-wide [N, K] weight (group 64) on the weight-streaming
+// kernel on a GPU with `multiprocessors` SMs, compute capability `major` and `shared_optin` bytes of
+// shared memory a block may opt in to. Host only: no GPU needed.
+bool gemm_tc_plan_streams(int bits, std::int64_t tokens, std::int64_t out_features, std::int64_t in_features,
+                          int multiprocessors, int major, int shared_optin);
+
 struct GemmComparison {
   double relative_l2;       // of the GPU result against the double reference
   std::int64_t non_finite;  // elements left NaN (y is NaN-poisoned before the launch) or overflowed
