@@ -8,8 +8,9 @@
 // M ≤ 16: the weight-streaming kernel (detail/gemm_tc_stream_kernel.cuh) on the same codes, the weight
 // as the mma's A operand so the time stays flat in M (4-bit codes with the group scale applied in fp32
 // after the k sum, not rounded to T per weight: closer to the exact product than a dequantize-then-
-// matmul, not bit-identical to it); GemmTcSmallM::tiled keeps the 16×64 tile below for comparison. Tiles: K is split over the grid when the output tiles leave SMs idle (fp32 partial
-// sums in the workspace, one reduce launch adds them, the bias, and rounds).
+// matmul, not bit-identical to it); GemmTcSmallM::tiled keeps the 16×64 tile below for comparison.
+// Tiles: K is split over the grid when the output tiles leave SMs idle (fp32 partial sums in the
+// workspace, one reduce launch adds them, the bias, and rounds).
 // SVD branch: low_rank = x · svd_downᵀ [M, rp] (T, in the caller's workspace) by a small dense
 // tensor-core launch, then the main kernel runs ⌈rp/64⌉ extra K tiles over it with svd_up into the
 // same accumulators (fused; no pass over y), the last one cut at rp (a multiple of 16: rank 32 runs
@@ -168,8 +169,7 @@ inline GemmTcPlan plan_gemm_tc(const GemmTcWeights& w, std::int64_t tokens, cons
   const int multiprocessors = device.multiprocessors;
   // The streaming kernel's group index needs K / 64 < 2^16 (gemm_tc_group_magic), and its rings more
   // shared memory than sm_86/sm_89 allow a block (those take the 16×64 tile).
-  const int stream_shared =
-      w.bits == 4 ? stream_shared_bytes<4, 2> : stream_shared_bytes<8, 2>;
+  const int stream_shared = w.bits == 4 ? stream_shared_bytes<4, 2> : stream_shared_bytes<8, 2>;
   plan.streaming = tokens <= stream_max_tokens && small_m == GemmTcSmallM::streaming && k_tiles < (1 << 16) &&
                    stream_shared <= device.shared_optin;
   plan.tile = choose_tc_tile(tokens, w.out_features, w.bits, multiprocessors, device.shared_optin);

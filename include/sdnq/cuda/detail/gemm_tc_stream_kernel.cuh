@@ -268,8 +268,12 @@ __global__ void __launch_bounds__(stream_warps * 32, 1) gemm_tc_stream_kernel(co
   // The warp's items (row block r, its tile t) in order, item i into stage i % stages; one commit
   // group per call, empty past the last item. The warp takes every stream_warps-th K tile.
   const std::size_t code_stride = stream_warps * blocks_per_k_tile * 8 * Bits;  // uint4 per tile
+  // The lane's first code chunk of the warp's first tile in the row block starting at `row0`.
+  auto first_codes = [&](int row0) {
+    return codes + (static_cast<std::size_t>(row0 / 16) + warp * blocks_per_k_tile) * 8 * Bits;
+  };
   int issued = 0, issue_tile = warp, issue_row0 = static_cast<int>(blockIdx.x) * stream_rows;
-  const uint4* next_codes = codes + static_cast<std::size_t>(issue_row0 / 16) * 8 * Bits + warp * blocks_per_k_tile * 8 * Bits;
+  const uint4* next_codes = first_codes(issue_row0);
   auto issue = [&]() {
     if (issued < my_items) {
       char* stage = ring + static_cast<unsigned>(issued) % Ring::stages * Ring::stage_bytes;
@@ -294,7 +298,7 @@ __global__ void __launch_bounds__(stream_warps * 32, 1) gemm_tc_stream_kernel(co
       if (issue_tile >= k_tiles) {  // on to the next row block
         issue_tile = warp;
         issue_row0 += static_cast<int>(gridDim.x) * stream_rows;
-        next_codes = codes + static_cast<std::size_t>(issue_row0 / 16) * 8 * Bits + warp * blocks_per_k_tile * 8 * Bits;
+        next_codes = first_codes(issue_row0);
       }
     }
     copy_async_commit();
@@ -307,7 +311,7 @@ __global__ void __launch_bounds__(stream_warps * 32, 1) gemm_tc_stream_kernel(co
   // (where x does not fit) 10-15 %.
   constexpr bool x_shared = XShared;
   const int x_stride = x_shared ? p.k + 8 : p.k;
-  T* x_staged = reinterpret_cast<T*>(shared + Ring::block_bytes + stream_warps * 2 * TokenTiles * 32 * 16);
+  T* x_staged = reinterpret_cast<T*>(shared + stream_shared_bytes<Bits, TokenTiles>);
   if constexpr (x_shared) {
     const int chunks = p.k / 8;  // 16 bytes each
     for (int c = threadIdx.x; c < p.m * chunks; c += stream_warps * 32) {
