@@ -13,7 +13,10 @@
 // The "w8a8_dequantized_" rows time cuda::w8a8_dequantized_linear, the small-M (< 32 tokens) path of an
 // 8-bit quantized-matmul layer (int8 codes [N, K] + F32 scale, bf16 activations, with bias; TB/s over
 // codes + scales), each next to a "w8a8_dequantized_cublas_bf16" row of the same shape
-// (--benchmark_filter=w8a8_dequantized runs both).
+// (--benchmark_filter=w8a8_dequantized runs both). Up to 16 tokens the route is the tensor-core
+// weight-streaming kernel; the "w8a8_dequantized_cuda_cores_" rows force the CUDA-core kernel it
+// replaced there (the route above 16 tokens and for N % 32 != 0 or K % 64 != 0), and the "_e4m3_"
+// rows run float8_e4m3fn codes.
 // Run: bench_linear --benchmark_min_time=0.05s
 
 #include <benchmark/benchmark.h>
@@ -163,10 +166,12 @@ void bench_linear(benchmark::State& state) {
   if (it != cublas_microseconds().end()) state.counters["vs_cublas"] = it->second / us;
 }
 
-// state.range: M, N, K. int8 weights made on the device (random codes, bf16-valued scales 0.001..0.02),
-// rotated among copies totalling > 120 MB.
+// state.range: M, N, K, codes (0 int8, 1 float8_e4m3fn), kernel (0 the route, 1 the CUDA-core kernel).
+// Weights made on the device (random codes, bf16-valued scales 0.001..0.02), rotated among copies
+// totalling > 120 MB.
 void bench_w8a8_dequantized(benchmark::State& state) {
   const std::int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const bool e4m3 = state.range(3) == 1, cuda_cores = state.range(4) == 1;
   const double bytes = read_bytes(int8_rowwise, static_cast<double>(n), static_cast<double>(k));
   const int copies = std::max(1, static_cast<int>(rotation_bytes / bytes) + 1);
   sdnq::Tensor host_scale = sdnq::Tensor::empty(sdnq::Shape{n}, sdnq::DType::f32);
@@ -180,8 +185,9 @@ void bench_w8a8_dequantized(benchmark::State& state) {
   for (int c = 0; c < copies; ++c) {
     codes.push_back(sdnq::cuda::empty(sdnq::Shape{n, k}, sdnq::DType::i8));
     fill(codes.back(), 200 + c);
-    weights.push_back(sdnq::cuda::W8A8Weights{sdnq::cuda::W8A8Kind::int8, n, k, sdnq::DType::bf16, sdnq::DType::f32,
-                                              codes.back().data(), static_cast<const float*>(scale.data())});
+    weights.push_back(sdnq::cuda::W8A8Weights{e4m3 ? sdnq::cuda::W8A8Kind::float8_e4m3fn : sdnq::cuda::W8A8Kind::int8,
+                                              n, k, sdnq::DType::bf16, sdnq::DType::f32, codes.back().data(),
+                                              static_cast<const float*>(scale.data())});
   }
   sdnq::Tensor x = sdnq::cuda::empty(sdnq::Shape{m, k}, sdnq::DType::bf16);
   sdnq::Tensor bias = sdnq::cuda::empty(sdnq::Shape{n}, sdnq::DType::bf16);
@@ -190,7 +196,21 @@ void bench_w8a8_dequantized(benchmark::State& state) {
   fill(bias, 11);
   SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
   const double us = time_median_us(state, copies, [&](int c) {
-    sdnq::cuda::w8a8_dequantized_linear(weights[c], nullptr, x, bias, y, sdnq::TensorView(), nullptr);
+    if (!cuda_cores)
+      return sdnq::cuda::w8a8_dequantized_linear(weights[c], nullptr, x, bias, y, sdnq::TensorView(), nullptr);
+    sdnq::cuda::kernel_detail::W8A8GemvParams p{};
+    p.codes = weights[c].codes;
+    p.scale = weights[c].scale;
+    p.x = x.data();
+    p.bias = bias.data();
+    p.y = y.data();
+    p.tokens = m;
+    p.out_features = n;
+    p.in_features = k;
+    if (e4m3)
+      sdnq::cuda::kernel_detail::launch_w8a8_gemv<__nv_bfloat16, true>(p, nullptr);
+    else
+      sdnq::cuda::kernel_detail::launch_w8a8_gemv<__nv_bfloat16, false>(p, nullptr);
   });
   report(state, us, 2.0 * m * n * k, bytes);
   const auto it = cublas_microseconds().find({static_cast<int>(m), static_cast<int>(n), static_cast<int>(k)});
@@ -245,8 +265,15 @@ void register_all() {
           ->Args({m, n, k})
           ->UseManualTime();
       benchmark::RegisterBenchmark(("w8a8_dequantized_int8_bf16" + shape).c_str(), bench_w8a8_dequantized)
-          ->Args({m, n, k})
+          ->Args({m, n, k, 0, 0})
           ->UseManualTime();
+      benchmark::RegisterBenchmark(("w8a8_dequantized_e4m3_bf16" + shape).c_str(), bench_w8a8_dequantized)
+          ->Args({m, n, k, 1, 0})
+          ->UseManualTime();
+      if (m <= 16)
+        benchmark::RegisterBenchmark(("w8a8_dequantized_cuda_cores_int8_bf16" + shape).c_str(), bench_w8a8_dequantized)
+            ->Args({m, n, k, 0, 1})
+            ->UseManualTime();
     }
   // Where the dense route's time goes at large M: without the bias (int8: no extra K columns, no copy
   // of x) and cuBLAS alone at the extended K (K + 8) and in the route's two N chunks.

@@ -76,9 +76,11 @@ TEST_CASE("gemm_tc: int8 row-wise, grouped and transposed, uint8 tensor-wise", "
 }
 
 // M ≤ 16 runs the weight-streaming kernel: 32 output rows a block, 16 warps taking every 16th K tile
-// through rings of 8 (uint4) or 4 (8-bit) stages. K = 64 leaves 15 warps without a tile; K = 130·64
+// through rings of 6 (uint4) or 3 (8-bit) stages. K = 64 leaves 15 warps without a tile; K = 130·64
 // gives warps 0 and 1 nine tiles (the uint4 ring wraps) and the others eight; tokens 1..8 use one n8
-// tile of x, 9..16 two.
+// tile of x, 9..16 two. x is staged in shared memory for 1..8 tokens at every K here and for 9..16
+// tokens of uint4 with K ≤ ~3600 (K = 64 and 1024, with a 4-stage ring); uint4 at K = 130·64 with 9..16
+// tokens reads x from L2.
 TEST_CASE("gemm_tc: the weight-streaming kernel, M from 1 to 16", "[cuda][gemm_tc][gemm_tc_stream]") {
   const std::int64_t tokens = GENERATE(1, 2, 7, 8, 9, 16);
   INFO("tokens " << tokens);

@@ -430,6 +430,46 @@ TEST_CASE("w8a8_dequantized_linear: streaming kernel against the CPU reference, 
       }
 }
 
+// With N % 32 == 0 and K % 64 == 0 (every model layer) the route is the tensor-core weight-streaming
+// kernel on row-major codes (StreamCodes::*_rows in detail/gemm_tc_stream_kernel.cuh), one launch per 16
+// tokens (31 tokens: 16 + 15):
+// one K tile (K = 64: 15 of 16 warps idle), K = 3072, N = 4288 (134 row blocks of 32: on an H100 some
+// blocks run two in turn) with K = 1088 (warp 0 has two tiles), and K = 8192 at 8 tokens (x too wide to
+// stage in shared memory: read from L2, as for 9..16 tokens). Scales rounded to T (the packed multiply)
+// and kept in F32 (fp32 products rounded to T); only the summation order differs from the reference.
+TEST_CASE("w8a8_dequantized_linear: 16 tokens a launch on the tensor-core weight-streaming kernel", "[cuda][linear]") {
+  const std::int64_t tokens = GENERATE(1, 3, 8, 9, 16, 31);
+  const auto check = [&](auto tag, bool e4m3, std::int64_t n, std::int64_t k, bool with_bias, bool transposed,
+                         bool round_scale) {
+    using T = decltype(tag);
+    INFO("tokens " << tokens << ", N " << n << ", K " << k << (e4m3 ? ", e4m3" : ", int8")
+                   << (std::is_same_v<T, sdnq::bf16> ? ", bf16" : ", fp16") << ", bias " << with_bias
+                   << ", scales " << (round_scale ? "rounded to T" : "F32"));
+    REQUIRE(sdnq::test::w8a8_dequantized_streams(tokens, n, k));
+    const std::uint64_t seed = static_cast<std::uint64_t>(tokens * 7919 + n * 31 + k * 3 + e4m3);
+    const W8A8Case weight = make_w8a8_case(n, k, e4m3, transposed, seed);
+    const sdnq::Tensor x = random_activations<T>(tokens, k, seed + 1);
+    const sdnq::Tensor bias = random_bias<T>(n, seed + 2);
+    const auto rounding = round_scale ? sdnq::cuda::ScaleRounding::to_output_dtype : sdnq::cuda::ScaleRounding::none;
+    const sdnq::Tensor y = sdnq::test::run_w8a8_dequantized_linear_repacked(
+        sdnq::cuda::repack_for_w8a8<T>(weight.view(n, k, e4m3, transposed), true, rounding), x,
+        with_bias ? std::optional<sdnq::TensorView>(bias) : std::nullopt, 2);
+    const W8A8Comparison result =
+        compare_w8a8_dequantized<T>(weight, n, k, e4m3, round_scale, x, with_bias ? &bias : nullptr, y);
+    INFO(result.differing << " of " << tokens * n << " outputs differ from the reference");
+    CHECK(result.non_finite == 0);
+    CHECK(result.relative_error <= 1e-3);
+  };
+  for (const bool e4m3 : {false, true}) {
+    check(sdnq::bf16(0.0f), e4m3, 96, 64, true, false, true);
+    check(sdnq::fp16(0.0f), e4m3, 192, 3072, false, true, true);
+    check(sdnq::bf16(0.0f), e4m3, 4288, 1088, true, true, true);
+    check(sdnq::fp16(0.0f), e4m3, 128, 1024, true, false, false);
+    check(sdnq::bf16(0.0f), e4m3, 64, 192, false, false, false);
+  }
+  if (tokens == 8) check(sdnq::bf16(0.0f), false, 64, 8192, true, false, true);
+}
+
 // Scales kept in F32 (repack_for_w8a8 with ScaleRounding::none): the kernel then multiplies in fp32 and
 // rounds the product to T, as the dequantize kernel does.
 TEST_CASE("w8a8_dequantized_linear: unrounded F32 scales give fp32 products rounded to T", "[cuda][linear]") {

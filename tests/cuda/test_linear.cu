@@ -130,6 +130,11 @@ Tensor run_w8a8_dequantized_linear_repacked(const cuda::W8A8WeightsHost& weights
   return first;
 }
 
+bool w8a8_dequantized_streams(std::int64_t tokens, std::int64_t out_features, std::int64_t in_features) {
+  return tokens >= 1 &&
+         cuda::kernel_detail::w8a8_rows_stream(out_features, in_features, cuda::current_gemm_tc_device());
+}
+
 void run_w8a8_dequantized_linear_misuse(const std::string& what) {
   const std::int64_t n = 64, k = 48, tokens = 4;
   cuda::W8A8WeightsHost host;

@@ -50,6 +50,10 @@ Tensor run_w8a8_dequantized_linear_repacked(const cuda::W8A8WeightsHost& weights
 // 2 bytes into its allocation).
 void run_w8a8_dequantized_linear_misuse(const std::string& what);
 
+// Whether w8a8_dequantized_linear runs `tokens` rows of an [N, K] weight on the tensor-core
+// weight-streaming kernel (16 tokens a launch) on the current device (else the CUDA-core kernel).
+bool w8a8_dequantized_streams(std::int64_t tokens, std::int64_t out_features, std::int64_t in_features);
+
 // cuda::dense_linear on device copies of x [M, K], weight [N, K] and bias, y poisoned; y on the host.
 Tensor run_dense_linear(TensorView x, TensorView weight, std::optional<TensorView> bias);
 

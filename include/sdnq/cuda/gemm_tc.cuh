@@ -169,7 +169,7 @@ inline GemmTcPlan plan_gemm_tc(const GemmTcWeights& w, std::int64_t tokens, cons
   const int multiprocessors = device.multiprocessors;
   // The streaming kernel's group index needs K / 64 < 2^16 (gemm_tc_group_magic), and its rings more
   // shared memory than sm_86/sm_89 allow a block (those take the 16×64 tile).
-  const int stream_shared = w.bits == 4 ? stream_shared_bytes<4, 2> : stream_shared_bytes<8, 2>;
+  const int stream_shared = w.bits == 4 ? stream_shared_bytes<4, 2, false> : stream_shared_bytes<8, 2, false>;
   plan.streaming = tokens <= stream_max_tokens && small_m == GemmTcSmallM::streaming && k_tiles < (1 << 16) &&
                    stream_shared <= device.shared_optin;
   plan.tile = choose_tc_tile(tokens, w.out_features, w.bits, multiprocessors, device.shared_optin);
@@ -269,12 +269,13 @@ void launch_svd_down(const void* x, const void* svd_down, void* low_rank, float*
 // (sm_90), so it streams its codes while that finishes and waits for it before reading low_rank.
 // At most one block an SM (each runs several row blocks of 32 outputs in turn). XShared: x staged in
 // shared memory beside the rings.
-template <class T, int Bits, int TokenTiles, bool XShared>
+template <class T, int Bits, int TokenTiles, bool XShared, StreamCodes Codes = StreamCodes::fragments>
 void launch_gemm_tc_stream(const GemmTcParams& params, const GemmTcDevice& device, bool behind_down,
                            cudaStream_t stream) {
-  opt_in_shared_memory<gemm_tc_stream_kernel<T, Bits, TokenTiles, XShared>>(device.shared_optin);
+  constexpr auto kernel = gemm_tc_stream_kernel<T, Bits, TokenTiles, XShared, Codes>;
+  opt_in_shared_memory<kernel>(device.shared_optin);
   const std::int64_t shared_bytes =
-      stream_shared_bytes<Bits, TokenTiles> + (XShared ? stream_x_bytes(params.m, params.k) : 0);
+      stream_shared_bytes<Bits, TokenTiles, XShared, Codes> + (XShared ? stream_x_bytes(params.m, params.k) : 0);
   const int row_blocks = params.n / stream_rows;
   cudaLaunchConfig_t config{};
   config.gridDim = dim3(static_cast<unsigned>(row_blocks < device.multiprocessors ? row_blocks : device.multiprocessors));
@@ -288,17 +289,54 @@ void launch_gemm_tc_stream(const GemmTcParams& params, const GemmTcDevice& devic
     config.attrs = &overlap;
     config.numAttrs = 1;
   }
-  SDNQ_CUDA_CHECK(cudaLaunchKernelEx(&config, gemm_tc_stream_kernel<T, Bits, TokenTiles, XShared>, params));
+  SDNQ_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, params));
 }
 
-// x is staged in shared memory for M ≤ 8 when it fits beside the rings (M = 1: K up to ~46000 on an H100).
+// x is staged in shared memory when it fits beside the rings: M ≤ 8 (M = 1: K up to ~46000 on an H100),
+// and for uint4 M ≤ 16 with a shallower ring (K up to ~3600: FLUX's K = 3072 layers).
 template <class T, int Bits>
 void dispatch_gemm_tc_stream(const GemmTcParams& params, const GemmTcDevice& device, bool behind_down,
                              cudaStream_t stream) {
-  if (params.m > 8) return launch_gemm_tc_stream<T, Bits, 2, false>(params, device, behind_down, stream);
-  if (stream_shared_bytes<Bits, 1> + stream_x_bytes(params.m, params.k) <= device.shared_optin)
+  const std::int64_t x_bytes = stream_x_bytes(params.m, params.k);
+  if (params.m > 8) {
+    if constexpr (Bits == 4)
+      if (stream_shared_bytes<Bits, 2, true> + x_bytes <= device.shared_optin)
+        return launch_gemm_tc_stream<T, Bits, 2, true>(params, device, behind_down, stream);
+    return launch_gemm_tc_stream<T, Bits, 2, false>(params, device, behind_down, stream);
+  }
+  if (stream_shared_bytes<Bits, 1, true> + x_bytes <= device.shared_optin)
     return launch_gemm_tc_stream<T, Bits, 1, true>(params, device, behind_down, stream);
   launch_gemm_tc_stream<T, Bits, 1, false>(params, device, behind_down, stream);
+}
+
+// The dequantized path of an 8-bit quantized-matmul weight (gemm_w8a8's [N, K] codes and F32 row scales)
+// on the weight-streaming kernel (StreamCodes::*_rows, up to 16 tokens a launch): where N % 32 == 0,
+// K % 64 == 0 and the rings fit; other shapes take the CUDA-core w8a8_gemv.
+inline bool w8a8_rows_stream(std::int64_t out_features, std::int64_t in_features, const GemmTcDevice& device) {
+  return out_features % stream_rows == 0 && in_features % 64 == 0 &&
+         in_features / 64 < (std::int64_t{1} << 30) && out_features < (std::int64_t{1} << 30) &&
+         stream_shared_bytes<8, 2, false, StreamCodes::int8_rows> <= device.shared_optin;
+}
+
+// y [M, N] = x · round_T(codes · scale)ᵀ (+ bias) for 1 ≤ M ≤ 16; the caller checked w8a8_rows_stream,
+// dtypes and 16-byte alignment of codes and x. x is staged in shared memory for M ≤ 8 when it fits, else
+// read from L2.
+template <class T, StreamCodes Codes>
+void launch_w8a8_rows_stream(const void* codes, const float* scale, const void* x, const void* bias, void* y,
+                             std::int64_t tokens, std::int64_t out_features, std::int64_t in_features,
+                             const GemmTcDevice& device, cudaStream_t stream) {
+  GemmTcParams p{};
+  p.a = x;
+  p.b = codes;
+  p.group_params = scale;
+  p.bias = bias;
+  p.y = y;
+  p.m = static_cast<int>(tokens);
+  p.n = static_cast<int>(out_features);
+  p.k = static_cast<int>(in_features);
+  if (tokens <= 8 && stream_shared_bytes<8, 1, true, Codes> + stream_x_bytes(tokens, in_features) <= device.shared_optin)
+    return launch_gemm_tc_stream<T, 8, 1, true, Codes>(p, device, false, stream);
+  launch_gemm_tc_stream<T, 8, 2, false, Codes>(p, device, false, stream);
 }
 
 // partial [splits, M, rp] fp32 = x · svd_downᵀ per K split, for the weight-streaming kernel.

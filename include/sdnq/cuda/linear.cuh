@@ -35,6 +35,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -588,18 +589,22 @@ inline void dense_linear(const TensorView& x, const TensorView& weight, std::opt
 }
 
 // The dequantized path of an 8-bit quantized-matmul layer (what the reference runs below 32 tokens) over
-// the gemm_w8a8 weights themselves, so the layer keeps one copy of its codes: one weight-streaming
-// kernel (detail/w8a8_gemv.cuh) decodes each code once, w = code · scale rounded to the activation
-// dtype (int8, or float8_e4m3fn), the same weight values the dequantize kernel writes, and multiplies
-// it with every token in fp32; y = round(Σ + bias) once. The dense weight is never materialized: no
-// workspace, no cuBLAS. Any M ≥ 1 (M > 32 in slabs of 32 tokens that each stream the weight again;
-// gemm_w8a8 is the path for those), N ≥ 1, K % 16 == 0; results are deterministic (fixed summation
-// order, no atomics). Replaces an earlier dequantize-16-MiB-chunks-then-cuBLAS loop (~0.4 TB/s over
-// the codes on an H100). Measured on the H100 (bench_linear, "w8a8_dequantized_" rows): M = 1 streams
-// 1.7-2.1 TB/s on 9216-18432 × 3072 (FLUX.1 int8's modulation Linears: 7.96 -> 1.99 ms per step); from
-// M = 4 the fp32 FMAs limit it (M = 16: 0.5 TB/s, slower than cuBLAS bf16 on a dense weight).
+// the gemm_w8a8 weights themselves, so the layer keeps one copy of its codes. Each code becomes
+// w = code · scale rounded to the activation dtype (int8, or float8_e4m3fn), the same weight values the
+// dequantize kernel writes; the products are summed in fp32 and y = round(Σ + bias) once. The dense
+// weight is never materialized: no workspace, no cuBLAS. Results are deterministic (fixed summation order,
+// no atomics). Two kernels:
+//   - N % 32 == 0 and K % 64 == 0 (every model layer): the tensor-core weight-streaming kernel on the
+//     row-major codes (detail/gemm_tc_stream_kernel.cuh, StreamCodes::*_rows), one launch per 16 tokens:
+//     the weights enter the mma as T values, so 16 tokens cost about what one does (1.2-1.9x cuBLAS bf16
+//     at M = 16 on FLUX's shapes, where the CUDA-core kernel reached 0.4-0.6x);
+//   - otherwise (any M ≥ 1, N ≥ 1, K % 16 == 0; M > 32 in slabs of 32 tokens that each stream the weight
+//     again): the CUDA-core kernel (detail/w8a8_gemv.cuh), about as fast at M = 1, limited by its fp32
+//     FMAs from M = 4.
+// gemm_w8a8 (activations quantized, 8-bit tensor cores) is the path from 32 tokens.
+// Numbers: docs/benchmarks.md (bench_linear, "w8a8_dequantized_" rows).
 // `e4m3_table` (the device F32 [256] of decoded e4m3 codes the layer holds) and `cublas` are not used
-// and may be null: the kernel converts e4m3 codes in hardware, which gives the same 256 values.
+// and may be null: the kernels convert e4m3 codes in hardware, which gives the same 256 values.
 // `workspace` may be empty (w8a8_dequantized_workspace_bytes is 0).
 inline std::size_t w8a8_dequantized_workspace_bytes(const W8A8Weights& /*w*/) { return 0; }
 
@@ -629,6 +634,36 @@ inline void w8a8_dequantized_linear(const W8A8Weights& w, const void* e4m3_table
   SDNQ_REQUIRE(reinterpret_cast<std::uintptr_t>(x.data()) % 16 == 0, ShapeError,
                "{}: x must be 16-byte aligned (the kernel reads it in 16-byte pieces)", name);
   if (tokens == 0) return;
+  const bool e4m3 = w.kind == W8A8Kind::float8_e4m3fn;
+  // N % 32 == 0 and K % 64 == 0 (every model layer): the tensor-core weight-streaming kernel, in slabs of
+  // 16 tokens; otherwise the CUDA-core kernel, which takes any N and K % 16 == 0.
+  const GemmTcDevice device = current_gemm_tc_device();
+  if (kernel_detail::w8a8_rows_stream(n, k, device)) {
+    using kernel_detail::StreamCodes;
+    const void* bias_data = bias ? bias->data() : nullptr;
+    const std::int64_t slab = kernel_detail::stream_max_tokens, element = 2;  // bf16 / fp16
+    for (std::int64_t first = 0; first < tokens; first += slab) {
+      const std::int64_t count = tokens - first < slab ? tokens - first : slab;
+      const void* slab_x = static_cast<const std::byte*>(x.data()) + first * k * element;
+      void* slab_y = static_cast<std::byte*>(y.data()) + first * n * element;
+      if (w.dtype == DType::bf16) {
+        if (e4m3)
+          kernel_detail::launch_w8a8_rows_stream<__nv_bfloat16, StreamCodes::e4m3_rows>(
+              w.codes, w.scale, slab_x, bias_data, slab_y, count, n, k, device, stream);
+        else
+          kernel_detail::launch_w8a8_rows_stream<__nv_bfloat16, StreamCodes::int8_rows>(
+              w.codes, w.scale, slab_x, bias_data, slab_y, count, n, k, device, stream);
+      } else {
+        if (e4m3)
+          kernel_detail::launch_w8a8_rows_stream<__half, StreamCodes::e4m3_rows>(w.codes, w.scale, slab_x, bias_data,
+                                                                                 slab_y, count, n, k, device, stream);
+        else
+          kernel_detail::launch_w8a8_rows_stream<__half, StreamCodes::int8_rows>(w.codes, w.scale, slab_x, bias_data,
+                                                                                 slab_y, count, n, k, device, stream);
+      }
+    }
+    return;
+  }
   kernel_detail::W8A8GemvParams p{};
   p.codes = w.codes;
   p.scale = w.scale;
@@ -638,7 +673,6 @@ inline void w8a8_dequantized_linear(const W8A8Weights& w, const void* e4m3_table
   p.tokens = tokens;
   p.out_features = n;
   p.in_features = k;
-  const bool e4m3 = w.kind == W8A8Kind::float8_e4m3fn;
   if (w.dtype == DType::bf16) {
     if (e4m3)
       kernel_detail::launch_w8a8_gemv<__nv_bfloat16, true>(p, stream);

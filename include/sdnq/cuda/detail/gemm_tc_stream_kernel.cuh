@@ -27,7 +27,12 @@
 // its first up-projection: warp w runs the rank's k-step w of every row block with svd_up fragments
 // loaded at the row block's start, on low_rank's splits added in order and rounded to T once, as a
 // bf16 matmul would.
-// Layouts: detail/gemm_tc_repack.hpp; parameters: GemmTcParams (gemm_tc_kernel.cuh).
+// Row-major 8-bit codes (StreamCodes::*_rows: w8a8_dequantized_linear, the dequantized path of a
+// quantized-matmul layer, on gemm_w8a8's weights without a second copy): the same kernel with a stage of
+// 32 rows × 64 codes copied row by row, one F32 scale per row, and x's fragments in the k order the
+// codes' 16-byte loads give (accumulate_tile_rows).
+// Layouts: detail/gemm_tc_repack.hpp, detail/w8a8_repack.hpp; parameters: GemmTcParams (gemm_tc_kernel.cuh;
+// row-major codes: b = codes [N, K], group_params = F32 scales [N]).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -38,6 +43,7 @@
 #include "sdnq/cuda/detail/gemm_tc_kernel.cuh"
 #include "sdnq/cuda/detail/gemm_tc_repack.hpp"
 #include "sdnq/cuda/detail/kernel_convert.cuh"
+#include "sdnq/cuda/detail/w8a8_gemv.cuh"
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
 namespace kernel_detail {
@@ -47,14 +53,29 @@ inline constexpr int stream_rows = 32;  // output rows of one block
 inline constexpr int stream_max_tokens = 16;
 inline constexpr int stream_down_tiles_per_split = stream_warps;  // K tiles of one down-projection block
 
+// How the codes lie in memory:
+//   fragments   the tensor-core repack (gemm_tc_repack.hpp): fragment-ordered codes, (scale, zero) words
+//               per group, any GemmTcParams layer;
+//   int8_rows,  an 8-bit quantized-matmul weight as gemm_w8a8 reads it (w8a8_repack.hpp): [N, K] codes,
+//   e4m3_rows   K contiguous, and one F32 scale per row; w = round_T(q · s) exactly as the dequantize
+//               kernel and the reference's dequantized path below 32 tokens (decode_pair, w8a8_gemv.cuh).
+//               Bits = 8, N % 32 == 0, K % 64 == 0, no SVD branch.
+enum class StreamCodes : std::uint8_t { fragments, int8_rows, e4m3_rows };
+
+// Ring depth: 6 stages of uint4 codes, 3 of 8-bit; 4 of uint4 when x of 9..16 tokens is staged beside
+// the rings (the 2 tiles less still keep 48 KB of codes in flight per SM).
+template <int Bits, int TokenTiles, bool XShared>
+inline constexpr int stream_stages = Bits == 4 ? (TokenTiles == 2 && XShared ? 4 : 6) : 3;
+
 // A warp's ring: per stage, the codes of one K tile of both fragment blocks, then the (scale, zero)
 // words of the block's 32 rows for the tile's first and second half (the same group twice unless
 // groups are 32 wide, so that the math reads them without a branch).
-template <int Bits>
+// Row-major codes (StreamCodes::*_rows) have no group words: a stage is the 32 rows × 64 codes.
+template <int Bits, int Stages, bool GroupParams = true>
 struct StreamRing {
-  static constexpr int stages = Bits == 4 ? 6 : 3;
+  static constexpr int stages = Stages;
   static constexpr int code_bytes = 2 * 32 * Bits * 4;  // 2 fragment blocks × 32 lanes × Bits words
-  static constexpr int param_bytes = 2 * stream_rows * 4;
+  static constexpr int param_bytes = GroupParams ? 2 * stream_rows * 4 : 0;
   static constexpr int stage_bytes = code_bytes + param_bytes;
   static constexpr int warp_bytes = stages * stage_bytes;
   static constexpr int block_bytes = stream_warps * warp_bytes;
@@ -62,8 +83,10 @@ struct StreamRing {
 
 // Dynamic shared memory of gemm_tc_stream_kernel: the rings, then the warps' sums (reduce_warps), then
 // x when it is staged (stream_x_bytes more).
-template <int Bits, int TokenTiles>
-inline constexpr int stream_shared_bytes = StreamRing<Bits>::block_bytes + stream_warps * 2 * TokenTiles * 32 * 16;
+template <int Bits, int TokenTiles, bool XShared, StreamCodes Codes = StreamCodes::fragments>
+inline constexpr int stream_shared_bytes =
+    StreamRing<Bits, stream_stages<Bits, TokenTiles, XShared>, Codes == StreamCodes::fragments>::block_bytes +
+    stream_warps * 2 * TokenTiles * 32 * 16;
 inline std::int64_t stream_x_bytes(std::int64_t tokens, std::int64_t in_features) {
   return tokens * (2 * in_features + 16);
 }
@@ -71,10 +94,24 @@ inline std::int64_t stream_x_bytes(std::int64_t tokens, std::int64_t in_features
 __device__ __forceinline__ std::uint32_t load_word(const void* address) {
   return __ldg(static_cast<const unsigned int*>(address));
 }
+// The same load kept where it is written: the compiler may sink a plain __ldg to its first use, and the
+// row scales of row-major codes are requested a row block ahead to queue behind the ring's codes.
+__device__ __forceinline__ std::uint32_t load_word_now(const void* address) {
+  std::uint32_t word;
+  asm volatile("ld.global.nc.b32 %0, [%1];\n" : "=r"(word) : "l"(address));
+  return word;
+}
 __device__ __forceinline__ std::uint32_t load_shared_word(const void* address) {
   std::uint32_t word;
   asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(word) : "r"(shared_address(address)));
   return word;
+}
+__device__ __forceinline__ uint4 load_shared_16(const void* address) {
+  uint4 v;
+  asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(shared_address(address)));
+  return v;
 }
 
 // The lanes' B fragments of x (or low_rank) for one k-step: rows clamped to M − 1 (their sums are not
@@ -236,10 +273,41 @@ __device__ __forceinline__ void accumulate_tile_factored(const uint4* stage_code
   scale_group(1);
 }
 
-// XShared: x staged in shared memory (M ≤ 8 only; see below).
-template <class T, int Bits, int TokenTiles, bool XShared>
+// One K tile of row-major 8-bit codes (StreamCodes::*_rows): the stage holds rows 0..31 × 64 codes, and
+// lane (g, t) reads the 16 codes [16t, 16t + 16) of rows g and g + 8 of each fragment block with one
+// 16-byte load each (8 lanes cover 128 distinct bytes: no bank conflict). The k sum does not care which
+// slot of the mma holds which k, as long as A and B agree: step i puts codes 16t + 4i + {0, 1} in the
+// fragment's k slots 2t, 2t + 1 and 16t + 4i + {2, 3} in slots 2t + 8, 2t + 9, and load_x gives x the
+// same order. Each code becomes w = round_T(q · s) (decode_pair; `Packed`: s is a T value).
+template <class T, bool E4m3, bool Packed, int TokenTiles>
+__device__ __forceinline__ void accumulate_tile_rows(const uint4* stage_rows, int lane,
+                                                     const std::uint32_t (&xb)[4][TokenTiles][2],
+                                                     const std::uint32_t (&scale2)[2][2], const float (&scale)[2][2],
+                                                     float (&acc)[2][TokenTiles][4]) {
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int block = 0; block < 2; ++block) {
+    const uint4 low = stage_rows[(16 * block + g) * 4 + t], high = stage_rows[(16 * block + 8 + g) * 4 + t];
+    const std::uint32_t row_g[4] = {low.x, low.y, low.z, low.w}, row_g8[4] = {high.x, high.y, high.z, high.w};
+#pragma unroll
+    for (int step = 0; step < 4; ++step) {
+      const std::uint32_t fa[4] = {
+          decode_pair<T, E4m3, Packed, 0>(row_g[step], scale2[block][0], scale[block][0]),
+          decode_pair<T, E4m3, Packed, 0>(row_g8[step], scale2[block][1], scale[block][1]),
+          decode_pair<T, E4m3, Packed, 1>(row_g[step], scale2[block][0], scale[block][0]),
+          decode_pair<T, E4m3, Packed, 1>(row_g8[step], scale2[block][1], scale[block][1])};
+#pragma unroll
+      for (int j = 0; j < TokenTiles; ++j) mma_16816<T>(acc[block][j], fa, xb[step][j][0], xb[step][j][1]);
+    }
+  }
+}
+
+// XShared: x staged in shared memory (see below). Codes: StreamCodes.
+template <class T, int Bits, int TokenTiles, bool XShared, StreamCodes Codes = StreamCodes::fragments>
 __global__ void __launch_bounds__(stream_warps * 32, 1) gemm_tc_stream_kernel(const GemmTcParams p) {
-  using Ring = StreamRing<Bits>;
+  constexpr bool rows = Codes != StreamCodes::fragments;
+  static_assert(!rows || Bits == 8, "row-major codes are 8-bit");
+  using Ring = StreamRing<Bits, stream_stages<Bits, TokenTiles, XShared>, !rows>;
   constexpr int Slices = Bits / 4;  // 16-byte chunks per lane, fragment block and K tile
   extern __shared__ uint4 shared_words[];
   char* shared = reinterpret_cast<char*>(shared_words);
@@ -274,9 +342,18 @@ __global__ void __launch_bounds__(stream_warps * 32, 1) gemm_tc_stream_kernel(co
   };
   int issued = 0, issue_tile = warp, issue_row0 = static_cast<int>(blockIdx.x) * stream_rows;
   const uint4* next_codes = first_codes(issue_row0);
+  const std::uint8_t* row_codes = static_cast<const std::uint8_t*>(p.b);
   auto issue = [&]() {
     if (issued < my_items) {
       char* stage = ring + static_cast<unsigned>(issued) % Ring::stages * Ring::stage_bytes;
+      if constexpr (rows) {  // 32 rows × 64 bytes: lane takes 16-byte column lane % 4 of rows lane / 4 + 8i
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int row = (lane >> 2) + 8 * i;
+          copy_async_16(stage + row * 64 + (lane & 3) * 16,
+                        row_codes + static_cast<std::size_t>(issue_row0 + row) * p.k + issue_tile * 64 + (lane & 3) * 16);
+        }
+      } else {
 #pragma unroll
       for (int block = 0; block < 2; ++block)
 #pragma unroll
@@ -291,6 +368,7 @@ __global__ void __launch_bounds__(stream_warps * 32, 1) gemm_tc_stream_kernel(co
                                        : static_cast<int>((static_cast<std::uint64_t>(issue_tile) * p.group_magic) >> 32);
         copy_async_16(stage + Ring::code_bytes + half * stream_rows * 4 + (lane & 7) * 16,
                       params + static_cast<std::size_t>(group) * p.n + issue_row0 + (lane & 7) * 4);
+      }
       }
       ++issued;
       next_codes += code_stride;
@@ -308,10 +386,11 @@ __global__ void __launch_bounds__(stream_warps * 32, 1) gemm_tc_stream_kernel(co
   // ahead of the ring's first stages. Read from L2, the fragments queued behind the codes' stream (ncu: a
   // third of the loop's stalls at M = 1). The rows' 16 bytes of padding put the 8 rows of a B fragment in
   // different banks. A template parameter, not a runtime flag: a branch in the fragment loads cost M = 16
-  // (where x does not fit) 10-15 %.
+  // (where x does not fit) 10-15 %. For 9..16 tokens (uint4 only, K up to about 3600) the ring has 4
+  // stages to make room.
   constexpr bool x_shared = XShared;
   const int x_stride = x_shared ? p.k + 8 : p.k;
-  T* x_staged = reinterpret_cast<T*>(shared + stream_shared_bytes<Bits, TokenTiles>);
+  T* x_staged = reinterpret_cast<T*>(shared + stream_shared_bytes<Bits, TokenTiles, XShared, Codes>);
   if constexpr (x_shared) {
     const int chunks = p.k / 8;  // 16 bytes each
     for (int c = threadIdx.x; c < p.m * chunks; c += stream_warps * 32) {
@@ -329,27 +408,46 @@ __global__ void __launch_bounds__(stream_warps * 32, 1) gemm_tc_stream_kernel(co
   }
 
   // x's B fragments are loaded one item ahead. The lane's x rows: tokens past M read row M − 1 (their
-  // sums are not stored).
+  // sums are not stored). Row-major codes: the lane's 16 elements [16t, 16t + 16) of the tile, in the
+  // k order accumulate_tile_rows gives the codes.
   const T* x_rows[TokenTiles];
 #pragma unroll
   for (int j = 0; j < TokenTiles; ++j)
     x_rows[j] = (x_shared ? x_staged : x) + static_cast<std::size_t>(min(8 * j + g, p.m - 1)) * x_stride +
-                2 * (lane & 3) + warp * 64;
+                (rows ? 16 : 2) * (lane & 3) + warp * 64;
   int x_tile = 0;  // index of the next x tile among the warp's tiles
   auto load_x = [&](std::uint32_t (&xb)[4][TokenTiles][2]) {
-#pragma unroll
-    for (int step = 0; step < 4; ++step)
+    if constexpr (rows) {
 #pragma unroll
       for (int j = 0; j < TokenTiles; ++j) {
-        const T* source = x_rows[j] + x_tile * (stream_warps * 64) + 16 * step;
+        const T* source = x_rows[j] + x_tile * (stream_warps * 64);
+        uint4 v[2];
         if constexpr (x_shared) {
-          xb[step][j][0] = load_shared_word(source);
-          xb[step][j][1] = load_shared_word(source + 8);
+          v[0] = load_shared_16(source), v[1] = load_shared_16(source + 8);
         } else {
-          xb[step][j][0] = load_word(source);
-          xb[step][j][1] = load_word(source + 8);
+          v[0] = __ldg(reinterpret_cast<const uint4*>(source)), v[1] = __ldg(reinterpret_cast<const uint4*>(source) + 1);
+        }
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          xb[2 * half][j][0] = v[half].x, xb[2 * half][j][1] = v[half].y;
+          xb[2 * half + 1][j][0] = v[half].z, xb[2 * half + 1][j][1] = v[half].w;
         }
       }
+    } else {
+#pragma unroll
+      for (int step = 0; step < 4; ++step)
+#pragma unroll
+        for (int j = 0; j < TokenTiles; ++j) {
+          const T* source = x_rows[j] + x_tile * (stream_warps * 64) + 16 * step;
+          if constexpr (x_shared) {
+            xb[step][j][0] = load_shared_word(source);
+            xb[step][j][1] = load_shared_word(source + 8);
+          } else {
+            xb[step][j][0] = load_word(source);
+            xb[step][j][1] = load_word(source + 8);
+          }
+        }
+    }
     x_tile = x_tile + 1 == my_tiles ? 0 : x_tile + 1;
   };
   std::uint32_t xb_next[4][TokenTiles][2] = {};
@@ -357,10 +455,47 @@ __global__ void __launch_bounds__(stream_warps * 32, 1) gemm_tc_stream_kernel(co
 
   // SVD branch: warp w runs the rank's k-step w (rp ≤ 128 gives at most 8 steps) for every row block:
   // low_rank's B fragments once (after the down-projection's grid), svd_up's A fragments per row block.
+  // low_rank is fetched after the first row block's tiles: fetched after the first tile instead (with
+  // svd_up requested a row block ahead), the wait for the down-projection stalled warps 0-1 and M = 1 got
+  // 0.3-2.2 µs slower (K = 12288: 15.1 → 17.3 µs).
   static_assert(gemm_tc_max_rank / 16 <= stream_warps, "one rank k-step a warp");
   const bool rank_step_mine = warp < p.rank_padded / 16;
   std::uint32_t low_rank_fragments[TokenTiles][2] = {};
   bool have_low_rank = false;
+  auto fetch_low_rank = [&]() {
+    wait_for_prior_grid();
+    // The down-projection's splits added in order, rounded to T (all loads of a group of splits in flight
+    // at once).
+    const std::size_t split_stride = static_cast<std::size_t>(p.m) * p.rank_padded;
+#pragma unroll
+    for (int j = 0; j < TokenTiles; ++j) {
+      const float* first =
+          p.partial + static_cast<std::size_t>(min(8 * j + g, p.m - 1)) * p.rank_padded + 16 * warp + 2 * (lane & 3);
+      float2 low = make_float2(0.0f, 0.0f), high = make_float2(0.0f, 0.0f);
+#pragma unroll 4
+      for (int split = 0; split < p.low_rank_splits; ++split) {
+        const float2 a = __ldg(reinterpret_cast<const float2*>(first + split * split_stride));
+        const float2 b = __ldg(reinterpret_cast<const float2*>(first + split * split_stride + 8));
+        low.x += a.x, low.y += a.y, high.x += b.x, high.y += b.y;
+      }
+      low_rank_fragments[j][0] = pack_pair<T>(low.x, low.y);
+      low_rank_fragments[j][1] = pack_pair<T>(high.x, high.y);
+    }
+    have_low_rank = true;
+  };
+
+  // Row-major codes: the F32 scales of the lane's rows g and g + 8 of each fragment block, requested a
+  // row block ahead (loads issued now arrive behind the ring's codes in flight).
+  const float* row_scales = static_cast<const float*>(p.group_params);
+  std::uint32_t scale_next[2][2] = {};
+  auto load_scales = [&](int row0) {
+#pragma unroll
+    for (int block = 0; block < 2; ++block)
+#pragma unroll
+      for (int half = 0; half < 2; ++half)
+        scale_next[block][half] = load_word_now(row_scales + row0 + 16 * block + 8 * half + g);
+  };
+  if (rows && my_row_blocks > 0) load_scales(static_cast<int>(blockIdx.x) * stream_rows);
 
   const T* bias = static_cast<const T*>(p.bias);
   T* y = static_cast<T*>(p.y);
@@ -380,6 +515,21 @@ __global__ void __launch_bounds__(stream_warps * 32, 1) gemm_tc_stream_kernel(co
         up_fragments[block][3] = load_word(rows + eight_rows + 8);
       }
     }
+    float scale[2][2];
+    std::uint32_t scale2[2][2];
+    bool packed = true;  // every scale of the row block is a T value: one packed multiply per pair
+    if constexpr (rows) {
+#pragma unroll
+      for (int block = 0; block < 2; ++block)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          scale[block][half] = __uint_as_float(scale_next[block][half]);
+          scale2[block][half] = pack_pair<T>(scale[block][half], scale[block][half]);
+          packed = packed && to_float(from_float<T>(scale[block][half])) == scale[block][half];
+        }
+      packed = __all_sync(0xFFFFFFFFu, packed);
+      if (r + 1 < my_row_blocks) load_scales(row0 + static_cast<int>(gridDim.x) * stream_rows);
+    }
 
     float acc[2][TokenTiles][4] = {};
     for (int t = 0; t < my_tiles; ++t, ++consumed) {
@@ -395,7 +545,15 @@ __global__ void __launch_bounds__(stream_warps * 32, 1) gemm_tc_stream_kernel(co
       issue();
       const char* stage = ring + static_cast<unsigned>(consumed) % Ring::stages * Ring::stage_bytes;
       const std::uint32_t* stage_params = reinterpret_cast<const std::uint32_t*>(stage + Ring::code_bytes);
-      if constexpr (Bits == 4) {
+      if constexpr (rows) {
+        constexpr bool e4m3 = Codes == StreamCodes::e4m3_rows;
+        if (packed)
+          accumulate_tile_rows<T, e4m3, true, TokenTiles>(reinterpret_cast<const uint4*>(stage), lane, xb, scale2,
+                                                          scale, acc);
+        else
+          accumulate_tile_rows<T, e4m3, false, TokenTiles>(reinterpret_cast<const uint4*>(stage), lane, xb, scale2,
+                                                           scale, acc);
+      } else if constexpr (Bits == 4) {
         accumulate_tile_factored<T, TokenTiles>(reinterpret_cast<const uint4*>(stage), stage_params, lane, xb,
                                                 groups_of_32, minus, acc);
       } else {
@@ -405,27 +563,7 @@ __global__ void __launch_bounds__(stream_warps * 32, 1) gemm_tc_stream_kernel(co
     }
 
     if (rank_step_mine) {
-      if (!have_low_rank) {
-        wait_for_prior_grid();
-        // low_rank's B fragments: the down-projection's splits added in order, rounded to T (all loads
-        // of a group of splits in flight at once).
-        const std::size_t split_stride = static_cast<std::size_t>(p.m) * p.rank_padded;
-#pragma unroll
-        for (int j = 0; j < TokenTiles; ++j) {
-          const float* first = p.partial + static_cast<std::size_t>(min(8 * j + g, p.m - 1)) * p.rank_padded +
-                               16 * warp + 2 * (lane & 3);
-          float2 low = make_float2(0.0f, 0.0f), high = make_float2(0.0f, 0.0f);
-#pragma unroll 4
-          for (int split = 0; split < p.low_rank_splits; ++split) {
-            const float2 a = __ldg(reinterpret_cast<const float2*>(first + split * split_stride));
-            const float2 b = __ldg(reinterpret_cast<const float2*>(first + split * split_stride + 8));
-            low.x += a.x, low.y += a.y, high.x += b.x, high.y += b.y;
-          }
-          low_rank_fragments[j][0] = pack_pair<T>(low.x, low.y);
-          low_rank_fragments[j][1] = pack_pair<T>(high.x, high.y);
-        }
-        have_low_rank = true;
-      }
+      if (!have_low_rank) fetch_low_rank();
 #pragma unroll
       for (int block = 0; block < 2; ++block)
 #pragma unroll

@@ -1,7 +1,8 @@
 #pragma once
-// The weight-streaming kernel behind w8a8_dequantized_linear (linear.cuh): the dequantized path of an
-// 8-bit quantized-matmul Linear (what the reference runs below 32 tokens), read straight from the
-// gemm_w8a8 weights without materializing the dense weight:
+// The CUDA-core weight-streaming kernel behind w8a8_dequantized_linear (linear.cuh) for more than 16
+// tokens and shapes the tensor-core streaming kernel does not take (N % 32 != 0 or K % 64 != 0): the
+// dequantized path of an 8-bit quantized-matmul Linear (what the reference runs below 32 tokens), read
+// straight from the gemm_w8a8 weights without materializing the dense weight:
 //   w[n, k] = round_T(decode(code[n, k]) · scale[n])     (the same values the dequantize kernel writes)
 //   y[m, n] = round_T(Σ_k float(x[m, k]) · float(w[n, k]) + bias[n])     fp32 sums, rounded once
 // decode: int8 codes exactly; float8_e4m3fn codes by cvt.rn.f16x2.e4m3x2 (exact for every code, NaN
@@ -26,7 +27,7 @@
 //
 // Bytes: N·K codes + 4·N scale + M·K·2 x + M·N·2 y; FLOPs 2·M·N·K. Memory-bound for M ≤ 4 (about
 // 5 instructions per weight element besides the M FMAs); from M ≈ 8 the fp32 FMAs (M per element)
-// dominate. Not measured on a GPU yet (bench/cuda/bench_linear.cu, "w8a8_dequantized_" rows).
+// dominate (bench/cuda/bench_linear.cu, "w8a8_dequantized_cuda_cores_" rows).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
