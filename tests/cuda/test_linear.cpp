@@ -393,6 +393,21 @@ sdnq::Tensor random_bias(std::int64_t n, std::uint64_t seed) {
   return t;
 }
 
+// A random case repacked with its scales rounded to T (or kept in F32), run through w8a8_dequantized_linear
+// twice (the bits must agree) and compared with the CPU reference.
+template <class T>
+W8A8Comparison run_w8a8_dequantized_case(std::int64_t tokens, bool e4m3, std::int64_t n, std::int64_t k,
+                                         bool with_bias, bool transposed, bool round_scale, std::uint64_t seed) {
+  const W8A8Case weight = make_w8a8_case(n, k, e4m3, transposed, seed);
+  const sdnq::Tensor x = random_activations<T>(tokens, k, seed + 1);
+  const sdnq::Tensor bias = random_bias<T>(n, seed + 2);
+  const auto rounding = round_scale ? sdnq::cuda::ScaleRounding::to_output_dtype : sdnq::cuda::ScaleRounding::none;
+  const sdnq::Tensor y = sdnq::test::run_w8a8_dequantized_linear_repacked(
+      sdnq::cuda::repack_for_w8a8<T>(weight.view(n, k, e4m3, transposed), true, rounding), x,
+      with_bias ? std::optional<sdnq::TensorView>(bias) : std::nullopt, 2);
+  return compare_w8a8_dequantized<T>(weight, n, k, e4m3, round_scale, x, with_bias ? &bias : nullptr, y);
+}
+
 }  // namespace
 
 // The weight-streaming kernel (detail/w8a8_gemv.cuh) on every token tile (1, 4, 16, 32 and two slabs
@@ -408,14 +423,8 @@ TEST_CASE("w8a8_dequantized_linear: streaming kernel against the CPU reference, 
     INFO("tokens " << tokens << ", N " << n << ", K " << k << (e4m3 ? ", e4m3" : ", int8")
                    << (std::is_same_v<T, sdnq::bf16> ? ", bf16" : ", fp16") << ", bias " << with_bias);
     const std::uint64_t seed = static_cast<std::uint64_t>(tokens * 1000003 + n * 1009 + k * 7 + e4m3);
-    const W8A8Case weight = make_w8a8_case(n, k, e4m3, transposed, seed);
-    const sdnq::Tensor x = random_activations<T>(tokens, k, seed + 1);
-    const sdnq::Tensor bias = random_bias<T>(n, seed + 2);
-    const sdnq::Tensor y = sdnq::test::run_w8a8_dequantized_linear_repacked(
-        sdnq::cuda::repack_for_w8a8<T>(weight.view(n, k, e4m3, transposed)), x,
-        with_bias ? std::optional<sdnq::TensorView>(bias) : std::nullopt, 2);
     const W8A8Comparison result =
-        compare_w8a8_dequantized<T>(weight, n, k, e4m3, true, x, with_bias ? &bias : nullptr, y);
+        run_w8a8_dequantized_case<T>(tokens, e4m3, n, k, with_bias, transposed, true, seed);
     INFO(result.differing << " of " << tokens * n << " outputs differ from the reference");
     CHECK(result.non_finite == 0);
     CHECK(result.relative_error <= 1e-3);
@@ -447,15 +456,8 @@ TEST_CASE("w8a8_dequantized_linear: 16 tokens a launch on the tensor-core weight
                    << ", scales " << (round_scale ? "rounded to T" : "F32"));
     REQUIRE(sdnq::test::w8a8_dequantized_streams(tokens, n, k));
     const std::uint64_t seed = static_cast<std::uint64_t>(tokens * 7919 + n * 31 + k * 3 + e4m3);
-    const W8A8Case weight = make_w8a8_case(n, k, e4m3, transposed, seed);
-    const sdnq::Tensor x = random_activations<T>(tokens, k, seed + 1);
-    const sdnq::Tensor bias = random_bias<T>(n, seed + 2);
-    const auto rounding = round_scale ? sdnq::cuda::ScaleRounding::to_output_dtype : sdnq::cuda::ScaleRounding::none;
-    const sdnq::Tensor y = sdnq::test::run_w8a8_dequantized_linear_repacked(
-        sdnq::cuda::repack_for_w8a8<T>(weight.view(n, k, e4m3, transposed), true, rounding), x,
-        with_bias ? std::optional<sdnq::TensorView>(bias) : std::nullopt, 2);
     const W8A8Comparison result =
-        compare_w8a8_dequantized<T>(weight, n, k, e4m3, round_scale, x, with_bias ? &bias : nullptr, y);
+        run_w8a8_dequantized_case<T>(tokens, e4m3, n, k, with_bias, transposed, round_scale, seed);
     INFO(result.differing << " of " << tokens * n << " outputs differ from the reference");
     CHECK(result.non_finite == 0);
     CHECK(result.relative_error <= 1e-3);
