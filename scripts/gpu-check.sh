@@ -4,7 +4,7 @@
 #   2. configures the `cuda` preset for sm_90a only and builds every target (host tests, CUDA tests,
 #      examples, benchmarks; SDNQ_BUILD_TARGETS="<targets>" builds only those);
 #   3. runs the host tests (sdnq_tests) as a cross-check with g++ 13 and Catch2 v3;
-#   4. runs the CUDA tests (sdnq_cuda_tests);
+#   4. runs the CUDA tests (sdnq_cuda_tests; SDNQ_CUDA_TEST_FILTER=<Catch test spec> runs some);
 #   5. runs the CUDA tests again under compute-sanitizer memcheck (with leak check);
 #   6. runs racecheck on the kernel tests that use shared memory (SDNQ_RACECHECK_FILTER overrides the tags);
 #      SDNQ_SKIP_SANITIZERS=1 skips steps 5 and 6 (a timing run); SDNQ_MEMCHECK_FILTER=<Catch test spec>
@@ -178,7 +178,7 @@ else
 fi
 
 step "CUDA tests"
-run_logged cuda-tests "$cuda_tests" --durations yes
+run_logged cuda-tests "$cuda_tests" --durations yes ${SDNQ_CUDA_TEST_FILTER:+"$SDNQ_CUDA_TEST_FILTER"}
 
 step "CUDA tests under compute-sanitizer memcheck"
 sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)

@@ -175,6 +175,9 @@ void run_case(std::int64_t m, std::int64_t n, std::int64_t k, bool fp8, bool wit
   INFO("M " << m << ", N " << n << ", K " << k << (fp8 ? ", e4m3" : ", int8") << ", tile " << tile);
   const CheckpointWeight w = make_weight(n, k, fp8, seed);
   const auto repacked = sdnq::cuda::repack_for_w8a8<T>(w.view(n, k, fp8), scale_dtype == DType::f32);
+  // An fp16 layer saved with dequantize_fp32 = false still quantizes x in fp32 (§5.1 step 4 promotes
+  // fp16 scales), as quant::linear_forward does.
+  if (scale_dtype == DType::f16) scale_dtype = DType::f32;
   const Tensor x = random_matrix<T>(m, k, seed + 1);
   std::optional<Tensor> bias;
   if (with_bias) bias = random_matrix<T>(1, n, seed + 2);
@@ -604,6 +607,9 @@ void run_prequantized_case(std::int64_t m, std::int64_t n, std::int64_t k, bool 
                            << ", scales in " << sdnq::dtype_name(scale_dtype) << (with_bias ? ", bias" : ""));
   const CheckpointWeight w = make_weight(n, k, fp8, seed);
   const auto repacked = sdnq::cuda::repack_for_w8a8<T>(w.view(n, k, fp8), scale_dtype == DType::f32);
+  // An fp16 layer saved with dequantize_fp32 = false still quantizes x in fp32 (§5.1 step 4 promotes
+  // fp16 scales), as quant::linear_forward does.
+  if (scale_dtype == DType::f16) scale_dtype = DType::f32;
   Tensor x = random_matrix<T>(m, k, seed + 1);
   if (m >= 8) {
     T* values = x.data_as<T>();
@@ -751,4 +757,145 @@ TEST_CASE("gemm_w8a8 pre-quantized: activations that do not fit the weights are 
     sdnq::test::run_gemm_w8a8_on_activations_of(like, sibling, x, fits);
     CHECK(fits);
   }
+}
+
+// The implicit-GEMM quantized-matmul conv (conv_w8a8.cuh) against the CPU reference conv in quantized-matmul
+// mode (quant::conv2d_forward: unfold in channel-major order, per-row quantization, the Linear's
+// epilogue), on every route (tile 0/1: the implicit GEMM's 64x64 and 128x128 tiles; 2: the im2col codes
+// written once, then gemm_w8a8). int8 must match bit for bit (exact int32 sums in any column order); e4m3 within one ulp of T
+// plus the fp32 accumulation bound. NaN and ±inf elements compare as themselves.
+namespace {
+
+struct ConvCase {
+  sdnq::Shape x;
+  std::int64_t out_channels;
+  int kernel, stride, padding;
+  int tile = -1;
+  bool fp32_scales = true;
+};
+
+template <class T>
+void run_conv_case(const ConvCase& c, bool fp8, std::uint64_t seed, bool poison_inputs = false) {
+  using namespace sdnq::quant;
+  INFO("x " << c.x.to_string() << " -> " << c.out_channels << ", " << c.kernel << "x" << c.kernel << " stride "
+            << c.stride << " pad " << c.padding << (fp8 ? ", e4m3" : ", int8") << ", tile " << c.tile
+            << (c.fp32_scales ? "" : ", scales in T"));
+  LayerOptions options;
+  options.weights_type = &sdnq::format::storage_type(fp8 ? "float8_e4m3fn" : "int8");
+  options.use_quantized_matmul = true;
+  options.dequantize_fp32 = c.fp32_scales;
+  const std::int64_t channels = c.x[1];
+  const Tensor weight = random_matrix<T>(c.out_channels, channels * c.kernel * c.kernel, seed, 0.05f);
+  Tensor weight_4d = Tensor::empty(sdnq::Shape{c.out_channels, channels, c.kernel, c.kernel}, sdnq::dtype_of_v<T>);
+  std::memcpy(weight_4d.data(), weight.data(), weight.nbytes());
+  const QuantizedTensors conv = quantize_weight(weight_4d.view(), LayerKind::conv2d, options, sdnq::dtype_of_v<T>, seed);
+  REQUIRE(conv.layout.use_quantized_matmul);
+  REQUIRE_FALSE(conv.layout.re_quantize_for_matmul);
+  Tensor x = random_matrix<T>(c.x[0], c.x.numel() / c.x[0], seed + 1);
+  x.reshape(c.x);
+  if (poison_inputs) {  // image 0: a NaN pixel, an inf pixel, and an all-zero region (every channel)
+    const std::int64_t h = c.x[2], w = c.x[3];
+    auto* values = x.data_as<T>();
+    values[(3 * h + 2) * w + 2] = T(std::numeric_limits<float>::quiet_NaN());
+    values[(5 * h + h - 2) * w + 1] = T(std::numeric_limits<float>::infinity());
+    for (std::int64_t ch = 0; ch < channels; ++ch)
+      for (std::int64_t yy = h - 4; yy < h; ++yy)
+        for (std::int64_t xx = w - 4; xx < w; ++xx) values[(ch * h + yy) * w + xx] = T(0.0f);
+  }
+  const Tensor bias = random_matrix<T>(1, c.out_channels, seed + 2);
+  const TensorView bias_view = TensorView(bias).reshaped(sdnq::Shape{c.out_channels});
+  Conv2dParams params;
+  params.stride = {c.stride, c.stride};
+  params.padding = {c.padding, c.padding};
+  const Tensor expected =
+      conv2d_forward(x, conv.view(), bias_view, params, MatmulMode::quantized_matmul, sdnq::dtype_of_v<T>);
+  const Tensor y = sdnq::test::run_conv_w8a8(conv.view(), x, bias_view, c.stride, c.padding, c.tile);
+  REQUIRE(y.shape() == expected.shape());
+  std::int64_t mismatches = 0, non_finite = 0, zero_rows = 0;
+  const double ulp_fraction = std::is_same_v<T, sdnq::bf16> ? 1.0 / 128 : 1.0 / 1024;
+  // e4m3 on the rows route runs gemm_w8a8, whose Hopper wgmma tiles add each 128-input block with
+  // reduced precision: that test's bound (2 ulp + 1/256 of the largest output, relative L2 ≤ 1e-2).
+  const bool rows_route = c.tile == 2 || (c.tile < 0 && c.out_channels > 128);
+  const bool wgmma_sums = fp8 && rows_route && sdnq::test::gpu_has_wgmma();
+  double largest = 0.0, error_squares = 0.0, reference_squares = 0.0;
+  for (std::int64_t i = 0; i < y.numel(); ++i)
+    if (std::isfinite(value_at<T>(expected, i))) largest = std::max<double>(largest, std::fabs(value_at<T>(expected, i)));
+  for (std::int64_t i = 0; i < y.numel(); ++i) {
+    const float want = value_at<T>(expected, i), got = value_at<T>(y, i);
+    bool ok;
+    if (!std::isfinite(want)) {
+      ++non_finite;
+      ok = std::isnan(want) ? std::isnan(got) : got == want;
+    } else if (!fp8) {
+      ok = got == want;
+    } else {
+      const double error = std::fabs(double(got) - want);
+      error_squares += error * error, reference_squares += double(want) * want;
+      ok = std::isfinite(got) && (wgmma_sums ? error <= 2 * std::fabs(want) * ulp_fraction + largest / 256
+                                             : error <= std::fabs(want) * ulp_fraction + 1e-4);
+    }
+    if (poison_inputs && got == value_at<T>(bias, (i / (y.size(2) * y.size(3))) % c.out_channels)) ++zero_rows;
+    if (!ok && mismatches++ < 5) INFO("element " << i << ": got " << got << ", reference " << want);
+  }
+  CHECK(mismatches == 0);
+  if (fp8 && reference_squares > 0) CHECK(std::sqrt(error_squares / reference_squares) <= 1e-2);
+  if (poison_inputs) {
+    CHECK(non_finite > 0);  // the NaN window's rows
+    CHECK(non_finite < y.numel() / 4);
+    CHECK(zero_rows >= c.out_channels);  // at least one all-zero window: exactly the bias
+  }
+}
+
+}  // namespace
+
+TEST_CASE("conv2d_w8a8 int8: bit for bit quant::conv2d_forward in quantized-matmul mode, bf16 and fp16",
+          "[cuda][w8a8][conv_w8a8]") {
+  // SDNQ gives a conv quantized matmul only with ≥ 32 channels and outputs, both multiples of 16.
+  // Every case runs on the three routes (implicit 64x64, implicit 128x128, rows) and as chosen.
+  const std::vector<ConvCase> cases = {
+      {sdnq::Shape{2, 32, 9, 11}, 48, 3, 1, 1},             // K = 288: a partial last K step
+      {sdnq::Shape{1, 48, 15, 13}, 80, 3, 2, 1},            // stride 2, odd sizes, C % 32 != 0
+      {sdnq::Shape{2, 64, 7, 5}, 32, 1, 1, 0},              // 1x1
+      {sdnq::Shape{1, 128, 24, 20}, 160, 3, 1, 1},          // partial row and column tiles of 128x128
+      {sdnq::Shape{3, 32, 6, 6}, 144, 3, 1, 1},             // more than one column tile of every route
+      {sdnq::Shape{1, 64, 12, 12}, 96, 3, 1, 1, -1, false}, // scales in the model dtype (dequantize_fp32 off)
+  };
+  for (std::size_t i = 0; i < cases.size(); ++i)
+    for (const int tile : {-1, 0, 1, 2}) {
+      ConvCase c = cases[i];
+      c.tile = tile;
+      run_conv_case<sdnq::bf16>(c, false, 700 + 10 * i);
+      run_conv_case<sdnq::fp16>(c, false, 900 + 10 * i);
+    }
+}
+
+TEST_CASE("conv2d_w8a8 fp8: quant::conv2d_forward within the fp32 sums' rounding", "[cuda][w8a8][conv_w8a8]") {
+  if (!sdnq::test::gpu_has_fp8_tensor_cores()) {
+    WARN("skipped: float8_e4m3fn tensor cores need compute capability 8.9");
+    return;
+  }
+  for (const int tile : {0, 1, 2}) {
+    run_conv_case<sdnq::bf16>({sdnq::Shape{2, 32, 9, 11}, 48, 3, 1, 1, tile}, true, 1100);
+    run_conv_case<sdnq::bf16>({sdnq::Shape{1, 128, 24, 20}, 160, 3, 2, 1, tile}, true, 1110);
+    run_conv_case<sdnq::fp16>({sdnq::Shape{2, 64, 7, 5}, 32, 1, 1, 0, tile}, true, 1120);
+  }
+}
+
+TEST_CASE("conv2d_w8a8: NaN/inf stay in the windows that hold them, an all-zero window gives exactly the bias",
+          "[cuda][w8a8][conv_w8a8]") {
+  const int tile = GENERATE(0, 1, 2);
+  run_conv_case<sdnq::bf16>({sdnq::Shape{2, 32, 16, 14}, 48, 3, 1, 1, tile}, false, 1200, true);
+}
+
+TEST_CASE("conv2d_w8a8: bad arguments are rejected before launch, naming the layer", "[cuda][w8a8][conv_w8a8]") {
+  const auto message_for = [](const std::string& which) {
+    return sdnq::test::message_of<sdnq::Error>([&] { sdnq::test::conv_w8a8_misuse(which); });
+  };
+  const std::string channels = message_for("channels not a multiple of 16");
+  CHECK(sdnq::test::contains(channels, "C % 16 == 0"));
+  CHECK(sdnq::test::contains(channels, "down_blocks.1.resnets.0.conv1"));
+  CHECK(sdnq::test::contains(message_for("x channels differ from the weight"), "[O, k·k·C]"));
+  CHECK(sdnq::test::contains(message_for("out of the wrong shape"), "[1, 32, 8, 8]"));
+  CHECK(sdnq::test::contains(message_for("workspace too small"), "workspace"));
+  CHECK(sdnq::test::contains(message_for("x on the host"), "device"));
 }

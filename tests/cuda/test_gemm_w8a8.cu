@@ -3,12 +3,17 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "cuda/test_gemm_w8a8_support.hpp"
 #include "sdnq/cuda/check.hpp"
 #include "sdnq/cuda/device_memory.hpp"
+#include "sdnq/cuda/conv_w8a8.cuh"
 #include "sdnq/cuda/gemm_w8a8.cuh"
 #include "sdnq/cuda/linear.cuh"
+#include "sdnq/nn/gpu/detail/device_weights.hpp"
+#include "sdnq/quant/conv_as_linear.hpp"
 
 namespace sdnq::test {
 
@@ -30,6 +35,73 @@ Tensor run_gemm_w8a8_kernel(const cuda::W8A8WeightsHost& weights, TensorView x, 
                   y, workspace, nullptr, forced);
   SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
   return cuda::to_host(y);
+}
+
+namespace {
+
+cuda::W8A8WeightsDevice conv_weights_on_device(const quant::QuantizedWeight& conv, DType dtype) {
+  const auto as_linear = quant::conv2d_weight_as_linear(conv);
+  if (!as_linear) throw std::runtime_error("conv_weights_on_device: the conv has no Linear form");
+  const auto codes = nn::gpu::detail::linear_codes_of(as_linear->view());
+  if (!codes) throw std::runtime_error("conv_weights_on_device: no LinearCodes for the conv");
+  const bool fp32 = conv.layout.dequantize_fp32;
+  return cuda::upload_w8a8_weights(dtype == DType::bf16 ? cuda::repack_for_w8a8<bf16>(codes->codes, fp32)
+                                                        : cuda::repack_for_w8a8<fp16>(codes->codes, fp32));
+}
+
+}  // namespace
+
+Tensor run_conv_w8a8(const quant::QuantizedWeight& conv, TensorView x, std::optional<TensorView> bias, int stride,
+                     int padding, int tile) {
+  const cuda::W8A8WeightsDevice weights = conv_weights_on_device(conv, x.dtype());
+  const int kernel = static_cast<int>(conv.layout.original_shape[2]);
+  const auto options = cuda::ops::Conv2dOptions::symmetric(stride, padding);
+  const Tensor device_x = cuda::to_device(x);
+  std::optional<Tensor> device_bias;
+  if (bias) device_bias = cuda::to_device(*bias);
+  const std::int64_t out_h = (x.size(2) + 2 * padding - kernel) / stride + 1;
+  const std::int64_t out_w = (x.size(3) + 2 * padding - kernel) / stride + 1;
+  Tensor out = cuda::empty(Shape{x.size(0), weights.meta.out_features, out_h, out_w}, x.dtype());
+  SDNQ_CUDA_CHECK(cudaMemset(out.data(), 0xFF, out.nbytes()));
+  std::optional<cuda::ConvW8A8TileChoice> forced;
+  if (tile >= 0) forced = static_cast<cuda::ConvW8A8TileChoice>(tile);
+  Tensor workspace = cuda::empty(Shape{static_cast<std::int64_t>(cuda::conv2d_w8a8_workspace_bytes(
+                                     x.shape(), weights.meta.out_features, kernel, options, x.dtype(), forced))},
+                                 DType::u8);
+  SDNQ_CUDA_CHECK(cudaMemset(workspace.data(), 0xFF, workspace.nbytes()));
+  cuda::conv2d_w8a8(weights.view(), kernel, options, device_x,
+                    device_bias ? std::optional<TensorView>(*device_bias) : std::nullopt, out, workspace, nullptr,
+                    "test.conv", forced);
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+  return cuda::to_host(out);
+}
+
+void conv_w8a8_misuse(const std::string& which) {
+  // A 3x3 conv over 32 channels into 32 outputs (K = 288): the smallest layer SDNQ gives quantized matmul.
+  quant::LayerOptions options;
+  options.weights_type = &format::storage_type("int8");
+  options.use_quantized_matmul = true;
+  Tensor weight = Tensor::empty(Shape{32, 32, 3, 3}, DType::f32);
+  for (std::int64_t i = 0; i < weight.numel(); ++i) weight.data_as<float>()[i] = static_cast<float>(i % 7) - 3.0f;
+  const quant::QuantizedTensors conv = quant::quantize_weight(weight.view(), quant::LayerKind::conv2d, options, DType::bf16);
+  const cuda::W8A8WeightsDevice weights = conv_weights_on_device(conv.view(), DType::bf16);
+  // 72 channels under a 2x2 kernel also give K = 288, but 72 % 16 != 0.
+  const bool odd_channels = which == "channels not a multiple of 16";
+  const int kernel = odd_channels ? 2 : 3;
+  const std::int64_t channels = odd_channels ? 72 : which == "x channels differ from the weight" ? 48 : 32;
+  const auto conv_options = cuda::ops::Conv2dOptions::symmetric(1, odd_channels ? 0 : 1);
+  Tensor x = cuda::empty(Shape{1, channels, 8, 8}, DType::bf16);
+  SDNQ_CUDA_CHECK(cudaMemset(x.data(), 0, x.nbytes()));
+  const std::int64_t out_size = odd_channels ? 7 : 8;
+  Tensor out = cuda::empty(Shape{1, 32, out_size, which == "out of the wrong shape" ? out_size - 1 : out_size},
+                           DType::bf16);
+  std::size_t workspace_bytes = cuda::conv2d_w8a8_workspace_bytes(x.shape(), 32, kernel, conv_options);
+  if (which == "workspace too small") workspace_bytes -= 512;
+  Tensor workspace = cuda::empty(Shape{static_cast<std::int64_t>(workspace_bytes)}, DType::u8);
+  Tensor host_x = Tensor::empty(x.shape(), DType::bf16);
+  const TensorView input = which == "x on the host" ? host_x.view() : x.view();
+  cuda::conv2d_w8a8(weights.view(), kernel, conv_options, input, std::nullopt, out, workspace, nullptr,
+                    "down_blocks.1.resnets.0.conv1");
 }
 
 W8A8PrequantizedRun run_gemm_w8a8_prequantized(const std::vector<const cuda::W8A8WeightsHost*>& weights, TensorView x,

@@ -6,6 +6,7 @@
 
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/cuda/detail/w8a8_repack.hpp"
+#include "sdnq/quant/quantize.hpp"
 
 namespace sdnq::test {
 
@@ -43,6 +44,17 @@ bool svd_weights_fit_activations(bool with_rows);
 
 // w8a8_dequantized_linear on such weights (no GPU work: it must refuse before touching x): the message.
 std::string dequantized_linear_message_with_svd();
+
+// The implicit-GEMM quantized-matmul conv (cuda::conv2d_w8a8) on a quantized Conv2d weight [O, C, k, k]
+// (rewritten by quant::conv2d_weight_as_linear, repacked by repack_for_w8a8<T>) over x [N, C, H, W]
+// (host, T), bias [O] or empty, symmetric padding: inputs copied to the GPU, out and the workspace
+// poisoned with 0xFF bytes (NaN), `tile` −1 lets the call choose, else cuda::ConvW8A8TileChoice (0 small,
+// 1 large: the implicit GEMM; 2 rows). Returns out on the host.
+Tensor run_conv_w8a8(const quant::QuantizedWeight& conv, TensorView x, std::optional<TensorView> bias, int stride,
+                     int padding, int tile = -1);
+
+// One misuse of conv2d_w8a8 named by `which` on a valid int8 layer; throws what the call throws.
+void conv_w8a8_misuse(const std::string& which);
 
 // Whether the current GPU runs the float8_e4m3fn GEMM (compute capability 8.9 or newer).
 bool gpu_has_fp8_tensor_cores();

@@ -215,7 +215,8 @@ TEST_CASE("gpu Conv2d: quantized convs run on their codes and match the CPU conv
       {"uint4", Shape{2, 64, 13, 11}, 96, 3, 1, 1},                  // groups of 32 channels
       {"uint4", Shape{1, 64, 15, 15}, 64, 3, 2, 1, true},            // zero point + SVD, stride 2
       {"int8", Shape{2, 96, 9, 7}, 48, 1, 1, 0},                     // 1x1, row-wise
-      {"int8", Shape{1, 64, 10, 10}, 64, 3, 1, 1, false, true},      // flattened direct-matmul layout
+      {"int8", Shape{1, 64, 10, 10}, 64, 3, 1, 1, false, true},      // direct matmul: the implicit-GEMM conv
+      {"float8_e4m3fn", Shape{2, 32, 9, 9}, 48, 3, 2, 1, false, true},  // likewise, e4m3, stride 2
       {"float8_e4m3fn", Shape{2, 32, 8, 12}, 40, 3, 1, 1},           // float codes (lookup)
       {"int6", Shape{1, 48, 9, 9}, 32, 3, 1, 1},                     // packed, generic width
       {"uint4", Shape{2, 32, 256, 256}, 32, 3, 1, 1},                // 131072 rows: two im2row chunks
@@ -234,8 +235,12 @@ TEST_CASE("gpu Conv2d: quantized convs run on their codes and match the CPU conv
     const auto run = sdnq::test::compare_quantized_conv_with_cpu(options, c.x, c.out_channels, c.kernel, c.stride,
                                                                  c.padding);
     INFO("rel L2 " << run.rel_l2 << ", " << run.device_bytes << " device bytes (bf16 " << run.dense_bf16_bytes << ")");
-    CHECK(run.rel_l2 <= 1e-2);
+    // e4m3 activations (the reference's fp8 quantized matmul: 3 mantissa bits) alone put the conv ~2.5e-2
+    // from the float32 conv of the same weight; conv2d_w8a8's own test matches the reference's quantized path.
+    const bool fp8_activations = c.quantized_matmul && std::string(c.type) == "float8_e4m3fn";
+    CHECK(run.rel_l2 <= (fp8_activations ? 3e-2 : 1e-2));
     CHECK(run.runs_on_codes == !c.hadamard);
+    CHECK(run.runs_quantized_matmul == c.quantized_matmul);
     // Codes, not a bf16 copy (the tensor-core layout pads small SVD factors, so those cases are not sized).
     const bool eight_bit = std::string(c.type) == "int8" || std::string(c.type) == "float8_e4m3fn";
     if (!c.hadamard && !c.svd) CHECK(run.device_bytes < (eight_bit ? run.dense_bf16_bytes : run.dense_bf16_bytes / 2));

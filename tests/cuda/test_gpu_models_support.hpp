@@ -40,6 +40,7 @@ void run_clip_on_gpu_with_ids(const std::filesystem::path& case_folder, const Te
 struct QuantizedConvRun {
   double rel_l2 = 0.0;          // GPU output against the CPU one
   bool runs_on_codes = false;   // nn::gpu::Conv2d kept the codes (else dequantized at load)
+  bool runs_quantized_matmul = false;  // it runs the implicit-GEMM quantized-matmul conv (cuda::conv2d_w8a8)
   std::size_t device_bytes = 0, dense_bf16_bytes = 0;
 };
 QuantizedConvRun compare_quantized_conv_with_cpu(const quant::LayerOptions& options, const Shape& x_shape,

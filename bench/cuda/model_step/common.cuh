@@ -36,11 +36,13 @@ inline constexpr double gib = 1024.0 * 1024.0 * 1024.0;
 //   bf16          every Linear dense bf16 (cuBLAS)
 //   int8_qmm      SDNQ int8, row-wise scales, quantized matmul (cuda::gemm_w8a8 at M ≥ 32)
 //   uint4_svd32   SDNQ uint4, group size 128 (the quantizer's auto choice), SVD rank 32
-enum class Variant { bf16, int8_qmm, uint4_svd32 };
+//   int8_qmm_conv int8_qmm, and the convs too (quant_conv and use_quantized_matmul_conv on: every conv with
+//                 ≥ 32 input and output channels, cuda::conv2d_w8a8); UNet only
+enum class Variant { bf16, int8_qmm, uint4_svd32, int8_qmm_conv };
 
 inline sdnq::quant::LayerOptions options_of(Variant v) {
   sdnq::quant::LayerOptions options;
-  if (v == Variant::int8_qmm) {
+  if (v == Variant::int8_qmm || v == Variant::int8_qmm_conv) {
     options.weights_type = &sdnq::format::storage_type("int8");
     options.use_quantized_matmul = true;
   } else {
@@ -94,11 +96,29 @@ class RandomWeights {
     component_.quantized[prefix] = found->second;
   }
 
-  // A dense bf16 conv [out, in, k, k] (+ bias [out]) under `prefix`.
+  // A conv [out, in, k, k] (+ bias [out]) under `prefix`: dense bf16, or for int8_qmm_conv quantized with
+  // quantized matmul where SDNQ allows it (≥ 32 channels in and out; conv_in / conv_out stay dense).
   void conv(const std::string& prefix, std::int64_t out, std::int64_t in, std::int64_t kernel) {
     const float bound = 1.0f / std::sqrt(static_cast<float>(in * kernel * kernel));
-    tensor(prefix + ".weight", sdnq::Shape{out, in, kernel, kernel}, bound);
     tensor(prefix + ".bias", sdnq::Shape{out}, bound);
+    const sdnq::Shape shape{out, in, kernel, kernel};
+    if (variant_ != Variant::int8_qmm_conv || out < 32 || in < 32) {
+      tensor(prefix + ".weight", shape, bound);
+      return;
+    }
+    const Key key{out, in, kernel, kernel};
+    auto found = quantized_.find(key);
+    if (found == quantized_.end()) {
+      sdnq::quant::QuantizeControls controls;
+      controls.layer_name = prefix;
+      controls.seed = seed_++;
+      found = quantized_
+                  .emplace(key, std::make_shared<const sdnq::quant::QuantizedTensors>(sdnq::quant::quantize_weight(
+                                    shared(shape, bound)->view(), sdnq::quant::LayerKind::conv2d,
+                                    options_of(variant_), sdnq::DType::bf16, controls)))
+                  .first;
+    }
+    component_.quantized[prefix] = found->second;
   }
 
   // A dense tensor `name`, shared with every earlier one of the same shape.
@@ -155,7 +175,10 @@ double median_ms(int repeats, Work&& work) {
 }
 
 inline const char* variant_name(Variant v) {
-  return v == Variant::bf16 ? "bf16" : v == Variant::int8_qmm ? "int8_qmm" : "uint4_svd32";
+  return v == Variant::bf16       ? "bf16"
+         : v == Variant::int8_qmm ? "int8_qmm"
+         : v == Variant::int8_qmm_conv ? "int8_qmm_conv"
+                                       : "uint4_svd32";
 }
 
 // The Linears of a model's step (model.linears(...): pointer and row count each) that run the variant's
@@ -163,7 +186,8 @@ inline const char* variant_name(Variant v) {
 template <class Linears>
 int quantized_linears(const Linears& all, Variant variant) {
   const auto wanted =
-      variant == Variant::int8_qmm ? sdnq::nn::gpu::LinearKind::quantized_matmul : sdnq::nn::gpu::LinearKind::quantized;
+      variant == Variant::int8_qmm || variant == Variant::int8_qmm_conv ? sdnq::nn::gpu::LinearKind::quantized_matmul
+                                                                        : sdnq::nn::gpu::LinearKind::quantized;
   int count = 0;
   for (const auto& [linear, rows] : all) count += linear->kind() == wanted;
   return count;
@@ -237,10 +261,13 @@ std::vector<double> time_steps(benchmark::State& state, int warmup, Step&& step)
   return steps;
 }
 
-// Registers `name`/<variant> for the three variants, each `iterations` manually timed steps in ms.
+// Registers `name`/<variant> for the three variants (and int8_qmm_conv with `quantized_convs`), each
+// `iterations` manually timed steps in ms.
 template <class Bench>
-int register_step_benchmarks(const char* name, Bench bench, int iterations) {
-  for (Variant v : {Variant::bf16, Variant::int8_qmm, Variant::uint4_svd32})
+int register_step_benchmarks(const char* name, Bench bench, int iterations, bool quantized_convs = false) {
+  std::vector<Variant> variants{Variant::bf16, Variant::int8_qmm, Variant::uint4_svd32};
+  if (quantized_convs) variants.push_back(Variant::int8_qmm_conv);
+  for (Variant v : variants)
     benchmark::RegisterBenchmark((std::string(name) + "/" + variant_name(v)).c_str(), bench, v)
         ->Iterations(iterations)
         ->UseManualTime()

@@ -1,10 +1,12 @@
 // One denoiser step of the full-size SDXL UNet on the GPU (1024×1024: 128×128 latents, batch 2 as with
 // classifier-free guidance, 77 text tokens of width 2048, text_embeds 1280, 6 time ids), with random
-// weights and no checkpoint files, in three variants (bench_model_step.cuh): bf16, int8_qmm, uint4_svd32.
+// weights and no checkpoint files, in four variants (model_step/common.cuh): bf16, int8_qmm, uint4_svd32,
+// int8_qmm_conv.
 // The model is built from stabilityai/stable-diffusion-xl-base-1.0's published unet/config.json (below;
 // the values hub-and-formats.md §3.6 lists) through an nn::InMemoryComponent. Quantized layers follow
 // the reference's UNet checkpoints (the unet_sdxl fixtures): every Linear except time_embedding.*;
-// convs stay bf16, as with SDNQ's default quant_conv = false (a quantized conv would run on its codes).
+// convs stay bf16, as with SDNQ's default quant_conv = false, except in int8_qmm_conv (quant_conv and
+// use_quantized_matmul_conv on: the convs with ≥ 32 channels in and out run cuda::conv2d_w8a8).
 //
 // Counters per variant:
 //   step_ms           median of the timed steps (CUDA events around each forward, after 2 warm-up steps)
@@ -100,7 +102,9 @@ constexpr const char* sdxl_unet_config = R"({
 constexpr std::int64_t batch = 2, latent_side = 128, text_tokens = 77, text_width = 2048, pooled_width = 1280;
 constexpr int warmup_steps = 2, timed_steps = 10;
 
-double goal_ms_of(Variant v) { return v == Variant::bf16 ? 85.0 : v == Variant::int8_qmm ? 60.0 : 0.0; }
+double goal_ms_of(Variant v) {
+  return v == Variant::bf16 ? 85.0 : v == Variant::int8_qmm || v == Variant::int8_qmm_conv ? 60.0 : 0.0;
+}
 
 // Every tensor UNet2DConditionModel loads for config `c` (the structure of nn/models/unet.hpp).
 class SdxlStateDict {
@@ -254,6 +258,6 @@ void bench_unet_step(benchmark::State& state, Variant variant) {
   state.counters["other_ms"] = step_ms - linear_part;
 }
 
-[[maybe_unused]] const int registered = sdnq_bench::register_step_benchmarks("bench_unet_step", bench_unet_step, timed_steps);
+[[maybe_unused]] const int registered = sdnq_bench::register_step_benchmarks("bench_unet_step", bench_unet_step, timed_steps, true);
 
 }  // namespace unet_step

@@ -133,6 +133,7 @@ QuantizedConvRun compare_quantized_conv_with_cpu(const quant::LayerOptions& opti
   QuantizedConvRun run;
   run.rel_l2 = nn::relative_l2(cuda::to_host(out), expected);
   run.runs_on_codes = gpu.runs_on_codes();
+  run.runs_quantized_matmul = gpu.runs_quantized_matmul();
   run.device_bytes = gpu.device_bytes();
   run.dense_bf16_bytes = static_cast<std::size_t>(weight.numel() + out_channels) * 2;
   return run;

@@ -106,7 +106,8 @@ W8A8WeightsHost repack_for_w8a8(const LinearCodes& w, bool dequantize_fp32 = tru
   out.out_features = n;
   out.in_features = k;
   out.dtype = dtype_of_v<T>;
-  out.scale_dtype = dequantize_fp32 ? DType::f32 : dtype_of_v<T>;
+  // §5.1 step 4: fp16 scales are promoted to fp32, so only bf16 models quantize x in their own dtype.
+  out.scale_dtype = dequantize_fp32 || std::is_same_v<T, fp16> ? DType::f32 : dtype_of_v<T>;
   out.codes = Tensor::empty(Shape{n, k}, w.codes.dtype());
   const auto* source = static_cast<const std::uint8_t*>(w.codes.data());
   auto* target = static_cast<std::uint8_t*>(out.codes.data());
