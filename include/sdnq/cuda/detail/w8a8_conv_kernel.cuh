@@ -206,19 +206,9 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) conv_w8a8_ker
   }
   __syncthreads();
 
-  constexpr bool promote = Operand == W8A8Operand::float8_e4m3fn;
-  using Acc = w8a8_accumulator<Operand>;
-  Acc acc[Tile::MT][Tile::NT][4];
-  float total[promote ? Tile::MT : 1][promote ? Tile::NT : 1][4];
-#pragma unroll
-  for (int mt = 0; mt < Tile::MT; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < Tile::NT; ++nt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        acc[mt][nt][i] = Acc(0);
-        if constexpr (promote) total[mt][nt][i] = 0.0f;
-      }
+  W8A8Sums<Operand, Tile> acc;
+  W8A8Totals<Operand, Tile> total;
+  zero_w8a8_sums<Operand, Tile>(acc, total);
 
   std::uint8_t* a_tiles = shared;                             // 2 × BM × 128
   std::uint8_t* b_tiles = shared + 2 * Tile::BM * Tile::k_tile;  // 2 × BN × 128
@@ -250,44 +240,8 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) conv_w8a8_ker
     load_code_rows_async<Tile::BN, Tile::threads>(b_tiles + stage * Tile::BN * Tile::k_tile, b, p.k, valid_cols, tile);
   };
   auto compute = [&](int stage) {
-    const std::uint8_t* a_tile = a_tiles + stage * Tile::BM * Tile::k_tile;
-    const std::uint8_t* b_tile = b_tiles + stage * Tile::BN * Tile::k_tile;
-#pragma unroll
-    for (int step = 0; step < Tile::k_tile / 32; ++step) {
-      std::uint32_t fa[Tile::MT][4];
-#pragma unroll
-      for (int mt = 0; mt < Tile::MT; ++mt) {
-        const int row = warp_m * Tile::WM + mt * 16 + (lane & 15);
-        load_matrix_x4(fa[mt], a_tile + swizzled_byte_offset(row, step * 2 + (lane >> 4)));
-      }
-#pragma unroll
-      for (int block = 0; block < Tile::NT / 2; ++block) {
-        const int row = warp_n * Tile::WN + block * 16 + (lane & 7) + ((lane >> 4) << 3);
-        std::uint32_t fb[4];
-        load_matrix_x4(fb, b_tile + swizzled_byte_offset(row, step * 2 + ((lane >> 3) & 1)));
-#pragma unroll
-        for (int mt = 0; mt < Tile::MT; ++mt) {
-          if constexpr (Operand == W8A8Operand::int8) {
-            mma_s8_16832(acc[mt][2 * block], fa[mt], fb[0], fb[1]);
-            mma_s8_16832(acc[mt][2 * block + 1], fa[mt], fb[2], fb[3]);
-          } else {
-            mma_e4m3_16832(acc[mt][2 * block], fa[mt], fb[0], fb[1]);
-            mma_e4m3_16832(acc[mt][2 * block + 1], fa[mt], fb[2], fb[3]);
-          }
-        }
-      }
-    }
-    if constexpr (promote) {
-#pragma unroll
-      for (int mt = 0; mt < Tile::MT; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < Tile::NT; ++nt)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            total[mt][nt][i] += acc[mt][nt][i];
-            acc[mt][nt][i] = 0.0f;
-          }
-    }
+    multiply_w8a8_k_tile<Operand, Tile>(acc, total, a_tiles + stage * Tile::BM * Tile::k_tile,
+                                        b_tiles + stage * Tile::BN * Tile::k_tile, warp_m, warp_n, lane);
   };
 
   // Double buffering: tile t + 1's gathers and copies are in flight while tile t is multiplied; the
@@ -327,12 +281,8 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) conv_w8a8_ker
       for (int half = 0; half < 2; ++half) {
         const int local_row = warp_m * Tile::WM + mt * 16 + half * 8 + (lane >> 2);
         const float s_x = row_scale[local_row];
-        float sum_lo, sum_hi;
-        if constexpr (promote) {
-          sum_lo = total[mt][nt][2 * half], sum_hi = total[mt][nt][2 * half + 1];
-        } else {
-          sum_lo = __int2float_rn(acc[mt][nt][2 * half]), sum_hi = __int2float_rn(acc[mt][nt][2 * half + 1]);
-        }
+        const float sum_lo = w8a8_sum<Operand, Tile>(acc, total, mt, nt, 2 * half);
+        const float sum_hi = w8a8_sum<Operand, Tile>(acc, total, mt, nt, 2 * half + 1);
         staged[local_col * Tile::output_pitch + local_row] =
             from_float<T>(__fmaf_rn(__fmul_rn(sum_lo, s_x), s_w_lo, b_lo));
         staged[(local_col + 1) * Tile::output_pitch + local_row] =

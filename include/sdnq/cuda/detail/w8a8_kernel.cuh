@@ -103,6 +103,83 @@ __device__ __forceinline__ void store_output_pair(const W8A8Params& p, int row, 
 template <W8A8Operand Operand>
 using w8a8_accumulator = std::conditional_t<Operand == W8A8Operand::int8, int, float>;
 
+// A warp's MT×NT sub-tile of sums: per-K-step accumulators (int32, or fp32 for e4m3) and, for e4m3, the
+// fp32 totals each 128-input step is promoted into (the DeepGEMM promotion, see above).
+template <W8A8Operand Operand, class Tile>
+using W8A8Sums = w8a8_accumulator<Operand>[Tile::MT][Tile::NT][4];
+template <W8A8Operand Operand>
+inline constexpr bool w8a8_promotes = Operand == W8A8Operand::float8_e4m3fn;
+template <W8A8Operand Operand, class Tile>
+using W8A8Totals = float[w8a8_promotes<Operand> ? Tile::MT : 1][w8a8_promotes<Operand> ? Tile::NT : 1][4];
+
+template <W8A8Operand Operand, class Tile>
+__device__ __forceinline__ void zero_w8a8_sums(W8A8Sums<Operand, Tile>& acc, W8A8Totals<Operand, Tile>& total) {
+#pragma unroll
+  for (int mt = 0; mt < Tile::MT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < Tile::NT; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        acc[mt][nt][i] = w8a8_accumulator<Operand>(0);
+        if constexpr (w8a8_promotes<Operand>) total[mt][nt][i] = 0.0f;
+      }
+}
+
+// One staged 128-code K step of a warp: A and B fragments by ldmatrix from the XOR-swizzled tiles,
+// mma.m16n8k32 into acc, then (e4m3) acc promoted into the totals.
+template <W8A8Operand Operand, class Tile>
+__device__ __forceinline__ void multiply_w8a8_k_tile(W8A8Sums<Operand, Tile>& acc, W8A8Totals<Operand, Tile>& total,
+                                                     const std::uint8_t* a_tile, const std::uint8_t* b_tile,
+                                                     int warp_m, int warp_n, int lane) {
+#pragma unroll
+  for (int step = 0; step < Tile::k_tile / 32; ++step) {
+    std::uint32_t fa[Tile::MT][4];
+#pragma unroll
+    for (int mt = 0; mt < Tile::MT; ++mt) {
+      const int row = warp_m * Tile::WM + mt * 16 + (lane & 15);
+      load_matrix_x4(fa[mt], a_tile + swizzled_byte_offset(row, step * 2 + (lane >> 4)));
+    }
+#pragma unroll
+    for (int block = 0; block < Tile::NT / 2; ++block) {
+      // Matrices: n0..7 k0..15 (b0), n0..7 k16..31 (b1), n8..15 k0..15, n8..15 k16..31.
+      const int row = warp_n * Tile::WN + block * 16 + (lane & 7) + ((lane >> 4) << 3);
+      std::uint32_t fb[4];
+      load_matrix_x4(fb, b_tile + swizzled_byte_offset(row, step * 2 + ((lane >> 3) & 1)));
+#pragma unroll
+      for (int mt = 0; mt < Tile::MT; ++mt) {
+        if constexpr (Operand == W8A8Operand::int8) {
+          mma_s8_16832(acc[mt][2 * block], fa[mt], fb[0], fb[1]);
+          mma_s8_16832(acc[mt][2 * block + 1], fa[mt], fb[2], fb[3]);
+        } else {
+          mma_e4m3_16832(acc[mt][2 * block], fa[mt], fb[0], fb[1]);
+          mma_e4m3_16832(acc[mt][2 * block + 1], fa[mt], fb[2], fb[3]);
+        }
+      }
+    }
+  }
+  if constexpr (w8a8_promotes<Operand>) {
+#pragma unroll
+    for (int mt = 0; mt < Tile::MT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < Tile::NT; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          total[mt][nt][i] += acc[mt][nt][i];
+          acc[mt][nt][i] = 0.0f;
+        }
+  }
+}
+
+// Sum i (0..3, the C fragment's order) of sub-tile (mt, nt) as the fp32 the epilogue scales.
+template <W8A8Operand Operand, class Tile>
+__device__ __forceinline__ float w8a8_sum(const W8A8Sums<Operand, Tile>& acc, const W8A8Totals<Operand, Tile>& total,
+                                          int mt, int nt, int i) {
+  if constexpr (w8a8_promotes<Operand>)
+    return total[mt][nt][i];
+  else
+    return __int2float_rn(acc[mt][nt][i]);
+}
+
 template <class T, W8A8Operand Operand, class Tile>
 __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) gemm_w8a8_kernel(const W8A8Params p) {
   extern __shared__ uint4 shared_words[];
@@ -116,19 +193,9 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) gemm_w8a8_ker
   // read the caller's codes and scales through the same x_codes / x_scale pointers.
   quantize_row_tile<T, Operand>(p, row_tile, row0, valid_rows);
 
-  constexpr bool promote = Operand == W8A8Operand::float8_e4m3fn;
-  using Acc = w8a8_accumulator<Operand>;
-  Acc acc[Tile::MT][Tile::NT][4];
-  float total[promote ? Tile::MT : 1][promote ? Tile::NT : 1][4];
-#pragma unroll
-  for (int mt = 0; mt < Tile::MT; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < Tile::NT; ++nt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        acc[mt][nt][i] = Acc(0);
-        if constexpr (promote) total[mt][nt][i] = 0.0f;
-      }
+  W8A8Sums<Operand, Tile> acc;
+  W8A8Totals<Operand, Tile> total;
+  zero_w8a8_sums<Operand, Tile>(acc, total);
 
   std::uint8_t* a_tiles = shared;
   std::uint8_t* b_tiles = shared + Tile::Stages * Tile::BM * Tile::k_tile;
@@ -142,45 +209,8 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) gemm_w8a8_ker
     load_code_rows_async<Tile::BN, Tile::threads>(b_tiles + stage * Tile::BN * Tile::k_tile, b, p.k, valid_cols, tile);
   };
   auto compute = [&](int stage) {
-    const std::uint8_t* a_tile = a_tiles + stage * Tile::BM * Tile::k_tile;
-    const std::uint8_t* b_tile = b_tiles + stage * Tile::BN * Tile::k_tile;
-#pragma unroll
-    for (int step = 0; step < Tile::k_tile / 32; ++step) {
-      std::uint32_t fa[Tile::MT][4];
-#pragma unroll
-      for (int mt = 0; mt < Tile::MT; ++mt) {
-        const int row = warp_m * Tile::WM + mt * 16 + (lane & 15);
-        load_matrix_x4(fa[mt], a_tile + swizzled_byte_offset(row, step * 2 + (lane >> 4)));
-      }
-#pragma unroll
-      for (int block = 0; block < Tile::NT / 2; ++block) {
-        // Matrices: n0..7 k0..15 (b0), n0..7 k16..31 (b1), n8..15 k0..15, n8..15 k16..31.
-        const int row = warp_n * Tile::WN + block * 16 + (lane & 7) + ((lane >> 4) << 3);
-        std::uint32_t fb[4];
-        load_matrix_x4(fb, b_tile + swizzled_byte_offset(row, step * 2 + ((lane >> 3) & 1)));
-#pragma unroll
-        for (int mt = 0; mt < Tile::MT; ++mt) {
-          if constexpr (Operand == W8A8Operand::int8) {
-            mma_s8_16832(acc[mt][2 * block], fa[mt], fb[0], fb[1]);
-            mma_s8_16832(acc[mt][2 * block + 1], fa[mt], fb[2], fb[3]);
-          } else {
-            mma_e4m3_16832(acc[mt][2 * block], fa[mt], fb[0], fb[1]);
-            mma_e4m3_16832(acc[mt][2 * block + 1], fa[mt], fb[2], fb[3]);
-          }
-        }
-      }
-    }
-    if constexpr (promote) {
-#pragma unroll
-      for (int mt = 0; mt < Tile::MT; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < Tile::NT; ++nt)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            total[mt][nt][i] += acc[mt][nt][i];
-            acc[mt][nt][i] = 0.0f;
-          }
-    }
+    multiply_w8a8_k_tile<Operand, Tile>(acc, total, a_tiles + stage * Tile::BM * Tile::k_tile,
+                                        b_tiles + stage * Tile::BN * Tile::k_tile, warp_m, warp_n, lane);
   };
   pipelined_k_loop<Tile::Stages>((p.k + Tile::k_tile - 1) / Tile::k_tile, load, compute);
 
@@ -203,12 +233,8 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks) gemm_w8a8_ker
         const int row = row0 + warp_m * Tile::WM + mt * 16 + half * 8 + (lane >> 2);
         if (row >= p.m) continue;
         const float s_x = __ldcg(p.x_scale + row);  // written by other blocks: read from L2
-        float sum_lo, sum_hi;
-        if constexpr (promote) {
-          sum_lo = total[mt][nt][2 * half], sum_hi = total[mt][nt][2 * half + 1];
-        } else {
-          sum_lo = __int2float_rn(acc[mt][nt][2 * half]), sum_hi = __int2float_rn(acc[mt][nt][2 * half + 1]);
-        }
+        const float sum_lo = w8a8_sum<Operand, Tile>(acc, total, mt, nt, 2 * half);
+        const float sum_hi = w8a8_sum<Operand, Tile>(acc, total, mt, nt, 2 * half + 1);
         const float lo = __fmaf_rn(__fmul_rn(sum_lo, s_x), s_w.x, add.x);
         const float hi = __fmaf_rn(__fmul_rn(sum_hi, s_x), s_w.y, add.y);
         T* out = y + static_cast<std::size_t>(row) * p.n + col;
