@@ -1,6 +1,6 @@
 #pragma once
-// SDNQ's quantized-matmul Conv2d (use_quantized_matmul_conv; sdnq-format.md §5.2) as an implicit GEMM
-// on the 8-bit tensor cores:
+// SDNQ's quantized-matmul Conv2d (use_quantized_matmul_conv; sdnq-format.md §5.2) on the 8-bit tensor
+// cores, without a bf16 im2col:
 //   out [N, O, Ho, Wo] = conv(x [N, C, H, W]) with each output position's im2col row (K = k·k·C inputs)
 //   quantized per row like a token of gemm_w8a8, times the int8 / e4m3 weight codes, then
 //   y = fma(acc·s_x, s_w, bias) in fp32, rounded once to T.
@@ -16,11 +16,12 @@
 // Kernels: detail/w8a8_conv_kernel.cuh.
 // int8 results are bit-identical to the reference (quant::conv2d_forward in quantized-matmul mode):
 // the int32 sums are exact, so the position-major column order changes nothing. e4m3 sums agree within
-// the fp32 rounding of the accumulation.
+// the fp32 rounding of the accumulation on the implicit route, within gemm_w8a8's wgmma bound (each
+// 128-input block added with reduced precision, relative L2 ≤ 1e-2) on the rows route on Hopper.
 // Weights: a W8A8Weights of the conv as a position-major Linear [O, k·k·C] (quant::conv2d_weight_as_linear,
 // then repack_for_w8a8); no SVD branch (such convs take the im2row route). Requirements, checked before
-// launch: C % 16 == 0 (a 16-code chunk is one pixel's channels; conv_in's 3 or 4 channels do not
-// qualify), compute capability 8.0 (int8) or 8.9 (e4m3), sizes within 32-bit indices.
+// launch: C % 16 == 0 (a 16-code chunk is one pixel's channels; SDNQ gives convs quantized matmul only
+// for C % 16 == 0 anyway), compute capability 8.0 (int8) or 8.9 (e4m3), sizes within 32-bit indices.
 #include <cuda_runtime.h>
 
 #include <algorithm>
