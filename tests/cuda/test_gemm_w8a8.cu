@@ -179,7 +179,7 @@ std::string dequantized_linear_message_with_svd() {
   try {
     cuda::w8a8_dequantized_linear(weights_with_svd(), nullptr, TensorView(), std::nullopt, TensorView(), TensorView(),
                                   nullptr);
-  } catch (const UnsupportedError& error) {
+  } catch (const sdnq::Error& error) {
     return error.what();
   }
   return "";

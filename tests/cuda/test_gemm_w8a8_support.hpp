@@ -42,7 +42,8 @@ void run_gemm_w8a8_on_activations_of(const cuda::W8A8WeightsHost& like, const cu
 // quantized for them, with or without the rows of x (no GPU work: pointers only).
 bool svd_weights_fit_activations(bool with_rows);
 
-// w8a8_dequantized_linear on such weights (no GPU work: it must refuse before touching x): the message.
+// w8a8_dequantized_linear on such weights without a cuBLAS handle (no GPU work: it must refuse before
+// touching x): the message.
 std::string dequantized_linear_message_with_svd();
 
 // The implicit-GEMM quantized-matmul conv (cuda::conv2d_w8a8) on a quantized Conv2d weight [O, C, k, k]

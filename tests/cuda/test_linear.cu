@@ -97,7 +97,7 @@ Tensor run_w8a8_dequantized_linear(const cuda::LinearCodes& weight, DType dtype,
   if (bias) device_bias = cuda::to_device(*bias);
   Tensor y = poisoned(Shape{tokens, weight.out_features}, dtype);
   Tensor workspace =
-      poisoned(Shape{static_cast<std::int64_t>(cuda::w8a8_dequantized_workspace_bytes(w.view()))}, DType::u8);
+      poisoned(Shape{static_cast<std::int64_t>(cuda::w8a8_dequantized_workspace_bytes(w.view(), tokens))}, DType::u8);
   CublasHandle cublas;
   cuda::w8a8_dequantized_linear(w.view(), nullptr, device_x,
                                 device_bias ? std::optional<TensorView>(*device_bias) : std::nullopt, y, workspace,

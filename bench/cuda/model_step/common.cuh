@@ -38,7 +38,10 @@ inline constexpr double gib = 1024.0 * 1024.0 * 1024.0;
 //   uint4_svd32   SDNQ uint4, group size 128 (the quantizer's auto choice), SVD rank 32
 //   int8_qmm_conv int8_qmm, and the convs too (quant_conv and use_quantized_matmul_conv on: every conv with
 //                 ≥ 32 input and output channels, cuda::conv2d_w8a8); UNet only
-enum class Variant { bf16, int8_qmm, uint4_svd32, int8_qmm_conv };
+//   uint4_svd32_qmm uint4_svd32 saved with quantized matmul (the reference re-quantizes those weights to
+//                 int8 on every call), loaded with nn::RequantizedMatmul::int8_at_load: W4A8 on
+//                 cuda::gemm_w8a8 from 32 tokens, 8 bits a weight on the device; FLUX only
+enum class Variant { bf16, int8_qmm, uint4_svd32, int8_qmm_conv, uint4_svd32_qmm };
 
 inline sdnq::quant::LayerOptions options_of(Variant v) {
   sdnq::quant::LayerOptions options;
@@ -49,8 +52,14 @@ inline sdnq::quant::LayerOptions options_of(Variant v) {
     options.weights_type = &sdnq::format::storage_type("uint4");
     options.use_svd = true;
     options.svd_rank = 32;
+    options.use_quantized_matmul = v == Variant::uint4_svd32_qmm;
   }
   return options;
+}
+
+// Whether the variant's Linears run the 8-bit GEMM (LinearKind::quantized_matmul) rather than weight-only.
+inline bool runs_quantized_matmul(Variant v) {
+  return v == Variant::int8_qmm || v == Variant::int8_qmm_conv || v == Variant::uint4_svd32_qmm;
 }
 
 // Uniform in [-bound, bound), from a counter-based hash (fast, reproducible).
@@ -178,16 +187,16 @@ inline const char* variant_name(Variant v) {
   return v == Variant::bf16       ? "bf16"
          : v == Variant::int8_qmm ? "int8_qmm"
          : v == Variant::int8_qmm_conv ? "int8_qmm_conv"
-                                       : "uint4_svd32";
+         : v == Variant::uint4_svd32_qmm ? "uint4_svd32_qmm"
+                                         : "uint4_svd32";
 }
 
 // The Linears of a model's step (model.linears(...): pointer and row count each) that run the variant's
 // quantized kernel (int8: quantized_matmul; 0 for bf16).
 template <class Linears>
 int quantized_linears(const Linears& all, Variant variant) {
-  const auto wanted =
-      variant == Variant::int8_qmm || variant == Variant::int8_qmm_conv ? sdnq::nn::gpu::LinearKind::quantized_matmul
-                                                                        : sdnq::nn::gpu::LinearKind::quantized;
+  const auto wanted = runs_quantized_matmul(variant) ? sdnq::nn::gpu::LinearKind::quantized_matmul
+                                                     : sdnq::nn::gpu::LinearKind::quantized;
   int count = 0;
   for (const auto& [linear, rows] : all) count += linear->kind() == wanted;
   return count;
@@ -261,12 +270,14 @@ std::vector<double> time_steps(benchmark::State& state, int warmup, Step&& step)
   return steps;
 }
 
-// Registers `name`/<variant> for the three variants (and int8_qmm_conv with `quantized_convs`), each
-// `iterations` manually timed steps in ms.
+// Registers `name`/<variant> for the three variants (and int8_qmm_conv with `quantized_convs`,
+// uint4_svd32_qmm with `requantized_matmul`), each `iterations` manually timed steps in ms.
 template <class Bench>
-int register_step_benchmarks(const char* name, Bench bench, int iterations, bool quantized_convs = false) {
+int register_step_benchmarks(const char* name, Bench bench, int iterations, bool quantized_convs = false,
+                             bool requantized_matmul = false) {
   std::vector<Variant> variants{Variant::bf16, Variant::int8_qmm, Variant::uint4_svd32};
   if (quantized_convs) variants.push_back(Variant::int8_qmm_conv);
+  if (requantized_matmul) variants.push_back(Variant::uint4_svd32_qmm);
   for (Variant v : variants)
     benchmark::RegisterBenchmark((std::string(name) + "/" + variant_name(v)).c_str(), bench, v)
         ->Iterations(iterations)

@@ -523,6 +523,19 @@ void launch_quantize_w8a8_rows(const W8A8Params& p, cudaStream_t stream) {
 
 }  // namespace kernel_detail
 
+// Whether gemm_w8a8 runs weights [N, K] with an SVD branch on `device`: int8 weights on the Hopper TMA
+// kernel, i.e. an sm_90a build on a compute capability 9.0 GPU, N % 8 == 0 and K % 64 == 0 (what
+// choose_checked_w8a8_tile requires). Loaders ask before choosing a layer's route.
+inline bool gemm_w8a8_runs_svd(std::int64_t out_features, std::int64_t in_features, int device) {
+  int major = 0, minor = 0, shared_optin = 0;
+  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&shared_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return major * 10 + minor == 90 && kernel_detail::has_wgmma_code(device) &&
+         kernel_detail::W8A8TileTma128Svd::shared_bytes <= shared_optin && out_features % 8 == 0 &&
+         in_features % 64 == 0;
+}
+
 // Device workspace gemm_w8a8() needs for M rows: the 8-bit codes of x, its scales and the row-tile
 // counters (≈ M·K bytes). One workspace must not be used by two calls running at the same time.
 inline std::size_t gemm_w8a8_workspace_bytes(const W8A8Weights& w, std::int64_t tokens) {

@@ -592,8 +592,8 @@ inline void dense_linear(const TensorView& x, const TensorView& weight, std::opt
 // the gemm_w8a8 weights themselves, so the layer keeps one copy of its codes. Each code becomes
 // w = code · scale rounded to the activation dtype (int8, or float8_e4m3fn), the same weight values the
 // dequantize kernel writes; the products are summed in fp32 and y = round(Σ + bias) once. The dense
-// weight is never materialized: no workspace, no cuBLAS. Results are deterministic (fixed summation order,
-// no atomics). Two kernels:
+// weight is never materialized (without an SVD branch: no workspace, no cuBLAS). Results are
+// deterministic (fixed summation order, no atomics). Two kernels:
 //   - N % 32 == 0 and K % 64 == 0 (every model layer): the tensor-core weight-streaming kernel on the
 //     row-major codes (detail/gemm_tc_stream_kernel.cuh, StreamCodes::*_rows), one launch per 16 tokens:
 //     the weights enter the mma as T values, so 16 tokens cost about what one does (1.2-1.9x cuBLAS bf16
@@ -602,27 +602,53 @@ inline void dense_linear(const TensorView& x, const TensorView& weight, std::opt
 //     again): the CUDA-core kernel (detail/w8a8_gemv.cuh), about as fast at M = 1, limited by its fp32
 //     FMAs from M = 4.
 // gemm_w8a8 (activations quantized, 8-bit tensor cores) is the path from 32 tokens.
+// Weights with an SVD branch (re-quantized W4A8 layers, int8 + SVD): after the 8-bit part, two cuBLAS
+// GEMMs add the low-rank term, low_rank [M, rp] = x · svd_downᵀ rounded to T in `workspace`, then
+// y += low_rank · svd_upᵀ; y is rounded twice there, the reference folds the factors into its dense
+// weight. Those need `cublas` and w8a8_dequantized_workspace_bytes(w, M) bytes of workspace.
 // Numbers: docs/benchmarks.md (bench_linear, "w8a8_dequantized_" rows).
-// `e4m3_table` (the device F32 [256] of decoded e4m3 codes the layer holds) and `cublas` are not used
-// and may be null: the kernels convert e4m3 codes in hardware, which gives the same 256 values.
-// `workspace` may be empty (w8a8_dequantized_workspace_bytes is 0).
-inline std::size_t w8a8_dequantized_workspace_bytes(const W8A8Weights& /*w*/) { return 0; }
+// `e4m3_table` (the device F32 [256] of decoded e4m3 codes the layer holds) is not used and may be null:
+// the kernels convert e4m3 codes in hardware, which gives the same 256 values. Without an SVD branch
+// `cublas` may be null and `workspace` empty (w8a8_dequantized_workspace_bytes is 0).
+inline std::size_t w8a8_dequantized_workspace_bytes(const W8A8Weights& w, std::int64_t tokens) {
+  return w.svd_rank_padded == 0 ? 0 : static_cast<std::size_t>(tokens * w.svd_rank_padded) * 2;  // bf16 / fp16
+}
 
 inline void w8a8_dequantized_linear(const W8A8Weights& w, const void* e4m3_table, const TensorView& x,
                                     std::optional<TensorView> bias, const TensorView& y, const TensorView& workspace,
                                     cublasHandle_t cublas, cudaStream_t stream = nullptr,
                                     const std::string& name = "w8a8_dequantized_linear") {
   (void)e4m3_table;
-  (void)workspace;
-  (void)cublas;
   SDNQ_REQUIRE(w.codes != nullptr && w.scale != nullptr && (w.dtype == DType::bf16 || w.dtype == DType::f16),
                ShapeError, "{}: weights have no codes or scales, or an activation dtype other than BF16/F16", name);
   SDNQ_REQUIRE(w.out_features >= 1 && w.in_features >= 16 && w.in_features % 16 == 0, UnsupportedError,
                "{}: needs out_features >= 1 and in_features a positive multiple of 16, got [{}, {}]", name,
                w.out_features, w.in_features);
-  SDNQ_REQUIRE(w.svd_rank_padded == 0, UnsupportedError,
-               "{}: the weights carry an SVD branch (W4A8), which this path would leave out; they run gemm_w8a8",
-               name);
+  if (w.svd_rank_padded > 0) {
+    SDNQ_REQUIRE(w.svd_down != nullptr && w.svd_up != nullptr, ShapeError,
+                 "{}: the weights claim an SVD branch of rank {} but have no factors", name, w.svd_rank_padded);
+    SDNQ_REQUIRE(cublas != nullptr, ShapeError,
+                 "{}: the weights carry an SVD branch, whose low-rank GEMMs need a cuBLAS handle", name);
+    SDNQ_REQUIRE(x.rank() == 2, ShapeError, "{}: x must be a matrix [M, {}], got {}", name, w.in_features,
+                 x.shape().to_string());
+    const std::int64_t tokens = x.size(0), rank = w.svd_rank_padded;
+    const std::size_t bytes = w8a8_dequantized_workspace_bytes(w, tokens);
+    SDNQ_REQUIRE(workspace.nbytes() >= bytes && (bytes == 0 || workspace.device().is_cuda()), ShapeError,
+                 "{}: the SVD branch needs {} bytes of device workspace for {} rows, got {}", name, bytes, tokens,
+                 workspace.nbytes());
+    W8A8Weights codes_only = w;
+    codes_only.svd_down = nullptr;
+    codes_only.svd_up = nullptr;
+    codes_only.svd_rank_padded = 0;
+    w8a8_dequantized_linear(codes_only, e4m3_table, x, bias, y, TensorView(), nullptr, stream, name);
+    if (tokens == 0) return;
+    SDNQ_CUBLAS_CHECK(cublasSetStream(cublas, stream));
+    linear_detail::gemm_rows(cublas, w.dtype, tokens, rank, w.in_features, x.data(), w.svd_down, workspace.data(),
+                             rank, 0.0f);
+    linear_detail::gemm_rows(cublas, w.dtype, tokens, w.out_features, rank, workspace.data(), w.svd_up, y.data(),
+                             w.out_features, 1.0f);
+    return;
+  }
   SDNQ_REQUIRE(reinterpret_cast<std::uintptr_t>(w.codes) % 16 == 0, ShapeError,
                "{}: the codes must be 16-byte aligned (upload_w8a8_weights allocates them so)", name);
   const std::int64_t n = w.out_features, k = w.in_features;

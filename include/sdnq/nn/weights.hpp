@@ -10,6 +10,7 @@
 // quantized by the library's quantizer), so benchmarks build full-size models from a published
 // config with random weights and no files. Several names may share one tensor; every module still
 // uploads its own copy, so device memory is the real per-layer size.
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -76,6 +77,22 @@ inline std::vector<std::string> quantized_tensor_names(const std::string& prefix
   return names;
 }
 
+}  // namespace detail
+
+// How GPU modules run layers saved for SDNQ's quantized matmul whose stored codes the 8-bit GEMM cannot
+// read as they are: grouped or packed signed integer weights (uint4 g64 + SVD with use_quantized_matmul
+// and friends), which the reference re-quantizes to int8 per output channel on every call (§5.1 step 1).
+enum class RequantizedMatmul : std::uint8_t {
+  // Keep the stored codes (4 bits a weight stay 4 bits) and run the weight-only kernels: the
+  // dequantized product, closer to the exact one than the reference's int8 product.
+  stored_codes,
+  // Re-quantize once at load, exactly as the reference does per call, and run the int8 GEMM (W4A8):
+  // the reference's numerics from 32 tokens and faster at large M, but 8 bits a weight on the device.
+  int8_at_load,
+};
+
+namespace detail {
+
 // What a WeightLoader and the modules loaded from it share: files (SDNQ or dense) or memory.
 struct LoadedCheckpoint {
   std::filesystem::path folder;
@@ -85,6 +102,7 @@ struct LoadedCheckpoint {
   std::optional<InMemoryComponent> memory;    // instead of files
   std::map<std::string, TensorView, std::less<>> memory_views;  // every in-memory tensor by name
   std::set<std::string, std::less<>> used;
+  RequantizedMatmul requantized_matmul = RequantizedMatmul::stored_codes;
 
   bool contains(std::string_view name) const {
     return memory ? memory_views.find(name) != memory_views.end() : files().contains(name);
@@ -184,6 +202,11 @@ class WeightLoader {
   bool is_sdnq() const { return state_->sdnq.has_value() || (state_->memory && !state_->memory->quantized.empty()); }
   bool is_in_memory() const { return state_->memory.has_value(); }
   const quant::SdnqCheckpoint* sdnq() const { return state_->sdnq ? &*state_->sdnq : nullptr; }
+
+  // The policy for quantized-matmul layers the reference re-quantizes per call (default: stored_codes).
+  // Set it before loading a model; every module loaded from this component reads it.
+  RequantizedMatmul requantized_matmul() const { return state_->requantized_matmul; }
+  void set_requantized_matmul(RequantizedMatmul policy) { state_->requantized_matmul = policy; }
 
   // The stored tensor as it is in the file (any dtype), marked used.
   TensorView raw(std::string_view tensor_name) {

@@ -139,18 +139,37 @@ QuantizedConvRun compare_quantized_conv_with_cpu(const quant::LayerOptions& opti
   return run;
 }
 
+namespace {
+
+// F32 tensor of bf16 values uniform in [-bound, bound) from a seeded LCG.
+Tensor random_bf16_values(const Shape& shape, std::uint32_t seed, float bound) {
+  Tensor tensor = Tensor::empty(shape, DType::f32);
+  std::uint32_t state = seed;
+  for (std::int64_t i = 0; i < tensor.numel(); ++i) {
+    state = state * 1664525u + 1013904223u;
+    const float unit = static_cast<float>(state >> 8) / static_cast<float>(1 << 23) - 1.0f;
+    tensor.data_as<float>()[i] = bf16(bound * unit).to_float();
+  }
+  return tensor;
+}
+
+Tensor bf16_on_device(const Tensor& values) {
+  Tensor host = Tensor::empty(values.shape(), DType::bf16);
+  for (std::int64_t i = 0; i < values.numel(); ++i) host.data_as<bf16>()[i] = bf16(values.data_as<float>()[i]);
+  return cuda::to_device(host, 0);
+}
+
+Tensor f32_of_bf16(const Tensor& host) {
+  Tensor values = Tensor::empty(host.shape(), DType::f32);
+  for (std::int64_t j = 0; j < values.numel(); ++j) values.data_as<float>()[j] = host.data_as<bf16>()[j].to_float();
+  return values;
+}
+
+}  // namespace
+
 SharedInputRun compare_shared_input(std::int64_t tokens) {
   constexpr std::int64_t in = 64;
-  const auto random = [](const Shape& shape, std::uint32_t seed, float bound) {  // bf16 values in [-bound, bound)
-    Tensor tensor = Tensor::empty(shape, DType::f32);
-    std::uint32_t state = seed;
-    for (std::int64_t i = 0; i < tensor.numel(); ++i) {
-      state = state * 1664525u + 1013904223u;
-      const float unit = static_cast<float>(state >> 8) / static_cast<float>(1 << 23) - 1.0f;
-      tensor.data_as<float>()[i] = bf16(bound * unit).to_float();
-    }
-    return tensor;
-  };
+  const auto random = random_bf16_values;
   struct Layer {
     const char* name;
     std::int64_t out;
@@ -185,9 +204,7 @@ SharedInputRun compare_shared_input(std::int64_t tokens) {
     cpu.push_back(nn::Linear::load(weights, layer.name, in, layer.out, true));
   }
   const Tensor x = random(Shape{tokens, in}, 5, 2.0f);
-  Tensor x_bf16 = Tensor::empty(x.shape(), DType::bf16);
-  for (std::int64_t i = 0; i < x.numel(); ++i) x_bf16.data_as<bf16>()[i] = bf16(x.data_as<float>()[i]);
-  const Tensor device_x = cuda::to_device(x_bf16, 0);
+  const Tensor device_x = bf16_on_device(x);
 
   SharedInputRun run;
   run.shared_bytes = nn::gpu::shared_input_bytes({&gpu[0], &gpu[1], &gpu[2], &gpu[3]}, tokens);
@@ -208,12 +225,81 @@ SharedInputRun compare_shared_input(std::int64_t tokens) {
     SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
     const Tensor plain_host = cuda::to_host(plain), shared_host = cuda::to_host(shared);
     run.identical.push_back(std::memcmp(plain_host.data(), shared_host.data(), plain_host.nbytes()) == 0);
-    const Tensor expected = cpu[i].forward(x);
-    Tensor shared_f32 = Tensor::empty(shared_host.shape(), DType::f32);
-    for (std::int64_t j = 0; j < shared_f32.numel(); ++j)
-      shared_f32.data_as<float>()[j] = shared_host.data_as<bf16>()[j].to_float();
-    run.rel_l2_to_cpu.push_back(nn::relative_l2(shared_f32, expected));
+    run.rel_l2_to_cpu.push_back(nn::relative_l2(f32_of_bf16(shared_host), cpu[i].forward(x)));
   }
+  return run;
+}
+
+RequantizedLinearRun compare_requantized_linears(std::int64_t tokens, bool int8_at_load) {
+  constexpr std::int64_t in = 128;
+  struct Layer {
+    const char* name;
+    std::int64_t out;
+    const char* type;
+    std::int64_t group_size;  // 0: the quantizer's choice
+    int svd_rank;
+  };
+  const Layer layers[] = {{"uint4_g64_svd", 192, "uint4", 64, 32}, {"uint4_g64", 96, "uint4", 64, 0},
+                          {"int8_svd", 64, "int8", 0, 16},         {"int4_rows", 128, "int4", -1, 0},
+                          {"float8_e5m2", 64, "float8_e5m2", 0, 0}, {"uint4_rows", 96, "uint4", -1, 0}};
+  nn::InMemoryComponent component;
+  component.label = "re-quantized quantized-matmul test";
+  std::uint32_t seed = 41;
+  RequantizedLinearRun run;
+  for (const Layer& layer : layers) {
+    quant::LayerOptions options;
+    options.weights_type = &format::storage_type(layer.type);
+    options.use_quantized_matmul = true;
+    options.group_size = layer.group_size;
+    options.use_svd = layer.svd_rank > 0;
+    options.svd_rank = layer.svd_rank;
+    const Tensor weight = random_bf16_values(Shape{layer.out, in}, seed++, 0.125f);
+    auto quantized = std::make_shared<quant::QuantizedTensors>(
+        quant::quantize_weight(weight.view(), quant::LayerKind::linear, options, DType::bf16, seed++));
+    quantized->name = layer.name;
+    run.names.emplace_back(layer.name);
+    run.re_quantized_by_reference.push_back(quantized->layout.re_quantize_for_matmul);
+    run.svd.push_back(quantized->layout.svd_rank > 0);
+    component.quantized.emplace(layer.name, quantized);
+    component.dense.emplace(std::string(layer.name) + ".bias",
+                            std::make_shared<const Tensor>(random_bf16_values(Shape{layer.out}, seed++, 0.5f)));
+  }
+  nn::WeightLoader weights = nn::WeightLoader::from_memory(component);
+  if (int8_at_load) weights.set_requantized_matmul(nn::RequantizedMatmul::int8_at_load);
+  std::vector<nn::gpu::Linear> gpu;
+  std::vector<nn::Linear> cpu;
+  std::vector<const nn::gpu::Linear*> readers;
+  for (const Layer& layer : layers) {
+    gpu.push_back(nn::gpu::Linear::load(weights, layer.name, in, layer.out, true, 0));
+    cpu.push_back(nn::Linear::load(weights, layer.name, in, layer.out, true));
+  }
+  for (const auto& layer : gpu) readers.push_back(&layer);
+  run.svd_runs_here = cuda::gemm_w8a8_runs_svd(192, in, 0);
+  const Tensor x = random_bf16_values(Shape{tokens, in}, 7, 2.0f);
+  const Tensor device_x = bf16_on_device(x);
+  const std::size_t shared_bytes = nn::gpu::shared_input_bytes(readers, tokens);
+  std::size_t scratch = 0;
+  for (const auto& layer : gpu) scratch = std::max(scratch, layer.workspace_bytes(tokens));
+  cuda::Workspace workspace(shared_bytes + scratch, 0, "re-quantized quantized-matmul test");
+  const nn::gpu::detail::CublasHandle cublas;
+  Arena& arena = workspace.arena();
+  const nn::gpu::LinearInput input = nn::gpu::share_input(device_x, readers, arena, nullptr);
+  for (std::size_t i = 0; i < gpu.size(); ++i) {
+    run.kinds.emplace_back(nn::gpu::linear_kind_name(gpu[i].kind()));
+    run.device_bytes.push_back(gpu[i].device_bytes());
+    Tensor plain = cuda::empty(Shape{tokens, layers[i].out}, DType::bf16, 0);
+    Tensor shared = cuda::empty(Shape{tokens, layers[i].out}, DType::bf16, 0);
+    SDNQ_CUDA_CHECK(cudaMemset(plain.data(), 0xFF, plain.nbytes()));  // NaN
+    SDNQ_CUDA_CHECK(cudaMemset(shared.data(), 0xFF, shared.nbytes()));
+    gpu[i].forward(device_x.view(), plain, arena, cublas.get(), nullptr);
+    gpu[i].forward(input, shared, arena, cublas.get(), nullptr);
+    SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+    const Tensor plain_host = cuda::to_host(plain), shared_host = cuda::to_host(shared);
+    run.identical.push_back(std::memcmp(plain_host.data(), shared_host.data(), plain_host.nbytes()) == 0);
+    run.rel_l2_to_cpu.push_back(nn::relative_l2(f32_of_bf16(plain_host), cpu[i].forward(x)));
+  }
+  run.peak = workspace.peak();
+  run.workspace_bytes = shared_bytes + scratch;
   return run;
 }
 

@@ -197,7 +197,7 @@ class Conv2d {
 
   // Workspace of the Linear that multiplies `count` im2row rows.
   std::size_t rows_workspace_bytes(std::int64_t count) const {
-    return matmul_ ? cuda::w8a8_dequantized_workspace_bytes(matmul_->view()) : codes_->workspace_bytes(count);
+    return matmul_ ? cuda::w8a8_dequantized_workspace_bytes(matmul_->view(), count) : codes_->workspace_bytes(count);
   }
 
   std::string name_;

@@ -32,6 +32,7 @@
 #include "sdnq/core/arena.hpp"
 #include "sdnq/cuda/gemm_w8a8.cuh"
 #include "sdnq/cuda/linear.cuh"
+#include "sdnq/cuda/requantize_w8a8.hpp"
 #include "sdnq/nn/gpu/detail/device_weights.hpp"
 #include "sdnq/nn/weights.hpp"
 
@@ -92,21 +93,18 @@ class Linear {
     layer.device_ = device;
     const Shape shape{out_features, in_features};
     if (auto quantized = weights.quantized(prefix, quant::LayerKind::linear, shape)) {
-      if (auto codes = detail::linear_codes_of(*quantized)) {
-        if (quantized->layout.use_quantized_matmul && !quantized->layout.re_quantize_for_matmul &&
-            !codes->codes.svd_up && !codes->codes.zero_point && codes->codes.bits == 8 && in_features % 16 == 0) {
-          // One copy of the codes: the 8-bit GEMM's weights, also read by the dequantized small-M path.
-          layer.matmul_ = cuda::upload_w8a8_weights(
-              cuda::repack_for_w8a8<bf16>(codes->codes, quantized->layout.dequantize_fp32), device);
-          layer.kind_ = LinearKind::quantized_matmul;
-        } else {
-          cuda::QuantizedLinearOptions options;
-          options.layout = cuda::QuantizedLinear::layout_fits(codes->codes, layout) ? layout
-                                                                                    : cuda::CodeLayout::automatic;
-          options.scale_rounding = scale_rounding;
-          layer.quantized_.emplace(codes->codes, DType::bf16, device, options);
-          layer.kind_ = LinearKind::quantized;
-        }
+      const std::optional<detail::HostLinearCodes> codes = detail::linear_codes_of(*quantized);
+      if (auto matmul = quantized_matmul_weights(*quantized, codes, weights.requantized_matmul(), device)) {
+        // One copy of the codes: the 8-bit GEMM's weights, also read by the dequantized small-M path.
+        layer.matmul_ = cuda::upload_w8a8_weights(*matmul, device);
+        layer.kind_ = LinearKind::quantized_matmul;
+      } else if (codes) {
+        cuda::QuantizedLinearOptions options;
+        options.layout = cuda::QuantizedLinear::layout_fits(codes->codes, layout) ? layout
+                                                                                  : cuda::CodeLayout::automatic;
+        options.scale_rounding = scale_rounding;
+        layer.quantized_.emplace(codes->codes, DType::bf16, device, options);
+        layer.kind_ = LinearKind::quantized;
       } else {
         // Into f32 the parameters are never rounded to bf16, whatever scale_rounding asks.
         const Tensor dense = quant::dequantize(*quantized, DType::f32, quant::ScalePrecision::reference_compatible);
@@ -122,11 +120,11 @@ class Linear {
     return layer;
   }
 
-  // Device scratch bytes forward() needs for `tokens` rows of x.
+  // Device scratch bytes forward() needs for `tokens` rows of x (forward(LinearInput) needs no more).
   std::size_t workspace_bytes(std::int64_t tokens) const {
     if (matmul_ && tokens >= quantized_matmul_min_tokens)
-      return Arena::footprint(cuda::w8a8_activations_bytes(tokens, in_features_));
-    if (matmul_) return Arena::footprint(cuda::w8a8_dequantized_workspace_bytes(matmul_->view()));
+      return Arena::footprint(cuda::w8a8_activations_bytes(tokens, in_features_)) + svd_workspace_bytes(tokens);
+    if (matmul_) return footprint_or_zero(cuda::w8a8_dequantized_workspace_bytes(matmul_->view(), tokens));
     if (quantized_) return Arena::footprint(quantized_->workspace_bytes(tokens));
     return 0;
   }
@@ -135,7 +133,8 @@ class Linear {
   std::size_t device_bytes() const {
     const auto held = [](const Tensor& tensor) { return tensor.defined() ? tensor.nbytes() : std::size_t{0}; };
     std::size_t bytes = held(weight_) + held(bias_);
-    if (matmul_) bytes += held(matmul_->codes) + held(matmul_->scale);
+    if (matmul_)
+      bytes += held(matmul_->codes) + held(matmul_->scale) + held(matmul_->svd_down) + held(matmul_->svd_up);
     if (quantized_) bytes += quantized_->device_bytes();
     return bytes;
   }
@@ -156,19 +155,21 @@ class Linear {
     std::optional<TensorView> bias;
     if (bias_.defined()) bias = bias_.view();
     ArenaScope scope(arena);
-    const std::size_t scratch_bytes = workspace_bytes(tokens);
-    const TensorView scratch =
-        scratch_bytes == 0 ? TensorView()
-                           : arena.take(Shape{static_cast<std::int64_t>(scratch_bytes)}, DType::u8, name_ + " scratch");
     if (matmul_ && tokens >= quantized_matmul_min_tokens) {
       // x quantized by its own pass, then the GEMM on the codes: same bits as quantizing inside the GEMM,
       // whose claimed-row quantization is latency-bound (see docs/benchmarks.md, "quantize separately").
-      const cuda::W8A8Activations codes = cuda::quantize_w8a8_activations(matmul_->view(), x, scratch, stream);
-      return cuda::gemm_w8a8(matmul_->view(), codes, bias, y, TensorView(), stream);
+      const TensorView buffer =
+          take_scratch(arena, cuda::w8a8_activations_bytes(tokens, in_features_), "8-bit codes of x");
+      const cuda::W8A8Activations codes = cuda::quantize_w8a8_activations(matmul_->view(), x, buffer, stream);
+      return gemm_on_codes(matmul_->view(), codes, bias, y, arena, stream);
     }
-    if (matmul_)
-      return cuda::w8a8_dequantized_linear(matmul_->view(), nullptr, x,
-                                           bias, y, scratch, cublas, stream, name_);
+    if (matmul_) {
+      const TensorView scratch = take_scratch(
+          arena, cuda::w8a8_dequantized_workspace_bytes(matmul_->view(), tokens), "low-rank product of the SVD branch");
+      return cuda::w8a8_dequantized_linear(matmul_->view(), nullptr, x, bias, y, scratch, cublas, stream, name_);
+    }
+    const TensorView scratch =
+        take_scratch(arena, quantized_ ? quantized_->workspace_bytes(tokens) : std::size_t{0}, "scratch");
     if (quantized_) return cuda::quantized_linear(*quantized_, x, bias, y, scratch, cublas, stream);
     cuda::dense_linear(x, weight_.view(), bias, y, cublas, stream, name_);
   }
@@ -182,8 +183,8 @@ class Linear {
       return forward(input.rows, y, arena, cublas, stream);
     std::optional<TensorView> bias;
     if (bias_.defined()) bias = bias_.view();
-    // The GEMM on codes needs no workspace; it checks y and the codes before launching.
-    cuda::gemm_w8a8(*weights, *input.codes, bias, y, TensorView(), stream);
+    ArenaScope scope(arena);
+    gemm_on_codes(*weights, *input.codes, bias, y, arena, stream);
   }
 
   // One Linear computing `parts` (Linears of one input width on one device) side by side: y [M, ΣN], the
@@ -201,7 +202,8 @@ class Linear {
           part->bias_.defined() != first.bias_.defined() || !part->joined_into_.empty())
         return std::nullopt;
       dense = dense && part->weight_.defined();
-      matmul = matmul && part->matmul_ &&
+      // Weights with an SVD branch stay apart: joined, their factors would have to be block-diagonal.
+      matmul = matmul && part->matmul_ && part->matmul_->view().svd_rank_padded == 0 &&
                detail::same_input_quantization(part->matmul_->view(), first.matmul_->view()) &&
                part->matmul_->codes.dtype() == first.matmul_->codes.dtype();
       rows += part->out_features_;
@@ -262,6 +264,50 @@ class Linear {
   LinearKind kind() const { return kind_; }
 
  private:
+  // The 8-bit GEMM's weights for a quantized-matmul layer, or nullopt where another kernel runs it:
+  //   - int8 / float8_e4m3fn codes the reference uses directly (one scale per output, no zero point), as
+  //     stored (float8_e5m2 and uint8 ones take the weight-only kernels);
+  //   - with RequantizedMatmul::int8_at_load, layers the reference re-quantizes per call and signed packed
+  //     codes (cuda::requantize_for_w8a8): the int8 operand once, 8 bits a weight on the device.
+  // An SVD branch only where gemm_w8a8 runs one (int8 on Hopper), else the weight-only kernels take it.
+  static std::optional<cuda::W8A8WeightsHost> quantized_matmul_weights(const quant::QuantizedWeight& layer,
+                                                                       const std::optional<detail::HostLinearCodes>& codes,
+                                                                       RequantizedMatmul policy, int device) {
+    const quant::LayerLayout& layout = layer.layout;
+    if (!layout.use_quantized_matmul) return std::nullopt;
+    const std::int64_t n = layout.original_shape[0], k = layout.original_shape[1];
+    const bool svd = layer.svd_up.has_value() && layout.svd_rank > 0;
+    if (svd && !cuda::gemm_w8a8_runs_svd(n, k, device)) return std::nullopt;
+    if (codes && !layout.re_quantize_for_matmul && !codes->codes.zero_point && codes->codes.bits == 8 &&
+        k % 16 == 0 &&
+        (codes->codes.codes.dtype() == DType::i8 || (codes->codes.codes.dtype() == DType::f8_e4m3fn && !svd)))
+      return cuda::repack_for_w8a8<bf16>(codes->codes, layout.dequantize_fp32);
+    if (policy == RequantizedMatmul::int8_at_load && cuda::requantizes_for_w8a8(layer))
+      return cuda::requantize_for_w8a8<bf16>(layer);
+    return std::nullopt;
+  }
+
+  static std::size_t footprint_or_zero(std::size_t bytes) { return bytes == 0 ? 0 : Arena::footprint(bytes); }
+
+  TensorView take_scratch(Arena& arena, std::size_t bytes, std::string_view purpose) const {
+    if (bytes == 0) return TensorView();
+    return arena.take(Shape{static_cast<std::int64_t>(bytes)}, DType::u8, name_ + ": " + std::string(purpose));
+  }
+
+  // Workspace of the 8-bit GEMM on codes: the SVD branch's down-projection, if any.
+  std::size_t svd_workspace_bytes(std::int64_t tokens) const {
+    return matmul_ ? footprint_or_zero(cuda::kernel_detail::plan_w8a8_svd(matmul_->view(), tokens).bytes) : 0;
+  }
+
+  // The 8-bit GEMM on codes quantized for `weights`, its SVD scratch (if any) from `arena`.
+  void gemm_on_codes(const cuda::W8A8Weights& weights, const cuda::W8A8Activations& codes,
+                     std::optional<TensorView> bias, const TensorView& y, Arena& arena, cudaStream_t stream) const {
+    const TensorView scratch = take_scratch(arena, cuda::gemm_w8a8_workspace_bytes(weights, codes),
+                                            "down-projection of the SVD branch");
+    // gemm_w8a8 checks y and the codes before launching.
+    cuda::gemm_w8a8(weights, codes, bias, y, scratch, stream);
+  }
+
   std::string name_;
   std::int64_t in_features_ = 0, out_features_ = 0;
   int device_ = 0;
@@ -269,7 +315,7 @@ class Linear {
   Tensor weight_;                                   // [N, K] bf16 on the device (dense and fallback)
   Tensor bias_;                                     // [N] bf16 on the device, or undefined
   std::optional<cuda::QuantizedLinear> quantized_;  // every kernel-readable SDNQ layout
-  std::optional<cuda::W8A8WeightsDevice> matmul_;   // direct int8 / e4m3 quantized matmul
+  std::optional<cuda::W8A8WeightsDevice> matmul_;   // int8 / e4m3 quantized matmul (direct or re-quantized)
   std::string joined_into_;                         // set when concatenate() took this layer's weights
 };
 

@@ -1,0 +1,71 @@
+#pragma once
+// Quantized-matmul layers whose stored codes gemm_w8a8 cannot read as they are (grouped or packed signed
+// integers: uint4 g64 + SVD saved with use_quantized_matmul, int4 row-wise, codebooks, ...) turned once at
+// load into int8 gemm_w8a8 weights: the operand the reference computes on every call (§5.1 step 1,
+// quant::detail::weight_operand: dequantized without SVD in the scale dtype and re-quantized per output
+// row to int8, or the packed codes' values as they are) with the layer's SVD factors. The int8 product
+// is then the reference's exactly; only the SVD branch rounds its low-rank product to the activation
+// dtype (gemm_w8a8.cuh). Host only; the codes take 8 bits a weight on the device.
+#include <algorithm>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "sdnq/core/error.hpp"
+#include "sdnq/core/tensor.hpp"
+#include "sdnq/cuda/detail/w8a8_repack.hpp"
+#include "sdnq/quant/detail/layers_qmm.hpp"
+
+namespace sdnq::cuda {
+
+// Whether requantize_for_w8a8 takes `layer`: a Linear with quantized matmul on and an int8 product,
+// no Hadamard rotation (gemm_w8a8 does not rotate x), and an operand without a weight zero point
+// (gemm_w8a8 has no zero-point terms): re-quantized layers, or signed integer codes used directly.
+inline bool requantizes_for_w8a8(const quant::QuantizedWeight& layer) {
+  const quant::LayerLayout& layout = layer.layout;
+  if (layout.kind != quant::LayerKind::linear || !layout.use_quantized_matmul || layout.matmul_type == nullptr ||
+      layout.hadamard_size > 0 || layout.original_shape.rank() != 2 || layout.original_shape[1] % 16 != 0)
+    return false;
+  if (quant::matmul_dtype_from_name(layout.matmul_type->name) != quant::MatmulDType::int8) return false;
+  if (layout.re_quantize_for_matmul) return true;
+  return layout.weights_type->is_integer && layout.weights_type->is_signed() && !layer.zero_point;
+}
+
+// The gemm_w8a8 weights of `layer` (requantizes_for_w8a8 must hold, else UnsupportedError naming the
+// layer) for activations T, with the SVD factors in T zero-padded to a multiple of 64 ranks.
+template <class T>
+W8A8WeightsHost requantize_for_w8a8(const quant::QuantizedWeight& layer) {
+  const std::string_view name = layer.name;
+  SDNQ_REQUIRE(requantizes_for_w8a8(layer), UnsupportedError,
+               "{}: not an int8 quantized-matmul Linear without Hadamard rotation and weight zero point, which is "
+               "what re-quantizing for gemm_w8a8 takes",
+               name);
+  const quant::detail::WeightOperand operand = quant::detail::weight_operand(layer, dtype_of_v<T>);
+  SDNQ_REQUIRE(operand.matmul == quant::MatmulDType::int8 && operand.zero_point.empty(), UnsupportedError,
+               "{}: its quantized-matmul operand has a zero point, which gemm_w8a8 does not apply", name);
+  const std::int64_t n = operand.out_features, k = operand.in_features;
+  Tensor codes = Tensor::empty(Shape{n, k}, DType::i8);
+  std::copy(operand.int_values.begin(), operand.int_values.end(), codes.data_as<std::int8_t>());
+  Tensor scale = Tensor::empty(Shape{n}, DType::f32);
+  std::copy(operand.scale.begin(), operand.scale.end(), scale.data_as<float>());
+  if (!layer.svd_up || !layer.svd_down || layer.layout.svd_rank == 0)
+    return repack_operand_for_w8a8<T>(name, codes.view(), scale.view(), operand.scale_dtype);
+  // The quantized-matmul layout stores svd_up [r, N] and svd_down [K, r]; gemm_w8a8 takes [N, r] and [r, K].
+  const std::vector<float> up_values = quant::detail::to_float_vector(*layer.svd_up, "svd_up");
+  const std::vector<float> down_values = quant::detail::to_float_vector(*layer.svd_down, "svd_down");
+  const std::int64_t rank = layer.layout.svd_rank;
+  SDNQ_REQUIRE(static_cast<std::int64_t>(up_values.size()) == rank * n &&
+                   static_cast<std::int64_t>(down_values.size()) == k * rank,
+               ShapeError, "{}: SVD factors of rank {} must be svd_up [{}, {}] and svd_down [{}, {}], got {} and {}",
+               name, rank, rank, n, k, rank, layer.svd_up->shape().to_string(), layer.svd_down->shape().to_string());
+  Tensor up = Tensor::empty(Shape{n, rank}, DType::f32), down = Tensor::empty(Shape{rank, k}, DType::f32);
+  for (std::int64_t r = 0; r < rank; ++r) {
+    for (std::int64_t o = 0; o < n; ++o) up.data_as<float>()[o * rank + r] = up_values[r * n + o];
+    for (std::int64_t c = 0; c < k; ++c) down.data_as<float>()[r * k + c] = down_values[c * rank + r];
+  }
+  // The reference's SVD dtype is the scale dtype: the model dtype when dequantize_fp32 is off.
+  return repack_operand_for_w8a8<T>(name, codes.view(), scale.view(), operand.scale_dtype, up.view(), down.view(),
+                                    !layer.layout.dequantize_fp32);
+}
+
+}  // namespace sdnq::cuda
