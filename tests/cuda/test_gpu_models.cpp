@@ -193,6 +193,16 @@ TEST_CASE("gpu Linear: quantized-matmul layers the reference re-quantizes run W4
         WARN(run.names[i] << " " << (int8_at_load ? "int8_at_load" : "stored_codes") << " tokens " << tokens << ": "
                           << run.kinds[i] << ", rel L2 vs CPU " << run.rel_l2_to_cpu[i]);
       }
+      // Joined by concatenate where all three run the 8-bit GEMM (their SVD factors block-diagonal): each
+      // column block as its part computed it, up to the split of the wider down-projection's sums.
+      const bool joinable = run.kinds[0] == "quantized_matmul" && run.kinds[1] == "quantized_matmul" &&
+                            run.kinds[int8_svd] == "quantized_matmul";
+      CHECK(run.joined_kind == (joinable ? "quantized_matmul" : ""));
+      CHECK(run.joined_rel_l2.size() == (joinable ? 3u : 0u));
+      for (const double error : run.joined_rel_l2) {
+        INFO("joined block rel L2 vs its part " << error);
+        CHECK(error <= 2e-3);
+      }
       // The memory side of int8_at_load: the uint4 layer holds int8 codes on the device.
       const std::size_t codes_at_8_bits = 96 * 128;
       if (run.kinds[uint4_g64] == "quantized_matmul")

@@ -602,16 +602,17 @@ inline void dense_linear(const TensorView& x, const TensorView& weight, std::opt
 //     again): the CUDA-core kernel (detail/w8a8_gemv.cuh), about as fast at M = 1, limited by its fp32
 //     FMAs from M = 4.
 // gemm_w8a8 (activations quantized, 8-bit tensor cores) is the path from 32 tokens.
-// Weights with an SVD branch (re-quantized W4A8 layers, int8 + SVD): after the 8-bit part, two cuBLAS
-// GEMMs add the low-rank term, low_rank [M, rp] = x · svd_downᵀ rounded to T in `workspace`, then
-// y += low_rank · svd_upᵀ; y is rounded twice there, the reference folds the factors into its dense
-// weight. Those need `cublas` and w8a8_dequantized_workspace_bytes(w, M) bytes of workspace.
+// Weights with an SVD branch (re-quantized W4A8 layers, int8 + SVD): after the 8-bit part,
+// low_rank [M, rp] = x · svd_downᵀ rounded to T in `workspace` (gemm_w8a8's down-projection launch, split
+// along K over the SMs), then y += low_rank · svd_upᵀ by cuBLAS; y is rounded twice there, the reference
+// folds the factors into its dense weight. Those need `cublas` and w8a8_dequantized_workspace_bytes(w, M)
+// bytes of 256-byte aligned workspace.
 // Numbers: docs/benchmarks.md (bench_linear, "w8a8_dequantized_" rows).
 // `e4m3_table` (the device F32 [256] of decoded e4m3 codes the layer holds) is not used and may be null:
 // the kernels convert e4m3 codes in hardware, which gives the same 256 values. Without an SVD branch
 // `cublas` may be null and `workspace` empty (w8a8_dequantized_workspace_bytes is 0).
 inline std::size_t w8a8_dequantized_workspace_bytes(const W8A8Weights& w, std::int64_t tokens) {
-  return w.svd_rank_padded == 0 ? 0 : static_cast<std::size_t>(tokens * w.svd_rank_padded) * 2;  // bf16 / fp16
+  return kernel_detail::plan_w8a8_svd(w, tokens).bytes;
 }
 
 inline void w8a8_dequantized_linear(const W8A8Weights& w, const void* e4m3_table, const TensorView& x,
@@ -632,20 +633,22 @@ inline void w8a8_dequantized_linear(const W8A8Weights& w, const void* e4m3_table
     SDNQ_REQUIRE(x.rank() == 2, ShapeError, "{}: x must be a matrix [M, {}], got {}", name, w.in_features,
                  x.shape().to_string());
     const std::int64_t tokens = x.size(0), rank = w.svd_rank_padded;
-    const std::size_t bytes = w8a8_dequantized_workspace_bytes(w, tokens);
-    SDNQ_REQUIRE(workspace.nbytes() >= bytes && (bytes == 0 || workspace.device().is_cuda()), ShapeError,
-                 "{}: the SVD branch needs {} bytes of device workspace for {} rows, got {}", name, bytes, tokens,
-                 workspace.nbytes());
+    const kernel_detail::W8A8SvdPlan plan = kernel_detail::plan_w8a8_svd(w, tokens);
+    SDNQ_REQUIRE(workspace.nbytes() >= plan.bytes &&
+                     (plan.bytes == 0 ||
+                      (workspace.device().is_cuda() && reinterpret_cast<std::uintptr_t>(workspace.data()) % 256 == 0)),
+                 ShapeError, "{}: the SVD branch needs {} bytes of 256-byte aligned device workspace for {} rows, got {}",
+                 name, plan.bytes, tokens, workspace.nbytes());
     W8A8Weights codes_only = w;
     codes_only.svd_down = nullptr;
     codes_only.svd_up = nullptr;
     codes_only.svd_rank_padded = 0;
     w8a8_dequantized_linear(codes_only, e4m3_table, x, bias, y, TensorView(), nullptr, stream, name);
     if (tokens == 0) return;
+    auto* low_rank = static_cast<std::uint8_t*>(workspace.data());
+    (void)kernel_detail::launch_w8a8_svd_down(w, x.data(), tokens, plan, low_rank, stream);
     SDNQ_CUBLAS_CHECK(cublasSetStream(cublas, stream));
-    linear_detail::gemm_rows(cublas, w.dtype, tokens, rank, w.in_features, x.data(), w.svd_down, workspace.data(),
-                             rank, 0.0f);
-    linear_detail::gemm_rows(cublas, w.dtype, tokens, w.out_features, rank, workspace.data(), w.svd_up, y.data(),
+    linear_detail::gemm_rows(cublas, w.dtype, tokens, w.out_features, rank, low_rank, w.svd_up, y.data(),
                              w.out_features, 1.0f);
     return;
   }

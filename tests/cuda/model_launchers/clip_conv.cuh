@@ -284,6 +284,7 @@ RequantizedLinearRun compare_requantized_linears(std::int64_t tokens, bool int8_
   const nn::gpu::detail::CublasHandle cublas;
   Arena& arena = workspace.arena();
   const nn::gpu::LinearInput input = nn::gpu::share_input(device_x, readers, arena, nullptr);
+  std::vector<Tensor> outputs;  // forward(x) per layer, f32 on the host
   for (std::size_t i = 0; i < gpu.size(); ++i) {
     run.kinds.emplace_back(nn::gpu::linear_kind_name(gpu[i].kind()));
     run.device_bytes.push_back(gpu[i].device_bytes());
@@ -297,9 +298,32 @@ RequantizedLinearRun compare_requantized_linears(std::int64_t tokens, bool int8_
     const Tensor plain_host = cuda::to_host(plain), shared_host = cuda::to_host(shared);
     run.identical.push_back(std::memcmp(plain_host.data(), shared_host.data(), plain_host.nbytes()) == 0);
     run.rel_l2_to_cpu.push_back(nn::relative_l2(f32_of_bf16(plain_host), cpu[i].forward(x)));
+    outputs.push_back(f32_of_bf16(plain_host));
   }
   run.peak = workspace.peak();
   run.workspace_bytes = shared_bytes + scratch;
+
+  // The first three layers joined (two with an SVD branch between them): each column block against its part.
+  nn::gpu::Linear* parts[] = {&gpu[0], &gpu[1], &gpu[2]};
+  const std::optional<nn::gpu::Linear> joined = nn::gpu::Linear::concatenate(parts, "joined");
+  if (!joined) return run;
+  run.joined_kind = nn::gpu::linear_kind_name(joined->kind());
+  const std::int64_t width = joined->out_features();
+  Tensor y = cuda::empty(Shape{tokens, width}, DType::bf16, 0);
+  SDNQ_CUDA_CHECK(cudaMemset(y.data(), 0xFF, y.nbytes()));
+  cuda::Workspace joined_workspace(joined->workspace_bytes(tokens), 0, "joined Linear test");
+  joined->forward(device_x.view(), y, joined_workspace.arena(), cublas.get(), nullptr);
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+  const Tensor all = f32_of_bf16(cuda::to_host(y));
+  std::int64_t column = 0;
+  for (std::size_t i = 0; i < 3; ++i) {
+    Tensor block = Tensor::empty(Shape{tokens, layers[i].out}, DType::f32);
+    for (std::int64_t t = 0; t < tokens; ++t)
+      for (std::int64_t o = 0; o < layers[i].out; ++o)
+        block.data_as<float>()[t * layers[i].out + o] = all.data_as<float>()[t * width + column + o];
+    run.joined_rel_l2.push_back(nn::relative_l2(block, outputs[i]));
+    column += layers[i].out;
+  }
   return run;
 }
 

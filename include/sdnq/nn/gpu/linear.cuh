@@ -192,6 +192,9 @@ class Linear {
   // every part holds a dense weight (dense or dequantized at load) or every part is an 8-bit quantized-matmul
   // layer with the same input quantization, and all have a bias or none: then the parts' device memory is
   // released (forward on them throws) and the joined Linear returned; else nullopt, the parts untouched.
+  // SVD branches join too: svd_down's rows one part after another, svd_up block-diagonal (part i's
+  // [N_i, rp_i] in its own rank columns, zeros elsewhere), so each output still sees only its own factors;
+  // the up-projection then runs Σ rp_i ranks for every output instead of rp_i.
   static std::optional<Linear> concatenate(std::span<Linear* const> parts, const std::string& name) {
     if (parts.empty()) return std::nullopt;
     const Linear& first = *parts[0];
@@ -202,11 +205,20 @@ class Linear {
           part->bias_.defined() != first.bias_.defined() || !part->joined_into_.empty())
         return std::nullopt;
       dense = dense && part->weight_.defined();
-      // Weights with an SVD branch stay apart: joined, their factors would have to be block-diagonal.
-      matmul = matmul && part->matmul_ && part->matmul_->view().svd_rank_padded == 0 &&
+      matmul = matmul && part->matmul_ &&
                detail::same_input_quantization(part->matmul_->view(), first.matmul_->view()) &&
                part->matmul_->codes.dtype() == first.matmul_->codes.dtype();
       rows += part->out_features_;
+    }
+    // Parts with an SVD branch must agree on the dtype their low-rank sum is rounded to.
+    std::int64_t ranks = 0;
+    std::optional<bool> svd_in_activation_dtype;
+    for (const Linear* part : parts) {
+      if (!matmul || part->matmul_->view().svd_rank_padded == 0) continue;
+      ranks += part->matmul_->view().svd_rank_padded;
+      if (svd_in_activation_dtype && *svd_in_activation_dtype != part->matmul_->view().svd_in_activation_dtype)
+        matmul = false;
+      svd_in_activation_dtype = part->matmul_->view().svd_in_activation_dtype;
     }
     if (!dense && !matmul) return std::nullopt;
     cuda::DeviceGuard guard(first.device_);
@@ -242,6 +254,9 @@ class Linear {
       weights.meta.out_features = rows;
       weights.meta.codes = weights.codes.data();
       weights.meta.scale = static_cast<const float*>(weights.scale.data());
+      weights.meta.svd_down = weights.meta.svd_up = nullptr;
+      weights.meta.svd_rank_padded = 0;
+      if (ranks > 0) join_svd(parts, rows, ranks, *svd_in_activation_dtype, weights);
       joined.matmul_ = std::move(weights);
     }
     for (Linear* part : parts) {
@@ -285,6 +300,42 @@ class Linear {
     if (policy == RequantizedMatmul::int8_at_load && cuda::requantizes_for_w8a8(layer))
       return cuda::requantize_for_w8a8<bf16>(layer);
     return std::nullopt;
+  }
+
+  // The joined SVD factors of concatenate(): svd_down [Σ rp_i, K] (part after part) and a block-diagonal
+  // svd_up [Σ N_i, Σ rp_i] in the activation dtype, every part's padded ranks kept (Σ rp_i stays a multiple of 64).
+  static void join_svd(std::span<Linear* const> parts, std::int64_t rows, std::int64_t ranks, bool in_activation_dtype,
+                       cuda::W8A8WeightsDevice& weights) {
+    const Linear& first = *parts[0];
+    const int device = first.device_;
+    const std::int64_t k = first.in_features_;
+    const DType dtype = first.matmul_->view().dtype;
+    const std::size_t element = dtype_size(dtype);
+    weights.svd_down = cuda::empty(Shape{ranks, k}, dtype, device);
+    weights.svd_up = cuda::empty(Shape{rows, ranks}, dtype, device);
+    SDNQ_CUDA_CHECK(cudaMemset(weights.svd_down.data(), 0, weights.svd_down.nbytes()));
+    SDNQ_CUDA_CHECK(cudaMemset(weights.svd_up.data(), 0, weights.svd_up.nbytes()));
+    std::int64_t rank_offset = 0, row_offset = 0;
+    for (const Linear* part : parts) {
+      const cuda::W8A8Weights& w = part->matmul_->view();
+      if (w.svd_rank_padded > 0) {
+        SDNQ_CUDA_CHECK(cudaMemcpy(static_cast<std::byte*>(weights.svd_down.data()) + rank_offset * k * element,
+                                   w.svd_down, static_cast<std::size_t>(w.svd_rank_padded * k) * element,
+                                   cudaMemcpyDeviceToDevice));
+        // Part rows [row_offset, + N_i), rank columns [rank_offset, + rp_i).
+        SDNQ_CUDA_CHECK(cudaMemcpy2D(
+            static_cast<std::byte*>(weights.svd_up.data()) + (row_offset * ranks + rank_offset) * element,
+            static_cast<std::size_t>(ranks) * element, w.svd_up, static_cast<std::size_t>(w.svd_rank_padded) * element,
+            static_cast<std::size_t>(w.svd_rank_padded) * element, static_cast<std::size_t>(w.out_features),
+            cudaMemcpyDeviceToDevice));
+      }
+      rank_offset += w.svd_rank_padded;
+      row_offset += w.out_features;
+    }
+    weights.meta.svd_down = weights.svd_down.data();
+    weights.meta.svd_up = weights.svd_up.data();
+    weights.meta.svd_rank_padded = ranks;
+    weights.meta.svd_in_activation_dtype = in_activation_dtype;
   }
 
   static std::size_t footprint_or_zero(std::size_t bytes) { return bytes == 0 ? 0 : Arena::footprint(bytes); }
