@@ -165,6 +165,21 @@ Tensor f32_of_bf16(const Tensor& host) {
   return values;
 }
 
+// `layer`'s forward(x) and forward(input) (the rows shared by share_input), each into a NaN-poisoned bf16
+// output, copied to the host.
+std::pair<Tensor, Tensor> forward_plain_and_shared(const nn::gpu::Linear& layer, const Tensor& x,
+                                                   const nn::gpu::LinearInput& input, Arena& arena,
+                                                   cublasHandle_t cublas) {
+  const Shape shape{x.size(0), layer.out_features()};
+  Tensor plain = cuda::empty(shape, DType::bf16, 0), shared = cuda::empty(shape, DType::bf16, 0);
+  SDNQ_CUDA_CHECK(cudaMemset(plain.data(), 0xFF, plain.nbytes()));  // NaN
+  SDNQ_CUDA_CHECK(cudaMemset(shared.data(), 0xFF, shared.nbytes()));
+  layer.forward(x.view(), plain, arena, cublas, nullptr);
+  layer.forward(input, shared, arena, cublas, nullptr);
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+  return {cuda::to_host(plain), cuda::to_host(shared)};
+}
+
 }  // namespace
 
 SharedInputRun compare_shared_input(std::int64_t tokens) {
@@ -216,14 +231,7 @@ SharedInputRun compare_shared_input(std::int64_t tokens) {
   const nn::gpu::LinearInput input = nn::gpu::share_input(device_x, {&gpu[0], &gpu[1], &gpu[2], &gpu[3]}, arena, nullptr);
   run.quantized_once = input.codes.has_value();
   for (std::size_t i = 0; i < gpu.size(); ++i) {
-    Tensor plain = cuda::empty(Shape{tokens, layers[i].out}, DType::bf16, 0);
-    Tensor shared = cuda::empty(Shape{tokens, layers[i].out}, DType::bf16, 0);
-    SDNQ_CUDA_CHECK(cudaMemset(plain.data(), 0xFF, plain.nbytes()));  // NaN
-    SDNQ_CUDA_CHECK(cudaMemset(shared.data(), 0xFF, shared.nbytes()));
-    gpu[i].forward(device_x.view(), plain, arena, cublas.get(), nullptr);
-    gpu[i].forward(input, shared, arena, cublas.get(), nullptr);
-    SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
-    const Tensor plain_host = cuda::to_host(plain), shared_host = cuda::to_host(shared);
+    const auto [plain_host, shared_host] = forward_plain_and_shared(gpu[i], device_x, input, arena, cublas.get());
     run.identical.push_back(std::memcmp(plain_host.data(), shared_host.data(), plain_host.nbytes()) == 0);
     run.rel_l2_to_cpu.push_back(nn::relative_l2(f32_of_bf16(shared_host), cpu[i].forward(x)));
   }
@@ -288,14 +296,7 @@ RequantizedLinearRun compare_requantized_linears(std::int64_t tokens, bool int8_
   for (std::size_t i = 0; i < gpu.size(); ++i) {
     run.kinds.emplace_back(nn::gpu::linear_kind_name(gpu[i].kind()));
     run.device_bytes.push_back(gpu[i].device_bytes());
-    Tensor plain = cuda::empty(Shape{tokens, layers[i].out}, DType::bf16, 0);
-    Tensor shared = cuda::empty(Shape{tokens, layers[i].out}, DType::bf16, 0);
-    SDNQ_CUDA_CHECK(cudaMemset(plain.data(), 0xFF, plain.nbytes()));  // NaN
-    SDNQ_CUDA_CHECK(cudaMemset(shared.data(), 0xFF, shared.nbytes()));
-    gpu[i].forward(device_x.view(), plain, arena, cublas.get(), nullptr);
-    gpu[i].forward(input, shared, arena, cublas.get(), nullptr);
-    SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
-    const Tensor plain_host = cuda::to_host(plain), shared_host = cuda::to_host(shared);
+    const auto [plain_host, shared_host] = forward_plain_and_shared(gpu[i], device_x, input, arena, cublas.get());
     run.identical.push_back(std::memcmp(plain_host.data(), shared_host.data(), plain_host.nbytes()) == 0);
     run.rel_l2_to_cpu.push_back(nn::relative_l2(f32_of_bf16(plain_host), cpu[i].forward(x)));
     outputs.push_back(f32_of_bf16(plain_host));
