@@ -10,6 +10,7 @@
 // quantized by the library's quantizer), so benchmarks build full-size models from a published
 // config with random weights and no files. Several names may share one tensor; every module still
 // uploads its own copy, so device memory is the real per-layer size.
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -22,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "sdnq/core/error.hpp"
@@ -91,6 +93,73 @@ enum class RequantizedMatmul : std::uint8_t {
   int8_at_load,
 };
 
+// What the modules loaded from one component took from it, per storage type (WeightLoader::report):
+// SDNQ layers under their storage type ("uint4", "int8", "float8_e4m3fn", ...), dense tensors under their
+// dtype ("BF16", "F32", ...). Bytes as stored (file or memory): for an SDNQ layer its weight, scale,
+// zero point and SVD factors together.
+struct StorageLoad {
+  std::int64_t entries = 0;     // SDNQ layers, or dense tensors
+  std::int64_t parameters = 0;  // elements they stand for (an SDNQ layer: its original shape's, not the codes')
+  std::uint64_t bytes = 0;      // bytes as stored
+};
+
+struct LoadReport {
+  std::string component;  // the folder, or an in-memory component's label
+  std::map<std::string, StorageLoad, std::less<>> quantized, dense;
+
+  std::uint64_t bytes() const { return sum(quantized).bytes + sum(dense).bytes; }
+  std::int64_t parameters() const { return sum(quantized).parameters + sum(dense).parameters; }
+
+  // The total, then one line per storage type, largest first, e.g.
+  //   transformer: 6.43 GiB for 11.90 G parameters (4.64 bits each)
+  //     SDNQ  uint4              493 layers     11.81 G parameters    6.01 GiB   4.37 bits each
+  //     dense BF16               101 tensors    90.4 M parameters     0.42 GiB  16.00 bits each
+  std::string to_string() const {
+    const auto line = [](std::string_view kind, std::string_view name, const char* unit, const StorageLoad& load) {
+      return fmt::format("  {:<5} {:<16} {:>7} {:<7} {:>9} parameters {:>10} {:>6.2f} bits each\n", kind, name,
+                         load.entries, unit, count_text(load.parameters), bytes_text(load.bytes), bits_each(load));
+    };
+    std::vector<std::pair<std::uint64_t, std::string>> lines;
+    for (const auto& [name, load] : quantized) lines.emplace_back(load.bytes, line("SDNQ", name, "layers", load));
+    for (const auto& [name, load] : dense) lines.emplace_back(load.bytes, line("dense", name, "tensors", load));
+    std::stable_sort(lines.begin(), lines.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    StorageLoad total = sum(quantized);
+    const StorageLoad dense_total = sum(dense);
+    total.parameters += dense_total.parameters;
+    total.bytes += dense_total.bytes;
+    std::string text = fmt::format("{}: {} for {} parameters ({:.2f} bits each)\n", component, bytes_text(total.bytes),
+                                   count_text(total.parameters), bits_each(total));
+    for (const auto& entry : lines) text += entry.second;
+    return text;
+  }
+
+ private:
+  static StorageLoad sum(const std::map<std::string, StorageLoad, std::less<>>& by_type) {
+    StorageLoad total;
+    for (const auto& entry : by_type) {
+      total.entries += entry.second.entries;
+      total.parameters += entry.second.parameters;
+      total.bytes += entry.second.bytes;
+    }
+    return total;
+  }
+  static std::string bytes_text(std::uint64_t bytes) {
+    const double value = static_cast<double>(bytes);
+    if (value >= 1024.0 * 1024.0 * 1024.0) return fmt::format("{:.2f} GiB", value / (1024.0 * 1024.0 * 1024.0));
+    if (value >= 1024.0 * 1024.0) return fmt::format("{:.2f} MiB", value / (1024.0 * 1024.0));
+    return fmt::format("{:.1f} KiB", value / 1024.0);
+  }
+  static std::string count_text(std::int64_t count) {
+    const double value = static_cast<double>(count);
+    if (value >= 1e9) return fmt::format("{:.2f} G", value * 1e-9);
+    if (value >= 1e6) return fmt::format("{:.1f} M", value * 1e-6);
+    return fmt::format("{:.1f} k", value * 1e-3);
+  }
+  static double bits_each(const StorageLoad& load) {
+    return load.parameters == 0 ? 0.0 : 8.0 * static_cast<double>(load.bytes) / static_cast<double>(load.parameters);
+  }
+};
+
 namespace detail {
 
 // What a WeightLoader and the modules loaded from it share: files (SDNQ or dense) or memory.
@@ -103,6 +172,34 @@ struct LoadedCheckpoint {
   std::map<std::string, TensorView, std::less<>> memory_views;  // every in-memory tensor by name
   std::set<std::string, std::less<>> used;
   RequantizedMatmul requantized_matmul = RequantizedMatmul::stored_codes;
+  LoadReport report;
+  std::set<std::string, std::less<>> reported;  // tensor names already counted in `report`
+
+  // Counts a dense tensor taken by a module, once per name (a name already counted with its SDNQ layer is not).
+  void report_dense(std::string_view name, const TensorView& tensor) {
+    if (!reported.emplace(name).second) return;
+    StorageLoad& load = report.dense[std::string(dtype_name(tensor.dtype()))];
+    load.entries += 1;
+    load.parameters += tensor.numel();
+    load.bytes += tensor.nbytes();
+  }
+  // Counts an SDNQ layer taken by a module, once per prefix, with all its stored tensors.
+  void report_quantized(std::string_view prefix, const quant::QuantizedWeight& layer) {
+    if (!reported.emplace(std::string(prefix) + "/layer").second) return;
+    StorageLoad& load = report.quantized[std::string(layer.layout.weights_type->name)];
+    load.entries += 1;
+    load.parameters += layer.layout.original_shape.numel();
+    const std::string base(prefix);
+    const auto count = [&](const char* suffix, const TensorView& tensor) {
+      reported.emplace(base + "." + suffix);
+      load.bytes += tensor.nbytes();
+    };
+    count("weight", layer.weight);
+    count("scale", layer.scale);
+    if (layer.zero_point) count("zero_point", *layer.zero_point);
+    if (layer.svd_up) count("svd_up", *layer.svd_up);
+    if (layer.svd_down) count("svd_down", *layer.svd_down);
+  }
 
   bool contains(std::string_view name) const {
     return memory ? memory_views.find(name) != memory_views.end() : files().contains(name);
@@ -212,7 +309,16 @@ class WeightLoader {
   TensorView raw(std::string_view tensor_name) {
     require_present(tensor_name);
     state_->used.emplace(tensor_name);
-    return state_->tensor(tensor_name);
+    const TensorView tensor = state_->tensor(tensor_name);
+    state_->report_dense(tensor_name, tensor);
+    return tensor;
+  }
+
+  // What the modules took so far, per storage type (after a model's load: the whole component).
+  LoadReport report() const {
+    LoadReport report = state_->report;
+    report.component = state_->memory ? state_->memory->label : state_->folder.string();
+    return report;
   }
 
   // A float tensor (norm weights, biases, embeddings...) widened to f32.
@@ -244,6 +350,7 @@ class WeightLoader {
       const std::string key = std::string(prefix) + "." + suffix;
       if (contains(key)) state_->used.insert(key);
     }
+    state_->report_quantized(prefix, layer);
     return layer;
   }
 
@@ -295,6 +402,7 @@ class WeightLoader {
     for (std::string& name : detail::quantized_tensor_names(found->first, layer)) state_->used.insert(std::move(name));
     quant::QuantizedWeight view = layer.view();
     view.name = found->first;
+    state_->report_quantized(prefix, view);
     return view;
   }
 

@@ -53,9 +53,14 @@ class ClipTextModel {
 
   static ClipTextModel load(const std::filesystem::path& component_folder, int device = 0) {
     WeightLoader weights = WeightLoader::open(component_folder);
+    return load(weights, device);
+  }
+  // From an open component: its loader's options apply (set_requantized_matmul) and weights.report() then
+  // tells what the model took.
+  static ClipTextModel load(WeightLoader& weights, int device = 0) {
     ClipTextModel model;
     model.device_ = device;
-    model.config_ = ClipTextConfig::from_json(weights.config(), (component_folder / "config.json").string());
+    model.config_ = ClipTextConfig::from_json(weights.config(), (weights.folder() / "config.json").string());
     const ClipTextConfig& c = model.config_;
     const std::int64_t d = c.hidden_size;
     cuda::DeviceGuard guard(device);

@@ -42,6 +42,11 @@ class SD3Transformer2DModel {
 
   static SD3Transformer2DModel load(const std::filesystem::path& folder, int device = 0) {
     WeightLoader weights = WeightLoader::open(folder);
+    return load(weights, device);
+  }
+  // From an open component: its loader's options apply (set_requantized_matmul) and weights.report() then
+  // tells what the model took.
+  static SD3Transformer2DModel load(WeightLoader& weights, int device = 0) {
     SD3Transformer2DModel model;
     model.device_ = device;
     model.config_ = SD3TransformerConfig::from_json(weights.config());

@@ -53,9 +53,14 @@ class T5EncoderModel {
  public:
   static T5EncoderModel load(const std::filesystem::path& component_folder, int device = 0) {
     WeightLoader weights = WeightLoader::open(component_folder);
+    return load(weights, device);
+  }
+  // From an open component: its loader's options apply (set_requantized_matmul) and weights.report() then
+  // tells what the model took.
+  static T5EncoderModel load(WeightLoader& weights, int device = 0) {
     T5EncoderModel model;
     model.device_ = device;
-    model.config_ = T5EncoderConfig::from_json(weights.config(), (component_folder / "config.json").string());
+    model.config_ = T5EncoderConfig::from_json(weights.config(), (weights.folder() / "config.json").string());
     const T5EncoderConfig& c = model.config_;
     (void)detail::padded_head_dim(c.d_kv);  // refuse unsupported head sizes at load
     cuda::DeviceGuard guard(device);

@@ -41,12 +41,16 @@ class AutoencoderKL {
 
   static AutoencoderKL load(const std::filesystem::path& component_folder, int device = 0) {
     WeightLoader weights = WeightLoader::open(component_folder);
+    return load(weights, device);
+  }
+  // From an open component: its loader's options apply and weights.report() then tells what the model took.
+  static AutoencoderKL load(WeightLoader& weights, int device = 0) {
     AutoencoderKL vae;
-    vae.label_ = "AutoencoderKL (GPU) at " + component_folder.string();
+    vae.label_ = "AutoencoderKL (GPU) at " + weights.folder().string();
     const nn::detail::DiffusersConfigReader reader(weights.config(), vae.label_);
     const std::string class_name = reader.string("_class_name", "");
     SDNQ_REQUIRE(class_name == "AutoencoderKL", UnsupportedError,
-                 "{}: config.json has _class_name \"{}\"; this loader reads AutoencoderKL", component_folder.string(),
+                 "{}: config.json has _class_name \"{}\"; this loader reads AutoencoderKL", weights.folder().string(),
                  class_name);
     vae.device_ = device;
     vae.config_ = nn::detail::read_autoencoder_kl_config(reader);

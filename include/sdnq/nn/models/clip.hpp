@@ -79,8 +79,12 @@ class ClipTextModel {
 
   static ClipTextModel load(const std::filesystem::path& component_folder) {
     WeightLoader weights = WeightLoader::open(component_folder);
+    return load(weights);
+  }
+  // From an open component (weights.report() then tells what the model took).
+  static ClipTextModel load(WeightLoader& weights) {
     ClipTextModel model;
-    model.config_ = ClipTextConfig::from_json(weights.config(), (component_folder / "config.json").string());
+    model.config_ = ClipTextConfig::from_json(weights.config(), (weights.folder() / "config.json").string());
     const ClipTextConfig& c = model.config_;
     const std::string root = weights.contains("text_model.embeddings.token_embedding.weight") ? "text_model." : "";
     model.token_embedding_ = Embedding::load(weights, root + "embeddings.token_embedding", c.vocab_size, c.hidden_size);
