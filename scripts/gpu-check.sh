@@ -178,6 +178,13 @@ else
 fi
 
 step "CUDA tests"
+# The GPU model tests compare with the reference fixtures; without them they pass by skipping. The device
+# machine has no ../shared: copy fixtures/sdnq-reference/models into an ignored folder of the tree, carry it
+# and point SDNQ_FIXTURES at its parent.
+fixtures=${SDNQ_FIXTURES:-$root/../shared/fixtures/sdnq-reference}
+if [[ ! -d "$fixtures/models" ]]; then
+  echo "NOTE: no reference fixtures at $fixtures/models: the GPU model fixture tests will be skipped (set SDNQ_FIXTURES)"
+fi
 run_logged cuda-tests "$cuda_tests" --durations yes ${SDNQ_CUDA_TEST_FILTER:+"$SDNQ_CUDA_TEST_FILTER"}
 
 step "CUDA tests under compute-sanitizer memcheck"
