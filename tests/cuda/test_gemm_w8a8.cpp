@@ -455,11 +455,93 @@ void run_w4a8_case(std::int64_t m, std::int64_t n, std::int64_t k, int rank, boo
 TEST_CASE("gemm_w8a8 W4A8: uint4 g64 + SVD re-quantized once, SVD tiles on the TMA kernel, against linear_forward",
           "[cuda][w8a8]") {
   if (!tile_runs_here(6)) return;
-  const int rank = GENERATE(0, 16, 32, 128);
+  const int rank = GENERATE(0, 16, 20, 32, 128);
   // N and K multiples of 16: the reference's condition for quantized matmul (§3.2).
   run_w4a8_case<sdnq::bf16>(300, 208, 256, rank, true, -1, 70);   // partial row and column tiles, bias
   run_w4a8_case<sdnq::fp16>(45, 144, 512, rank, false, 8, 71);    // one block per tile, no bias
   run_w4a8_case<sdnq::bf16>(1100, 2064, 128, rank, true, 6, 72);  // persistent: several tiles per block
+  run_w4a8_case<sdnq::fp16>(200, 528, 256, rank, true, 7, 73);    // 128×256 tiles, a partial column tile
+}
+
+// A joined layer's SVD branch (nn::gpu::Linear::concatenate): three column blocks of 200, 136 and 64
+// outputs with ranks 32, 20 and none, svd_up block-diagonal at ranks [0, 32), [64, 84). With the part
+// table, output tiles multiply only their blocks' ranks (column tile 0: one 32-rank half; tile 1 spans
+// blocks 0 and 1: a stage and a half; tile 3: none, bias only); skipping zero products must leave every
+// output bit-identical to multiplying all 128 ranks, and both match
+// y = s_x·s_w·Σ q_x·q_w + b + x·svd_downᵀ·svd_upᵀ in double.
+TEST_CASE("gemm_w8a8 SVD parts: each output tile multiplies only its own blocks' ranks, bit-identical to all ranks",
+          "[cuda][w8a8]") {
+  if (!tile_runs_here(6)) return;
+  using T = sdnq::bf16;
+  const std::int64_t m = 300, n = 400, k = 256, ranks = 128;
+  const std::vector<sdnq::test::SvdPartSpec> parts = {{200, 0, 32}, {336, 64, 20}, {400, 128, 0}};
+  std::mt19937_64 rng(90);
+  std::uniform_int_distribution<int> code(-127, 127);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  Tensor codes = Tensor::empty(sdnq::Shape{n, k}, DType::i8), scale = Tensor::empty(sdnq::Shape{n}, DType::f32);
+  for (std::int64_t i = 0; i < n * k; ++i) codes.data_as<std::int8_t>()[i] = static_cast<std::int8_t>(code(rng));
+  for (std::int64_t o = 0; o < n; ++o) scale.data_as<float>()[o] = 0.002f + 0.001f * static_cast<float>(o % 7);
+  Tensor up = Tensor::zeros(sdnq::Shape{n, ranks}, DType::f32), down = Tensor::zeros(sdnq::Shape{ranks, k}, DType::f32);
+  std::int64_t column_begin = 0;
+  for (const auto& part : parts) {
+    for (int r = part.rank_begin; r < part.rank_begin + part.rank; ++r) {
+      for (std::int64_t o = column_begin; o < part.column_end; ++o)
+        up.data_as<float>()[o * ranks + r] = 0.1f * normal(rng);
+      for (std::int64_t c = 0; c < k; ++c) down.data_as<float>()[r * k + c] = T(0.05f * normal(rng)).to_float();
+    }
+    column_begin = part.column_end;
+  }
+  for (std::int64_t i = 0; i < n * ranks; ++i) up.data_as<float>()[i] = T(up.data_as<float>()[i]).to_float();
+  const sdnq::cuda::W8A8WeightsHost host =
+      sdnq::cuda::repack_operand_for_w8a8<T>("test.joined", codes, scale, DType::f32, TensorView(up), TensorView(down));
+  REQUIRE(host.svd_down.size(0) == ranks);
+  const Tensor x = random_matrix<T>(m, k, 91);
+  const Tensor bias = random_matrix<T>(1, n, 92);
+  const TensorView bias_view = TensorView(bias).reshaped(sdnq::Shape{n});
+
+  // The reference in double from the reference's activation quantization.
+  const auto activations = sdnq::quant::quantize_activations(x, MatmulDType::int8, DType::f32);
+  const auto* x_codes = static_cast<const std::int8_t*>(activations.values.data());
+  std::vector<double> expected(static_cast<std::size_t>(m * n));
+  for (std::int64_t row = 0; row < m; ++row) {
+    std::vector<double> low_rank(ranks, 0.0);
+    for (std::int64_t r = 0; r < ranks; ++r)
+      for (std::int64_t c = 0; c < k; ++c)
+        low_rank[r] += static_cast<double>(value_at<T>(x, row * k + c)) * down.data_as<float>()[r * k + c];
+    for (std::int64_t o = 0; o < n; ++o) {
+      double sum = 0.0, svd = 0.0;
+      for (std::int64_t c = 0; c < k; ++c)
+        sum += static_cast<double>(x_codes[row * k + c]) * codes.data_as<std::int8_t>()[o * k + c];
+      for (std::int64_t r = 0; r < ranks; ++r) svd += low_rank[r] * up.data_as<float>()[o * ranks + r];
+      expected[row * n + o] =
+          sum * activations.scale[static_cast<std::size_t>(row)] * T(scale.data_as<float>()[o]).to_float() +
+          value_at<T>(bias, o) + svd;
+    }
+  }
+  for (const int tile : {6, 8, 7, 9}) {  // 128×128 persistent, per tile; 128×256 persistent, per tile
+    INFO("tile " << tile);
+    const Tensor all_ranks = sdnq::test::run_gemm_w8a8_with_svd_parts(host, x, bias_view, {}, tile);
+    const Tensor own_ranks = sdnq::test::run_gemm_w8a8_with_svd_parts(host, x, bias_view, parts, tile);
+    CHECK(std::memcmp(all_ranks.data(), own_ranks.data(), own_ranks.nbytes()) == 0);
+    double error = 0.0, reference = 0.0;
+    for (std::int64_t i = 0; i < m * n; ++i) {
+      const double got = value_at<T>(own_ranks, i);
+      error += (got - expected[i]) * (got - expected[i]);
+      reference += expected[i] * expected[i];
+    }
+    INFO("relative L2 error " << std::sqrt(error / reference));
+    CHECK(std::sqrt(error / reference) <= 1e-2);
+  }
+  SECTION("a part table that does not end at N, or starts a part off a 64-rank stage, is rejected") {
+    const auto message = sdnq::test::message_of<sdnq::ShapeError>([&] {
+      (void)sdnq::test::run_gemm_w8a8_with_svd_parts(host, x, bias_view, {{200, 0, 32}, {336, 64, 20}});
+    });
+    CHECK(sdnq::test::contains(message, "end at column 336"));
+    const auto misaligned = sdnq::test::message_of<sdnq::ShapeError>([&] {
+      (void)sdnq::test::run_gemm_w8a8_with_svd_parts(host, x, bias_view, {{200, 0, 32}, {400, 32, 20}});
+    });
+    CHECK(sdnq::test::contains(misaligned, "SVD part 1"));
+  }
 }
 
 TEST_CASE("w8a8_activations_fit: weights with an SVD branch need the rows their down-projection reads",
@@ -484,10 +566,10 @@ TEST_CASE("gemm_w8a8 W4A8: what the SVD tiles do not run is rejected before laun
                                                            TensorView(up), TensorView(down));
   };
   const Tensor x = random_matrix<sdnq::bf16>(64, 128, 80);
-  SECTION("a tile other than tma_128") {
+  SECTION("a tile other than the TMA kernel's") {
     const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
-        [&] { (void)sdnq::test::run_gemm_w8a8_kernel(host_with_svd(64, 128), x, std::nullopt, 7); });
-    CHECK(sdnq::test::contains(message, "tma_128 tiles only"));
+        [&] { (void)sdnq::test::run_gemm_w8a8_kernel(host_with_svd(64, 128), x, std::nullopt, 5); });
+    CHECK(sdnq::test::contains(message, "TMA tiles only"));
   }
   SECTION("N not a multiple of 8") {
     const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(

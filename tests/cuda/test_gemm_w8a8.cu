@@ -17,9 +17,18 @@
 
 namespace sdnq::test {
 
-Tensor run_gemm_w8a8_kernel(const cuda::W8A8WeightsHost& weights, TensorView x, std::optional<TensorView> bias,
-                            int tile) {
-  const cuda::W8A8WeightsDevice device_weights = cuda::upload_w8a8_weights(weights);
+namespace {
+
+Tensor run_gemm_w8a8_on(const cuda::W8A8WeightsHost& weights, TensorView x, std::optional<TensorView> bias, int tile,
+                        const std::vector<SvdPartSpec>* svd_parts) {
+  cuda::W8A8WeightsDevice device_weights = cuda::upload_w8a8_weights(weights);
+  if (svd_parts != nullptr) {
+    if (svd_parts->size() > device_weights.meta.svd_parts.size())
+      throw std::runtime_error("run_gemm_w8a8_with_svd_parts: too many parts for the table");
+    device_weights.meta.svd_part_count = static_cast<int>(svd_parts->size());
+    for (std::size_t i = 0; i < svd_parts->size(); ++i)
+      device_weights.meta.svd_parts[i] = {(*svd_parts)[i].column_end, (*svd_parts)[i].rank_begin, (*svd_parts)[i].rank};
+  }
   Tensor device_x = cuda::to_device(x);
   std::optional<Tensor> device_bias;
   if (bias) device_bias = cuda::to_device(*bias);
@@ -35,6 +44,18 @@ Tensor run_gemm_w8a8_kernel(const cuda::W8A8WeightsHost& weights, TensorView x, 
                   y, workspace, nullptr, forced);
   SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
   return cuda::to_host(y);
+}
+
+}  // namespace
+
+Tensor run_gemm_w8a8_kernel(const cuda::W8A8WeightsHost& weights, TensorView x, std::optional<TensorView> bias,
+                            int tile) {
+  return run_gemm_w8a8_on(weights, x, bias, tile, nullptr);
+}
+
+Tensor run_gemm_w8a8_with_svd_parts(const cuda::W8A8WeightsHost& weights, TensorView x, std::optional<TensorView> bias,
+                                    const std::vector<SvdPartSpec>& parts, int tile) {
+  return run_gemm_w8a8_on(weights, x, bias, tile, &parts);
 }
 
 namespace {

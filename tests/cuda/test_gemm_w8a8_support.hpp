@@ -16,6 +16,16 @@ namespace sdnq::test {
 Tensor run_gemm_w8a8_kernel(const cuda::W8A8WeightsHost& weights, TensorView x, std::optional<TensorView> bias,
                             int tile = -1);
 
+// One block of an SVD branch's part table (cuda::kernel_detail::W8A8SvdPart, without the CUDA header).
+struct SvdPartSpec {
+  int column_end = 0, rank_begin = 0, rank = 0;
+};
+
+// As run_gemm_w8a8_kernel, with the uploaded weights' SVD part table replaced by `parts` (empty: no
+// table, every output multiplies every rank).
+Tensor run_gemm_w8a8_with_svd_parts(const cuda::W8A8WeightsHost& weights, TensorView x, std::optional<TensorView> bias,
+                                    const std::vector<SvdPartSpec>& parts, int tile = -1);
+
 // The pre-quantized route: x (host) quantized once on the GPU by quantize_w8a8_activations for
 // weights[0], then gemm_w8a8(weights[i], those activations) for every weight (all reading the one
 // buffer), and, to compare, the fused gemm_w8a8(weights[i], x). biases[i]: [N_i] or empty. y of the

@@ -14,9 +14,12 @@
 // inputs) from an SDNQ checkpoint, repacked at load time by detail/w8a8_repack.hpp; weights the
 // reference re-quantizes per call (W4A8: uint4 g64 + SVD and friends) re-quantized once at load
 // (repack_operand_for_w8a8). An SVD branch (int8, Hopper): low_rank = x·svd_downᵀ by gemm_tc's dense
-// launch first, then low_rank·svd_upᵀ on the tensor cores as extra tiles of the GEMM into fp32, added
-// to the bias in the epilogue (bias' of §5.1 step 3; low_rank rounded to T where the reference keeps
-// it in fp32: relative L2 ≤ 1e-2, no longer bit-exact). mma.sync m16n8k32
+// launch first, then, once an output tile's int32 sums are scaled into fp32 outputs with their bias,
+// low_rank·svd_upᵀ accumulated onto them on the tensor cores as extra stages of the GEMM, only the ranks
+// the tile's columns have (a joined layer's part table, the true rank). §5.1 step 3 computes bias' =
+// bias + low-rank term first; here low_rank is rounded to T where the reference keeps it in fp32 and
+// the low-rank term is added in fp32 after the scaling, also where the reference rounds bias' to T
+// (dequantize_fp32 = false): relative L2 ≤ 1e-2, not bit-exact. mma.sync m16n8k32
 // on sm_80+ (int8) and sm_89+ (e4m3) (detail/w8a8_kernel.cuh), used for M ≤ 32 everywhere and for all
 // M off Hopper; on Hopper with an sm_90a build and M > 32: a warp-specialized persistent kernel
 // (detail/w8a8_tma.cuh) with a TMA producer warp, an mbarrier-guarded shared-memory ring, two wgmma
@@ -40,6 +43,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <optional>
@@ -73,7 +77,14 @@ struct W8A8Weights {
   const void* svd_down = nullptr;
   const void* svd_up = nullptr;
   std::int64_t svd_rank_padded = 0;
-  bool svd_in_activation_dtype = false;  // bias' rounded to dtype (the reference's SVD dtype), else F32
+  // The reference's SVD dtype is dtype (bias' rounded to it; w8a8_dequantized_linear does so, the TMA
+  // kernel adds the low-rank term in fp32 either way), else F32.
+  bool svd_in_activation_dtype = false;
+  // Which ranks the outputs read (kernel_detail::W8A8SvdPart: column blocks in order, the last ending at
+  // N): one part {N, 0, true rank} for a layer, one per joined layer for Linear::concatenate's
+  // block-diagonal svd_up. svd_part_count 0 with an SVD branch: every output reads all rp ranks.
+  std::array<kernel_detail::W8A8SvdPart, kernel_detail::w8a8_max_svd_parts> svd_parts{};
+  int svd_part_count = 0;
 };
 
 struct W8A8WeightsDevice {
@@ -101,6 +112,9 @@ inline W8A8WeightsDevice upload_w8a8_weights(const W8A8WeightsHost& host, int de
     out.meta.svd_up = out.svd_up.data();
     out.meta.svd_rank_padded = host.svd_down.size(0);
     out.meta.svd_in_activation_dtype = host.svd_in_activation_dtype;
+    out.meta.svd_part_count = 1;
+    out.meta.svd_parts[0] =
+        kernel_detail::W8A8SvdPart{static_cast<int>(host.out_features), 0, static_cast<int>(host.svd_rank)};
   }
   return out;
 }
@@ -153,6 +167,7 @@ using W8A8TileWgmma256 = W8A8WgmmaTile<256, 4>;
 using W8A8TileTma128 = W8A8TmaTile<128, 6>;  // 32 KB a stage + 32 KB of staged output
 using W8A8TileTma256 = W8A8TmaTile<256, 3>;  // 48 KB a stage + 64 KB of staged output
 using W8A8TileTma128Svd = W8A8TmaTile<128, 6, true>;  // weights with an SVD branch (int8)
+using W8A8TileTma256Svd = W8A8TmaTile<256, 3, true>;
 
 // Whether this build has sm_90a code for `device` (detail/wgmma.cuh's probe, asked once per device).
 inline bool has_wgmma_code(int device) { return has_sm90a_code(device); }
@@ -195,12 +210,13 @@ void launch_gemm_w8a8(const W8A8Params& p, cudaStream_t stream) {
 }
 
 // The SVD operands of one launch: low_rank = x · svd_downᵀ [M, rank_padded] T (computed first) and
-// svd_up [N, rank_padded] T; rank_padded 0 for weights without an SVD branch.
+// svd_up [N, rank_padded] T, with the ranks each output reads (`params`); rank_padded 0 for weights
+// without an SVD branch.
 struct W8A8SvdLaunch {
   const void* low_rank = nullptr;
   const void* svd_up = nullptr;
   std::int64_t rank_padded = 0;
-  bool in_activation_dtype = false;
+  W8A8SvdParams params{};
 };
 
 // Launches the TMA kernel: tensor maps of the workspace codes [M, K] and the weight codes [N, K];
@@ -220,8 +236,7 @@ void launch_gemm_w8a8_tma(const W8A8Params& p, int blocks_at_most, cudaStream_t 
   W8A8SvdParams svd_params{};
   CUtensorMap low_rank_map = a_map, svd_up_map = b_map;  // unused without an SVD branch
   if (svd.rank_padded > 0) {
-    svd_params.tiles = static_cast<int>(svd.rank_padded / 64);
-    svd_params.rounded_to_output = svd.in_activation_dtype;
+    svd_params = svd.params;
     low_rank_map = byte_matrix_tensor_map(svd.low_rank, p.m, svd.rank_padded * 2, Tile::BM, "low_rank");
     svd_up_map = byte_matrix_tensor_map(svd.svd_up, p.n, svd.rank_padded * 2, Tile::BN, "svd_up");
   }
@@ -236,9 +251,12 @@ template <class T, W8A8Operand Operand>
 void dispatch_gemm_w8a8(W8A8TileChoice tile, const W8A8Params& p, int multiprocessors, cudaStream_t stream,
                         const W8A8SvdLaunch& svd = {}) {
   if constexpr (Operand == W8A8Operand::int8) {
-    if (svd.rank_padded > 0)  // choose_checked_w8a8_tile allowed only tma_128 (persistent or per tile)
-      return launch_gemm_w8a8_tma<T, Operand, W8A8TileTma128Svd>(
-          p, tile == W8A8TileChoice::tma_128 ? multiprocessors : 0, stream, svd);
+    if (svd.rank_padded > 0) {  // choose_checked_w8a8_tile allowed only the TMA tiles (persistent or per tile)
+      const int blocks = tile == W8A8TileChoice::tma_128 || tile == W8A8TileChoice::tma_256 ? multiprocessors : 0;
+      if (tile == W8A8TileChoice::tma_256 || tile == W8A8TileChoice::tma_256_per_tile)
+        return launch_gemm_w8a8_tma<T, Operand, W8A8TileTma256Svd>(p, blocks, stream, svd);
+      return launch_gemm_w8a8_tma<T, Operand, W8A8TileTma128Svd>(p, blocks, stream, svd);
+    }
   }
   if (tile == W8A8TileChoice::tma_128)
     return launch_gemm_w8a8_tma<T, Operand, W8A8TileTma128>(p, multiprocessors, stream);
@@ -302,6 +320,29 @@ inline const char* w8a8_scale_mode_name(bool in_activation_dtype) {
   return in_activation_dtype ? "scales in the activation dtype" : "F32 scales";
 }
 
+// The SVD part table: column blocks in order ending at N, rank ranges in the same order, each starting
+// on a 64-rank stage and inside rp (what svd_tile_ranks' contiguous rank range of a tile relies on).
+inline void require_w8a8_svd_parts(const W8A8Weights& w, const char* caller) {
+  SDNQ_REQUIRE(w.svd_part_count >= 0 && w.svd_part_count <= w8a8_max_svd_parts &&
+                   (w.svd_rank_padded > 0 || w.svd_part_count == 0),
+               UnsupportedError, "{}: {} SVD parts (at most {}, and none without an SVD branch)", caller,
+               w.svd_part_count, w8a8_max_svd_parts);
+  std::int64_t column_begin = 0, rank_end = 0;
+  for (int i = 0; i < w.svd_part_count; ++i) {
+    const W8A8SvdPart& part = w.svd_parts[static_cast<std::size_t>(i)];
+    SDNQ_REQUIRE(part.column_end > column_begin && part.rank >= 0 && part.rank_begin % 64 == 0 &&
+                     part.rank_begin >= rank_end && part.rank_begin + std::int64_t{part.rank} <= w.svd_rank_padded,
+                 ShapeError,
+                 "{}: SVD part {} (columns up to {}, ranks [{}, +{})) must follow the previous part's columns "
+                 "(from {}) and ranks (from {}), start on a multiple of 64 and stay inside rank {}",
+                 caller, i, part.column_end, part.rank_begin, part.rank, column_begin, rank_end, w.svd_rank_padded);
+    column_begin = part.column_end;
+    rank_end = part.rank_begin + part.rank;
+  }
+  SDNQ_REQUIRE(w.svd_part_count == 0 || column_begin == w.out_features, ShapeError,
+               "{}: the SVD parts end at column {}, the weight has N = {}", caller, column_begin, w.out_features);
+}
+
 // What both entry points and quantize_w8a8_activations require of the weights (or of `like`).
 inline void require_w8a8_weights(const W8A8Weights& w, const char* caller, bool need_codes = true) {
   SDNQ_REQUIRE(!need_codes || (w.codes != nullptr && w.scale != nullptr), UnsupportedError,
@@ -322,6 +363,7 @@ inline void require_w8a8_weights(const W8A8Weights& w, const char* caller, bool 
                "{}: an SVD branch needs 16-byte aligned svd_down and svd_up with the rank padded to a multiple of 64 "
                "(up to 1024), got rank {}",
                caller, w.svd_rank_padded);
+  require_w8a8_svd_parts(w, caller);
 }
 
 // The row count both GEMM entry points accept, y [tokens, N] and bias [N].
@@ -373,15 +415,19 @@ inline W8A8Launch choose_checked_w8a8_tile(const W8A8Weights& w, std::int64_t to
                  "gemm_w8a8: this build has no sm_89+ code for the float8_e4m3fn GEMM (CMAKE_CUDA_ARCHITECTURES)");
   }
   const bool wgmma = capability == 90 && has_wgmma_code(device);
-  if (w.svd_rank_padded > 0) {  // the SVD tiles run on the 128×128 TMA kernel only
-    const W8A8TileChoice chosen = tile ? *tile : W8A8TileChoice::tma_128;
+  if (w.svd_rank_padded > 0) {  // the SVD stages run on the TMA kernel only: 128×256 as without SVD, else 128×128
+    const bool wide = ceil_div(tokens, 128) * ceil_div(w.out_features, 256) >= 2 * multiprocessors &&
+                      W8A8TileTma256Svd::shared_bytes <= shared_optin;
+    const W8A8TileChoice chosen = tile ? *tile : wide ? W8A8TileChoice::tma_256 : W8A8TileChoice::tma_128;
     SDNQ_REQUIRE(w.kind == W8A8Kind::int8 && wgmma && W8A8TileTma128Svd::shared_bytes <= shared_optin,
                  UnsupportedError,
                  "gemm_w8a8: weights with an SVD branch run on int8 weights on the Hopper TMA kernel (an sm_90a "
                  "build on a compute capability 9.0 GPU); cuda:{} is sm_{}",
                  device, capability);
-    SDNQ_REQUIRE(chosen == W8A8TileChoice::tma_128 || chosen == W8A8TileChoice::tma_128_per_tile, UnsupportedError,
-                 "gemm_w8a8: weights with an SVD branch run on the tma_128 tiles only");
+    SDNQ_REQUIRE(chosen == W8A8TileChoice::tma_128 || chosen == W8A8TileChoice::tma_128_per_tile ||
+                     chosen == W8A8TileChoice::tma_256 || chosen == W8A8TileChoice::tma_256_per_tile,
+                 UnsupportedError,
+                 "gemm_w8a8: weights with an SVD branch run on the TMA tiles only (tma_128, tma_256)");
     SDNQ_REQUIRE(w.out_features % 8 == 0 && w.in_features % 64 == 0, UnsupportedError,
                  "gemm_w8a8: weights with an SVD branch need N % 8 == 0 and K % 64 == 0, got [{}, {}]",
                  w.out_features, w.in_features);
@@ -498,7 +544,15 @@ inline W8A8SvdLaunch launch_w8a8_svd_down(const W8A8Weights& w, const void* rows
   const auto launch = w.dtype == DType::bf16 ? launch_svd_down<__nv_bfloat16> : launch_svd_down<__half>;
   launch(rows, w.svd_down, svd_part, reinterpret_cast<float*>(svd_part + plan.partial), static_cast<int>(tokens),
          static_cast<int>(w.svd_rank_padded), static_cast<int>(w.in_features), plan.down, stream);
-  return W8A8SvdLaunch{svd_part, w.svd_up, w.svd_rank_padded, w.svd_in_activation_dtype};
+  W8A8SvdLaunch out{svd_part, w.svd_up, w.svd_rank_padded, {}};
+  if (w.svd_part_count == 0) {  // no part table: every output reads every rank
+    out.params.part_count = 1;
+    out.params.parts[0] = W8A8SvdPart{static_cast<int>(w.out_features), 0, static_cast<int>(w.svd_rank_padded)};
+  } else {
+    out.params.part_count = w.svd_part_count;
+    std::copy_n(w.svd_parts.begin(), w.svd_part_count, out.params.parts);
+  }
+  return out;
 }
 
 

@@ -26,10 +26,13 @@
 // its MMAs, so the two consumers issue in turn (named barriers consumer_0_issued / consumer_1_issued):
 // consumer 0's K tile, then consumer 1's, then consumer 0's next, ... and each one's promotion runs
 // while the other's MMAs keep the tensor cores busy (in lockstep both promoted at once, tensor cores idle).
-// SVD branch (W8A8TmaTile<128, 6, true>, int8): after an output tile's K tiles come svd.tiles more
-// stages holding 64 ranks of low_rank (x·svd_downᵀ, T, by an earlier launch) and of svd_up; the
-// consumers run them as bf16/fp16 wgmma into fp32 accumulators of their own, and the epilogue adds them
-// to the bias (bias' of §5.1 step 3, rounded to T when that is the reference's SVD dtype).
+// SVD branch (W8A8TmaTile<BN, Stages, true>, int8, BN 128 or 256): once an output tile's K tiles are
+// summed, each consumer turns its int32 accumulators into the outputs without the low-rank term,
+// fma(acc·s_x, s_w, bias) in fp32, in registers that wgmma then accumulates onto: after the K tiles come
+// the stages of the tile's own ranks (svd_tile_ranks: a joined layer's parts it covers, nothing past the
+// true rank), each 64 ranks of low_rank (x·svd_downᵀ, T, by an earlier launch) and of svd_up, run as
+// bf16/fp16 wgmma. The low-rank term needs no registers of its own, so the SVD tiles are as wide as the
+// plain ones.
 // Epilogue as the other kernels: y = fma(acc·s_x, s_w, bias) in fp32, rounded once to T. With N % 8 == 0
 // (and y 16-byte aligned) each consumer stages its 64×BN outputs in shared memory and one thread writes
 // them with TMA stores that drain while the consumer's next tile runs its MMAs (the global writes no
@@ -65,39 +68,74 @@ __device__ __forceinline__ void wgmma_e4m3_m64n128k32(float (&d)[64], std::uint6
 #endif
 }
 
-// d (+)= A[64×16] · B[128×16]ᵀ in bf16 / fp16 with fp32 accumulators, both operands K-major by
-// descriptor (the SVD tiles: 64 ranks of T are 128 bytes, one ring stage like a K tile of codes).
-// `accumulate` false: d = A·Bᵀ (wgmma's scale-d), so no instruction zeroes d while the K loop's last
-// group may still run; zeroing there made ptxas serialize the wgmma groups (C7515).
-#define SDNQ_WGMMA_SS_16BIT(types)                                                                        \
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                               \
-               "wgmma.mma_async.sync.aligned.m64n128k16.f32" types " " SDNQ_WGMMA_R64 "}, %64, %65, p, 1, 1, 0, 0;\n}\n" \
-               : SDNQ_WGMMA_D64("+f")                                                                     \
-               : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)))
-template <class T>
-__device__ __forceinline__ void wgmma_16bit_m64n128k16(float (&d)[64], std::uint64_t a, std::uint64_t b,
-                                                       bool accumulate) {
+// d += A[64×16] · B[BN×16]ᵀ in bf16 / fp16 with fp32 accumulators, both operands K-major by descriptor
+// (the SVD stages: 64 ranks of T are 128 bytes, one ring stage like a K tile of codes).
+#define SDNQ_WGMMA_SS_16BIT(shape, types, R, D, operands)                                                   \
+  asm volatile("wgmma.mma_async.sync.aligned." shape ".f32" types " " R "}, " operands ", 1, 1, 1, 0, 0;\n" \
+               : D("+f")                                                                                    \
+               : "l"(a), "l"(b))
+template <int BN, class T>
+__device__ __forceinline__ void wgmma_16bit_k16(float (&d)[BN / 2], std::uint64_t a, std::uint64_t b) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    SDNQ_WGMMA_SS_16BIT(".bf16.bf16");
+  constexpr bool bf16 = std::is_same_v<T, __nv_bfloat16>;
+  if constexpr (BN == 128 && bf16)
+    SDNQ_WGMMA_SS_16BIT("m64n128k16", ".bf16.bf16", SDNQ_WGMMA_R64, SDNQ_WGMMA_D64, "%64, %65");
+  else if constexpr (BN == 128)
+    SDNQ_WGMMA_SS_16BIT("m64n128k16", ".f16.f16", SDNQ_WGMMA_R64, SDNQ_WGMMA_D64, "%64, %65");
+  else if constexpr (bf16)
+    SDNQ_WGMMA_SS_16BIT("m64n256k16", ".bf16.bf16", SDNQ_WGMMA_R128, SDNQ_WGMMA_D128, "%128, %129");
   else
-    SDNQ_WGMMA_SS_16BIT(".f16.f16");
+    SDNQ_WGMMA_SS_16BIT("m64n256k16", ".f16.f16", SDNQ_WGMMA_R128, SDNQ_WGMMA_D128, "%128, %129");
 #else
-  (void)d, (void)a, (void)b, (void)accumulate;
+  (void)d, (void)a, (void)b;
   __trap();
 #endif
 }
 #undef SDNQ_WGMMA_SS_16BIT
 
-// The SVD branch of a W4A8-style layer (§5.1 step 3, bias' = bias + (x·svd_down)·svd_up): `tiles`
-// ring stages of 64 ranks after the K tiles of each output tile, low_rank [M, 64·tiles] T (x·svd_downᵀ,
-// computed by an earlier launch) against svd_up [N, 64·tiles] T on the tensor cores into fp32;
-// `rounded_to_output`: the reference's SVD dtype is the activation dtype (dequantize_fp32 = false), so
-// bias' is rounded to T before the epilogue uses it.
-struct W8A8SvdParams {
-  int tiles = 0;
-  bool rounded_to_output = false;
+// The SVD branch of a W4A8-style layer (§5.1 step 3, + (x·svd_down)·svd_up): ring stages of 64 ranks
+// after the K tiles of each output tile, low_rank [M, rp] T (x·svd_downᵀ, computed by an earlier launch)
+// against svd_up [N, rp] T on the tensor cores, accumulated in fp32 onto the scaled outputs.
+// `parts`: the branch's blocks. A layer has one; a joined layer (nn::gpu::Linear::concatenate) one per
+// joined layer, svd_up block-diagonal: output columns [previous column_end, column_end) have non-zero
+// factors only in ranks [rank_begin, rank_begin + rank) (rank the true rank, rank_begin a multiple of
+// 64). An output tile runs only the ranks of the parts its columns fall in, and of the last stage only
+// the 32-rank halves that hold ranks: zeros skipped, not multiplied, so the sums are the same.
+struct W8A8SvdPart {
+  int column_end = 0, rank_begin = 0, rank = 0;
 };
+inline constexpr int w8a8_max_svd_parts = 8;
+
+struct W8A8SvdParams {
+  int part_count = 0;  // 0: no SVD branch
+  W8A8SvdPart parts[w8a8_max_svd_parts] = {};
+};
+
+// The low-rank ranks one output tile (columns col0 .. col_last) multiplies: `stages` ring stages from
+// rank `begin`, the last one `last_halves` 32-rank halves deep (1 or 2); no stages where its parts have
+// no ranks.
+struct SvdTileRanks {
+  int begin = 0, stages = 0, last_halves = 0;
+};
+
+__host__ __device__ inline SvdTileRanks svd_tile_ranks(const W8A8SvdParams& svd, int col0, int col_last) {
+  int begin = -1, end = 0, column_begin = 0;
+#pragma unroll  // constant indices: the kernel reads the parameter, no copy to the stack
+  for (int i = 0; i < w8a8_max_svd_parts; ++i) {
+    const W8A8SvdPart& part = svd.parts[i];
+    if (i < svd.part_count && part.column_end > col0 && column_begin <= col_last && part.rank > 0) {
+      if (begin < 0) begin = part.rank_begin;  // parts are consecutive in columns and in ranks
+      end = part.rank_begin + part.rank;
+    }
+    column_begin = part.column_end;
+  }
+  SvdTileRanks out;
+  if (begin < 0) return out;
+  out.begin = begin;
+  out.stages = (end - begin + 63) / 64;
+  out.last_halves = (end - begin - 64 * (out.stages - 1) + 31) / 32;
+  return out;
+}
 
 template <int BN_, int Stages_, bool Svd_ = false>
 struct W8A8TmaTile {
@@ -131,21 +169,6 @@ __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
 __device__ __forceinline__ void consumer_sync(int consumer) { named_barrier_sync(1 + consumer, 128); }
 inline constexpr int consumer_0_issued = 3, consumer_1_issued = 4;
 
-// bias' of §5.1 step 3 for one output: the SVD product plus the bias, in the SVD dtype.
-template <class T>
-__device__ __forceinline__ float svd_addend(float bias, float low_rank_product, bool rounded_to_output) {
-  const float sum = __fadd_rn(low_rank_product, bias);
-  return rounded_to_output ? to_float(from_float<T>(sum)) : sum;
-}
-
-// What the epilogue adds for two neighbouring outputs: their bias, or bias' when `svd` has tiles.
-template <class T>
-__device__ __forceinline__ float2 epilogue_addends(float2 bias, float2 low_rank, const W8A8SvdParams& svd) {
-  if (svd.tiles == 0) return bias;
-  return make_float2(svd_addend<T>(bias.x, low_rank.x, svd.rounded_to_output),
-                     svd_addend<T>(bias.y, low_rank.y, svd.rounded_to_output));
-}
-
 // The weight scales and biases of columns col and col + 1 (both < N; no bias: zeros).
 template <class T>
 __device__ __forceinline__ void column_pair(const W8A8Params& p, int col, float2& s_w, float2& bias) {
@@ -157,30 +180,31 @@ __device__ __forceinline__ void column_pair(const W8A8Params& p, int col, float2
   }
 }
 
-// y rows `row` and `row + 8`, columns col, col + 1, from the accumulator pairs of one fragment column;
-// svd_lo / svd_hi: the SVD products of those outputs when `svd` has tiles (even N only: the host
-// rejects an SVD branch with odd N).
-template <class T>
+// y rows `row` and `row + 8`, columns col, col + 1: `lo` / `hi` the accumulator pairs of one fragment
+// column, or with `Finished` the outputs themselves (an SVD kernel applies scales and bias before its
+// ranks; the host gives it even N only).
+template <class T, bool Finished>
 __device__ __forceinline__ void store_output_rows(const W8A8Params& p, int row, int col, float s_x_lo, float s_x_hi,
-                                                 float2 lo, float2 hi, float2 svd_lo, float2 svd_hi,
-                                                 const W8A8SvdParams& svd) {
+                                                  float2 lo, float2 hi) {
   if (col >= p.n) return;
-  if ((p.n & 1) != 0 || col + 1 >= p.n) {  // odd N: element-wise stores with their own bounds checks
-    store_output_pair<T>(p, row, col, lo.x, lo.y);
-    store_output_pair<T>(p, row + 8, col, hi.x, hi.y);
-    return;
+  float2 s_w = make_float2(0.0f, 0.0f), b = s_w;
+  if constexpr (!Finished) {
+    if ((p.n & 1) != 0 || col + 1 >= p.n) {  // odd N: element-wise stores with their own bounds checks
+      store_output_pair<T>(p, row, col, lo.x, lo.y);
+      store_output_pair<T>(p, row + 8, col, hi.x, hi.y);
+      return;
+    }
+    column_pair<T>(p, col, s_w, b);
   }
-  float2 s_w, b;
-  column_pair<T>(p, col, s_w, b);
-  const auto store = [&](int r, float s_x, float2 sum, float2 low_rank) {
+  const auto store = [&](int r, float s_x, float2 value) {
     if (r >= p.m) return;
-    const float2 add = epilogue_addends<T>(b, low_rank, svd);
+    if constexpr (!Finished)
+      value = make_float2(scaled_output(value.x, s_x, s_w.x, b.x), scaled_output(value.y, s_x, s_w.y, b.y));
     T* out = static_cast<T*>(p.y) + static_cast<std::size_t>(r) * p.n + col;
-    *reinterpret_cast<std::uint32_t*>(out) =
-        pack_pair<T>(scaled_output(sum.x, s_x, s_w.x, add.x), scaled_output(sum.y, s_x, s_w.y, add.y));
+    *reinterpret_cast<std::uint32_t*>(out) = pack_pair<T>(value.x, value.y);
   };
-  store(row, s_x_lo, lo, svd_lo);
-  store(row + 8, s_x_hi, hi, svd_hi);
+  store(row, s_x_lo, lo);
+  store(row + 8, s_x_hi, hi);
 }
 
 template <class T, W8A8Operand Operand, class Tile>
@@ -192,7 +216,7 @@ __global__ void __launch_bounds__(Tile::threads, 1)
   constexpr bool int8 = Operand == W8A8Operand::int8;
   static_assert(int8 ? (Tile::BN == 128 || Tile::BN == 256) : Tile::BN == 128,
                 "e4m3 keeps accumulators and totals: 64×128 per warpgroup at most");
-  static_assert(!Tile::svd || (int8 && Tile::BN == 128), "the SVD branch: int8, 128×128 tiles");
+  static_assert(!Tile::svd || int8, "the SVD branch: int8");
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int BM = Tile::BM, BN = Tile::BN, Stages = Tile::Stages;
   extern __shared__ uint4 shared_words[];
@@ -209,7 +233,11 @@ __global__ void __launch_bounds__(Tile::threads, 1)
   const int row_tiles = (p.m + BM - 1) / BM, col_tiles = (p.n + BN - 1) / BN;
   const int tile_count = row_tiles * col_tiles, first_index = blockIdx.x, index_step = gridDim.x;
   const int k_tiles = (p.k + Tile::k_tile - 1) / Tile::k_tile;
-  const int svd_tiles = Tile::svd ? svd.tiles : 0;  // after each output tile's K tiles
+  // The SVD stages of an output tile (after its K tiles): none without an SVD branch.
+  const auto svd_ranks_of = [&](int2 tile) {
+    if constexpr (!Tile::svd) return SvdTileRanks{};
+    return svd_tile_ranks(svd, tile.y * BN, min(tile.y * BN + BN, p.n) - 1);
+  };
   const auto tile_of = [&](int index) { return tile_coordinates(row_tiles, col_tiles, index); };
   const auto rows_of = [&](int2 tile) { return min(BM, p.m - tile.x * BM); };
   if (threadIdx.x == 0) {
@@ -220,7 +248,7 @@ __global__ void __launch_bounds__(Tile::threads, 1)
     barrier_init_fence();
     tma_prefetch_map(&a_map);
     tma_prefetch_map(&b_map);
-    if (svd_tiles > 0) {
+    if (Tile::svd && svd.part_count > 0) {
       tma_prefetch_map(&low_rank_map);
       tma_prefetch_map(&svd_up_map);
     }
@@ -239,13 +267,15 @@ __global__ void __launch_bounds__(Tile::threads, 1)
         const int2 tile = tile_of(index);
         if (index != first_index && !p.codes_ready) wait_for_rows(p, tile.x, rows_of(tile));
         fence_proxy_async_global();  // the codes acquired, before the copy engine reads them
-        for (int k_tile = 0; k_tile < k_tiles + svd_tiles; ++k_tile, ++step) {
+        const SvdTileRanks ranks = svd_ranks_of(tile);
+        for (int k_tile = 0; k_tile < k_tiles + ranks.stages; ++k_tile, ++step) {
           const int stage = step % Stages;
           if (step >= Stages) barrier_wait(empty + stage, (step / Stages - 1) & 1);
           barrier_arrive_expect_bytes(full + stage, Tile::stage_bytes);
-          // Codes by 128-byte K tiles, then the SVD operands by 128-byte (64-rank) tiles.
+          // Codes by 128-byte K tiles, then the SVD operands by 128-byte (64-rank) tiles from the
+          // tile's first rank.
           const bool codes = k_tile < k_tiles;
-          const int inner = (codes ? k_tile : k_tile - k_tiles) * Tile::k_tile;
+          const int inner = codes ? k_tile * Tile::k_tile : (ranks.begin + (k_tile - k_tiles) * 64) * 2;
           tma_load_2d(a_tiles + stage * Tile::a_bytes, codes ? &a_map : &low_rank_map, inner, tile.x * BM,
                       full + stage);
           tma_load_2d(b_tiles + stage * Tile::b_bytes, codes ? &b_map : &svd_up_map, inner, tile.y * BN,
@@ -267,10 +297,10 @@ __global__ void __launch_bounds__(Tile::threads, 1)
     using Acc = std::conditional_t<int8, int, float>;
     Acc acc[BN / 2];                        // the m64nBN fragment (see wgmma_s8_m64n256k32)
     float total[int8 ? 1 : BN / 2];         // e4m3: promoted sums
-    float svd_sum[Tile::svd ? BN / 2 : 1];  // low_rank · svd_upᵀ of the tile (the first SVD wgmma sets it)
     int step = 0;
     for (int index = first_index; index < tile_count; index += index_step) {
       const int2 tile = tile_of(index);
+      const SvdTileRanks ranks = svd_ranks_of(tile);
 #pragma unroll
       for (int i = 0; i < BN / 2; ++i) acc[i] = Acc(0);
 #pragma unroll
@@ -311,25 +341,6 @@ __global__ void __launch_bounds__(Tile::threads, 1)
           }
         }
       }
-      // The SVD tiles in a loop of their own: in the K loop above their fp32 accumulators made ptxas
-      // serialize every wgmma group (C7519). The last K tile's group may still run; each SVD step frees
-      // the stage of the step before it, as the K loop does.
-      if constexpr (Tile::svd) {
-        for (int svd_tile = 0; svd_tile < svd_tiles; ++svd_tile, ++step) {
-          const int stage = step % Stages;
-          barrier_wait(full + stage, (step / Stages) & 1);
-          const std::uint32_t a_base = shared_address(a_tiles + stage * Tile::a_bytes + consumer * 64 * 128);
-          const std::uint32_t b_base = shared_address(b_tiles + stage * Tile::b_bytes);
-          wgmma_fence();
-#pragma unroll
-          for (int k16 = 0; k16 < 4; ++k16)  // 16 ranks of T are 32 bytes, as 32 codes
-            wgmma_16bit_m64n128k16<T>(svd_sum, wgmma_descriptor(a_base + k16 * 32), wgmma_descriptor(b_base + k16 * 32),
-                                      svd_tile > 0 || k16 > 0);
-          wgmma_commit();
-          wgmma_wait<1>();
-          if (signals) barrier_arrive(empty + (step - 1) % Stages);
-        }
-      }
       if constexpr (int8) {
         wgmma_wait<0>();
         if (signals) barrier_arrive(empty + (step - 1) % Stages);
@@ -341,17 +352,53 @@ __global__ void __launch_bounds__(Tile::threads, 1)
       const int row = row0 + consumer_warp * 16 + (lane >> 2);
       const float s_x_lo = row < p.m ? __ldcg(p.x_scale + row) : 0.0f;  // written by other blocks: from L2
       const float s_x_hi = row + 8 < p.m ? __ldcg(p.x_scale + row + 8) : 0.0f;
+      // SVD kernel: the outputs without their low-rank term, fma(acc·s_x, s_w, bias) in fp32 (the
+      // fragment of acc), then the tile's rank stages accumulate low_rank · svd_upᵀ onto them on the
+      // tensor cores. No registers beyond the accumulators' (acc is dead once converted), which is what
+      // lets the SVD tiles be 128×256; a stage is split into 32-rank halves, each a wgmma group of its own
+      // (a branch inside a group made ptxas inject waits, C7519), the last stage only as deep as its ranks.
+      float finished[Tile::svd ? BN / 2 : 1];
+      if constexpr (Tile::svd) {
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j) {
+          const int col = col0 + 8 * j + 2 * (lane & 3);  // N % 8 == 0: col < N implies col + 1 < N
+          float2 s_w = make_float2(0.0f, 0.0f), b = s_w;
+          if (col < p.n) column_pair<T>(p, col, s_w, b);
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            const float s_x = half == 0 ? s_x_lo : s_x_hi;
+            const int i = 4 * j + 2 * half;
+            finished[i] = scaled_output(__int2float_rn(acc[i]), s_x, s_w.x, b.x);
+            finished[i + 1] = scaled_output(__int2float_rn(acc[i + 1]), s_x, s_w.y, b.y);
+          }
+        }
+        for (int svd_tile = 0; svd_tile < ranks.stages; ++svd_tile, ++step) {
+          const int stage = step % Stages;
+          barrier_wait(full + stage, (step / Stages) & 1);
+          const std::uint32_t a_base = shared_address(a_tiles + stage * Tile::a_bytes + consumer * 64 * 128);
+          const std::uint32_t b_base = shared_address(b_tiles + stage * Tile::b_bytes);
+          const int halves = svd_tile + 1 < ranks.stages ? 2 : ranks.last_halves;
+          for (int half = 0; half < halves; ++half) {
+            wgmma_fence();
+#pragma unroll
+            for (int k16 = 2 * half; k16 < 2 * half + 2; ++k16)  // 16 ranks of T are 32 bytes, as 32 codes
+              wgmma_16bit_k16<BN, T>(finished, wgmma_descriptor(a_base + k16 * 32),
+                                     wgmma_descriptor(b_base + k16 * 32));
+            wgmma_commit();
+          }
+          wgmma_wait<1>();  // the previous stage's groups are done: free it (the K tiles' already are)
+          if (svd_tile > 0 && signals) barrier_arrive(empty + (step - 1) % Stages);
+        }
+        wgmma_wait<0>();  // on every path: the epilogue reads what wgmma wrote (else ptxas adds a wait, C7517)
+        if (ranks.stages > 0 && signals) barrier_arrive(empty + (step - 1) % Stages);
+      }
       const auto sum_pair = [&](int j, int half) {
-        if constexpr (int8)
+        if constexpr (Tile::svd)
+          return make_float2(finished[4 * j + 2 * half], finished[4 * j + 2 * half + 1]);
+        else if constexpr (int8)
           return make_float2(__int2float_rn(acc[4 * j + 2 * half]), __int2float_rn(acc[4 * j + 2 * half + 1]));
         else
           return make_float2(total[4 * j + 2 * half], total[4 * j + 2 * half + 1]);
-      };
-      const auto svd_pair = [&](int j, int half) {
-        if constexpr (Tile::svd)
-          return make_float2(svd_sum[4 * j + 2 * half], svd_sum[4 * j + 2 * half + 1]);
-        else
-          return make_float2(0.0f, 0.0f);
       };
       if (store_by_tma) {
         // The consumer's 64 rows go through its part of out_tile: written in the store map's swizzle
@@ -366,18 +413,18 @@ __global__ void __launch_bounds__(Tile::threads, 1)
         for (int j = 0; j < BN / 8; ++j) {
           const int col = col0 + 8 * j + 2 * (lane & 3);  // N % 8 == 0: col < N implies col + 1 < N
           float2 s_w = make_float2(0.0f, 0.0f), b = make_float2(0.0f, 0.0f);
-          if (col < p.n) column_pair<T>(p, col, s_w, b);
+          if (!Tile::svd && col < p.n) column_pair<T>(p, col, s_w, b);
 #pragma unroll
           for (int half = 0; half < 2; ++half) {
-            const float2 sum = sum_pair(j, half);
+            float2 value = sum_pair(j, half);
             const float s_x = half == 0 ? s_x_lo : s_x_hi;
-            const float2 add = epilogue_addends<T>(b, svd_pair(j, half), W8A8SvdParams{svd_tiles, svd.rounded_to_output});
+            if constexpr (!Tile::svd)
+              value = make_float2(scaled_output(value.x, s_x, s_w.x, b.x), scaled_output(value.y, s_x, s_w.y, b.y));
             const int r = (consumer_warp & 3) * 16 + half * 8 + (lane >> 2);  // row within the consumer's 64
             const int chunk = (j % 8) ^ (r % 8);
             auto* word = reinterpret_cast<std::uint32_t*>(staged + (j / 8) * Tile::out_box_bytes + r * 128 +
                                                           chunk * 16 + (lane & 3) * 4);
-            *word = pack_pair<T>(scaled_output(sum.x, s_x, s_w.x, add.x),
-                                        scaled_output(sum.y, s_x, s_w.y, add.y));
+            *word = pack_pair<T>(value.x, value.y);
           }
         }
         fence_proxy_async_shared();  // the staged values, visible to the copy engine
@@ -397,8 +444,7 @@ __global__ void __launch_bounds__(Tile::threads, 1)
 #pragma unroll
       for (int j = 0; j < BN / 8; ++j) {
         const int col = col0 + 8 * j + 2 * (lane & 3);
-        store_output_rows<T>(p, row, col, s_x_lo, s_x_hi, sum_pair(j, 0), sum_pair(j, 1), svd_pair(j, 0),
-                             svd_pair(j, 1), W8A8SvdParams{svd_tiles, svd.rounded_to_output});
+        store_output_rows<T, Tile::svd>(p, row, col, s_x_lo, s_x_hi, sum_pair(j, 0), sum_pair(j, 1));
       }
     }
     // Consumer 1's last "issued" arrival, so no named barrier is left half-arrived at exit.

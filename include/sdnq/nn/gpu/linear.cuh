@@ -28,6 +28,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "sdnq/core/arena.hpp"
 #include "sdnq/cuda/gemm_w8a8.cuh"
@@ -194,7 +195,8 @@ class Linear {
   // released (forward on them throws) and the joined Linear returned; else nullopt, the parts untouched.
   // SVD branches join too: svd_down's rows one part after another, svd_up block-diagonal (part i's
   // [N_i, rp_i] in its own rank columns, zeros elsewhere), so each output still sees only its own factors;
-  // the up-projection then runs Σ rp_i ranks for every output instead of rp_i.
+  // the part table (W8A8Weights::svd_parts) lets each output tile of the GEMM multiply only the ranks of
+  // the parts it covers.
   static std::optional<Linear> concatenate(std::span<Linear* const> parts, const std::string& name) {
     if (parts.empty()) return std::nullopt;
     const Linear& first = *parts[0];
@@ -256,6 +258,7 @@ class Linear {
       weights.meta.scale = static_cast<const float*>(weights.scale.data());
       weights.meta.svd_down = weights.meta.svd_up = nullptr;
       weights.meta.svd_rank_padded = 0;
+      weights.meta.svd_part_count = 0;
       if (ranks > 0) join_svd(parts, rows, ranks, *svd_in_activation_dtype, weights);
       joined.matmul_ = std::move(weights);
     }
@@ -303,7 +306,10 @@ class Linear {
   }
 
   // The joined SVD factors of concatenate(): svd_down [Σ rp_i, K] (part after part) and a block-diagonal
-  // svd_up [Σ N_i, Σ rp_i] in the activation dtype, every part's padded ranks kept (Σ rp_i stays a multiple of 64).
+  // svd_up [Σ N_i, Σ rp_i] in the activation dtype, every part's padded ranks kept (Σ rp_i stays a multiple
+  // of 64), and the part table saying which ranks each column block reads (the parts' own tables shifted;
+  // a part without a branch reads none). Above w8a8_max_svd_parts blocks there is no table: every output
+  // then multiplies all Σ rp_i ranks, zeros included.
   static void join_svd(std::span<Linear* const> parts, std::int64_t rows, std::int64_t ranks, bool in_activation_dtype,
                        cuda::W8A8WeightsDevice& weights) {
     const Linear& first = *parts[0];
@@ -316,8 +322,20 @@ class Linear {
     SDNQ_CUDA_CHECK(cudaMemset(weights.svd_down.data(), 0, weights.svd_down.nbytes()));
     SDNQ_CUDA_CHECK(cudaMemset(weights.svd_up.data(), 0, weights.svd_up.nbytes()));
     std::int64_t rank_offset = 0, row_offset = 0;
+    std::vector<cuda::kernel_detail::W8A8SvdPart> table;
     for (const Linear* part : parts) {
       const cuda::W8A8Weights& w = part->matmul_->view();
+      const auto shifted = [&](std::int64_t column_end, std::int64_t rank_begin, std::int64_t rank) {
+        table.push_back({static_cast<int>(row_offset + column_end), static_cast<int>(rank_offset + rank_begin),
+                         static_cast<int>(rank)});
+      };
+      if (w.svd_rank_padded == 0)
+        shifted(w.out_features, 0, 0);
+      else if (w.svd_part_count == 0)
+        shifted(w.out_features, 0, w.svd_rank_padded);
+      for (int i = 0; i < w.svd_part_count; ++i)
+        shifted(w.svd_parts[static_cast<std::size_t>(i)].column_end,
+                w.svd_parts[static_cast<std::size_t>(i)].rank_begin, w.svd_parts[static_cast<std::size_t>(i)].rank);
       if (w.svd_rank_padded > 0) {
         SDNQ_CUDA_CHECK(cudaMemcpy(static_cast<std::byte*>(weights.svd_down.data()) + rank_offset * k * element,
                                    w.svd_down, static_cast<std::size_t>(w.svd_rank_padded * k) * element,
@@ -336,6 +354,11 @@ class Linear {
     weights.meta.svd_up = weights.svd_up.data();
     weights.meta.svd_rank_padded = ranks;
     weights.meta.svd_in_activation_dtype = in_activation_dtype;
+    weights.meta.svd_part_count = 0;
+    if (table.size() <= weights.meta.svd_parts.size()) {
+      std::copy(table.begin(), table.end(), weights.meta.svd_parts.begin());
+      weights.meta.svd_part_count = static_cast<int>(table.size());
+    }
   }
 
   static std::size_t footprint_or_zero(std::size_t bytes) { return bytes == 0 ? 0 : Arena::footprint(bytes); }
