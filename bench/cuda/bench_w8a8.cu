@@ -19,7 +19,13 @@
 // the cuBLAS group.
 // w4a8_svd32_*: int8 codes with an SVD branch of rank 32 (padded to 64): what a uint4 + SVD r32 layer
 // with quantized matmul runs once re-quantized at load (repack_operand_for_w8a8); its time includes the
-// down-projection launch (x · svd_downᵀ) and the SVD tiles of the GEMM.
+// down-projection launch (x · svd_downᵀ) and the SVD tiles of the GEMM, which multiply the 32 true ranks
+// (the part table upload_w8a8_weights writes). w4a8_svd32_all_ranks: the same without a part table, all
+// 64 padded ranks multiplied (what the kernel did before the table).
+// w4a8_joined_svd32_*: FLUX's joined single-block projection (to_q, to_k, to_v, proj_mlp: N = 3·3072 +
+// 12288) with four rank-32 branches, svd_up block-diagonal over 4 × 64 padded ranks
+// (nn::gpu::Linear::concatenate): with the part table (each output tile multiplies its own part's 32
+// ranks) and without it (every output all 256).
 // Run: bench_w8a8 --benchmark_min_time=0.05s
 #include <benchmark/benchmark.h>
 #include <cublasLt.h>
@@ -43,8 +49,10 @@ using namespace sdnq_bench;
 
 // state.range: M, N, K, kind (0 int8, 1 e4m3), forced tile (−1: gemm_w8a8 chooses), pre-quantized (1:
 // time only gemm_w8a8(w, activations) on x quantized by one quantize_w8a8_activations call before),
-// `rank_padded`: the padded rank of an SVD branch (0: none).
-void bench_w8a8_with_svd(benchmark::State& state, int rank_padded) {
+// `rank_padded`: the padded rank of an SVD branch (0: none); `svd_parts`: its part table (column end,
+// first rank, true rank; empty: every output multiplies all rank_padded ranks).
+void bench_w8a8_with_svd(benchmark::State& state, int rank_padded,
+                         const std::vector<sdnq::cuda::kernel_detail::W8A8SvdPart>& svd_parts = {}) {
   const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)),
             k = static_cast<int>(state.range(2));
   const auto kind = state.range(3) == 0 ? sdnq::cuda::W8A8Kind::int8 : sdnq::cuda::W8A8Kind::float8_e4m3fn;
@@ -69,6 +77,8 @@ void bench_w8a8_with_svd(benchmark::State& state, int rank_padded) {
       weights.back().svd_down = down.data();
       weights.back().svd_up = up.data();
       weights.back().svd_rank_padded = rank_padded;
+      weights.back().svd_part_count = static_cast<int>(svd_parts.size());
+      std::copy(svd_parts.begin(), svd_parts.end(), weights.back().svd_parts.begin());
       storage.push_back(std::move(down));
       storage.push_back(std::move(up));
     }
@@ -110,7 +120,14 @@ void bench_w8a8_with_svd(benchmark::State& state, int rank_padded) {
 }
 
 void bench_w8a8(benchmark::State& state) { bench_w8a8_with_svd(state, 0); }
-void bench_w4a8_svd32(benchmark::State& state) { bench_w8a8_with_svd(state, 64); }
+void bench_w4a8_svd32(benchmark::State& state) {
+  bench_w8a8_with_svd(state, 64, {{static_cast<int>(state.range(1)), 0, 32}});
+}
+void bench_w4a8_svd32_all_ranks(benchmark::State& state) { bench_w8a8_with_svd(state, 64); }
+void bench_w4a8_joined_svd32(benchmark::State& state) {
+  if (state.range(6) == 0) return bench_w8a8_with_svd(state, 256);
+  bench_w8a8_with_svd(state, 256, {{3072, 0, 32}, {6144, 64, 32}, {9216, 128, 32}, {21504, 192, 32}});
+}
 
 // cuBLASLt D[M,N] = A[M,K]·B[N,K]ᵀ on pre-quantized 8-bit operands (TN, the layout 8-bit Lt needs):
 // int8 → int32, or e4m3 → bf16 with unit scales. state.range: M, N, K, kind (0 int8, 1 e4m3).
@@ -341,6 +358,16 @@ void register_all() {
       benchmark::RegisterBenchmark(("w4a8_svd32_prequantized" + shape).c_str(), bench_w4a8_svd32)
           ->Args({m, n, k, 0, -1, 1})
           ->UseManualTime();
+      benchmark::RegisterBenchmark(("w4a8_svd32_all_ranks" + shape).c_str(), bench_w4a8_svd32_all_ranks)
+          ->Args({m, n, k, 0, -1, 0})
+          ->UseManualTime();
+      if (n == 21504)
+        for (const int table : {1, 0})
+          benchmark::RegisterBenchmark(
+              ((table == 1 ? "w4a8_joined_svd32" : "w4a8_joined_svd32_all_ranks") + shape).c_str(),
+              bench_w4a8_joined_svd32)
+              ->Args({m, n, k, 0, -1, 0, table})
+              ->UseManualTime();
     }
   // The SDXL UNet's Linear shapes at batch 2, 128² latents (M, N, K): fused against quantized beforehand,
   // and the quantization alone (what a separate pass costs).
