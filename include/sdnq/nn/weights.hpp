@@ -331,11 +331,21 @@ class WeightLoader {
   }
   // The same, checked against the shape the model's config implies.
   Tensor dense(std::string_view tensor_name, const Shape& expected_shape) {
-    Tensor tensor = dense(tensor_name);
-    SDNQ_REQUIRE(tensor.shape() == expected_shape, ShapeError,
+    return detail::to_f32(stored_float(tensor_name, expected_shape),
+                          fmt::format("{}: tensor '{}'", folder().string(), tensor_name));
+  }
+  // A float tensor as stored (a view into the checkpoint, valid while keep_alive() is held), checked
+  // against the config's shape: for loaders that convert it themselves (the GPU modules upload a bf16
+  // tensor as it is; widening every weight to f32 first cost a 12B model most of its load time).
+  TensorView stored_float(std::string_view tensor_name, const Shape& expected_shape) {
+    const TensorView stored = raw(tensor_name);
+    SDNQ_REQUIRE(dtype_info(stored.dtype()).is_float, FormatError,
+                 "{}: tensor '{}' is {} {}, a float tensor was expected", folder().string(), tensor_name,
+                 dtype_name(stored.dtype()), stored.shape().to_string());
+    SDNQ_REQUIRE(stored.shape() == expected_shape, ShapeError,
                  "{}: tensor '{}' has shape {}, but the config implies {}", folder().string(), tensor_name,
-                 tensor.shape().to_string(), expected_shape.to_string());
-    return tensor;
+                 stored.shape().to_string(), expected_shape.to_string());
+    return stored;
   }
 
   // The stored tensors of a quantized layer (views valid while keep_alive() is held), or nullopt when

@@ -36,7 +36,7 @@ inline Tensor load_embedding_table(WeightLoader& weights, const std::string& pre
   if (auto quantized = weights.quantized(prefix, quant::LayerKind::embedding, shape))
     return upload_bf16(quant::dequantize(*quantized, DType::f32, quant::ScalePrecision::reference_compatible), device,
                        prefix);
-  return upload_bf16(weights.dense(prefix + ".weight", shape), device, prefix);
+  return upload_bf16(weights.stored_float(prefix + ".weight", shape), device, prefix);
 }
 
 }  // namespace detail
@@ -70,7 +70,7 @@ class ClipTextModel {
     model.token_embedding_ =
         detail::load_embedding_table(weights, root + "embeddings.token_embedding", c.vocab_size, d, device);
     model.position_embedding_ = detail::upload_bf16(
-        weights.dense(root + "embeddings.position_embedding.weight", Shape{c.max_position_embeddings, d}), device,
+        weights.stored_float(root + "embeddings.position_embedding.weight", Shape{c.max_position_embeddings, d}), device,
         "position_embedding");
     // transformers' from_pretrained keeps SDNQ scales and zero points in fp32 (diffusers' rounds them to
     // the model dtype): against output_bf16 the CPU float32 model differs by 1.0e-2 with fp32 ones and by

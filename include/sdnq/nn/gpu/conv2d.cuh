@@ -170,14 +170,15 @@ class Conv2d {
         layer.dequantized_at_load_ = true;
       }
     } else {
-      host_weight = weights.dense(layer.name_ + ".weight", stored);
+      layer.weight_ = detail::upload_bf16(weights.stored_float(layer.name_ + ".weight", stored).reshaped(as_conv),
+                                          device, layer.name_ + ".weight");
     }
     if (host_weight.defined()) {
       host_weight.reshape(as_conv);
       layer.weight_ = detail::upload_bf16(host_weight, device, layer.name_ + ".weight");
     }
     if (bias)
-      layer.bias_ = detail::upload_bf16(weights.dense(layer.name_ + ".bias", Shape{layer.out_channels_}), device,
+      layer.bias_ = detail::upload_bf16(weights.stored_float(layer.name_ + ".bias", Shape{layer.out_channels_}), device,
                                         layer.name_ + ".bias");
     return layer;
   }

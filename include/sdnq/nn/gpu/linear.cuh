@@ -113,11 +113,11 @@ class Linear {
         layer.kind_ = LinearKind::dequantized_at_load;
       }
     } else {
-      layer.weight_ = detail::upload_bf16(weights.dense(layer.name_ + ".weight", shape), device, layer.name_);
+      layer.weight_ = detail::upload_bf16(weights.stored_float(layer.name_ + ".weight", shape), device, layer.name_);
     }
     if (bias)
       layer.bias_ =
-          detail::upload_bf16(weights.dense(layer.name_ + ".bias", Shape{out_features}), device, layer.name_ + ".bias");
+          detail::upload_bf16(weights.stored_float(layer.name_ + ".bias", Shape{out_features}), device, layer.name_ + ".bias");
     return layer;
   }
 

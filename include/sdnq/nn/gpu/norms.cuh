@@ -21,8 +21,8 @@ class LayerNorm {
     norm.dim_ = dim;
     norm.eps_ = eps;
     if (affine) {
-      norm.weight_ = detail::upload_bf16(weights.dense(norm.name_ + ".weight", Shape{dim}), device, norm.name_);
-      if (bias) norm.bias_ = detail::upload_bf16(weights.dense(norm.name_ + ".bias", Shape{dim}), device, norm.name_);
+      norm.weight_ = detail::upload_bf16(weights.stored_float(norm.name_ + ".weight", Shape{dim}), device, norm.name_);
+      if (bias) norm.bias_ = detail::upload_bf16(weights.stored_float(norm.name_ + ".bias", Shape{dim}), device, norm.name_);
     }
     return norm;
   }

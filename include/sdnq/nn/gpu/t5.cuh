@@ -44,7 +44,7 @@ namespace detail {
 
 // T5LayerNorm's weight [dim] as bf16 on the device (RMS without mean; the CPU RMSNorm's name and shape).
 inline Tensor load_rms_weight(WeightLoader& weights, const std::string& prefix, std::int64_t dim, int device) {
-  return upload_bf16(weights.dense(prefix + ".weight", Shape{dim}), device, prefix);
+  return upload_bf16(weights.stored_float(prefix + ".weight", Shape{dim}), device, prefix);
 }
 
 }  // namespace detail

@@ -128,7 +128,7 @@ struct DitQkv {
     if (qk_norm) {
       const auto norm = [&](const char* name) {
         const std::string key = prefix + "." + name + ".weight";
-        return upload_bf16(weights.dense(key, Shape{shape.head_dim}), device, key);
+        return upload_bf16(weights.stored_float(key, Shape{shape.head_dim}), device, key);
       };
       qkv.norm_q = norm(names.norm_q);
       qkv.norm_k = norm(names.norm_k);

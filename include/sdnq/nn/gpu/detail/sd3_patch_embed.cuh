@@ -38,7 +38,7 @@ class SD3PatchEmbed {
     }();
     weight.reshape(Shape{dim, e.patch_features()});
     e.weight_ = upload_bf16(weight, device, "pos_embed.proj.weight");
-    e.bias_ = upload_bf16(weights.dense("pos_embed.proj.bias", Shape{dim}), device, "pos_embed.proj.bias");
+    e.bias_ = upload_bf16(weights.stored_float("pos_embed.proj.bias", Shape{dim}), device, "pos_embed.proj.bias");
     Tensor table = weights.dense("pos_embed.pos_embed");
     SDNQ_REQUIRE(table.numel() == max_size * max_size * dim, FormatError,
                  "{}: tensor 'pos_embed.pos_embed' is {}, expected [1, {}, {}] for pos_embed_max_size {}",

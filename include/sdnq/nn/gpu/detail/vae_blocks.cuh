@@ -73,8 +73,8 @@ class VaeGroupNorm {
     norm.groups_ = groups;
     norm.channels_ = channels;
     norm.eps_ = eps;
-    norm.weight_ = upload_bf16(weights.dense(prefix + ".weight", Shape{channels}), device, prefix + ".weight");
-    norm.bias_ = upload_bf16(weights.dense(prefix + ".bias", Shape{channels}), device, prefix + ".bias");
+    norm.weight_ = upload_bf16(weights.stored_float(prefix + ".weight", Shape{channels}), device, prefix + ".weight");
+    norm.bias_ = upload_bf16(weights.stored_float(prefix + ".bias", Shape{channels}), device, prefix + ".bias");
     return norm;
   }
 
