@@ -15,6 +15,7 @@
 // the reference re-quantizes per call (grouped or packed, W4A8 and friends) take
 // repack_operand_for_w8a8: the caller re-quantizes once at load (quant::detail::weight_operand gives
 // the reference's exact operand) and passes the int8 codes and scales.
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -24,6 +25,7 @@
 
 #include "sdnq/core/dtype.hpp"
 #include "sdnq/core/error.hpp"
+#include "sdnq/core/parallel.hpp"
 #include "sdnq/core/scalar.hpp"
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/cuda/repack.hpp"
@@ -50,6 +52,23 @@ struct W8A8WeightsHost {
 };
 
 namespace detail {
+
+// target [N, K] = source [K, N]ᵀ for byte matrices, in 64×64 blocks (reads and writes touch whole
+// cache lines) with the output's row blocks spread over the host threads: the element-wise loop wrote a
+// new cache line per byte and made an int8 FLUX.1 spend most of its load here.
+inline void transpose_bytes(const std::uint8_t* source, std::uint8_t* target, std::int64_t k, std::int64_t n) {
+  constexpr std::int64_t block = 64;
+  parallel_for(0, (n + block - 1) / block, 1, [&](std::int64_t first, std::int64_t last) {
+    for (std::int64_t row_block = first; row_block < last; ++row_block) {
+      const std::int64_t o0 = row_block * block, o1 = std::min(n, o0 + block);
+      for (std::int64_t c0 = 0; c0 < k; c0 += block) {
+        const std::int64_t c1 = std::min(k, c0 + block);
+        for (std::int64_t o = o0; o < o1; ++o)
+          for (std::int64_t c = c0; c < c1; ++c) target[o * k + c] = source[c * n + o];
+      }
+    }
+  });
+}
 
 // Copies LinearCodes-layout factors (svd_up [N, r], svd_down [r, K], any float dtype) into `out` as T,
 // zero-padded to a multiple of 64 ranks.
@@ -112,8 +131,7 @@ W8A8WeightsHost repack_for_w8a8(const LinearCodes& w, bool dequantize_fp32 = tru
   const auto* source = static_cast<const std::uint8_t*>(w.codes.data());
   auto* target = static_cast<std::uint8_t*>(out.codes.data());
   if (w.transposed) {  // stored [K, N]
-    for (std::int64_t c = 0; c < k; ++c)
-      for (std::int64_t o = 0; o < n; ++o) target[o * k + c] = source[c * n + o];
+    detail::transpose_bytes(source, target, k, n);
   } else {
     std::memcpy(target, source, static_cast<std::size_t>(n * k));
   }
