@@ -62,15 +62,16 @@ inline bool runs_quantized_matmul(Variant v) {
   return v == Variant::int8_qmm || v == Variant::int8_qmm_conv || v == Variant::uint4_svd32_qmm;
 }
 
-// Uniform in [-bound, bound), from a counter-based hash (fast, reproducible).
+// Uniform in [-bound, bound), from a counter-based hash (fast, reproducible), in bf16 as published
+// checkpoints hold their weights (so load_s times what loading one does).
 inline std::shared_ptr<const sdnq::Tensor> random_host(const sdnq::Shape& shape, float bound, std::uint64_t seed) {
-  sdnq::Tensor t = sdnq::Tensor::empty(shape, sdnq::DType::f32);
-  float* values = t.data_as<float>();
+  sdnq::Tensor t = sdnq::Tensor::empty(shape, sdnq::DType::bf16);
+  sdnq::bf16* values = t.data_as<sdnq::bf16>();
   for (std::int64_t i = 0; i < t.numel(); ++i) {
     std::uint64_t z = (static_cast<std::uint64_t>(i) + seed * 0x632BE59BD9B4E5ull) * 0x9E3779B97F4A7C15ull;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    values[i] = bound * (static_cast<float>((z ^ (z >> 31)) >> 40) * (2.0f / 16777216.0f) - 1.0f);
+    values[i] = sdnq::bf16(bound * (static_cast<float>((z ^ (z >> 31)) >> 40) * (2.0f / 16777216.0f) - 1.0f));
   }
   return std::make_shared<const sdnq::Tensor>(std::move(t));
 }
