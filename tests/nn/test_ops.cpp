@@ -270,3 +270,39 @@ TEST_CASE("nn concat, chunk, permute and nearest upsampling move the right eleme
       for (int x = 0; x < 6; ++x)
         REQUIRE(up.data_as<float>()[(c * 4 + y) * 6 + x] == image.data_as<float>()[(c * 2 + y / 2) * 3 + x / 2]);
 }
+
+TEST_CASE("nn::detail::to_bf16 rounds each value once to nearest even, for every float dtype and strided views",
+          "[nn][ops]") {
+  // Halfway cases (bf16 keeps 8 significant bits): 1 + 2^-8 lies between 1 and 1 + 2^-7 (even: 1);
+  // 1 + 3·2^-8 between 1 + 2^-7 and 1 + 2^-6 (even: 1 + 2^-6); -(1 + 2^-9) rounds to -1.
+  const Tensor ties = tensor_of({4}, {1.00390625f, 1.01171875f, -1.001953125f, 0.0f});
+  const Tensor rounded = nn::detail::to_bf16(ties, "ties");
+  REQUIRE(rounded.dtype() == DType::bf16);
+  const std::uint16_t expected_bits[] = {0x3F80, 0x3F82, 0xBF80, 0x0000};
+  for (int i = 0; i < 4; ++i) CHECK(rounded.data_as<bf16>()[i].bits == expected_bits[i]);
+
+  // F16 and F64 sources go through their f32 value; 1 + 2^-10 (exact in f16) rounds down to 1.
+  Tensor half = Tensor::empty({2}, DType::f16);
+  half.data_as<fp16>()[0] = fp16(1.0009765625f);
+  half.data_as<fp16>()[1] = fp16(-3.0f);
+  const Tensor from_half = nn::detail::to_bf16(half, "half");
+  CHECK(from_half.data_as<bf16>()[0].bits == 0x3F80);
+  CHECK(from_half.data_as<bf16>()[1].bits == 0xC040);
+  Tensor wide = Tensor::empty({1}, DType::f64);
+  wide.data_as<double>()[0] = 1.01171875;
+  CHECK(nn::detail::to_bf16(wide, "wide").data_as<bf16>()[0].bits == 0x3F82);
+
+  // A tensor over several parallel chunks, read through a transposed view, against per-element rounding.
+  const Tensor big = random_tensor({300, 700}, 11);
+  const TensorView transposed(big.data(), DType::f32, Shape{700, 300}, Shape{1, 700}, Device::cpu());
+  const Tensor narrowed = nn::detail::to_bf16(transposed, "big");
+  REQUIRE(narrowed.shape() == Shape{700, 300});
+  std::int64_t mismatches = 0;
+  for (std::int64_t r = 0; r < 700; ++r)
+    for (std::int64_t c = 0; c < 300; ++c)
+      mismatches += narrowed.data_as<bf16>()[r * 300 + c].bits != bf16(big.data_as<float>()[c * 700 + r]).bits;
+  CHECK(mismatches == 0);
+
+  const Tensor integers = Tensor::zeros({3}, DType::i32);
+  CHECK_THROWS_AS(nn::detail::to_bf16(integers, "integers"), ShapeError);
+}

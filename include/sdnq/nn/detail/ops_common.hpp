@@ -4,8 +4,10 @@
 #include <cstring>
 #include <optional>
 #include <string_view>
+#include <type_traits>
 
 #include "sdnq/core/error.hpp"
+#include "sdnq/core/parallel.hpp"
 #include "sdnq/core/scalar.hpp"
 #include "sdnq/core/tensor.hpp"
 
@@ -60,6 +62,44 @@ inline Tensor to_f32(const TensorView& x, std::string_view what) {
     case DType::f8_e5m2:
       for (std::int64_t i = 0; i < n; ++i) values[i] = static_cast<const fp8_e5m2*>(data)[i].to_float();
       break;
+    default:
+      throw ShapeError(fmt::format("{} must be a float tensor (F32, F64, BF16, F16, F8), got {} {}", what,
+                                   dtype_name(x.dtype()), x.shape().to_string()));
+  }
+  return out;
+}
+
+// Any float tensor as a new contiguous bf16 tensor, each value rounded once from its f32 value (F64
+// through f32, as to_f32 does), on all host threads: what the GPU modules upload for an F32 or F16
+// checkpoint, in one pass instead of an f32 copy and a narrowing loop.
+inline Tensor to_bf16(const TensorView& x, std::string_view what) {
+  SDNQ_REQUIRE(x.device().is_cpu(), ShapeError, "{} must be a host tensor, got {}", what, x.device().to_string());
+  Tensor source_copy;
+  TensorView source = x;
+  if (!x.is_contiguous()) {
+    source_copy = Tensor::empty(x.shape(), x.dtype());
+    copy(source_copy, x);
+    source = source_copy.view();
+  }
+  Tensor out = Tensor::empty(x.shape(), DType::bf16);
+  bf16* to = out.data_as<bf16>();
+  const auto narrow = [&](const auto* from) {
+    parallel_for(0, x.numel(), std::int64_t{1} << 16, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t i = begin; i < end; ++i) {
+        if constexpr (std::is_floating_point_v<std::remove_cv_t<std::remove_pointer_t<decltype(from)>>>)
+          to[i] = bf16(static_cast<float>(from[i]));
+        else
+          to[i] = bf16(from[i].to_float());
+      }
+    });
+  };
+  switch (x.dtype()) {
+    case DType::f32: narrow(static_cast<const float*>(source.data())); break;
+    case DType::f64: narrow(static_cast<const double*>(source.data())); break;
+    case DType::bf16: std::memcpy(to, source.data(), out.nbytes()); break;
+    case DType::f16: narrow(static_cast<const fp16*>(source.data())); break;
+    case DType::f8_e4m3fn: narrow(static_cast<const fp8_e4m3fn*>(source.data())); break;
+    case DType::f8_e5m2: narrow(static_cast<const fp8_e5m2*>(source.data())); break;
     default:
       throw ShapeError(fmt::format("{} must be a float tensor (F32, F64, BF16, F16, F8), got {} {}", what,
                                    dtype_name(x.dtype()), x.shape().to_string()));

@@ -9,7 +9,6 @@
 
 #include <cublas_v2.h>
 
-#include "sdnq/core/parallel.hpp"
 #include "sdnq/core/scalar.hpp"
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/cuda/check.hpp"
@@ -26,14 +25,7 @@ namespace sdnq::nn::gpu::detail {
 inline Tensor upload_bf16(const TensorView& host, int device, std::string_view what) {
   SDNQ_REQUIRE(host.device().is_cpu(), ShapeError, "{} must be a host tensor, got {}", what, host.device().to_string());
   if (host.dtype() == DType::bf16) return cuda::to_device(host, device);
-  const Tensor widened = nn::detail::to_f32(host, what);
-  Tensor narrowed = Tensor::empty(host.shape(), DType::bf16);
-  const float* from = widened.data_as<float>();
-  bf16* to = narrowed.data_as<bf16>();
-  parallel_for(0, widened.numel(), std::int64_t{1} << 16, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t i = begin; i < end; ++i) to[i] = bf16(from[i]);
-  });
-  return cuda::to_device(narrowed, device);
+  return cuda::to_device(nn::detail::to_bf16(host, what), device);
 }
 
 // A host float matrix [rows, cols] transposed into a new host tensor [cols, rows] of the same dtype
