@@ -29,16 +29,19 @@ inline const float* contiguous_f32(const TensorView& x, Tensor& storage, std::st
   return storage.data_as<float>();
 }
 
+// A host tensor's elements in row-major order: `x` itself when contiguous, else a copy kept in `storage`.
+inline TensorView contiguous_host_source(const TensorView& x, Tensor& storage, std::string_view what) {
+  SDNQ_REQUIRE(x.device().is_cpu(), ShapeError, "{} must be a host tensor, got {}", what, x.device().to_string());
+  if (x.is_contiguous()) return x;
+  storage = Tensor::empty(x.shape(), x.dtype());
+  copy(storage, x);
+  return storage.view();
+}
+
 // Any float tensor (F32, BF16, F16, F8) as a new contiguous f32 tensor: exact widening.
 inline Tensor to_f32(const TensorView& x, std::string_view what) {
-  SDNQ_REQUIRE(x.device().is_cpu(), ShapeError, "{} must be a host tensor, got {}", what, x.device().to_string());
   Tensor source_copy;
-  TensorView source = x;
-  if (!x.is_contiguous()) {
-    source_copy = Tensor::empty(x.shape(), x.dtype());
-    copy(source_copy, x);
-    source = source_copy.view();
-  }
+  const TensorView source = contiguous_host_source(x, source_copy, what);
   Tensor out = Tensor::empty(x.shape(), DType::f32);
   float* values = out.data_as<float>();
   const std::int64_t n = x.numel();
@@ -73,14 +76,8 @@ inline Tensor to_f32(const TensorView& x, std::string_view what) {
 // through f32, as to_f32 does), on all host threads: what the GPU modules upload for an F32 or F16
 // checkpoint, in one pass instead of an f32 copy and a narrowing loop.
 inline Tensor to_bf16(const TensorView& x, std::string_view what) {
-  SDNQ_REQUIRE(x.device().is_cpu(), ShapeError, "{} must be a host tensor, got {}", what, x.device().to_string());
   Tensor source_copy;
-  TensorView source = x;
-  if (!x.is_contiguous()) {
-    source_copy = Tensor::empty(x.shape(), x.dtype());
-    copy(source_copy, x);
-    source = source_copy.view();
-  }
+  const TensorView source = contiguous_host_source(x, source_copy, what);
   Tensor out = Tensor::empty(x.shape(), DType::bf16);
   bf16* to = out.data_as<bf16>();
   const auto narrow = [&](const auto* from) {
