@@ -28,8 +28,8 @@
 // instead of bit-exact).
 // Measured on the H100 (bench/cuda/bench_w8a8.cu, docs/benchmarks.md session 7), M = 4096, FLUX
 // shapes, on codes quantized beforehand: int8 1.71-2.00x cuBLAS bf16 (cuBLASLt's bare int8 GEMM:
-// 1.79-2.01x), e4m3 1.23-1.35x, W4A8 with SVD r32 1.05-1.36x; with the quantization fused into the
-// GEMM: int8 1.11-1.70x. The fused quantization is latency-bound (warps reading x while the GEMM
+// 1.79-2.01x), e4m3 1.23-1.35x; with the quantization fused into the GEMM: int8 1.11-1.70x. W4A8
+// with SVD r32 on codes (session 14, H200): 1.31-1.67x, the SVD stages on the 128×256 tiles. The fused quantization is latency-bound (warps reading x while the GEMM
 // waits), so nn::gpu::Linear always quantizes in its own pass and sibling GEMMs share one
 // quantization. The TMA kernel's epilogue stages the output tile and writes it with TMA stores that
 // drain under the next tile's MMAs: at the SDXL UNet's K = 640-1280 shapes that made the GEMM on
