@@ -77,8 +77,9 @@ struct W8A8Weights {
   const void* svd_down = nullptr;
   const void* svd_up = nullptr;
   std::int64_t svd_rank_padded = 0;
-  // The reference's SVD dtype is dtype (bias' rounded to it; w8a8_dequantized_linear does so, the TMA
-  // kernel adds the low-rank term in fp32 either way), else F32.
+  // The reference's SVD dtype is dtype (it rounds bias' to it), else F32. Kept with the layer (joined
+  // parts must agree); no kernel rounds to it: the TMA kernel adds the low-rank term in fp32 onto the
+  // scaled outputs, w8a8_dequantized_linear adds it to y by cuBLAS.
   bool svd_in_activation_dtype = false;
   // Which ranks the outputs read (kernel_detail::W8A8SvdPart: column blocks in order, the last ending at
   // N): one part {N, 0, true rank} for a layer, one per joined layer for Linear::concatenate's

@@ -643,6 +643,7 @@ inline void w8a8_dequantized_linear(const W8A8Weights& w, const void* e4m3_table
     codes_only.svd_down = nullptr;
     codes_only.svd_up = nullptr;
     codes_only.svd_rank_padded = 0;
+    codes_only.svd_part_count = 0;
     w8a8_dequantized_linear(codes_only, e4m3_table, x, bias, y, TensorView(), nullptr, stream, name);
     if (tokens == 0) return;
     auto* low_rank = static_cast<std::uint8_t*>(workspace.data());
