@@ -29,11 +29,12 @@
 // Measured on the H100 (bench/cuda/bench_w8a8.cu, docs/benchmarks.md session 7), M = 4096, FLUX
 // shapes, on codes quantized beforehand: int8 1.71-2.00x cuBLAS bf16 (cuBLASLt's bare int8 GEMM:
 // 1.79-2.01x), e4m3 1.23-1.35x; with the quantization fused into the GEMM: int8 1.11-1.70x. W4A8
-// with SVD r32 on codes (session 14, H200): 1.31-1.67x, the SVD stages on the 128×256 tiles. The fused quantization is latency-bound (warps reading x while the GEMM
-// waits), so nn::gpu::Linear always quantizes in its own pass and sibling GEMMs share one
-// quantization. The TMA kernel's epilogue stages the output tile and writes it with TMA stores that
-// drain under the next tile's MMAs: at the SDXL UNet's K = 640-1280 shapes that made the GEMM on
-// codes 1.2-2.1x faster than direct stores from the consumers.
+// with SVD r32 on codes (session 14, H200): 1.31-1.67x, the SVD stages on the 128×256 tiles. The
+// fused quantization is latency-bound (warps reading x while the GEMM waits), so nn::gpu::Linear
+// always quantizes in its own pass and sibling GEMMs share one quantization. The TMA kernel's
+// epilogue stages the output tile and writes it with TMA stores that drain under the next tile's MMAs:
+// at the SDXL UNet's K = 640-1280 shapes that made the GEMM on codes 1.2-2.1x faster than direct
+// stores from the consumers.
 // Clusters of 2 sharing B by TMA multicast were measured 1.5-2x slower in two attempts and are not
 // shipped.
 // Numerics equal the CPU reference (quant/activation_quant.hpp, quant/detail/layers_qmm.hpp): same
@@ -169,6 +170,7 @@ using W8A8TileTma128 = W8A8TmaTile<128, 6>;  // 32 KB a stage + 32 KB of staged 
 using W8A8TileTma256 = W8A8TmaTile<256, 3>;  // 48 KB a stage + 64 KB of staged output
 using W8A8TileTma128Svd = W8A8TmaTile<128, 6, true>;  // weights with an SVD branch (int8)
 using W8A8TileTma256Svd = W8A8TmaTile<256, 3, true>;
+static_assert(W8A8TileTma256Svd::shared_bytes == W8A8TileTma256::shared_bytes, "w8a8_tma_wide_tiles sizes both");
 
 // Whether this build has sm_90a code for `device` (detail/wgmma.cuh's probe, asked once per device).
 inline bool has_wgmma_code(int device) { return has_sm90a_code(device); }
@@ -177,14 +179,21 @@ inline constexpr std::int64_t w8a8_smallest_tile_rows = 16;
 
 inline std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
+// Whether the int8 TMA kernel takes 128×256 tiles over 128×128: once they give two waves (measured: M = 512
+// with N = 12288 runs faster on 128×128) and fit the device's shared memory. With or without an SVD branch.
+inline bool w8a8_tma_wide_tiles(std::int64_t tokens, std::int64_t out_features, int multiprocessors,
+                                int shared_optin) {
+  return ceil_div(tokens, 128) * ceil_div(out_features, 256) >= 2 * multiprocessors &&
+         W8A8TileTma256::shared_bytes <= shared_optin;
+}
+
 inline W8A8TileChoice choose_w8a8_tile(W8A8Kind kind, std::int64_t tokens, std::int64_t out_features,
                                        int multiprocessors, int shared_optin, bool wgmma) {
   if (tokens <= 32) return W8A8TileChoice::narrow;
   const std::int64_t row_tiles = ceil_div(tokens, 128);
   if (wgmma && W8A8TileTma128::shared_bytes <= shared_optin) {
-    // 128×256 once it gives two waves (measured: M = 512 with N = 12288 runs faster on 128×128).
-    const bool wide = kind == W8A8Kind::int8 && row_tiles * ceil_div(out_features, 256) >= 2 * multiprocessors &&
-                      W8A8TileTma256::shared_bytes <= shared_optin;
+    const bool wide =
+        kind == W8A8Kind::int8 && w8a8_tma_wide_tiles(tokens, out_features, multiprocessors, shared_optin);
     return wide ? W8A8TileChoice::tma_256 : W8A8TileChoice::tma_128;
   }
   if (kind == W8A8Kind::int8 && row_tiles * ceil_div(out_features, 256) >= multiprocessors &&
@@ -417,8 +426,7 @@ inline W8A8Launch choose_checked_w8a8_tile(const W8A8Weights& w, std::int64_t to
   }
   const bool wgmma = capability == 90 && has_wgmma_code(device);
   if (w.svd_rank_padded > 0) {  // the SVD stages run on the TMA kernel only: 128×256 as without SVD, else 128×128
-    const bool wide = ceil_div(tokens, 128) * ceil_div(w.out_features, 256) >= 2 * multiprocessors &&
-                      W8A8TileTma256Svd::shared_bytes <= shared_optin;
+    const bool wide = w8a8_tma_wide_tiles(tokens, w.out_features, multiprocessors, shared_optin);
     const W8A8TileChoice chosen = tile ? *tile : wide ? W8A8TileChoice::tma_256 : W8A8TileChoice::tma_128;
     SDNQ_REQUIRE(w.kind == W8A8Kind::int8 && wgmma && W8A8TileTma128Svd::shared_bytes <= shared_optin,
                  UnsupportedError,
