@@ -26,6 +26,10 @@
 // 12288) with four rank-32 branches, svd_up block-diagonal over 4 × 64 padded ranks
 // (nn::gpu::Linear::concatenate): with the part table (each output tile multiplies its own part's 32
 // ranks) and without it (every output all 256).
+// *_layer: what nn::gpu::Linear runs per call, the quantization pass (quantize_w8a8_activations into a
+// buffer of w8a8_activations_bytes(w, M)) and the GEMM on its codes, timed together: int8, and W4A8 with
+// the SVD down-projection on each route (_routeR: kernel_detail::forced_w8a8_low_rank = R; 0 is the
+// split-K launch of its own, 1 / 2 / 4 the rows kernel inside the quantization pass; no suffix: the default).
 // Run: bench_w8a8 --benchmark_min_time=0.05s
 #include <benchmark/benchmark.h>
 #include <cublasLt.h>
@@ -52,7 +56,12 @@ using namespace sdnq_bench;
 // `rank_padded`: the padded rank of an SVD branch (0: none); `svd_parts`: its part table (column end,
 // first rank, true rank; empty: every output multiplies all rank_padded ranks).
 void bench_w8a8_with_svd(benchmark::State& state, int rank_padded,
-                         const std::vector<sdnq::cuda::kernel_detail::W8A8SvdPart>& svd_parts = {}) {
+                         const std::vector<sdnq::cuda::kernel_detail::W8A8SvdPart>& svd_parts = {},
+                         int low_rank_route = -1) {
+  struct ForcedRoute {  // kernel_detail::forced_w8a8_low_rank for this benchmark only
+    explicit ForcedRoute(int route) { sdnq::cuda::kernel_detail::forced_w8a8_low_rank.store(route); }
+    ~ForcedRoute() { sdnq::cuda::kernel_detail::forced_w8a8_low_rank.store(-1); }
+  } forced_route(low_rank_route);
   const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)),
             k = static_cast<int>(state.range(2));
   const auto kind = state.range(3) == 0 ? sdnq::cuda::W8A8Kind::int8 : sdnq::cuda::W8A8Kind::float8_e4m3fn;
@@ -93,7 +102,7 @@ void bench_w8a8_with_svd(benchmark::State& state, int rank_padded,
   std::optional<sdnq::cuda::W8A8TileChoice> tile;
   if (state.range(4) >= 0) tile = static_cast<sdnq::cuda::W8A8TileChoice>(state.range(4));
   try {
-    const bool prequantized = state.range(5) == 1;
+    const bool prequantized = state.range(5) == 1, layer = state.range(5) == 2;
     sdnq::Tensor buffer, svd_workspace;
     sdnq::cuda::W8A8Activations activations;
     if (prequantized) {
@@ -103,8 +112,20 @@ void bench_w8a8_with_svd(benchmark::State& state, int rank_padded,
       const auto svd_bytes = static_cast<std::int64_t>(sdnq::cuda::gemm_w8a8_workspace_bytes(weights[0], activations));
       if (svd_bytes > 0) svd_workspace = sdnq::cuda::empty(sdnq::Shape{svd_bytes}, sdnq::DType::u8);
     }
+    if (layer) {  // what nn::gpu::Linear runs: its own quantization pass (with the down-projection where
+                  // the route puts it there), then the GEMM on the codes
+      buffer = sdnq::cuda::empty(
+          sdnq::Shape{static_cast<std::int64_t>(sdnq::cuda::w8a8_activations_bytes(weights[0], m))}, sdnq::DType::u8);
+      const auto svd_bytes = static_cast<std::int64_t>(sdnq::cuda::kernel_detail::plan_w8a8_svd(weights[0], m).bytes);
+      if (svd_bytes > 0) svd_workspace = sdnq::cuda::empty(sdnq::Shape{svd_bytes}, sdnq::DType::u8);
+    }
     const double us = time_median_us(state, copies, [&](int c) {
-      if (prequantized)
+      if (layer) {
+        const sdnq::cuda::W8A8Activations codes = sdnq::cuda::quantize_w8a8_activations(weights[c], x, buffer);
+        sdnq::cuda::gemm_w8a8(weights[c], codes, sdnq::TensorView(bias), y,
+                              svd_workspace.numel() > 0 ? sdnq::TensorView(svd_workspace) : sdnq::TensorView(), nullptr,
+                              tile);
+      } else if (prequantized)
         sdnq::cuda::gemm_w8a8(weights[c], activations, sdnq::TensorView(bias), y,
                               svd_workspace.numel() > 0 ? sdnq::TensorView(svd_workspace) : sdnq::TensorView(), nullptr,
                               tile);
@@ -127,6 +148,16 @@ void bench_w4a8_svd32_all_ranks(benchmark::State& state) { bench_w8a8_with_svd(s
 void bench_w4a8_joined_svd32(benchmark::State& state) {
   if (state.range(6) == 0) return bench_w8a8_with_svd(state, 256);
   bench_w8a8_with_svd(state, 256, {{3072, 0, 32}, {6144, 64, 32}, {9216, 128, 32}, {21504, 192, 32}});
+}
+// The layer as nn::gpu::Linear runs it (quantization pass + GEMM on codes) with the down-projection's
+// route forced: state.range(6) as kernel_detail::forced_w8a8_low_rank (−1 the default, 0 split-K launch,
+// 1 / 2 / 4 the rows kernel, in the quantization pass, with that many 16-row tiles a block).
+void bench_w4a8_svd32_layer(benchmark::State& state) {
+  bench_w8a8_with_svd(state, 64, {{static_cast<int>(state.range(1)), 0, 32}}, static_cast<int>(state.range(6)));
+}
+void bench_w4a8_joined_svd32_layer(benchmark::State& state) {
+  bench_w8a8_with_svd(state, 256, {{3072, 0, 32}, {6144, 64, 32}, {9216, 128, 32}, {21504, 192, 32}},
+                      static_cast<int>(state.range(6)));
 }
 
 // cuBLASLt D[M,N] = A[M,K]·B[N,K]ᵀ on pre-quantized 8-bit operands (TN, the layout 8-bit Lt needs):
@@ -361,6 +392,20 @@ void register_all() {
       benchmark::RegisterBenchmark(("w4a8_svd32_all_ranks" + shape).c_str(), bench_w4a8_svd32_all_ranks)
           ->Args({m, n, k, 0, -1, 0})
           ->UseManualTime();
+      benchmark::RegisterBenchmark(("w8a8_int8_layer" + shape).c_str(), bench_w8a8)
+          ->Args({m, n, k, 0, -1, 2})
+          ->UseManualTime();
+      for (const int route : {-1, 0, 1, 2, 4}) {
+        const std::string suffix = route < 0 ? "" : "_route" + std::to_string(route);
+        benchmark::RegisterBenchmark(("w4a8_svd32_layer" + suffix + shape).c_str(), bench_w4a8_svd32_layer)
+            ->Args({m, n, k, 0, -1, 2, route})
+            ->UseManualTime();
+        if (n == 21504)
+          benchmark::RegisterBenchmark(("w4a8_joined_svd32_layer" + suffix + shape).c_str(),
+                                       bench_w4a8_joined_svd32_layer)
+              ->Args({m, n, k, 0, -1, 2, route})
+              ->UseManualTime();
+      }
       if (n == 21504)
         for (const int table : {1, 0})
           benchmark::RegisterBenchmark(

@@ -10,6 +10,7 @@
 #include <limits>
 #include <optional>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "cuda/cuda_test_support.hpp"
@@ -464,84 +465,149 @@ TEST_CASE("gemm_w8a8 W4A8: uint4 g64 + SVD re-quantized once, SVD tiles on the T
 }
 
 // A joined layer's SVD branch (nn::gpu::Linear::concatenate): three column blocks of 200, 136 and 64
-// outputs with ranks 32, 20 and none, svd_up block-diagonal at ranks [0, 32), [64, 84). With the part
-// table, output tiles multiply only their blocks' ranks (column tile 0: one 32-rank half; tile 1 spans
-// blocks 0 and 1: a stage and a half; tile 3: none, bias only); skipping zero products must leave every
-// output bit-identical to multiplying all 128 ranks, and both match
-// y = s_x·s_w·Σ q_x·q_w + b + x·svd_downᵀ·svd_upᵀ in double.
+// outputs with ranks 32, 20 and none, svd_up block-diagonal at ranks [0, 32), [64, 84) of 128, random
+// int8 codes, and the expected output y = s_x·s_w·Σ q_x·q_w + b + x·svd_downᵀ·svd_upᵀ in double from the
+// reference's activation quantization (and the low-rank product x·svd_downᵀ itself).
+template <class T>
+struct JoinedSvdCase {
+  static constexpr std::int64_t n = 400, ranks = 128;
+  std::int64_t m = 0, k = 0;
+  std::vector<sdnq::test::SvdPartSpec> parts = {{200, 0, 32}, {336, 64, 20}, {400, 128, 0}};
+  std::optional<sdnq::cuda::W8A8WeightsHost> host;
+  Tensor x, bias;
+  std::vector<double> low_rank, expected;  // [m, ranks], [m, n]
+
+  JoinedSvdCase(std::int64_t rows, std::int64_t inputs, std::uint64_t seed) : m(rows), k(inputs) {
+    std::mt19937_64 rng(seed);
+    std::uniform_int_distribution<int> code(-127, 127);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    Tensor codes = Tensor::empty(sdnq::Shape{n, k}, DType::i8), scale = Tensor::empty(sdnq::Shape{n}, DType::f32);
+    for (std::int64_t i = 0; i < n * k; ++i) codes.data_as<std::int8_t>()[i] = static_cast<std::int8_t>(code(rng));
+    for (std::int64_t o = 0; o < n; ++o) scale.data_as<float>()[o] = 0.002f + 0.001f * static_cast<float>(o % 7);
+    Tensor up = Tensor::zeros(sdnq::Shape{n, ranks}, DType::f32);
+    Tensor down = Tensor::zeros(sdnq::Shape{ranks, k}, DType::f32);
+    std::int64_t column_begin = 0;
+    for (const auto& part : parts) {
+      for (int r = part.rank_begin; r < part.rank_begin + part.rank; ++r) {
+        for (std::int64_t o = column_begin; o < part.column_end; ++o)
+          up.data_as<float>()[o * ranks + r] = 0.1f * normal(rng);
+        for (std::int64_t c = 0; c < k; ++c) down.data_as<float>()[r * k + c] = T(0.05f * normal(rng)).to_float();
+      }
+      column_begin = part.column_end;
+    }
+    for (std::int64_t i = 0; i < n * ranks; ++i) up.data_as<float>()[i] = T(up.data_as<float>()[i]).to_float();
+    host = sdnq::cuda::repack_operand_for_w8a8<T>("test.joined", codes, scale, DType::f32, TensorView(up),
+                                                  TensorView(down));
+    REQUIRE(host->svd_down.size(0) == ranks);
+    x = random_matrix<T>(m, k, seed + 1);
+    bias = random_matrix<T>(1, n, seed + 2);
+
+    const auto activations = sdnq::quant::quantize_activations(x, MatmulDType::int8, DType::f32);
+    const auto* x_codes = static_cast<const std::int8_t*>(activations.values.data());
+    low_rank.assign(static_cast<std::size_t>(m * ranks), 0.0);
+    expected.assign(static_cast<std::size_t>(m * n), 0.0);
+    for (std::int64_t row = 0; row < m; ++row) {
+      double* row_low_rank = low_rank.data() + row * ranks;
+      for (std::int64_t r = 0; r < ranks; ++r)
+        for (std::int64_t c = 0; c < k; ++c)
+          row_low_rank[r] += static_cast<double>(value_at<T>(x, row * k + c)) * down.data_as<float>()[r * k + c];
+      for (std::int64_t o = 0; o < n; ++o) {
+        double sum = 0.0, svd = 0.0;
+        for (std::int64_t c = 0; c < k; ++c)
+          sum += static_cast<double>(x_codes[row * k + c]) * codes.data_as<std::int8_t>()[o * k + c];
+        for (std::int64_t r = 0; r < ranks; ++r) svd += row_low_rank[r] * up.data_as<float>()[o * ranks + r];
+        expected[static_cast<std::size_t>(row * n + o)] =
+            sum * activations.scale[static_cast<std::size_t>(row)] * T(scale.data_as<float>()[o]).to_float() +
+            value_at<T>(bias, o) + svd;
+      }
+    }
+  }
+  TensorView bias_view() const { return TensorView(bias).reshaped(sdnq::Shape{n}); }
+
+  // Relative L2 error of y (host, T) against `expected`.
+  double error_of(const Tensor& y) const {
+    double error = 0.0, reference = 0.0;
+    for (std::int64_t i = 0; i < m * n; ++i) {
+      const double got = value_at<T>(y, i), want = expected[static_cast<std::size_t>(i)];
+      error += (got - want) * (got - want);
+      reference += want * want;
+    }
+    return std::sqrt(error / reference);
+  }
+};
+
+// With the part table, output tiles multiply only their blocks' ranks (column tile 0: one 32-rank half;
+// tile 1 spans blocks 0 and 1: a stage and a half; tile 3: none, bias only); skipping zero products must
+// leave every output bit-identical to multiplying all 128 ranks, and both match the double reference.
 TEST_CASE("gemm_w8a8 SVD parts: each output tile multiplies only its own blocks' ranks, bit-identical to all ranks",
           "[cuda][w8a8]") {
   if (!tile_runs_here(6)) return;
-  using T = sdnq::bf16;
-  const std::int64_t m = 300, n = 400, k = 256, ranks = 128;
-  const std::vector<sdnq::test::SvdPartSpec> parts = {{200, 0, 32}, {336, 64, 20}, {400, 128, 0}};
-  std::mt19937_64 rng(90);
-  std::uniform_int_distribution<int> code(-127, 127);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  Tensor codes = Tensor::empty(sdnq::Shape{n, k}, DType::i8), scale = Tensor::empty(sdnq::Shape{n}, DType::f32);
-  for (std::int64_t i = 0; i < n * k; ++i) codes.data_as<std::int8_t>()[i] = static_cast<std::int8_t>(code(rng));
-  for (std::int64_t o = 0; o < n; ++o) scale.data_as<float>()[o] = 0.002f + 0.001f * static_cast<float>(o % 7);
-  Tensor up = Tensor::zeros(sdnq::Shape{n, ranks}, DType::f32), down = Tensor::zeros(sdnq::Shape{ranks, k}, DType::f32);
-  std::int64_t column_begin = 0;
-  for (const auto& part : parts) {
-    for (int r = part.rank_begin; r < part.rank_begin + part.rank; ++r) {
-      for (std::int64_t o = column_begin; o < part.column_end; ++o)
-        up.data_as<float>()[o * ranks + r] = 0.1f * normal(rng);
-      for (std::int64_t c = 0; c < k; ++c) down.data_as<float>()[r * k + c] = T(0.05f * normal(rng)).to_float();
-    }
-    column_begin = part.column_end;
-  }
-  for (std::int64_t i = 0; i < n * ranks; ++i) up.data_as<float>()[i] = T(up.data_as<float>()[i]).to_float();
-  const sdnq::cuda::W8A8WeightsHost host =
-      sdnq::cuda::repack_operand_for_w8a8<T>("test.joined", codes, scale, DType::f32, TensorView(up), TensorView(down));
-  REQUIRE(host.svd_down.size(0) == ranks);
-  const Tensor x = random_matrix<T>(m, k, 91);
-  const Tensor bias = random_matrix<T>(1, n, 92);
-  const TensorView bias_view = TensorView(bias).reshaped(sdnq::Shape{n});
-
-  // The reference in double from the reference's activation quantization.
-  const auto activations = sdnq::quant::quantize_activations(x, MatmulDType::int8, DType::f32);
-  const auto* x_codes = static_cast<const std::int8_t*>(activations.values.data());
-  std::vector<double> expected(static_cast<std::size_t>(m * n));
-  for (std::int64_t row = 0; row < m; ++row) {
-    std::vector<double> low_rank(ranks, 0.0);
-    for (std::int64_t r = 0; r < ranks; ++r)
-      for (std::int64_t c = 0; c < k; ++c)
-        low_rank[r] += static_cast<double>(value_at<T>(x, row * k + c)) * down.data_as<float>()[r * k + c];
-    for (std::int64_t o = 0; o < n; ++o) {
-      double sum = 0.0, svd = 0.0;
-      for (std::int64_t c = 0; c < k; ++c)
-        sum += static_cast<double>(x_codes[row * k + c]) * codes.data_as<std::int8_t>()[o * k + c];
-      for (std::int64_t r = 0; r < ranks; ++r) svd += low_rank[r] * up.data_as<float>()[o * ranks + r];
-      expected[row * n + o] =
-          sum * activations.scale[static_cast<std::size_t>(row)] * T(scale.data_as<float>()[o]).to_float() +
-          value_at<T>(bias, o) + svd;
-    }
-  }
+  const JoinedSvdCase<sdnq::bf16> joined(300, 256, 90);
+  const auto& host = *joined.host;
+  const TensorView bias_view = joined.bias_view();
   for (const int tile : {6, 8, 7, 9}) {  // 128×128 persistent, per tile; 128×256 persistent, per tile
     INFO("tile " << tile);
-    const Tensor all_ranks = sdnq::test::run_gemm_w8a8_with_svd_parts(host, x, bias_view, {}, tile);
-    const Tensor own_ranks = sdnq::test::run_gemm_w8a8_with_svd_parts(host, x, bias_view, parts, tile);
+    const Tensor all_ranks = sdnq::test::run_gemm_w8a8_with_svd_parts(host, joined.x, bias_view, {}, tile);
+    const Tensor own_ranks = sdnq::test::run_gemm_w8a8_with_svd_parts(host, joined.x, bias_view, joined.parts, tile);
     CHECK(std::memcmp(all_ranks.data(), own_ranks.data(), own_ranks.nbytes()) == 0);
-    double error = 0.0, reference = 0.0;
-    for (std::int64_t i = 0; i < m * n; ++i) {
-      const double got = value_at<T>(own_ranks, i);
-      error += (got - expected[i]) * (got - expected[i]);
-      reference += expected[i] * expected[i];
-    }
-    INFO("relative L2 error " << std::sqrt(error / reference));
-    CHECK(std::sqrt(error / reference) <= 1e-2);
+    INFO("relative L2 error " << joined.error_of(own_ranks));
+    CHECK(joined.error_of(own_ranks) <= 1e-2);
   }
   SECTION("a part table that does not end at N, or starts a part off a 64-rank stage, is rejected") {
     const auto message = sdnq::test::message_of<sdnq::ShapeError>([&] {
-      (void)sdnq::test::run_gemm_w8a8_with_svd_parts(host, x, bias_view, {{200, 0, 32}, {336, 64, 20}});
+      (void)sdnq::test::run_gemm_w8a8_with_svd_parts(host, joined.x, bias_view, {{200, 0, 32}, {336, 64, 20}});
     });
     CHECK(sdnq::test::contains(message, "end at column 336"));
     const auto misaligned = sdnq::test::message_of<sdnq::ShapeError>([&] {
-      (void)sdnq::test::run_gemm_w8a8_with_svd_parts(host, x, bias_view, {{200, 0, 32}, {400, 32, 20}});
+      (void)sdnq::test::run_gemm_w8a8_with_svd_parts(host, joined.x, bias_view, {{200, 0, 32}, {400, 32, 20}});
     });
     CHECK(sdnq::test::contains(misaligned, "SVD part 1"));
   }
+}
+
+// The down-projection on each route, with and without the part table. The rows route computes it in
+// the activation quantization's pass: codes and scales bit-identical to the codes-only pass, low_rank
+// within T's rounding of the double product (ranks no output reads: zeros, not left unwritten), and
+// every entry point (activations with low_rank, codes-only activations, the fused gemm_w8a8(w, x))
+// bit-identical on one route. The split-K route makes no low_rank in the quantization pass.
+template <class T>
+void check_low_rank_routes(const JoinedSvdCase<T>& joined) {
+  const double unit = std::is_same_v<T, sdnq::bf16> ? 0x1p-8 : 0x1p-11;  // T's relative rounding, twice over
+  for (const bool table : {true, false}) {
+    for (const int route : {0, 1, 2, 4}) {
+      INFO("M " << joined.m << ", K " << joined.k << ", route " << route << (table ? ", part table" : ", no table"));
+      const std::vector<sdnq::test::SvdPartSpec> parts = table ? joined.parts : std::vector<sdnq::test::SvdPartSpec>{};
+      const auto run =
+          sdnq::test::run_gemm_w8a8_low_rank_route(*joined.host, joined.x, joined.bias_view(), parts, route);
+      CHECK(std::memcmp(run.codes.data(), run.plain_codes.data(), run.codes.nbytes()) == 0);
+      CHECK(std::memcmp(run.scale.data(), run.plain_scale.data(), run.scale.nbytes()) == 0);
+      CHECK(std::memcmp(run.with_low_rank.data(), run.without_low_rank.data(), run.fused.nbytes()) == 0);
+      CHECK(std::memcmp(run.with_low_rank.data(), run.fused.data(), run.fused.nbytes()) == 0);
+      INFO("relative L2 error " << joined.error_of(run.fused));
+      CHECK(joined.error_of(run.fused) <= 1e-2);
+      if (route == 0) {
+        CHECK_FALSE(run.low_rank.defined());
+        continue;
+      }
+      REQUIRE(run.low_rank.defined());
+      REQUIRE(run.low_rank.size(1) == joined.ranks);
+      std::int64_t outside = 0, non_finite = 0;
+      for (std::int64_t i = 0; i < joined.m * joined.ranks; ++i) {
+        const double got = value_at<T>(run.low_rank, i), want = joined.low_rank[static_cast<std::size_t>(i)];
+        if (!std::isfinite(got)) ++non_finite;
+        else if (std::abs(got - want) > unit * std::abs(want) + 1e-5) ++outside;
+      }
+      CHECK(non_finite == 0);
+      CHECK(outside == 0);
+    }
+  }
+}
+
+TEST_CASE("gemm_w8a8 SVD down-projection in the quantization pass: every route, partial row tiles, a long K ring",
+          "[cuda][w8a8]") {
+  if (!tile_runs_here(6)) return;
+  check_low_rank_routes(JoinedSvdCase<sdnq::bf16>(77, 640, 93));  // one partial row tile of each height; 10 K slices
+  check_low_rank_routes(JoinedSvdCase<sdnq::fp16>(300, 256, 94));
 }
 
 TEST_CASE("w8a8_activations_fit: weights with an SVD branch need the rows their down-projection reads",

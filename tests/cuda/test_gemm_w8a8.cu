@@ -58,6 +58,67 @@ Tensor run_gemm_w8a8_with_svd_parts(const cuda::W8A8WeightsHost& weights, Tensor
   return run_gemm_w8a8_on(weights, x, bias, tile, &parts);
 }
 
+W8A8LowRankRun run_gemm_w8a8_low_rank_route(const cuda::W8A8WeightsHost& weights, TensorView x,
+                                            std::optional<TensorView> bias, const std::vector<SvdPartSpec>& parts,
+                                            int route) {
+  struct ForcedRoute {  // restores automatic routing however the run ends
+    explicit ForcedRoute(int route) { cuda::kernel_detail::forced_w8a8_low_rank.store(route); }
+    ~ForcedRoute() { cuda::kernel_detail::forced_w8a8_low_rank.store(-1); }
+  } forced_route(route);
+  cuda::W8A8WeightsDevice device_weights = cuda::upload_w8a8_weights(weights);
+  if (parts.size() > device_weights.meta.svd_parts.size())
+    throw std::runtime_error("run_gemm_w8a8_low_rank_route: too many parts for the table");
+  device_weights.meta.svd_part_count = static_cast<int>(parts.size());
+  for (std::size_t i = 0; i < parts.size(); ++i)
+    device_weights.meta.svd_parts[i] = {parts[i].column_end, parts[i].rank_begin, parts[i].rank};
+  const cuda::W8A8Weights& w = device_weights.view();
+  const Tensor device_x = cuda::to_device(x);
+  std::optional<Tensor> device_bias;
+  if (bias) device_bias = cuda::to_device(*bias);
+  const std::optional<TensorView> bias_view =
+      device_bias ? std::optional<TensorView>(*device_bias) : std::nullopt;
+  const std::int64_t tokens = x.size(0), in_features = x.size(1);
+  const auto poisoned = [](std::size_t bytes) {
+    Tensor tensor = cuda::empty(Shape{static_cast<std::int64_t>(bytes)}, DType::u8);
+    SDNQ_CUDA_CHECK(cudaMemset(tensor.data(), 0xFF, tensor.nbytes()));
+    return tensor;
+  };
+  const auto run_on = [&](const cuda::W8A8Activations& activations) {
+    Tensor y = cuda::empty(Shape{tokens, w.out_features}, w.dtype);
+    SDNQ_CUDA_CHECK(cudaMemset(y.data(), 0xFF, y.nbytes()));
+    Tensor workspace = poisoned(cuda::gemm_w8a8_workspace_bytes(w, activations));
+    cuda::gemm_w8a8(w, activations, bias_view, y, workspace, nullptr);
+    return cuda::to_host(y);
+  };
+  const auto host_of = [&](const void* pointer, DType dtype, Shape shape) {
+    return cuda::to_host(TensorView(const_cast<void*>(pointer), dtype, std::move(shape), device_x.device()));
+  };
+
+  W8A8LowRankRun run;
+  Tensor buffer = poisoned(cuda::w8a8_activations_bytes(w, tokens));
+  const cuda::W8A8Activations activations = cuda::quantize_w8a8_activations(w, device_x, buffer, nullptr);
+  if (activations.low_rank != nullptr)
+    run.low_rank = host_of(activations.low_rank, w.dtype, Shape{tokens, activations.low_rank_width});
+  run.codes = host_of(activations.codes, DType::u8, Shape{tokens, in_features});
+  run.scale = host_of(activations.scale, DType::f32, Shape{tokens});
+  run.with_low_rank = run_on(activations);
+
+  Tensor plain_buffer = poisoned(cuda::w8a8_activations_bytes(tokens, in_features));
+  const cuda::W8A8Activations plain = cuda::quantize_w8a8_activations(w, device_x, plain_buffer, nullptr);
+  if (plain.low_rank != nullptr) throw std::runtime_error("a codes-only buffer got a low-rank product");
+  run.plain_codes = host_of(plain.codes, DType::u8, Shape{tokens, in_features});
+  run.plain_scale = host_of(plain.scale, DType::f32, Shape{tokens});
+  run.without_low_rank = run_on(plain);
+
+  Tensor y = cuda::empty(Shape{tokens, w.out_features}, w.dtype);
+  SDNQ_CUDA_CHECK(cudaMemset(y.data(), 0xFF, y.nbytes()));
+  Tensor workspace = poisoned(cuda::gemm_w8a8_workspace_bytes(w, tokens));
+  cuda::gemm_w8a8(w, device_x, bias_view, y, workspace, nullptr);
+  run.fused = cuda::to_host(y);
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+  return run;
+}
+
 namespace {
 
 cuda::W8A8WeightsDevice conv_weights_on_device(const quant::QuantizedWeight& conv, DType dtype) {

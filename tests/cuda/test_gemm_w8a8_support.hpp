@@ -26,6 +26,24 @@ struct SvdPartSpec {
 Tensor run_gemm_w8a8_with_svd_parts(const cuda::W8A8WeightsHost& weights, TensorView x, std::optional<TensorView> bias,
                                     const std::vector<SvdPartSpec>& parts, int tile = -1);
 
+// The down-projection of an SVD branch on one route (cuda::kernel_detail::forced_w8a8_low_rank: 0
+// gemm_tc's split-K launch, 1 / 2 / 4 the rows kernel with that many 16-row tiles a block), the weights'
+// part table replaced by `parts` (empty: none). x (host) quantized by quantize_w8a8_activations twice:
+// into a buffer of w8a8_activations_bytes(weights, M) bytes (the rows route also multiplies x by
+// svd_down there) and into a codes-only one; then gemm_w8a8 on each, and the fused gemm_w8a8(w, x).
+// Buffers, workspaces and outputs are poisoned with 0xFF bytes (NaN) first.
+struct W8A8LowRankRun {
+  Tensor low_rank;             // [M, rp] host in the activation dtype, undefined when the pass made none
+  Tensor codes, scale;         // the quantization beside it
+  Tensor plain_codes, plain_scale;  // the codes-only quantization
+  Tensor with_low_rank;        // y from the activations carrying low_rank
+  Tensor without_low_rank;     // y from the codes-only activations (the GEMM's own down-projection)
+  Tensor fused;                // y from gemm_w8a8(w, x)
+};
+W8A8LowRankRun run_gemm_w8a8_low_rank_route(const cuda::W8A8WeightsHost& weights, TensorView x,
+                                            std::optional<TensorView> bias, const std::vector<SvdPartSpec>& parts,
+                                            int route);
+
 // The pre-quantized route: x (host) quantized once on the GPU by quantize_w8a8_activations for
 // weights[0], then gemm_w8a8(weights[i], those activations) for every weight (all reading the one
 // buffer), and, to compare, the fused gemm_w8a8(weights[i], x). biases[i]: [N_i] or empty. y of the

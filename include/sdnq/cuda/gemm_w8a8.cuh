@@ -56,6 +56,7 @@
 #include "sdnq/cuda/config.cuh"
 #include "sdnq/cuda/detail/shared_memory_opt_in.cuh"
 #include "sdnq/cuda/detail/w8a8_kernel.cuh"
+#include "sdnq/cuda/detail/w8a8_low_rank.cuh"
 #include "sdnq/cuda/gemm_tc.cuh"
 #include "sdnq/cuda/detail/w8a8_repack.hpp"
 #include "sdnq/cuda/detail/w8a8_tma.cuh"
@@ -134,6 +135,12 @@ struct W8A8Activations {
   // The x that was quantized ([tokens, in_features] in dtype), which a weight with an SVD branch reads
   // for its down-projection; null where the codes came without rows. Must outlive the GEMMs.
   const void* rows = nullptr;
+  // x · svd_downᵀ [tokens, low_rank_width] in dtype, made in the quantization pass for the weights it was
+  // given (quantize_w8a8_activations), or null; gemm_w8a8 uses it for weights with this svd_down
+  // (`low_rank_of`) instead of running the down-projection again.
+  const void* low_rank = nullptr;
+  const void* low_rank_of = nullptr;
+  std::int64_t low_rank_width = 0;
 };
 
 // The instantiated tiles: 16×32 (2 warps, many blocks: weight streaming) for M ≤ 32; 64×64 (4 warps)
@@ -526,34 +533,108 @@ inline void dispatch_gemm_w8a8(const W8A8Weights& w, W8A8TileChoice tile, const 
   }
 }
 
-// The SVD down-projection of one call: low_rank = x · svd_downᵀ [M, rp] T by gemm_tc's dense tensor-core
-// launch (split along K when it has few blocks), in the SVD part of the workspace: low_rank, then the
-// split partial sums. Sized on the current device (its SM count sets the split).
+// The SVD down-projection of one call, low_rank = x · svd_downᵀ [M, rp] T, in the SVD part of the
+// workspace (low_rank, then any split partial sums). Two routes; one is chosen for all entry points
+// alike, so that every entry point computes the same bits for the same M:
+// - split_k (the default): gemm_tc's dense tensor-core launch, split along K when it has few blocks.
+// - rows: w8a8_low_rank_kernel (detail/w8a8_low_rank.cuh), BM × 64 tiles, the whole K in one block; it
+//   can quantize x in the same pass (quantize_w8a8_activations, and gemm_w8a8(w, x) with an SVD branch).
+//   Correct (tests) but measured slower than split_k plus the separate quantization pass at every FLUX
+//   shape (H200, docs/benchmarks.md session 15: its per-warp absmax rows and long K ring are latency-
+//   bound, and 16-row tiles re-read svd_down from L2 per tile), so it runs only when forced.
+enum class W8A8LowRankRoute : std::uint8_t { split_k, rows };
+
 struct W8A8SvdPlan {
-  KSplit down;
+  W8A8LowRankRoute route = W8A8LowRankRoute::split_k;
+  int row_tiles = 1;  // rows: BM / 16 (1, 2 or 4)
+  KSplit down;        // split_k
   std::size_t partial = 0, bytes = 0;  // offset of the partial sums, bytes of the SVD part
 };
+
+// Tests and benchmarks may force a route (−1: the default, split_k; 0: split_k; 1, 2, 4: rows with that
+// many 16-row tiles a block) for every call that plans while it is set. Not for concurrent use.
+inline std::atomic<int> forced_w8a8_low_rank{-1};
 
 inline W8A8SvdPlan plan_w8a8_svd(const W8A8Weights& w, std::int64_t tokens) {
   W8A8SvdPlan plan;
   if (w.svd_rank_padded == 0) return plan;
-  plan.down = svd_down_split(tokens, w.svd_rank_padded, w.in_features, current_gemm_tc_device().multiprocessors);
-  plan.partial = w8a8_align_256(static_cast<std::size_t>(tokens * w.svd_rank_padded * 2));
+  const int multiprocessors = current_gemm_tc_device().multiprocessors;
+  const int forced = forced_w8a8_low_rank.load(std::memory_order_relaxed);
+  const std::size_t low_rank_bytes = w8a8_align_256(static_cast<std::size_t>(tokens * w.svd_rank_padded * 2));
+  if (forced == 1 || forced == 2 || forced == 4) {
+    plan.route = W8A8LowRankRoute::rows;
+    plan.row_tiles = forced;
+    plan.partial = plan.bytes = low_rank_bytes;
+    return plan;
+  }
+  plan.down = svd_down_split(tokens, w.svd_rank_padded, w.in_features, multiprocessors);
+  plan.partial = low_rank_bytes;
   plan.bytes = plan.partial;
   if (plan.down.splits > 1)
     plan.bytes += static_cast<std::size_t>(plan.down.splits * tokens * w.svd_rank_padded) * sizeof(float);
   return plan;
 }
 
-// Runs the down-projection of `rows` ([tokens, K] in w.dtype) into `svd_part` and returns the SVD
-// operands of the GEMM launch that follows on the same stream.
-inline W8A8SvdLaunch launch_w8a8_svd_down(const W8A8Weights& w, const void* rows, std::int64_t tokens,
-                                          const W8A8SvdPlan& plan, std::uint8_t* svd_part, cudaStream_t stream) {
-  if (w.svd_rank_padded == 0) return {};
-  const auto launch = w.dtype == DType::bf16 ? launch_svd_down<__nv_bfloat16> : launch_svd_down<__half>;
-  launch(rows, w.svd_down, svd_part, reinterpret_cast<float*>(svd_part + plan.partial), static_cast<int>(tokens),
-         static_cast<int>(w.svd_rank_padded), static_cast<int>(w.in_features), plan.down, stream);
-  W8A8SvdLaunch out{svd_part, w.svd_up, w.svd_rank_padded, {}};
+// The 16-rank slices of svd_down some output of the GEMM reads (W8A8LowRankParams::live_slices): each
+// part's ranks up to its true rank rounded to the 32-rank half the SVD stages stop after.
+inline std::uint64_t w8a8_live_rank_slices(const W8A8Weights& w) {
+  const std::int64_t slices = w.svd_rank_padded / 16;
+  if (slices > 64) return ~std::uint64_t{0};
+  const auto range = [](std::int64_t begin, std::int64_t end) {  // bits [begin, end), end ≤ 64
+    const std::uint64_t below_end = end >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << end) - 1;
+    return below_end & ~((std::uint64_t{1} << begin) - 1);
+  };
+  if (w.svd_part_count == 0) return range(0, slices);
+  std::uint64_t live = 0;
+  for (int i = 0; i < w.svd_part_count; ++i) {
+    const W8A8SvdPart& part = w.svd_parts[static_cast<std::size_t>(i)];
+    const std::int64_t end = std::min<std::int64_t>(part.rank_begin + (part.rank + 31) / 32 * 32, w.svd_rank_padded);
+    if (part.rank > 0) live |= range(part.rank_begin / 16, end / 16);
+  }
+  return live;
+}
+
+template <class T, int RowTiles>
+void launch_low_rank_rows(const W8A8LowRankParams& p, dim3 grid, cudaStream_t stream) {
+  constexpr auto* kernel = w8a8_low_rank_kernel<T, W8A8Operand::int8, RowTiles>;
+  opt_in_shared_memory<kernel>(low_rank_shared_bytes<RowTiles>);
+  kernel<<<grid, low_rank_threads, low_rank_shared_bytes<RowTiles>, stream>>>(p);
+  SDNQ_CUDA_CHECK(cudaGetLastError());
+}
+
+// Launches the rows route: low_rank into `low_rank`, and with `quantized` non-null x's codes and scales
+// too (the layout of quantize_w8a8_activations' buffer: codes [M, K] then scales [M]).
+inline void launch_w8a8_low_rank(const W8A8Weights& w, const void* rows, std::int64_t tokens, const W8A8SvdPlan& plan,
+                                 void* low_rank, std::uint8_t* quantized, cudaStream_t stream) {
+  W8A8LowRankParams p{};
+  p.x = rows;
+  p.svd_down = w.svd_down;
+  p.low_rank = low_rank;
+  if (quantized != nullptr) {
+    const W8A8Workspace layout = w8a8_workspace_layout(tokens, w.in_features);
+    p.x_codes = quantized + layout.codes;
+    p.x_scale = reinterpret_cast<float*>(quantized + layout.scales);
+  }
+  p.live_slices = w8a8_live_rank_slices(w);
+  p.m = static_cast<int>(tokens);
+  p.k = static_cast<int>(w.in_features);
+  p.rank_padded = static_cast<int>(w.svd_rank_padded);
+  p.scale_in_activation_dtype = w.scale_dtype != DType::f32;
+  const dim3 grid(static_cast<unsigned>(ceil_div(tokens, 16 * plan.row_tiles)),
+                  static_cast<unsigned>(w.svd_rank_padded / 64));
+  // The SVD branch is int8 only (choose_checked_w8a8_tile), so only the int8 quantization is instantiated.
+  const bool bf16 = w.dtype == DType::bf16;
+  if (plan.row_tiles == 4)
+    bf16 ? launch_low_rank_rows<__nv_bfloat16, 4>(p, grid, stream) : launch_low_rank_rows<__half, 4>(p, grid, stream);
+  else if (plan.row_tiles == 2)
+    bf16 ? launch_low_rank_rows<__nv_bfloat16, 2>(p, grid, stream) : launch_low_rank_rows<__half, 2>(p, grid, stream);
+  else
+    bf16 ? launch_low_rank_rows<__nv_bfloat16, 1>(p, grid, stream) : launch_low_rank_rows<__half, 1>(p, grid, stream);
+}
+
+// The operands of the GEMM launch that follows for `low_rank` ([M, rp] T on the device).
+inline W8A8SvdLaunch w8a8_svd_launch(const W8A8Weights& w, const void* low_rank) {
+  W8A8SvdLaunch out{low_rank, w.svd_up, w.svd_rank_padded, {}};
   if (w.svd_part_count == 0) {  // no part table: every output reads every rank
     out.params.part_count = 1;
     out.params.parts[0] = W8A8SvdPart{static_cast<int>(w.out_features), 0, static_cast<int>(w.svd_rank_padded)};
@@ -564,6 +645,27 @@ inline W8A8SvdLaunch launch_w8a8_svd_down(const W8A8Weights& w, const void* rows
   return out;
 }
 
+// Whether quantize_w8a8_activations(like, ...) of M rows also computes like's down-projection: an SVD
+// branch (int8 weights, K % 64 == 0, as gemm_w8a8 requires of one) on the rows route.
+inline bool w8a8_quantizes_with_low_rank(const W8A8Weights& like, std::int64_t tokens) {
+  return like.svd_rank_padded > 0 && like.kind == W8A8Kind::int8 && like.in_features % 64 == 0 &&
+         plan_w8a8_svd(like, tokens).route == W8A8LowRankRoute::rows;
+}
+
+// Runs the down-projection of `rows` ([tokens, K] in w.dtype) into `svd_part` and returns the SVD
+// operands of the GEMM launch that follows on the same stream.
+inline W8A8SvdLaunch launch_w8a8_svd_down(const W8A8Weights& w, const void* rows, std::int64_t tokens,
+                                          const W8A8SvdPlan& plan, std::uint8_t* svd_part, cudaStream_t stream) {
+  if (w.svd_rank_padded == 0) return {};
+  if (plan.route == W8A8LowRankRoute::rows) {
+    launch_w8a8_low_rank(w, rows, tokens, plan, svd_part, nullptr, stream);
+  } else {
+    const auto launch = w.dtype == DType::bf16 ? launch_svd_down<__nv_bfloat16> : launch_svd_down<__half>;
+    launch(rows, w.svd_down, svd_part, reinterpret_cast<float*>(svd_part + plan.partial), static_cast<int>(tokens),
+           static_cast<int>(w.svd_rank_padded), static_cast<int>(w.in_features), plan.down, stream);
+  }
+  return w8a8_svd_launch(w, svd_part);
+}
 
 template <class T, W8A8Operand Operand>
 void launch_quantize_w8a8_rows(const W8A8Params& p, cudaStream_t stream) {
@@ -633,11 +735,22 @@ inline void gemm_w8a8(const W8A8Weights& w, TensorView x, std::optional<TensorVi
       workspace.nbytes(), workspace.device().to_string());
   const W8A8Launch launch = choose_checked_w8a8_tile(w, tokens, tile);
 
-  const W8A8Params p = w8a8_params(w, x, bias, y, workspace);
+  W8A8Params p = w8a8_params(w, x, bias, y, workspace);
+  auto* svd_part = static_cast<std::uint8_t*>(workspace.data()) + w8a8_align_256(layout.bytes);
+  const W8A8SvdPlan svd_plan = plan_w8a8_svd(w, tokens);
+  if (svd_plan.route == W8A8LowRankRoute::rows && w.svd_rank_padded > 0) {
+    // x quantized in the down-projection's pass over it, then the GEMM on the codes (as the
+    // pre-quantized entry point: the same bits).
+    launch_w8a8_low_rank(w, x.data(), tokens, svd_plan, svd_part, static_cast<std::uint8_t*>(workspace.data()),
+                         stream);
+    p.x = nullptr;
+    p.row_claims = p.rows_done = nullptr;
+    p.codes_ready = true;
+    return dispatch_gemm_w8a8(w, launch.tile, p, launch.multiprocessors, stream, w8a8_svd_launch(w, svd_part));
+  }
   const std::int64_t row_tiles = ceil_div(tokens, w8a8_smallest_tile_rows);
   SDNQ_CUDA_CHECK(cudaMemsetAsync(p.row_claims, 0, 2 * static_cast<std::size_t>(row_tiles) * sizeof(int), stream));
-  auto* svd_part = static_cast<std::uint8_t*>(workspace.data()) + w8a8_align_256(layout.bytes);
-  const W8A8SvdLaunch svd = launch_w8a8_svd_down(w, x.data(), tokens, plan_w8a8_svd(w, tokens), svd_part, stream);
+  const W8A8SvdLaunch svd = launch_w8a8_svd_down(w, x.data(), tokens, svd_plan, svd_part, stream);
   dispatch_gemm_w8a8(w, launch.tile, p, launch.multiprocessors, stream, svd);
 }
 
@@ -647,10 +760,21 @@ inline std::size_t w8a8_activations_bytes(std::int64_t tokens, std::int64_t in_f
   return kernel_detail::w8a8_workspace_layout(tokens, in_features).counters;
 }
 
+// The same for quantizing x for weights `like`: where like has an SVD branch whose down-projection runs
+// in the quantization pass for M rows (the rows route, kernel_detail::plan_w8a8_svd), also room for
+// its product [M, rp] after the scales.
+inline std::size_t w8a8_activations_bytes(const W8A8Weights& like, std::int64_t tokens) {
+  const std::size_t codes = w8a8_activations_bytes(tokens, like.in_features);
+  if (!kernel_detail::w8a8_quantizes_with_low_rank(like, tokens)) return codes;
+  return codes + kernel_detail::plan_w8a8_svd(like, tokens).bytes;
+}
+
 // Quantizes x [M, K] (contiguous device tensor in like.dtype, 16-byte aligned) as gemm_w8a8 would for
 // weights `like` (their kind, dtype and scale dtype; K = like.in_features; their codes are not read)
 // into `buffer` (≥ w8a8_activations_bytes(M, K) bytes of 256-byte aligned device memory), in one
-// launch on `stream`. The result refers to `buffer`; every weight w with w8a8_activations_fit(w, result)
+// launch on `stream`. Where like has an SVD branch and `buffer` holds w8a8_activations_bytes(like, M)
+// bytes, that launch also computes like's down-projection (W8A8Activations::low_rank), which its
+// gemm_w8a8 then skips. The result refers to `buffer`; every weight w with w8a8_activations_fit(w, result)
 // can then run gemm_w8a8(w, result, ...) on it, as often as needed, while nothing overwrites `buffer`.
 // Checks everything before launching (ShapeError / UnsupportedError).
 inline W8A8Activations quantize_w8a8_activations(const W8A8Weights& like, TensorView x, TensorView buffer,
@@ -675,6 +799,23 @@ inline W8A8Activations quantize_w8a8_activations(const W8A8Weights& like, Tensor
                layout.counters, buffer.nbytes(), buffer.device().to_string());
 
   auto* base = static_cast<std::uint8_t*>(buffer.data());
+  W8A8Activations out;
+  out.kind = like.kind;
+  out.dtype = like.dtype;
+  out.scale_in_activation_dtype = like.scale_dtype != DType::f32;
+  out.tokens = tokens;
+  out.in_features = like.in_features;
+  out.codes = base + layout.codes;
+  out.scale = reinterpret_cast<const float*>(base + layout.scales);
+  out.rows = x.data();
+  if (w8a8_quantizes_with_low_rank(like, tokens) && buffer.nbytes() >= w8a8_activations_bytes(like, tokens)) {
+    std::uint8_t* low_rank = base + layout.counters;
+    launch_w8a8_low_rank(like, x.data(), tokens, plan_w8a8_svd(like, tokens), low_rank, base, stream);
+    out.low_rank = low_rank;
+    out.low_rank_of = like.svd_down;
+    out.low_rank_width = like.svd_rank_padded;
+    return out;
+  }
   W8A8Params p{};
   p.x = x.data();
   p.x_codes = base + layout.codes;
@@ -693,18 +834,17 @@ inline W8A8Activations quantize_w8a8_activations(const W8A8Weights& like, Tensor
     else
       launch_quantize_w8a8_rows<__half, W8A8Operand::float8_e4m3fn>(p, stream);
   }
-
-  W8A8Activations out;
-  out.kind = like.kind;
-  out.dtype = like.dtype;
-  out.scale_in_activation_dtype = p.scale_in_activation_dtype;
-  out.tokens = tokens;
-  out.in_features = like.in_features;
-  out.codes = p.x_codes;
-  out.scale = p.x_scale;
-  out.rows = x.data();
   return out;
 }
+
+namespace kernel_detail {
+// Whether the activations carry w's down-projection (made in their quantization pass for weights with
+// the same svd_down and padded rank).
+inline bool w8a8_low_rank_ready(const W8A8Weights& w, const W8A8Activations& activations) {
+  return w.svd_rank_padded > 0 && activations.low_rank != nullptr && activations.low_rank_of == w.svd_down &&
+         activations.low_rank_width == w.svd_rank_padded;
+}
+}  // namespace kernel_detail
 
 // Whether gemm_w8a8(w, activations, ...) accepts these activations: quantized for the same kind,
 // activation dtype, scale mode and K, with codes and scales present, and with the rows of x when w has
@@ -720,6 +860,7 @@ inline bool w8a8_activations_fit(const W8A8Weights& w, const W8A8Activations& ac
 // Workspace the pre-quantized gemm_w8a8 needs: none without an SVD branch (no counters, the codes are
 // the caller's); with one, the down-projection's [M, rp] product (and its split partial sums).
 inline std::size_t gemm_w8a8_workspace_bytes(const W8A8Weights& w, const W8A8Activations& activations) {
+  if (kernel_detail::w8a8_low_rank_ready(w, activations)) return 0;
   return kernel_detail::plan_w8a8_svd(w, activations.tokens).bytes;
 }
 
@@ -757,7 +898,10 @@ inline void gemm_w8a8(const W8A8Weights& w, const W8A8Activations& activations, 
   const W8A8Launch launch = choose_checked_w8a8_tile(w, a.tokens, tile);
   const W8A8SvdPlan svd_plan = plan_w8a8_svd(w, a.tokens);
   W8A8SvdLaunch svd{};
-  if (svd_plan.bytes > 0) {
+  if (w8a8_low_rank_ready(w, a)) {
+    SDNQ_REQUIRE(w8a8_aligned(a.low_rank, 16), ShapeError, "gemm_w8a8: the activations' low_rank needs 16-byte alignment");
+    svd = w8a8_svd_launch(w, a.low_rank);
+  } else if (svd_plan.bytes > 0) {
     SDNQ_REQUIRE(a.rows != nullptr && w8a8_aligned(a.rows, 16), ShapeError,
                  "gemm_w8a8: weights with an SVD branch need the quantized rows of x (W8A8Activations::rows, "
                  "16-byte aligned) for their down-projection; these activations came without them");

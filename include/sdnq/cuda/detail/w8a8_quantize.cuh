@@ -90,14 +90,12 @@ __device__ __forceinline__ uint2 quantize_eight(const uint4& word, float scale, 
   return make_uint2(packed[0], packed[1]);
 }
 
-// One warp quantizes row `row` of x (K % 8 == 0) into x_codes / x_scale. Each lane keeps
-// `in_flight` independent 16-byte loads outstanding: one warp per row is a latency chain otherwise
-// (fewer in warps whose register budget is small).
+// The scale of one row of x (K % 8 == 0, `source` its 16-byte words), reduced by one warp: amax / range
+// in fp32 or rounded to T, NaN when the row holds NaN. Each lane keeps `in_flight` independent 16-byte
+// loads outstanding: one warp per row is a latency chain otherwise (fewer in warps whose register
+// budget is small). Every lane returns the scale.
 template <class T, W8A8Operand Operand, int in_flight = 8>
-__device__ __forceinline__ void quantize_row(const W8A8Params& p, int row, int lane) {
-  const uint4* source =
-      reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<std::size_t>(row) * p.k);
-  const int words = p.k / 8;
+__device__ __forceinline__ float row_scale(const uint4* source, int words, int lane, bool in_activation_dtype) {
   float amax = 0.0f;
   bool has_nan = false;
   for (int base = lane; base < words; base += 32 * in_flight) {
@@ -111,8 +109,18 @@ __device__ __forceinline__ void quantize_row(const W8A8Params& p, int row, int l
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, offset));
   if (__any_sync(0xFFFFFFFFu, has_nan)) amax = __int_as_float(0x7FFFFFFF);  // torch.amax propagates NaN
+  return round_to_compute<T>(__fdiv_rn(amax, code_range<Operand>), in_activation_dtype);
+}
+
+// One warp quantizes row `row` of x (K % 8 == 0) into x_codes / x_scale: row_scale, then a second read
+// of the row for the codes.
+template <class T, W8A8Operand Operand, int in_flight = 8>
+__device__ __forceinline__ void quantize_row(const W8A8Params& p, int row, int lane) {
+  const uint4* source =
+      reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + static_cast<std::size_t>(row) * p.k);
+  const int words = p.k / 8;
   const bool in_t = p.scale_in_activation_dtype;
-  const float scale = round_to_compute<T>(__fdiv_rn(amax, code_range<Operand>), in_t);
+  const float scale = row_scale<T, Operand, in_flight>(source, words, lane, in_t);
 
   uint2* codes = reinterpret_cast<uint2*>(p.x_codes + static_cast<std::size_t>(row) * p.k);
   for (int base = lane; base < words; base += 32 * in_flight) {

@@ -124,7 +124,7 @@ class Linear {
   // Device scratch bytes forward() needs for `tokens` rows of x (forward(LinearInput) needs no more).
   std::size_t workspace_bytes(std::int64_t tokens) const {
     if (matmul_ && tokens >= quantized_matmul_min_tokens)
-      return Arena::footprint(cuda::w8a8_activations_bytes(tokens, in_features_)) + svd_workspace_bytes(tokens);
+      return Arena::footprint(cuda::w8a8_activations_bytes(matmul_->view(), tokens)) + svd_workspace_bytes(tokens);
     if (matmul_) return footprint_or_zero(cuda::w8a8_dequantized_workspace_bytes(matmul_->view(), tokens));
     if (quantized_) return Arena::footprint(quantized_->workspace_bytes(tokens));
     return 0;
@@ -160,7 +160,7 @@ class Linear {
       // x quantized by its own pass, then the GEMM on the codes: same bits as quantizing inside the GEMM,
       // whose claimed-row quantization is latency-bound (see docs/benchmarks.md, "quantize separately").
       const TensorView buffer =
-          take_scratch(arena, cuda::w8a8_activations_bytes(tokens, in_features_), "8-bit codes of x");
+          take_scratch(arena, cuda::w8a8_activations_bytes(matmul_->view(), tokens), "8-bit codes of x");
       const cuda::W8A8Activations codes = cuda::quantize_w8a8_activations(matmul_->view(), x, buffer, stream);
       return gemm_on_codes(matmul_->view(), codes, bias, y, arena, stream);
     }
@@ -414,7 +414,7 @@ inline const cuda::W8A8Weights* shared_quantization(std::span<const Linear* cons
 // Arena bytes share_input() takes for `tokens` rows read by `readers` (0 when it quantizes nothing).
 inline std::size_t shared_input_bytes(std::span<const Linear* const> readers, std::int64_t tokens) {
   const cuda::W8A8Weights* weights = detail::shared_quantization(readers, tokens);
-  return weights == nullptr ? 0 : Arena::footprint(cuda::w8a8_activations_bytes(tokens, weights->in_features));
+  return weights == nullptr ? 0 : Arena::footprint(cuda::w8a8_activations_bytes(*weights, tokens));
 }
 inline std::size_t shared_input_bytes(std::initializer_list<const Linear*> readers, std::int64_t tokens) {
   return shared_input_bytes(std::span<const Linear* const>(readers.begin(), readers.size()), tokens);
@@ -426,7 +426,7 @@ inline LinearInput share_input(const TensorView& x, std::span<const Linear* cons
                                cudaStream_t stream) {
   const cuda::W8A8Weights* weights = detail::shared_quantization(readers, x.size(0));
   if (weights == nullptr) return LinearInput(x);
-  const std::size_t bytes = cuda::w8a8_activations_bytes(x.size(0), weights->in_features);
+  const std::size_t bytes = cuda::w8a8_activations_bytes(*weights, x.size(0));
   const TensorView buffer =
       arena.take(Shape{static_cast<std::int64_t>(bytes)}, DType::u8, "8-bit codes of rows shared by several Linears");
   return LinearInput(x, cuda::quantize_w8a8_activations(*weights, x, buffer, stream));
