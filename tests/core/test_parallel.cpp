@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <stdexcept>
@@ -74,4 +75,14 @@ TEST_CASE("parallel_for may be called from several threads at once", "[core][par
     });
   for (auto& caller : callers) caller.join();
   REQUIRE(count.load() == 4 * 20 * 1000);
+}
+
+TEST_CASE("parallel_copy copies every byte, across its 1 MiB pieces and their remainder", "[core][parallel]") {
+  for (std::size_t bytes : {std::size_t{0}, std::size_t{1}, std::size_t{1} << 20, (std::size_t{3} << 20) + 5}) {
+    std::vector<std::uint8_t> source(bytes), target(bytes + 1, 0xAB);
+    for (std::size_t i = 0; i < bytes; ++i) source[i] = static_cast<std::uint8_t>(i * 131 + (i >> 20));
+    sdnq::parallel_copy(target.data(), source.data(), bytes);
+    CHECK(std::equal(source.begin(), source.end(), target.begin()));
+    CHECK(target[bytes] == 0xAB);  // nothing past the end
+  }
 }

@@ -15,6 +15,7 @@
 
 #include "cuda/cuda_test_support.hpp"
 #include "cuda/test_gemm_w8a8_support.hpp"
+#include "sdnq/cuda/requantize_w8a8.hpp"
 #include "sdnq/io/safetensors.hpp"
 #include "sdnq/quant/activation_quant.hpp"
 #include "sdnq/quant/detail/layers_qmm.hpp"
@@ -462,6 +463,43 @@ TEST_CASE("gemm_w8a8 W4A8: uint4 g64 + SVD re-quantized once, SVD tiles on the T
   run_w4a8_case<sdnq::fp16>(45, 144, 512, rank, false, 8, 71);    // one block per tile, no bias
   run_w4a8_case<sdnq::bf16>(1100, 2064, 128, rank, true, 6, 72);  // persistent: several tiles per block
   run_w4a8_case<sdnq::fp16>(200, 528, 256, rank, true, 7, 73);    // 128×256 tiles, a partial column tile
+}
+
+// requantize_for_w8a8 (the load of a layer the reference re-quantizes per call, or whose signed codes it
+// multiplies directly) takes its int8 codes and scales straight from the re-quantized rows; they must be
+// the reference's operand (quant::detail::weight_operand) exactly, with its activation-scale dtype.
+// Host only: runs without a GPU.
+template <class T>
+void check_requantized_operand(const char* storage, std::int64_t group_size, int rank, bool dequantize_fp32) {
+  using namespace sdnq::quant;
+  INFO(storage << " group " << group_size << " rank " << rank << (dequantize_fp32 ? "" : ", scales in T"));
+  LayerOptions options;
+  options.weights_type = &sdnq::format::storage_type(storage);
+  options.group_size = group_size;
+  options.use_svd = rank > 0;
+  options.svd_rank = rank;
+  options.use_quantized_matmul = true;
+  options.dequantize_fp32 = dequantize_fp32;
+  const std::int64_t n = 96, k = 320;
+  const Tensor weight = random_matrix<sdnq::bf16>(n, k, 81, 0.05f);
+  const QuantizedTensors quantized = quantize_weight(weight.view(), LayerKind::linear, options, sdnq::dtype_of_v<T>, 82);
+  const QuantizedWeight layer = quantized.view();
+  REQUIRE(sdnq::cuda::requantizes_for_w8a8(layer));
+  const detail::WeightOperand operand = detail::weight_operand(layer, sdnq::dtype_of_v<T>);
+  const sdnq::cuda::W8A8WeightsHost host = sdnq::cuda::requantize_for_w8a8<T>(layer);
+  REQUIRE(host.codes.numel() == n * k);
+  CHECK(std::memcmp(host.codes.data(), operand.int_values.data(), operand.int_values.size()) == 0);
+  REQUIRE(host.scale.numel() == n);
+  CHECK(std::memcmp(host.scale.data(), operand.scale.data(), operand.scale.size() * sizeof(float)) == 0);
+  CHECK(host.scale_dtype == operand.scale_dtype);
+  CHECK(host.svd_rank == rank);
+}
+
+TEST_CASE("requantize_for_w8a8: the reference's int8 operand exactly, re-quantized or direct", "[cuda][w8a8][host]") {
+  check_requantized_operand<sdnq::bf16>("uint4", 64, 32, true);    // re-quantized, dense in F32 as it comes
+  check_requantized_operand<sdnq::bf16>("uint4", 64, 0, false);    // re-quantized from BF16 rows
+  check_requantized_operand<sdnq::fp16>("int5", 32, 16, false);    // re-quantized from F16 rows
+  check_requantized_operand<sdnq::bf16>("int8", -1, 0, true);      // signed codes used directly
 }
 
 // A joined layer's SVD branch (nn::gpu::Linear::concatenate): three column blocks of 200, 136 and 64

@@ -9,8 +9,10 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <mutex>
@@ -160,6 +162,18 @@ void parallel_for(std::int64_t begin, std::int64_t end, std::int64_t grain, Fn&&
     fn(chunk_begin, std::min(end, chunk_begin + chunk_length));
   };
   pool.run(chunk_count, chunk);
+}
+
+// memcpy of `bytes` over the host threads in 1 MiB pieces: a load copies weights of hundreds of MB, and
+// one thread (first touch of fresh pages included) is far from the memory bandwidth.
+inline void parallel_copy(void* target, const void* source, std::size_t bytes) {
+  constexpr std::int64_t piece = 1 << 20;
+  const auto count = static_cast<std::int64_t>((bytes + piece - 1) / piece);
+  parallel_for(0, count, 1, [&](std::int64_t first, std::int64_t last) {
+    const auto begin = static_cast<std::size_t>(first * piece);
+    const std::size_t end = std::min(bytes, static_cast<std::size_t>(last * piece));
+    std::memcpy(static_cast<std::byte*>(target) + begin, static_cast<const std::byte*>(source) + begin, end - begin);
+  });
 }
 
 }  // namespace sdnq

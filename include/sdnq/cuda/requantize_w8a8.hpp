@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "sdnq/core/error.hpp"
+#include "sdnq/core/parallel.hpp"
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/cuda/detail/w8a8_repack.hpp"
 #include "sdnq/quant/detail/layers_qmm.hpp"
@@ -40,16 +41,28 @@ W8A8WeightsHost requantize_for_w8a8(const quant::QuantizedWeight& layer) {
                "{}: not an int8 quantized-matmul Linear without Hadamard rotation and weight zero point, which is "
                "what re-quantizing for gemm_w8a8 takes",
                name);
-  const quant::detail::WeightOperand operand = quant::detail::weight_operand(layer, dtype_of_v<T>);
-  SDNQ_REQUIRE(operand.matmul == quant::MatmulDType::int8 && operand.zero_point.empty(), UnsupportedError,
-               "{}: its quantized-matmul operand has a zero point, which gemm_w8a8 does not apply", name);
-  const std::int64_t n = operand.out_features, k = operand.in_features;
-  Tensor codes = Tensor::empty(Shape{n, k}, DType::i8);
-  std::copy(operand.int_values.begin(), operand.int_values.end(), codes.data_as<std::int8_t>());
-  Tensor scale = Tensor::empty(Shape{n}, DType::f32);
-  std::copy(operand.scale.begin(), operand.scale.end(), scale.data_as<float>());
+  // The int8 operand [N, K], its F32 scales and the dtype its activation scales are computed in.
+  Tensor codes, scale;
+  DType scale_dtype = DType::f32;
+  if (layer.layout.re_quantize_for_matmul) {  // the re-quantized rows as they come, without copies
+    quant::RowQuantized rows = quant::detail::re_quantized_rows(layer, dtype_of_v<T>, quant::MatmulDType::int8);
+    codes = std::move(rows.values);
+    scale = Tensor::empty(Shape{rows.rows}, DType::f32);
+    std::copy(rows.scale.begin(), rows.scale.end(), scale.data_as<float>());
+    scale_dtype = rows.scale_dtype;  // as weight_operand's re-quantized operand carries it
+  } else {
+    const quant::detail::WeightOperand operand = quant::detail::weight_operand(layer, dtype_of_v<T>);
+    SDNQ_REQUIRE(operand.matmul == quant::MatmulDType::int8 && operand.zero_point.empty(), UnsupportedError,
+                 "{}: its quantized-matmul operand has a zero point, which gemm_w8a8 does not apply", name);
+    codes = Tensor::empty(Shape{operand.out_features, operand.in_features}, DType::i8);
+    parallel_copy(codes.data(), operand.int_values.data(), operand.int_values.size());
+    scale = Tensor::empty(Shape{operand.out_features}, DType::f32);
+    std::copy(operand.scale.begin(), operand.scale.end(), scale.data_as<float>());
+    scale_dtype = operand.scale_dtype;
+  }
+  const std::int64_t n = codes.size(0), k = codes.size(1);
   if (!layer.svd_up || !layer.svd_down || layer.layout.svd_rank == 0)
-    return repack_operand_for_w8a8<T>(name, codes.view(), scale.view(), operand.scale_dtype);
+    return repack_operand_for_w8a8<T>(name, codes.view(), scale.view(), scale_dtype);
   // The quantized-matmul layout stores svd_up [r, N] and svd_down [K, r]; gemm_w8a8 takes [N, r] and [r, K].
   const std::vector<float> up_values = quant::detail::to_float_vector(*layer.svd_up, "svd_up");
   const std::vector<float> down_values = quant::detail::to_float_vector(*layer.svd_down, "svd_down");
@@ -64,7 +77,7 @@ W8A8WeightsHost requantize_for_w8a8(const quant::QuantizedWeight& layer) {
     for (std::int64_t c = 0; c < k; ++c) down.data_as<float>()[r * k + c] = down_values[c * rank + r];
   }
   // The reference's SVD dtype is the scale dtype: the model dtype when dequantize_fp32 is off.
-  return repack_operand_for_w8a8<T>(name, codes.view(), scale.view(), operand.scale_dtype, up.view(), down.view(),
+  return repack_operand_for_w8a8<T>(name, codes.view(), scale.view(), scale_dtype, up.view(), down.view(),
                                     !layer.layout.dequantize_fp32);
 }
 

@@ -137,8 +137,8 @@ inline void quantize_row(const float* row, std::int64_t cols, MatmulDType matmul
 }
 
 // Quantizes the rows of `values` ([rows, cols] fp32, each value already on the grid of `dtype`).
-inline RowQuantized quantize_rows(const std::vector<float>& values, std::int64_t rows, std::int64_t cols,
-                                  MatmulDType matmul, DType dtype) {
+inline RowQuantized quantize_rows(const float* values, std::int64_t rows, std::int64_t cols, MatmulDType matmul,
+                                  DType dtype) {
   SDNQ_REQUIRE(is_layer_float_dtype(dtype), UnsupportedError,
                "quantized matmul computes its scales in f32, bf16 or f16, not {}", dtype_name(dtype));
   RowQuantized result;
@@ -155,12 +155,17 @@ inline RowQuantized quantize_rows(const std::vector<float>& values, std::int64_t
   parallel_for(0, rows, grain, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t r = begin; r < end; ++r) {
       float zero_point = 0.0f;
-      quantize_row(values.data() + r * cols, cols, matmul, dtype, codes + r * cols * code_size,
+      quantize_row(values + r * cols, cols, matmul, dtype, codes + r * cols * code_size,
                    result.scale[static_cast<std::size_t>(r)], zero_point);
       if (matmul == MatmulDType::uint8) result.zero_point[static_cast<std::size_t>(r)] = zero_point;
     }
   });
   return result;
+}
+
+inline RowQuantized quantize_rows(const std::vector<float>& values, std::int64_t rows, std::int64_t cols,
+                                  MatmulDType matmul, DType dtype) {
+  return quantize_rows(values.data(), rows, cols, matmul, dtype);
 }
 
 inline std::vector<float> rows_in_dtype(TensorView matrix, DType dtype, const char* what) {
@@ -170,6 +175,17 @@ inline std::vector<float> rows_in_dtype(TensorView matrix, DType dtype, const ch
   if (matrix.dtype() != dtype)
     for (float& value : values) value = round_to(dtype, value);
   return values;
+}
+
+// quantize_rows over `matrix` [rows, cols] taken in `dtype`: on the tensor's own memory when it is
+// contiguous F32 already in F32 (a dequantized weight re-quantized at load: no copy of 4 bytes a
+// weight), else on rows_in_dtype's copy.
+inline RowQuantized quantize_matrix_rows(TensorView matrix, MatmulDType matmul, DType dtype, const char* what) {
+  SDNQ_REQUIRE(matrix.rank() == 2, ShapeError, "{} must be a 2-D [rows, cols] tensor, got shape {}", what,
+               matrix.shape().to_string());
+  if (matrix.dtype() == DType::f32 && dtype == DType::f32 && matrix.is_contiguous() && matrix.device().is_cpu())
+    return quantize_rows(static_cast<const float*>(matrix.data()), matrix.size(0), matrix.size(1), matmul, dtype);
+  return quantize_rows(rows_in_dtype(matrix, dtype, what), matrix.size(0), matrix.size(1), matmul, dtype);
 }
 
 }  // namespace detail
@@ -185,13 +201,11 @@ inline RowQuantized quantize_activations(TensorView x2, MatmulDType matmul, DTyp
 
 // §5.1 step 1, re-quantization of a dequantized weight [out, in] whose dtype is the scale dtype.
 inline RowQuantized re_quantize_int_mm(TensorView weight) {
-  auto values = detail::rows_in_dtype(weight, weight.dtype(), "dequantized weight [out, in]");
-  return detail::quantize_rows(values, weight.size(0), weight.size(1), MatmulDType::int8, weight.dtype());
+  return detail::quantize_matrix_rows(weight, MatmulDType::int8, weight.dtype(), "dequantized weight [out, in]");
 }
 
 inline RowQuantized re_quantize_uint_mm(TensorView weight) {
-  auto values = detail::rows_in_dtype(weight, weight.dtype(), "dequantized weight [out, in]");
-  return detail::quantize_rows(values, weight.size(0), weight.size(1), MatmulDType::uint8, weight.dtype());
+  return detail::quantize_matrix_rows(weight, MatmulDType::uint8, weight.dtype(), "dequantized weight [out, in]");
 }
 
 // fp8 / fp16. `tensorwise_fp8` is the reference's use_tensorwise_fp8_matmul (true on CPU and below
@@ -199,8 +213,7 @@ inline RowQuantized re_quantize_uint_mm(TensorView weight) {
 inline RowQuantized re_quantize_fp_mm(TensorView weight, MatmulDType matmul, bool tensorwise_fp8 = true) {
   SDNQ_REQUIRE(matmul == MatmulDType::float8_e4m3fn || matmul == MatmulDType::float16, ConfigError,
                "re_quantize_fp_mm quantizes to float8_e4m3fn or float16 only");
-  auto values = detail::rows_in_dtype(weight, weight.dtype(), "dequantized weight [out, in]");
-  RowQuantized result = detail::quantize_rows(values, weight.size(0), weight.size(1), matmul, weight.dtype());
+  RowQuantized result = detail::quantize_matrix_rows(weight, matmul, weight.dtype(), "dequantized weight [out, in]");
   if (!tensorwise_fp8 && matmul == MatmulDType::float8_e4m3fn) result.scale_dtype = DType::f32;
   return result;
 }

@@ -133,7 +133,7 @@ W8A8WeightsHost repack_for_w8a8(const LinearCodes& w, bool dequantize_fp32 = tru
   if (w.transposed) {  // stored [K, N]
     detail::transpose_bytes(source, target, k, n);
   } else {
-    std::memcpy(target, source, static_cast<std::size_t>(n * k));
+    parallel_copy(target, source, static_cast<std::size_t>(n * k));
   }
   out.scale = Tensor::empty(Shape{n}, DType::f32);
   float* scale = out.scale.data_as<float>();
@@ -180,7 +180,7 @@ W8A8WeightsHost repack_operand_for_w8a8(std::string_view name, TensorView codes,
   out.dtype = dtype_of_v<T>;
   out.scale_dtype = scale_dtype;
   out.codes = Tensor::empty(Shape{n, k}, DType::i8);
-  std::memcpy(out.codes.data(), codes.data(), static_cast<std::size_t>(n * k));
+  parallel_copy(out.codes.data(), codes.data(), static_cast<std::size_t>(n * k));
   out.scale = Tensor::empty(Shape{n}, DType::f32);
   std::memcpy(out.scale.data(), scale.data(), static_cast<std::size_t>(n) * sizeof(float));
   if (svd_up) detail::attach_w8a8_svd<T>(out, name, *svd_up, *svd_down, svd_in_activation_dtype);

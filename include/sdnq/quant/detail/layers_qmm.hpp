@@ -59,7 +59,9 @@ inline Tensor rounded_to_model_dtype(TensorView stored, DType model_dtype, const
   return tensor_from_floats(values, stored.shape(), DType::f32);
 }
 
-inline WeightOperand re_quantized_operand(const QuantizedWeight& weight, DType model_dtype, MatmulDType matmul) {
+// §5.1 step 1 for layers the reference re-quantizes on every call: the weight dequantized as the loaded
+// reference holds it, then quantized per output row for `matmul`; values [out, in] as a tensor.
+inline RowQuantized re_quantized_rows(const QuantizedWeight& weight, DType model_dtype, MatmulDType matmul) {
   const LayerLayout& layout = weight.layout;
   const DType scale_dtype = loaded_scale_dtype(layout, model_dtype);
   // The loaded reference model holds scale / zero point rounded to the model dtype (fixture README),
@@ -74,9 +76,14 @@ inline WeightOperand re_quantized_operand(const QuantizedWeight& weight, DType m
   Tensor dense = dequantize(rounded, scale_dtype, ScalePrecision::as_stored, false, false);  // [original_shape]
   const std::int64_t out_features = layout.original_shape[0];
   dense.reshape({out_features, dense.numel() / out_features});
-  RowQuantized rows = matmul == MatmulDType::int8    ? re_quantize_int_mm(dense)
-                      : matmul == MatmulDType::uint8 ? re_quantize_uint_mm(dense)
-                                                     : re_quantize_fp_mm(dense, matmul);
+  return matmul == MatmulDType::int8    ? re_quantize_int_mm(dense)
+         : matmul == MatmulDType::uint8 ? re_quantize_uint_mm(dense)
+                                        : re_quantize_fp_mm(dense, matmul);
+}
+
+inline WeightOperand re_quantized_operand(const QuantizedWeight& weight, DType model_dtype, MatmulDType matmul) {
+  RowQuantized rows = re_quantized_rows(weight, model_dtype, matmul);
+  const std::int64_t out_features = weight.layout.original_shape[0];
   WeightOperand operand;
   operand.matmul = matmul;
   operand.scale_dtype = rows.scale_dtype;
