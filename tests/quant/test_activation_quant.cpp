@@ -105,3 +105,28 @@ TEST_CASE("weight re-quantization works per output row of the dequantized weight
   CHECK(static_cast<float>(fp8.values.data_as<fp8_e4m3fn>()[2]) == 448.0f);
   REQUIRE_THROWS_AS(matmul_dtype_from_name("int4"), ConfigError);
 }
+
+TEST_CASE("the vectorizable int8 rounding equals nearbyint + clamp on ties, bounds and non-finite quotients",
+          "[quant][activation]") {
+  using sdnq::quant::detail::round_clamp_int8;
+  using sdnq::quant::detail::round_clamp_int8_inline;
+  std::int64_t differences = 0;
+  for (int step = -300 * 1024; step <= 300 * 1024; ++step) {  // every 1/1024 in [-300, 300]: all .5 ties
+    const float quotient = static_cast<float>(step) / 1024.0f;
+    differences += round_clamp_int8_inline(quotient) != round_clamp_int8(quotient);
+    const float next = std::nextafter(quotient, 1000.0f), previous = std::nextafter(quotient, -1000.0f);
+    differences += round_clamp_int8_inline(next) != round_clamp_int8(next);
+    differences += round_clamp_int8_inline(previous) != round_clamp_int8(previous);
+  }
+  CHECK(differences == 0);
+  for (const float quotient : {0.5f, 1.5f, 2.5f, -0.5f, -1.5f, -127.5f, 126.5f, 127.5f, -128.5f, -0.0f, 1e-30f, 3e9f, -3e9f,
+                               std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                               std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::max()}) {
+    INFO(quotient);
+    CHECK(round_clamp_int8_inline(quotient) == round_clamp_int8(quotient));
+  }
+  CHECK(round_clamp_int8_inline(2.5f) == 2);   // half to even
+  CHECK(round_clamp_int8_inline(-1.5f) == -2);
+  CHECK(round_clamp_int8_inline(127.5f) == 127);
+  CHECK(round_clamp_int8_inline(std::numeric_limits<float>::quiet_NaN()) == 0);
+}

@@ -2,6 +2,7 @@
 // against an independent double-precision computation: each token quantized and dequantized by the
 // test's own code, multiplied with the dense weight of the dequantizer, plus the SVD term and bias.
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <string>
@@ -12,7 +13,9 @@
 #include "sdnq/format/packing.hpp"  // layout.hpp needs it (not yet included there)
 #include "sdnq/io/safetensors.hpp"
 #include "sdnq/quant/config.hpp"
+#include "sdnq/quant/detail/layers_qmm.hpp"
 #include "sdnq/quant/layer_options.hpp"
+#include "sdnq/quant/quantize.hpp"
 #include "sdnq/quant/reference_layers.hpp"
 #include "sdnq_catch.hpp"
 
@@ -144,4 +147,61 @@ TEST_CASE("layers reject wrong input and bias shapes with the expected dimension
   REQUIRE_THROWS_AS(conv2d_forward(Tensor::zeros({1, 256, 4, 4}, DType::f32), weight, std::nullopt, {},
                                    MatmulMode::quantized_matmul, DType::f32),
                     ShapeError);
+}
+
+// The re-quantization of §5.1 step 1 runs on each block of rows as the row-blocked dequantizer produces
+// it (no dense copy of the weight); it must give the bits of the two-step computation it replaced:
+// dequantize() in the scale dtype, then re_quantize_*_mm on the dense [out, in] weight. Packed and
+// grouped codes, zero points, F32 / BF16 / F16 scale dtypes, and every product dtype.
+TEST_CASE("re_quantized_rows equals dequantize then re-quantize, bit for bit", "[quant][qmm]") {
+  struct Case {
+    const char* storage;
+    std::int64_t group_size;
+    bool dequantize_fp32;
+    DType model_dtype;
+    MatmulDType matmul;
+  };
+  const Case cases[] = {
+      {"uint4", 64, true, DType::bf16, MatmulDType::int8},    {"uint4", 64, false, DType::bf16, MatmulDType::int8},
+      {"int5", 32, false, DType::f16, MatmulDType::int8},     {"uint6", 64, true, DType::f32, MatmulDType::uint8},
+      {"int4", 64, true, DType::bf16, MatmulDType::float8_e4m3fn},
+      {"uint3", 32, true, DType::bf16, MatmulDType::float16},
+  };
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 0.05f);
+  Tensor weight = Tensor::empty({72, 320}, DType::f32);
+  for (std::int64_t i = 0; i < weight.numel(); ++i) weight.data_as<float>()[i] = normal(rng);
+  for (const Case& c : cases) {
+    INFO(c.storage << " group " << c.group_size << " model " << dtype_name(c.model_dtype)
+                   << (c.dequantize_fp32 ? "" : ", dequantize_fp32 off"));
+    LayerOptions options;
+    options.weights_type = &format::storage_type(c.storage);
+    options.group_size = c.group_size;
+    options.dequantize_fp32 = c.dequantize_fp32;
+    const QuantizedTensors quantized = quantize_weight(weight.view(), LayerKind::linear, options, c.model_dtype, 6);
+    const QuantizedWeight layer = quantized.view();
+    const RowQuantized rows = quant::detail::re_quantized_rows(layer, c.model_dtype, c.matmul);
+
+    QuantizedWeight rounded = layer;
+    const Tensor scale = quant::detail::rounded_to_model_dtype(layer.scale, c.model_dtype, "scale");
+    rounded.scale = scale.view();
+    Tensor zero_point;
+    if (layer.zero_point) {
+      zero_point = quant::detail::rounded_to_model_dtype(*layer.zero_point, c.model_dtype, "zero_point");
+      rounded.zero_point = zero_point.view();
+    }
+    const DType scale_dtype = quant::detail::loaded_scale_dtype(layer.layout, c.model_dtype);
+    Tensor dense = dequantize(rounded, scale_dtype, ScalePrecision::as_stored, false, false);
+    dense.reshape({72, 320});
+    const RowQuantized expected = c.matmul == MatmulDType::int8    ? re_quantize_int_mm(dense)
+                                  : c.matmul == MatmulDType::uint8 ? re_quantize_uint_mm(dense)
+                                                                   : re_quantize_fp_mm(dense, c.matmul);
+    REQUIRE(rows.values.nbytes() == expected.values.nbytes());
+    CHECK(std::memcmp(rows.values.data(), expected.values.data(), rows.values.nbytes()) == 0);
+    CHECK(rows.scale == expected.scale);
+    CHECK(rows.zero_point == expected.zero_point);
+    CHECK(rows.scale_dtype == expected.scale_dtype);
+    CHECK(rows.rows == expected.rows);
+    CHECK(rows.cols == expected.cols);
+  }
 }

@@ -17,6 +17,7 @@
 // inf / NaN scale: its integer codes are 0 where the quotient is NaN and its outputs are non-finite,
 // but no other row is affected (every scale is per row).
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -71,6 +72,17 @@ inline std::int8_t round_clamp_int8(float quotient) {
   return static_cast<std::int8_t>(std::clamp(std::nearbyint(quotient), -128.0f, 127.0f));
 }
 
+// The same value without a library call, so that a loop of it vectorizes: clamping first gives the
+// same result (the bounds are integers), then adding 1.5·2^23 rounds half to even in the default
+// rounding mode and leaves 2^22 + the integer in the mantissa, read from the bits (so that no
+// -ffast-math reassociation in a consumer's build can cancel the addition); NaN gives 0.
+inline std::int8_t round_clamp_int8_inline(float quotient) {
+  constexpr float shift = 12582912.0f;  // 1.5·2^23: ulp 1 over [2^23, 2^24)
+  const float clamped = quotient < -128.0f ? -128.0f : quotient > 127.0f ? 127.0f : quotient;
+  const int value = static_cast<int>(std::bit_cast<std::uint32_t>(clamped + shift) & 0x7FFFFFu) - 0x400000;
+  return static_cast<std::int8_t>(quotient == quotient ? value : 0);
+}
+
 // torch.nan_to_num in `dtype`: NaN -> 0, ±inf -> ± the dtype's largest finite value.
 inline float nan_to_num(float value, DType dtype) {
   if (std::isnan(value)) return 0.0f;
@@ -115,6 +127,10 @@ inline void quantize_row(const float* row, std::int64_t cols, MatmulDType matmul
     case MatmulDType::int8: {
       scale = round(amax / 127.0f);
       auto* out = static_cast<std::int8_t*>(codes);
+      if (dtype == DType::f32) {  // no rounding to a 16-bit dtype between: the loop vectorizes
+        for (std::int64_t k = 0; k < cols; ++k) out[k] = round_clamp_int8_inline(row[k] / scale);
+        return;
+      }
       for (std::int64_t k = 0; k < cols; ++k) out[k] = round_clamp_int8(round(row[k] / scale));
       return;
     }

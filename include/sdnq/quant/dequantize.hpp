@@ -245,13 +245,14 @@ inline void add_low_rank(const QuantizedWeight& layer, std::vector<float>& dense
   });
 }
 
-// Steps 1-5 and the cast a few rows at a time, each block decoded, mapped, low-rank corrected and
-// written while it is in cache: the same per-element arithmetic as the whole-tensor path below, for
-// the layouts whose quantized C order is the dense C order (not transposed, no codebook). Returns false,
-// writing nothing, for the others.
-template <class Out>
-bool dequantize_rows_in_cache(const QuantizedWeight& layer, Out* output, std::optional<DType> model_round,
-                              std::optional<DType> intermediate, bool include_svd) {
+// Steps 1-5 a few rows at a time, each block decoded, mapped and low-rank corrected while it is in
+// cache, then handed to `sink(row_begin, row_end, values)` (values: those whole dense rows in fp32, before
+// the final cast), from several host threads at once: the same per-element arithmetic as the
+// whole-tensor path below, for the layouts whose quantized C order is the dense C order (not transposed,
+// no codebook). Returns false, calling nothing, for the others.
+template <class Sink>
+bool dequantize_row_blocks(const QuantizedWeight& layer, std::optional<DType> model_round,
+                           std::optional<DType> intermediate, bool include_svd, Sink&& sink) {
   const LayerLayout& layout = layer.layout;
   const std::int64_t numel = layout.quantized_shape.numel();
   if (layout.transposed || layout.use_codebook || layout.original_shape.rank() < 1 ||
@@ -288,11 +289,24 @@ bool dequantize_rows_in_cache(const QuantizedWeight& layer, Out* output, std::op
       for (std::int64_t row = begin / row_length; row < end / row_length; ++row)
         map.apply(row, values.data() + row * row_length - begin);
       if (add_back) add_back->apply(row_begin, row_end, values.data());
-      Out* out = output + begin;
-      for (std::int64_t i = 0; i < end - begin; ++i) out[i] = narrow_to<Out>(values[i]);
+      sink(row_begin, row_end, static_cast<const float*>(values.data()));
     }
   });
   return true;
+}
+
+// dequantize_row_blocks writing the cast rows into `output`.
+template <class Out>
+bool dequantize_rows_in_cache(const QuantizedWeight& layer, Out* output, std::optional<DType> model_round,
+                              std::optional<DType> intermediate, bool include_svd) {
+  const std::int64_t rows = layer.layout.original_shape.rank() < 1 ? 0 : layer.layout.original_shape[0];
+  const std::int64_t cols = rows > 0 ? layer.layout.quantized_shape.numel() / rows : 0;
+  return dequantize_row_blocks(layer, model_round, intermediate, include_svd,
+                               [&](std::int64_t row_begin, std::int64_t row_end, const float* values) {
+                                 Out* out = output + row_begin * cols;
+                                 for (std::int64_t i = 0; i < (row_end - row_begin) * cols; ++i)
+                                   out[i] = narrow_to<Out>(values[i]);
+                               });
 }
 
 }  // namespace detail

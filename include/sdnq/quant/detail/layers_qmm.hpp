@@ -73,9 +73,43 @@ inline RowQuantized re_quantized_rows(const QuantizedWeight& weight, DType model
     zero_point = rounded_to_model_dtype(*weight.zero_point, model_dtype, "zero_point");
     rounded.zero_point = zero_point.view();
   }
-  Tensor dense = dequantize(rounded, scale_dtype, ScalePrecision::as_stored, false, false);  // [original_shape]
   const std::int64_t out_features = layout.original_shape[0];
-  dense.reshape({out_features, dense.numel() / out_features});
+  const std::int64_t in_features = layout.original_shape.numel() / out_features;
+  validate_quantized_weight(rounded);
+  // Each block of rows re-quantized as it leaves the dequantizer, in cache: no dense [out, in] copy of
+  // the weight (4 bytes a weight, a FLUX.1 load's main cost). The rows are cast to the scale dtype
+  // first, as dequantize(rounded, scale_dtype, ...) writes them; quantize_rows' arithmetic per row.
+  RowQuantized rows;
+  rows.matmul_dtype = matmul;
+  rows.scale_dtype = scale_dtype;
+  rows.rows = out_features;
+  rows.cols = in_features;
+  rows.values = Tensor::empty({out_features, in_features}, matmul_value_dtype(matmul));
+  rows.scale.assign(static_cast<std::size_t>(out_features), 0.0f);
+  if (matmul == MatmulDType::uint8) rows.zero_point.assign(static_cast<std::size_t>(out_features), 0.0f);
+  auto* codes = static_cast<std::byte*>(rows.values.data());
+  const std::size_t code_size = dtype_size(matmul_value_dtype(matmul));
+  const std::optional<DType> intermediate = layout.dequantize_fp32 ? std::nullopt : std::optional<DType>(scale_dtype);
+  const bool in_cache = dequantize_row_blocks(
+      rounded, std::nullopt, intermediate, false, [&](std::int64_t row_begin, std::int64_t row_end, const float* values) {
+        std::vector<float> row;  // a row cast to a 16-bit scale dtype
+        for (std::int64_t r = row_begin; r < row_end; ++r) {
+          const float* dense = values + (r - row_begin) * in_features;
+          if (scale_dtype != DType::f32) {
+            row.resize(static_cast<std::size_t>(in_features));
+            for (std::int64_t c = 0; c < in_features; ++c)
+              row[static_cast<std::size_t>(c)] = round_to(scale_dtype, dense[c]);
+            dense = row.data();
+          }
+          float zero_point = 0.0f;
+          quantize_row(dense, in_features, matmul, scale_dtype, codes + r * in_features * code_size,
+                       rows.scale[static_cast<std::size_t>(r)], zero_point);
+          if (matmul == MatmulDType::uint8) rows.zero_point[static_cast<std::size_t>(r)] = zero_point;
+        }
+      });
+  if (in_cache) return rows;
+  Tensor dense = dequantize(rounded, scale_dtype, ScalePrecision::as_stored, false, false);  // [original_shape]
+  dense.reshape({out_features, in_features});
   return matmul == MatmulDType::int8    ? re_quantize_int_mm(dense)
          : matmul == MatmulDType::uint8 ? re_quantize_uint_mm(dense)
                                         : re_quantize_fp_mm(dense, matmul);
