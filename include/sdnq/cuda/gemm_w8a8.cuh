@@ -14,7 +14,7 @@
 // inputs) from an SDNQ checkpoint, repacked at load time by detail/w8a8_repack.hpp; weights the
 // reference re-quantizes per call (W4A8: uint4 g64 + SVD and friends) re-quantized once at load
 // (repack_operand_for_w8a8). An SVD branch (int8, Hopper): low_rank = x·svd_downᵀ by gemm_tc's dense
-// launch first, then, once an output tile's int32 sums are scaled into fp32 outputs with their bias,
+// launch first (or, forced only, inside the quantization pass: detail/w8a8_low_rank.cuh), then, once an output tile's int32 sums are scaled into fp32 outputs with their bias,
 // low_rank·svd_upᵀ accumulated onto them on the tensor cores as extra stages of the GEMM, only the ranks
 // the tile's columns have (a joined layer's part table, the true rank). §5.1 step 3 computes bias' =
 // bias + low-rank term first; here low_rank is rounded to T where the reference keeps it in fp32 and
