@@ -482,7 +482,8 @@ void check_requantized_operand(const char* storage, std::int64_t group_size, int
   options.dequantize_fp32 = dequantize_fp32;
   const std::int64_t n = 96, k = 320;
   const Tensor weight = random_matrix<sdnq::bf16>(n, k, 81, 0.05f);
-  const QuantizedTensors quantized = quantize_weight(weight.view(), LayerKind::linear, options, sdnq::dtype_of_v<T>, 82);
+  const QuantizedTensors quantized =
+      quantize_weight(weight.view(), LayerKind::linear, options, sdnq::dtype_of_v<T>, 82);
   const QuantizedWeight layer = quantized.view();
   REQUIRE(sdnq::cuda::requantizes_for_w8a8(layer));
   const detail::WeightOperand operand = detail::weight_operand(layer, sdnq::dtype_of_v<T>);
@@ -496,10 +497,10 @@ void check_requantized_operand(const char* storage, std::int64_t group_size, int
 }
 
 TEST_CASE("requantize_for_w8a8: the reference's int8 operand exactly, re-quantized or direct", "[cuda][w8a8][host]") {
-  check_requantized_operand<sdnq::bf16>("uint4", 64, 32, true);    // re-quantized, dense in F32 as it comes
-  check_requantized_operand<sdnq::bf16>("uint4", 64, 0, false);    // re-quantized from BF16 rows
-  check_requantized_operand<sdnq::fp16>("int5", 32, 16, false);    // re-quantized from F16 rows
-  check_requantized_operand<sdnq::bf16>("int8", -1, 0, true);      // signed codes used directly
+  check_requantized_operand<sdnq::bf16>("uint4", 64, 32, true);  // re-quantized, dense in F32 as it comes
+  check_requantized_operand<sdnq::bf16>("uint4", 64, 0, false);  // re-quantized from BF16 rows
+  check_requantized_operand<sdnq::fp16>("int5", 32, 16, false);  // re-quantized from F16 rows
+  check_requantized_operand<sdnq::bf16>("int8", -1, 0, true);    // signed codes used directly
 }
 
 // A joined layer's SVD branch (nn::gpu::Linear::concatenate): three column blocks of 200, 136 and 64
@@ -632,8 +633,10 @@ void check_low_rank_routes(const JoinedSvdCase<T>& joined) {
       std::int64_t outside = 0, non_finite = 0;
       for (std::int64_t i = 0; i < joined.m * joined.ranks; ++i) {
         const double got = value_at<T>(run.low_rank, i), want = joined.low_rank[static_cast<std::size_t>(i)];
-        if (!std::isfinite(got)) ++non_finite;
-        else if (std::abs(got - want) > unit * std::abs(want) + 1e-5) ++outside;
+        if (!std::isfinite(got))
+          ++non_finite;
+        else if (std::abs(got - want) > unit * std::abs(want) + 1e-5)
+          ++outside;
       }
       CHECK(non_finite == 0);
       CHECK(outside == 0);

@@ -75,8 +75,7 @@ W8A8LowRankRun run_gemm_w8a8_low_rank_route(const cuda::W8A8WeightsHost& weights
   const Tensor device_x = cuda::to_device(x);
   std::optional<Tensor> device_bias;
   if (bias) device_bias = cuda::to_device(*bias);
-  const std::optional<TensorView> bias_view =
-      device_bias ? std::optional<TensorView>(*device_bias) : std::nullopt;
+  const std::optional<TensorView> bias_view = device_bias ? std::optional<TensorView>(*device_bias) : std::nullopt;
   const std::int64_t tokens = x.size(0), in_features = x.size(1);
   const auto poisoned = [](std::size_t bytes) {
     Tensor tensor = cuda::empty(Shape{static_cast<std::int64_t>(bytes)}, DType::u8);

@@ -33,12 +33,12 @@ Tensor run_gemm_w8a8_with_svd_parts(const cuda::W8A8WeightsHost& weights, Tensor
 // svd_down there) and into a codes-only one; then gemm_w8a8 on each, and the fused gemm_w8a8(w, x).
 // Buffers, workspaces and outputs are poisoned with 0xFF bytes (NaN) first.
 struct W8A8LowRankRun {
-  Tensor low_rank;             // [M, rp] host in the activation dtype, undefined when the pass made none
-  Tensor codes, scale;         // the quantization beside it
+  Tensor low_rank;                  // [M, rp] host in the activation dtype, undefined when the pass made none
+  Tensor codes, scale;              // the quantization beside it
   Tensor plain_codes, plain_scale;  // the codes-only quantization
-  Tensor with_low_rank;        // y from the activations carrying low_rank
-  Tensor without_low_rank;     // y from the codes-only activations (the GEMM's own down-projection)
-  Tensor fused;                // y from gemm_w8a8(w, x)
+  Tensor with_low_rank;             // y from the activations carrying low_rank
+  Tensor without_low_rank;          // y from the codes-only activations (the GEMM's own down-projection)
+  Tensor fused;                     // y from gemm_w8a8(w, x)
 };
 W8A8LowRankRun run_gemm_w8a8_low_rank_route(const cuda::W8A8WeightsHost& weights, TensorView x,
                                             std::optional<TensorView> bias, const std::vector<SvdPartSpec>& parts,

@@ -119,13 +119,13 @@ TEST_CASE("the vectorizable int8 rounding equals nearbyint + clamp on ties, boun
     differences += round_clamp_int8_inline(previous) != round_clamp_int8(previous);
   }
   CHECK(differences == 0);
-  for (const float quotient : {0.5f, 1.5f, 2.5f, -0.5f, -1.5f, -127.5f, 126.5f, 127.5f, -128.5f, -0.0f, 1e-30f, 3e9f, -3e9f,
-                               std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+  for (const float quotient : {0.5f, 1.5f, 2.5f, -0.5f, -1.5f, -127.5f, 126.5f, 127.5f, -128.5f, -0.0f, 1e-30f, 3e9f,
+                               -3e9f, std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
                                std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::max()}) {
     INFO(quotient);
     CHECK(round_clamp_int8_inline(quotient) == round_clamp_int8(quotient));
   }
-  CHECK(round_clamp_int8_inline(2.5f) == 2);   // half to even
+  CHECK(round_clamp_int8_inline(2.5f) == 2);  // half to even
   CHECK(round_clamp_int8_inline(-1.5f) == -2);
   CHECK(round_clamp_int8_inline(127.5f) == 127);
   CHECK(round_clamp_int8_inline(std::numeric_limits<float>::quiet_NaN()) == 0);

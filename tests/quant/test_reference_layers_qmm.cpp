@@ -162,8 +162,10 @@ TEST_CASE("re_quantized_rows equals dequantize then re-quantize, bit for bit", "
     MatmulDType matmul;
   };
   const Case cases[] = {
-      {"uint4", 64, true, DType::bf16, MatmulDType::int8},    {"uint4", 64, false, DType::bf16, MatmulDType::int8},
-      {"int5", 32, false, DType::f16, MatmulDType::int8},     {"uint6", 64, true, DType::f32, MatmulDType::uint8},
+      {"uint4", 64, true, DType::bf16, MatmulDType::int8},
+      {"uint4", 64, false, DType::bf16, MatmulDType::int8},
+      {"int5", 32, false, DType::f16, MatmulDType::int8},
+      {"uint6", 64, true, DType::f32, MatmulDType::uint8},
       {"int4", 64, true, DType::bf16, MatmulDType::float8_e4m3fn},
       {"uint3", 32, true, DType::bf16, MatmulDType::float16},
   };

@@ -14,11 +14,12 @@
 // inputs) from an SDNQ checkpoint, repacked at load time by detail/w8a8_repack.hpp; weights the
 // reference re-quantizes per call (W4A8: uint4 g64 + SVD and friends) re-quantized once at load
 // (repack_operand_for_w8a8). An SVD branch (int8, Hopper): low_rank = x·svd_downᵀ by gemm_tc's dense
-// launch first (or, forced only, inside the quantization pass: detail/w8a8_low_rank.cuh), then, once an output tile's int32 sums are scaled into fp32 outputs with their bias,
-// low_rank·svd_upᵀ accumulated onto them on the tensor cores as extra stages of the GEMM, only the ranks
-// the tile's columns have (a joined layer's part table, the true rank). §5.1 step 3 computes bias' =
-// bias + low-rank term first; here low_rank is rounded to T where the reference keeps it in fp32 and
-// the low-rank term is added in fp32 after the scaling, also where the reference rounds bias' to T
+// launch first (or, forced only, inside the quantization pass: detail/w8a8_low_rank.cuh), then, once an
+// output tile's int32 sums are scaled into fp32 outputs with their bias, low_rank·svd_upᵀ accumulated
+// onto them on the tensor cores as extra stages of the GEMM, only the ranks the tile's columns have (a
+// joined layer's part table, the true rank). §5.1 step 3 computes bias' = bias + low-rank term first;
+// here low_rank is rounded to T where the reference keeps it in fp32 and the low-rank term is added in
+// fp32 after the scaling, also where the reference rounds bias' to T
 // (dequantize_fp32 = false): relative L2 ≤ 1e-2, not bit-exact. mma.sync m16n8k32
 // on sm_80+ (int8) and sm_89+ (e4m3) (detail/w8a8_kernel.cuh), used for M ≤ 32 everywhere and for all
 // M off Hopper; on Hopper with an sm_90a build and M > 32: a warp-specialized persistent kernel
@@ -57,12 +58,12 @@
 #include "sdnq/cuda/detail/shared_memory_opt_in.cuh"
 #include "sdnq/cuda/detail/w8a8_kernel.cuh"
 #include "sdnq/cuda/detail/w8a8_low_rank.cuh"
-#include "sdnq/cuda/gemm_tc.cuh"
 #include "sdnq/cuda/detail/w8a8_repack.hpp"
 #include "sdnq/cuda/detail/w8a8_tma.cuh"
 #include "sdnq/cuda/detail/w8a8_wgmma.cuh"
 #include "sdnq/cuda/detail/wgmma.cuh"
 #include "sdnq/cuda/device_memory.hpp"
+#include "sdnq/cuda/gemm_tc.cuh"
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
 
@@ -546,8 +547,8 @@ enum class W8A8LowRankRoute : std::uint8_t { split_k, rows };
 
 struct W8A8SvdPlan {
   W8A8LowRankRoute route = W8A8LowRankRoute::split_k;
-  int row_tiles = 1;  // rows: BM / 16 (1, 2 or 4)
-  KSplit down;        // split_k
+  int row_tiles = 1;                   // rows: BM / 16 (1, 2 or 4)
+  KSplit down;                         // split_k
   std::size_t partial = 0, bytes = 0;  // offset of the partial sums, bytes of the SVD part
 };
 
@@ -741,8 +742,7 @@ inline void gemm_w8a8(const W8A8Weights& w, TensorView x, std::optional<TensorVi
   if (svd_plan.route == W8A8LowRankRoute::rows && w.svd_rank_padded > 0) {
     // x quantized in the down-projection's pass over it, then the GEMM on the codes (as the
     // pre-quantized entry point: the same bits).
-    launch_w8a8_low_rank(w, x.data(), tokens, svd_plan, svd_part, static_cast<std::uint8_t*>(workspace.data()),
-                         stream);
+    launch_w8a8_low_rank(w, x.data(), tokens, svd_plan, svd_part, static_cast<std::uint8_t*>(workspace.data()), stream);
     p.x = nullptr;
     p.row_claims = p.rows_done = nullptr;
     p.codes_ready = true;
@@ -899,7 +899,8 @@ inline void gemm_w8a8(const W8A8Weights& w, const W8A8Activations& activations, 
   const W8A8SvdPlan svd_plan = plan_w8a8_svd(w, a.tokens);
   W8A8SvdLaunch svd{};
   if (w8a8_low_rank_ready(w, a)) {
-    SDNQ_REQUIRE(w8a8_aligned(a.low_rank, 16), ShapeError, "gemm_w8a8: the activations' low_rank needs 16-byte alignment");
+    SDNQ_REQUIRE(w8a8_aligned(a.low_rank, 16), ShapeError,
+                 "gemm_w8a8: the activations' low_rank needs 16-byte alignment");
     svd = w8a8_svd_launch(w, a.low_rank);
   } else if (svd_plan.bytes > 0) {
     SDNQ_REQUIRE(a.rows != nullptr && w8a8_aligned(a.rows, 16), ShapeError,

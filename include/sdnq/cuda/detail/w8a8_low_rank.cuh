@@ -33,13 +33,13 @@ SDNQ_KERNEL_NAMESPACE_BEGIN
 namespace kernel_detail {
 
 struct W8A8LowRankParams {
-  const void* x;               // [M, K] T, 16-byte aligned
-  const void* svd_down;        // [rp, K] T
-  void* low_rank;              // [M, rp] T
-  std::uint8_t* x_codes;       // [M, K] codes, or null: no quantization
-  float* x_scale;              // [M] (with x_codes)
-  std::uint64_t live_slices;   // bit s: ranks 16s .. 16s + 15 are read by the GEMM (all bits when rp > 1024)
-  int m, k, rank_padded;       // K % 64 == 0, rp % 64 == 0
+  const void* x;              // [M, K] T, 16-byte aligned
+  const void* svd_down;       // [rp, K] T
+  void* low_rank;             // [M, rp] T
+  std::uint8_t* x_codes;      // [M, K] codes, or null: no quantization
+  float* x_scale;             // [M] (with x_codes)
+  std::uint64_t live_slices;  // bit s: ranks 16s .. 16s + 15 are read by the GEMM (all bits when rp > 1024)
+  int m, k, rank_padded;      // K % 64 == 0, rp % 64 == 0
   bool scale_in_activation_dtype;
 };
 
@@ -48,7 +48,7 @@ inline constexpr int low_rank_stages = 4;
 inline constexpr int low_rank_pitch = 72;  // T per shared row: 64 + 8, so ldmatrix's 8 rows hit distinct banks
 
 template <int RowTiles>
-inline constexpr int low_rank_shared_bytes = low_rank_stages * (16 * RowTiles + 64) * low_rank_pitch * 2;
+inline constexpr int low_rank_shared_bytes = (16 * RowTiles + 64) * low_rank_pitch * 2 * low_rank_stages;
 
 __device__ __forceinline__ bool low_rank_slice_live(const W8A8LowRankParams& p, int slice) {
   return slice >= 64 || ((p.live_slices >> slice) & 1u) != 0;
@@ -120,8 +120,8 @@ __global__ void __launch_bounds__(low_rank_threads) w8a8_low_rank_kernel(const W
       for (int kk = 0; kk < 4; ++kk) {
         std::uint32_t b[4];
         const int b_matrix = lane >> 3;  // (n tile, k half): (0,0) (0,1) (1,0) (1,1)
-        load_matrix_x4(b, ds + (warp * 16 + (b_matrix >> 1) * 8 + (lane & 7)) * low_rank_pitch + kk * 16 +
-                              (b_matrix & 1) * 8);
+        load_matrix_x4(
+            b, ds + (warp * 16 + (b_matrix >> 1) * 8 + (lane & 7)) * low_rank_pitch + kk * 16 + (b_matrix & 1) * 8);
 #pragma unroll
         for (int mt = 0; mt < RowTiles; ++mt) {
           std::uint32_t a[4];

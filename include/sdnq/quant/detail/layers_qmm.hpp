@@ -91,7 +91,8 @@ inline RowQuantized re_quantized_rows(const QuantizedWeight& weight, DType model
   const std::size_t code_size = dtype_size(matmul_value_dtype(matmul));
   const std::optional<DType> intermediate = layout.dequantize_fp32 ? std::nullopt : std::optional<DType>(scale_dtype);
   const bool in_cache = dequantize_row_blocks(
-      rounded, std::nullopt, intermediate, false, [&](std::int64_t row_begin, std::int64_t row_end, const float* values) {
+      rounded, std::nullopt, intermediate, false,
+      [&](std::int64_t row_begin, std::int64_t row_end, const float* values) {
         std::vector<float> row;  // a row cast to a 16-bit scale dtype
         for (std::int64_t r = row_begin; r < row_end; ++r) {
           const float* dense = values + (r - row_begin) * in_features;
