@@ -152,9 +152,8 @@ inline void quantize_row(const float* row, std::int64_t cols, MatmulDType matmul
   }
 }
 
-// Quantizes the rows of `values` ([rows, cols] fp32, each value already on the grid of `dtype`).
-inline RowQuantized quantize_rows(const float* values, std::int64_t rows, std::int64_t cols, MatmulDType matmul,
-                                  DType dtype) {
+// A RowQuantized [rows, cols] for `matmul` with its scales computed in `dtype`, its rows not yet filled.
+inline RowQuantized unfilled_rows(std::int64_t rows, std::int64_t cols, MatmulDType matmul, DType dtype) {
   SDNQ_REQUIRE(is_layer_float_dtype(dtype), UnsupportedError,
                "quantized matmul computes its scales in f32, bf16 or f16, not {}", dtype_name(dtype));
   RowQuantized result;
@@ -165,16 +164,27 @@ inline RowQuantized quantize_rows(const float* values, std::int64_t rows, std::i
   result.values = Tensor::empty({rows, cols}, matmul_value_dtype(matmul));
   result.scale.assign(static_cast<std::size_t>(rows), 0.0f);
   if (matmul == MatmulDType::uint8) result.zero_point.assign(static_cast<std::size_t>(rows), 0.0f);
-  auto* codes = static_cast<std::byte*>(result.values.data());
-  const std::size_t code_size = dtype_size(matmul_value_dtype(matmul));
+  return result;
+}
+
+// Fills row r of `result` from `row` (result.cols values already on the grid of its scale dtype).
+// Distinct rows may be filled from several threads at once.
+inline void quantize_row_into(RowQuantized& result, std::int64_t r, const float* row) {
+  const std::size_t code_size = dtype_size(matmul_value_dtype(result.matmul_dtype));
+  auto* codes = static_cast<std::byte*>(result.values.data()) + r * result.cols * static_cast<std::int64_t>(code_size);
+  float zero_point = 0.0f;
+  quantize_row(row, result.cols, result.matmul_dtype, result.scale_dtype, codes,
+               result.scale[static_cast<std::size_t>(r)], zero_point);
+  if (result.matmul_dtype == MatmulDType::uint8) result.zero_point[static_cast<std::size_t>(r)] = zero_point;
+}
+
+// Quantizes the rows of `values` ([rows, cols] fp32, each value already on the grid of `dtype`).
+inline RowQuantized quantize_rows(const float* values, std::int64_t rows, std::int64_t cols, MatmulDType matmul,
+                                  DType dtype) {
+  RowQuantized result = unfilled_rows(rows, cols, matmul, dtype);
   const std::int64_t grain = std::max<std::int64_t>(1, 16384 / std::max<std::int64_t>(cols, 1));
   parallel_for(0, rows, grain, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t r = begin; r < end; ++r) {
-      float zero_point = 0.0f;
-      quantize_row(values + r * cols, cols, matmul, dtype, codes + r * cols * code_size,
-                   result.scale[static_cast<std::size_t>(r)], zero_point);
-      if (matmul == MatmulDType::uint8) result.zero_point[static_cast<std::size_t>(r)] = zero_point;
-    }
+    for (std::int64_t r = begin; r < end; ++r) quantize_row_into(result, r, values + r * cols);
   });
   return result;
 }

@@ -79,16 +79,7 @@ inline RowQuantized re_quantized_rows(const QuantizedWeight& weight, DType model
   // Each block of rows re-quantized as it leaves the dequantizer, in cache: no dense [out, in] copy of
   // the weight (4 bytes a weight, a FLUX.1 load's main cost). The rows are cast to the scale dtype
   // first, as dequantize(rounded, scale_dtype, ...) writes them; quantize_rows' arithmetic per row.
-  RowQuantized rows;
-  rows.matmul_dtype = matmul;
-  rows.scale_dtype = scale_dtype;
-  rows.rows = out_features;
-  rows.cols = in_features;
-  rows.values = Tensor::empty({out_features, in_features}, matmul_value_dtype(matmul));
-  rows.scale.assign(static_cast<std::size_t>(out_features), 0.0f);
-  if (matmul == MatmulDType::uint8) rows.zero_point.assign(static_cast<std::size_t>(out_features), 0.0f);
-  auto* codes = static_cast<std::byte*>(rows.values.data());
-  const std::size_t code_size = dtype_size(matmul_value_dtype(matmul));
+  RowQuantized rows = unfilled_rows(out_features, in_features, matmul, scale_dtype);
   const std::optional<DType> intermediate = layout.dequantize_fp32 ? std::nullopt : std::optional<DType>(scale_dtype);
   const bool in_cache = dequantize_row_blocks(
       rounded, std::nullopt, intermediate, false,
@@ -102,10 +93,7 @@ inline RowQuantized re_quantized_rows(const QuantizedWeight& weight, DType model
               row[static_cast<std::size_t>(c)] = round_to(scale_dtype, dense[c]);
             dense = row.data();
           }
-          float zero_point = 0.0f;
-          quantize_row(dense, in_features, matmul, scale_dtype, codes + r * in_features * code_size,
-                       rows.scale[static_cast<std::size_t>(r)], zero_point);
-          if (matmul == MatmulDType::uint8) rows.zero_point[static_cast<std::size_t>(r)] = zero_point;
+          quantize_row_into(rows, r, dense);
         }
       });
   if (in_cache) return rows;
