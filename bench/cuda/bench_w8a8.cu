@@ -58,10 +58,7 @@ using namespace sdnq_bench;
 void bench_w8a8_with_svd(benchmark::State& state, int rank_padded,
                          const std::vector<sdnq::cuda::kernel_detail::W8A8SvdPart>& svd_parts = {},
                          int low_rank_route = -1) {
-  struct ForcedRoute {  // kernel_detail::forced_w8a8_low_rank for this benchmark only
-    explicit ForcedRoute(int route) { sdnq::cuda::kernel_detail::forced_w8a8_low_rank.store(route); }
-    ~ForcedRoute() { sdnq::cuda::kernel_detail::forced_w8a8_low_rank.store(-1); }
-  } forced_route(low_rank_route);
+  const sdnq::cuda::kernel_detail::ForcedW8A8LowRank forced_route(low_rank_route);  // for this call only
   const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)),
             k = static_cast<int>(state.range(2));
   const auto kind = state.range(3) == 0 ? sdnq::cuda::W8A8Kind::int8 : sdnq::cuda::W8A8Kind::float8_e4m3fn;

@@ -61,10 +61,7 @@ Tensor run_gemm_w8a8_with_svd_parts(const cuda::W8A8WeightsHost& weights, Tensor
 W8A8LowRankRun run_gemm_w8a8_low_rank_route(const cuda::W8A8WeightsHost& weights, TensorView x,
                                             std::optional<TensorView> bias, const std::vector<SvdPartSpec>& parts,
                                             int route) {
-  struct ForcedRoute {  // restores automatic routing however the run ends
-    explicit ForcedRoute(int route) { cuda::kernel_detail::forced_w8a8_low_rank.store(route); }
-    ~ForcedRoute() { cuda::kernel_detail::forced_w8a8_low_rank.store(-1); }
-  } forced_route(route);
+  const cuda::kernel_detail::ForcedW8A8LowRank forced_route(route);  // for this call only
   cuda::W8A8WeightsDevice device_weights = cuda::upload_w8a8_weights(weights);
   if (parts.size() > device_weights.meta.svd_parts.size())
     throw std::runtime_error("run_gemm_w8a8_low_rank_route: too many parts for the table");

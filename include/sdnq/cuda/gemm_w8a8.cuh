@@ -553,21 +553,35 @@ struct W8A8SvdPlan {
 };
 
 // Tests and benchmarks may force a route (−1: the default, split_k; 0: split_k; 1, 2, 4: rows with that
-// many 16-row tiles a block) for every call that plans while it is set. Not for concurrent use.
+// many 16-row tiles a block) for every call that plans while it is set (ForcedW8A8LowRank sets it for a
+// scope). Not for concurrent use.
 inline std::atomic<int> forced_w8a8_low_rank{-1};
+
+struct ForcedW8A8LowRank {
+  explicit ForcedW8A8LowRank(int route) { forced_w8a8_low_rank.store(route); }
+  ~ForcedW8A8LowRank() { forced_w8a8_low_rank.store(-1); }
+  ForcedW8A8LowRank(const ForcedW8A8LowRank&) = delete;
+  ForcedW8A8LowRank& operator=(const ForcedW8A8LowRank&) = delete;
+};
+
+// The rows route's 16-row tiles a block when it is forced, else 0 (split_k). No device query: the
+// quantization entry points ask on every call.
+inline int w8a8_low_rank_row_tiles() {
+  const int forced = forced_w8a8_low_rank.load(std::memory_order_relaxed);
+  return forced == 1 || forced == 2 || forced == 4 ? forced : 0;
+}
 
 inline W8A8SvdPlan plan_w8a8_svd(const W8A8Weights& w, std::int64_t tokens) {
   W8A8SvdPlan plan;
   if (w.svd_rank_padded == 0) return plan;
-  const int multiprocessors = current_gemm_tc_device().multiprocessors;
-  const int forced = forced_w8a8_low_rank.load(std::memory_order_relaxed);
   const std::size_t low_rank_bytes = w8a8_align_256(static_cast<std::size_t>(tokens * w.svd_rank_padded * 2));
-  if (forced == 1 || forced == 2 || forced == 4) {
+  if (const int row_tiles = w8a8_low_rank_row_tiles(); row_tiles > 0) {
     plan.route = W8A8LowRankRoute::rows;
-    plan.row_tiles = forced;
+    plan.row_tiles = row_tiles;
     plan.partial = plan.bytes = low_rank_bytes;
     return plan;
   }
+  const int multiprocessors = current_gemm_tc_device().multiprocessors;
   plan.down = svd_down_split(tokens, w.svd_rank_padded, w.in_features, multiprocessors);
   plan.partial = low_rank_bytes;
   plan.bytes = plan.partial;
@@ -646,11 +660,11 @@ inline W8A8SvdLaunch w8a8_svd_launch(const W8A8Weights& w, const void* low_rank)
   return out;
 }
 
-// Whether quantize_w8a8_activations(like, ...) of M rows also computes like's down-projection: an SVD
+// Whether quantize_w8a8_activations(like, ...) also computes like's down-projection: an SVD
 // branch (int8 weights, K % 64 == 0, as gemm_w8a8 requires of one) on the rows route.
-inline bool w8a8_quantizes_with_low_rank(const W8A8Weights& like, std::int64_t tokens) {
+inline bool w8a8_quantizes_with_low_rank(const W8A8Weights& like) {
   return like.svd_rank_padded > 0 && like.kind == W8A8Kind::int8 && like.in_features % 64 == 0 &&
-         plan_w8a8_svd(like, tokens).route == W8A8LowRankRoute::rows;
+         w8a8_low_rank_row_tiles() > 0;
 }
 
 // Runs the down-projection of `rows` ([tokens, K] in w.dtype) into `svd_part` and returns the SVD
@@ -739,7 +753,7 @@ inline void gemm_w8a8(const W8A8Weights& w, TensorView x, std::optional<TensorVi
   W8A8Params p = w8a8_params(w, x, bias, y, workspace);
   auto* svd_part = static_cast<std::uint8_t*>(workspace.data()) + w8a8_align_256(layout.bytes);
   const W8A8SvdPlan svd_plan = plan_w8a8_svd(w, tokens);
-  if (svd_plan.route == W8A8LowRankRoute::rows && w.svd_rank_padded > 0) {
+  if (svd_plan.route == W8A8LowRankRoute::rows) {  // (only weights with an SVD branch plan a route)
     // x quantized in the down-projection's pass over it, then the GEMM on the codes (as the
     // pre-quantized entry point: the same bits).
     launch_w8a8_low_rank(w, x.data(), tokens, svd_plan, svd_part, static_cast<std::uint8_t*>(workspace.data()), stream);
@@ -765,7 +779,7 @@ inline std::size_t w8a8_activations_bytes(std::int64_t tokens, std::int64_t in_f
 // its product [M, rp] after the scales.
 inline std::size_t w8a8_activations_bytes(const W8A8Weights& like, std::int64_t tokens) {
   const std::size_t codes = w8a8_activations_bytes(tokens, like.in_features);
-  if (!kernel_detail::w8a8_quantizes_with_low_rank(like, tokens)) return codes;
+  if (!kernel_detail::w8a8_quantizes_with_low_rank(like)) return codes;
   return codes + kernel_detail::plan_w8a8_svd(like, tokens).bytes;
 }
 
@@ -808,7 +822,7 @@ inline W8A8Activations quantize_w8a8_activations(const W8A8Weights& like, Tensor
   out.codes = base + layout.codes;
   out.scale = reinterpret_cast<const float*>(base + layout.scales);
   out.rows = x.data();
-  if (w8a8_quantizes_with_low_rank(like, tokens) && buffer.nbytes() >= w8a8_activations_bytes(like, tokens)) {
+  if (w8a8_quantizes_with_low_rank(like) && buffer.nbytes() >= w8a8_activations_bytes(like, tokens)) {
     std::uint8_t* low_rank = base + layout.counters;
     launch_w8a8_low_rank(like, x.data(), tokens, plan_w8a8_svd(like, tokens), low_rank, base, stream);
     out.low_rank = low_rank;
