@@ -8,7 +8,8 @@
 // Also forced tiles to tune the heuristic (cuda::W8A8TileChoice: 1 large 128×128 mma.sync; 4 / 5:
 // cp.async wgmma 128×128 / 128×256; 6 / 7: TMA + mbarrier warp-specialized wgmma 128×128 / 128×256 on
 // a persistent grid; 8 / 9: the same kernel with one block per tile): int8 tiles 6-9 at M ≥ 512;
-// e4m3 tiles 1 (mma.sync), 6 and 8 at M ≥ 512. The *_prequantized rows time the pre-quantized
+// e4m3 tiles 1 (mma.sync), 6 and 8 at M ≥ 512; 10 / 11: the e4m3 128×192 TMA tile, persistent / one
+// block per tile. The *_prequantized rows time the pre-quantized
 // gemm_w8a8(w, activations) alone, on codes quantize_w8a8_activations wrote once before: what the
 // fused quantization costs.
 // quantize_{int8,fp8}/M/K: quantize_w8a8_activations alone (x and the codes rotate among copies
@@ -30,6 +31,9 @@
 // buffer of w8a8_activations_bytes(w, M)) and the GEMM on its codes, timed together: int8, and W4A8 with
 // the SVD down-projection on each route (_routeR: kernel_detail::forced_w8a8_low_rank = R; 0 is the
 // split-K launch of its own, 1 / 2 / 4 the rows kernel inside the quantization pass; no suffix: the default).
+// w8a8_fp8_prequantized[_tileT][_promoteP]: e4m3 on codes on tile T (6: 128×128, 10: 128×192; none:
+// the chosen one) with the promotion into fp32 totals every P K tiles of 128 inputs
+// (kernel_detail::ForcedE4m3Promotion; none: the default). _tile6_promote1 is the kernel before session 16.
 // Run: bench_w8a8 --benchmark_min_time=0.05s
 #include <benchmark/benchmark.h>
 #include <cublasLt.h>
@@ -138,6 +142,11 @@ void bench_w8a8_with_svd(benchmark::State& state, int rank_padded,
 }
 
 void bench_w8a8(benchmark::State& state) { bench_w8a8_with_svd(state, 0); }
+// state.range(6): the e4m3 promotion interval in K tiles.
+void bench_w8a8_promotion(benchmark::State& state) {
+  const sdnq::cuda::kernel_detail::ForcedE4m3Promotion forced(static_cast<int>(state.range(6)));
+  bench_w8a8_with_svd(state, 0);
+}
 void bench_w4a8_svd32(benchmark::State& state) {
   bench_w8a8_with_svd(state, 64, {{static_cast<int>(state.range(1)), 0, 32}});
 }
@@ -376,10 +385,19 @@ void register_all() {
             ->Args({m, n, k, 0, tile, 1})
             ->UseManualTime();
       }
-      for (const int tile : {1, 6, 8})
+      for (const int tile : {1, 6, 8, 10})
         benchmark::RegisterBenchmark(("w8a8_fp8_tile" + std::to_string(tile) + shape).c_str(), bench_w8a8)
             ->Args({m, n, k, 1, tile, 0})
             ->UseManualTime();
+      for (const int tile : {-1, 6, 10})  // e4m3 on codes: chosen, 128×128, 128×192 tiles
+        for (const int tiles : {0, 1, 2, 4}) {
+          const std::string suffix = (tile < 0 ? "" : "_tile" + std::to_string(tile)) +
+                                     (tiles == 0 ? "" : "_promote" + std::to_string(tiles)) + shape;
+          if (suffix != shape)
+            benchmark::RegisterBenchmark(("w8a8_fp8_prequantized" + suffix).c_str(), bench_w8a8_promotion)
+                ->Args({m, n, k, 1, tile, 1, tiles})
+                ->UseManualTime();
+        }
       benchmark::RegisterBenchmark(("w4a8_svd32" + shape).c_str(), bench_w4a8_svd32)
           ->Args({m, n, k, 0, -1, 0})
           ->UseManualTime();

@@ -132,9 +132,10 @@ Expected reference_outputs(const CheckpointWeight& w, std::int64_t n, std::int64
 enum class Tolerance { exact, fp32_sums, fp8_tensor_core };
 
 // Non-finite expected values must be non-finite on the GPU too; finite ones finite (y is poisoned
-// with NaN before the launch, so an unwritten element fails).
+// with NaN before the launch, so an unwritten element fails). Returns the relative L2 error over the
+// finite outputs (0 for exact).
 template <class T>
-void require_matches(const Tensor& y, const Expected& expected, Tolerance tolerance) {
+double require_matches(const Tensor& y, const Expected& expected, Tolerance tolerance) {
   std::int64_t mismatches = 0;
   double error_squares = 0.0, reference_squares = 0.0;
   const double ulp_fraction = std::is_same_v<T, sdnq::bf16> ? 1.0 / 128 : 1.0 / 1024;
@@ -156,24 +157,26 @@ void require_matches(const Tensor& y, const Expected& expected, Tolerance tolera
     if (!ok && mismatches++ < 5) INFO("element " << i << ": got " << got << ", expected " << want);
   }
   CHECK(mismatches == 0);
-  if (tolerance == Tolerance::fp8_tensor_core && reference_squares > 0) {
-    const double relative_l2 = std::sqrt(error_squares / reference_squares);
+  const double relative_l2 = reference_squares > 0 ? std::sqrt(error_squares / reference_squares) : 0.0;
+  if (tolerance == Tolerance::fp8_tensor_core) {
     INFO("relative L2 error " << relative_l2);
     CHECK(relative_l2 <= 1e-2);
   }
+  return relative_l2;
 }
 
 // The tolerance of a case: int8 exact; e4m3 on the wgmma tiles (forced tile 6, or chosen on Hopper
 // for M > 32) fp8_tensor_core, on the mma.sync tiles fp32_sums.
 Tolerance tolerance_of(bool fp8, std::int64_t m, int tile) {
   if (!fp8) return Tolerance::exact;
-  const bool wgmma = tile == 6 || tile == 8 || (tile < 0 && m > 32 && sdnq::test::gpu_has_wgmma());
+  const bool wgmma =
+      tile == 6 || tile == 8 || tile == 10 || tile == 11 || (tile < 0 && m > 32 && sdnq::test::gpu_has_wgmma());
   return wgmma ? Tolerance::fp8_tensor_core : Tolerance::fp32_sums;
 }
 
 template <class T>
-void run_case(std::int64_t m, std::int64_t n, std::int64_t k, bool fp8, bool with_bias, std::uint64_t seed,
-              int tile = -1, DType scale_dtype = DType::f32) {
+double run_case(std::int64_t m, std::int64_t n, std::int64_t k, bool fp8, bool with_bias, std::uint64_t seed,
+                int tile = -1, DType scale_dtype = DType::f32) {
   INFO("M " << m << ", N " << n << ", K " << k << (fp8 ? ", e4m3" : ", int8") << ", tile " << tile);
   const CheckpointWeight w = make_weight(n, k, fp8, seed);
   const auto repacked = sdnq::cuda::repack_for_w8a8<T>(w.view(n, k, fp8), scale_dtype == DType::f32);
@@ -186,8 +189,8 @@ void run_case(std::int64_t m, std::int64_t n, std::int64_t k, bool fp8, bool wit
   std::optional<TensorView> bias_view;
   if (bias) bias_view = TensorView(*bias).reshaped(sdnq::Shape{n});
   const Tensor y = sdnq::test::run_gemm_w8a8_kernel(repacked, x, bias_view, tile);
-  require_matches<T>(y, reference_outputs<T>(w, n, k, fp8, x, bias ? &*bias : nullptr, scale_dtype),
-                     tolerance_of(fp8, m, tile));
+  return require_matches<T>(y, reference_outputs<T>(w, n, k, fp8, x, bias ? &*bias : nullptr, scale_dtype),
+                            tolerance_of(fp8, m, tile));
 }
 
 }  // namespace
@@ -237,10 +240,11 @@ TEST_CASE("gemm_w8a8 TMA store epilogue: partial boxes, staging buffer reused ac
   run_case<sdnq::bf16>(200, 776, 384, false, true, 19, tile);
   run_case<sdnq::fp16>(40, 136, 512, false, true, 20, tile);
   run_case<sdnq::bf16>(1100, 2056, 256, false, false, 21, tile);
-  if ((tile == 6 || tile == 8) && sdnq::test::gpu_has_fp8_tensor_cores()) {
-    run_case<sdnq::bf16>(200, 776, 384, true, true, 22, tile);
-    run_case<sdnq::fp16>(1100, 2056, 256, true, false, 23, tile);
-  }
+  if ((tile == 6 || tile == 8) && sdnq::test::gpu_has_fp8_tensor_cores())
+    for (const int e4m3_tile : {tile, tile + 4}) {  // 128x128, and 128x192 (10, 11): 776 = 4 × 192 + 8
+      run_case<sdnq::bf16>(200, 776, 384, true, true, 22, e4m3_tile);
+      run_case<sdnq::fp16>(1100, 2056, 256, true, false, 23, e4m3_tile);
+    }
 }
 
 // More output tiles than the H100's 132 SMs: persistent blocks walk several tiles each, the ring's
@@ -251,7 +255,10 @@ TEST_CASE("gemm_w8a8 TMA persistent grid: several tiles per block, rows quantize
   if (!tile_runs_here(tile)) return;
   run_case<sdnq::bf16>(1500, 3000, 160, false, true, 16, tile);  // 144 tiles of 128×256, 288 of 128×128
   run_case<sdnq::fp16>(1100, 2070, 272, false, false, 17, tile);
-  if (tile == 6 && sdnq::test::gpu_has_fp8_tensor_cores()) run_case<sdnq::bf16>(1500, 3000, 160, true, true, 18, tile);
+  if (tile == 6 && sdnq::test::gpu_has_fp8_tensor_cores()) {
+    run_case<sdnq::bf16>(1500, 3000, 160, true, true, 18, tile);
+    run_case<sdnq::bf16>(1500, 3000, 160, true, true, 18, 10);  // 192 tiles of 128×192
+  }
 }
 
 TEST_CASE("gemm_w8a8 int8: scales computed in the model dtype (dequantize_fp32 = false)", "[cuda][w8a8]") {
@@ -269,8 +276,8 @@ TEST_CASE("gemm_w8a8 fp8: odd shapes, every tile, K up to 15360", "[cuda][w8a8]"
     run_case<sdnq::bf16>(m, 67, 208, true, true, 30);
     run_case<sdnq::fp16>(m, 130, 16, true, false, 31);
   }
-  SECTION("small and large tiles, and the TMA wgmma tile where it runs") {
-    const int tile = GENERATE(0, 1, 3, 6, 8);
+  SECTION("small and large tiles, and the TMA wgmma tiles (128x128, 128x192) where they run") {
+    const int tile = GENERATE(0, 1, 3, 6, 8, 10, 11);
     if (!tile_runs_here(tile)) return;
     run_case<sdnq::bf16>(300, 260, 400, true, true, 32, tile);
     run_case<sdnq::fp16>(129, 200, 1040, true, false, 36, tile);
@@ -280,12 +287,39 @@ TEST_CASE("gemm_w8a8 fp8: odd shapes, every tile, K up to 15360", "[cuda][w8a8]"
     run_case<sdnq::bf16>(48, 40, 15360, true, true, 37, 1);   // mma.sync 128x128
     run_case<sdnq::bf16>(48, 40, 15360, false, true, 38, 1);  // int8 at the same K
   }
-  SECTION("K = 15360 on the wgmma tile: fp32 promotion every 128 inputs keeps the error bounded") {
+  SECTION("K = 15360 on the wgmma tiles: fp32 promotion at the default interval keeps the error bounded") {
     if (!tile_runs_here(6)) return;
     run_case<sdnq::bf16>(130, 200, 15360, true, true, 39, 6);
     run_case<sdnq::fp16>(77, 136, 15360, true, false, 40, 6);
+    run_case<sdnq::bf16>(130, 200, 15360, true, true, 39, 10);  // 128x192: a 4-stage ring
     run_case<sdnq::bf16>(300, 200, 15360, true, true, 42);  // the tile gemm_w8a8 chooses
     run_case<sdnq::bf16>(130, 200, 15360, false, true, 41, 7);  // int8 at the same K: exact
+  }
+  SECTION("K = 15360 on the wgmma tile: every promotion interval from 128 to 768 inputs, odd K tile counts") {
+    if (!tile_runs_here(6)) return;
+    // The reduced-precision adds run over `tiles` K tiles between promotions: the error may grow with
+    // the interval but stays within the bound; K = 15360 + 16 ends on a partial, unpaired K tile.
+    std::vector<double> errors;
+    for (const int tiles : {1, 2, 3, 4, 6}) {
+      const sdnq::test::E4m3PromotionScope forced(tiles);
+      INFO("promotion every " << tiles << " K tiles");
+      errors.push_back(run_case<sdnq::bf16>(130, 200, 15360, true, true, 39, 6));
+      run_case<sdnq::fp16>(77, 136, 15376, true, false, 43, 6);
+      run_case<sdnq::bf16>(200, 72, 400, true, true, 44, 8);      // one block per tile; 4 K tiles
+      run_case<sdnq::fp16>(77, 400, 15376, true, false, 45, 10);  // 128x192: capped at its 4 stages
+      run_case<sdnq::bf16>(300, 390, 1040, true, true, 46, 11);
+    }
+    WARN("e4m3 wgmma, M 130, N 200, K 15360, relative L2 error by promotion interval 1/2/3/4/6 K tiles: "
+         << errors[0] << " " << errors[1] << " " << errors[2] << " " << errors[3] << " " << errors[4]);
+  }
+  SECTION("the 128x192 tiles are e4m3 only: int8 is rejected before launch") {
+    const int tile = GENERATE(10, 11);
+    const CheckpointWeight w = make_weight(64, 128, false, 34);
+    const auto repacked = sdnq::cuda::repack_for_w8a8<sdnq::bf16>(w.view(64, 128, false));
+    const Tensor x = random_matrix<sdnq::bf16>(40, 128, 35);
+    const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
+        [&] { (void)sdnq::test::run_gemm_w8a8_kernel(repacked, x, std::nullopt, tile); });
+    CHECK(sdnq::test::contains(message, "float8_e4m3fn only"));
   }
   SECTION("the 128x256 and cp.async wgmma tiles are int8 only: rejected before launch") {
     const int tile = GENERATE(2, 4, 5, 7, 9);
@@ -838,7 +872,7 @@ TEST_CASE("gemm_w8a8 pre-quantized fp8: codes as the CPU quantization, y bit for
     WARN("skipped: float8_e4m3fn tensor cores need compute capability 8.9");
     return;
   }
-  const int tile = GENERATE(-1, 0, 1, 3, 6, 8);
+  const int tile = GENERATE(-1, 0, 1, 3, 6, 8, 10, 11);
   const std::int64_t m = GENERATE(1, 31, 33, 300);
   if (!tile_runs_here(tile)) return;
   run_prequantized_case<sdnq::bf16>(m, 67, 400, true, true, 104, tile, DType::f32);

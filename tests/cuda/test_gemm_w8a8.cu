@@ -53,6 +53,9 @@ Tensor run_gemm_w8a8_kernel(const cuda::W8A8WeightsHost& weights, TensorView x, 
   return run_gemm_w8a8_on(weights, x, bias, tile, nullptr);
 }
 
+E4m3PromotionScope::E4m3PromotionScope(int tiles) { cuda::kernel_detail::forced_e4m3_promotion_tiles.store(tiles); }
+E4m3PromotionScope::~E4m3PromotionScope() { cuda::kernel_detail::forced_e4m3_promotion_tiles.store(0); }
+
 Tensor run_gemm_w8a8_with_svd_parts(const cuda::W8A8WeightsHost& weights, TensorView x, std::optional<TensorView> bias,
                                     const std::vector<SvdPartSpec>& parts, int tile) {
   return run_gemm_w8a8_on(weights, x, bias, tile, &parts);

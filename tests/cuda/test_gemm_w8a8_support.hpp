@@ -16,6 +16,16 @@ namespace sdnq::test {
 Tensor run_gemm_w8a8_kernel(const cuda::W8A8WeightsHost& weights, TensorView x, std::optional<TensorView> bias,
                             int tile = -1);
 
+// For its lifetime, the e4m3 TMA kernel promotes its tensor-core sums into fp32 totals every `tiles` K
+// tiles of 128 inputs (cuda::kernel_detail::ForcedE4m3Promotion, without the CUDA header).
+class E4m3PromotionScope {
+ public:
+  explicit E4m3PromotionScope(int tiles);
+  ~E4m3PromotionScope();
+  E4m3PromotionScope(const E4m3PromotionScope&) = delete;
+  E4m3PromotionScope& operator=(const E4m3PromotionScope&) = delete;
+};
+
 // One block of an SVD branch's part table (cuda::kernel_detail::W8A8SvdPart, without the CUDA header).
 struct SvdPartSpec {
   int column_end = 0, rank_begin = 0, rank = 0;

@@ -41,12 +41,14 @@ inline constexpr double gib = 1024.0 * 1024.0 * 1024.0;
 //   uint4_svd32_qmm uint4_svd32 saved with quantized matmul (the reference re-quantizes those weights to
 //                 int8 on every call), loaded with nn::RequantizedMatmul::int8_at_load: W4A8 on
 //                 cuda::gemm_w8a8 from 32 tokens, 8 bits a weight on the device; FLUX only
-enum class Variant { bf16, int8_qmm, uint4_svd32, int8_qmm_conv, uint4_svd32_qmm };
+//   fp8_qmm       SDNQ float8_e4m3fn, row-wise scales, quantized matmul (cuda::gemm_w8a8's e4m3 GEMM at
+//                 M ≥ 32); FLUX only
+enum class Variant { bf16, int8_qmm, uint4_svd32, int8_qmm_conv, uint4_svd32_qmm, fp8_qmm };
 
 inline sdnq::quant::LayerOptions options_of(Variant v) {
   sdnq::quant::LayerOptions options;
-  if (v == Variant::int8_qmm || v == Variant::int8_qmm_conv) {
-    options.weights_type = &sdnq::format::storage_type("int8");
+  if (v == Variant::int8_qmm || v == Variant::int8_qmm_conv || v == Variant::fp8_qmm) {
+    options.weights_type = &sdnq::format::storage_type(v == Variant::fp8_qmm ? "float8_e4m3fn" : "int8");
     options.use_quantized_matmul = true;
   } else {
     options.weights_type = &sdnq::format::storage_type("uint4");
@@ -59,7 +61,8 @@ inline sdnq::quant::LayerOptions options_of(Variant v) {
 
 // Whether the variant's Linears run the 8-bit GEMM (LinearKind::quantized_matmul) rather than weight-only.
 inline bool runs_quantized_matmul(Variant v) {
-  return v == Variant::int8_qmm || v == Variant::int8_qmm_conv || v == Variant::uint4_svd32_qmm;
+  return v == Variant::int8_qmm || v == Variant::int8_qmm_conv || v == Variant::uint4_svd32_qmm ||
+         v == Variant::fp8_qmm;
 }
 
 // Uniform in [-bound, bound), from a counter-based hash (fast, reproducible), in bf16 as published
@@ -185,10 +188,11 @@ double median_ms(int repeats, Work&& work) {
 }
 
 inline const char* variant_name(Variant v) {
-  return v == Variant::bf16       ? "bf16"
-         : v == Variant::int8_qmm ? "int8_qmm"
-         : v == Variant::int8_qmm_conv ? "int8_qmm_conv"
+  return v == Variant::bf16              ? "bf16"
+         : v == Variant::int8_qmm        ? "int8_qmm"
+         : v == Variant::int8_qmm_conv   ? "int8_qmm_conv"
          : v == Variant::uint4_svd32_qmm ? "uint4_svd32_qmm"
+         : v == Variant::fp8_qmm         ? "fp8_qmm"
                                          : "uint4_svd32";
 }
 
@@ -272,13 +276,15 @@ std::vector<double> time_steps(benchmark::State& state, int warmup, Step&& step)
 }
 
 // Registers `name`/<variant> for the three variants (and int8_qmm_conv with `quantized_convs`,
-// uint4_svd32_qmm with `requantized_matmul`), each `iterations` manually timed steps in ms.
+// uint4_svd32_qmm with `requantized_matmul`, fp8_qmm with `fp8_matmul`), each `iterations` manually
+// timed steps in ms.
 template <class Bench>
 int register_step_benchmarks(const char* name, Bench bench, int iterations, bool quantized_convs = false,
-                             bool requantized_matmul = false) {
+                             bool requantized_matmul = false, bool fp8_matmul = false) {
   std::vector<Variant> variants{Variant::bf16, Variant::int8_qmm, Variant::uint4_svd32};
   if (quantized_convs) variants.push_back(Variant::int8_qmm_conv);
   if (requantized_matmul) variants.push_back(Variant::uint4_svd32_qmm);
+  if (fp8_matmul) variants.push_back(Variant::fp8_qmm);
   for (Variant v : variants)
     benchmark::RegisterBenchmark((std::string(name) + "/" + variant_name(v)).c_str(), bench, v)
         ->Iterations(iterations)

@@ -11,13 +11,13 @@
 //   memory-bound pass over x, and GEMMs on the codes with no prologue and no counters
 //   (W8A8Params::codes_ready). Bit-identical to the fused call on the same x.
 // Weights: int8 (int32 accumulation, exact) or float8_e4m3fn (fp32 accumulation, promoted every 128
-// inputs) from an SDNQ checkpoint, repacked at load time by detail/w8a8_repack.hpp; weights the
-// reference re-quantizes per call (W4A8: uint4 g64 + SVD and friends) re-quantized once at load
-// (repack_operand_for_w8a8). An SVD branch (int8, Hopper): low_rank = x·svd_downᵀ by gemm_tc's dense
-// launch first (or, forced only, inside the quantization pass: detail/w8a8_low_rank.cuh), then, once an
-// output tile's int32 sums are scaled into fp32 outputs with their bias, low_rank·svd_upᵀ accumulated
-// onto them on the tensor cores as extra stages of the GEMM, only the ranks the tile's columns have (a
-// joined layer's part table, the true rank). §5.1 step 3 computes bias' = bias + low-rank term first;
+// inputs, on the Hopper kernel every 512 or 256: e4m3_promotion_tiles) from an SDNQ checkpoint,
+// repacked at load time by detail/w8a8_repack.hpp; weights the reference re-quantizes per call (W4A8: uint4 g64 + SVD
+// and friends) re-quantized once at load (repack_operand_for_w8a8). An SVD branch (int8, Hopper): low_rank =
+// x·svd_downᵀ by gemm_tc's dense launch first (or, forced only, inside the quantization pass:
+// detail/w8a8_low_rank.cuh), then, once an output tile's int32 sums are scaled into fp32 outputs with their bias,
+// low_rank·svd_upᵀ accumulated onto them on the tensor cores as extra stages of the GEMM, only the ranks the tile's
+// columns have (a joined layer's part table, the true rank). §5.1 step 3 computes bias' = bias + low-rank term first;
 // here low_rank is rounded to T where the reference keeps it in fp32 and the low-rank term is added in
 // fp32 after the scaling, also where the reference rounds bias' to T
 // (dequantize_fp32 = false): relative L2 ≤ 1e-2, not bit-exact. mma.sync m16n8k32
@@ -25,8 +25,8 @@
 // M off Hopper; on Hopper with an sm_90a build and M > 32: a warp-specialized persistent kernel
 // (detail/w8a8_tma.cuh) with a TMA producer warp, an mbarrier-guarded shared-memory ring, two wgmma
 // consumer warpgroups and spare producer warps quantizing later tiles' activation rows ahead (int8
-// 128×256 / 128×128, e4m3 128×128 with fp32 promotion every 128 inputs: relative L2 error ≤ 1e-2
-// instead of bit-exact).
+// 128×256 / 128×128, e4m3 128×192 / 128×128 with fp32 promotion every 256 / 512 inputs: relative L2
+// error ≤ 1e-2 instead of bit-exact).
 // Measured on the H100 (bench/cuda/bench_w8a8.cu, docs/benchmarks.md session 7), M = 4096, FLUX
 // shapes, on codes quantized beforehand: int8 1.71-2.00x cuBLAS bf16 (cuBLASLt's bare int8 GEMM:
 // 1.79-2.01x), e4m3 1.23-1.35x; with the quantization fused into the GEMM: int8 1.11-1.70x. W4A8
@@ -149,9 +149,10 @@ struct W8A8Activations {
 // int8); 128×256 (64×64 per warp) for int8 at large M and N.
 // On sm_90a builds running on Hopper, M > 32 takes the warp-specialized TMA + wgmma kernel
 // (detail/w8a8_tma.cuh) on a persistent grid (one block per SM walking the tiles): int8 128×256 once
-// those tiles fill the SMs, else 128×128; e4m3 128×128. tma_128_per_tile / tma_256_per_tile launch
-// the same kernel with one block per tile, and wgmma_128 / wgmma_256 are the earlier cp.async wgmma
-// kernel (int8, detail/w8a8_wgmma.cuh), all kept for comparison.
+// those tiles fill the SMs, else 128×128; e4m3 128×192 once those fill the SMs, else 128×128 (its
+// fp32 totals beside the accumulators leave no registers for 256 columns). tma_128_per_tile /
+// tma_256_per_tile / tma_192_per_tile launch the same kernel with one block per tile, and wgmma_128 /
+// wgmma_256 are the earlier cp.async wgmma kernel (int8, detail/w8a8_wgmma.cuh), all kept for comparison.
 enum class W8A8TileChoice {
   small,
   large,
@@ -162,7 +163,9 @@ enum class W8A8TileChoice {
   tma_128,
   tma_256,
   tma_128_per_tile,
-  tma_256_per_tile
+  tma_256_per_tile,
+  tma_192,  // e4m3 only
+  tma_192_per_tile
 };
 
 namespace kernel_detail {
@@ -176,6 +179,7 @@ using W8A8TileWgmma128 = W8A8WgmmaTile<128, 4>;
 using W8A8TileWgmma256 = W8A8WgmmaTile<256, 4>;
 using W8A8TileTma128 = W8A8TmaTile<128, 6>;  // 32 KB a stage + 32 KB of staged output
 using W8A8TileTma256 = W8A8TmaTile<256, 3>;  // 48 KB a stage + 64 KB of staged output
+using W8A8TileTma192 = W8A8TmaTile<192, 4>;  // e4m3: 40 KB a stage + 48 KB of staged output
 using W8A8TileTma128Svd = W8A8TmaTile<128, 6, true>;  // weights with an SVD branch (int8)
 using W8A8TileTma256Svd = W8A8TmaTile<256, 3, true>;
 static_assert(W8A8TileTma256Svd::shared_bytes == W8A8TileTma256::shared_bytes, "w8a8_tma_wide_tiles sizes both");
@@ -195,14 +199,23 @@ inline bool w8a8_tma_wide_tiles(std::int64_t tokens, std::int64_t out_features, 
          W8A8TileTma256::shared_bytes <= shared_optin;
 }
 
+// Whether the e4m3 TMA kernel takes 128×192 tiles over 128×128: once they fill the SMs (one wave) and fit.
+inline bool w8a8_e4m3_wide_tiles(std::int64_t tokens, std::int64_t out_features, int multiprocessors,
+                                 int shared_optin) {
+  return ceil_div(tokens, 128) * ceil_div(out_features, 192) >= multiprocessors &&
+         W8A8TileTma192::shared_bytes <= shared_optin;
+}
+
 inline W8A8TileChoice choose_w8a8_tile(W8A8Kind kind, std::int64_t tokens, std::int64_t out_features,
                                        int multiprocessors, int shared_optin, bool wgmma) {
   if (tokens <= 32) return W8A8TileChoice::narrow;
   const std::int64_t row_tiles = ceil_div(tokens, 128);
   if (wgmma && W8A8TileTma128::shared_bytes <= shared_optin) {
-    const bool wide =
-        kind == W8A8Kind::int8 && w8a8_tma_wide_tiles(tokens, out_features, multiprocessors, shared_optin);
-    return wide ? W8A8TileChoice::tma_256 : W8A8TileChoice::tma_128;
+    if (kind == W8A8Kind::float8_e4m3fn)
+      return w8a8_e4m3_wide_tiles(tokens, out_features, multiprocessors, shared_optin) ? W8A8TileChoice::tma_192
+                                                                                       : W8A8TileChoice::tma_128;
+    return w8a8_tma_wide_tiles(tokens, out_features, multiprocessors, shared_optin) ? W8A8TileChoice::tma_256
+                                                                                    : W8A8TileChoice::tma_128;
   }
   if (kind == W8A8Kind::int8 && row_tiles * ceil_div(out_features, 256) >= multiprocessors &&
       W8A8TileHuge::shared_bytes <= shared_optin)
@@ -237,6 +250,30 @@ struct W8A8SvdLaunch {
   W8A8SvdParams params{};
 };
 
+// How many 128-input K tiles the e4m3 TMA kernel sums on the tensor cores between two promotions into its
+// fp32 totals (w8a8_tma.cuh). Each promotion waits for the consumer's MMAs, so longer runs keep the
+// tensor cores busier, but a run holds its ring stages until that wait: the default leaves two stages
+// for the producer to fill ahead (4 on the 6-stage 128×128 ring, 2 on the 4-stage 128×192 one; measured
+// fastest of 1, 2 and 4 in docs/benchmarks.md session 16). The tensor core's reduced-precision adds then
+// run over 512 / 256 inputs: at K = 15360 the relative L2 error went 1.66e-3 → 1.69e-3 from 1 to 4.
+// Tests and benchmarks may force an interval (capped at the ring's stages) for a scope with
+// ForcedE4m3Promotion; not for concurrent use.
+inline std::atomic<int> forced_e4m3_promotion_tiles{0};
+
+struct ForcedE4m3Promotion {
+  explicit ForcedE4m3Promotion(int tiles) { forced_e4m3_promotion_tiles.store(tiles); }
+  ~ForcedE4m3Promotion() { forced_e4m3_promotion_tiles.store(0); }
+  ForcedE4m3Promotion(const ForcedE4m3Promotion&) = delete;
+  ForcedE4m3Promotion& operator=(const ForcedE4m3Promotion&) = delete;
+};
+
+template <class Tile>
+int e4m3_promotion_tiles() {
+  static_assert(Tile::Stages > 2, "the default run leaves two ring stages to the producer");
+  const int forced = forced_e4m3_promotion_tiles.load(std::memory_order_relaxed);
+  return forced >= 1 ? std::min(forced, Tile::Stages) : Tile::Stages - 2;
+}
+
 // Launches the TMA kernel: tensor maps of the workspace codes [M, K] and the weight codes [N, K];
 // `blocks_at_most` caps the grid (the SM count: persistent blocks; 0: one block per tile).
 template <class T, W8A8Operand Operand, class Tile>
@@ -244,6 +281,8 @@ void launch_gemm_w8a8_tma(const W8A8Params& p, int blocks_at_most, cudaStream_t 
                           const W8A8SvdLaunch& svd = {}) {
   constexpr auto* kernel = gemm_w8a8_tma_kernel<T, Operand, Tile>;
   opt_in_shared_memory<kernel>(Tile::shared_bytes);
+  W8A8Params params = p;
+  params.e4m3_promotion_tiles = e4m3_promotion_tiles<Tile>();
   const CUtensorMap a_map = byte_matrix_tensor_map(p.x_codes, p.m, p.k, Tile::BM, "the quantized activations");
   const CUtensorMap b_map = byte_matrix_tensor_map(p.w, p.n, p.k, Tile::BN, "the weight codes");
   // The output leaves through TMA stores when its rows are 16-byte multiples on a 16-byte aligned base
@@ -261,7 +300,7 @@ void launch_gemm_w8a8_tma(const W8A8Params& p, int blocks_at_most, cudaStream_t 
   std::int64_t blocks = ceil_div(p.n, Tile::BN) * ceil_div(p.m, Tile::BM);
   if (blocks_at_most > 0) blocks = std::min<std::int64_t>(blocks, blocks_at_most);
   kernel<<<static_cast<unsigned>(blocks), Tile::threads, Tile::shared_bytes, stream>>>(
-      p, a_map, b_map, y_map, store_by_tma, low_rank_map, svd_up_map, svd_params);
+      params, a_map, b_map, y_map, store_by_tma, low_rank_map, svd_up_map, svd_params);
   SDNQ_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -291,6 +330,9 @@ void dispatch_gemm_w8a8(W8A8TileChoice tile, const W8A8Params& p, int multiproce
       return launch_gemm_w8a8_tma<T, Operand, W8A8TileTma256>(p, 0, stream);
     return launch_gemm_w8a8<T, Operand, W8A8TileLargeInt8>(p, stream);
   } else {
+    if (tile == W8A8TileChoice::tma_192)
+      return launch_gemm_w8a8_tma<T, Operand, W8A8TileTma192>(p, multiprocessors, stream);
+    if (tile == W8A8TileChoice::tma_192_per_tile) return launch_gemm_w8a8_tma<T, Operand, W8A8TileTma192>(p, 0, stream);
     return launch_gemm_w8a8<T, Operand, W8A8TileLargeFp8>(p, stream);
   }
 }
@@ -452,9 +494,11 @@ inline W8A8Launch choose_checked_w8a8_tile(const W8A8Weights& w, std::int64_t to
   }
   const W8A8TileChoice chosen =
       tile ? *tile : choose_w8a8_tile(w.kind, tokens, w.out_features, multiprocessors, shared_optin, wgmma);
+  const bool e4m3_only_tile = chosen == W8A8TileChoice::tma_192 || chosen == W8A8TileChoice::tma_192_per_tile;
   const bool wgmma_tile = chosen == W8A8TileChoice::wgmma_128 || chosen == W8A8TileChoice::wgmma_256 ||
                           chosen == W8A8TileChoice::tma_128 || chosen == W8A8TileChoice::tma_256 ||
-                          chosen == W8A8TileChoice::tma_128_per_tile || chosen == W8A8TileChoice::tma_256_per_tile;
+                          chosen == W8A8TileChoice::tma_128_per_tile || chosen == W8A8TileChoice::tma_256_per_tile ||
+                          e4m3_only_tile;
   const bool int8_only_tile = chosen == W8A8TileChoice::huge || chosen == W8A8TileChoice::wgmma_128 ||
                               chosen == W8A8TileChoice::wgmma_256 || chosen == W8A8TileChoice::tma_256 ||
                               chosen == W8A8TileChoice::tma_256_per_tile;
@@ -465,10 +509,13 @@ inline W8A8Launch choose_checked_w8a8_tile(const W8A8Weights& w, std::int64_t to
   SDNQ_REQUIRE(!int8_only_tile || w.kind == W8A8Kind::int8, UnsupportedError,
                "gemm_w8a8: the 128x256 and cp.async wgmma tiles are int8 only (float8_e4m3fn: tiles small, "
                "large, narrow, tma_128)");
+  SDNQ_REQUIRE(!e4m3_only_tile || w.kind == W8A8Kind::float8_e4m3fn, UnsupportedError,
+               "gemm_w8a8: the 128x192 tiles are float8_e4m3fn only (int8: 128x128 or 128x256)");
   SDNQ_REQUIRE(!wgmma_tile || wgmma, UnsupportedError,
                "gemm_w8a8: the wgmma tiles need an sm_90a build running on a Hopper GPU");
-  constexpr int wgmma_shared_bytes = std::max({W8A8TileTma128::shared_bytes, W8A8TileTma256::shared_bytes,
-                                               W8A8TileWgmma128::shared_bytes, W8A8TileWgmma256::shared_bytes});
+  constexpr int wgmma_shared_bytes =
+      std::max({W8A8TileTma128::shared_bytes, W8A8TileTma256::shared_bytes, W8A8TileTma192::shared_bytes,
+                W8A8TileWgmma128::shared_bytes, W8A8TileWgmma256::shared_bytes});
   SDNQ_REQUIRE(!wgmma_tile || wgmma_shared_bytes <= shared_optin, UnsupportedError,
                "gemm_w8a8: the wgmma tiles need {} bytes of shared memory per block, cuda:{} has {}",
                wgmma_shared_bytes, device, shared_optin);

@@ -43,6 +43,10 @@ struct W8A8Params {
   // gemm_w8a8): every kernel skips the prologue and the counters and only reads the codes and scales,
   // which a launch earlier in the stream wrote.
   bool codes_ready = false;
+  // e4m3 on the TMA kernel: K tiles (128 inputs each) summed on the tensor cores between two promotions
+  // into the fp32 totals, 1 ≤ e4m3_promotion_tiles ≤ the ring's stages (set by the launch:
+  // gemm_w8a8.cuh's e4m3_promotion_tiles).
+  int e4m3_promotion_tiles = 1;
 };
 
 __device__ __forceinline__ int load_acquire(const int* address) {

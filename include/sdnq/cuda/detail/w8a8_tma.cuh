@@ -20,12 +20,16 @@
 // this runs: no counters are read or written, the producer loads every tile's codes right away (the
 // kernel boundary orders the earlier launch's stores before these TMA reads) and the spare warps idle.
 // int8: int32 accumulators (exact); one wgmma group stays in flight while the next K tile is waited for.
-// e4m3: the fp8 tensor cores add products with reduced precision, so each K tile (128 inputs) is summed
-// into fresh fp32 accumulators that are then added into fp32 totals on the CUDA cores (the promotion
-// DeepGEMM and CUTLASS use): error stays bounded for K up to 15360 and beyond. A promotion must wait for
-// its MMAs, so the two consumers issue in turn (named barriers consumer_0_issued / consumer_1_issued):
-// consumer 0's K tile, then consumer 1's, then consumer 0's next, ... and each one's promotion runs
-// while the other's MMAs keep the tensor cores busy (in lockstep both promoted at once, tensor cores idle).
+// e4m3: the fp8 tensor cores add products with reduced precision, so the K tiles are summed on them in
+// runs of p.e4m3_promotion_tiles (128 inputs each) and each run's sums are then added into fp32 totals
+// on the CUDA cores (the promotion DeepGEMM and CUTLASS use): error stays bounded for K up to 15360 and
+// beyond. A promotion must wait for its MMAs, so
+// the two consumers issue in turn (named barriers consumer_0_issued / consumer_1_issued): consumer 0's K
+// tile, then consumer 1's, then consumer 0's next, ... and each one's promotion runs while the other's
+// MMAs keep the tensor cores busy (in lockstep both promoted at once, tensor cores idle). A run's ring
+// stages are freed together after its wait. Two accumulator sets alternating between K tiles (no wait
+// for the MMAs just issued) were tried: ptxas serializes the wgmmas once a promotion reads one set while
+// the other's group is in flight (C7514), and the 64×128 tile has no registers for more.
 // SVD branch (W8A8TmaTile<BN, Stages, true>, int8, BN 128 or 256): once an output tile's K tiles are
 // summed, each consumer turns its int32 accumulators into the outputs without the low-rank term,
 // fma(acc·s_x, s_w, bias) in fp32, in registers that wgmma then accumulates onto: after the K tiles come
@@ -56,17 +60,26 @@
 SDNQ_KERNEL_NAMESPACE_BEGIN
 namespace kernel_detail {
 
-// d (+)= A[64×32] · B[128×32]ᵀ in e4m3 with fp32 accumulators (fragment as wgmma_s8_m64n128k32).
-__device__ __forceinline__ void wgmma_e4m3_m64n128k32(float (&d)[64], std::uint64_t a, std::uint64_t b) {
+// d += A[64×32] · B[BN×32]ᵀ in e4m3 with fp32 accumulators, BN 128 or 192 (fragment as
+// wgmma_s8_m64n128k32, BN / 8 column groups).
+#define SDNQ_WGMMA_E4M3(shape, R, D, descriptors)                                                         \
+  asm volatile("wgmma.mma_async.sync.aligned." shape ".f32.e4m3.e4m3 " R "}, " descriptors ", 1, 1, 1;\n" \
+               : D("+f")                                                                                  \
+               : "l"(a), "l"(b))
+template <int BN>
+__device__ __forceinline__ void wgmma_e4m3_k32(float (&d)[BN / 2], std::uint64_t a, std::uint64_t b) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " SDNQ_WGMMA_R64 "}, %64, %65, 1, 1, 1;\n"
-               : SDNQ_WGMMA_D64("+f")
-               : "l"(a), "l"(b));
+  static_assert(BN == 128 || BN == 192, "e4m3 tiles: 128 or 192 columns");
+  if constexpr (BN == 128)
+    SDNQ_WGMMA_E4M3("m64n128k32", SDNQ_WGMMA_R64, SDNQ_WGMMA_D64, "%64, %65");
+  else
+    SDNQ_WGMMA_E4M3("m64n192k32", SDNQ_WGMMA_R96, SDNQ_WGMMA_D96, "%96, %97");
 #else
   (void)d, (void)a, (void)b;
   __trap();
 #endif
 }
+#undef SDNQ_WGMMA_E4M3
 
 // d += A[64×16] · B[BN×16]ᵀ in bf16 / fp16 with fp32 accumulators, both operands K-major by descriptor
 // (the SVD stages: 64 ranks of T are 128 bytes, one ring stage like a K tile of codes).
@@ -214,8 +227,8 @@ __global__ void __launch_bounds__(Tile::threads, 1)
                          const bool store_by_tma, const __grid_constant__ CUtensorMap low_rank_map,
                          const __grid_constant__ CUtensorMap svd_up_map, const W8A8SvdParams svd) {
   constexpr bool int8 = Operand == W8A8Operand::int8;
-  static_assert(int8 ? (Tile::BN == 128 || Tile::BN == 256) : Tile::BN == 128,
-                "e4m3 keeps accumulators and totals: 64×128 per warpgroup at most");
+  static_assert(int8 ? (Tile::BN == 128 || Tile::BN == 256) : (Tile::BN == 128 || Tile::BN == 192),
+                "e4m3 keeps accumulators and totals: 64×192 per warpgroup at most");
   static_assert(!Tile::svd || int8, "the SVD branch: int8");
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int BM = Tile::BM, BN = Tile::BN, Stages = Tile::Stages;
@@ -295,55 +308,64 @@ __global__ void __launch_bounds__(Tile::threads, 1)
     const int consumer = warpgroup - 1;  // rows 64·consumer .. 64·consumer + 63 of the tile
     const bool signals = threadIdx.x % 128 == 0;
     using Acc = std::conditional_t<int8, int, float>;
-    Acc acc[BN / 2];                        // the m64nBN fragment (see wgmma_s8_m64n256k32)
-    float total[int8 ? 1 : BN / 2];         // e4m3: promoted sums
+    Acc acc[BN / 2];                 // the m64nBN fragment (see wgmma_s8_m64n256k32)
+    float total[int8 ? 1 : BN / 2];  // e4m3: promoted sums
     int step = 0;
     for (int index = first_index; index < tile_count; index += index_step) {
       const int2 tile = tile_of(index);
       const SvdTileRanks ranks = svd_ranks_of(tile);
+      if constexpr (int8) {
 #pragma unroll
-      for (int i = 0; i < BN / 2; ++i) acc[i] = Acc(0);
+        for (int i = 0; i < BN / 2; ++i) acc[i] = 0;
+        for (int k_tile = 0; k_tile < k_tiles; ++k_tile, ++step) {
+          const int stage = step % Stages;
+          barrier_wait(full + stage, (step / Stages) & 1);
+          const std::uint32_t a_base = shared_address(a_tiles + stage * Tile::a_bytes + consumer * 64 * 128);
+          const std::uint32_t b_base = shared_address(b_tiles + stage * Tile::b_bytes);
+          wgmma_fence();
 #pragma unroll
-      for (int i = 0; i < (int8 ? 1 : BN / 2); ++i) total[i] = 0.0f;
-
-      for (int k_tile = 0; k_tile < k_tiles; ++k_tile, ++step) {
-        const int stage = step % Stages;
-        if constexpr (!int8) {  // staggered issue: consumer 1 after consumer 0, consumer 0 after consumer 1
-          if (consumer == 1)
-            named_barrier_sync(consumer_0_issued, 256);
-          else if (step > 0)
-            named_barrier_sync(consumer_1_issued, 256);
-        }
-        barrier_wait(full + stage, (step / Stages) & 1);
-        const std::uint32_t a_base = shared_address(a_tiles + stage * Tile::a_bytes + consumer * 64 * 128);
-        const std::uint32_t b_base = shared_address(b_tiles + stage * Tile::b_bytes);
-        wgmma_fence();
-#pragma unroll
-        for (int k32 = 0; k32 < 4; ++k32) {
-          const std::uint64_t a = wgmma_descriptor(a_base + k32 * 32), b = wgmma_descriptor(b_base + k32 * 32);
-          if constexpr (int8)
-            wgmma_s8_k32<BN>(acc, a, b);
-          else
-            wgmma_e4m3_m64n128k32(acc, a, b);
-        }
-        wgmma_commit();
-        if constexpr (!int8) named_barrier_arrive(consumer == 0 ? consumer_0_issued : consumer_1_issued, 256);
-        if constexpr (int8) {
+          for (int k32 = 0; k32 < 4; ++k32)
+            wgmma_s8_k32<BN>(acc, wgmma_descriptor(a_base + k32 * 32), wgmma_descriptor(b_base + k32 * 32));
+          wgmma_commit();
           wgmma_wait<1>();  // the previous K tile's group is done: its stage is free
           if (k_tile > 0 && signals) barrier_arrive(empty + (step - 1) % Stages);
-        } else {
+        }
+        wgmma_wait<0>();
+        if (signals) barrier_arrive(empty + (step - 1) % Stages);
+      } else {
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) total[i] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
+        for (int run = 0; run < k_tiles; run += p.e4m3_promotion_tiles) {
+          const int run_end = min(run + p.e4m3_promotion_tiles, k_tiles), run_step = step;
+          for (int k_tile = run; k_tile < run_end; ++k_tile, ++step) {
+            const int stage = step % Stages;
+            // Staggered issue: consumer 1 after consumer 0, consumer 0 after consumer 1.
+            if (consumer == 1)
+              named_barrier_sync(consumer_0_issued, 256);
+            else if (step > 0)
+              named_barrier_sync(consumer_1_issued, 256);
+            barrier_wait(full + stage, (step / Stages) & 1);
+            const std::uint32_t a_base = shared_address(a_tiles + stage * Tile::a_bytes + consumer * 64 * 128);
+            const std::uint32_t b_base = shared_address(b_tiles + stage * Tile::b_bytes);
+            wgmma_fence();
+#pragma unroll
+            for (int k32 = 0; k32 < 4; ++k32)
+              wgmma_e4m3_k32<BN>(acc, wgmma_descriptor(a_base + k32 * 32), wgmma_descriptor(b_base + k32 * 32));
+            wgmma_commit();
+            named_barrier_arrive(consumer == 0 ? consumer_0_issued : consumer_1_issued, 256);
+          }
+          // Promote: wait for the run's MMAs, free its stages, add its sums into the totals.
           wgmma_wait<0>();
-          if (signals) barrier_arrive(empty + stage);
+          if (signals)
+            for (int s = run_step; s < step; ++s) barrier_arrive(empty + s % Stages);
 #pragma unroll
           for (int i = 0; i < BN / 2; ++i) {
             total[i] += acc[i];
             acc[i] = 0.0f;
           }
         }
-      }
-      if constexpr (int8) {
-        wgmma_wait<0>();
-        if (signals) barrier_arrive(empty + (step - 1) % Stages);
       }
 
       // Epilogue, while the producer already fills the ring with the next tile's K tiles.

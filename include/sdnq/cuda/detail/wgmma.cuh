@@ -28,6 +28,8 @@
 #define SDNQ_WGMMA_D32(c) SDNQ_WGMMA_D8(c, 0), SDNQ_WGMMA_D8(c, 8), SDNQ_WGMMA_D8(c, 16), SDNQ_WGMMA_D8(c, 24)
 #define SDNQ_WGMMA_D64(c) \
   SDNQ_WGMMA_D32(c), SDNQ_WGMMA_D8(c, 32), SDNQ_WGMMA_D8(c, 40), SDNQ_WGMMA_D8(c, 48), SDNQ_WGMMA_D8(c, 56)
+#define SDNQ_WGMMA_D96(c) \
+  SDNQ_WGMMA_D64(c), SDNQ_WGMMA_D8(c, 64), SDNQ_WGMMA_D8(c, 72), SDNQ_WGMMA_D8(c, 80), SDNQ_WGMMA_D8(c, 88)
 #define SDNQ_WGMMA_D128(c)                                                                                   \
   SDNQ_WGMMA_D64(c), SDNQ_WGMMA_D8(c, 64), SDNQ_WGMMA_D8(c, 72), SDNQ_WGMMA_D8(c, 80), SDNQ_WGMMA_D8(c, 88), \
       SDNQ_WGMMA_D8(c, 96), SDNQ_WGMMA_D8(c, 104), SDNQ_WGMMA_D8(c, 112), SDNQ_WGMMA_D8(c, 120)
@@ -38,6 +40,10 @@
   SDNQ_WGMMA_R32                                                                                          \
       ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, " \
       "%51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define SDNQ_WGMMA_R96                                                                           \
+  SDNQ_WGMMA_R64                                                                                 \
+  ", %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, " \
+  "%82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
 #define SDNQ_WGMMA_R128                                                                              \
   SDNQ_WGMMA_R64                                                                                     \
       ", %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, " \
