@@ -29,7 +29,8 @@
 // error ≤ 1e-2 instead of bit-exact).
 // Measured on the H100 (bench/cuda/bench_w8a8.cu, docs/benchmarks.md session 7), M = 4096, FLUX
 // shapes, on codes quantized beforehand: int8 1.71-2.00x cuBLAS bf16 (cuBLASLt's bare int8 GEMM:
-// 1.79-2.01x), e4m3 1.23-1.35x; with the quantization fused into the GEMM: int8 1.11-1.70x. W4A8
+// 1.79-2.01x), e4m3 1.23-1.35x (session 16, H200: 1.39-1.50x with runs of K tiles between promotions
+// and the 128×192 tile); with the quantization fused into the GEMM: int8 1.11-1.70x. W4A8
 // with SVD r32 on codes (session 14, H200): 1.31-1.67x, the SVD stages on the 128×256 tiles. The
 // fused quantization is latency-bound (warps reading x while the GEMM waits), so nn::gpu::Linear
 // always quantizes in its own pass and sibling GEMMs share one quantization. The TMA kernel's
