@@ -5,6 +5,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "sdnq/core/parallel.hpp"
@@ -134,8 +135,14 @@ TEST_CASE("the row-blocked dequantizer equals plain loops over the codes", "[qua
   CHECK(mismatches == 0);
 }
 
+// Shapes past the line tile (64) and the step block (512) of the products, with count % 4 = 1 (scalar
+// sums), 0 (whole 8-wide register blocks) and 3 + 4 (a 4-wide block and scalars), and row and column
+// counts leaving 1-3 lines after the 4-line register blocks.
 TEST_CASE("the SVD's blocked products equal fma chains in index order", "[quant][cpu_speed][svd]") {
-  const std::int64_t rows = 37, cols = 53, count = 5;
+  const auto [rows, cols, count] = GENERATE(std::tuple<std::int64_t, std::int64_t, std::int64_t>{37, 53, 5},
+                                            std::tuple<std::int64_t, std::int64_t, std::int64_t>{131, 1030, 32},
+                                            std::tuple<std::int64_t, std::int64_t, std::int64_t>{1100, 70, 15});
+  INFO("W [" << rows << ", " << cols << "], " << count << " vectors");
   std::mt19937 generator(11);
   std::normal_distribution<double> normal(0.0, 1.0);
   std::vector<float> w(static_cast<std::size_t>(rows * cols));

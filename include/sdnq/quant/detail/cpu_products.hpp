@@ -15,6 +15,7 @@
 // x86-64 GCC/Clang: kernels with a fused multiply-add also get an AVX2+FMA clone, chosen at run time;
 // std::fma is exact on either, so the result is the same bits, only faster.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
+#include <immintrin.h>
 #define SDNQ_HAS_AVX2_CLONE 1
 #define SDNQ_TARGET_AVX2_FMA __attribute__((target("avx2,fma")))
 #define SDNQ_INLINE_BODY __attribute__((always_inline)) inline
@@ -60,11 +61,68 @@ SDNQ_INLINE_BODY void accumulate_tile_body(const float* weights, std::int64_t we
 }
 
 #if SDNQ_HAS_AVX2_CLONE
+// Rows t0 .. t0 + Rows − 1 and sums columns k0 .. k0 + 4·Vectors − 1 of accumulate_tile_body, held in
+// registers for all `steps` (the body keeps the whole [tile, count] block in memory and reloads and
+// stores every sum each step). Per step: Vectors loads of the vectors, Rows widened weights, Rows·Vectors
+// fused multiply-adds: the same fma per element in the same order, so the same bits.
+// Unrolled at any optimization level (-O2 keeps a loop over a register array in memory: 3× slower).
+#define SDNQ_UNROLLED _Pragma("GCC unroll 4")
+template <int Rows, int Vectors>
+SDNQ_TARGET_AVX2_FMA inline void accumulate_block_avx2(const float* weights, std::int64_t weight_stride,
+                                                       std::int64_t weight_step, const double* vectors,
+                                                       std::int64_t steps, std::int64_t count, double* sums) {
+  __m256d acc[Rows][Vectors];
+  SDNQ_UNROLLED for (int r = 0; r < Rows; ++r) {
+    SDNQ_UNROLLED for (int v = 0; v < Vectors; ++v) acc[r][v] = _mm256_loadu_pd(sums + r * count + 4 * v);
+  }
+  for (std::int64_t s = 0; s < steps; ++s) {
+    __m256d vector[Vectors];
+    SDNQ_UNROLLED for (int v = 0; v < Vectors; ++v) vector[v] = _mm256_loadu_pd(vectors + s * count + 4 * v);
+    SDNQ_UNROLLED for (int r = 0; r < Rows; ++r) {
+      const __m256d weight = _mm256_set1_pd(static_cast<double>(weights[r * weight_stride + s * weight_step]));
+      SDNQ_UNROLLED for (int v = 0; v < Vectors; ++v) acc[r][v] = _mm256_fmadd_pd(weight, vector[v], acc[r][v]);
+    }
+  }
+  SDNQ_UNROLLED for (int r = 0; r < Rows; ++r) {
+    SDNQ_UNROLLED for (int v = 0; v < Vectors; ++v) _mm256_storeu_pd(sums + r * count + 4 * v, acc[r][v]);
+  }
+}
+#undef SDNQ_UNROLLED
+
+// Columns k0 .. k0 + 4·Vectors − 1 of every row of the tile: 4-row register blocks, then single rows.
+// The columns are the outer loop so that their slice of the vectors stays in L1 across the rows.
+template <int Vectors>
+SDNQ_TARGET_AVX2_FMA inline void accumulate_columns_avx2(const float* weights, std::int64_t weight_stride,
+                                                         std::int64_t weight_step, std::int64_t tile,
+                                                         const double* vectors, std::int64_t steps, std::int64_t count,
+                                                         double* sums) {
+  std::int64_t t = 0;
+  for (; t + 4 <= tile; t += 4)
+    accumulate_block_avx2<4, Vectors>(weights + t * weight_stride, weight_stride, weight_step, vectors, steps, count,
+                                      sums + t * count);
+  for (; t < tile; ++t)
+    accumulate_block_avx2<1, Vectors>(weights + t * weight_stride, weight_stride, weight_step, vectors, steps, count,
+                                      sums + t * count);
+}
+
 SDNQ_TARGET_AVX2_FMA inline void accumulate_tile_avx2(const float* weights, std::int64_t weight_stride,
                                                       std::int64_t weight_step, std::int64_t tile,
                                                       const double* vectors, std::int64_t steps, std::int64_t count,
                                                       double* sums) {
-  accumulate_tile_body(weights, weight_stride, weight_step, tile, vectors, steps, count, sums);
+  std::int64_t k = 0;
+  for (; k + 12 <= count; k += 12)
+    accumulate_columns_avx2<3>(weights, weight_stride, weight_step, tile, vectors + k, steps, count, sums + k);
+  for (; k + 8 <= count; k += 8)
+    accumulate_columns_avx2<2>(weights, weight_stride, weight_step, tile, vectors + k, steps, count, sums + k);
+  for (; k + 4 <= count; k += 4)
+    accumulate_columns_avx2<1>(weights, weight_stride, weight_step, tile, vectors + k, steps, count, sums + k);
+  for (; k < count; ++k)  // the last count % 4 sums: scalar fma chains
+    for (std::int64_t t = 0; t < tile; ++t) {
+      double sum = sums[t * count + k];
+      for (std::int64_t s = 0; s < steps; ++s)
+        sum = std::fma(static_cast<double>(weights[t * weight_stride + s * weight_step]), vectors[s * count + k], sum);
+      sums[t * count + k] = sum;
+    }
 }
 #endif
 
@@ -78,19 +136,26 @@ inline void accumulate_tile(const float* weights, std::int64_t weight_stride, st
   accumulate_tile_body(weights, weight_stride, weight_step, tile, vectors, steps, count, sums);
 }
 
+// The products below take `line_tile` rows (or columns) of W at a time, each with `count` sums in
+// memory, and walk the reduction index in blocks of `step_block`: the block of vectors ([step_block,
+// count] doubles, 128 KiB at count 32) stays in L2 while every line of the tile uses it. Each sum still
+// runs its fma chain over the whole reduction index in ascending order.
+inline constexpr std::int64_t line_tile = 64, step_block = 512;
+
 // out[k·rows + i] = Σ_j W[i, j]·x[k·cols + j] in double (fma chain, j ascending). W [rows, cols]
 // row-major; x holds `count` vectors of length cols, out `count` vectors of length rows.
 inline void matrix_times_vectors(std::span<const float> w, std::int64_t rows, std::int64_t cols,
                                  const std::vector<double>& x, std::int64_t count, std::vector<double>& out) {
   const std::vector<double> x_interleaved = interleave_vectors(x, count, cols);  // [cols, count]
   out.assign(static_cast<std::size_t>(rows * count), 0.0);
-  constexpr std::int64_t row_tile = 4;  // rows sharing each load of x
-  parallel_for(0, (rows + row_tile - 1) / row_tile, 4, [&](std::int64_t tile_begin, std::int64_t tile_end) {
-    std::vector<double> sums(static_cast<std::size_t>(row_tile * count));  // [row_tile, count]
+  parallel_for(0, (rows + line_tile - 1) / line_tile, 1, [&](std::int64_t tile_begin, std::int64_t tile_end) {
+    std::vector<double> sums(static_cast<std::size_t>(line_tile * count));  // [line_tile, count]
     for (std::int64_t tile = tile_begin; tile < tile_end; ++tile) {
-      const std::int64_t row0 = tile * row_tile, tile_rows = std::min(row_tile, rows - row0);
+      const std::int64_t row0 = tile * line_tile, tile_rows = std::min(line_tile, rows - row0);
       std::fill(sums.begin(), sums.end(), 0.0);
-      accumulate_tile(w.data() + row0 * cols, cols, 1, tile_rows, x_interleaved.data(), cols, count, sums.data());
+      for (std::int64_t s0 = 0; s0 < cols; s0 += step_block)
+        accumulate_tile(w.data() + row0 * cols + s0, cols, 1, tile_rows, x_interleaved.data() + s0 * count,
+                        std::min(step_block, cols - s0), count, sums.data());
       for (std::int64_t r = 0; r < tile_rows; ++r)
         for (std::int64_t k = 0; k < count; ++k) out[k * rows + row0 + r] = sums[r * count + k];
     }
@@ -103,13 +168,14 @@ inline void transposed_matrix_times_vectors(std::span<const float> w, std::int64
                                             std::vector<double>& out) {
   const std::vector<double> y_interleaved = interleave_vectors(y, count, rows);  // [rows, count]
   out.assign(static_cast<std::size_t>(cols * count), 0.0);
-  constexpr std::int64_t column_tile = 16;  // columns of W one accumulator block covers
-  parallel_for(0, (cols + column_tile - 1) / column_tile, 4, [&](std::int64_t tile_begin, std::int64_t tile_end) {
-    std::vector<double> sums(static_cast<std::size_t>(column_tile * count));  // [column_tile, count]
+  parallel_for(0, (cols + line_tile - 1) / line_tile, 1, [&](std::int64_t tile_begin, std::int64_t tile_end) {
+    std::vector<double> sums(static_cast<std::size_t>(line_tile * count));  // [line_tile, count]
     for (std::int64_t tile = tile_begin; tile < tile_end; ++tile) {
-      const std::int64_t col0 = tile * column_tile, tile_cols = std::min(column_tile, cols - col0);
+      const std::int64_t col0 = tile * line_tile, tile_cols = std::min(line_tile, cols - col0);
       std::fill(sums.begin(), sums.end(), 0.0);
-      accumulate_tile(w.data() + col0, 1, cols, tile_cols, y_interleaved.data(), rows, count, sums.data());
+      for (std::int64_t s0 = 0; s0 < rows; s0 += step_block)
+        accumulate_tile(w.data() + s0 * cols + col0, 1, cols, tile_cols, y_interleaved.data() + s0 * count,
+                        std::min(step_block, rows - s0), count, sums.data());
       for (std::int64_t c = 0; c < tile_cols; ++c)
         for (std::int64_t k = 0; k < count; ++k) out[k * cols + col0 + c] = sums[c * count + k];
     }
