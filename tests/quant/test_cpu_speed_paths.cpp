@@ -1,6 +1,7 @@
 // The fast CPU codec paths: results must not depend on the thread count (the same bits serially and on
 // the pool — run the binary with SDNQ_NUM_THREADS=1 and with several threads for the whole picture), and
 // the blocked products must equal plain loops written here with the same per-element operation order.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -106,13 +107,17 @@ TEST_CASE("dequantize gives the same bits on one thread and on the pool", "[quan
 }
 
 TEST_CASE("the row-blocked dequantizer equals plain loops over the codes", "[quant][cpu_speed]") {
-  // uint4, group 32, SVD rank 8 on [72, 96]: q = unpacked code, r = fma(q, scale, zero_point) per group,
-  // then + Σ_r fma(up, down, ·) in fp32 from r = 0, cast to fp32: computed here element by element.
-  const Tensor weight = normal_weight(72, 96, 9);
+  // uint4, group 32, SVD rank 8: q = unpacked code, r = fma(q, scale, zero_point) per group, then
+  // + Σ_r fma(up, down, ·) in fp32 from r = 0, cast to fp32: computed here element by element. [74, 352]
+  // leaves 2 rows after the 4-row blocks of the low-rank product and a second 256-column block of 96.
+  const auto [rows, cols] =
+      GENERATE(std::pair<std::int64_t, std::int64_t>{72, 96}, std::pair<std::int64_t, std::int64_t>{74, 352});
+  INFO("[" << rows << ", " << cols << "]");
+  const Tensor weight = normal_weight(rows, cols, 9);
   const quant::QuantizedTensors layer = quantize(weight, "uint4", 32, 8);
   const Tensor dense = quant::dequantize(layer.view(), DType::f32, quant::ScalePrecision::as_stored);
   REQUIRE_FALSE(layer.layout.transposed);
-  const std::int64_t rows = 72, cols = 96, group = 32, rank = 8;
+  const std::int64_t group = 32, rank = 8;
   std::vector<std::uint16_t> codes(static_cast<std::size_t>(rows * cols));
   format::unpack_codes(4, layer.weight.view(), codes);
   auto widened = [](const Tensor& t, std::int64_t i) {  // the stored (bf16 or f32) value
@@ -131,6 +136,31 @@ TEST_CASE("the row-blocked dequantizer equals plain loops over the codes", "[qua
       value = value + low_rank;
       if (!layer.layout.dequantize_fp32) value = bf16(value).to_float();
       mismatches += std::memcmp(&value, &dense.data_as<float>()[e], sizeof(float)) != 0;
+    }
+  CHECK(mismatches == 0);
+}
+
+// The dequantizer's low-rank add-back, U·D in fp32: 4-row register blocks of 24 and 8 columns, then
+// scalar columns and single rows. [7, 300] rank 13: 3 rows after a block, and in the second 256-column
+// block 44 = 24 + 8 + 8 + 4 columns.
+TEST_CASE("the low-rank add-back's blocked product equals fp32 fma chains in rank order", "[quant][cpu_speed][svd]") {
+  const std::int64_t rows = 7, cols = 300, rank = 13;
+  std::mt19937 generator(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> up(static_cast<std::size_t>(rows * rank)), down(static_cast<std::size_t>(rank * cols));
+  for (auto& v : up) v = normal(generator);
+  for (auto& v : down) v = normal(generator);
+  std::vector<float> product(static_cast<std::size_t>(rows * cols), std::nanf(""));
+  quant::detail::fused_low_rank_rows(up.data(), down.data(), 0, rows, rank, cols,
+                                     [&](std::int64_t row, std::int64_t col0, std::int64_t width, const float* sums) {
+                                       std::copy(sums, sums + width, product.begin() + row * cols + col0);
+                                     });
+  std::int64_t mismatches = 0;
+  for (std::int64_t i = 0; i < rows; ++i)
+    for (std::int64_t j = 0; j < cols; ++j) {
+      float sum = 0.0f;
+      for (std::int64_t r = 0; r < rank; ++r) sum = std::fma(up[i * rank + r], down[r * cols + j], sum);
+      mismatches += std::memcmp(&sum, &product[i * cols + j], sizeof(float)) != 0;
     }
   CHECK(mismatches == 0);
 }

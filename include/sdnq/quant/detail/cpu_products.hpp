@@ -212,17 +212,69 @@ inline void fused_low_rank_row(const float* up_row, const float* down, std::int6
   fused_low_rank_row_body(up_row, down, rank, cols, width, sums);
 }
 
+#if SDNQ_HAS_AVX2_CLONE
+// fused_low_rank_row_body for `Rows` rows at once (sums [Rows, low_rank_column_block]): each block of
+// 8·Vectors columns of every row in registers over all r, so a row of D is loaded once for all the rows.
+// The same fma per element in the same order, so the same bits.
+#define SDNQ_UNROLLED _Pragma("GCC unroll 4")
+template <int Rows, int Vectors>
+SDNQ_TARGET_AVX2_FMA inline void fused_low_rank_block_avx2(const float* up, const float* down, std::int64_t rank,
+                                                           std::int64_t cols, float* sums) {
+  __m256 acc[Rows][Vectors];
+  SDNQ_UNROLLED for (int row = 0; row < Rows; ++row) {
+    SDNQ_UNROLLED for (int v = 0; v < Vectors; ++v) acc[row][v] = _mm256_setzero_ps();
+  }
+  for (std::int64_t r = 0; r < rank; ++r) {
+    __m256 d[Vectors];
+    SDNQ_UNROLLED for (int v = 0; v < Vectors; ++v) d[v] = _mm256_loadu_ps(down + r * cols + 8 * v);
+    SDNQ_UNROLLED for (int row = 0; row < Rows; ++row) {
+      const __m256 u = _mm256_set1_ps(up[row * rank + r]);
+      SDNQ_UNROLLED for (int v = 0; v < Vectors; ++v) acc[row][v] = _mm256_fmadd_ps(u, d[v], acc[row][v]);
+    }
+  }
+  SDNQ_UNROLLED for (int row = 0; row < Rows; ++row) {
+    SDNQ_UNROLLED for (int v = 0; v < Vectors; ++v)
+        _mm256_storeu_ps(sums + row * low_rank_column_block + 8 * v, acc[row][v]);
+  }
+}
+#undef SDNQ_UNROLLED
+
+template <int Rows>
+SDNQ_TARGET_AVX2_FMA inline void fused_low_rank_rows_avx2(const float* up_rows, const float* down, std::int64_t rank,
+                                                          std::int64_t cols, std::int64_t width, float* sums) {
+  std::int64_t c = 0;
+  for (; c + 24 <= width; c += 24) fused_low_rank_block_avx2<Rows, 3>(up_rows, down + c, rank, cols, sums + c);
+  for (; c + 8 <= width; c += 8) fused_low_rank_block_avx2<Rows, 1>(up_rows, down + c, rank, cols, sums + c);
+  for (int row = 0; row < Rows; ++row)  // the last width % 8 columns: scalar fma chains
+    for (std::int64_t column = c; column < width; ++column) {
+      float sum = 0.0f;
+      for (std::int64_t r = 0; r < rank; ++r) sum = std::fma(up_rows[row * rank + r], down[r * cols + column], sum);
+      sums[row * low_rank_column_block + column] = sum;
+    }
+}
+#endif
+
 // U·D with U [rows, rank] and D [rank, cols] (fp32, row-major) for rows [row_begin, row_end): calls
 // finish(row, col0, width, sums) with sums[c] = (U·D)[row, col0 + c], each an fp32 fma chain over r.
+// With AVX2, 4 rows at a time share each load of D.
 template <class Finish>
 void fused_low_rank_rows(const float* up, const float* down, std::int64_t row_begin, std::int64_t row_end,
                          std::int64_t rank, std::int64_t cols, Finish&& finish) {
-  float sums[low_rank_column_block];
+  constexpr std::int64_t block_rows = 4;
+  float sums[block_rows * low_rank_column_block];
+  const bool blocked = cpu_has_avx2_fma();
   for (std::int64_t col0 = 0; col0 < cols; col0 += low_rank_column_block) {
     const std::int64_t width = std::min(low_rank_column_block, cols - col0);
-    for (std::int64_t row = row_begin; row < row_end; ++row) {
-      fused_low_rank_row(up + row * rank, down + col0, rank, cols, width, sums);
-      finish(row, col0, width, sums);
+    for (std::int64_t row = row_begin, done = 1; row < row_end; row += done) {
+      done = 1;
+#if SDNQ_HAS_AVX2_CLONE
+      if (blocked && row + block_rows <= row_end) {
+        fused_low_rank_rows_avx2<block_rows>(up + row * rank, down + col0, rank, cols, width, sums);
+        done = block_rows;
+      } else
+#endif
+        fused_low_rank_row(up + row * rank, down + col0, rank, cols, width, sums);
+      for (std::int64_t r = 0; r < done; ++r) finish(row + r, col0, width, sums + r * low_rank_column_block);
     }
   }
 }
