@@ -66,17 +66,12 @@ struct RowQuantized {
 
 namespace detail {
 
-// NaN quotients (0/0, inf/inf, NaN rows) have no integer code: 0 (see the header comment).
+// clamp(nearbyint(quotient), −128, 127); NaN quotients (0/0, inf/inf, NaN rows) have no integer code: 0
+// (see the header comment). Without a library call, so that a loop of it vectorizes: clamping first
+// gives the same result (the bounds are integers), then adding 1.5·2^23 rounds half to even in the
+// default rounding mode and leaves 2^22 + the integer in the mantissa, read from the bits (so that no
+// -ffast-math reassociation in a consumer's build can cancel the addition).
 inline std::int8_t round_clamp_int8(float quotient) {
-  if (std::isnan(quotient)) return 0;
-  return static_cast<std::int8_t>(std::clamp(std::nearbyint(quotient), -128.0f, 127.0f));
-}
-
-// The same value without a library call, so that a loop of it vectorizes: clamping first gives the
-// same result (the bounds are integers), then adding 1.5·2^23 rounds half to even in the default
-// rounding mode and leaves 2^22 + the integer in the mantissa, read from the bits (so that no
-// -ffast-math reassociation in a consumer's build can cancel the addition); NaN gives 0.
-inline std::int8_t round_clamp_int8_inline(float quotient) {
   constexpr float shift = 12582912.0f;  // 1.5·2^23: ulp 1 over [2^23, 2^24)
   const float clamped = quotient < -128.0f ? -128.0f : quotient > 127.0f ? 127.0f : quotient;
   const int value = static_cast<int>(std::bit_cast<std::uint32_t>(clamped + shift) & 0x7FFFFFu) - 0x400000;
@@ -128,7 +123,7 @@ inline void quantize_row(const float* row, std::int64_t cols, MatmulDType matmul
       scale = round(amax / 127.0f);
       auto* out = static_cast<std::int8_t*>(codes);
       if (dtype == DType::f32) {  // no rounding to a 16-bit dtype between: the loop vectorizes
-        for (std::int64_t k = 0; k < cols; ++k) out[k] = round_clamp_int8_inline(row[k] / scale);
+        for (std::int64_t k = 0; k < cols; ++k) out[k] = round_clamp_int8(row[k] / scale);
         return;
       }
       for (std::int64_t k = 0; k < cols; ++k) out[k] = round_clamp_int8(round(row[k] / scale));

@@ -262,7 +262,9 @@ void fused_low_rank_rows(const float* up, const float* down, std::int64_t row_be
                          std::int64_t rank, std::int64_t cols, Finish&& finish) {
   constexpr std::int64_t block_rows = 4;
   float sums[block_rows * low_rank_column_block];
+#if SDNQ_HAS_AVX2_CLONE
   const bool blocked = cpu_has_avx2_fma();
+#endif
   for (std::int64_t col0 = 0; col0 < cols; col0 += low_rank_column_block) {
     const std::int64_t width = std::min(low_rank_column_block, cols - col0);
     for (std::int64_t row = row_begin, done = 1; row < row_end; row += done) {
