@@ -60,20 +60,25 @@
 SDNQ_KERNEL_NAMESPACE_BEGIN
 namespace kernel_detail {
 
-// d += A[64×32] · B[BN×32]ᵀ in e4m3 with fp32 accumulators, BN 128 or 192 (fragment as
-// wgmma_s8_m64n128k32, BN / 8 column groups).
-#define SDNQ_WGMMA_E4M3(shape, R, D, descriptors)                                                         \
-  asm volatile("wgmma.mma_async.sync.aligned." shape ".f32.e4m3.e4m3 " R "}, " descriptors ", 1, 1, 1;\n" \
-               : D("+f")                                                                                  \
+// d = A[64×32] · B[BN×32]ᵀ (+ d with Accumulate) in e4m3 with fp32 accumulators, BN 128 or 192
+// (fragment as wgmma_s8_m64n128k32, BN / 8 column groups). Accumulate is the instruction's scale-d as
+// an immediate: a run's first MMA overwrites d, so no zeroing instructions precede it.
+#define SDNQ_WGMMA_E4M3(shape, R, D, descriptors, scale_d)                                                      \
+  asm volatile("wgmma.mma_async.sync.aligned." shape ".f32.e4m3.e4m3 " R "}, " descriptors ", " scale_d ", 1, 1;\n" \
+               : D("+f")                                                                                        \
                : "l"(a), "l"(b))
-template <int BN>
+template <int BN, bool Accumulate = true>
 __device__ __forceinline__ void wgmma_e4m3_k32(float (&d)[BN / 2], std::uint64_t a, std::uint64_t b) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(BN == 128 || BN == 192, "e4m3 tiles: 128 or 192 columns");
-  if constexpr (BN == 128)
-    SDNQ_WGMMA_E4M3("m64n128k32", SDNQ_WGMMA_R64, SDNQ_WGMMA_D64, "%64, %65");
+  if constexpr (BN == 128 && Accumulate)
+    SDNQ_WGMMA_E4M3("m64n128k32", SDNQ_WGMMA_R64, SDNQ_WGMMA_D64, "%64, %65", "1");
+  else if constexpr (BN == 128)
+    SDNQ_WGMMA_E4M3("m64n128k32", SDNQ_WGMMA_R64, SDNQ_WGMMA_D64, "%64, %65", "0");
+  else if constexpr (Accumulate)
+    SDNQ_WGMMA_E4M3("m64n192k32", SDNQ_WGMMA_R96, SDNQ_WGMMA_D96, "%96, %97", "1");
   else
-    SDNQ_WGMMA_E4M3("m64n192k32", SDNQ_WGMMA_R96, SDNQ_WGMMA_D96, "%96, %97");
+    SDNQ_WGMMA_E4M3("m64n192k32", SDNQ_WGMMA_R96, SDNQ_WGMMA_D96, "%96, %97", "0");
 #else
   (void)d, (void)a, (void)b;
   __trap();
@@ -311,6 +316,19 @@ __global__ void __launch_bounds__(Tile::threads, 1)
     Acc acc[BN / 2];                 // the m64nBN fragment (see wgmma_s8_m64n256k32)
     float total[int8 ? 1 : BN / 2];  // e4m3: promoted sums
     int step = 0;
+    // One K tile's four MMAs from ring stage `stage` (mma(a, b, k32) issues one k32 step); one group.
+    const auto issue_k_tile = [&](int stage, auto mma) {
+      const std::uint32_t a_base = shared_address(a_tiles + stage * Tile::a_bytes + consumer * 64 * 128);
+      const std::uint32_t b_base = shared_address(b_tiles + stage * Tile::b_bytes);
+      wgmma_fence();
+#pragma unroll
+      for (int k32 = 0; k32 < 4; ++k32) mma(wgmma_descriptor(a_base + k32 * 32), wgmma_descriptor(b_base + k32 * 32), k32);
+      wgmma_commit();
+    };
+    if constexpr (!int8) {
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;  // defined once; every run's first MMA overwrites it
+    }
     for (int index = first_index; index < tile_count; index += index_step) {
       const int2 tile = tile_of(index);
       const SvdTileRanks ranks = svd_ranks_of(tile);
@@ -320,13 +338,7 @@ __global__ void __launch_bounds__(Tile::threads, 1)
         for (int k_tile = 0; k_tile < k_tiles; ++k_tile, ++step) {
           const int stage = step % Stages;
           barrier_wait(full + stage, (step / Stages) & 1);
-          const std::uint32_t a_base = shared_address(a_tiles + stage * Tile::a_bytes + consumer * 64 * 128);
-          const std::uint32_t b_base = shared_address(b_tiles + stage * Tile::b_bytes);
-          wgmma_fence();
-#pragma unroll
-          for (int k32 = 0; k32 < 4; ++k32)
-            wgmma_s8_k32<BN>(acc, wgmma_descriptor(a_base + k32 * 32), wgmma_descriptor(b_base + k32 * 32));
-          wgmma_commit();
+          issue_k_tile(stage, [&](std::uint64_t a, std::uint64_t b, int) { wgmma_s8_k32<BN>(acc, a, b); });
           wgmma_wait<1>();  // the previous K tile's group is done: its stage is free
           if (k_tile > 0 && signals) barrier_arrive(empty + (step - 1) % Stages);
         }
@@ -335,36 +347,40 @@ __global__ void __launch_bounds__(Tile::threads, 1)
       } else {
 #pragma unroll
         for (int i = 0; i < BN / 2; ++i) total[i] = 0.0f;
-#pragma unroll
-        for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
+        // Staggered issue (consumer 1 after consumer 0, consumer 0 after consumer 1), then the K tile.
+        const auto issue_in_turn = [&](auto mma) {
+          const int stage = step % Stages;
+          if (consumer == 1)
+            named_barrier_sync(consumer_0_issued, 256);
+          else if (step > 0)
+            named_barrier_sync(consumer_1_issued, 256);
+          barrier_wait(full + stage, (step / Stages) & 1);
+          issue_k_tile(stage, mma);
+          named_barrier_arrive(consumer == 0 ? consumer_0_issued : consumer_1_issued, 256);
+          ++step;
+        };
         for (int run = 0; run < k_tiles; run += p.e4m3_promotion_tiles) {
-          const int run_end = min(run + p.e4m3_promotion_tiles, k_tiles), run_step = step;
-          for (int k_tile = run; k_tile < run_end; ++k_tile, ++step) {
-            const int stage = step % Stages;
-            // Staggered issue: consumer 1 after consumer 0, consumer 0 after consumer 1.
-            if (consumer == 1)
-              named_barrier_sync(consumer_0_issued, 256);
-            else if (step > 0)
-              named_barrier_sync(consumer_1_issued, 256);
-            barrier_wait(full + stage, (step / Stages) & 1);
-            const std::uint32_t a_base = shared_address(a_tiles + stage * Tile::a_bytes + consumer * 64 * 128);
-            const std::uint32_t b_base = shared_address(b_tiles + stage * Tile::b_bytes);
-            wgmma_fence();
-#pragma unroll
-            for (int k32 = 0; k32 < 4; ++k32)
-              wgmma_e4m3_k32<BN>(acc, wgmma_descriptor(a_base + k32 * 32), wgmma_descriptor(b_base + k32 * 32));
-            wgmma_commit();
-            named_barrier_arrive(consumer == 0 ? consumer_0_issued : consumer_1_issued, 256);
-          }
-          // Promote: wait for the run's MMAs, free its stages, add its sums into the totals.
+          const int run_tiles = min(p.e4m3_promotion_tiles, k_tiles - run), run_step = step;
+          // The run's first K tile overwrites the sums (its first k32 step without scale-d), the
+          // others add to them.
+          issue_in_turn([&](std::uint64_t a, std::uint64_t b, int k32) {
+            if (k32 == 0)
+              wgmma_e4m3_k32<BN, false>(acc, a, b);
+            else
+              wgmma_e4m3_k32<BN>(acc, a, b);
+          });
+          for (int k_tile = 1; k_tile < run_tiles; ++k_tile)
+            issue_in_turn([&](std::uint64_t a, std::uint64_t b, int) { wgmma_e4m3_k32<BN>(acc, a, b); });
+          // Promote: wait for the run's MMAs, free its stages (at most Stages, unrolled and
+          // predicated: no loop around the arrivals), add its sums into the totals.
           wgmma_wait<0>();
-          if (signals)
-            for (int s = run_step; s < step; ++s) barrier_arrive(empty + s % Stages);
+          if (signals) {
 #pragma unroll
-          for (int i = 0; i < BN / 2; ++i) {
-            total[i] += acc[i];
-            acc[i] = 0.0f;
+            for (int s = 0; s < Stages; ++s)
+              if (s < run_tiles) barrier_arrive(empty + (run_step + s) % Stages);
           }
+#pragma unroll
+          for (int i = 0; i < BN / 2; ++i) total[i] += acc[i];
         }
       }
 
