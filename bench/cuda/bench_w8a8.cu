@@ -34,6 +34,9 @@
 // w8a8_fp8_prequantized[_tileT][_promoteP]: e4m3 on codes on tile T (6: 128×128, 10: 128×192; none:
 // the chosen one) with the promotion into fp32 totals every P K tiles of 128 inputs
 // (kernel_detail::ForcedE4m3Promotion; none: the default). _tile6_promote1 is the kernel before session 16.
+// w8a8_{int8,fp8}_prequantized_pairsP: on codes, the chosen tile, with the TMA kernel's blocks never paired
+// (P = 1) or paired wherever they can be (P = 2: clusters of two sharing each weight tile;
+// kernel_detail::ForcedW8A8Pairs).
 // Run: bench_w8a8 --benchmark_min_time=0.05s
 #include <benchmark/benchmark.h>
 #include <cublasLt.h>
@@ -145,6 +148,11 @@ void bench_w8a8(benchmark::State& state) { bench_w8a8_with_svd(state, 0); }
 // state.range(6): the e4m3 promotion interval in K tiles.
 void bench_w8a8_promotion(benchmark::State& state) {
   const sdnq::cuda::kernel_detail::ForcedE4m3Promotion forced(static_cast<int>(state.range(6)));
+  bench_w8a8_with_svd(state, 0);
+}
+// state.range(6): kernel_detail::ForcedW8A8Pairs's mode (1: blocks never paired, 2: paired wherever they can be).
+void bench_w8a8_pairs(benchmark::State& state) {
+  const sdnq::cuda::kernel_detail::ForcedW8A8Pairs forced(static_cast<int>(state.range(6)));
   bench_w8a8_with_svd(state, 0);
 }
 void bench_w4a8_svd32(benchmark::State& state) {
@@ -398,6 +406,14 @@ void register_all() {
                 ->Args({m, n, k, 1, tile, 1, tiles})
                 ->UseManualTime();
         }
+      for (const int kind : {0, 1})
+        for (const int mode : {1, 2})  // the chosen tile, blocks unpaired / paired
+          benchmark::RegisterBenchmark(
+              (std::string(kind == 0 ? "w8a8_int8" : "w8a8_fp8") + "_prequantized_pairs" + std::to_string(mode) + shape)
+                  .c_str(),
+              bench_w8a8_pairs)
+              ->Args({m, n, k, kind, -1, 1, mode})
+              ->UseManualTime();
       benchmark::RegisterBenchmark(("w4a8_svd32" + shape).c_str(), bench_w4a8_svd32)
           ->Args({m, n, k, 0, -1, 0})
           ->UseManualTime();

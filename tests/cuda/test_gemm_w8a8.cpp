@@ -902,6 +902,25 @@ TEST_CASE("gemm_w8a8 pre-quantized on the persistent TMA grid: several tiles per
     run_prequantized_case<sdnq::fp16>(1100, 2070, 272, true, false, 109, tile, DType::f32);
 }
 
+// Pairs of blocks sharing each weight tile (clusters of two, half the tile multicast by each): every TMA
+// tile, one block per tile and persistent, with an even row tile count, an odd one (the last pair's
+// second tile past M: it stores nothing but feeds its partner) and several pairs per cluster, against
+// the fused call, which never pairs; and pairing forced off gives the same bits.
+TEST_CASE("gemm_w8a8 pre-quantized on paired blocks: y bit for bit the unpaired kernel's, odd row tile counts",
+          "[cuda][w8a8]") {
+  const int tile = GENERATE(6, 7, 8, 9, 10, 11);
+  const bool fp8 = GENERATE(false, true);
+  const bool paired = GENERATE(true, false);
+  if (!tile_runs_here(tile)) return;
+  if (fp8 ? (tile == 7 || tile == 9) : tile >= 10) return;  // 128×256: int8 only, 128×192: e4m3 only
+  if (fp8 && !sdnq::test::gpu_has_fp8_tensor_cores()) return;
+  const sdnq::test::PairedBlocksScope scope(paired);
+  INFO((paired ? "paired" : "unpaired") << " blocks");
+  run_prequantized_case<sdnq::bf16>(256, 200, 400, fp8, true, 120, tile, DType::f32);    // 2 row tiles
+  run_prequantized_case<sdnq::fp16>(300, 131, 1168, fp8, false, 121, tile, DType::f32);  // 3: a ghost tile
+  run_prequantized_case<sdnq::bf16>(1400, 2070, 272, fp8, true, 122, tile, DType::f32);  // 11, many pairs
+}
+
 TEST_CASE("gemm_w8a8 pre-quantized: one activation buffer feeds two GEMMs of different N", "[cuda][w8a8]") {
   const bool fp8 = GENERATE(false, true);
   if (fp8 && !sdnq::test::gpu_has_fp8_tensor_cores()) {

@@ -55,6 +55,8 @@ Tensor run_gemm_w8a8_kernel(const cuda::W8A8WeightsHost& weights, TensorView x, 
 
 E4m3PromotionScope::E4m3PromotionScope(int tiles) { cuda::kernel_detail::forced_e4m3_promotion_tiles.store(tiles); }
 E4m3PromotionScope::~E4m3PromotionScope() { cuda::kernel_detail::forced_e4m3_promotion_tiles.store(0); }
+PairedBlocksScope::PairedBlocksScope(bool on) { cuda::kernel_detail::forced_w8a8_pairs.store(on ? 2 : 1); }
+PairedBlocksScope::~PairedBlocksScope() { cuda::kernel_detail::forced_w8a8_pairs.store(0); }
 
 Tensor run_gemm_w8a8_with_svd_parts(const cuda::W8A8WeightsHost& weights, TensorView x, std::optional<TensorView> bias,
                                     const std::vector<SvdPartSpec>& parts, int tile) {

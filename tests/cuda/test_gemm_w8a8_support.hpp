@@ -26,6 +26,16 @@ class E4m3PromotionScope {
   E4m3PromotionScope& operator=(const E4m3PromotionScope&) = delete;
 };
 
+// For its lifetime, the TMA kernel runs in pairs of blocks sharing each weight tile wherever it can
+// (`on`), or never (cuda::kernel_detail::ForcedW8A8Pairs, without the CUDA header).
+class PairedBlocksScope {
+ public:
+  explicit PairedBlocksScope(bool on);
+  ~PairedBlocksScope();
+  PairedBlocksScope(const PairedBlocksScope&) = delete;
+  PairedBlocksScope& operator=(const PairedBlocksScope&) = delete;
+};
+
 // One block of an SVD branch's part table (cuda::kernel_detail::W8A8SvdPart, without the CUDA header).
 struct SvdPartSpec {
   int column_end = 0, rank_begin = 0, rank = 0;

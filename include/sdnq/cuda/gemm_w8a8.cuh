@@ -275,6 +275,57 @@ int e4m3_promotion_tiles() {
   return forced >= 1 ? std::min(forced, Tile::Stages) : Tile::Stages - 2;
 }
 
+// Whether the TMA kernel runs in pairs of blocks (W8A8Params::paired: clusters of two that share each
+// weight tile, loaded half by each block and multicast into both): possible on codes quantized
+// beforehand, without an SVD branch, from two row tiles on. The weight tiles then leave the L2 once per
+// pair instead of once per block. Off unless forced: on the H200 it measured within -2 % .. +5 % of the
+// unpaired kernel at FLUX's shapes (docs/benchmarks.md session 17), so the L2 is not what limits these
+// GEMMs. Tests and benchmarks force it for a scope with ForcedW8A8Pairs (1: never, 2: wherever it can
+// run); not for concurrent use.
+inline std::atomic<int> forced_w8a8_pairs{0};
+
+struct ForcedW8A8Pairs {
+  explicit ForcedW8A8Pairs(int mode) { forced_w8a8_pairs.store(mode); }
+  ~ForcedW8A8Pairs() { forced_w8a8_pairs.store(0); }
+  ForcedW8A8Pairs(const ForcedW8A8Pairs&) = delete;
+  ForcedW8A8Pairs& operator=(const ForcedW8A8Pairs&) = delete;
+};
+
+template <class Tile>
+bool w8a8_pairs(const W8A8Params& p, bool svd) {
+  if (Tile::svd || svd || !p.codes_ready || ceil_div(p.m, Tile::BM) < 2) return false;
+  const int forced = forced_w8a8_pairs.load(std::memory_order_relaxed);
+  return forced == 2;
+}
+
+// How many clusters of two blocks of `kernel` (one block per SM) the device holds at once, asked once per
+// device (0..63): a persistent paired grid is that many clusters, so that no cluster waits for a wave.
+template <auto Kernel>
+int w8a8_resident_pairs(int shared_bytes, int threads) {
+  static std::atomic<int> known[64] = {};  // 0: not asked yet
+  int device = 0;
+  SDNQ_CUDA_CHECK(cudaGetDevice(&device));
+  std::atomic<int>& entry = known[device & 63];
+  if (entry.load(std::memory_order_relaxed) == 0) {
+    cudaLaunchConfig_t config{};
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeClusterDimension;
+    attribute.val.clusterDim.x = 2;
+    attribute.val.clusterDim.y = 1;
+    attribute.val.clusterDim.z = 1;
+    config.gridDim = dim3(2);
+    config.blockDim = dim3(static_cast<unsigned>(threads));
+    config.dynamicSmemBytes = static_cast<std::size_t>(shared_bytes);
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    int clusters = 0;
+    SDNQ_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, Kernel, &config));
+    SDNQ_REQUIRE(clusters > 0, UnsupportedError, "gemm_w8a8: the device holds no cluster of two TMA kernel blocks");
+    entry.store(clusters, std::memory_order_relaxed);
+  }
+  return entry.load(std::memory_order_relaxed);
+}
+
 // Launches the TMA kernel: tensor maps of the workspace codes [M, K] and the weight codes [N, K];
 // `blocks_at_most` caps the grid (the SM count: persistent blocks; 0: one block per tile).
 template <class T, W8A8Operand Operand, class Tile>
@@ -284,8 +335,10 @@ void launch_gemm_w8a8_tma(const W8A8Params& p, int blocks_at_most, cudaStream_t 
   opt_in_shared_memory<kernel>(Tile::shared_bytes);
   W8A8Params params = p;
   params.e4m3_promotion_tiles = e4m3_promotion_tiles<Tile>();
+  params.paired = w8a8_pairs<Tile>(p, svd.rank_padded > 0);
   const CUtensorMap a_map = byte_matrix_tensor_map(p.x_codes, p.m, p.k, Tile::BM, "the quantized activations");
-  const CUtensorMap b_map = byte_matrix_tensor_map(p.w, p.n, p.k, Tile::BN, "the weight codes");
+  const CUtensorMap b_map =
+      byte_matrix_tensor_map(p.w, p.n, p.k, params.paired ? Tile::BN / 2 : Tile::BN, "the weight codes");
   // The output leaves through TMA stores when its rows are 16-byte multiples on a 16-byte aligned base
   // (N % 8 == 0); otherwise by the consumers' own stores (the map argument then is unused).
   const bool store_by_tma = p.n % 8 == 0 && reinterpret_cast<std::uintptr_t>(p.y) % 16 == 0;
@@ -297,6 +350,27 @@ void launch_gemm_w8a8_tma(const W8A8Params& p, int blocks_at_most, cudaStream_t 
     svd_params = svd.params;
     low_rank_map = byte_matrix_tensor_map(svd.low_rank, p.m, svd.rank_padded * 2, Tile::BM, "low_rank");
     svd_up_map = byte_matrix_tensor_map(svd.svd_up, p.n, svd.rank_padded * 2, Tile::BN, "svd_up");
+  }
+  if (params.paired) {
+    std::int64_t clusters = ceil_div(p.n, Tile::BN) * ceil_div(ceil_div(p.m, Tile::BM), 2);
+    if (blocks_at_most > 0)
+      clusters = std::min<std::int64_t>(
+          {clusters, blocks_at_most / 2, w8a8_resident_pairs<kernel>(Tile::shared_bytes, Tile::threads)});
+    cudaLaunchConfig_t config{};
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeClusterDimension;
+    attribute.val.clusterDim.x = 2;
+    attribute.val.clusterDim.y = 1;
+    attribute.val.clusterDim.z = 1;
+    config.gridDim = dim3(static_cast<unsigned>(2 * clusters));
+    config.blockDim = dim3(Tile::threads);
+    config.dynamicSmemBytes = Tile::shared_bytes;
+    config.stream = stream;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    SDNQ_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, params, a_map, b_map, y_map, store_by_tma, low_rank_map,
+                                       svd_up_map, svd_params));
+    return;
   }
   std::int64_t blocks = ceil_div(p.n, Tile::BN) * ceil_div(p.m, Tile::BM);
   if (blocks_at_most > 0) blocks = std::min<std::int64_t>(blocks, blocks_at_most);

@@ -101,6 +101,60 @@ __device__ __forceinline__ void tma_load_2d(void* destination, const CUtensorMap
 #endif
 }
 
+// As tma_load_2d, into the same shared-memory offset of every block of this block's cluster named in
+// `cta_mask`, completing the bytes on the barrier at the same offset in each of them (the weight tile
+// that both blocks of a pair read, half loaded by each).
+__device__ __forceinline__ void tma_load_2d_multicast(void* destination, const CUtensorMap* map, int inner, int outer,
+                                                      std::uint64_t* barrier, std::uint16_t cta_mask) {
+#ifdef SDNQ_TMA_DEVICE
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+      " [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(destination))),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(inner), "r"(outer),
+      "r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(barrier))), "h"(cta_mask)
+      : "memory");
+#else
+  (void)destination, (void)map, (void)inner, (void)outer, (void)barrier, (void)cta_mask;
+#endif
+}
+
+// This block's rank in its cluster (0 outside a cluster launch).
+__device__ __forceinline__ int cluster_rank() {
+#ifdef SDNQ_TMA_DEVICE
+  std::uint32_t rank = 0;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
+  return static_cast<int>(rank);
+#else
+  return 0;
+#endif
+}
+
+// Every thread of every block of the cluster: what each wrote to shared memory (initialized barriers
+// included) is visible to the others after it; no block proceeds before all arrived.
+__device__ __forceinline__ void cluster_sync() {
+#ifdef SDNQ_TMA_DEVICE
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+#endif
+}
+
+// One arrival on the barrier at `barrier`'s offset in block `rank` of this cluster. The arrival's default
+// release semantics at CTA scope suffice for a consumer freeing a ring stage (its reads are wgmma's,
+// complete by wait_group); release at cluster scope would fence this thread's memory operations first.
+__device__ __forceinline__ void barrier_arrive_in_block(std::uint64_t* barrier, int rank) {
+#ifdef SDNQ_TMA_DEVICE
+  asm volatile(
+      "{\n"
+      ".reg .b32 remote;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.shared::cluster.b64 _, [remote];\n"
+      "}\n" ::"r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(barrier))),
+      "r"(rank)
+      : "memory");
+#else
+  (void)barrier, (void)rank;
+#endif
+}
+
 // Copies the box at (inner, outer) of shared memory (`source`, laid out as the map's swizzle says) to
 // the 2-D tensor in global memory; parts of the box outside the tensor are not written. The copy joins
 // this thread's current bulk group (tma_store_commit).

@@ -47,6 +47,10 @@ struct W8A8Params {
   // into the fp32 totals, 1 ≤ e4m3_promotion_tiles ≤ the ring's stages (set by the launch:
   // gemm_w8a8.cuh's e4m3_promotion_tiles).
   int e4m3_promotion_tiles = 1;
+  // TMA kernel without an SVD branch, codes_ready only: launched in clusters of two blocks that walk
+  // vertically adjacent output tiles (rows 2i and 2i + 1 of the same columns) together, each loading
+  // half of the shared weight tile into both (gemm_w8a8.cuh's w8a8_pairs).
+  bool paired = false;
 };
 
 __device__ __forceinline__ int load_acquire(const int* address) {

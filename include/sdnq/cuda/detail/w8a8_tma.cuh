@@ -248,20 +248,34 @@ __global__ void __launch_bounds__(Tile::threads, 1)
 
   // Output tiles blockIdx.x, + gridDim.x, ... (grouped order, tile_coordinates); the ring's stages and
   // barrier phases run on across tiles (K tile number `step` counted over all of this block's tiles).
+  // Paired blocks (a cluster of two, p.paired) walk pairs of row tiles instead: cluster c takes pairs c,
+  // c + clusters, ..., block `rank` of it row tile 2i + rank. Each block loads its own activation rows
+  // and half of the weight tile into both blocks' ring (multicast), so the L2 serves each weight tile once
+  // per pair. With an odd row tile count the last pair's second tile lies past M (a ghost): that block
+  // loads no activations, computes on what its ring holds and stores nothing, but still loads its half
+  // of the weights for its partner and frees its stages in both blocks.
+  const bool paired = !Tile::svd && p.paired;
+  const int rank = paired ? cluster_rank() : 0, pair_rows = paired ? 2 : 1;
   const int row_tiles = (p.m + BM - 1) / BM, col_tiles = (p.n + BN - 1) / BN;
-  const int tile_count = row_tiles * col_tiles, first_index = blockIdx.x, index_step = gridDim.x;
+  const int walk_rows = (row_tiles + pair_rows - 1) / pair_rows;
+  const int tile_count = walk_rows * col_tiles, first_index = blockIdx.x / pair_rows;
+  const int index_step = gridDim.x / pair_rows;
   const int k_tiles = (p.k + Tile::k_tile - 1) / Tile::k_tile;
   // The SVD stages of an output tile (after its K tiles): none without an SVD branch.
   const auto svd_ranks_of = [&](int2 tile) {
     if constexpr (!Tile::svd) return SvdTileRanks{};
     return svd_tile_ranks(svd, tile.y * BN, min(tile.y * BN + BN, p.n) - 1);
   };
-  const auto tile_of = [&](int index) { return tile_coordinates(row_tiles, col_tiles, index); };
+  const auto tile_of = [&](int index) {
+    int2 tile = tile_coordinates(walk_rows, col_tiles, index);
+    tile.x = tile.x * pair_rows + rank;
+    return tile;
+  };
   const auto rows_of = [&](int2 tile) { return min(BM, p.m - tile.x * BM); };
   if (threadIdx.x == 0) {
     for (int s = 0; s < Stages; ++s) {
       barrier_init(full + s, 1);   // the producer's arrival; the bytes complete it
-      barrier_init(empty + s, 2);  // one arrival per consumer warpgroup
+      barrier_init(empty + s, 2 * pair_rows);  // one arrival per consumer warpgroup (of both blocks if paired)
     }
     barrier_init_fence();
     tma_prefetch_map(&a_map);
@@ -271,6 +285,7 @@ __global__ void __launch_bounds__(Tile::threads, 1)
       tma_prefetch_map(&svd_up_map);
     }
   }
+  if (paired) cluster_sync();  // the partner's barriers are initialized before any copy or arrival reaches them
   // The first tile's rows: quantized by all 384 threads unless codes_ready. quantize_row_tile ends with
   // a block-wide barrier either way, which also publishes the initialized barriers.
   const int2 first = tile_of(first_index);
@@ -286,18 +301,24 @@ __global__ void __launch_bounds__(Tile::threads, 1)
         if (index != first_index && !p.codes_ready) wait_for_rows(p, tile.x, rows_of(tile));
         fence_proxy_async_global();  // the codes acquired, before the copy engine reads them
         const SvdTileRanks ranks = svd_ranks_of(tile);
+        const bool ghost = tile.x >= row_tiles;  // paired only
         for (int k_tile = 0; k_tile < k_tiles + ranks.stages; ++k_tile, ++step) {
           const int stage = step % Stages;
           if (step >= Stages) barrier_wait(empty + stage, (step / Stages - 1) & 1);
-          barrier_arrive_expect_bytes(full + stage, Tile::stage_bytes);
+          barrier_arrive_expect_bytes(full + stage, ghost ? Tile::b_bytes : Tile::stage_bytes);
           // Codes by 128-byte K tiles, then the SVD operands by 128-byte (64-rank) tiles from the
           // tile's first rank.
           const bool codes = k_tile < k_tiles;
           const int inner = codes ? k_tile * Tile::k_tile : (ranks.begin + (k_tile - k_tiles) * 64) * 2;
-          tma_load_2d(a_tiles + stage * Tile::a_bytes, codes ? &a_map : &low_rank_map, inner, tile.x * BM,
-                      full + stage);
-          tma_load_2d(b_tiles + stage * Tile::b_bytes, codes ? &b_map : &svd_up_map, inner, tile.y * BN,
-                      full + stage);
+          if (!ghost)
+            tma_load_2d(a_tiles + stage * Tile::a_bytes, codes ? &a_map : &low_rank_map, inner, tile.x * BM,
+                        full + stage);
+          if (paired)  // b_map's boxes are BN / 2 rows: this block's half, into both blocks
+            tma_load_2d_multicast(b_tiles + stage * Tile::b_bytes + rank * (Tile::b_bytes / 2), &b_map, inner,
+                                  tile.y * BN + rank * (BN / 2), full + stage, 0b11);
+          else
+            tma_load_2d(b_tiles + stage * Tile::b_bytes, codes ? &b_map : &svd_up_map, inner, tile.y * BN,
+                        full + stage);
         }
       }
     } else if (warp > 0 && !p.codes_ready) {
@@ -312,6 +333,12 @@ __global__ void __launch_bounds__(Tile::threads, 1)
     grow_registers<Tile::consumer_registers>();
     const int consumer = warpgroup - 1;  // rows 64·consumer .. 64·consumer + 63 of the tile
     const bool signals = threadIdx.x % 128 == 0;
+    // The consumer is done with ring stage `stage`: in both blocks of a pair (the partner's producer
+    // multicasts into this block's ring too).
+    const auto release = [&](int stage) {
+      barrier_arrive(empty + stage);
+      if (paired) barrier_arrive_in_block(empty + stage, rank ^ 1);
+    };
     using Acc = std::conditional_t<int8, int, float>;
     Acc acc[BN / 2];                 // the m64nBN fragment (see wgmma_s8_m64n256k32)
     float total[int8 ? 1 : BN / 2];  // e4m3: promoted sums
@@ -340,10 +367,10 @@ __global__ void __launch_bounds__(Tile::threads, 1)
           barrier_wait(full + stage, (step / Stages) & 1);
           issue_k_tile(stage, [&](std::uint64_t a, std::uint64_t b, int) { wgmma_s8_k32<BN>(acc, a, b); });
           wgmma_wait<1>();  // the previous K tile's group is done: its stage is free
-          if (k_tile > 0 && signals) barrier_arrive(empty + (step - 1) % Stages);
+          if (k_tile > 0 && signals) release((step - 1) % Stages);
         }
         wgmma_wait<0>();
-        if (signals) barrier_arrive(empty + (step - 1) % Stages);
+        if (signals) release((step - 1) % Stages);
       } else {
 #pragma unroll
         for (int i = 0; i < BN / 2; ++i) total[i] = 0.0f;
@@ -377,13 +404,14 @@ __global__ void __launch_bounds__(Tile::threads, 1)
           if (signals) {
 #pragma unroll
             for (int s = 0; s < Stages; ++s)
-              if (s < run_tiles) barrier_arrive(empty + (run_step + s) % Stages);
+              if (s < run_tiles) release((run_step + s) % Stages);
           }
 #pragma unroll
           for (int i = 0; i < BN / 2; ++i) total[i] += acc[i];
         }
       }
 
+      if (tile.x >= row_tiles) continue;  // a ghost tile (paired): no rows to store
       // Epilogue, while the producer already fills the ring with the next tile's K tiles.
       const int row0 = tile.x * BM, col0 = tile.y * BN;
       const int consumer_warp = (threadIdx.x - 128) >> 5, lane = threadIdx.x & 31;  // 0..7 over both
@@ -425,10 +453,10 @@ __global__ void __launch_bounds__(Tile::threads, 1)
             wgmma_commit();
           }
           wgmma_wait<1>();  // the previous stage's groups are done: free it (the K tiles' already are)
-          if (svd_tile > 0 && signals) barrier_arrive(empty + (step - 1) % Stages);
+          if (svd_tile > 0 && signals) release((step - 1) % Stages);
         }
         wgmma_wait<0>();  // on every path: the epilogue reads what wgmma wrote (else ptxas adds a wait, C7517)
-        if (ranks.stages > 0 && signals) barrier_arrive(empty + (step - 1) % Stages);
+        if (ranks.stages > 0 && signals) release((step - 1) % Stages);
       }
       const auto sum_pair = [&](int j, int half) {
         if constexpr (Tile::svd)
@@ -489,6 +517,8 @@ __global__ void __launch_bounds__(Tile::threads, 1)
     if (!int8 && consumer == 0 && step > 0) named_barrier_sync(consumer_1_issued, 256);
     if (signals) tma_store_wait_all();  // the block's last stores complete before it exits
   }
+  // A paired block leaves only with its partner: until then the partner may still arrive on its barriers.
+  if (paired) cluster_sync();
 #else
   (void)p, (void)a_map, (void)b_map, (void)y_map, (void)store_by_tma, (void)low_rank_map, (void)svd_up_map, (void)svd;
   __trap();
