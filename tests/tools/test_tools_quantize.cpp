@@ -3,7 +3,9 @@
 // within the quantizer's error, pipelines with copied files, dry runs, overwrite rules, bad input.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -12,6 +14,8 @@
 #include "sdnq/io/safetensors.hpp"
 #include "sdnq/quant/checkpoint.hpp"
 #include "sdnq/tools/inspect.hpp"
+#include "sdnq/quant/dynamic.hpp"
+#include "sdnq/tools/quantize_arguments.hpp"
 #include "sdnq/tools/quantize_model.hpp"
 #include "sdnq_catch.hpp"
 
@@ -92,6 +96,17 @@ tools::QuantizeRequest uint4_request(std::int64_t svd_rank) {
   request.config.weights_dtype = "uint4";
   request.config.use_svd = svd_rank > 0;
   if (svd_rank > 0) request.config.svd_rank = svd_rank;
+  request.interactive_progress = false;
+  return request;
+}
+
+// The request sdnq-quantize makes of these command-line arguments (argv[0] added).
+tools::QuantizeRequest request_of(std::vector<std::string> arguments) {
+  arguments.insert(arguments.begin(), "sdnq-quantize");
+  std::vector<const char*> argv;
+  for (const auto& argument : arguments) argv.push_back(argument.c_str());
+  const auto parsed = tools::parse_arguments(static_cast<int>(argv.size()), argv.data(), tools::quantize_option_spec());
+  tools::QuantizeRequest request = tools::quantize_request_from(parsed);
   request.interactive_progress = false;
   return request;
 }
@@ -307,6 +322,162 @@ TEST_CASE("sdnq-quantize rejects bad input with typed errors naming it", "[tools
     CHECK(std::string(error.what()).find("transformer") != std::string::npos);
   }
   CHECK_FALSE(fs::exists(temp.path / "out.partial"));
+}
+
+TEST_CASE("sdnq-quantize options: --config is the base, given options replace its values and add to its lists",
+          "[tools][quantize]") {
+  TempFolder temp;
+  write_text(temp.path / "base.json", R"({"quantization_config": {"quant_method": "sdnq", "weights_dtype": "uint4",
+      "group_size": 32, "use_svd": true, "svd_rank": 8, "use_hadamard": true, "modules_to_not_convert": ["conv_in"],
+      "modules_dtype_dict": {"int8": ["to_out"]}, "modules_quant_config": {"to_q": {"group_size": 64}}}})");
+  const std::string base = (temp.path / "base.json").string();
+  const tools::QuantizeRequest kept = request_of({"--config", base});
+  CHECK(kept.config.weights_dtype == "uint4");
+  CHECK(kept.config.group_size == 32);
+  CHECK(kept.config.use_svd);
+  CHECK(kept.config.svd_rank == 8);
+  CHECK(kept.config.use_hadamard);  // not reset by the absent --hadamard
+  CHECK(kept.config.modules_quant_config.size() == 1);
+
+  const tools::QuantizeRequest changed =
+      request_of({"--config", base, "--type", "int5", "--group-size", "64", "--skip", "to_q,blocks.1",
+                  "--no-matmul", "proj_out", "--module-types", "uint8=pos_embedding;int8=ff.net.2",
+                  "--quantized-matmul-dtype", "int8", "--scales-in-model-dtype", "--dynamic",
+                  "--dynamic-loss-threshold", "0.01", "--codebook-steps", "5", "--hadamard-group-size", "128"});
+  const quant::SdnqConfig& config = changed.config;
+  CHECK(config.weights_dtype == "int5");
+  CHECK(config.group_size == 64);
+  CHECK(config.svd_rank == 8);
+  CHECK(config.modules_to_not_convert == std::vector<std::string>{"conv_in", "to_q", "blocks.1"});
+  CHECK(config.modules_to_not_use_matmul == std::vector<std::string>{"proj_out"});
+  REQUIRE(config.modules_dtype_dict.size() == 2);  // int8 extended, uint8 added after it: the file's order first
+  CHECK(config.modules_dtype_dict[0].first == "int8");
+  CHECK(config.modules_dtype_dict[0].second == std::vector<std::string>{"to_out", "ff.net.2"});
+  CHECK(config.modules_dtype_dict[1].first == "uint8");
+  CHECK(config.modules_dtype_dict[1].second == std::vector<std::string>{"pos_embedding"});
+  CHECK(config.quantized_matmul_dtype == std::optional<std::string>("int8"));
+  CHECK_FALSE(config.dequantize_fp32);
+  CHECK(config.use_dynamic_quantization);
+  CHECK(config.dynamic_loss_threshold == std::optional<double>(0.01));
+  CHECK(config.codebook_steps == 5);
+  CHECK(config.hadamard_group_size == 128);
+}
+
+TEST_CASE("sdnq-quantize options: bad values and bad --config files are errors naming them", "[tools][quantize]") {
+  TempFolder temp;
+  const auto message_of = [](const std::vector<std::string>& arguments) -> std::string {
+    try {
+      request_of(arguments);
+    } catch (const Error& error) {
+      return error.what();
+    }
+    return "no error";
+  };
+  const auto usage_error = [&](const std::vector<std::string>& arguments, const std::string& expected) {
+    INFO(fmt::format("{}", fmt::join(arguments, " ")));
+    CHECK_THROWS_AS(request_of(arguments), tools::UsageError);
+    CHECK(message_of(arguments).find(expected) != std::string::npos);
+  };
+  usage_error({"--group-size", "32"}, "--type is required");
+  usage_error({"--type", "int9000"}, "--type \"int9000\" is not an SDNQ storage type");
+  usage_error({"--type", "int8", "--module-types", "bogus=to_q"}, "--module-types \"bogus\"");
+  usage_error({"--type", "int8", "--module-types", "to_q"}, "expected TYPE=pattern");
+  usage_error({"--type", "int8", "--module-types", "int8="}, "int8 names no module pattern");
+  usage_error({"--type", "int8", "--quantized-matmul-dtype", "int3x"}, "--quantized-matmul-dtype");
+  usage_error({"--type", "int8", "--dynamic-loss-threshold", "0.1"}, "needs --dynamic");
+  usage_error({"--type", "int8", "--dynamic", "--dynamic-loss-threshold", "-1"}, "a number >= 0");
+  usage_error({"--type", "int8", "--dynamic", "--dynamic-loss-threshold", "0.1x"}, "a number >= 0");
+
+  const std::string missing = (temp.path / "missing.json").string();
+  CHECK_THROWS_AS(request_of({"--config", missing}), IoError);
+  CHECK(message_of({"--config", missing}).find("missing.json") != std::string::npos);
+  write_text(temp.path / "broken.json", R"({"weights_dtype": "int8",)");
+  CHECK_THROWS_AS(request_of({"--config", (temp.path / "broken.json").string()}), ConfigError);
+  CHECK(message_of({"--config", (temp.path / "broken.json").string()}).find("broken.json: not valid JSON") !=
+        std::string::npos);
+  write_text(temp.path / "list.json", "[1, 2]");
+  CHECK_THROWS_AS(request_of({"--config", (temp.path / "list.json").string()}), ConfigError);
+  write_text(temp.path / "gguf.json", R"({"quant_method": "gguf"})");
+  CHECK_THROWS_AS(request_of({"--config", (temp.path / "gguf.json").string()}), UnsupportedError);
+  write_text(temp.path / "typed.json", R"({"weights_dtype": "int8", "group_size": "64"})");
+  CHECK_THROWS_AS(request_of({"--config", (temp.path / "typed.json").string()}), ConfigError);
+}
+
+TEST_CASE("sdnq-quantize per-module options: a dtype for some layers, others left dense, loaded as written",
+          "[tools][quantize]") {
+  TempFolder temp;
+  write_dense_component(temp.path / "transformer");
+  const tools::QuantizeRequest request =
+      request_of({"--type", "uint4", "--module-types", "int8=to_out", "--skip", "to_q", "--no-skip-keys"});
+  tools::quantize_model((temp.path / "transformer").string(), temp.path / "out", request);
+  const auto written = quant::SdnqCheckpoint::open(temp.path / "out");
+  const io::Checkpoint source = io::open_checkpoint(temp.path / "transformer");
+  CHECK_FALSE(written.is_quantized("blocks.0.attn.to_q", quant::LayerKind::linear));
+  CHECK(written.tensor("blocks.0.attn.to_q.weight").dtype() == DType::bf16);
+  CHECK(relative_error(written.tensor("blocks.0.attn.to_q.weight"), source.tensor("blocks.0.attn.to_q.weight")) == 0);
+  REQUIRE(written.is_quantized("blocks.0.attn.to_out", quant::LayerKind::linear));
+  CHECK(written.layer_options("blocks.0.attn.to_out", quant::LayerKind::linear).weights_type->name == "int8");
+  CHECK(written.tensor("blocks.0.attn.to_out.weight").dtype() == DType::i8);
+  const quant::QuantizedWeight out = written.quantized_weight("blocks.0.attn.to_out", quant::LayerKind::linear, Shape{128, 192});
+  CHECK(relative_error(quant::dequantize(out, DType::f32, quant::ScalePrecision::reference_compatible).view(), source.tensor("blocks.0.attn.to_out.weight")) < 0.02);
+}
+
+// Dynamic quantization through the tool: each layer gets the dtype quant::choose_dynamic_dtype picks
+// for it (the same bytes), the written config makes a loader resolve that dtype, a dry run plans what
+// the real run writes, and with a threshold nothing reaches the layers stay dense.
+TEST_CASE("sdnq-quantize --dynamic: the dtype the search picks per layer, recorded for loaders", "[tools][quantize]") {
+  TempFolder temp;
+  write_dense_component(temp.path / "transformer");
+  const io::Checkpoint source = io::open_checkpoint(temp.path / "transformer");
+  tools::QuantizeRequest request = request_of({"--type", "uint2", "--dynamic", "--dynamic-loss-threshold", "0.02",
+                                               "--no-skip-keys", "--dry-run"});
+  const auto plan = tools::quantize_model((temp.path / "transformer").string(), temp.path / "out", request);
+  CHECK_FALSE(fs::exists(temp.path / "out"));
+  request.dry_run = false;
+  const auto done = tools::quantize_model((temp.path / "transformer").string(), temp.path / "out", request);
+  REQUIRE(done.components.size() == 1);
+  CHECK(plan.components[0].output_tensor_bytes == done.components[0].output_tensor_bytes);
+  const auto written = quant::SdnqCheckpoint::open(temp.path / "out");
+  std::set<std::string> chosen;
+  for (const char* prefix : {"blocks.0.attn.to_q", "blocks.0.attn.to_out"}) {
+    INFO(prefix);
+    const std::string name = std::string(prefix) + ".weight";
+    const quant::LayerOptions options = quant::resolve_layer_options(request.config, name, quant::LayerKind::linear);
+    quant::QuantizeControls controls;
+    controls.layer_name = prefix;
+    const quant::DynamicChoice expected = quant::choose_dynamic_dtype(
+        source.tensor(name), quant::LayerKind::linear, options, DType::bf16, 0.02, controls);
+    REQUIRE(expected.weights_dtype.has_value());
+    CHECK(expected.loss <= 0.02);
+    chosen.insert(*expected.weights_dtype);
+    CHECK(written.layer_options(prefix, quant::LayerKind::linear).weights_type->name == *expected.weights_dtype);
+    const TensorView stored = written.tensor(name), want = expected.tensors->weight.view();
+    REQUIRE(stored.shape() == want.shape());
+    REQUIRE(stored.nbytes() == want.nbytes());
+    CHECK(std::memcmp(stored.data(), want.data(), stored.nbytes()) == 0);
+  }
+  CHECK_FALSE(chosen.contains("uint2"));  // the rank-1 part makes 2 bits too coarse for 0.02
+
+  // Threshold 0: no candidate of the ladder reproduces these weights exactly (checked), so none is taken.
+  {
+    const std::string name = "blocks.0.attn.to_q.weight";
+    quant::QuantizeControls controls;
+    controls.layer_name = "blocks.0.attn.to_q";
+    REQUIRE_FALSE(quant::choose_dynamic_dtype(source.tensor(name), quant::LayerKind::linear,
+                                              quant::resolve_layer_options(request.config, name, quant::LayerKind::linear),
+                                              DType::bf16, 0.0, controls)
+                      .weights_dtype.has_value());
+  }
+  request = request_of({"--type", "uint2", "--dynamic", "--dynamic-loss-threshold", "0", "--no-skip-keys"});
+  const auto dense = tools::quantize_model((temp.path / "transformer").string(), temp.path / "dense", request);
+  const auto kept = quant::SdnqCheckpoint::open(temp.path / "dense");
+  CHECK_FALSE(kept.is_quantized("blocks.0.attn.to_q", quant::LayerKind::linear));
+  CHECK(kept.tensor("blocks.0.attn.to_q.weight").dtype() == DType::bf16);
+  CHECK(dense.components[0].layers.empty());
+  const auto& skipped = dense.components[0].skipped;
+  CHECK(std::count_if(skipped.begin(), skipped.end(), [](const std::string& reason) {
+          return reason.find("(dynamic quantization: no dtype within the loss threshold)") != std::string::npos;
+        }) == 2);
 }
 
 TEST_CASE("infer_layer_kind: 2-D Linear or Embedding by module name, 3/4/5-D convolutions", "[tools][quantize]") {

@@ -130,4 +130,17 @@ inline void record_dynamic_choice(SdnqConfig& config, const std::string& param_n
   if (choice.disable_quantized_matmul) config.modules_to_not_use_matmul.push_back(param_name);
 }
 
+// One layer as save_sdnq_checkpoint and sdnq-quantize quantize it: with `options`, or with dynamic
+// quantization on, with the dtype the search accepts, recorded into `config` as the reference records it.
+// nullopt: no candidate passed the threshold; the layer stays dense (and is in modules_to_not_convert).
+inline std::optional<QuantizedTensors> quantize_layer(SdnqConfig& config, const std::string& param_name,
+                                                      TensorView weight, LayerKind kind, const LayerOptions& options,
+                                                      DType model_dtype, const QuantizeControls& controls) {
+  if (!config.use_dynamic_quantization) return quantize_weight(weight, kind, options, model_dtype, controls);
+  DynamicChoice choice =
+      choose_dynamic_dtype(weight, kind, options, model_dtype, config.dynamic_loss_threshold, controls);
+  record_dynamic_choice(config, param_name, choice);
+  return std::move(choice.tensors);
+}
+
 }  // namespace sdnq::quant

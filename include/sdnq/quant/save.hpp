@@ -124,14 +124,9 @@ inline SdnqConfig save_sdnq_checkpoint(const std::filesystem::path& folder, cons
     QuantizeControls layer_controls = controls;
     layer_controls.layer_name = module.prefix;
     const LayerOptions options = resolve_layer_options(config, param_name, module.kind);
-    if (config.use_dynamic_quantization) {
-      DynamicChoice choice = choose_dynamic_dtype(weight, module.kind, options, component.model_dtype,
-                                                  config.dynamic_loss_threshold, layer_controls);
-      record_dynamic_choice(config, param_name, choice);
-      if (choice.tensors) quantized.emplace(param_name, std::move(*choice.tensors));
-      continue;
-    }
-    quantized.emplace(param_name, quantize_weight(weight, module.kind, options, component.model_dtype, layer_controls));
+    if (auto tensors = quantize_layer(config, param_name, weight, module.kind, options, component.model_dtype,
+                                      layer_controls))
+      quantized.emplace(param_name, std::move(*tensors));
   }
 
   std::vector<io::NamedTensor> tensors;

@@ -27,6 +27,7 @@
 #include "sdnq/core/error.hpp"
 #include "sdnq/io/sharded.hpp"
 #include "sdnq/quant/config.hpp"
+#include "sdnq/quant/dynamic.hpp"
 #include "sdnq/quant/layer_options.hpp"
 #include "sdnq/quant/layout.hpp"
 #include "sdnq/quant/quantize.hpp"
@@ -188,13 +189,17 @@ inline ComponentResult quantize_component(const ModelComponent& component, const
       result.skipped.push_back(fmt::format("{} ({})", name, *reason));
       if (*reason != "modules_to_not_convert") config.modules_to_not_convert.push_back(name);
     }
-    if (!kind || reason) {
+    // A tensor written as it is: not a weight, skipped, or (dynamic quantization) no dtype passed.
+    const auto write_dense = [&] {
       result.output_tensor_bytes += info.nbytes();
       if (writer) writer->add(name, checkpoint.tensor(name), info.safetensors_dtype == dtype_name(info.dtype)
                                                                   ? std::string()
                                                                   : info.safetensors_dtype);
       release_mapped_pages(checkpoint, name);
       progress.advance();
+    };
+    if (!kind || reason) {
+      write_dense();
       continue;
     }
     const std::string prefix = name.substr(0, name.size() - 7);
@@ -206,23 +211,33 @@ inline ComponentResult quantize_component(const ModelComponent& component, const
       throw ConfigError(fmt::format("{}: layer {} ({} {}): {}", component.folder.string(), prefix,
                                     quant::layer_kind_name(*kind), info.shape.to_string(), error.what()));
     }
+    // Dynamic quantization picks the dtype by quantizing, so a dry run quantizes too (and plans exactly
+    // what a real run writes); otherwise the layout alone gives the sizes.
+    std::optional<quant::QuantizedTensors> q;
+    if (writer || config.use_dynamic_quantization) {
+      quant::QuantizeControls controls;
+      controls.layer_name = prefix;
+      controls.seed = request.seed;
+      q = quant::quantize_layer(config, name, checkpoint.tensor(name), *kind, options, model_dtype, controls);
+      if (!q) {
+        result.skipped.push_back(fmt::format("{} (dynamic quantization: no dtype within the loss threshold)", name));
+        write_dense();
+        continue;
+      }
+      layout = q->layout;
+    }
     PlannedLayer planned{prefix, *kind, std::string(layout.weights_type->name), layout.group_size, layout.svd_rank,
                          planned_bytes(layout, options, model_dtype)};
     result.output_tensor_bytes += planned.stored_bytes;
     result.layers.push_back(planned);
     if (writer) {
-      quant::QuantizeControls controls;
-      controls.layer_name = prefix;
-      controls.seed = request.seed;
-      const quant::QuantizedTensors q =
-          quant::quantize_weight(checkpoint.tensor(name), *kind, options, model_dtype, controls);
-      writer->add(prefix + ".weight", q.weight.view(), quant::stored_safetensors_dtype(*q.layout.weights_type));
-      writer->add(prefix + ".scale", q.scale.view());
-      if (q.zero_point) writer->add(prefix + ".zero_point", q.zero_point->view());
-      if (q.svd_up) writer->add(prefix + ".svd_up", q.svd_up->view());
-      if (q.svd_down) writer->add(prefix + ".svd_down", q.svd_down->view());
-      release_mapped_pages(checkpoint, name);
+      writer->add(prefix + ".weight", q->weight.view(), quant::stored_safetensors_dtype(*q->layout.weights_type));
+      writer->add(prefix + ".scale", q->scale.view());
+      if (q->zero_point) writer->add(prefix + ".zero_point", q->zero_point->view());
+      if (q->svd_up) writer->add(prefix + ".svd_up", q->svd_up->view());
+      if (q->svd_down) writer->add(prefix + ".svd_down", q->svd_down->view());
     }
+    release_mapped_pages(checkpoint, name);
     progress.advance();
   }
   result.written_config = config;
