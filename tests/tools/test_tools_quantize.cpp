@@ -13,8 +13,8 @@
 
 #include "sdnq/io/safetensors.hpp"
 #include "sdnq/quant/checkpoint.hpp"
-#include "sdnq/tools/inspect.hpp"
 #include "sdnq/quant/dynamic.hpp"
+#include "sdnq/tools/inspect.hpp"
 #include "sdnq/tools/quantize_arguments.hpp"
 #include "sdnq/tools/quantize_model.hpp"
 #include "sdnq_catch.hpp"
@@ -339,11 +339,13 @@ TEST_CASE("sdnq-quantize options: --config is the base, given options replace it
   CHECK(kept.config.use_hadamard);  // not reset by the absent --hadamard
   CHECK(kept.config.modules_quant_config.size() == 1);
 
-  const tools::QuantizeRequest changed =
-      request_of({"--config", base, "--type", "int5", "--group-size", "64", "--skip", "to_q,blocks.1",
-                  "--no-matmul", "proj_out", "--module-types", "uint8=pos_embedding;int8=ff.net.2",
-                  "--quantized-matmul-dtype", "int8", "--scales-in-model-dtype", "--dynamic",
-                  "--dynamic-loss-threshold", "0.01", "--codebook-steps", "5", "--hadamard-group-size", "128"});
+  std::vector<std::string> arguments = {"--config", base, "--type", "int5", "--group-size", "64"};
+  arguments.insert(arguments.end(), {"--skip", "to_q,blocks.1", "--no-matmul", "proj_out"});
+  arguments.insert(arguments.end(), {"--module-types", "uint8=pos_embedding;int8=ff.net.2"});
+  arguments.insert(arguments.end(), {"--quantized-matmul-dtype", "int8", "--scales-in-model-dtype"});
+  arguments.insert(arguments.end(), {"--dynamic", "--dynamic-loss-threshold", "0.01", "--codebook-steps", "5"});
+  arguments.insert(arguments.end(), {"--hadamard-group-size", "128"});
+  const tools::QuantizeRequest changed = request_of(arguments);
   const quant::SdnqConfig& config = changed.config;
   CHECK(config.weights_dtype == "int5");
   CHECK(config.group_size == 64);
@@ -418,8 +420,10 @@ TEST_CASE("sdnq-quantize per-module options: a dtype for some layers, others lef
   REQUIRE(written.is_quantized("blocks.0.attn.to_out", quant::LayerKind::linear));
   CHECK(written.layer_options("blocks.0.attn.to_out", quant::LayerKind::linear).weights_type->name == "int8");
   CHECK(written.tensor("blocks.0.attn.to_out.weight").dtype() == DType::i8);
-  const quant::QuantizedWeight out = written.quantized_weight("blocks.0.attn.to_out", quant::LayerKind::linear, Shape{128, 192});
-  CHECK(relative_error(quant::dequantize(out, DType::f32, quant::ScalePrecision::reference_compatible).view(), source.tensor("blocks.0.attn.to_out.weight")) < 0.02);
+  const quant::QuantizedWeight out =
+      written.quantized_weight("blocks.0.attn.to_out", quant::LayerKind::linear, Shape{128, 192});
+  CHECK(relative_error(quant::dequantize(out, DType::f32, quant::ScalePrecision::reference_compatible).view(),
+                       source.tensor("blocks.0.attn.to_out.weight")) < 0.02);
 }
 
 // Dynamic quantization through the tool: each layer gets the dtype quant::choose_dynamic_dtype picks
@@ -429,8 +433,8 @@ TEST_CASE("sdnq-quantize --dynamic: the dtype the search picks per layer, record
   TempFolder temp;
   write_dense_component(temp.path / "transformer");
   const io::Checkpoint source = io::open_checkpoint(temp.path / "transformer");
-  tools::QuantizeRequest request = request_of({"--type", "uint2", "--dynamic", "--dynamic-loss-threshold", "0.02",
-                                               "--no-skip-keys", "--dry-run"});
+  tools::QuantizeRequest request =
+      request_of({"--type", "uint2", "--dynamic", "--dynamic-loss-threshold", "0.02", "--no-skip-keys", "--dry-run"});
   const auto plan = tools::quantize_model((temp.path / "transformer").string(), temp.path / "out", request);
   CHECK_FALSE(fs::exists(temp.path / "out"));
   request.dry_run = false;
@@ -445,8 +449,8 @@ TEST_CASE("sdnq-quantize --dynamic: the dtype the search picks per layer, record
     const quant::LayerOptions options = quant::resolve_layer_options(request.config, name, quant::LayerKind::linear);
     quant::QuantizeControls controls;
     controls.layer_name = prefix;
-    const quant::DynamicChoice expected = quant::choose_dynamic_dtype(
-        source.tensor(name), quant::LayerKind::linear, options, DType::bf16, 0.02, controls);
+    const quant::DynamicChoice expected = quant::choose_dynamic_dtype(source.tensor(name), quant::LayerKind::linear,
+                                                                      options, DType::bf16, 0.02, controls);
     REQUIRE(expected.weights_dtype.has_value());
     CHECK(expected.loss <= 0.02);
     chosen.insert(*expected.weights_dtype);
@@ -463,10 +467,11 @@ TEST_CASE("sdnq-quantize --dynamic: the dtype the search picks per layer, record
     const std::string name = "blocks.0.attn.to_q.weight";
     quant::QuantizeControls controls;
     controls.layer_name = "blocks.0.attn.to_q";
-    REQUIRE_FALSE(quant::choose_dynamic_dtype(source.tensor(name), quant::LayerKind::linear,
-                                              quant::resolve_layer_options(request.config, name, quant::LayerKind::linear),
-                                              DType::bf16, 0.0, controls)
-                      .weights_dtype.has_value());
+    REQUIRE_FALSE(
+        quant::choose_dynamic_dtype(source.tensor(name), quant::LayerKind::linear,
+                                    quant::resolve_layer_options(request.config, name, quant::LayerKind::linear),
+                                    DType::bf16, 0.0, controls)
+            .weights_dtype.has_value());
   }
   request = request_of({"--type", "uint2", "--dynamic", "--dynamic-loss-threshold", "0", "--no-skip-keys"});
   const auto dense = tools::quantize_model((temp.path / "transformer").string(), temp.path / "dense", request);

@@ -62,7 +62,7 @@ W8A8WeightsHost requantize_for_w8a8(const quant::QuantizedWeight& layer) {
   }
   const std::int64_t n = codes.size(0), k = codes.size(1);
   if (!layer.svd_up || !layer.svd_down || layer.layout.svd_rank == 0)
-    return repack_operand_for_w8a8<T>(name, codes.view(), scale.view(), scale_dtype);
+    return repack_owned_operand_for_w8a8<T>(name, std::move(codes), std::move(scale), scale_dtype);
   // The quantized-matmul layout stores svd_up [r, N] and svd_down [K, r]; gemm_w8a8 takes [N, r] and [r, K].
   const std::vector<float> up_values = quant::detail::to_float_vector(*layer.svd_up, "svd_up");
   const std::vector<float> down_values = quant::detail::to_float_vector(*layer.svd_down, "svd_down");
@@ -77,8 +77,8 @@ W8A8WeightsHost requantize_for_w8a8(const quant::QuantizedWeight& layer) {
     for (std::int64_t c = 0; c < k; ++c) down.data_as<float>()[r * k + c] = down_values[c * rank + r];
   }
   // The reference's SVD dtype is the scale dtype: the model dtype when dequantize_fp32 is off.
-  return repack_operand_for_w8a8<T>(name, codes.view(), scale.view(), scale_dtype, up.view(), down.view(),
-                                    !layer.layout.dequantize_fp32);
+  return repack_owned_operand_for_w8a8<T>(name, std::move(codes), std::move(scale), scale_dtype, up.view(), down.view(),
+                                          !layer.layout.dequantize_fp32);
 }
 
 }  // namespace sdnq::cuda

@@ -124,8 +124,8 @@ inline SdnqConfig save_sdnq_checkpoint(const std::filesystem::path& folder, cons
     QuantizeControls layer_controls = controls;
     layer_controls.layer_name = module.prefix;
     const LayerOptions options = resolve_layer_options(config, param_name, module.kind);
-    if (auto tensors = quantize_layer(config, param_name, weight, module.kind, options, component.model_dtype,
-                                      layer_controls))
+    if (auto tensors =
+            quantize_layer(config, param_name, weight, module.kind, options, component.model_dtype, layer_controls))
       quantized.emplace(param_name, std::move(*tensors));
   }
 

@@ -192,9 +192,9 @@ inline ComponentResult quantize_component(const ModelComponent& component, const
     // A tensor written as it is: not a weight, skipped, or (dynamic quantization) no dtype passed.
     const auto write_dense = [&] {
       result.output_tensor_bytes += info.nbytes();
-      if (writer) writer->add(name, checkpoint.tensor(name), info.safetensors_dtype == dtype_name(info.dtype)
-                                                                  ? std::string()
-                                                                  : info.safetensors_dtype);
+      if (writer)
+        writer->add(name, checkpoint.tensor(name),
+                    info.safetensors_dtype == dtype_name(info.dtype) ? std::string() : info.safetensors_dtype);
       release_mapped_pages(checkpoint, name);
       progress.advance();
     };

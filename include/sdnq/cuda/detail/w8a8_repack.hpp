@@ -150,20 +150,21 @@ W8A8WeightsHost repack_for_w8a8(const LinearCodes& w, bool dequantize_fp32 = tru
 // uint4 g64 + SVD with quantized matmul on), given as the operand of that re-quantization, computed once
 // by the caller: int8 codes [N, K] (K contiguous) and s_w [N] as F32 (the values the reference multiplies
 // with), `scale_dtype` the dtype its activation scales are computed in (F32 or T), and the layer's SVD
-// factors in LinearCodes' layout (svd_up [N, r], svd_down [r, K]) with their dtype rule. Host tensors.
+// factors in LinearCodes' layout (svd_up [N, r], svd_down [r, K]) with their dtype rule. Host tensors,
+// taken over (no copy of the N·K codes: requantize_for_w8a8 hands over what it computed).
 template <class T>
-W8A8WeightsHost repack_operand_for_w8a8(std::string_view name, TensorView codes, TensorView scale, DType scale_dtype,
-                                        std::optional<TensorView> svd_up = std::nullopt,
-                                        std::optional<TensorView> svd_down = std::nullopt,
-                                        bool svd_in_activation_dtype = false) {
+W8A8WeightsHost repack_owned_operand_for_w8a8(std::string_view name, Tensor codes, Tensor scale, DType scale_dtype,
+                                              std::optional<TensorView> svd_up = std::nullopt,
+                                              std::optional<TensorView> svd_down = std::nullopt,
+                                              bool svd_in_activation_dtype = false) {
   static_assert(std::is_same_v<T, bf16> || std::is_same_v<T, fp16>, "activations are bf16 or fp16");
   SDNQ_REQUIRE(codes.device().is_cpu() && scale.device().is_cpu(), ShapeError,
                "{}: repack_operand_for_w8a8 reads host tensors", name);
-  SDNQ_REQUIRE(codes.rank() == 2 && codes.dtype() == DType::i8 && codes.is_contiguous(), UnsupportedError,
+  SDNQ_REQUIRE(codes.rank() == 2 && codes.dtype() == DType::i8 && codes.view().is_contiguous(), UnsupportedError,
                "{}: the re-quantized operand must be contiguous I8 codes [N, K], got {} {}", name,
                dtype_name(codes.dtype()), codes.shape().to_string());
   const std::int64_t n = codes.size(0), k = codes.size(1);
-  SDNQ_REQUIRE(scale.numel() == n && scale.dtype() == DType::f32 && scale.is_contiguous(), ShapeError,
+  SDNQ_REQUIRE(scale.numel() == n && scale.dtype() == DType::f32 && scale.view().is_contiguous(), ShapeError,
                "{}: the re-quantized operand needs F32 scales [{}], got {} {}", name, n, dtype_name(scale.dtype()),
                scale.shape().to_string());
   SDNQ_REQUIRE(k % 16 == 0, UnsupportedError,
@@ -179,12 +180,30 @@ W8A8WeightsHost repack_operand_for_w8a8(std::string_view name, TensorView codes,
   out.in_features = k;
   out.dtype = dtype_of_v<T>;
   out.scale_dtype = scale_dtype;
-  out.codes = Tensor::empty(Shape{n, k}, DType::i8);
-  parallel_copy(out.codes.data(), codes.data(), static_cast<std::size_t>(n * k));
-  out.scale = Tensor::empty(Shape{n}, DType::f32);
-  std::memcpy(out.scale.data(), scale.data(), static_cast<std::size_t>(n) * sizeof(float));
+  out.codes = std::move(codes);
+  out.scale = std::move(scale);
+  out.scale.reshape({n});
   if (svd_up) detail::attach_w8a8_svd<T>(out, name, *svd_up, *svd_down, svd_in_activation_dtype);
   return out;
+}
+
+// As repack_owned_operand_for_w8a8, on views the caller keeps (the codes and scales are copied).
+template <class T>
+W8A8WeightsHost repack_operand_for_w8a8(std::string_view name, TensorView codes, TensorView scale, DType scale_dtype,
+                                        std::optional<TensorView> svd_up = std::nullopt,
+                                        std::optional<TensorView> svd_down = std::nullopt,
+                                        bool svd_in_activation_dtype = false) {
+  SDNQ_REQUIRE(codes.device().is_cpu() && scale.device().is_cpu(), ShapeError,
+               "{}: repack_operand_for_w8a8 reads host tensors", name);
+  Tensor owned_codes = Tensor::empty(codes.shape(), codes.dtype());
+  if (codes.is_contiguous())
+    parallel_copy(owned_codes.data(), codes.data(), static_cast<std::size_t>(codes.nbytes()));
+  else
+    sdnq::copy(owned_codes, codes);
+  Tensor owned_scale = Tensor::empty(scale.shape(), scale.dtype());
+  sdnq::copy(owned_scale, scale);
+  return repack_owned_operand_for_w8a8<T>(name, std::move(owned_codes), std::move(owned_scale), scale_dtype, svd_up,
+                                          svd_down, svd_in_activation_dtype);
 }
 
 }  // namespace sdnq::cuda

@@ -63,9 +63,9 @@ namespace kernel_detail {
 // d = A[64×32] · B[BN×32]ᵀ (+ d with Accumulate) in e4m3 with fp32 accumulators, BN 128 or 192
 // (fragment as wgmma_s8_m64n128k32, BN / 8 column groups). Accumulate is the instruction's scale-d as
 // an immediate: a run's first MMA overwrites d, so no zeroing instructions precede it.
-#define SDNQ_WGMMA_E4M3(shape, R, D, descriptors, scale_d)                                                      \
+#define SDNQ_WGMMA_E4M3(shape, R, D, descriptors, scale_d)                                                          \
   asm volatile("wgmma.mma_async.sync.aligned." shape ".f32.e4m3.e4m3 " R "}, " descriptors ", " scale_d ", 1, 1;\n" \
-               : D("+f")                                                                                        \
+               : D("+f")                                                                                            \
                : "l"(a), "l"(b))
 template <int BN, bool Accumulate = true>
 __device__ __forceinline__ void wgmma_e4m3_k32(float (&d)[BN / 2], std::uint64_t a, std::uint64_t b) {
@@ -349,7 +349,8 @@ __global__ void __launch_bounds__(Tile::threads, 1)
       const std::uint32_t b_base = shared_address(b_tiles + stage * Tile::b_bytes);
       wgmma_fence();
 #pragma unroll
-      for (int k32 = 0; k32 < 4; ++k32) mma(wgmma_descriptor(a_base + k32 * 32), wgmma_descriptor(b_base + k32 * 32), k32);
+      for (int k32 = 0; k32 < 4; ++k32)
+        mma(wgmma_descriptor(a_base + k32 * 32), wgmma_descriptor(b_base + k32 * 32), k32);
       wgmma_commit();
     };
     if constexpr (!int8) {
