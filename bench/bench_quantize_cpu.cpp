@@ -1,6 +1,6 @@
 // CPU quantization throughput of quant::quantize_weight on a 3072x3072 bf16 Linear weight, in GB of
-// bf16 input per second (int8, uint4 + SVD rank 32), and the peak resident memory of the sdnq-quantize
-// program on a synthetic ~1 GB bf16 component written to the temp folder (deleted afterwards): the
+// bf16 input per second (int8, uint4 + SVD rank 32, uint4 (bit packing), uint4 codebook), and the peak resident memory
+// of the sdnq-quantize program on a synthetic ~1 GB bf16 component written to the temp folder (deleted afterwards): the
 // tool streams tensor by tensor, so its peak should track the largest tensor, not the component.
 //
 // Run: bench_quantize_cpu --benchmark_min_time=1s    (the RSS case spawns <build>/examples/sdnq-quantize)
@@ -32,12 +32,13 @@ Tensor random_weight(std::int64_t out, std::int64_t in, std::uint32_t seed) {  /
   return weight;
 }
 
-void bench_quantize(benchmark::State& state, const std::string& type, std::int64_t svd_rank) {
+void bench_quantize(benchmark::State& state, const std::string& type, std::int64_t svd_rank, bool codebook = false) {
   static const Tensor weight = random_weight(rows, columns, 7);
   quant::LayerOptions options;
   options.weights_type = &format::storage_type(type);
   options.use_svd = svd_rank > 0;
   options.svd_rank = svd_rank;
+  options.use_codebook = codebook;
   for (auto _ : state) {
     auto quantized = quant::quantize_weight(weight.view(), quant::LayerKind::linear, options, DType::bf16);
     benchmark::DoNotOptimize(quantized.weight.data());
@@ -49,6 +50,8 @@ void bench_quantize(benchmark::State& state, const std::string& type, std::int64
 
 void BM_QuantizeInt8(benchmark::State& state) { bench_quantize(state, "int8", 0); }
 void BM_QuantizeUint4Svd32(benchmark::State& state) { bench_quantize(state, "uint4", 32); }
+void BM_QuantizeUint4(benchmark::State& state) { bench_quantize(state, "uint4", 0); }
+void BM_QuantizeUint4Codebook(benchmark::State& state) { bench_quantize(state, "uint4", 0, true); }
 
 // Peak RSS of `sdnq-quantize <component> --type uint4` on 64 tensors of 4096x2048 bf16 (16 MiB each,
 // 1 GiB in all): the child's ru_maxrss from wait4.
@@ -95,6 +98,8 @@ void BM_QuantizeToolPeakRss(benchmark::State& state) {
 
 BENCHMARK(BM_QuantizeInt8)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_QuantizeUint4Svd32)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_QuantizeUint4)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_QuantizeUint4Codebook)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_QuantizeToolPeakRss)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
 
 }  // namespace

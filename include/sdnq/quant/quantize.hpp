@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,9 +26,10 @@
 #include "sdnq/core/error.hpp"
 #include "sdnq/core/parallel.hpp"
 #include "sdnq/core/tensor.hpp"
+#include "sdnq/format/custom_float.hpp"
+#include "sdnq/format/packing.hpp"
 #include "sdnq/quant/codebook.hpp"
 #include "sdnq/quant/dequantize.hpp"
-#include "sdnq/format/custom_float.hpp"
 #include "sdnq/quant/detail/read_decode.hpp"
 #include "sdnq/quant/detail/write_quantize_steps.hpp"
 #include "sdnq/quant/hadamard.hpp"
@@ -111,6 +113,23 @@ inline std::uint16_t packer_code(std::int64_t q, const format::StorageType& type
   return static_cast<std::uint16_t>(type.is_unsigned ? q : q - static_cast<std::int64_t>(type.min));
 }
 
+// format::pack_codes over chunks of whole pack blocks on the thread pool: the blocks are independent,
+// so the bytes are the same.
+inline void pack_codes_in_parallel(int bits, std::span<const std::uint16_t> codes, void* out) {
+  const auto numel = static_cast<std::int64_t>(codes.size());
+  format::require_packable_numel(bits, numel);
+  const std::int64_t block = format::pack_block_size(bits), words = format::pack_block_words(bits);
+  const auto word_bytes = static_cast<std::int64_t>(dtype_size(format::packed_dtype(bits)));
+  auto* bytes = static_cast<std::uint8_t*>(out);
+  format::detail::dispatch_packed_width(bits, [&](auto width) {
+    parallel_for(0, numel / block, std::max<std::int64_t>(1, (1 << 14) / block),
+                 [&](std::int64_t begin, std::int64_t end) {
+                   format::pack<width()>(codes.subspan(begin * block, (end - begin) * block),
+                                         bytes + begin * words * word_bytes);
+                 });
+  });
+}
+
 // Writes the codes of `grouped` (untransposed C order) into the stored weight tensor.
 template <class CodeOf>
 Tensor store_codes(const LayerLayout& layout, std::int64_t numel, CodeOf&& code_of) {
@@ -121,7 +140,7 @@ Tensor store_codes(const LayerLayout& layout, std::int64_t numel, CodeOf&& code_
       for (std::int64_t e = begin; e < end; ++e) codes[e] = static_cast<std::uint16_t>(code_of(e));
     });
     Tensor packed = Tensor::empty(layout.stored_weight_shape, format::packed_dtype(type.bits));
-    format::pack_codes(type.bits, codes, packed.data());
+    pack_codes_in_parallel(type.bits, codes, packed.data());
     return packed;
   }
   Tensor stored = Tensor::empty(layout.quantized_shape, type.stored_dtype);
@@ -218,15 +237,22 @@ inline QuantizedTensors quantize_prepared(const PreparedWeight& prepared, const 
     const detail::SliceGeometry level_geometry{geometry.outer, level_count, geometry.inner};
     std::vector<std::uint16_t> indices(static_cast<std::size_t>(numel));
     result.scale = Tensor::empty(layout.scale_shape, stored_scale_dtype);
-    std::vector<float> row(static_cast<std::size_t>(geometry.length)), levels(static_cast<std::size_t>(level_count));
-    std::vector<std::uint16_t> row_indices(row.size());
-    for (std::int64_t s = 0; s < geometry.slices(); ++s) {
-      for (std::int64_t l = 0; l < geometry.length; ++l) row[l] = values[geometry.element(s, l)];
-      lloyd_max_codebook(row, options.codebook_steps, levels, row_indices);
-      for (std::int64_t l = 0; l < geometry.length; ++l) indices[geometry.element(s, l)] = row_indices[l];
-      for (std::int64_t l = 0; l < level_count; ++l)
-        detail::store_float_as(stored_scale_dtype, result.scale.data(), level_geometry.element(s, l), levels[l]);
-    }
+    // Each slice's codebook is its own Lloyd-Max run: slices in parallel, the same bits.
+    parallel_for(0, geometry.slices(), std::max<std::int64_t>(1, (1 << 12) / geometry.length),
+                 [&](std::int64_t slice_begin, std::int64_t slice_end) {
+                   std::vector<float> row(static_cast<std::size_t>(geometry.length));
+                   std::vector<float> levels(static_cast<std::size_t>(level_count));
+                   std::vector<std::uint16_t> row_indices(row.size());
+                   for (std::int64_t s = slice_begin; s < slice_end; ++s) {
+                     for (std::int64_t l = 0; l < geometry.length; ++l) row[l] = values[geometry.element(s, l)];
+                     lloyd_max_codebook(row, options.codebook_steps, levels, row_indices);
+                     for (std::int64_t l = 0; l < geometry.length; ++l)
+                       indices[geometry.element(s, l)] = row_indices[l];
+                     for (std::int64_t l = 0; l < level_count; ++l)
+                       detail::store_float_as(stored_scale_dtype, result.scale.data(), level_geometry.element(s, l),
+                                              levels[l]);
+                   }
+                 });
     struct IndexCodes {
       const std::vector<std::uint16_t>& indices;
       std::uint16_t operator()(std::int64_t e) const { return indices[e]; }
