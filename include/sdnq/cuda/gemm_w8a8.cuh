@@ -261,12 +261,17 @@ struct W8A8SvdLaunch {
 // ForcedE4m3Promotion; not for concurrent use.
 inline std::atomic<int> forced_e4m3_promotion_tiles{0};
 
-struct ForcedE4m3Promotion {
-  explicit ForcedE4m3Promotion(int tiles) { forced_e4m3_promotion_tiles.store(tiles); }
-  ~ForcedE4m3Promotion() { forced_e4m3_promotion_tiles.store(0); }
-  ForcedE4m3Promotion(const ForcedE4m3Promotion&) = delete;
-  ForcedE4m3Promotion& operator=(const ForcedE4m3Promotion&) = delete;
+// For its lifetime, a setting tests and benchmarks force: `Setting` holds the value, `Unset` again at
+// the end. Not for concurrent use.
+template <std::atomic<int>& Setting, int Unset>
+struct ForcedSetting {
+  explicit ForcedSetting(int value) { Setting.store(value); }
+  ~ForcedSetting() { Setting.store(Unset); }
+  ForcedSetting(const ForcedSetting&) = delete;
+  ForcedSetting& operator=(const ForcedSetting&) = delete;
 };
+
+using ForcedE4m3Promotion = ForcedSetting<forced_e4m3_promotion_tiles, 0>;
 
 template <class Tile>
 int e4m3_promotion_tiles() {
@@ -283,13 +288,7 @@ int e4m3_promotion_tiles() {
 // GEMMs. Tests and benchmarks force it for a scope with ForcedW8A8Pairs (1: never, 2: wherever it can
 // run); not for concurrent use.
 inline std::atomic<int> forced_w8a8_pairs{0};
-
-struct ForcedW8A8Pairs {
-  explicit ForcedW8A8Pairs(int mode) { forced_w8a8_pairs.store(mode); }
-  ~ForcedW8A8Pairs() { forced_w8a8_pairs.store(0); }
-  ForcedW8A8Pairs(const ForcedW8A8Pairs&) = delete;
-  ForcedW8A8Pairs& operator=(const ForcedW8A8Pairs&) = delete;
-};
+using ForcedW8A8Pairs = ForcedSetting<forced_w8a8_pairs, 0>;
 
 template <class Tile>
 bool w8a8_pairs(const W8A8Params& p, bool svd) {
@@ -297,6 +296,26 @@ bool w8a8_pairs(const W8A8Params& p, bool svd) {
   const int forced = forced_w8a8_pairs.load(std::memory_order_relaxed);
   return forced == 2;
 }
+
+// The launch configuration of `clusters` clusters of two blocks along x (paired TMA blocks).
+struct PairedLaunch {
+  cudaLaunchAttribute attribute{};
+  cudaLaunchConfig_t config{};
+  PairedLaunch(std::int64_t clusters, int threads, int shared_bytes, cudaStream_t stream) {
+    attribute.id = cudaLaunchAttributeClusterDimension;
+    attribute.val.clusterDim.x = 2;
+    attribute.val.clusterDim.y = 1;
+    attribute.val.clusterDim.z = 1;
+    config.gridDim = dim3(static_cast<unsigned>(2 * clusters));
+    config.blockDim = dim3(static_cast<unsigned>(threads));
+    config.dynamicSmemBytes = static_cast<std::size_t>(shared_bytes);
+    config.stream = stream;
+    config.attrs = &attribute;  // this object's own attribute: not copyable
+    config.numAttrs = 1;
+  }
+  PairedLaunch(const PairedLaunch&) = delete;
+  PairedLaunch& operator=(const PairedLaunch&) = delete;
+};
 
 // How many clusters of two blocks of `kernel` (one block per SM) the device holds at once, asked once per
 // device (0..63): a persistent paired grid is that many clusters, so that no cluster waits for a wave.
@@ -307,19 +326,9 @@ int w8a8_resident_pairs(int shared_bytes, int threads) {
   SDNQ_CUDA_CHECK(cudaGetDevice(&device));
   std::atomic<int>& entry = known[device & 63];
   if (entry.load(std::memory_order_relaxed) == 0) {
-    cudaLaunchConfig_t config{};
-    cudaLaunchAttribute attribute{};
-    attribute.id = cudaLaunchAttributeClusterDimension;
-    attribute.val.clusterDim.x = 2;
-    attribute.val.clusterDim.y = 1;
-    attribute.val.clusterDim.z = 1;
-    config.gridDim = dim3(2);
-    config.blockDim = dim3(static_cast<unsigned>(threads));
-    config.dynamicSmemBytes = static_cast<std::size_t>(shared_bytes);
-    config.attrs = &attribute;
-    config.numAttrs = 1;
+    const PairedLaunch launch(1, threads, shared_bytes, nullptr);
     int clusters = 0;
-    SDNQ_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, Kernel, &config));
+    SDNQ_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, Kernel, &launch.config));
     SDNQ_REQUIRE(clusters > 0, UnsupportedError, "gemm_w8a8: the device holds no cluster of two TMA kernel blocks");
     entry.store(clusters, std::memory_order_relaxed);
   }
@@ -356,19 +365,8 @@ void launch_gemm_w8a8_tma(const W8A8Params& p, int blocks_at_most, cudaStream_t 
     if (blocks_at_most > 0)
       clusters = std::min<std::int64_t>(
           {clusters, blocks_at_most / 2, w8a8_resident_pairs<kernel>(Tile::shared_bytes, Tile::threads)});
-    cudaLaunchConfig_t config{};
-    cudaLaunchAttribute attribute{};
-    attribute.id = cudaLaunchAttributeClusterDimension;
-    attribute.val.clusterDim.x = 2;
-    attribute.val.clusterDim.y = 1;
-    attribute.val.clusterDim.z = 1;
-    config.gridDim = dim3(static_cast<unsigned>(2 * clusters));
-    config.blockDim = dim3(Tile::threads);
-    config.dynamicSmemBytes = Tile::shared_bytes;
-    config.stream = stream;
-    config.attrs = &attribute;
-    config.numAttrs = 1;
-    SDNQ_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, params, a_map, b_map, y_map, store_by_tma, low_rank_map,
+    const PairedLaunch launch(clusters, Tile::threads, Tile::shared_bytes, stream);
+    SDNQ_CUDA_CHECK(cudaLaunchKernelEx(&launch.config, kernel, params, a_map, b_map, y_map, store_by_tma, low_rank_map,
                                        svd_up_map, svd_params));
     return;
   }
@@ -678,13 +676,7 @@ struct W8A8SvdPlan {
 // many 16-row tiles a block) for every call that plans while it is set (ForcedW8A8LowRank sets it for a
 // scope). Not for concurrent use.
 inline std::atomic<int> forced_w8a8_low_rank{-1};
-
-struct ForcedW8A8LowRank {
-  explicit ForcedW8A8LowRank(int route) { forced_w8a8_low_rank.store(route); }
-  ~ForcedW8A8LowRank() { forced_w8a8_low_rank.store(-1); }
-  ForcedW8A8LowRank(const ForcedW8A8LowRank&) = delete;
-  ForcedW8A8LowRank& operator=(const ForcedW8A8LowRank&) = delete;
-};
+using ForcedW8A8LowRank = ForcedSetting<forced_w8a8_low_rank, -1>;
 
 // The rows route's 16-row tiles a block when it is forced, else 0 (split_k). No device query: the
 // quantization entry points ask on every call.
