@@ -86,12 +86,13 @@ inline std::optional<QuantizedTensors> conv2d_weight_as_linear(const QuantizedWe
   const std::int64_t outer = from.transposed ? 1 : out_channels, inner = from.transposed ? out_channels : 1;
   if (type.uses_bit_packer()) {
     std::vector<std::uint16_t> codes(static_cast<std::size_t>(out_channels * columns)), moved(codes.size());
-    format::unpack_codes(type.bits, conv.weight, codes, conv.name + ".weight");
+    if (!detail::unpack_codes_in_parallel(type.bits, conv.weight, codes))
+      format::unpack_codes(type.bits, conv.weight, codes, conv.name + ".weight");  // names what is wrong
     detail::channels_to_position_major(reinterpret_cast<const std::byte*>(codes.data()),
                                        reinterpret_cast<std::byte*>(moved.data()), outer, channels, positions,
                                        static_cast<std::size_t>(inner) * sizeof(std::uint16_t));
     out.weight = Tensor::empty(format::packed_shape(type.bits, out_channels * columns), format::packed_dtype(type.bits));
-    format::pack_codes(type.bits, moved, out.weight.data());
+    detail::pack_codes_in_parallel(type.bits, moved, out.weight.data());
   }
 
   // Scales (and zero points): grouped [O, groups, 1, kh, kw] and row-wise [O, 1, kh, kw] both hold one
