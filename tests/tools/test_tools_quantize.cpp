@@ -401,6 +401,9 @@ TEST_CASE("sdnq-quantize options: bad values and bad --config files are errors n
   CHECK_THROWS_AS(request_of({"--config", (temp.path / "list.json").string()}), ConfigError);
   write_text(temp.path / "gguf.json", R"({"quant_method": "gguf"})");
   CHECK_THROWS_AS(request_of({"--config", (temp.path / "gguf.json").string()}), UnsupportedError);
+  CHECK(message_of({"--config", (temp.path / "gguf.json").string()})
+            .find("gguf.json: quant_method \"gguf\" is not "
+                  "SDNQ; sdnq-quantize writes SDNQ") != std::string::npos);
   write_text(temp.path / "typed.json", R"({"weights_dtype": "int8", "group_size": "64"})");
   CHECK_THROWS_AS(request_of({"--config", (temp.path / "typed.json").string()}), ConfigError);
 }

@@ -81,7 +81,14 @@ inline quant::SdnqConfig config_from_file(const std::filesystem::path& path) {
   if (json.contains("quantization_config")) json = json["quantization_config"];
   SDNQ_REQUIRE(json.is_object(), ConfigError, "--config {}: quantization_config must be an object, got {}",
                path.string(), json.type_name());
-  return quant::SdnqConfig::from_json(json, path.string());
+  if (json.contains("quant_method") && json["quant_method"].is_string()) {
+    const std::string method = json["quant_method"].get<std::string>();
+    SDNQ_REQUIRE(method == "sdnq" || method == "sdnq_training", UnsupportedError,
+                 "--config {}: quant_method \"{}\" is not SDNQ; sdnq-quantize writes SDNQ checkpoints only "
+                 "(quant_method \"sdnq\")",
+                 path.string(), method);
+  }
+  return quant::SdnqConfig::from_json(json, "--config " + path.string());
 }
 
 inline double parse_loss_threshold(const std::string& text) {
