@@ -91,9 +91,11 @@ struct SdnqConfig {
 
 namespace detail {
 
-// The quant_method strings that name SDNQ; everything else (quanto, bitsandbytes, gguf, ...) is refused.
+// The quant_method strings that name SDNQ; everything else (quanto, bitsandbytes, gguf, ...) is not.
+inline bool is_sdnq_method(std::string_view method) { return method == "sdnq" || method == "sdnq_training"; }
+
 inline void require_sdnq_method(std::string_view method, std::string_view source_label) {
-  if (method == "sdnq" || method == "sdnq_training") return;
+  if (is_sdnq_method(method)) return;
   throw UnsupportedError(fmt::format(
       "{}: quant_method \"{}\" is not SDNQ; these weights are not SDNQ-quantized and cannot be loaded by "
       "sdnq (expected quant_method \"sdnq\" or \"sdnq_training\")",

@@ -140,7 +140,7 @@ inline ComponentReport inspect_component(const ModelComponent& component) {
   report.class_name = component_class_name(config);
   if (const auto method = detail::declared_quant_method(component.folder, config)) {
     report.quantization = *method;
-    if (*method == "sdnq" || *method == "sdnq_training") {
+    if (quant::detail::is_sdnq_method(*method)) {
       report.quantization = "sdnq";
       report.config = quant::read_quantization_config(component.folder);
       report.skipped_modules = report.config->modules_to_not_convert;

@@ -83,7 +83,7 @@ inline quant::SdnqConfig config_from_file(const std::filesystem::path& path) {
                path.string(), json.type_name());
   if (json.contains("quant_method") && json["quant_method"].is_string()) {
     const std::string method = json["quant_method"].get<std::string>();
-    SDNQ_REQUIRE(method == "sdnq" || method == "sdnq_training", UnsupportedError,
+    SDNQ_REQUIRE(quant::detail::is_sdnq_method(method), UnsupportedError,
                  "--config {}: quant_method \"{}\" is not SDNQ; sdnq-quantize writes SDNQ checkpoints only "
                  "(quant_method \"sdnq\")",
                  path.string(), method);
