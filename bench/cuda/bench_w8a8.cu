@@ -34,6 +34,10 @@
 // w8a8_fp8_prequantized[_tileT][_promoteP]: e4m3 on codes on tile T (6: 128×128, 10: 128×192; none:
 // the chosen one) with the promotion into fp32 totals every P K tiles of 128 inputs
 // (kernel_detail::ForcedE4m3Promotion; none: the default). _tile6_promote1 is the kernel before session 16.
+// w4a8_svd32_tables_layer: w4a8_svd32_layer with the int8 operand held as code tables (4-bit indices and a
+// 16-entry table per 128 inputs, nn::RequantizedMatmul::int8_tables_at_load), expanded into a scratch
+// before each GEMM (expand_w8a8_codes); TBps counts the tables' bytes. expand_code_tables/N/K: that
+// expansion alone, GBps over the bytes read and written.
 // w8a8_{int8,fp8}_prequantized_pairsP: on codes, the chosen tile, with the TMA kernel's blocks never paired
 // (P = 1) or paired wherever they can be (P = 2: clusters of two sharing each weight tile;
 // kernel_detail::ForcedW8A8Pairs).
@@ -53,10 +57,13 @@
 #include "sdnq/cuda/check.hpp"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/gemm_w8a8.cuh"
+#include "sdnq/cuda/w8a8_code_tables.cuh"
 
 namespace {
 
 using namespace sdnq_bench;
+
+constexpr int code_table_group = 128;  // uint4 + SVD's default group (§3.6)
 
 // state.range: M, N, K, kind (0 int8, 1 e4m3), forced tile (−1: gemm_w8a8 chooses), pre-quantized (1:
 // time only gemm_w8a8(w, activations) on x quantized by one quantize_w8a8_activations call before),
@@ -64,12 +71,13 @@ using namespace sdnq_bench;
 // first rank, true rank; empty: every output multiplies all rank_padded ranks).
 void bench_w8a8_with_svd(benchmark::State& state, int rank_padded,
                          const std::vector<sdnq::cuda::kernel_detail::W8A8SvdPart>& svd_parts = {},
-                         int low_rank_route = -1) {
+                         int low_rank_route = -1, bool code_tables = false) {
   const sdnq::cuda::kernel_detail::ForcedW8A8LowRank forced_route(low_rank_route);  // for this call only
   const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)),
             k = static_cast<int>(state.range(2));
   const auto kind = state.range(3) == 0 ? sdnq::cuda::W8A8Kind::int8 : sdnq::cuda::W8A8Kind::float8_e4m3fn;
-  const double bytes = double(n) * k + 4.0 * n + 2.0 * rank_padded * (n + k);
+  const double code_bytes = code_tables ? double(n) * k / 2 + double(n) * (k / code_table_group) * 16 : double(n) * k;
+  const double bytes = code_bytes + 4.0 * n + 2.0 * rank_padded * (n + k);
   const int copies = std::max(1, static_cast<int>(rotation_bytes / bytes) + 1);
   std::vector<sdnq::Tensor> storage;
   std::vector<sdnq::cuda::W8A8Weights> weights;
@@ -80,7 +88,20 @@ void bench_w8a8_with_svd(benchmark::State& state, int rank_padded,
     SDNQ_CUDA_CHECK(cudaMemset(scale.data(), 0x3C, scale.nbytes()));  // 0x3C3C3C3C ≈ 0.0115
     weights.push_back(sdnq::cuda::W8A8Weights{kind, n, k, sdnq::DType::bf16, sdnq::DType::f32, codes.data(),
                                               static_cast<const float*>(scale.data())});
-    storage.push_back(std::move(codes));
+    if (code_tables) {  // 4-bit indices and a table per 128 inputs in place of the codes
+      codes = sdnq::Tensor();
+      sdnq::Tensor indices = sdnq::cuda::empty(sdnq::Shape{n, k / 2}, sdnq::DType::u8);
+      sdnq::Tensor tables = sdnq::cuda::empty(sdnq::Shape{n, k / code_table_group, 16}, sdnq::DType::i8);
+      fill(indices, 500 + c);
+      fill(tables, 600 + c);
+      weights.back().codes = nullptr;
+      weights.back().code_indices = static_cast<const std::uint8_t*>(indices.data());
+      weights.back().code_tables = static_cast<const std::int8_t*>(tables.data());
+      weights.back().code_table_group = code_table_group;
+      storage.push_back(std::move(indices));
+      storage.push_back(std::move(tables));
+    }
+    if (codes.defined()) storage.push_back(std::move(codes));
     storage.push_back(std::move(scale));
     if (rank_padded > 0) {
       sdnq::Tensor down = sdnq::cuda::empty(sdnq::Shape{rank_padded, k}, sdnq::DType::bf16);
@@ -101,8 +122,13 @@ void bench_w8a8_with_svd(benchmark::State& state, int rank_padded,
   sdnq::Tensor y = sdnq::cuda::empty(sdnq::Shape{m, n}, sdnq::DType::bf16);
   fill(x, 8);
   fill(bias, 9);
-  sdnq::Tensor workspace = sdnq::cuda::empty(
-      sdnq::Shape{static_cast<std::int64_t>(sdnq::cuda::gemm_w8a8_workspace_bytes(weights[0], m))}, sdnq::DType::u8);
+  const std::size_t expanded_bytes = sdnq::cuda::w8a8_expanded_codes_bytes(weights[0]);
+  sdnq::Tensor expanded = sdnq::cuda::empty(
+      sdnq::Shape{static_cast<std::int64_t>(std::max<std::size_t>(expanded_bytes, 1))}, sdnq::DType::u8);
+  sdnq::Tensor workspace =
+      sdnq::cuda::empty(sdnq::Shape{static_cast<std::int64_t>(sdnq::cuda::gemm_w8a8_workspace_bytes(
+                            sdnq::cuda::expand_w8a8_codes(weights[0], expanded.data(), expanded_bytes, nullptr), m))},
+                        sdnq::DType::u8);
   std::optional<sdnq::cuda::W8A8TileChoice> tile;
   if (state.range(4) >= 0) tile = static_cast<sdnq::cuda::W8A8TileChoice>(state.range(4));
   try {
@@ -126,7 +152,10 @@ void bench_w8a8_with_svd(benchmark::State& state, int rank_padded,
     const double us = time_median_us(state, copies, [&](int c) {
       if (layer) {
         const sdnq::cuda::W8A8Activations codes = sdnq::cuda::quantize_w8a8_activations(weights[c], x, buffer);
-        sdnq::cuda::gemm_w8a8(weights[c], codes, sdnq::TensorView(bias), y,
+        // Code tables: expanded into the scratch first, as nn::gpu::Linear does.
+        const sdnq::cuda::W8A8Weights w =
+            sdnq::cuda::expand_w8a8_codes(weights[c], expanded.data(), expanded_bytes, nullptr);
+        sdnq::cuda::gemm_w8a8(w, codes, sdnq::TensorView(bias), y,
                               svd_workspace.numel() > 0 ? sdnq::TensorView(svd_workspace) : sdnq::TensorView(), nullptr,
                               tile);
       } else if (prequantized)
@@ -169,6 +198,42 @@ void bench_w4a8_joined_svd32(benchmark::State& state) {
 void bench_w4a8_svd32_layer(benchmark::State& state) {
   bench_w8a8_with_svd(state, 64, {{static_cast<int>(state.range(1)), 0, 32}}, static_cast<int>(state.range(6)));
 }
+// The same with the int8 operand held as code tables (128-input groups), expanded before each GEMM.
+void bench_w4a8_svd32_tables_layer(benchmark::State& state) {
+  bench_w8a8_with_svd(state, 64, {{static_cast<int>(state.range(1)), 0, 32}}, -1, true);
+}
+
+// expand_w8a8_codes alone: state.range N, K; 128-input tables; GBps over the indices and tables read and the
+// codes written. Rotates among copies > 2x L2.
+void bench_expand_code_tables(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0)), k = static_cast<int>(state.range(1));
+  const double read = double(n) * k / 2 + double(n) * (k / code_table_group) * 16, written = double(n) * k;
+  const int copies = std::max(1, static_cast<int>(rotation_bytes / (read + written)) + 1);
+  std::vector<sdnq::Tensor> storage;
+  std::vector<sdnq::cuda::W8A8Weights> weights;
+  for (int c = 0; c < copies; ++c) {
+    sdnq::Tensor indices = sdnq::cuda::empty(sdnq::Shape{n, k / 2}, sdnq::DType::u8);
+    sdnq::Tensor tables = sdnq::cuda::empty(sdnq::Shape{n, k / code_table_group, 16}, sdnq::DType::i8);
+    sdnq::Tensor codes = sdnq::cuda::empty(sdnq::Shape{n, k}, sdnq::DType::u8);
+    fill(indices, 700 + c);
+    fill(tables, 800 + c);
+    sdnq::cuda::W8A8Weights w{sdnq::cuda::W8A8Kind::int8, n, k, sdnq::DType::bf16, sdnq::DType::f32};
+    w.code_indices = static_cast<const std::uint8_t*>(indices.data());
+    w.code_tables = static_cast<const std::int8_t*>(tables.data());
+    w.code_table_group = code_table_group;
+    w.codes = codes.data();  // where this copy expands to
+    weights.push_back(w);
+    storage.push_back(std::move(indices));
+    storage.push_back(std::move(tables));
+    storage.push_back(std::move(codes));
+  }
+  const double us = time_median_us(state, copies, [&](int c) {
+    sdnq::cuda::expand_w8a8_codes(weights[c], const_cast<void*>(weights[c].codes), written, nullptr);
+  });
+  state.counters["us"] = us;
+  state.counters["GBps"] = (read + written) / us * 1e-3;
+}
+
 void bench_w4a8_joined_svd32_layer(benchmark::State& state) {
   bench_w8a8_with_svd(state, 256, {{3072, 0, 32}, {6144, 64, 32}, {9216, 128, 32}, {21504, 192, 32}},
                       static_cast<int>(state.range(6)));
@@ -383,6 +448,11 @@ void register_all() {
       benchmark::RegisterBenchmark(("cublaslt_fp8_prequantized" + shape).c_str(), bench_cublaslt)
           ->Args({m, n, k, 1})
           ->UseManualTime();
+      if (m == 4096)
+        benchmark::RegisterBenchmark(("expand_code_tables/N" + std::to_string(n) + "/K" + std::to_string(k)).c_str(),
+                                     bench_expand_code_tables)
+            ->Args({n, k})
+            ->UseManualTime();
       if (m <= 32) continue;
       for (const int tile : {6, 7, 8, 9}) {  // forced int8 tiles (see the file comment)
         benchmark::RegisterBenchmark(("w8a8_int8_tile" + std::to_string(tile) + shape).c_str(), bench_w8a8)
@@ -431,6 +501,10 @@ void register_all() {
         benchmark::RegisterBenchmark(("w4a8_svd32_layer" + suffix + shape).c_str(), bench_w4a8_svd32_layer)
             ->Args({m, n, k, 0, -1, 2, route})
             ->UseManualTime();
+        if (route < 0)
+          benchmark::RegisterBenchmark(("w4a8_svd32_tables_layer" + shape).c_str(), bench_w4a8_svd32_tables_layer)
+              ->Args({m, n, k, 0, -1, 2})
+              ->UseManualTime();
         if (n == 21504)
           benchmark::RegisterBenchmark(("w4a8_joined_svd32_layer" + suffix + shape).c_str(),
                                        bench_w4a8_joined_svd32_layer)

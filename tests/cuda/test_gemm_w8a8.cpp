@@ -10,6 +10,7 @@
 #include <limits>
 #include <optional>
 #include <random>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -528,6 +529,21 @@ void check_requantized_operand(const char* storage, std::int64_t group_size, int
   CHECK(std::memcmp(host.scale.data(), operand.scale.data(), operand.scale.size() * sizeof(float)) == 0);
   CHECK(host.scale_dtype == operand.scale_dtype);
   CHECK(host.svd_rank == rank);
+  CHECK_FALSE(host.tables.has_value());
+
+  // As code tables where the stored codes are 4-bit or narrower and grouped by more than 32 inputs: the
+  // same operand once expanded, and no int8 codes kept beside them.
+  const sdnq::cuda::W8A8WeightsHost tabled =
+      sdnq::cuda::requantize_for_w8a8<T>(layer, sdnq::cuda::W8A8OperandStorage::code_tables_where_smaller);
+  const bool takes_tables = layer.layout.weights_type->bits <= 4 && (group_size > 32 || group_size == -1);
+  REQUIRE(tabled.tables.has_value() == takes_tables);
+  CHECK(tabled.codes.defined() == !takes_tables);
+  CHECK(std::memcmp(tabled.scale.data(), host.scale.data(), host.scale.nbytes()) == 0);
+  CHECK(tabled.svd_rank == rank);
+  if (!takes_tables) return;
+  std::vector<std::int8_t> expanded(static_cast<std::size_t>(n * k));
+  sdnq::quant::expand_code_tables(*tabled.tables, expanded);
+  CHECK(std::memcmp(expanded.data(), operand.int_values.data(), expanded.size()) == 0);
 }
 
 TEST_CASE("requantize_for_w8a8: the reference's int8 operand exactly, re-quantized or direct", "[cuda][w8a8][host]") {
@@ -535,6 +551,63 @@ TEST_CASE("requantize_for_w8a8: the reference's int8 operand exactly, re-quantiz
   check_requantized_operand<sdnq::bf16>("uint4", 64, 0, false);  // re-quantized from BF16 rows
   check_requantized_operand<sdnq::fp16>("int5", 32, 16, false);  // re-quantized from F16 rows
   check_requantized_operand<sdnq::bf16>("int8", -1, 0, true);    // signed codes used directly
+  check_requantized_operand<sdnq::fp16>("int4", -1, 0, true);    // signed 4-bit codes used directly
+}
+
+namespace {
+
+// Random code tables [rows, columns] with `group`-input tables: indices and entries uniform.
+sdnq::quant::Int8CodeTables random_code_tables(std::int64_t rows, std::int64_t columns, std::int64_t group,
+                                               std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  sdnq::quant::Int8CodeTables tables;
+  tables.rows = rows;
+  tables.columns = columns;
+  tables.group = group;
+  tables.indices = Tensor::empty(sdnq::Shape{rows, columns / 2}, DType::u8);
+  tables.tables = Tensor::empty(sdnq::Shape{rows, columns / group, 16}, DType::i8);
+  for (std::int64_t i = 0; i < tables.indices.numel(); ++i)
+    tables.indices.data_as<std::uint8_t>()[i] = static_cast<std::uint8_t>(rng());
+  for (std::int64_t i = 0; i < tables.tables.numel(); ++i)
+    tables.tables.data_as<std::int8_t>()[i] = static_cast<std::int8_t>(rng());
+  return tables;
+}
+
+}  // namespace
+
+TEST_CASE("expand_w8a8_codes: code tables expand on the GPU exactly as on the host", "[cuda][w8a8][code_tables]") {
+  struct Shape3 {
+    std::int64_t rows, columns, group;
+  };
+  // One group a row; several groups; 16-input groups (each thread's chunk its own table); a FLUX.1 shape
+  // with 128-input groups (more chunks than one pass of the grid when blocks are capped).
+  for (const auto& [rows, columns, group] :
+       {Shape3{37, 384, 384}, Shape3{64, 512, 64}, Shape3{5, 48, 16}, Shape3{3072, 3072, 128}}) {
+    INFO(rows << " x " << columns << ", group " << group);
+    const sdnq::quant::Int8CodeTables tables = random_code_tables(rows, columns, group, 17 + rows);
+    std::vector<std::int8_t> expected(static_cast<std::size_t>(rows * columns));
+    sdnq::quant::expand_code_tables(tables, expected);
+    const std::vector<std::int8_t> expanded = sdnq::test::expand_w8a8_codes_on_device(tables);
+    REQUIRE(expanded.size() == expected.size());
+    CHECK(std::memcmp(expanded.data(), expected.data(), expected.size()) == 0);
+  }
+}
+
+TEST_CASE(
+    "expand_w8a8_codes: weights holding code tables are refused by the GEMMs until expanded, and the "
+    "expansion checks its scratch",
+    "[cuda][w8a8][code_tables]") {
+  const std::vector<std::string> messages = sdnq::test::code_table_misuse_messages(random_code_tables(64, 256, 64, 3));
+  REQUIRE(messages.size() == 4);
+  for (std::size_t i = 0; i < 2; ++i) {
+    INFO(messages[i]);
+    CHECK(messages[i].find("code tables; expand them first") != std::string::npos);
+  }
+  for (std::size_t i = 2; i < 4; ++i) {
+    INFO(messages[i]);
+    CHECK(messages[i].find("test.layer: expanding its code tables needs 16384 bytes of 16-byte aligned scratch") !=
+          std::string::npos);
+  }
 }
 
 // A joined layer's SVD branch (nn::gpu::Linear::concatenate): three column blocks of 200, 136 and 64

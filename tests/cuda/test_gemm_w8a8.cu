@@ -8,10 +8,11 @@
 
 #include "cuda/test_gemm_w8a8_support.hpp"
 #include "sdnq/cuda/check.hpp"
-#include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/conv_w8a8.cuh"
+#include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/gemm_w8a8.cuh"
 #include "sdnq/cuda/linear.cuh"
+#include "sdnq/cuda/w8a8_code_tables.cuh"
 #include "sdnq/nn/gpu/detail/device_weights.hpp"
 #include "sdnq/quant/conv_as_linear.hpp"
 
@@ -266,6 +267,66 @@ std::string dequantized_linear_message_with_svd() {
     return error.what();
   }
   return "";
+}
+
+namespace {
+
+cuda::W8A8WeightsDevice weights_with_tables(const quant::Int8CodeTables& tables) {
+  cuda::W8A8WeightsHost host;
+  host.out_features = tables.rows;
+  host.in_features = tables.columns;
+  host.scale = Tensor::empty(Shape{tables.rows}, DType::f32);
+  for (std::int64_t o = 0; o < tables.rows; ++o) host.scale.data_as<float>()[o] = 0.01f;
+  host.tables.emplace();
+  host.tables->rows = tables.rows;
+  host.tables->columns = tables.columns;
+  host.tables->group = tables.group;
+  host.tables->indices = tables.indices.clone();
+  host.tables->tables = tables.tables.clone();
+  return cuda::upload_w8a8_weights(host, 0);
+}
+
+}  // namespace
+
+std::vector<std::int8_t> expand_w8a8_codes_on_device(const quant::Int8CodeTables& tables) {
+  const cuda::W8A8WeightsDevice weights = weights_with_tables(tables);
+  const std::size_t bytes = cuda::w8a8_expanded_codes_bytes(weights.view());
+  const Tensor scratch = cuda::empty(Shape{static_cast<std::int64_t>(bytes)}, DType::u8, 0);
+  SDNQ_CUDA_CHECK(cudaMemset(scratch.data(), 0xFF, bytes));
+  const cuda::W8A8Weights expanded = cuda::expand_w8a8_codes(weights.view(), scratch.data(), bytes, nullptr);
+  SDNQ_REQUIRE(expanded.codes == scratch.data() && !cuda::w8a8_has_code_tables(expanded), ShapeError,
+               "expand_w8a8_codes must return weights reading its scratch");
+  SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<std::int8_t> out(bytes);
+  SDNQ_CUDA_CHECK(cudaMemcpy(out.data(), scratch.data(), bytes, cudaMemcpyDeviceToHost));
+  return out;
+}
+
+std::vector<std::string> code_table_misuse_messages(const quant::Int8CodeTables& tables) {
+  const cuda::W8A8WeightsDevice weights = weights_with_tables(tables);
+  const std::size_t bytes = cuda::w8a8_expanded_codes_bytes(weights.view());
+  const Tensor scratch = cuda::empty(Shape{static_cast<std::int64_t>(bytes + 16)}, DType::u8, 0);
+  std::vector<std::string> messages;
+  const auto message_of = [&](const auto& call) {
+    try {
+      call();
+    } catch (const sdnq::Error& error) {
+      return messages.emplace_back(error.what());
+    }
+    return messages.emplace_back("");
+  };
+  cuda::W8A8Activations codes;  // never read: the weights are refused first
+  message_of([&] { cuda::gemm_w8a8(weights.view(), codes, std::nullopt, TensorView(), TensorView(), nullptr); });
+  message_of([&] {
+    cuda::w8a8_dequantized_linear(weights.view(), nullptr, TensorView(), std::nullopt, TensorView(), TensorView(),
+                                  nullptr);
+  });
+  message_of([&] { cuda::expand_w8a8_codes(weights.view(), scratch.data(), bytes - 1, nullptr, "test.layer"); });
+  message_of([&] {
+    cuda::expand_w8a8_codes(weights.view(), static_cast<std::uint8_t*>(scratch.data()) + 8, bytes, nullptr,
+                            "test.layer");
+  });
+  return messages;
 }
 
 bool svd_weights_fit_activations(bool with_rows) {

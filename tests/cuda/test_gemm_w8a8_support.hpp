@@ -86,6 +86,15 @@ W8A8PrequantizedRun run_gemm_w8a8_prequantized(const std::vector<const cuda::W8A
 void run_gemm_w8a8_on_activations_of(const cuda::W8A8WeightsHost& like, const cuda::W8A8WeightsHost& weights,
                                      TensorView x, bool& fits);
 
+// cuda::expand_w8a8_codes on weights holding `tables` (uploaded by upload_w8a8_weights): the int8 operand it
+// writes into a 0xFF-poisoned scratch, on the host.
+std::vector<std::int8_t> expand_w8a8_codes_on_device(const quant::Int8CodeTables& tables);
+
+// Misuse of weights holding code tables, each caught before any launch: the messages of gemm_w8a8 and
+// w8a8_dequantized_linear on the unexpanded weights, and of expand_w8a8_codes with too little and with
+// misaligned scratch.
+std::vector<std::string> code_table_misuse_messages(const quant::Int8CodeTables& tables);
+
 // w8a8_activations_fit for int8 weights [64, 128] with an SVD branch (rank padded to 64) and activations
 // quantized for them, with or without the rows of x (no GPU work: pointers only).
 bool svd_weights_fit_activations(bool with_rows);

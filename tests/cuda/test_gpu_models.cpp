@@ -3,9 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "cuda_test_support.hpp"
@@ -166,49 +169,81 @@ TEST_CASE("gpu Linear: rows quantized once by share_input give the bits of per-l
   }
 }
 
-TEST_CASE("gpu Linear: quantized-matmul layers the reference re-quantizes run W4A8 with int8_at_load, weight-only "
-          "by default", "[cuda][gpu_models][w8a8]") {
+TEST_CASE(
+    "gpu Linear: quantized-matmul layers the reference re-quantizes run W4A8 with int8_at_load (as int8 "
+    "codes or code tables), weight-only by default",
+    "[cuda][gpu_models][w8a8]") {
   // Layers: uint4 g64 + SVD r32, uint4 g64, int8 + SVD r16, int4 row-wise, float8_e5m2, uint4 row-wise.
-  constexpr std::size_t uint4_g64 = 1, int8_svd = 2, e5m2 = 4, uint4_rows = 5;
-  for (const bool int8_at_load : {true, false}) {
-    for (const std::int64_t tokens : {300, 48, 16}) {
-      INFO((int8_at_load ? "int8_at_load" : "stored_codes") << ", tokens " << tokens);
-      const sdnq::test::RequantizedLinearRun run = sdnq::test::compare_requantized_linears(tokens, int8_at_load);
+  using sdnq::nn::RequantizedMatmul;
+  constexpr std::size_t uint4_g64_svd = 0, uint4_g64 = 1, int8_svd = 2, int4_rows = 3, e5m2 = 4, uint4_rows = 5;
+  const auto policy_name = [](RequantizedMatmul policy) {
+    return policy == RequantizedMatmul::int8_at_load          ? "int8_at_load"
+           : policy == RequantizedMatmul::int8_tables_at_load ? "int8_tables_at_load"
+                                                              : "stored_codes";
+  };
+  for (const std::int64_t tokens : {300, 48, 16}) {
+    std::optional<sdnq::test::RequantizedLinearRun> int8_codes;  // the int8_at_load run, for the tables
+    for (const RequantizedMatmul policy :
+         {RequantizedMatmul::int8_at_load, RequantizedMatmul::int8_tables_at_load, RequantizedMatmul::stored_codes}) {
+      INFO(policy_name(policy) << ", tokens " << tokens);
+      const bool at_load = policy != RequantizedMatmul::stored_codes;
+      sdnq::test::RequantizedLinearRun run = sdnq::test::compare_requantized_linears(tokens, policy);
       REQUIRE(run.kinds.size() == 6);
       CHECK(run.re_quantized_by_reference[uint4_g64]);  // grouped: re-quantized per call by the reference
       CHECK(run.peak <= run.workspace_bytes);
       for (std::size_t i = 0; i < run.kinds.size(); ++i) {
         INFO(run.names[i] << ": " << run.kinds[i] << ", rel L2 vs CPU " << run.rel_l2_to_cpu[i] << ", "
                           << run.device_bytes[i] << " device bytes");
-        // The 8-bit GEMM takes int8 codes used directly, and with int8_at_load what the reference
-        // re-quantizes or reads as signed packed codes; an SVD branch only where gemm_w8a8 runs one.
-        // float8_e5m2 (no e4m3 x e5m2 GEMM here) and uint4 with a zero point stay weight-only.
-        bool matmul = i == int8_svd || (int8_at_load && i != e5m2 && i != uint4_rows);
+        // The 8-bit GEMM takes int8 codes used directly, and at load what the reference re-quantizes or
+        // reads as signed packed codes; an SVD branch only where gemm_w8a8 runs one. float8_e5m2 (no
+        // e4m3 x e5m2 GEMM here) and uint4 with a zero point stay weight-only.
+        bool matmul = i == int8_svd || (at_load && i != e5m2 && i != uint4_rows);
         if (run.svd[i] && !run.svd_runs_here) matmul = false;
         CHECK(run.kinds[i] == (matmul ? "quantized_matmul" : "quantized"));
         CHECK(run.identical[i]);
         // From 32 tokens the CPU model quantizes x like the reference: to e4m3 for float8_e5m2 weights
         // (steps of 2^-3 relative), which the GPU's weight-only kernels do not.
         CHECK(run.rel_l2_to_cpu[i] <= (i == e5m2 && tokens >= 32 ? 6e-2 : 1e-2));
-        WARN(run.names[i] << " " << (int8_at_load ? "int8_at_load" : "stored_codes") << " tokens " << tokens << ": "
-                          << run.kinds[i] << ", rel L2 vs CPU " << run.rel_l2_to_cpu[i]);
       }
       // Joined by concatenate where all three run the 8-bit GEMM (their SVD factors block-diagonal): each
       // column block as its part computed it, up to the split of the wider down-projection's sums.
+      // With code tables the uint4 layers hold tables and int8 + SVD codes: those three are not joined
+      // (joining would expand the tables for good and give up their memory); the two uint4 layers are.
+      const bool tabled = policy == RequantizedMatmul::int8_tables_at_load;
       const bool joinable = run.kinds[0] == "quantized_matmul" && run.kinds[1] == "quantized_matmul" &&
-                            run.kinds[int8_svd] == "quantized_matmul";
+                            (tabled || run.kinds[int8_svd] == "quantized_matmul");
+      CHECK_FALSE(run.mixed_storage_joined);
       CHECK(run.joined_kind == (joinable ? "quantized_matmul" : ""));
-      CHECK(run.joined_rel_l2.size() == (joinable ? 3u : 0u));
+      CHECK(run.joined_rel_l2.size() == (joinable ? (tabled ? 2u : 3u) : 0u));
+      // Joined tables stay tables: the parts' bytes, plus the zero rows of the block-diagonal svd_up for
+      // the layer without a branch (96 outputs x 64 padded ranks, bf16).
+      if (tabled && joinable) CHECK(run.joined_device_bytes == run.device_bytes[0] + run.device_bytes[1] + 96 * 64 * 2);
       for (const double error : run.joined_rel_l2) {
         INFO("joined block rel L2 vs its part " << error);
         CHECK(error <= 2e-3);
       }
-      // The memory side of int8_at_load: the uint4 layer holds int8 codes on the device.
-      const std::size_t codes_at_8_bits = 96 * 128;
-      if (run.kinds[uint4_g64] == "quantized_matmul")
+      // The memory side: int8_at_load holds the uint4 layer's int8 operand (96 x 128 bytes), the code
+      // tables 4-bit indices + 16 bytes a 64-input group (6 bits a weight), stored_codes its 4-bit codes.
+      const std::size_t codes_at_8_bits = 96 * 128, tables = 96 * 64 + 96 * 2 * 16;
+      if (policy == RequantizedMatmul::int8_at_load && run.kinds[uint4_g64] == "quantized_matmul") {
         CHECK(run.device_bytes[uint4_g64] >= codes_at_8_bits);
-      else
-        CHECK(run.device_bytes[uint4_g64] < codes_at_8_bits);
+        int8_codes = std::move(run);
+        continue;
+      }
+      CHECK(run.device_bytes[uint4_g64] < codes_at_8_bits);
+      if (policy != RequantizedMatmul::int8_tables_at_load || !int8_codes) continue;
+      // Code tables expand to the int8 operand exactly: every output bit for bit as with int8 codes, for
+      // each layer and for the joined one; only the uint4 layers (g64, packed) hold tables, int4 row-wise
+      // (one 128-input table a row) too.
+      CHECK(run.device_bytes[uint4_g64] == int8_codes->device_bytes[uint4_g64] - codes_at_8_bits + tables);
+      CHECK(run.device_bytes[int4_rows] < int8_codes->device_bytes[int4_rows]);
+      CHECK(run.device_bytes[int8_svd] == int8_codes->device_bytes[int8_svd]);
+      CHECK(run.device_bytes[uint4_g64_svd] < int8_codes->device_bytes[uint4_g64_svd]);
+      for (std::size_t i = 0; i < run.outputs.size(); ++i) {
+        INFO(run.names[i]);
+        REQUIRE(run.outputs[i].nbytes() == int8_codes->outputs[i].nbytes());
+        CHECK(std::memcmp(run.outputs[i].data(), int8_codes->outputs[i].data(), run.outputs[i].nbytes()) == 0);
+      }
     }
   }
 }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "sdnq/core/tensor.hpp"
+#include "sdnq/nn/weights.hpp"
 #include "sdnq/quant/layer_options.hpp"
 
 namespace sdnq::test {
@@ -58,10 +59,10 @@ struct SharedInputRun {
 SharedInputRun compare_shared_input(std::int64_t tokens);
 
 // Quantized-matmul Linears [out, 128] from random weights quantized by the library, loaded by nn::gpu::Linear
-// with RequantizedMatmul::int8_at_load (else the default stored_codes): uint4 g64 + SVD r32, uint4 g64,
+// with the RequantizedMatmul `policy`: uint4 g64 + SVD r32, uint4 g64,
 // int8 + SVD r16, int4 row-wise, float8_e5m2, uint4 row-wise (a zero point), each with a bias. Each runs
 // forward(x) on `tokens` random rows (output NaN-poisoned) and forward(share_input(x, all)); then the first
-// three are joined by Linear::concatenate and run once more.
+// three (the first two under code tables) are joined by Linear::concatenate and run once more.
 struct RequantizedLinearRun {
   std::vector<std::string> names, kinds;      // per layer: its name, nn::gpu::linear_kind_name
   std::vector<bool> re_quantized_by_reference;  // the layout re-quantizes per call (§5.1 step 1)
@@ -69,13 +70,16 @@ struct RequantizedLinearRun {
   std::vector<bool> identical;                // forward(x) and forward(shared input) agree bit for bit
   std::vector<double> rel_l2_to_cpu;          // forward(x) against the CPU float32 nn::Linear
   std::vector<std::size_t> device_bytes;      // nn::gpu::Linear::device_bytes
+  std::vector<Tensor> outputs;                // forward(x) per layer, F32 on the host
   bool svd_runs_here = false;                 // cuda::gemm_w8a8_runs_svd on cuda:0
   std::size_t workspace_bytes = 0, peak = 0;  // what workspace_bytes/shared_input_bytes asked, what was used
   // Linear::concatenate of the first three layers, when it joined them: its kind and, per part, the relative
   // L2 of its column block of the joined forward(x) against the part's own forward(x).
   std::string joined_kind;
+  std::size_t joined_device_bytes = 0;
+  bool mixed_storage_joined = false;  // code tables: the three layers (tables and codes) were joined
   std::vector<double> joined_rel_l2;
 };
-RequantizedLinearRun compare_requantized_linears(std::int64_t tokens, bool int8_at_load);
+RequantizedLinearRun compare_requantized_linears(std::int64_t tokens, nn::RequantizedMatmul policy);
 
 }  // namespace sdnq::test

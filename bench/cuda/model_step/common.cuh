@@ -41,9 +41,12 @@ inline constexpr double gib = 1024.0 * 1024.0 * 1024.0;
 //   uint4_svd32_qmm uint4_svd32 saved with quantized matmul (the reference re-quantizes those weights to
 //                 int8 on every call), loaded with nn::RequantizedMatmul::int8_at_load: W4A8 on
 //                 cuda::gemm_w8a8 from 32 tokens, 8 bits a weight on the device; FLUX only
+//   uint4_svd32_qmm_tables the same loaded with nn::RequantizedMatmul::int8_tables_at_load: the int8
+//                 operand held as code tables (4-bit indices + a 16-entry table per 128 inputs, 5 bits a
+//                 weight), expanded into the workspace before each GEMM; FLUX only
 //   fp8_qmm       SDNQ float8_e4m3fn, row-wise scales, quantized matmul (cuda::gemm_w8a8's e4m3 GEMM at
 //                 M ≥ 32); FLUX only
-enum class Variant { bf16, int8_qmm, uint4_svd32, int8_qmm_conv, uint4_svd32_qmm, fp8_qmm };
+enum class Variant { bf16, int8_qmm, uint4_svd32, int8_qmm_conv, uint4_svd32_qmm, uint4_svd32_qmm_tables, fp8_qmm };
 
 inline sdnq::quant::LayerOptions options_of(Variant v) {
   sdnq::quant::LayerOptions options;
@@ -54,7 +57,7 @@ inline sdnq::quant::LayerOptions options_of(Variant v) {
     options.weights_type = &sdnq::format::storage_type("uint4");
     options.use_svd = true;
     options.svd_rank = 32;
-    options.use_quantized_matmul = v == Variant::uint4_svd32_qmm;
+    options.use_quantized_matmul = v == Variant::uint4_svd32_qmm || v == Variant::uint4_svd32_qmm_tables;
   }
   return options;
 }
@@ -62,7 +65,7 @@ inline sdnq::quant::LayerOptions options_of(Variant v) {
 // Whether the variant's Linears run the 8-bit GEMM (LinearKind::quantized_matmul) rather than weight-only.
 inline bool runs_quantized_matmul(Variant v) {
   return v == Variant::int8_qmm || v == Variant::int8_qmm_conv || v == Variant::uint4_svd32_qmm ||
-         v == Variant::fp8_qmm;
+         v == Variant::uint4_svd32_qmm_tables || v == Variant::fp8_qmm;
 }
 
 // Uniform in [-bound, bound), from a counter-based hash (fast, reproducible), in bf16 as published
@@ -188,12 +191,13 @@ double median_ms(int repeats, Work&& work) {
 }
 
 inline const char* variant_name(Variant v) {
-  return v == Variant::bf16              ? "bf16"
-         : v == Variant::int8_qmm        ? "int8_qmm"
-         : v == Variant::int8_qmm_conv   ? "int8_qmm_conv"
-         : v == Variant::uint4_svd32_qmm ? "uint4_svd32_qmm"
-         : v == Variant::fp8_qmm         ? "fp8_qmm"
-                                         : "uint4_svd32";
+  return v == Variant::bf16                     ? "bf16"
+         : v == Variant::int8_qmm               ? "int8_qmm"
+         : v == Variant::int8_qmm_conv          ? "int8_qmm_conv"
+         : v == Variant::uint4_svd32_qmm        ? "uint4_svd32_qmm"
+         : v == Variant::uint4_svd32_qmm_tables ? "uint4_svd32_qmm_tables"
+         : v == Variant::fp8_qmm                ? "fp8_qmm"
+                                                : "uint4_svd32";
 }
 
 // The Linears of a model's step (model.linears(...): pointer and row count each) that run the variant's
@@ -276,14 +280,17 @@ std::vector<double> time_steps(benchmark::State& state, int warmup, Step&& step)
 }
 
 // Registers `name`/<variant> for the three variants (and int8_qmm_conv with `quantized_convs`,
-// uint4_svd32_qmm with `requantized_matmul`, fp8_qmm with `fp8_matmul`), each `iterations` manually
-// timed steps in ms.
+// uint4_svd32_qmm and uint4_svd32_qmm_tables with `requantized_matmul`, fp8_qmm with `fp8_matmul`), each `iterations`
+// manually timed steps in ms.
 template <class Bench>
 int register_step_benchmarks(const char* name, Bench bench, int iterations, bool quantized_convs = false,
                              bool requantized_matmul = false, bool fp8_matmul = false) {
   std::vector<Variant> variants{Variant::bf16, Variant::int8_qmm, Variant::uint4_svd32};
   if (quantized_convs) variants.push_back(Variant::int8_qmm_conv);
-  if (requantized_matmul) variants.push_back(Variant::uint4_svd32_qmm);
+  if (requantized_matmul) {
+    variants.push_back(Variant::uint4_svd32_qmm);
+    variants.push_back(Variant::uint4_svd32_qmm_tables);
+  }
   if (fp8_matmul) variants.push_back(Variant::fp8_qmm);
   for (Variant v : variants)
     benchmark::RegisterBenchmark((std::string(name) + "/" + variant_name(v)).c_str(), bench, v)

@@ -5,6 +5,8 @@
 //   uint4_svd32      SDNQ uint4, group size 128 (the quantizer's auto choice), SVD rank 32
 //   uint4_svd32_qmm  the same saved with quantized matmul, loaded with RequantizedMatmul::int8_at_load
 //                    (W4A8: int8 re-quantized at load, cuda::gemm_w8a8 with the SVD tiles)
+//   uint4_svd32_qmm_tables  the same with RequantizedMatmul::int8_tables_at_load (the int8 operand as code
+//                    tables, 5 bits a weight, expanded before each GEMM)
 //   fp8_qmm          SDNQ float8_e4m3fn, row-wise scales, quantized matmul (gemm_w8a8's e4m3 GEMM)
 // The model is built from FLUX.1-dev's published transformer/config.json (below) through an
 // nn::InMemoryComponent. Random weights: one host tensor per distinct weight shape, uniform in
@@ -84,6 +86,7 @@ Goal goal_of(Variant v) {
     case Variant::int8_qmm:
       return {115.0, 0.0};
     case Variant::uint4_svd32_qmm:
+    case Variant::uint4_svd32_qmm_tables:
       return {0.0, 0.0};  // none stated (issue #5 states W4A8 per GEMM: 1.5x cuBLAS bf16)
     case Variant::fp8_qmm:
       return {0.0, 0.0};  // none stated (issue #5 states fp8 per GEMM: 1.7x cuBLAS bf16)
@@ -213,6 +216,8 @@ void bench_flux_step(benchmark::State& state, Variant variant) {
   nn::gpu::FluxTransformer2DModel model = [&] {
     nn::WeightLoader weights = nn::WeightLoader::from_memory(flux_component(variant));
     if (variant == Variant::uint4_svd32_qmm) weights.set_requantized_matmul(nn::RequantizedMatmul::int8_at_load);
+    if (variant == Variant::uint4_svd32_qmm_tables)
+      weights.set_requantized_matmul(nn::RequantizedMatmul::int8_tables_at_load);
     build_seconds = seconds_since(started);
     return nn::gpu::FluxTransformer2DModel::load(weights, 0);
   }();  // the host tensors are freed here

@@ -90,26 +90,39 @@ struct W8A8Weights {
   // block-diagonal svd_up. svd_part_count 0 with an SVD branch: every output reads all rp ranks.
   std::array<kernel_detail::W8A8SvdPart, kernel_detail::w8a8_max_svd_parts> svd_parts{};
   int svd_part_count = 0;
+  // Code tables instead of codes (quant::Int8CodeTables; codes is then null): indices [N, K/2] and
+  // tables [N, K / code_table_group, 16], expanded per call by expand_w8a8_codes (w8a8_code_tables.cuh).
+  const std::uint8_t* code_indices = nullptr;
+  const std::int8_t* code_tables = nullptr;
+  std::int64_t code_table_group = 0;
 };
 
 struct W8A8WeightsDevice {
   W8A8Weights meta;  // pointers refer to the tensors below
   Tensor codes, scale, svd_down, svd_up;
+  Tensor code_indices, code_tables;  // in place of codes for weights held as code tables
   const W8A8Weights& view() const { return meta; }
 };
 
 inline W8A8WeightsDevice upload_w8a8_weights(const W8A8WeightsHost& host, int device = 0,
                                              cudaStream_t stream = nullptr) {
   W8A8WeightsDevice out;
-  out.codes = sdnq::cuda::to_device(host.codes, device, stream);
+  if (!host.tables) out.codes = sdnq::cuda::to_device(host.codes, device, stream);
   out.scale = sdnq::cuda::to_device(host.scale, device, stream);
   out.meta = W8A8Weights{host.kind,
                          host.out_features,
                          host.in_features,
                          host.dtype,
                          host.scale_dtype,
-                         out.codes.data(),
+                         host.tables ? nullptr : out.codes.data(),
                          static_cast<const float*>(out.scale.data())};
+  if (host.tables) {
+    out.code_indices = sdnq::cuda::to_device(host.tables->indices, device, stream);
+    out.code_tables = sdnq::cuda::to_device(host.tables->tables, device, stream);
+    out.meta.code_indices = static_cast<const std::uint8_t*>(out.code_indices.data());
+    out.meta.code_tables = static_cast<const std::int8_t*>(out.code_tables.data());
+    out.meta.code_table_group = host.tables->group;
+  }
   if (host.svd_rank > 0) {
     out.svd_down = sdnq::cuda::to_device(host.svd_down, device, stream);
     out.svd_up = sdnq::cuda::to_device(host.svd_up, device, stream);
@@ -478,6 +491,8 @@ inline void require_w8a8_svd_parts(const W8A8Weights& w, const char* caller) {
 
 // What both entry points and quantize_w8a8_activations require of the weights (or of `like`).
 inline void require_w8a8_weights(const W8A8Weights& w, const char* caller, bool need_codes = true) {
+  SDNQ_REQUIRE(!need_codes || w.code_indices == nullptr, UnsupportedError,
+               "{}: the weights hold code tables; expand them first (expand_w8a8_codes)", caller);
   SDNQ_REQUIRE(!need_codes || (w.codes != nullptr && w.scale != nullptr), UnsupportedError,
                "{}: weights have no codes or scales (use repack_for_w8a8 and upload_w8a8_weights)", caller);
   SDNQ_REQUIRE(w.dtype == DType::bf16 || w.dtype == DType::f16, UnsupportedError,

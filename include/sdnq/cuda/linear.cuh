@@ -620,6 +620,8 @@ inline void w8a8_dequantized_linear(const W8A8Weights& w, const void* e4m3_table
                                     cublasHandle_t cublas, cudaStream_t stream = nullptr,
                                     const std::string& name = "w8a8_dequantized_linear") {
   (void)e4m3_table;
+  SDNQ_REQUIRE(w.code_indices == nullptr, UnsupportedError,
+               "{}: the weights hold code tables; expand them first (expand_w8a8_codes)", name);
   SDNQ_REQUIRE(w.codes != nullptr && w.scale != nullptr && (w.dtype == DType::bf16 || w.dtype == DType::f16),
                ShapeError, "{}: weights have no codes or scales, or an activation dtype other than BF16/F16", name);
   SDNQ_REQUIRE(w.out_features >= 1 && w.in_features >= 16 && w.in_features % 16 == 0, UnsupportedError,

@@ -32,10 +32,33 @@ inline bool requantizes_for_w8a8(const quant::QuantizedWeight& layer) {
   return layout.weights_type->is_integer && layout.weights_type->is_signed() && !layer.zero_point;
 }
 
+namespace detail {
+
+// The code tables of `layer`'s int8 operand `codes` [N, K], where its stored codes fit them and they are
+// smaller than the codes (quant::code_table_group); else nullopt.
+inline std::optional<quant::Int8CodeTables> operand_code_tables(const quant::QuantizedWeight& layer,
+                                                                const Tensor& codes) {
+  const std::optional<std::int64_t> group = quant::code_table_group(layer.layout);
+  if (!group) return std::nullopt;
+  const std::optional<std::vector<std::uint8_t>> indices = quant::stored_code_indices(layer);
+  if (!indices) return std::nullopt;
+  const auto count = static_cast<std::size_t>(codes.numel());
+  return quant::tabulate_int8_operand(std::span<const std::int8_t>(codes.data_as<std::int8_t>(), count), *indices,
+                                      codes.size(0), codes.size(1), *group);
+}
+
+}  // namespace detail
+
+// How requantize_for_w8a8 hands over the int8 operand: as int8 codes, or as code tables
+// (quant::Int8CodeTables, 5-6 bits a weight) where the layer's stored codes are bit-packed 4-bit or
+// narrower ones whose groups make the tables smaller, and as int8 codes elsewhere.
+enum class W8A8OperandStorage : std::uint8_t { int8_codes, code_tables_where_smaller };
+
 // The gemm_w8a8 weights of `layer` (requantizes_for_w8a8 must hold, else UnsupportedError naming the
 // layer) for activations T, with the SVD factors in T zero-padded to a multiple of 64 ranks.
 template <class T>
-W8A8WeightsHost requantize_for_w8a8(const quant::QuantizedWeight& layer) {
+W8A8WeightsHost requantize_for_w8a8(const quant::QuantizedWeight& layer,
+                                    W8A8OperandStorage storage = W8A8OperandStorage::int8_codes) {
   const std::string_view name = layer.name;
   SDNQ_REQUIRE(requantizes_for_w8a8(layer), UnsupportedError,
                "{}: not an int8 quantized-matmul Linear without Hadamard rotation and weight zero point, which is "
@@ -61,8 +84,18 @@ W8A8WeightsHost requantize_for_w8a8(const quant::QuantizedWeight& layer) {
     scale_dtype = operand.scale_dtype;
   }
   const std::int64_t n = codes.size(0), k = codes.size(1);
+  std::optional<quant::Int8CodeTables> tables;
+  if (storage == W8A8OperandStorage::code_tables_where_smaller) tables = detail::operand_code_tables(layer, codes);
+  // The codes are handed over (repack checks them), then dropped where tables replace them.
+  const auto with_tables = [&](W8A8WeightsHost out) {
+    if (tables) {
+      out.tables = std::move(tables);
+      out.codes = Tensor();
+    }
+    return out;
+  };
   if (!layer.svd_up || !layer.svd_down || layer.layout.svd_rank == 0)
-    return repack_owned_operand_for_w8a8<T>(name, std::move(codes), std::move(scale), scale_dtype);
+    return with_tables(repack_owned_operand_for_w8a8<T>(name, std::move(codes), std::move(scale), scale_dtype));
   // The quantized-matmul layout stores svd_up [r, N] and svd_down [K, r]; gemm_w8a8 takes [N, r] and [r, K].
   const std::vector<float> up_values = quant::detail::to_float_vector(*layer.svd_up, "svd_up");
   const std::vector<float> down_values = quant::detail::to_float_vector(*layer.svd_down, "svd_down");
@@ -77,8 +110,8 @@ W8A8WeightsHost requantize_for_w8a8(const quant::QuantizedWeight& layer) {
     for (std::int64_t c = 0; c < k; ++c) down.data_as<float>()[r * k + c] = down_values[c * rank + r];
   }
   // The reference's SVD dtype is the scale dtype: the model dtype when dequantize_fp32 is off.
-  return repack_owned_operand_for_w8a8<T>(name, std::move(codes), std::move(scale), scale_dtype, up.view(), down.view(),
-                                          !layer.layout.dequantize_fp32);
+  return with_tables(repack_owned_operand_for_w8a8<T>(name, std::move(codes), std::move(scale), scale_dtype, up.view(),
+                                                      down.view(), !layer.layout.dequantize_fp32));
 }
 
 }  // namespace sdnq::cuda

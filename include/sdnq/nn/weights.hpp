@@ -91,6 +91,11 @@ enum class RequantizedMatmul : std::uint8_t {
   // Re-quantize once at load, exactly as the reference does per call, and run the int8 GEMM (W4A8):
   // the reference's numerics from 32 tokens and faster at large M, but 8 bits a weight on the device.
   int8_at_load,
+  // As int8_at_load, with the int8 operand held as code tables where the stored codes are 4-bit or
+  // narrower and grouped by more than 32 inputs (quant::Int8CodeTables: 5 bits a weight for uint4 g128,
+  // 6 for g64), expanded into the workspace before each GEMM: the same results bit for bit, less memory,
+  // one memory-speed pass per call more.
+  int8_tables_at_load,
 };
 
 // What the modules loaded from one component took from it, per storage type (WeightLoader::report):

@@ -1,6 +1,7 @@
 // Host launchers of the GPU model tests: load a fixture case with nn::gpu, run it, compare with the
 // reference's bf16 outputs (no Catch here; test_gpu_models.cpp holds the test cases).
 #pragma once
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -238,7 +239,7 @@ SharedInputRun compare_shared_input(std::int64_t tokens) {
   return run;
 }
 
-RequantizedLinearRun compare_requantized_linears(std::int64_t tokens, bool int8_at_load) {
+RequantizedLinearRun compare_requantized_linears(std::int64_t tokens, nn::RequantizedMatmul policy) {
   constexpr std::int64_t in = 128;
   struct Layer {
     const char* name;
@@ -273,7 +274,7 @@ RequantizedLinearRun compare_requantized_linears(std::int64_t tokens, bool int8_
                             std::make_shared<const Tensor>(random_bf16_values(Shape{layer.out}, seed++, 0.5f)));
   }
   nn::WeightLoader weights = nn::WeightLoader::from_memory(component);
-  if (int8_at_load) weights.set_requantized_matmul(nn::RequantizedMatmul::int8_at_load);
+  weights.set_requantized_matmul(policy);
   std::vector<nn::gpu::Linear> gpu;
   std::vector<nn::Linear> cpu;
   std::vector<const nn::gpu::Linear*> readers;
@@ -300,15 +301,24 @@ RequantizedLinearRun compare_requantized_linears(std::int64_t tokens, bool int8_
     run.identical.push_back(std::memcmp(plain_host.data(), shared_host.data(), plain_host.nbytes()) == 0);
     run.rel_l2_to_cpu.push_back(nn::relative_l2(f32_of_bf16(plain_host), cpu[i].forward(x)));
     outputs.push_back(f32_of_bf16(plain_host));
+    run.outputs.push_back(f32_of_bf16(plain_host));
   }
   run.peak = workspace.peak();
   run.workspace_bytes = shared_bytes + scratch;
 
   // The first three layers joined (two with an SVD branch between them): each column block against its part.
+  // Under code tables the int8 + SVD layer holds codes, the uint4 ones tables: those three stay apart
+  // (mixed_storage_joined records it), and the two uint4 layers are joined instead.
   nn::gpu::Linear* parts[] = {&gpu[0], &gpu[1], &gpu[2]};
-  const std::optional<nn::gpu::Linear> joined = nn::gpu::Linear::concatenate(parts, "joined");
+  std::span<nn::gpu::Linear* const> joining(parts);
+  if (policy == nn::RequantizedMatmul::int8_tables_at_load) {
+    run.mixed_storage_joined = nn::gpu::Linear::concatenate(joining, "joined").has_value();
+    joining = joining.first(2);
+  }
+  const std::optional<nn::gpu::Linear> joined = nn::gpu::Linear::concatenate(joining, "joined");
   if (!joined) return run;
   run.joined_kind = nn::gpu::linear_kind_name(joined->kind());
+  run.joined_device_bytes = joined->device_bytes();
   const std::int64_t width = joined->out_features();
   Tensor y = cuda::empty(Shape{tokens, width}, DType::bf16, 0);
   SDNQ_CUDA_CHECK(cudaMemset(y.data(), 0xFF, y.nbytes()));
@@ -317,7 +327,7 @@ RequantizedLinearRun compare_requantized_linears(std::int64_t tokens, bool int8_
   SDNQ_CUDA_CHECK(cudaDeviceSynchronize());
   const Tensor all = f32_of_bf16(cuda::to_host(y));
   std::int64_t column = 0;
-  for (std::size_t i = 0; i < 3; ++i) {
+  for (std::size_t i = 0; i < joining.size(); ++i) {
     Tensor block = Tensor::empty(Shape{tokens, layers[i].out}, DType::f32);
     for (std::int64_t t = 0; t < tokens; ++t)
       for (std::int64_t o = 0; o < layers[i].out; ++o)

@@ -29,6 +29,7 @@
 #include "sdnq/core/scalar.hpp"
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/cuda/repack.hpp"
+#include "sdnq/quant/code_tables.hpp"
 
 namespace sdnq::cuda {
 
@@ -49,6 +50,9 @@ struct W8A8WeightsHost {
   Tensor svd_down;  // [rp, K]
   std::int64_t svd_rank = 0;
   bool svd_in_activation_dtype = false;  // the reference's SVD dtype is T (else F32): bias' rounded to T
+  // The int8 operand as code tables (requantize_for_w8a8 with W8A8OperandStorage::code_tables_where_smaller);
+  // `codes` is then empty and the GPU expands the tables per call (w8a8_code_tables.cuh).
+  std::optional<quant::Int8CodeTables> tables;
 };
 
 namespace detail {

@@ -34,6 +34,7 @@
 #include "sdnq/cuda/gemm_w8a8.cuh"
 #include "sdnq/cuda/linear.cuh"
 #include "sdnq/cuda/requantize_w8a8.hpp"
+#include "sdnq/cuda/w8a8_code_tables.cuh"
 #include "sdnq/nn/gpu/detail/device_weights.hpp"
 #include "sdnq/nn/weights.hpp"
 
@@ -56,6 +57,14 @@ inline const char* linear_kind_name(LinearKind kind) {
 }
 
 namespace detail {
+
+// Whether two layers' 8-bit weights are held alike (codes of one dtype, or code tables of one group), so
+// that their rows can be joined.
+inline bool same_operand_storage(const cuda::W8A8WeightsDevice& a, const cuda::W8A8WeightsDevice& b) {
+  if (cuda::w8a8_has_code_tables(a.view()) || cuda::w8a8_has_code_tables(b.view()))
+    return a.view().code_table_group == b.view().code_table_group && a.code_tables.defined() && b.code_tables.defined();
+  return a.codes.dtype() == b.codes.dtype();
+}
 
 // Whether two quantized-matmul weights quantize their input the same way (kind, dtype, scale dtype, K).
 inline bool same_input_quantization(const cuda::W8A8Weights& a, const cuda::W8A8Weights& b) {
@@ -124,8 +133,11 @@ class Linear {
   // Device scratch bytes forward() needs for `tokens` rows of x (forward(LinearInput) needs no more).
   std::size_t workspace_bytes(std::int64_t tokens) const {
     if (matmul_ && tokens >= quantized_matmul_min_tokens)
-      return Arena::footprint(cuda::w8a8_activations_bytes(matmul_->view(), tokens)) + svd_workspace_bytes(tokens);
-    if (matmul_) return footprint_or_zero(cuda::w8a8_dequantized_workspace_bytes(matmul_->view(), tokens));
+      return Arena::footprint(cuda::w8a8_activations_bytes(matmul_->view(), tokens)) + svd_workspace_bytes(tokens) +
+             expanded_codes_bytes();
+    if (matmul_)
+      return footprint_or_zero(cuda::w8a8_dequantized_workspace_bytes(matmul_->view(), tokens)) +
+             expanded_codes_bytes();
     if (quantized_) return Arena::footprint(quantized_->workspace_bytes(tokens));
     return 0;
   }
@@ -135,7 +147,8 @@ class Linear {
     const auto held = [](const Tensor& tensor) { return tensor.defined() ? tensor.nbytes() : std::size_t{0}; };
     std::size_t bytes = held(weight_) + held(bias_);
     if (matmul_)
-      bytes += held(matmul_->codes) + held(matmul_->scale) + held(matmul_->svd_down) + held(matmul_->svd_up);
+      bytes += held(matmul_->codes) + held(matmul_->scale) + held(matmul_->svd_down) + held(matmul_->svd_up) +
+               held(matmul_->code_indices) + held(matmul_->code_tables);
     if (quantized_) bytes += quantized_->device_bytes();
     return bytes;
   }
@@ -165,9 +178,10 @@ class Linear {
       return gemm_on_codes(matmul_->view(), codes, bias, y, arena, stream);
     }
     if (matmul_) {
-      const TensorView scratch = take_scratch(
-          arena, cuda::w8a8_dequantized_workspace_bytes(matmul_->view(), tokens), "low-rank product of the SVD branch");
-      return cuda::w8a8_dequantized_linear(matmul_->view(), nullptr, x, bias, y, scratch, cublas, stream, name_);
+      const cuda::W8A8Weights weights = expanded(matmul_->view(), arena, stream);
+      const TensorView scratch = take_scratch(arena, cuda::w8a8_dequantized_workspace_bytes(weights, tokens),
+                                              "low-rank product of the SVD branch");
+      return cuda::w8a8_dequantized_linear(weights, nullptr, x, bias, y, scratch, cublas, stream, name_);
     }
     const TensorView scratch =
         take_scratch(arena, quantized_ ? quantized_->workspace_bytes(tokens) : std::size_t{0}, "scratch");
@@ -209,7 +223,7 @@ class Linear {
       dense = dense && part->weight_.defined();
       matmul = matmul && part->matmul_ &&
                detail::same_input_quantization(part->matmul_->view(), first.matmul_->view()) &&
-               part->matmul_->codes.dtype() == first.matmul_->codes.dtype();
+               detail::same_operand_storage(*part->matmul_, *first.matmul_);
       rows += part->out_features_;
     }
     // Parts with an SVD branch must agree on the dtype their low-rank sum is rounded to.
@@ -249,12 +263,21 @@ class Linear {
           join([](const Linear& l) -> const Tensor& { return l.weight_; }, first.in_features_, first.weight_.dtype());
     } else {
       cuda::W8A8WeightsDevice weights;
-      weights.codes = join([](const Linear& l) -> const Tensor& { return l.matmul_->codes; }, first.in_features_,
-                           first.matmul_->codes.dtype());
-      weights.scale = join([](const Linear& l) -> const Tensor& { return l.matmul_->scale; }, 0, DType::f32);
       weights.meta = first.matmul_->view();
       weights.meta.out_features = rows;
-      weights.meta.codes = weights.codes.data();
+      if (cuda::w8a8_has_code_tables(weights.meta)) {  // indices and tables are row-major like the codes
+        weights.code_indices = join([](const Linear& l) -> const Tensor& { return l.matmul_->code_indices; },
+                                    first.in_features_ / 2, DType::u8);
+        weights.code_tables = join([](const Linear& l) -> const Tensor& { return l.matmul_->code_tables; },
+                                   first.matmul_->code_tables.numel() / first.out_features_, DType::i8);
+        weights.meta.code_indices = static_cast<const std::uint8_t*>(weights.code_indices.data());
+        weights.meta.code_tables = static_cast<const std::int8_t*>(weights.code_tables.data());
+      } else {
+        weights.codes = join([](const Linear& l) -> const Tensor& { return l.matmul_->codes; }, first.in_features_,
+                             first.matmul_->codes.dtype());
+      }
+      weights.scale = join([](const Linear& l) -> const Tensor& { return l.matmul_->scale; }, 0, DType::f32);
+      weights.meta.codes = weights.codes.defined() ? weights.codes.data() : nullptr;
       weights.meta.scale = static_cast<const float*>(weights.scale.data());
       weights.meta.svd_down = weights.meta.svd_up = nullptr;
       weights.meta.svd_rank_padded = 0;
@@ -300,8 +323,11 @@ class Linear {
         k % 16 == 0 &&
         (codes->codes.codes.dtype() == DType::i8 || (codes->codes.codes.dtype() == DType::f8_e4m3fn && !svd)))
       return cuda::repack_for_w8a8<bf16>(codes->codes, layout.dequantize_fp32);
-    if (policy == RequantizedMatmul::int8_at_load && cuda::requantizes_for_w8a8(layer))
-      return cuda::requantize_for_w8a8<bf16>(layer);
+    if ((policy == RequantizedMatmul::int8_at_load || policy == RequantizedMatmul::int8_tables_at_load) &&
+        cuda::requantizes_for_w8a8(layer))
+      return cuda::requantize_for_w8a8<bf16>(layer, policy == RequantizedMatmul::int8_tables_at_load
+                                                        ? cuda::W8A8OperandStorage::code_tables_where_smaller
+                                                        : cuda::W8A8OperandStorage::int8_codes);
     return std::nullopt;
   }
 
@@ -368,14 +394,28 @@ class Linear {
     return arena.take(Shape{static_cast<std::int64_t>(bytes)}, DType::u8, name_ + ": " + std::string(purpose));
   }
 
+  // Scratch for the int8 operand of weights held as code tables (0 for codes).
+  std::size_t expanded_codes_bytes() const {
+    return matmul_ ? footprint_or_zero(cuda::w8a8_expanded_codes_bytes(matmul_->view())) : 0;
+  }
+
+  // `held` itself, or for code tables its int8 operand expanded into scratch from `arena`.
+  cuda::W8A8Weights expanded(const cuda::W8A8Weights& held, Arena& arena, cudaStream_t stream) const {
+    const std::size_t bytes = cuda::w8a8_expanded_codes_bytes(held);
+    if (bytes == 0) return held;
+    const TensorView scratch = take_scratch(arena, bytes, "int8 operand expanded from its code tables");
+    return cuda::expand_w8a8_codes(held, scratch.data(), bytes, stream, name_);
+  }
+
   // Workspace of the 8-bit GEMM on codes: the SVD branch's down-projection, if any.
   std::size_t svd_workspace_bytes(std::int64_t tokens) const {
     return matmul_ ? footprint_or_zero(cuda::kernel_detail::plan_w8a8_svd(matmul_->view(), tokens).bytes) : 0;
   }
 
   // The 8-bit GEMM on codes quantized for `weights`, its SVD scratch (if any) from `arena`.
-  void gemm_on_codes(const cuda::W8A8Weights& weights, const cuda::W8A8Activations& codes,
-                     std::optional<TensorView> bias, const TensorView& y, Arena& arena, cudaStream_t stream) const {
+  void gemm_on_codes(const cuda::W8A8Weights& held, const cuda::W8A8Activations& codes, std::optional<TensorView> bias,
+                     const TensorView& y, Arena& arena, cudaStream_t stream) const {
+    const cuda::W8A8Weights weights = expanded(held, arena, stream);
     const TensorView scratch = take_scratch(arena, cuda::gemm_w8a8_workspace_bytes(weights, codes),
                                             "down-projection of the SVD branch");
     // gemm_w8a8 checks y and the codes before launching.
