@@ -4,8 +4,10 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <utility>
 #include <vector>
 
+#include "sdnq/format/packing.hpp"
 #include "sdnq/format/storage_type.hpp"
 #include "sdnq/quant/code_tables.hpp"
 #include "sdnq/quant/detail/layers_qmm.hpp"
@@ -51,11 +53,17 @@ Tabled tabulate(const quant::QuantizedWeight& layer) {
   out.operand = quant::detail::weight_operand(layer, DType::bf16);
   REQUIRE(out.operand.matmul == quant::MatmulDType::int8);
   const auto group = quant::code_table_group(layer.layout);
-  const auto indices = quant::stored_code_indices(layer);
+  std::optional<Tensor> indices = quant::stored_code_indices(layer);
   if (!group || !indices) return out;
-  out.tables = quant::tabulate_int8_operand(out.operand.int_values, *indices, out.operand.out_features,
+  out.tables = quant::tabulate_int8_operand(out.operand.int_values, std::move(*indices), out.operand.out_features,
                                             out.operand.in_features, *group);
   return out;
+}
+
+// Input c's index in stored_code_indices' layout.
+unsigned index_at(const Tensor& indices, std::int64_t c) {
+  const unsigned byte = indices.data_as<std::uint8_t>()[c / 2];
+  return c % 2 == 0 ? byte & 0xFu : byte >> 4;
 }
 
 }  // namespace
@@ -110,19 +118,21 @@ TEST_CASE(
   const quant::QuantizedTensors layer = quantized_matmul_layer("uint4", 16, 128, 64, 0, true);
   const Tabled tabled = tabulate(layer.view());
   REQUIRE(tabled.tables.has_value());
-  std::vector<std::uint8_t> indices = *quant::stored_code_indices(layer.view());
-  std::vector<std::int8_t> operand = tabled.operand.int_values;
+  // The stored codes as indices: the packer's codes, two a byte.
+  const Tensor indices = *quant::stored_code_indices(layer.view());
+  std::vector<std::uint16_t> codes(16 * 128);
+  format::unpack_codes(4, layer.view().weight, codes);
+  for (std::int64_t c = 0; c < 16 * 128; ++c) REQUIRE(index_at(indices, c) == codes[static_cast<std::size_t>(c)]);
   // One value changed where its index appears elsewhere in the group: two values for one index.
-  std::size_t twin = 0;
-  for (std::size_t i = 1; i < 64 && twin == 0; ++i)
-    if (indices[i] == indices[0]) twin = i;
+  std::vector<std::int8_t> operand = tabled.operand.int_values;
+  std::int64_t twin = 0;
+  for (std::int64_t c = 1; c < 64 && twin == 0; ++c)
+    if (index_at(indices, c) == index_at(indices, 0)) twin = c;
   REQUIRE(twin != 0);
-  operand[twin] = static_cast<std::int8_t>(operand[twin] == 127 ? 126 : operand[twin] + 1);
-  CHECK_FALSE(quant::tabulate_int8_operand(operand, indices, 16, 128, 64).has_value());
-  // An index that does not fit 4 bits.
-  indices[5] = 16;
-  CHECK_FALSE(quant::tabulate_int8_operand(tabled.operand.int_values, indices, 16, 128, 64).has_value());
+  operand[static_cast<std::size_t>(twin)] = static_cast<std::int8_t>(
+      operand[static_cast<std::size_t>(twin)] == 127 ? 126 : operand[static_cast<std::size_t>(twin)] + 1);
+  CHECK_FALSE(quant::tabulate_int8_operand(operand, indices.clone(), 16, 128, 64).has_value());
   // Shapes that do not add up are an error, not a guess.
-  CHECK_THROWS_AS(quant::tabulate_int8_operand(tabled.operand.int_values, indices, 16, 128, 48), ShapeError);
-  CHECK_THROWS_AS(quant::tabulate_int8_operand(tabled.operand.int_values, indices, 15, 128, 64), ShapeError);
+  CHECK_THROWS_AS(quant::tabulate_int8_operand(tabled.operand.int_values, indices.clone(), 16, 128, 48), ShapeError);
+  CHECK_THROWS_AS(quant::tabulate_int8_operand(tabled.operand.int_values, indices.clone(), 15, 128, 64), ShapeError);
 }

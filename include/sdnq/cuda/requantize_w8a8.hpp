@@ -40,11 +40,11 @@ inline std::optional<quant::Int8CodeTables> operand_code_tables(const quant::Qua
                                                                 const Tensor& codes) {
   const std::optional<std::int64_t> group = quant::code_table_group(layer.layout);
   if (!group) return std::nullopt;
-  const std::optional<std::vector<std::uint8_t>> indices = quant::stored_code_indices(layer);
+  std::optional<Tensor> indices = quant::stored_code_indices(layer);
   if (!indices) return std::nullopt;
   const auto count = static_cast<std::size_t>(codes.numel());
-  return quant::tabulate_int8_operand(std::span<const std::int8_t>(codes.data_as<std::int8_t>(), count), *indices,
-                                      codes.size(0), codes.size(1), *group);
+  return quant::tabulate_int8_operand(std::span<const std::int8_t>(codes.data_as<std::int8_t>(), count),
+                                      std::move(*indices), codes.size(0), codes.size(1), *group);
 }
 
 }  // namespace detail

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "sdnq/core/error.hpp"
@@ -22,7 +23,6 @@
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/format/packing.hpp"
 #include "sdnq/quant/dequantize.hpp"
-#include "sdnq/quant/detail/read_decode.hpp"
 
 namespace sdnq::quant {
 
@@ -49,65 +49,82 @@ inline std::optional<std::int64_t> code_table_group(const LayerLayout& layout) {
   return group;
 }
 
-// The stored codes of `layer` as indices [out, in], row-major: bit-packed weights of at most 4 bits that are
-// not stored transposed. Otherwise nullopt (the codes do not fit 4-bit indices, or are laid out otherwise).
-inline std::optional<std::vector<std::uint8_t>> stored_code_indices(const QuantizedWeight& layer) {
+// The stored codes of `layer` as indices in Int8CodeTables' layout (U8 [out, in / 2], two a byte, the even
+// input in the low nibble): bit-packed weights of at most 4 bits, not stored transposed, with K a multiple
+// of 16 (whole packer blocks a row). Otherwise nullopt (the codes do not fit 4-bit indices, or are laid out
+// otherwise). Rows are unpacked in parallel, each from its own packer blocks.
+inline std::optional<Tensor> stored_code_indices(const QuantizedWeight& layer) {
   const LayerLayout& layout = layer.layout;
   if (layout.weights_type == nullptr || !layout.weights_type->uses_bit_packer() || layout.weights_type->bits > 4 ||
       layout.transposed || layout.original_shape.rank() != 2)
     return std::nullopt;
-  const std::int64_t count = layout.original_shape.numel();
-  if (layout.quantized_shape.numel() != count) return std::nullopt;
-  std::vector<std::uint16_t> codes(static_cast<std::size_t>(count));
-  if (!detail::unpack_codes_in_parallel(layout.weights_type->bits, layer.weight, codes))
-    format::unpack_codes(layout.weights_type->bits, layer.weight, codes, layer.name + ".weight");
-  std::vector<std::uint8_t> indices(codes.size());
-  parallel_for(0, count, 1 << 16, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t i = begin; i < end; ++i)
-      indices[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(codes[i]);
+  const int bits = layout.weights_type->bits;
+  const std::int64_t rows = layout.original_shape[0], columns = layout.original_shape[1];
+  const std::int64_t block = format::pack_block_size(bits), words = format::pack_block_words(bits);
+  if (layout.quantized_shape.numel() != rows * columns || columns % 16 != 0 || columns % block != 0)
+    return std::nullopt;
+  const TensorView packed = layer.weight;
+  if (!packed.device().is_cpu() || !packed.is_contiguous() || packed.dtype() != format::packed_dtype(bits) ||
+      packed.numel() != rows * columns / block * words)
+    return std::nullopt;
+  const auto row_bytes = static_cast<std::size_t>(columns / block * words) * dtype_size(packed.dtype());
+  const auto* source = static_cast<const std::uint8_t*>(packed.data());
+  Tensor indices = Tensor::empty(Shape{rows, columns / 2}, DType::u8);
+  auto* target = indices.data_as<std::uint8_t>();
+  parallel_for(0, rows, 16, [&](std::int64_t first, std::int64_t last) {
+    std::vector<std::uint16_t> codes(static_cast<std::size_t>(columns));
+    for (std::int64_t row = first; row < last; ++row) {
+      format::detail::dispatch_packed_width(
+          bits, [&](auto width) { format::unpack<width()>(source + row * row_bytes, codes); });
+      std::uint8_t* out = target + row * (columns / 2);
+      for (std::int64_t j = 0; j < columns / 2; ++j)
+        out[j] = static_cast<std::uint8_t>(codes[2 * j] | (codes[2 * j + 1] << 4));
+    }
   });
   return indices;
 }
 
-// The tables of an int8 operand [rows, columns] (row-major) whose inputs carry `indices` (same shape, each
-// below 16), one table per `group` inputs of a row. nullopt where an index meets two values in one group;
-// entries no input uses are 0.
-inline std::optional<Int8CodeTables> tabulate_int8_operand(std::span<const std::int8_t> operand,
-                                                           std::span<const std::uint8_t> indices, std::int64_t rows,
-                                                           std::int64_t columns, std::int64_t group) {
+// The tables of an int8 operand [rows, columns] (row-major) whose inputs carry `indices` (U8 [rows,
+// columns / 2] as stored_code_indices gives them; kept as the result's indices), one table per `group`
+// inputs of a row. nullopt where an index meets two values in one group; entries no input uses are 0.
+inline std::optional<Int8CodeTables> tabulate_int8_operand(std::span<const std::int8_t> operand, Tensor indices,
+                                                           std::int64_t rows, std::int64_t columns,
+                                                           std::int64_t group) {
   SDNQ_REQUIRE(rows > 0 && columns > 0 && group > 0 && columns % group == 0 && group % 2 == 0 &&
-                   static_cast<std::int64_t>(operand.size()) == rows * columns && indices.size() == operand.size(),
+                   static_cast<std::int64_t>(operand.size()) == rows * columns && indices.dtype() == DType::u8 &&
+                   indices.numel() * 2 == rows * columns,
                ShapeError,
-               "tabulate_int8_operand: needs an operand and indices of {}x{} values and a group dividing {}, got {} "
-               "values, {} indices, group {}",
-               rows, columns, columns, operand.size(), indices.size(), group);
+               "tabulate_int8_operand: needs an operand of {}x{} values, U8 indices two a byte and a group dividing "
+               "{}, got {} values, {} {} indices, group {}",
+               rows, columns, columns, operand.size(), dtype_name(indices.dtype()), indices.numel(), group);
   Int8CodeTables out;
   out.rows = rows;
   out.columns = columns;
   out.group = group;
-  out.indices = Tensor::empty(Shape{rows, columns / 2}, DType::u8);
+  out.indices = std::move(indices);
+  out.indices.reshape({rows, columns / 2});
   out.tables = Tensor::zeros(Shape{rows, columns / group, code_table_entries}, DType::i8);
-  auto* packed = out.indices.data_as<std::uint8_t>();
+  const auto* packed = out.indices.data_as<std::uint8_t>();
   auto* tables = out.tables.data_as<std::int8_t>();
   std::atomic<bool> consistent{true};
   parallel_for(0, rows, 16, [&](std::int64_t first, std::int64_t last) {
     for (std::int64_t row = first; row < last && consistent.load(std::memory_order_relaxed); ++row) {
       const std::int8_t* values = operand.data() + row * columns;
-      const std::uint8_t* codes = indices.data() + row * columns;
+      const std::uint8_t* codes = packed + row * (columns / 2);
       for (std::int64_t g = 0; g < columns / group; ++g) {
         std::int8_t* table = tables + (row * (columns / group) + g) * code_table_entries;
-        std::uint16_t seen = 0;
-        for (std::int64_t c = g * group; c < (g + 1) * group; ++c) {
-          const unsigned index = codes[c];
-          if (index >= code_table_entries) return consistent.store(false);
-          const auto bit = static_cast<std::uint16_t>(1u << index);
-          if ((seen & bit) != 0 && table[index] != values[c]) return consistent.store(false);
-          seen = static_cast<std::uint16_t>(seen | bit);
-          table[index] = values[c];
+        std::uint32_t seen = 0, clash = 0;
+        for (std::int64_t c = g * group; c < (g + 1) * group; c += 2) {
+          const unsigned byte = codes[c / 2], low = byte & 0xFu, high = byte >> 4;
+          clash |= ((seen >> low) & 1u) & static_cast<std::uint32_t>(table[low] != values[c]);
+          seen |= 1u << low;
+          table[low] = values[c];
+          clash |= ((seen >> high) & 1u) & static_cast<std::uint32_t>(table[high] != values[c + 1]);
+          seen |= 1u << high;
+          table[high] = values[c + 1];
         }
+        if (clash != 0) return consistent.store(false);
       }
-      for (std::int64_t j = 0; j < columns / 2; ++j)
-        packed[row * (columns / 2) + j] = static_cast<std::uint8_t>(codes[2 * j] | (codes[2 * j + 1] << 4));
     }
   });
   if (!consistent.load()) return std::nullopt;
