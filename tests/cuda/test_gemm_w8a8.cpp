@@ -505,9 +505,11 @@ TEST_CASE("gemm_w8a8 W4A8: uint4 g64 + SVD re-quantized once, SVD tiles on the T
 // the reference's operand (quant::detail::weight_operand) exactly, with its activation-scale dtype.
 // Host only: runs without a GPU.
 template <class T>
-void check_requantized_operand(const char* storage, std::int64_t group_size, int rank, bool dequantize_fp32) {
+void check_requantized_operand(const char* storage, std::int64_t group_size, int rank, bool dequantize_fp32,
+                               const char* matmul = "int8") {
   using namespace sdnq::quant;
-  INFO(storage << " group " << group_size << " rank " << rank << (dequantize_fp32 ? "" : ", scales in T"));
+  INFO(storage << " group " << group_size << " rank " << rank << (dequantize_fp32 ? "" : ", scales in T") << ", "
+               << matmul << " product");
   LayerOptions options;
   options.weights_type = &sdnq::format::storage_type(storage);
   options.group_size = group_size;
@@ -515,6 +517,7 @@ void check_requantized_operand(const char* storage, std::int64_t group_size, int
   options.svd_rank = rank;
   options.use_quantized_matmul = true;
   options.dequantize_fp32 = dequantize_fp32;
+  options.quantized_matmul_dtype = matmul;
   const std::int64_t n = 96, k = 320;
   const Tensor weight = random_matrix<sdnq::bf16>(n, k, 81, 0.05f);
   const QuantizedTensors quantized =
@@ -524,7 +527,18 @@ void check_requantized_operand(const char* storage, std::int64_t group_size, int
   const detail::WeightOperand operand = detail::weight_operand(layer, sdnq::dtype_of_v<T>);
   const sdnq::cuda::W8A8WeightsHost host = sdnq::cuda::requantize_for_w8a8<T>(layer);
   REQUIRE(host.codes.numel() == n * k);
-  CHECK(std::memcmp(host.codes.data(), operand.int_values.data(), operand.int_values.size()) == 0);
+  if (operand.matmul == MatmulDType::float8_e4m3fn) {  // e4m3 codes of exactly the operand's values
+    REQUIRE(host.kind == sdnq::cuda::W8A8Kind::float8_e4m3fn);
+    REQUIRE(host.codes.dtype() == DType::f8_e4m3fn);
+    std::int64_t mismatches = 0;
+    for (std::int64_t i = 0; i < n * k; ++i)
+      mismatches += sdnq::fp8_e4m3fn::from_bits(static_cast<const std::uint8_t*>(host.codes.data())[i]).to_float() !=
+                    operand.float_values[static_cast<std::size_t>(i)];
+    CHECK(mismatches == 0);
+  } else {
+    REQUIRE(host.kind == sdnq::cuda::W8A8Kind::int8);
+    CHECK(std::memcmp(host.codes.data(), operand.int_values.data(), operand.int_values.size()) == 0);
+  }
   REQUIRE(host.scale.numel() == n);
   CHECK(std::memcmp(host.scale.data(), operand.scale.data(), operand.scale.size() * sizeof(float)) == 0);
   CHECK(host.scale_dtype == operand.scale_dtype);
@@ -535,7 +549,8 @@ void check_requantized_operand(const char* storage, std::int64_t group_size, int
   // same operand once expanded, and no int8 codes kept beside them.
   const sdnq::cuda::W8A8WeightsHost tabled =
       sdnq::cuda::requantize_for_w8a8<T>(layer, sdnq::cuda::W8A8OperandStorage::code_tables_where_smaller);
-  const bool takes_tables = layer.layout.weights_type->bits <= 4 && (group_size > 32 || group_size == -1);
+  const bool takes_tables = layer.layout.weights_type->bits <= 4 && (group_size > 32 || group_size == -1) &&
+                            operand.matmul == MatmulDType::int8;
   REQUIRE(tabled.tables.has_value() == takes_tables);
   CHECK(tabled.codes.defined() == !takes_tables);
   CHECK(std::memcmp(tabled.scale.data(), host.scale.data(), host.scale.nbytes()) == 0);
@@ -552,6 +567,37 @@ TEST_CASE("requantize_for_w8a8: the reference's int8 operand exactly, re-quantiz
   check_requantized_operand<sdnq::fp16>("int5", 32, 16, false);  // re-quantized from F16 rows
   check_requantized_operand<sdnq::bf16>("int8", -1, 0, true);    // signed codes used directly
   check_requantized_operand<sdnq::fp16>("int4", -1, 0, true);    // signed 4-bit codes used directly
+  // e4m3 products: custom float values used directly, a grouped weight re-quantized per row.
+  check_requantized_operand<sdnq::bf16>("float4_e2m1fn", -1, 0, true, "float8_e4m3fn");
+  check_requantized_operand<sdnq::bf16>("float6_e3m2fn", -1, 0, false, "float8_e4m3fn");
+  check_requantized_operand<sdnq::bf16>("uint4", 64, 0, true, "float8_e4m3fn");
+}
+
+TEST_CASE("requantize_for_w8a8: what the 8-bit GEMM cannot run stays out", "[cuda][w8a8][host]") {
+  using namespace sdnq::quant;
+  // e4m3 with an SVD branch (gemm_w8a8 runs one with int8 only), float8_e5m2 values (not e4m3 values),
+  // an int8 product over unsigned codes used directly (a zero point).
+  struct Case {
+    const char* storage;
+    std::int64_t group_size;
+    int rank;
+    const char* matmul;
+  };
+  for (const Case& c : {Case{"uint4", 64, 16, "float8_e4m3fn"}, Case{"float8_e5m2", -1, 0, "float8_e4m3fn"},
+                        Case{"uint4", -1, 0, "int8"}}) {
+    INFO(c.storage << " group " << c.group_size << " rank " << c.rank << ", " << c.matmul);
+    LayerOptions options;
+    options.weights_type = &sdnq::format::storage_type(c.storage);
+    options.group_size = c.group_size;
+    options.use_svd = c.rank > 0;
+    options.svd_rank = c.rank;
+    options.use_quantized_matmul = true;
+    options.quantized_matmul_dtype = c.matmul;
+    const Tensor weight = random_matrix<sdnq::bf16>(64, 128, 91, 0.05f);
+    const QuantizedTensors quantized = quantize_weight(weight.view(), LayerKind::linear, options, DType::bf16, 92);
+    CHECK_FALSE(sdnq::cuda::requantizes_for_w8a8(quantized.view()));
+    CHECK_THROWS_AS(sdnq::cuda::requantize_for_w8a8<sdnq::bf16>(quantized.view()), sdnq::UnsupportedError);
+  }
 }
 
 namespace {

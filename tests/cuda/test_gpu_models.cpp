@@ -170,12 +170,14 @@ TEST_CASE("gpu Linear: rows quantized once by share_input give the bits of per-l
 }
 
 TEST_CASE(
-    "gpu Linear: quantized-matmul layers the reference re-quantizes run W4A8 with int8_at_load (as int8 "
-    "codes or code tables), weight-only by default",
+    "gpu Linear: quantized-matmul layers the reference re-quantizes run W4A8 (or e4m3) with int8_at_load (as "
+    "int8 codes or code tables), weight-only by default",
     "[cuda][gpu_models][w8a8]") {
-  // Layers: uint4 g64 + SVD r32, uint4 g64, int8 + SVD r16, int4 row-wise, float8_e5m2, uint4 row-wise.
+  // Layers: uint4 g64 + SVD r32, uint4 g64, int8 + SVD r16, int4 row-wise, float8_e5m2, uint4 row-wise, and
+  // with an e4m3 product float4_e2m1fn row-wise (its values used directly) and uint4 g64 (re-quantized).
   using sdnq::nn::RequantizedMatmul;
-  constexpr std::size_t uint4_g64_svd = 0, uint4_g64 = 1, int8_svd = 2, int4_rows = 3, e5m2 = 4, uint4_rows = 5;
+  constexpr std::size_t uint4_g64_svd = 0, uint4_g64 = 1, int8_svd = 2, int4_rows = 3, e5m2 = 4, uint4_rows = 5,
+                        e2m1_fp8 = 6, uint4_fp8 = 7;
   const auto policy_name = [](RequantizedMatmul policy) {
     return policy == RequantizedMatmul::int8_at_load          ? "int8_at_load"
            : policy == RequantizedMatmul::int8_tables_at_load ? "int8_tables_at_load"
@@ -188,22 +190,23 @@ TEST_CASE(
       INFO(policy_name(policy) << ", tokens " << tokens);
       const bool at_load = policy != RequantizedMatmul::stored_codes;
       sdnq::test::RequantizedLinearRun run = sdnq::test::compare_requantized_linears(tokens, policy);
-      REQUIRE(run.kinds.size() == 6);
+      REQUIRE(run.kinds.size() == 8);
       CHECK(run.re_quantized_by_reference[uint4_g64]);  // grouped: re-quantized per call by the reference
       CHECK(run.peak <= run.workspace_bytes);
       for (std::size_t i = 0; i < run.kinds.size(); ++i) {
         INFO(run.names[i] << ": " << run.kinds[i] << ", rel L2 vs CPU " << run.rel_l2_to_cpu[i] << ", "
                           << run.device_bytes[i] << " device bytes");
         // The 8-bit GEMM takes int8 codes used directly, and at load what the reference re-quantizes or
-        // reads as signed packed codes; an SVD branch only where gemm_w8a8 runs one. float8_e5m2 (no
-        // e4m3 x e5m2 GEMM here) and uint4 with a zero point stay weight-only.
+        // reads as signed packed codes (int8) or as e4m3 values; an SVD branch only where gemm_w8a8 runs
+        // one. float8_e5m2 (no e4m3 x e5m2 GEMM here) and uint4 with a zero point stay weight-only.
         bool matmul = i == int8_svd || (at_load && i != e5m2 && i != uint4_rows);
         if (run.svd[i] && !run.svd_runs_here) matmul = false;
         CHECK(run.kinds[i] == (matmul ? "quantized_matmul" : "quantized"));
         CHECK(run.identical[i]);
-        // From 32 tokens the CPU model quantizes x like the reference: to e4m3 for float8_e5m2 weights
+        // From 32 tokens the CPU model quantizes x like the reference: to e4m3 for the e4m3 products
         // (steps of 2^-3 relative), which the GPU's weight-only kernels do not.
-        CHECK(run.rel_l2_to_cpu[i] <= (i == e5m2 && tokens >= 32 ? 6e-2 : 1e-2));
+        const bool e4m3_product = i == e5m2 || i == e2m1_fp8 || i == uint4_fp8;
+        CHECK(run.rel_l2_to_cpu[i] <= (e4m3_product && tokens >= 32 && !matmul ? 6e-2 : 1e-2));
       }
       // Joined by concatenate where all three run the 8-bit GEMM (their SVD factors block-diagonal): each
       // column block as its part computed it, up to the split of the wider down-projection's sums.
@@ -239,6 +242,7 @@ TEST_CASE(
       CHECK(run.device_bytes[int4_rows] < int8_codes->device_bytes[int4_rows]);
       CHECK(run.device_bytes[int8_svd] == int8_codes->device_bytes[int8_svd]);
       CHECK(run.device_bytes[uint4_g64_svd] < int8_codes->device_bytes[uint4_g64_svd]);
+      CHECK(run.device_bytes[uint4_fp8] == int8_codes->device_bytes[uint4_fp8]);  // tables: int8 products only
       for (std::size_t i = 0; i < run.outputs.size(); ++i) {
         INFO(run.names[i]);
         REQUIRE(run.outputs[i].nbytes() == int8_codes->outputs[i].nbytes());

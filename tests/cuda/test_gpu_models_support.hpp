@@ -60,7 +60,8 @@ SharedInputRun compare_shared_input(std::int64_t tokens);
 
 // Quantized-matmul Linears [out, 128] from random weights quantized by the library, loaded by nn::gpu::Linear
 // with the RequantizedMatmul `policy`: uint4 g64 + SVD r32, uint4 g64,
-// int8 + SVD r16, int4 row-wise, float8_e5m2, uint4 row-wise (a zero point), each with a bias. Each runs
+// int8 + SVD r16, int4 row-wise, float8_e5m2, uint4 row-wise (a zero point), and with an e4m3 product
+// float4_e2m1fn row-wise and uint4 g64, each with a bias. Each runs
 // forward(x) on `tokens` random rows (output NaN-poisoned) and forward(share_input(x, all)); then the first
 // three (the first two under code tables) are joined by Linear::concatenate and run once more.
 struct RequantizedLinearRun {

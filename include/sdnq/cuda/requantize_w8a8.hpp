@@ -7,6 +7,7 @@
 // is then the reference's exactly; only the SVD branch rounds its low-rank product to the activation
 // dtype (gemm_w8a8.cuh). Host only; the codes take 8 bits a weight on the device.
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <string_view>
 #include <vector>
@@ -19,20 +20,54 @@
 
 namespace sdnq::cuda {
 
-// Whether requantize_for_w8a8 takes `layer`: a Linear with quantized matmul on and an int8 product,
-// no Hadamard rotation (gemm_w8a8 does not rotate x), and an operand without a weight zero point
-// (gemm_w8a8 has no zero-point terms): re-quantized layers, or signed integer codes used directly.
+// Whether requantize_for_w8a8 takes `layer`: a Linear with quantized matmul on, no Hadamard rotation
+// (gemm_w8a8 does not rotate x) and K % 16 == 0, whose operand gemm_w8a8 runs:
+//   int8 product: re-quantized layers, or signed integer codes used directly (no weight zero point:
+//                 gemm_w8a8 has no zero-point terms);
+//   e4m3 product: re-quantized layers, or signed packed custom floats of at most 7 bits and range 448
+//                 used directly (their values are e4m3 values), without an SVD branch (gemm_w8a8 runs
+//                 one with int8 only). float8_e5m2 codes are not e4m3 values: they stay weight-only.
 inline bool requantizes_for_w8a8(const quant::QuantizedWeight& layer) {
   const quant::LayerLayout& layout = layer.layout;
   if (layout.kind != quant::LayerKind::linear || !layout.use_quantized_matmul || layout.matmul_type == nullptr ||
       layout.hadamard_size > 0 || layout.original_shape.rank() != 2 || layout.original_shape[1] % 16 != 0)
     return false;
-  if (quant::matmul_dtype_from_name(layout.matmul_type->name) != quant::MatmulDType::int8) return false;
-  if (layout.re_quantize_for_matmul) return true;
-  return layout.weights_type->is_integer && layout.weights_type->is_signed() && !layer.zero_point;
+  const format::StorageType& type = *layout.weights_type;
+  switch (quant::matmul_dtype_from_name(layout.matmul_type->name)) {
+    case quant::MatmulDType::int8:
+      return layout.re_quantize_for_matmul || (type.is_integer && type.is_signed() && !layer.zero_point);
+    case quant::MatmulDType::float8_e4m3fn: {
+      const bool svd = layer.svd_up.has_value() && layout.svd_rank > 0;
+      const bool e4m3_values = !type.is_integer && type.is_packed && type.is_signed() && type.bits <= 7 &&
+                               type.max <= 448.0 && !layer.zero_point;
+      return !svd && (layout.re_quantize_for_matmul || e4m3_values);
+    }
+    default:
+      return false;
+  }
 }
 
 namespace detail {
+
+// The e4m3 codes [N, K] of an operand whose values are e4m3 values (custom floats of at most 7 bits and
+// range 448); UnsupportedError naming the layer if one is not.
+inline Tensor exact_e4m3_codes(const quant::detail::WeightOperand& operand, std::string_view name) {
+  Tensor codes = Tensor::empty(Shape{operand.out_features, operand.in_features}, DType::f8_e4m3fn);
+  auto* bytes = static_cast<std::uint8_t*>(codes.data());
+  std::atomic<bool> exact{true};
+  parallel_for(0, static_cast<std::int64_t>(operand.float_values.size()), 1 << 16,
+               [&](std::int64_t begin, std::int64_t end) {
+                 for (std::int64_t i = begin; i < end; ++i) {
+                   const float value = operand.float_values[static_cast<std::size_t>(i)];
+                   const fp8_e4m3fn code(value);
+                   bytes[i] = code.bits;
+                   if (code.to_float() != value) exact.store(false, std::memory_order_relaxed);
+                 }
+               });
+  SDNQ_REQUIRE(exact.load(), UnsupportedError, "{}: its quantized-matmul operand holds values that are not e4m3 values",
+               name);
+  return codes;
+}
 
 // The code tables of `layer`'s int8 operand `codes` [N, K], where its stored codes fit them and they are
 // smaller than the codes (quant::code_table_group); else nullopt.
@@ -61,31 +96,37 @@ W8A8WeightsHost requantize_for_w8a8(const quant::QuantizedWeight& layer,
                                     W8A8OperandStorage storage = W8A8OperandStorage::int8_codes) {
   const std::string_view name = layer.name;
   SDNQ_REQUIRE(requantizes_for_w8a8(layer), UnsupportedError,
-               "{}: not an int8 quantized-matmul Linear without Hadamard rotation and weight zero point, which is "
-               "what re-quantizing for gemm_w8a8 takes",
+               "{}: not a quantized-matmul Linear whose operand gemm_w8a8 runs (int8, or e4m3 without SVD; no Hadamard "
+               "rotation, no weight zero point), which is what re-quantizing for gemm_w8a8 takes",
                name);
+  const quant::MatmulDType matmul = quant::matmul_dtype_from_name(layer.layout.matmul_type->name);
   // The int8 operand [N, K], its F32 scales and the dtype its activation scales are computed in.
   Tensor codes, scale;
   DType scale_dtype = DType::f32;
   if (layer.layout.re_quantize_for_matmul) {  // the re-quantized rows as they come, without copies
-    quant::RowQuantized rows = quant::detail::re_quantized_rows(layer, dtype_of_v<T>, quant::MatmulDType::int8);
+    quant::RowQuantized rows = quant::detail::re_quantized_rows(layer, dtype_of_v<T>, matmul);
     codes = std::move(rows.values);
     scale = Tensor::empty(Shape{rows.rows}, DType::f32);
     std::copy(rows.scale.begin(), rows.scale.end(), scale.data_as<float>());
     scale_dtype = rows.scale_dtype;  // as weight_operand's re-quantized operand carries it
   } else {
     const quant::detail::WeightOperand operand = quant::detail::weight_operand(layer, dtype_of_v<T>);
-    SDNQ_REQUIRE(operand.matmul == quant::MatmulDType::int8 && operand.zero_point.empty(), UnsupportedError,
+    SDNQ_REQUIRE(operand.matmul == matmul && operand.zero_point.empty(), UnsupportedError,
                  "{}: its quantized-matmul operand has a zero point, which gemm_w8a8 does not apply", name);
-    codes = Tensor::empty(Shape{operand.out_features, operand.in_features}, DType::i8);
-    parallel_copy(codes.data(), operand.int_values.data(), operand.int_values.size());
+    if (matmul == quant::MatmulDType::int8) {
+      codes = Tensor::empty(Shape{operand.out_features, operand.in_features}, DType::i8);
+      parallel_copy(codes.data(), operand.int_values.data(), operand.int_values.size());
+    } else {  // custom float values: e4m3 codes, checked to be exact
+      codes = detail::exact_e4m3_codes(operand, name);
+    }
     scale = Tensor::empty(Shape{operand.out_features}, DType::f32);
     std::copy(operand.scale.begin(), operand.scale.end(), scale.data_as<float>());
     scale_dtype = operand.scale_dtype;
   }
   const std::int64_t n = codes.size(0), k = codes.size(1);
   std::optional<quant::Int8CodeTables> tables;
-  if (storage == W8A8OperandStorage::code_tables_where_smaller) tables = detail::operand_code_tables(layer, codes);
+  if (storage == W8A8OperandStorage::code_tables_where_smaller && matmul == quant::MatmulDType::int8)
+    tables = detail::operand_code_tables(layer, codes);
   // The codes are handed over (repack checks them), then dropped where tables replace them.
   const auto with_tables = [&](W8A8WeightsHost out) {
     if (tables) {

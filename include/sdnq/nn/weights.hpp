@@ -90,6 +90,9 @@ enum class RequantizedMatmul : std::uint8_t {
   stored_codes,
   // Re-quantize once at load, exactly as the reference does per call, and run the int8 GEMM (W4A8):
   // the reference's numerics from 32 tokens and faster at large M, but 8 bits a weight on the device.
+  // Layers saved with an fp8 product (quantized_matmul_dtype float8_e4m3fn, no SVD) likewise get their
+  // e4m3 operand once and run the e4m3 GEMM: re-quantized ones, and custom floats of at most 7 bits
+  // whose values the reference multiplies directly (float4_e2m1fn, float6_e3m2fn, ...).
   int8_at_load,
   // As int8_at_load, with the int8 operand held as code tables where the stored codes are 4-bit or
   // narrower and grouped by more than 32 inputs (quant::Int8CodeTables: 5 bits a weight for uint4 g128,

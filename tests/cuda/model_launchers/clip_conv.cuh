@@ -247,10 +247,16 @@ RequantizedLinearRun compare_requantized_linears(std::int64_t tokens, nn::Requan
     const char* type;
     std::int64_t group_size;  // 0: the quantizer's choice
     int svd_rank;
+    const char* matmul = nullptr;  // quantized_matmul_dtype; null: the quantizer's choice
   };
-  const Layer layers[] = {{"uint4_g64_svd", 192, "uint4", 64, 32}, {"uint4_g64", 96, "uint4", 64, 0},
-                          {"int8_svd", 64, "int8", 0, 16},         {"int4_rows", 128, "int4", -1, 0},
-                          {"float8_e5m2", 64, "float8_e5m2", 0, 0}, {"uint4_rows", 96, "uint4", -1, 0}};
+  const Layer layers[] = {{"uint4_g64_svd", 192, "uint4", 64, 32},
+                          {"uint4_g64", 96, "uint4", 64, 0},
+                          {"int8_svd", 64, "int8", 0, 16},
+                          {"int4_rows", 128, "int4", -1, 0},
+                          {"float8_e5m2", 64, "float8_e5m2", 0, 0},
+                          {"uint4_rows", 96, "uint4", -1, 0},
+                          {"float4_e2m1fn_rows_fp8", 64, "float4_e2m1fn", -1, 0, "float8_e4m3fn"},
+                          {"uint4_g64_fp8", 96, "uint4", 64, 0, "float8_e4m3fn"}};
   nn::InMemoryComponent component;
   component.label = "re-quantized quantized-matmul test";
   std::uint32_t seed = 41;
@@ -262,6 +268,7 @@ RequantizedLinearRun compare_requantized_linears(std::int64_t tokens, nn::Requan
     options.group_size = layer.group_size;
     options.use_svd = layer.svd_rank > 0;
     options.svd_rank = layer.svd_rank;
+    if (layer.matmul != nullptr) options.quantized_matmul_dtype = layer.matmul;
     const Tensor weight = random_bf16_values(Shape{layer.out, in}, seed++, 0.125f);
     auto quantized = std::make_shared<quant::QuantizedTensors>(
         quant::quantize_weight(weight.view(), quant::LayerKind::linear, options, DType::bf16, seed++));

@@ -152,9 +152,9 @@ W8A8WeightsHost repack_for_w8a8(const LinearCodes& w, bool dequantize_fp32 = tru
 
 // Weights the reference re-quantizes on every call (§5.1 step 1: grouped or packed integer codes, e.g.
 // uint4 g64 + SVD with quantized matmul on), given as the operand of that re-quantization, computed once
-// by the caller: int8 codes [N, K] (K contiguous) and s_w [N] as F32 (the values the reference multiplies
-// with), `scale_dtype` the dtype its activation scales are computed in (F32 or T), and the layer's SVD
-// factors in LinearCodes' layout (svd_up [N, r], svd_down [r, K]) with their dtype rule. Host tensors,
+// by the caller: int8 or e4m3 codes [N, K] (K contiguous; the SVD branch with int8 only) and s_w [N] as F32 (the values
+// the reference multiplies with), `scale_dtype` the dtype its activation scales are computed in (F32 or T), and the
+// layer's SVD factors in LinearCodes' layout (svd_up [N, r], svd_down [r, K]) with their dtype rule. Host tensors,
 // taken over (no copy of the N·K codes: requantize_for_w8a8 hands over what it computed).
 template <class T>
 W8A8WeightsHost repack_owned_operand_for_w8a8(std::string_view name, Tensor codes, Tensor scale, DType scale_dtype,
@@ -164,8 +164,10 @@ W8A8WeightsHost repack_owned_operand_for_w8a8(std::string_view name, Tensor code
   static_assert(std::is_same_v<T, bf16> || std::is_same_v<T, fp16>, "activations are bf16 or fp16");
   SDNQ_REQUIRE(codes.device().is_cpu() && scale.device().is_cpu(), ShapeError,
                "{}: repack_operand_for_w8a8 reads host tensors", name);
-  SDNQ_REQUIRE(codes.rank() == 2 && codes.dtype() == DType::i8 && codes.view().is_contiguous(), UnsupportedError,
-               "{}: the re-quantized operand must be contiguous I8 codes [N, K], got {} {}", name,
+  SDNQ_REQUIRE(codes.rank() == 2 && (codes.dtype() == DType::i8 || codes.dtype() == DType::f8_e4m3fn) &&
+                   codes.view().is_contiguous(),
+               UnsupportedError,
+               "{}: the re-quantized operand must be contiguous I8 or F8_E4M3 codes [N, K], got {} {}", name,
                dtype_name(codes.dtype()), codes.shape().to_string());
   const std::int64_t n = codes.size(0), k = codes.size(1);
   SDNQ_REQUIRE(scale.numel() == n && scale.dtype() == DType::f32 && scale.view().is_contiguous(), ShapeError,
@@ -179,7 +181,7 @@ W8A8WeightsHost repack_owned_operand_for_w8a8(std::string_view name, Tensor code
   SDNQ_REQUIRE(svd_up.has_value() == svd_down.has_value(), ShapeError,
                "{}: an SVD branch needs both svd_up and svd_down", name);
   W8A8WeightsHost out;
-  out.kind = W8A8Kind::int8;
+  out.kind = codes.dtype() == DType::i8 ? W8A8Kind::int8 : W8A8Kind::float8_e4m3fn;
   out.out_features = n;
   out.in_features = k;
   out.dtype = dtype_of_v<T>;

@@ -309,7 +309,8 @@ class Linear {
   //   - int8 / float8_e4m3fn codes the reference uses directly (one scale per output, no zero point), as
   //     stored (float8_e5m2 and uint8 ones take the weight-only kernels);
   //   - with RequantizedMatmul::int8_at_load, layers the reference re-quantizes per call and signed packed
-  //     codes (cuda::requantize_for_w8a8): the int8 operand once, 8 bits a weight on the device.
+  //     codes (cuda::requantize_for_w8a8): the int8 operand once, 8 bits a weight on the device (or the
+  //     e4m3 one for an fp8 product: re-quantized, or custom float values; code tables with int8 only).
   // An SVD branch only where gemm_w8a8 runs one (int8 on Hopper), else the weight-only kernels take it.
   static std::optional<cuda::W8A8WeightsHost> quantized_matmul_weights(const quant::QuantizedWeight& layer,
                                                                        const std::optional<detail::HostLinearCodes>& codes,
