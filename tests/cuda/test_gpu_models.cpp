@@ -201,12 +201,19 @@ TEST_CASE(
         // one. float8_e5m2 (no e4m3 x e5m2 GEMM here) and uint4 with a zero point stay weight-only.
         bool matmul = i == int8_svd || (at_load && i != e5m2 && i != uint4_rows);
         if (run.svd[i] && !run.svd_runs_here) matmul = false;
-        CHECK(run.kinds[i] == (matmul ? "quantized_matmul" : "quantized"));
+        // Weight-only, custom float codes are dequantized at load (no kernel reads them).
+        CHECK(run.kinds[i] == (matmul ? "quantized_matmul" : i == e2m1_fp8 ? "dequantized_at_load" : "quantized"));
         CHECK(run.identical[i]);
         // From 32 tokens the CPU model quantizes x like the reference: to e4m3 for the e4m3 products
         // (steps of 2^-3 relative), which the GPU's weight-only kernels do not.
+        // A weight re-quantized to e4m3 (uint4_fp8) is that operand exactly in a bf16 model (the host
+        // test of requantize_for_w8a8); the float32 CPU model re-quantizes unrounded values, and e4m3's
+        // 3-bit mantissa rounds some of them the other way (1.3e-2 measured from 32 tokens). Below 32
+        // tokens the e4m3 operand is dequantized where the reference dequantizes the stored codes: its
+        // re-quantization error, 2.4e-2 measured (int8's is ~4e-3).
         const bool e4m3_product = i == e5m2 || i == e2m1_fp8 || i == uint4_fp8;
-        CHECK(run.rel_l2_to_cpu[i] <= (e4m3_product && tokens >= 32 && !matmul ? 6e-2 : 1e-2));
+        const double bound = e4m3_product && tokens >= 32 && !matmul ? 6e-2 : i == uint4_fp8 && matmul ? 3e-2 : 1e-2;
+        CHECK(run.rel_l2_to_cpu[i] <= bound);
       }
       // Joined by concatenate where all three run the 8-bit GEMM (their SVD factors block-diagonal): each
       // column block as its part computed it, up to the split of the wider down-projection's sums.
