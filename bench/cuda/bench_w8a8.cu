@@ -82,19 +82,21 @@ void bench_w8a8_with_svd(benchmark::State& state, int rank_padded,
   std::vector<sdnq::Tensor> storage;
   std::vector<sdnq::cuda::W8A8Weights> weights;
   for (int c = 0; c < copies; ++c) {
-    sdnq::Tensor codes = sdnq::cuda::empty(sdnq::Shape{n, k}, sdnq::DType::u8);
+    sdnq::Tensor codes;  // none where code tables take their place
+    if (!code_tables) {
+      codes = sdnq::cuda::empty(sdnq::Shape{n, k}, sdnq::DType::u8);
+      fill(codes, 200 + c);  // random bytes (a few e4m3 NaN codes): the values do not change the time
+    }
     sdnq::Tensor scale = sdnq::cuda::empty(sdnq::Shape{n}, sdnq::DType::f32);
-    fill(codes, 200 + c);  // random bytes (a few e4m3 NaN codes): the values do not change the time
     SDNQ_CUDA_CHECK(cudaMemset(scale.data(), 0x3C, scale.nbytes()));  // 0x3C3C3C3C ≈ 0.0115
-    weights.push_back(sdnq::cuda::W8A8Weights{kind, n, k, sdnq::DType::bf16, sdnq::DType::f32, codes.data(),
+    weights.push_back(sdnq::cuda::W8A8Weights{kind, n, k, sdnq::DType::bf16, sdnq::DType::f32,
+                                              codes.defined() ? codes.data() : nullptr,
                                               static_cast<const float*>(scale.data())});
     if (code_tables) {  // 4-bit indices and a table per 128 inputs in place of the codes
-      codes = sdnq::Tensor();
       sdnq::Tensor indices = sdnq::cuda::empty(sdnq::Shape{n, k / 2}, sdnq::DType::u8);
       sdnq::Tensor tables = sdnq::cuda::empty(sdnq::Shape{n, k / code_table_group, 16}, sdnq::DType::i8);
       fill(indices, 500 + c);
       fill(tables, 600 + c);
-      weights.back().codes = nullptr;
       weights.back().code_indices = static_cast<const std::uint8_t*>(indices.data());
       weights.back().code_tables = static_cast<const std::int8_t*>(tables.data());
       weights.back().code_table_group = code_table_group;
