@@ -302,7 +302,7 @@ TEST_CASE("gemm_w8a8 fp8: odd shapes, every tile, K up to 15360", "[cuda][w8a8]"
     // the interval but stays within the bound; K = 15360 + 16 ends on a partial, unpaired K tile.
     std::vector<double> errors;
     for (const int tiles : {1, 2, 3, 4, 6}) {
-      const sdnq::test::E4m3PromotionScope forced(tiles);
+      const sdnq::test::ForcedW8A8Scope forced(sdnq::test::W8A8Forced::e4m3_promotion_tiles, tiles);
       INFO("promotion every " << tiles << " K tiles");
       errors.push_back(run_case<sdnq::bf16>(130, 200, 15360, true, true, 39, 6));
       run_case<sdnq::fp16>(77, 136, 15376, true, false, 43, 6);
@@ -1033,7 +1033,7 @@ TEST_CASE("gemm_w8a8 pre-quantized on paired blocks: y bit for bit the unpaired 
   if (!tile_runs_here(tile)) return;
   if (fp8 ? (tile == 7 || tile == 9) : tile >= 10) return;  // 128×256: int8 only, 128×192: e4m3 only
   if (fp8 && !sdnq::test::gpu_has_fp8_tensor_cores()) return;
-  const sdnq::test::PairedBlocksScope scope(paired);
+  const sdnq::test::ForcedW8A8Scope scope(sdnq::test::W8A8Forced::paired_blocks, paired ? 2 : 1);
   INFO((paired ? "paired" : "unpaired") << " blocks");
   run_prequantized_case<sdnq::bf16>(256, 200, 400, fp8, true, 120, tile, DType::f32);    // 2 row tiles
   run_prequantized_case<sdnq::fp16>(300, 131, 1168, fp8, false, 121, tile, DType::f32);  // 3: a ghost tile

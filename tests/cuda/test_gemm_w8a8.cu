@@ -2,6 +2,7 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -54,10 +55,18 @@ Tensor run_gemm_w8a8_kernel(const cuda::W8A8WeightsHost& weights, TensorView x, 
   return run_gemm_w8a8_on(weights, x, bias, tile, nullptr);
 }
 
-E4m3PromotionScope::E4m3PromotionScope(int tiles) { cuda::kernel_detail::forced_e4m3_promotion_tiles.store(tiles); }
-E4m3PromotionScope::~E4m3PromotionScope() { cuda::kernel_detail::forced_e4m3_promotion_tiles.store(0); }
-PairedBlocksScope::PairedBlocksScope(bool on) { cuda::kernel_detail::forced_w8a8_pairs.store(on ? 2 : 1); }
-PairedBlocksScope::~PairedBlocksScope() { cuda::kernel_detail::forced_w8a8_pairs.store(0); }
+namespace {
+
+std::atomic<int>& forced_setting(W8A8Forced which) {
+  return which == W8A8Forced::e4m3_promotion_tiles ? cuda::kernel_detail::forced_e4m3_promotion_tiles
+                                                   : cuda::kernel_detail::forced_w8a8_pairs;
+}
+
+}  // namespace
+
+// Both settings read 0 as "not forced".
+ForcedW8A8Scope::ForcedW8A8Scope(W8A8Forced which, int value) : which_(which) { forced_setting(which).store(value); }
+ForcedW8A8Scope::~ForcedW8A8Scope() { forced_setting(which_).store(0); }
 
 Tensor run_gemm_w8a8_with_svd_parts(const cuda::W8A8WeightsHost& weights, TensorView x, std::optional<TensorView> bias,
                                     const std::vector<SvdPartSpec>& parts, int tile) {

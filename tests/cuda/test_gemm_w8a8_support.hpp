@@ -16,24 +16,23 @@ namespace sdnq::test {
 Tensor run_gemm_w8a8_kernel(const cuda::W8A8WeightsHost& weights, TensorView x, std::optional<TensorView> bias,
                             int tile = -1);
 
-// For its lifetime, the e4m3 TMA kernel promotes its tensor-core sums into fp32 totals every `tiles` K
-// tiles of 128 inputs (cuda::kernel_detail::ForcedE4m3Promotion, without the CUDA header).
-class E4m3PromotionScope {
- public:
-  explicit E4m3PromotionScope(int tiles);
-  ~E4m3PromotionScope();
-  E4m3PromotionScope(const E4m3PromotionScope&) = delete;
-  E4m3PromotionScope& operator=(const E4m3PromotionScope&) = delete;
-};
+// The TMA kernel's settings a test can force (cuda::kernel_detail::ForcedSetting, without the CUDA header):
+//   e4m3_promotion_tiles  the e4m3 kernel promotes its tensor-core sums into fp32 totals every `value` K
+//                         tiles of 128 inputs (ForcedE4m3Promotion);
+//   paired_blocks         1: blocks never paired, 2: in pairs sharing each weight tile wherever they can
+//                         (ForcedW8A8Pairs).
+enum class W8A8Forced { e4m3_promotion_tiles, paired_blocks };
 
-// For its lifetime, the TMA kernel runs in pairs of blocks sharing each weight tile wherever it can
-// (`on`), or never (cuda::kernel_detail::ForcedW8A8Pairs, without the CUDA header).
-class PairedBlocksScope {
+// For its lifetime, `which` is forced to `value`; then back to the kernel's own choice.
+class ForcedW8A8Scope {
  public:
-  explicit PairedBlocksScope(bool on);
-  ~PairedBlocksScope();
-  PairedBlocksScope(const PairedBlocksScope&) = delete;
-  PairedBlocksScope& operator=(const PairedBlocksScope&) = delete;
+  ForcedW8A8Scope(W8A8Forced which, int value);
+  ~ForcedW8A8Scope();
+  ForcedW8A8Scope(const ForcedW8A8Scope&) = delete;
+  ForcedW8A8Scope& operator=(const ForcedW8A8Scope&) = delete;
+
+ private:
+  W8A8Forced which_;
 };
 
 // One block of an SVD branch's part table (cuda::kernel_detail::W8A8SvdPart, without the CUDA header).

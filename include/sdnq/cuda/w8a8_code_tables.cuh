@@ -39,9 +39,9 @@ __global__ void expand_w8a8_codes_kernel(const std::uint8_t* __restrict__ indice
                                          const std::int8_t* __restrict__ tables, std::int8_t* __restrict__ codes,
                                          std::int64_t chunks, std::int64_t chunks_per_row,
                                          std::int64_t chunks_per_group) {
+  static_assert(ChunkInputs == 16, "a chunk is one uint2 of indices in and one uint4 of codes out");
   for (std::int64_t chunk = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; chunk < chunks;
        chunk += std::int64_t{gridDim.x} * blockDim.x) {
-    static_assert(ChunkInputs == 16, "a chunk is one uint2 of indices in and one uint4 of codes out");
     const std::int64_t row = chunk / chunks_per_row, in_row = chunk - row * chunks_per_row;
     const std::int64_t groups_per_row = chunks_per_row / chunks_per_group;
     const uint2 packed = __ldg(reinterpret_cast<const uint2*>(indices) + chunk);

@@ -58,11 +58,11 @@ inline const char* linear_kind_name(LinearKind kind) {
 
 namespace detail {
 
-// Whether two layers' 8-bit weights are held alike (codes of one dtype, or code tables of one group), so
-// that their rows can be joined.
+// Whether two layers' 8-bit weights are held alike (codes of one dtype, or code tables of one group; the
+// group is 0 without tables), so that their rows can be joined.
 inline bool same_operand_storage(const cuda::W8A8WeightsDevice& a, const cuda::W8A8WeightsDevice& b) {
   if (cuda::w8a8_has_code_tables(a.view()) || cuda::w8a8_has_code_tables(b.view()))
-    return a.view().code_table_group == b.view().code_table_group && a.code_tables.defined() && b.code_tables.defined();
+    return a.view().code_table_group == b.view().code_table_group;
   return a.codes.dtype() == b.codes.dtype();
 }
 
