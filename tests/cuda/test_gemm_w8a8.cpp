@@ -18,6 +18,7 @@
 #include "cuda/test_gemm_w8a8_support.hpp"
 #include "sdnq/cuda/requantize_w8a8.hpp"
 #include "sdnq/io/safetensors.hpp"
+#include "sdnq/nn/gpu/detail/device_weights.hpp"
 #include "sdnq/quant/activation_quant.hpp"
 #include "sdnq/quant/detail/layers_qmm.hpp"
 #include "sdnq/quant/quantize.hpp"
@@ -559,6 +560,20 @@ void check_requantized_operand(const char* storage, std::int64_t group_size, int
   std::vector<std::int8_t> expanded(static_cast<std::size_t>(n * k));
   sdnq::quant::expand_code_tables(*tabled.tables, expanded);
   CHECK(std::memcmp(expanded.data(), operand.int_values.data(), expanded.size()) == 0);
+
+  // 4-bit stored codes are the indices byte for byte, and the GEMV layout of those codes is the same bytes:
+  // nn::gpu::Linear keeps one copy for the expansion and the stored-codes GEMV.
+  const auto stored = sdnq::nn::gpu::detail::linear_codes_of(layer);
+  REQUIRE(stored.has_value());
+  const bool shared = layer.layout.weights_type->bits == 4;
+  CHECK(sdnq::cuda::table_indices_are_stored_codes(tabled, stored->codes) == shared);
+  if (!shared) return;
+  const sdnq::cuda::GemvWeightsHost gemv = sdnq::cuda::repack_for_gemv<T>(stored->codes);
+  REQUIRE(gemv.codes.nbytes() == tabled.tables->indices.nbytes());
+  CHECK(std::memcmp(gemv.codes.data(), tabled.tables->indices.data(), gemv.codes.nbytes()) == 0);
+  const Tensor params = sdnq::cuda::gemv_group_params<T>(stored->codes);
+  REQUIRE(params.nbytes() == gemv.group_params.nbytes());
+  CHECK(std::memcmp(params.data(), gemv.group_params.data(), params.nbytes()) == 0);
 }
 
 TEST_CASE("requantize_for_w8a8: the reference's int8 operand exactly, re-quantized or direct", "[cuda][w8a8][host]") {
@@ -567,6 +582,7 @@ TEST_CASE("requantize_for_w8a8: the reference's int8 operand exactly, re-quantiz
   check_requantized_operand<sdnq::fp16>("int5", 32, 16, false);  // re-quantized from F16 rows
   check_requantized_operand<sdnq::bf16>("int8", -1, 0, true);    // signed codes used directly
   check_requantized_operand<sdnq::fp16>("int4", -1, 0, true);    // signed 4-bit codes used directly
+  check_requantized_operand<sdnq::bf16>("uint2", 64, 0, false);  // tables whose indices are not the stored codes
   // e4m3 products: custom float values used directly, a grouped weight re-quantized per row.
   check_requantized_operand<sdnq::bf16>("float4_e2m1fn", -1, 0, true, "float8_e4m3fn");
   check_requantized_operand<sdnq::bf16>("float6_e3m2fn", -1, 0, false, "float8_e4m3fn");

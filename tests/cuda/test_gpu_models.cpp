@@ -183,7 +183,7 @@ TEST_CASE(
            : policy == RequantizedMatmul::int8_tables_at_load ? "int8_tables_at_load"
                                                               : "stored_codes";
   };
-  for (const std::int64_t tokens : {300, 48, 16}) {
+  for (const std::int64_t tokens : {300, 48, 16, 4}) {
     std::optional<sdnq::test::RequantizedLinearRun> int8_codes;  // the int8_at_load run, for the tables
     for (const RequantizedMatmul policy :
          {RequantizedMatmul::int8_at_load, RequantizedMatmul::int8_tables_at_load, RequantizedMatmul::stored_codes}) {
@@ -233,8 +233,9 @@ TEST_CASE(
         CHECK(error <= 2e-3);
       }
       // The memory side: int8_at_load holds the uint4 layer's int8 operand (96 x 128 bytes), the code
-      // tables 4-bit indices + 16 bytes a 64-input group (6 bits a weight), stored_codes its 4-bit codes.
-      const std::size_t codes_at_8_bits = 96 * 128, tables = 96 * 64 + 96 * 2 * 16;
+      // tables 4-bit indices + 16 bytes a 64-input group (6 bits a weight) + the stored codes' group
+      // parameters for the GEMV (bf16 scale and zero point a group), stored_codes its 4-bit codes.
+      const std::size_t codes_at_8_bits = 96 * 128, tables = 96 * 64 + 96 * 2 * 16, group_params = 96 * 2 * 2 * 2;
       if (policy == RequantizedMatmul::int8_at_load && run.kinds[uint4_g64] == "quantized_matmul") {
         CHECK(run.device_bytes[uint4_g64] >= codes_at_8_bits);
         int8_codes = std::move(run);
@@ -245,15 +246,29 @@ TEST_CASE(
       // Code tables expand to the int8 operand exactly: every output bit for bit as with int8 codes, for
       // each layer and for the joined one; only the uint4 layers (g64, packed) hold tables, int4 row-wise
       // (one 128-input table a row) too.
-      CHECK(run.device_bytes[uint4_g64] == int8_codes->device_bytes[uint4_g64] - codes_at_8_bits + tables);
+      CHECK(run.device_bytes[uint4_g64] ==
+            int8_codes->device_bytes[uint4_g64] - codes_at_8_bits + tables + group_params);
       CHECK(run.device_bytes[int4_rows] < int8_codes->device_bytes[int4_rows]);
       CHECK(run.device_bytes[int8_svd] == int8_codes->device_bytes[int8_svd]);
       CHECK(run.device_bytes[uint4_g64_svd] < int8_codes->device_bytes[uint4_g64_svd]);
       CHECK(run.device_bytes[uint4_fp8] == int8_codes->device_bytes[uint4_fp8]);  // tables: int8 products only
+      // Below 32 tokens the table layers over stored 4-bit codes (the uint4 ones and int4 row-wise) run
+      // those codes dequantized, as the reference: on the GEMV layout's kernels, the same bits as a
+      // weight-only layer kept in that layout (GEMV up to 8 tokens; above, dequantize + cuBLAS, where the
+      // SVD branch's zero-padded ranks widen the GEMM's extended K). The others expand their operand.
+      const bool small = tokens < 32;
+      std::optional<sdnq::test::RequantizedLinearRun> gemv_layout;
+      if (small) gemv_layout = sdnq::test::compare_requantized_linears(tokens, RequantizedMatmul::stored_codes, true);
       for (std::size_t i = 0; i < run.outputs.size(); ++i) {
         INFO(run.names[i]);
-        REQUIRE(run.outputs[i].nbytes() == int8_codes->outputs[i].nbytes());
-        CHECK(std::memcmp(run.outputs[i].data(), int8_codes->outputs[i].data(), run.outputs[i].nbytes()) == 0);
+        const bool stored_codes = small && (i == uint4_g64_svd || i == uint4_g64 || i == int4_rows);
+        const sdnq::test::RequantizedLinearRun& expected = stored_codes ? *gemv_layout : *int8_codes;
+        REQUIRE(run.outputs[i].nbytes() == expected.outputs[i].nbytes());
+        if (stored_codes && run.svd[i] && tokens > 8) {
+          CHECK(relative_difference(run.outputs[i], expected.outputs[i]) <= 1e-3);
+          continue;
+        }
+        CHECK(std::memcmp(run.outputs[i].data(), expected.outputs[i].data(), run.outputs[i].nbytes()) == 0);
       }
     }
   }

@@ -81,6 +81,8 @@ struct RequantizedLinearRun {
   bool mixed_storage_joined = false;  // code tables: the three layers (tables and codes) were joined
   std::vector<double> joined_rel_l2;
 };
-RequantizedLinearRun compare_requantized_linears(std::int64_t tokens, nn::RequantizedMatmul policy);
+// `gemv_layout`: weight-only layers keep the GEMV layout (cuda::CodeLayout::gemv) where it fits.
+RequantizedLinearRun compare_requantized_linears(std::int64_t tokens, nn::RequantizedMatmul policy,
+                                                 bool gemv_layout = false);
 
 }  // namespace sdnq::test

@@ -12,7 +12,7 @@
 //   not bandwidth, limits M >= 16; a tensor-core (mma) path for M = 16..64 is not written yet.
 // - Split-K (grid y) when N alone gives too few blocks for the SMs; partial sums in fp32 in the
 //   caller's workspace, then an epilogue kernel reduces them.
-// - SVD branch: a pre-pass computes low_rank = x · svd_downᵀ [M, r] (r ≤ 128, fp32), and the epilogue
+// - SVD branch: a pre-pass computes low_rank = x · svd_downᵀ [M, r] (r ≤ 256, fp32), and the epilogue
 //   adds low_rank · svd_upᵀ, the bias, and rounds once. Without SVD and split-K the main kernel writes
 //   y (with bias) itself: one launch.
 // Bytes moved: N·K·bits/8 weights + 4·N·K/group params (+ 2·r·(N+K) factors); FLOPs 2·M·N·K.

@@ -139,13 +139,49 @@ class QuantizedLinear {
     SDNQ_REQUIRE(host.svd_rank() <= gemv_max_rank_for_dense, UnsupportedError,
                  "{}: SVD rank {} exceeds the supported 128", host.name, host.svd_rank());
     DeviceGuard guard(device);
-    cublasLtHandle_t lt = nullptr;
-    SDNQ_CUBLAS_CHECK(cublasLtCreate(&lt));
-    lt_ = std::shared_ptr<cublasLtContext>(lt, [](cublasLtHandle_t handle) { (void)cublasLtDestroy(handle); });
+    create_lt_handle();
     if (dtype == DType::bf16)
       build<bf16>(host);
     else
       build<fp16>(host);
+  }
+
+  // A layer over GEMV-layout weights already on cuda:`device` (activations in weights.meta.dtype). The
+  // tensors of `weights` become the layer's; memory that weights.meta points at beyond them is borrowed
+  // and must outlive the layer. nn::gpu::Linear borrows this way the 4-bit code-table indices and the SVD
+  // factors of its 8-bit GEMM's weights, which are the GEMV's codes and (zero-padded) factors.
+  static QuantizedLinear adopt_gemv(GemvWeightsDevice weights, std::string name, int device,
+                                    QuantizedLinearOptions options = {}) {
+    const GemvWeights& w = weights.meta;
+    SDNQ_REQUIRE(w.dtype == DType::bf16 || w.dtype == DType::f16, UnsupportedError,
+                 "{}: quantized Linear activations must be BF16 or F16, got {}", name, dtype_name(w.dtype));
+    SDNQ_REQUIRE(w.bits >= 1 && w.bits <= 8 && w.codes != nullptr && w.group_params != nullptr && w.group_size > 0 &&
+                     w.in_features % 32 == 0 && w.group_size % 32 == 0 && w.in_features % w.group_size == 0 &&
+                     w.out_features > 0,
+                 UnsupportedError,
+                 "{}: GEMV-layout weights must be 1..8-bit codes with in_features and group size multiples of 32, got "
+                 "{}-bit [{}, {}] group {}",
+                 name, w.bits, w.out_features, w.in_features, w.group_size);
+    SDNQ_REQUIRE(w.svd_rank >= 0 && w.svd_rank <= kernel_detail::gemv_max_rank &&
+                     (w.svd_rank == 0 || (w.svd_up != nullptr && w.svd_down != nullptr)),
+                 UnsupportedError, "{}: SVD rank {} not supported (0..{})", name, w.svd_rank,
+                 kernel_detail::gemv_max_rank);
+    QuantizedLinear layer;
+    layer.name_ = std::move(name);
+    layer.dtype_ = w.dtype;
+    layer.device_ = device;
+    layer.options_ = options;
+    layer.options_.layout = CodeLayout::gemv;
+    layer.out_features_ = w.out_features;
+    layer.in_features_ = w.in_features;
+    layer.svd_rank_ = w.svd_rank;
+    layer.bits_ = w.bits;
+    layer.layout_ = CodeLayout::gemv;
+    DeviceGuard guard(device);
+    layer.create_lt_handle();
+    layer.gemv_ = std::move(weights);
+    layer.plan_dense_chunks(false);
+    return layer;
   }
 
   const std::string& name() const { return name_; }
@@ -167,6 +203,9 @@ class QuantizedLinear {
 
   // The layout the codes are kept in (never automatic).
   CodeLayout layout() const { return layout_; }
+
+  // The GEMV-layout weights (layout() == gemv), else null.
+  const GemvWeightsDevice* gemv_weights() const { return gemv_ ? &*gemv_ : nullptr; }
 
   // Bytes this layer holds on its device: codes, group parameters, SVD factors, lookup table.
   std::size_t device_bytes() const {
@@ -263,14 +302,26 @@ class QuantizedLinear {
       svd_up_ = to_device(up, device_);
       svd_down_ = to_device(down, device_);
     }
-    // Chunks of equal size within the limit, rows a multiple of 128 (cuBLAS tiles) where that fits, else of
-    // 16 (tensor-core fragment blocks) or 8 (a whole number of packer blocks before every chunk); the
-    // transposed checkpoint layout is not cut.
+    plan_dense_chunks(layout_ == CodeLayout::checkpoint && host.transposed);
+  }
+
+  QuantizedLinear() = default;  // adopt_gemv fills one in
+
+  void create_lt_handle() {
+    cublasLtHandle_t lt = nullptr;
+    SDNQ_CUBLAS_CHECK(cublasLtCreate(&lt));
+    lt_ = std::shared_ptr<cublasLtContext>(lt, [](cublasLtHandle_t handle) { (void)cublasLtDestroy(handle); });
+  }
+
+  // Chunks of equal size within the limit, rows a multiple of 128 (cuBLAS tiles) where that fits, else of
+  // 16 (tensor-core fragment blocks) or 8 (a whole number of packer blocks before every chunk); the
+  // transposed checkpoint layout is not cut.
+  void plan_dense_chunks(bool transposed_checkpoint) {
     const auto limit = static_cast<std::int64_t>(options_.dense_workspace_limit);
     const std::int64_t row_bytes = dense_row_elements(true) * 2 + (dense_scratch_per_row() ? in_features_ * 2 : 0);
     const std::int64_t granule = layout_ == CodeLayout::tensor_core ? 16 : 8;
     std::int64_t rows = out_features_;
-    if (layout_ != CodeLayout::checkpoint || !host.transposed) {
+    if (!transposed_checkpoint) {
       for (std::int64_t chunks = 1;; ++chunks) {
         rows = (out_features_ + chunks - 1) / chunks;
         const std::int64_t by_128 = (rows + 127) / 128 * 128, by_granule = (rows + granule - 1) / granule * granule;

@@ -198,6 +198,25 @@ struct GemvWeightsHost {
   Tensor svd_up, svd_down;       // dtype [N, r], [r, K]; undefined without SVD
 };
 
+// The GEMV layout's group parameters alone: T [N, K/group, 2], (scale, zero point) rounded to T (zero 0
+// without a zero point). Also what a layer whose 4-bit codes are already on the device in the GEMV layout
+// (code-table indices, nn::gpu::Linear) needs besides them.
+template <class T>
+Tensor gemv_group_params(const LinearCodes& w) {
+  const std::int64_t n = w.out_features, k = w.in_features;
+  const std::int64_t groups = k / (w.group_size > 0 ? w.group_size : k);
+  Tensor out = Tensor::empty(Shape{n, groups, 2}, dtype_of_v<T>);
+  auto* params = out.data_as<T>();
+  for (std::int64_t row = 0; row < n; ++row)
+    for (std::int64_t g = 0; g < groups; ++g) {
+      // Tensor-wise: one stored value; transposed row-wise: [1, N]; otherwise [N, G, 1] row-major.
+      const std::int64_t source = w.group_size == -2 ? 0 : row * groups + g;
+      params[(row * groups + g) * 2] = detail::narrow_param<T>(w.scale, source);
+      params[(row * groups + g) * 2 + 1] = w.zero_point ? detail::narrow_param<T>(*w.zero_point, source) : T(0.0f);
+    }
+  return out;
+}
+
 // Load-time repack of a host checkpoint weight for gemv.cuh. Throws UnsupportedError for what the
 // GEMV does not handle (lookup formats, in_features or group size not a multiple of 32).
 template <class T>
@@ -248,16 +267,7 @@ GemvWeightsHost repack_for_gemv(const LinearCodes& w) {
       }
   });
 
-  const std::int64_t groups = k / group_size;
-  out.group_params = Tensor::empty(Shape{n, groups, 2}, dtype_of_v<T>);
-  auto* params = out.group_params.data_as<T>();
-  for (std::int64_t row = 0; row < n; ++row)
-    for (std::int64_t g = 0; g < groups; ++g) {
-      // Tensor-wise: one stored value; transposed row-wise: [1, N]; otherwise [N, G, 1] row-major.
-      const std::int64_t source = w.group_size == -2 ? 0 : row * groups + g;
-      params[(row * groups + g) * 2] = detail::narrow_param<T>(w.scale, source);
-      params[(row * groups + g) * 2 + 1] = w.zero_point ? detail::narrow_param<T>(*w.zero_point, source) : T(0.0f);
-    }
+  out.group_params = gemv_group_params<T>(w);
 
   if (w.svd_up) {
     const std::int64_t rank = w.svd_rank();

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <string_view>
 #include <vector>
 
@@ -153,6 +154,21 @@ W8A8WeightsHost requantize_for_w8a8(const quant::QuantizedWeight& layer,
   // The reference's SVD dtype is the scale dtype: the model dtype when dequantize_fp32 is off.
   return with_tables(repack_owned_operand_for_w8a8<T>(name, std::move(codes), std::move(scale), scale_dtype, up.view(),
                                                       down.view(), !layer.layout.dequantize_fp32));
+}
+
+// Whether the indices of weights held as code tables are, byte for byte, the checkpoint's codes `stored`: 4-bit
+// integer codes packed two a byte along each row, whose GEMV layout (repack_for_gemv) is those bytes too, with
+// in_features and groups the GEMV takes (multiples of 32). Then one copy serves the table expansion and a
+// GEMV over the stored codes (nn::gpu::Linear's small-M path).
+inline bool table_indices_are_stored_codes(const W8A8WeightsHost& weights, const LinearCodes& stored) {
+  const std::int64_t group = stored.group_size > 0 ? stored.group_size : stored.in_features;
+  if (!weights.tables || stored.bits != 4 || stored.value == CodeValue::lookup || stored.transposed ||
+      stored.in_features % 32 != 0 || group % 32 != 0)
+    return false;
+  const Tensor& indices = weights.tables->indices;
+  return stored.codes.dtype() == DType::u8 && stored.codes.is_contiguous() &&
+         stored.codes.nbytes() == indices.nbytes() &&
+         std::memcmp(stored.codes.data(), indices.data(), indices.nbytes()) == 0;
 }
 
 }  // namespace sdnq::cuda

@@ -239,7 +239,7 @@ SharedInputRun compare_shared_input(std::int64_t tokens) {
   return run;
 }
 
-RequantizedLinearRun compare_requantized_linears(std::int64_t tokens, nn::RequantizedMatmul policy) {
+RequantizedLinearRun compare_requantized_linears(std::int64_t tokens, nn::RequantizedMatmul policy, bool gemv_layout) {
   constexpr std::int64_t in = 128;
   struct Layer {
     const char* name;
@@ -286,7 +286,8 @@ RequantizedLinearRun compare_requantized_linears(std::int64_t tokens, nn::Requan
   std::vector<nn::Linear> cpu;
   std::vector<const nn::gpu::Linear*> readers;
   for (const Layer& layer : layers) {
-    gpu.push_back(nn::gpu::Linear::load(weights, layer.name, in, layer.out, true, 0));
+    gpu.push_back(nn::gpu::Linear::load(weights, layer.name, in, layer.out, true, 0,
+                                        gemv_layout ? cuda::CodeLayout::gemv : cuda::CodeLayout::automatic));
     cpu.push_back(nn::Linear::load(weights, layer.name, in, layer.out, true));
   }
   for (const auto& layer : gpu) readers.push_back(&layer);

@@ -13,7 +13,8 @@ namespace kernel_detail {
 
 inline constexpr int gemv_warps = 4;             // warps per block of the main kernel
 inline constexpr int gemv_epilogue_tokens = 8;   // tokens per block of the pre-pass and epilogue
-inline constexpr int gemv_max_rank = 128;
+// 256: a joined nn::gpu::Linear reads its parts' ranks zero-padded to 64 each (four parts of rank <= 64).
+inline constexpr int gemv_max_rank = 256;
 
 struct GemvParams {
   const std::uint32_t* codes;         // [N, K/32, Bits]

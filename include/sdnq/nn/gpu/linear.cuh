@@ -8,7 +8,8 @@
 //   quantized    layers saved for SDNQ's quantized matmul with int8 or float8_e4m3fn codes used directly:
 //     matmul     cuda::gemm_w8a8 for M ≥ 32 tokens, as the reference (§5.1 step 0: fewer tokens take the
 //                dequantized path, which cuda::w8a8_dequantized_linear runs over the same 8-bit weights:
-//                one copy of the codes per layer)
+//                one copy of the codes per layer; a layer held as code tables over its stored 4-bit codes
+//                runs that path on the GEMV over those codes, the reference's own arithmetic)
 //   fallback     layouts no kernel reads (Hadamard rotation, codebooks, custom floats, > 8 bits):
 //                dequantized once at load by quant::dequantize (the reference's arithmetic) into a dense
 //                bf16 weight.
@@ -22,6 +23,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <memory>
 #include <optional>
@@ -66,6 +68,14 @@ inline bool same_operand_storage(const cuda::W8A8WeightsDevice& a, const cuda::W
   return a.codes.dtype() == b.codes.dtype();
 }
 
+// Whether two layers' stored-codes GEMV forms (see Linear) can be joined row by row.
+inline bool same_stored_codes(const cuda::QuantizedLinear& a, const cuda::QuantizedLinear& b) {
+  const cuda::GemvWeightsDevice* x = a.gemv_weights();
+  const cuda::GemvWeightsDevice* y = b.gemv_weights();
+  return x != nullptr && y != nullptr && x->meta.bits == y->meta.bits && x->meta.is_signed == y->meta.is_signed &&
+         x->meta.group_size == y->meta.group_size && x->meta.dtype == y->meta.dtype;
+}
+
 // Whether two quantized-matmul weights quantize their input the same way (kind, dtype, scale dtype, K).
 inline bool same_input_quantization(const cuda::W8A8Weights& a, const cuda::W8A8Weights& b) {
   return a.kind == b.kind && a.dtype == b.dtype && a.scale_dtype == b.scale_dtype && a.in_features == b.in_features;
@@ -108,6 +118,12 @@ class Linear {
         // One copy of the codes: the 8-bit GEMM's weights, also read by the dequantized small-M path.
         layer.matmul_ = cuda::upload_w8a8_weights(*matmul, device);
         layer.kind_ = LinearKind::quantized_matmul;
+        // Code-table indices that are the stored 4-bit codes also run the reference's small-M path (§5.1
+        // step 0: the stored weight dequantized) on the GEMV, for the group parameters' bytes.
+        if (codes && scale_rounding == cuda::ScaleRounding::to_output_dtype &&
+            cuda::table_indices_are_stored_codes(*matmul, codes->codes))
+          layer.quantized_ = stored_codes_gemv(*layer.matmul_, cuda::gemv_group_params<bf16>(codes->codes),
+                                               codes->codes, layer.name_, device);
       } else if (codes) {
         cuda::QuantizedLinearOptions options;
         options.layout = cuda::QuantizedLinear::layout_fits(codes->codes, layout) ? layout
@@ -135,14 +151,15 @@ class Linear {
     if (matmul_ && tokens >= quantized_matmul_min_tokens)
       return Arena::footprint(cuda::w8a8_activations_bytes(matmul_->view(), tokens)) + svd_workspace_bytes(tokens) +
              expanded_codes_bytes();
+    if (quantized_) return Arena::footprint(quantized_->workspace_bytes(tokens));
     if (matmul_)
       return footprint_or_zero(cuda::w8a8_dequantized_workspace_bytes(matmul_->view(), tokens)) +
              expanded_codes_bytes();
-    if (quantized_) return Arena::footprint(quantized_->workspace_bytes(tokens));
     return 0;
   }
 
-  // Bytes the layer holds on its device (weight in whichever form it runs, bias).
+  // Bytes the layer holds on its device (weight in whichever form it runs, bias; the codes a table layer's
+  // GEMV shares with its tables counted once).
   std::size_t device_bytes() const {
     const auto held = [](const Tensor& tensor) { return tensor.defined() ? tensor.nbytes() : std::size_t{0}; };
     std::size_t bytes = held(weight_) + held(bias_);
@@ -177,15 +194,16 @@ class Linear {
       const cuda::W8A8Activations codes = cuda::quantize_w8a8_activations(matmul_->view(), x, buffer, stream);
       return gemm_on_codes(matmul_->view(), codes, bias, y, arena, stream);
     }
+    if (quantized_) {  // weight-only, or a table layer's stored codes below 32 tokens
+      const TensorView scratch = take_scratch(arena, quantized_->workspace_bytes(tokens), "scratch");
+      return cuda::quantized_linear(*quantized_, x, bias, y, scratch, cublas, stream);
+    }
     if (matmul_) {
       const cuda::W8A8Weights weights = expanded(matmul_->view(), arena, stream);
       const TensorView scratch = take_scratch(arena, cuda::w8a8_dequantized_workspace_bytes(weights, tokens),
                                               "low-rank product of the SVD branch");
       return cuda::w8a8_dequantized_linear(weights, nullptr, x, bias, y, scratch, cublas, stream, name_);
     }
-    const TensorView scratch =
-        take_scratch(arena, quantized_ ? quantized_->workspace_bytes(tokens) : std::size_t{0}, "scratch");
-    if (quantized_) return cuda::quantized_linear(*quantized_, x, bias, y, scratch, cublas, stream);
     cuda::dense_linear(x, weight_.view(), bias, y, cublas, stream, name_);
   }
 
@@ -223,7 +241,9 @@ class Linear {
       dense = dense && part->weight_.defined();
       matmul = matmul && part->matmul_ &&
                detail::same_input_quantization(part->matmul_->view(), first.matmul_->view()) &&
-               detail::same_operand_storage(*part->matmul_, *first.matmul_);
+               detail::same_operand_storage(*part->matmul_, *first.matmul_) &&
+               part->quantized_.has_value() == first.quantized_.has_value() &&
+               (!first.quantized_ || detail::same_stored_codes(*part->quantized_, *first.quantized_));
       rows += part->out_features_;
     }
     // Parts with an SVD branch must agree on the dtype their low-rank sum is rounded to.
@@ -236,6 +256,8 @@ class Linear {
         matmul = false;
       svd_in_activation_dtype = part->matmul_->view().svd_in_activation_dtype;
     }
+    // Stored-codes GEMVs read every joined rank (zero blocks included).
+    if (matmul && first.quantized_ && ranks > cuda::kernel_detail::gemv_max_rank) matmul = false;
     if (!dense && !matmul) return std::nullopt;
     cuda::DeviceGuard guard(first.device_);
     // Row blocks of each part's tensor (selected by `of`) one after another in a new device tensor.
@@ -284,11 +306,20 @@ class Linear {
       weights.meta.svd_part_count = 0;
       if (ranks > 0) join_svd(parts, rows, ranks, *svd_in_activation_dtype, weights);
       joined.matmul_ = std::move(weights);
+      if (first.quantized_) {
+        const cuda::GemvWeights& part = first.quantized_->gemv_weights()->meta;
+        Tensor group_params =
+            join([](const Linear& l) -> const Tensor& { return l.quantized_->gemv_weights()->group_params; },
+                 part.in_features / part.group_size * 2, part.dtype);
+        joined.quantized_ = stored_codes_gemv(*joined.matmul_, std::move(group_params), part.bits, part.is_signed,
+                                              part.group_size, name, first.device_);
+      }
     }
     for (Linear* part : parts) {
       part->weight_ = Tensor();
       part->bias_ = Tensor();
       part->matmul_.reset();
+      part->quantized_.reset();
       part->joined_into_ = name;
     }
     return joined;
@@ -330,6 +361,35 @@ class Linear {
                                                         ? cuda::W8A8OperandStorage::code_tables_where_smaller
                                                         : cuda::W8A8OperandStorage::int8_codes);
     return std::nullopt;
+  }
+
+  // The GEMV over a table layer's stored 4-bit codes (`matmul`'s indices) with `group_params` (GEMV layout),
+  // borrowing the indices and the zero-padded SVD factors from `matmul`, which must outlive it (both are
+  // members of one Linear).
+  static cuda::QuantizedLinear stored_codes_gemv(const cuda::W8A8WeightsDevice& matmul, Tensor group_params, int bits,
+                                                 bool is_signed, std::int64_t group_size, const std::string& name,
+                                                 int device) {
+    const cuda::W8A8Weights& w = matmul.view();
+    cuda::GemvWeightsDevice gemv;
+    gemv.group_params = sdnq::cuda::to_device(group_params, device);
+    gemv.meta = cuda::GemvWeights{bits,
+                                  is_signed,
+                                  w.out_features,
+                                  w.in_features,
+                                  group_size,
+                                  w.dtype,
+                                  reinterpret_cast<const std::uint32_t*>(w.code_indices),
+                                  gemv.group_params.data(),
+                                  w.svd_rank_padded,
+                                  w.svd_up,
+                                  w.svd_down};
+    return cuda::QuantizedLinear::adopt_gemv(std::move(gemv), name, device);
+  }
+  static cuda::QuantizedLinear stored_codes_gemv(const cuda::W8A8WeightsDevice& matmul, Tensor group_params,
+                                                 const cuda::LinearCodes& codes, const std::string& name, int device) {
+    return stored_codes_gemv(matmul, std::move(group_params), codes.bits,
+                             codes.value == cuda::CodeValue::signed_integer,
+                             codes.group_size > 0 ? codes.group_size : codes.in_features, name, device);
   }
 
   // The joined SVD factors of concatenate(): svd_down [Σ rp_i, K] (part after part) and a block-diagonal
@@ -429,7 +489,9 @@ class Linear {
   LinearKind kind_ = LinearKind::dense;
   Tensor weight_;                                   // [N, K] bf16 on the device (dense and fallback)
   Tensor bias_;                                     // [N] bf16 on the device, or undefined
-  std::optional<cuda::QuantizedLinear> quantized_;  // every kernel-readable SDNQ layout
+  // Every kernel-readable SDNQ layout; for a quantized-matmul layer whose code tables index its stored 4-bit
+  // codes, the GEMV on those codes that runs below 32 tokens (borrowing matmul_'s indices and SVD factors).
+  std::optional<cuda::QuantizedLinear> quantized_;
   std::optional<cuda::W8A8WeightsDevice> matmul_;   // int8 / e4m3 quantized matmul (direct or re-quantized)
   std::string joined_into_;                         // set when concatenate() took this layer's weights
 };
