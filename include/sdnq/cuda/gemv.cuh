@@ -12,9 +12,10 @@
 //   not bandwidth, limits M >= 16; a tensor-core (mma) path for M = 16..64 is not written yet.
 // - Split-K (grid y) when N alone gives too few blocks for the SMs; partial sums in fp32 in the
 //   caller's workspace, then an epilogue kernel reduces them.
-// - SVD branch: a pre-pass computes low_rank = x · svd_downᵀ [M, r] (r ≤ 256, fp32), and the epilogue
-//   adds low_rank · svd_upᵀ, the bias, and rounds once. Without SVD and split-K the main kernel writes
-//   y (with bias) itself: one launch.
+// - SVD branch: a pre-pass computes low_rank = x · svd_downᵀ [M, r] (r ≤ 256, fp32); the main kernel
+//   is launched behind it as a programmatic dependent launch (sm_90), streams its codes meanwhile and,
+//   without split-K, adds low_rank · svd_upᵀ and the bias itself (lanes over r) and rounds once; with
+//   split-K the epilogue does. Without SVD and split-K the main kernel writes y (with bias): one launch.
 // Bytes moved: N·K·bits/8 weights + 4·N·K/group params (+ 2·r·(N+K) factors); FLOPs 2·M·N·K.
 #include <cuda_runtime.h>
 
@@ -96,8 +97,7 @@ inline GemvPlan plan_gemv(const GemvWeights& w, std::int64_t tokens, int multipr
   plan.chunks_per_split = (chunks + splits - 1) / splits;
   plan.chunks_per_split = (plan.chunks_per_split + 31) / 32 * 32;
   plan.splits = (chunks + plan.chunks_per_split - 1) / plan.chunks_per_split;
-  const bool epilogue = plan.splits > 1 || w.svd_rank > 0;
-  plan.partial_floats = epilogue ? static_cast<std::size_t>(plan.splits * tokens * w.out_features) : 0;
+  plan.partial_floats = plan.splits > 1 ? static_cast<std::size_t>(plan.splits * tokens * w.out_features) : 0;
   plan.low_rank_floats = static_cast<std::size_t>(tokens * w.svd_rank);
   return plan;
 }
@@ -111,13 +111,24 @@ inline int multiprocessor_count() {
 
 namespace kernel_detail {
 
+// Behind the SVD pre-pass (params.low_rank set) as a programmatic dependent launch: the kernel waits for
+// it only before reading low_rank.
 template <int Bits, class T, int Tokens>
 void launch_gemv_main(const GemvParams& params, const GemvPlan& plan, std::int64_t tokens, cudaStream_t stream) {
   constexpr int rows = Tokens >= 8 ? 2 : 4;
-  const dim3 grid(static_cast<unsigned>((params.out_features + gemv_warps * rows - 1) / (gemv_warps * rows)),
-                  static_cast<unsigned>(plan.splits), static_cast<unsigned>((tokens + Tokens - 1) / Tokens));
-  gemv_kernel<Bits, T, Tokens, rows><<<grid, gemv_warps * 32, 0, stream>>>(params);
-  SDNQ_CUDA_CHECK(cudaGetLastError());
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>((params.out_features + gemv_warps * rows - 1) / (gemv_warps * rows)),
+                        static_cast<unsigned>(plan.splits), static_cast<unsigned>((tokens + Tokens - 1) / Tokens));
+  config.blockDim = dim3(gemv_warps * 32);
+  config.stream = stream;
+  cudaLaunchAttribute overlap{};
+  overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  overlap.val.programmaticStreamSerializationAllowed = 1;
+  if (params.low_rank != nullptr) {
+    config.attrs = &overlap;
+    config.numAttrs = 1;
+  }
+  SDNQ_CUDA_CHECK(cudaLaunchKernelEx(&config, gemv_kernel<Bits, T, Tokens, rows>, params));
 }
 
 template <int Bits, class T>
@@ -235,6 +246,11 @@ inline void gemv(const GemvWeights& w, TensorView x, std::optional<TensorView> b
   params.groups_per_row = static_cast<int>(w.in_features / w.group_size);
   params.chunks_per_split = plan.chunks_per_split;
   params.code_minus = 8388608.0f + (w.is_signed ? static_cast<float>(1 << (w.bits - 1)) : 0.0f);
+  if (partial == nullptr && w.svd_rank > 0) {  // one split: the main kernel adds the up-projection
+    params.low_rank = low_rank;
+    params.svd_up = w.svd_up;
+    params.rank = static_cast<int>(w.svd_rank);
+  }
 
   kernel_detail::GemvLowRankParams low{};
   low.x = x.data();

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "sdnq/cuda/config.cuh"
+#include "sdnq/cuda/detail/gemm_tc_fragments.cuh"
 #include "sdnq/cuda/detail/kernel_convert.cuh"
 
 SDNQ_KERNEL_NAMESPACE_BEGIN
@@ -26,6 +27,12 @@ struct GemvParams {
   int tokens, out_features, in_features;
   int chunks_per_row, chunks_per_group, groups_per_row, chunks_per_split;
   float code_minus;                   // 2^23 − code offset
+  // The SVD branch's up-projection, added here when the kernel writes y (one split): low_rank [M, rank]
+  // from the down-projection pre-pass this grid is launched behind (programmatic dependent launch on
+  // sm_90), svd_up [N, rank] T; low_rank null otherwise.
+  const float* low_rank;
+  const void* svd_up;
+  int rank;
 };
 
 // Code j (0..31) of a run of 32 codes stored in Bits little-endian words; j is a compile-time
@@ -122,6 +129,25 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_kernel(const GemvParams 
 #pragma unroll
       for (int offset = 16; offset > 0; offset >>= 1) acc[t][r] += __shfl_xor_sync(0xFFFFFFFFu, acc[t][r], offset);
 
+  if (p.low_rank != nullptr) {  // Σ_j low_rank[m, j] · svd_up[n, j], lanes over j
+    wait_for_prior_grid();      // the pre-pass has finished writing low_rank
+    const T* up = static_cast<const T*>(p.svd_up);
+#pragma unroll
+    for (int t = 0; t < Tokens; ++t)
+#pragma unroll
+      for (int r = 0; r < Rows; ++r) {
+        const int token = first_token + t, row = min(first_row + r, p.out_features - 1);
+        float sum = 0.0f;
+        if (token < p.tokens)
+          for (int j = lane; j < p.rank; j += 32)
+            sum = fmaf(p.low_rank[static_cast<std::size_t>(token) * p.rank + j],
+                       to_float(up[static_cast<std::size_t>(row) * p.rank + j]), sum);
+#pragma unroll
+        for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset);
+        acc[t][r] += sum;
+      }
+  }
+
   if (lane != 0) return;
   T* y = static_cast<T*>(p.y);
   const T* bias = static_cast<const T*>(p.bias);
@@ -154,6 +180,7 @@ struct GemvLowRankParams {
 // low_rank[m, r] = Σ_k x[m, k] · svd_down[r, k]: one block per (r, 8 tokens).
 template <class T>
 __global__ void __launch_bounds__(256) gemv_svd_down_kernel(const GemvLowRankParams p) {
+  allow_dependent_launch();  // the main kernel streams its codes meanwhile, waits before reading low_rank
   constexpr int tokens = gemv_epilogue_tokens;
   const int r = blockIdx.x, first_token = blockIdx.y * tokens;
   const T* x = static_cast<const T*>(p.x);

@@ -122,8 +122,9 @@ class Linear {
         // step 0: the stored weight dequantized) on the GEMV, for the group parameters' bytes.
         if (codes && scale_rounding == cuda::ScaleRounding::to_output_dtype &&
             cuda::table_indices_are_stored_codes(*matmul, codes->codes))
-          layer.quantized_ = stored_codes_gemv(*layer.matmul_, cuda::gemv_group_params<bf16>(codes->codes),
-                                               codes->codes, layer.name_, device);
+          layer.quantized_ =
+              stored_codes_gemv(*layer.matmul_, cuda::to_device(cuda::gemv_group_params<bf16>(codes->codes), device),
+                                codes->codes, layer.name_, device);
       } else if (codes) {
         cuda::QuantizedLinearOptions options;
         options.layout = cuda::QuantizedLinear::layout_fits(codes->codes, layout) ? layout
@@ -363,15 +364,15 @@ class Linear {
     return std::nullopt;
   }
 
-  // The GEMV over a table layer's stored 4-bit codes (`matmul`'s indices) with `group_params` (GEMV layout),
-  // borrowing the indices and the zero-padded SVD factors from `matmul`, which must outlive it (both are
-  // members of one Linear).
+  // The GEMV over a table layer's stored 4-bit codes (`matmul`'s indices) with `group_params` (GEMV layout, on
+  // the device), borrowing the indices and the zero-padded SVD factors from `matmul`, which must outlive it
+  // (both are members of one Linear).
   static cuda::QuantizedLinear stored_codes_gemv(const cuda::W8A8WeightsDevice& matmul, Tensor group_params, int bits,
                                                  bool is_signed, std::int64_t group_size, const std::string& name,
                                                  int device) {
     const cuda::W8A8Weights& w = matmul.view();
     cuda::GemvWeightsDevice gemv;
-    gemv.group_params = sdnq::cuda::to_device(group_params, device);
+    gemv.group_params = std::move(group_params);
     gemv.meta = cuda::GemvWeights{bits,
                                   is_signed,
                                   w.out_features,
