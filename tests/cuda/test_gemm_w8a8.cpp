@@ -571,9 +571,28 @@ void check_requantized_operand(const char* storage, std::int64_t group_size, int
   const sdnq::cuda::GemvWeightsHost gemv = sdnq::cuda::repack_for_gemv<T>(stored->codes);
   REQUIRE(gemv.codes.nbytes() == tabled.tables->indices.nbytes());
   CHECK(std::memcmp(gemv.codes.data(), tabled.tables->indices.data(), gemv.codes.nbytes()) == 0);
+  // The GEMV's group parameters: the stored scale and zero point (int4: none) of each group, rounded to T.
   const Tensor params = sdnq::cuda::gemv_group_params<T>(stored->codes);
-  REQUIRE(params.nbytes() == gemv.group_params.nbytes());
-  CHECK(std::memcmp(params.data(), gemv.group_params.data(), params.nbytes()) == 0);
+  const std::int64_t groups = group_size > 0 ? k / group_size : 1;
+  REQUIRE(params.numel() == n * groups * 2);
+  const auto stored_value = [&](const Tensor* tensor, std::int64_t index) {
+    if (tensor == nullptr) return 0.0f;
+    switch (tensor->dtype()) {
+      case DType::f32:
+        return tensor->data_as<float>()[index];
+      case DType::bf16:
+        return tensor->data_as<sdnq::bf16>()[index].to_float();
+      default:
+        return tensor->data_as<sdnq::fp16>()[index].to_float();
+    }
+  };
+  const Tensor* zero_point = quantized.zero_point ? &*quantized.zero_point : nullptr;
+  std::int64_t mismatches = 0;
+  for (std::int64_t i = 0; i < n * groups; ++i) {
+    mismatches += params.data_as<T>()[2 * i].to_float() != T(stored_value(&quantized.scale, i)).to_float();
+    mismatches += params.data_as<T>()[2 * i + 1].to_float() != T(stored_value(zero_point, i)).to_float();
+  }
+  CHECK(mismatches == 0);
 }
 
 TEST_CASE("requantize_for_w8a8: the reference's int8 operand exactly, re-quantized or direct", "[cuda][w8a8][host]") {

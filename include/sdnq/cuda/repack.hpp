@@ -207,13 +207,15 @@ Tensor gemv_group_params(const LinearCodes& w) {
   const std::int64_t groups = k / (w.group_size > 0 ? w.group_size : k);
   Tensor out = Tensor::empty(Shape{n, groups, 2}, dtype_of_v<T>);
   auto* params = out.data_as<T>();
-  for (std::int64_t row = 0; row < n; ++row)
-    for (std::int64_t g = 0; g < groups; ++g) {
-      // Tensor-wise: one stored value; transposed row-wise: [1, N]; otherwise [N, G, 1] row-major.
-      const std::int64_t source = w.group_size == -2 ? 0 : row * groups + g;
-      params[(row * groups + g) * 2] = detail::narrow_param<T>(w.scale, source);
-      params[(row * groups + g) * 2 + 1] = w.zero_point ? detail::narrow_param<T>(*w.zero_point, source) : T(0.0f);
-    }
+  parallel_for(0, n, 256, [&](std::int64_t first, std::int64_t last) {  // load-time work over every group
+    for (std::int64_t row = first; row < last; ++row)
+      for (std::int64_t g = 0; g < groups; ++g) {
+        // Tensor-wise: one stored value; transposed row-wise: [1, N]; otherwise [N, G, 1] row-major.
+        const std::int64_t source = w.group_size == -2 ? 0 : row * groups + g;
+        params[(row * groups + g) * 2] = detail::narrow_param<T>(w.scale, source);
+        params[(row * groups + g) * 2 + 1] = w.zero_point ? detail::narrow_param<T>(*w.zero_point, source) : T(0.0f);
+      }
+  });
   return out;
 }
 
