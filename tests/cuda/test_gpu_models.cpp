@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <optional>
+#include <random>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -16,10 +17,11 @@
 #include "sdnq/core/error.hpp"
 #include "sdnq/core/tensor.hpp"
 #include "sdnq/cuda/repack.hpp"
+#include "sdnq/format/storage_type.hpp"
 #include "sdnq/nn/gpu/detail/device_weights.hpp"
 #include "sdnq/nn/weights.hpp"
-#include "sdnq/format/storage_type.hpp"
 #include "sdnq/quant/layer_options.hpp"
+#include "sdnq/quant/quantize.hpp"
 #include "sdnq_catch.hpp"
 #include "test_gpu_models_support.hpp"
 
@@ -67,17 +69,62 @@ void check_clip_cases(const std::string& prefix, const std::string& pooled_outpu
   }
 }
 
+// A scale or zero point of a LinearCodes as a float (F32, BF16 or F16).
+float parameter_value(const sdnq::TensorView& view, std::int64_t index) {
+  switch (view.dtype()) {
+    case DType::f32:
+      return static_cast<const float*>(view.data())[index];
+    case DType::bf16:
+      return static_cast<const sdnq::bf16*>(view.data())[index].to_float();
+    default:
+      return static_cast<const sdnq::fp16*>(view.data())[index].to_float();
+  }
+}
+
 // The weight a LinearCodes describes, decoded here from the GEMV repack (integer codes: unpacked words,
-// (q − offset)·scale + zero_point, plus svd_up·svd_down) or from the lookup table (8-bit floats).
+// (q − offset)·scale + zero_point, plus svd_up·svd_down) or from the lookup table (float codes: raw bytes,
+// or unpacked by the packer's rule for narrower custom floats; table[code]·scale + zero_point).
 Tensor reconstruct(const sdnq::cuda::LinearCodes& codes) {
   const std::int64_t n = codes.out_features, k = codes.in_features;
   Tensor weight = Tensor::empty(Shape{n, k}, DType::f32);
   if (codes.value == sdnq::cuda::CodeValue::lookup) {
-    const auto* bytes = static_cast<const std::uint8_t*>(codes.codes.data());
+    std::vector<std::uint8_t> unpacked;
+    const std::uint8_t* code_of = static_cast<const std::uint8_t*>(codes.codes.data());
+    switch (codes.bits) {  // the packer's order, as the kernels unpack it (raw bytes at 8 bits)
+      case 1:
+        sdnq::cuda::detail::unpack_all_codes<1>(codes, unpacked);
+        break;
+      case 2:
+        sdnq::cuda::detail::unpack_all_codes<2>(codes, unpacked);
+        break;
+      case 3:
+        sdnq::cuda::detail::unpack_all_codes<3>(codes, unpacked);
+        break;
+      case 4:
+        sdnq::cuda::detail::unpack_all_codes<4>(codes, unpacked);
+        break;
+      case 5:
+        sdnq::cuda::detail::unpack_all_codes<5>(codes, unpacked);
+        break;
+      case 6:
+        sdnq::cuda::detail::unpack_all_codes<6>(codes, unpacked);
+        break;
+      case 7:
+        sdnq::cuda::detail::unpack_all_codes<7>(codes, unpacked);
+        break;
+      default:
+        break;
+    }
+    if (codes.bits < 8) code_of = unpacked.data();
     const auto* table = static_cast<const float*>(codes.lookup_table->data());
-    const auto* scale = static_cast<const float*>(codes.scale.data());  // [N, 1] row-wise in the fixtures
+    const std::int64_t group = codes.group_size > 0 ? codes.group_size : k;
     for (std::int64_t o = 0; o < n; ++o)
-      for (std::int64_t c = 0; c < k; ++c) weight.data_as<float>()[o * k + c] = table[bytes[o * k + c]] * scale[o];
+      for (std::int64_t c = 0; c < k; ++c) {
+        const std::int64_t index = codes.group_size == -2 ? 0 : o * (k / group) + c / group;
+        const float scale = parameter_value(codes.scale, index);
+        const float zero = codes.zero_point ? parameter_value(*codes.zero_point, index) : 0.0f;
+        weight.data_as<float>()[o * k + c] = std::fma(table[code_of[o * k + c]], scale, zero);
+      }
     return weight;
   }
   const sdnq::cuda::GemvWeightsHost g = sdnq::cuda::repack_for_gemv<sdnq::bf16>(codes);
@@ -201,8 +248,8 @@ TEST_CASE(
         // one. float8_e5m2 (no e4m3 x e5m2 GEMM here) and uint4 with a zero point stay weight-only.
         bool matmul = i == int8_svd || (at_load && i != e5m2 && i != uint4_rows);
         if (run.svd[i] && !run.svd_runs_here) matmul = false;
-        // Weight-only, custom float codes are dequantized at load (no kernel reads them).
-        CHECK(run.kinds[i] == (matmul ? "quantized_matmul" : i == e2m1_fp8 ? "dequantized_at_load" : "quantized"));
+        // Weight-only, custom float codes stay codes too (read through a lookup table).
+        CHECK(run.kinds[i] == (matmul ? "quantized_matmul" : "quantized"));
         CHECK(run.identical[i]);
         // From 32 tokens the CPU model quantizes x like the reference: to e4m3 for the e4m3 products
         // (steps of 2^-3 relative), which the GPU's weight-only kernels do not.
@@ -309,6 +356,38 @@ TEST_CASE("gpu Linear: the checkpoint's quantized layers translate into the kern
   CHECK(checked == 12);  // 3 layers of the fp8, int8, int8-qmm and uint4-svd cases
 }
 
+TEST_CASE("gpu Linear: every float storage type of at most 8 bits stays as codes, read through a lookup table",
+          "[cuda][gpu_models][host]") {
+  // Host only: the LinearCodes of a random layer quantized to each custom float (and native fp8) must describe
+  // the weight the CPU dequantizer produces (its own decoder); a wrong table or code order is O(1) off.
+  int checked = 0;
+  for (const sdnq::format::StorageType& type : sdnq::format::all_storage_types()) {
+    const bool native_fp8 = type.stored_dtype == DType::f8_e4m3fn || type.stored_dtype == DType::f8_e5m2;
+    if (!(type.is_custom_float() || native_fp8) || type.bits > 8) continue;
+    INFO(type.name);
+    sdnq::quant::LayerOptions options;
+    options.weights_type = &type;
+    options.group_size = 32;
+    Tensor weight = Tensor::empty(Shape{48, 128}, DType::f32);
+    std::mt19937 random(static_cast<std::uint32_t>(17 + checked));
+    std::normal_distribution<float> normal(0.0f, 0.05f);
+    for (std::int64_t i = 0; i < weight.numel(); ++i) weight.data_as<float>()[i] = normal(random);
+    const sdnq::quant::QuantizedTensors quantized =
+        sdnq::quant::quantize_weight(weight.view(), sdnq::quant::LayerKind::linear, options, DType::bf16, 5);
+    const auto codes = sdnq::nn::gpu::detail::linear_codes_of(quantized.view());
+    REQUIRE(codes.has_value());
+    CHECK(codes->codes.value == sdnq::cuda::CodeValue::lookup);
+    CHECK(codes->codes.bits == type.bits);
+    const Tensor expected =
+        sdnq::quant::dequantize(quantized.view(), DType::f32, sdnq::quant::ScalePrecision::reference_compatible);
+    const double difference = relative_difference(reconstruct(codes->codes), expected);
+    INFO("relative L2 " << difference);
+    CHECK(difference < 1e-6);
+    ++checked;
+  }
+  CHECK(checked >= 20);
+}
+
 // Quantized convs run on their codes (im2row × the position-major Linear): against the CPU float32 conv
 // of the same dequantized weight within the bf16 tolerance, and smaller on the device than bf16.
 TEST_CASE("gpu Conv2d: quantized convs run on their codes and match the CPU conv", "[cuda][gpu_models][conv]") {
@@ -320,15 +399,16 @@ TEST_CASE("gpu Conv2d: quantized convs run on their codes and match the CPU conv
     bool svd = false, quantized_matmul = false, hadamard = false;
   };
   const std::vector<Case> cases = {
-      {"uint4", Shape{2, 64, 13, 11}, 96, 3, 1, 1},                  // groups of 32 channels
-      {"uint4", Shape{1, 64, 15, 15}, 64, 3, 2, 1, true},            // zero point + SVD, stride 2
-      {"int8", Shape{2, 96, 9, 7}, 48, 1, 1, 0},                     // 1x1, row-wise
-      {"int8", Shape{1, 64, 10, 10}, 64, 3, 1, 1, false, true},      // direct matmul: the implicit-GEMM conv
+      {"uint4", Shape{2, 64, 13, 11}, 96, 3, 1, 1},                     // groups of 32 channels
+      {"uint4", Shape{1, 64, 15, 15}, 64, 3, 2, 1, true},               // zero point + SVD, stride 2
+      {"int8", Shape{2, 96, 9, 7}, 48, 1, 1, 0},                        // 1x1, row-wise
+      {"int8", Shape{1, 64, 10, 10}, 64, 3, 1, 1, false, true},         // direct matmul: the implicit-GEMM conv
       {"float8_e4m3fn", Shape{2, 32, 9, 9}, 48, 3, 2, 1, false, true},  // likewise, e4m3, stride 2
-      {"float8_e4m3fn", Shape{2, 32, 8, 12}, 40, 3, 1, 1},           // float codes (lookup)
-      {"int6", Shape{1, 48, 9, 9}, 32, 3, 1, 1},                     // packed, generic width
-      {"uint4", Shape{2, 32, 256, 256}, 32, 3, 1, 1},                // 131072 rows: two im2row chunks
-      {"uint4", Shape{1, 64, 8, 8}, 32, 3, 1, 1, false, false, true},  // Hadamard: dequantized at load
+      {"float8_e4m3fn", Shape{2, 32, 8, 12}, 40, 3, 1, 1},              // float codes (lookup)
+      {"float5_e3m1fn", Shape{1, 32, 9, 9}, 40, 3, 1, 1},               // packed custom float codes (lookup)
+      {"int6", Shape{1, 48, 9, 9}, 32, 3, 1, 1},                        // packed, generic width
+      {"uint4", Shape{2, 32, 256, 256}, 32, 3, 1, 1},                   // 131072 rows: two im2row chunks
+      {"uint4", Shape{1, 64, 8, 8}, 32, 3, 1, 1, false, false, true},   // Hadamard: dequantized at load
   };
   for (const Case& c : cases) {
     INFO(c.type << " x " << c.x.to_string() << " -> " << c.out_channels << ", " << c.kernel << "x" << c.kernel

@@ -12,7 +12,7 @@
 //                with quant::conv2d_forward); where the reference's small-batch rule sends the conv to its
 //                dense path, im2row → cuda::w8a8_dequantized_linear over the same codes. Other
 //                quantized-matmul convs (SVD, packed or grouped codes) run weight-only as above.
-//   fallback     layouts no kernel reads (Hadamard, codebooks, custom floats, > 8 bits): dequantized once at
+//   fallback     layouts no kernel reads (Hadamard, codebooks, > 8 bits): dequantized once at
 //                load by quant::dequantize into bf16 as a loaded reference bf16 model does (scales rounded
 //                to bf16 first), bit for bit
 // forward takes its scratch from the caller's arena (workspace_bytes). A Linear stored as [O, C] (the

@@ -4,13 +4,15 @@
 //   dense        the file's weight narrowed to bf16 [N, K]; cuda::dense_linear (one cuBLAS GEMM, bias added
 //                in fp32 before the single rounding)
 //   quantized    cuda::QuantizedLinear (GEMV / tensor-core / dequantize + cuBLAS, chosen by M) for every
-//                layout the CUDA kernels read (integer and 8-bit float codes up to 8 bits, SDNQ SVD branch)
+//                layout the CUDA kernels read: integer and float codes of up to 8 bits (native fp8 and
+//                SDNQ's custom floats through a lookup table), SDNQ SVD branch. Float codes take the
+//                dequantize + cuBLAS route at every M; the device holds their codes, not a bf16 copy.
 //   quantized    layers saved for SDNQ's quantized matmul with int8 or float8_e4m3fn codes used directly:
 //     matmul     cuda::gemm_w8a8 for M ≥ 32 tokens, as the reference (§5.1 step 0: fewer tokens take the
 //                dequantized path, which cuda::w8a8_dequantized_linear runs over the same 8-bit weights:
 //                one copy of the codes per layer; a layer held as code tables over its stored 4-bit codes
 //                runs that path on the GEMV over those codes, the reference's own arithmetic)
-//   fallback     layouts no kernel reads (Hadamard rotation, codebooks, custom floats, > 8 bits):
+//   fallback     layouts no kernel reads (Hadamard rotation, codebooks, > 8 bits):
 //                dequantized once at load by quant::dequantize (the reference's arithmetic) into a dense
 //                bf16 weight.
 // Forward takes its scratch from the caller's workspace (workspace_bytes(M)); no allocation.

@@ -3,9 +3,11 @@
 // host copy is freed as soon as it is on the device, so host memory stays bounded by the largest
 // tensor), and the translation of a checkpoint's quant::QuantizedWeight into the cuda::LinearCodes the
 // CUDA kernels read. Host code only.
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <cublas_v2.h>
 
@@ -14,6 +16,8 @@
 #include "sdnq/cuda/check.hpp"
 #include "sdnq/cuda/device_memory.hpp"
 #include "sdnq/cuda/repack.hpp"
+#include "sdnq/format/custom_float.hpp"
+#include "sdnq/format/storage_type.hpp"
 #include "sdnq/nn/detail/ops_common.hpp"
 #include "sdnq/quant/dequantize.hpp"
 
@@ -40,21 +44,29 @@ inline Tensor transposed_copy(const TensorView& matrix, std::string_view what) {
   return out;
 }
 
-// The decoded value of every code of an 8-bit float storage type the lookup kernels know.
-inline std::optional<Tensor> float8_lookup_table(const format::StorageType& type) {
-  if (type.stored_dtype != DType::f8_e4m3fn && type.stored_dtype != DType::f8_e5m2) return std::nullopt;
-  Tensor table = Tensor::empty(Shape{256}, DType::f32);
-  for (int code = 0; code < 256; ++code) {
-    const auto bits = static_cast<std::uint8_t>(code);
-    table.data_as<float>()[code] = type.stored_dtype == DType::f8_e4m3fn ? fp8_e4m3fn::from_bits(bits).to_float()
-                                                                         : fp8_e5m2::from_bits(bits).to_float();
+// The decoded value of every code of a float storage type of at most 8 bits, which the lookup kernels read:
+// native fp8 (float8_e4m3fn, float8_e5m2) and SDNQ's custom floats (float4_e2m1fn, float5_e3m1fn, ...), decoded
+// as the CPU dequantizer decodes them.
+inline std::optional<Tensor> float_lookup_table(const format::StorageType& type) {
+  if (type.stored_dtype == DType::f8_e4m3fn || type.stored_dtype == DType::f8_e5m2) {
+    Tensor table = Tensor::empty(Shape{256}, DType::f32);
+    for (int code = 0; code < 256; ++code) {
+      const auto bits = static_cast<std::uint8_t>(code);
+      table.data_as<float>()[code] = type.stored_dtype == DType::f8_e4m3fn ? fp8_e4m3fn::from_bits(bits).to_float()
+                                                                           : fp8_e5m2::from_bits(bits).to_float();
+    }
+    return table;
   }
+  if (!type.is_custom_float() || type.bits > 8) return std::nullopt;
+  const std::vector<float> values = format::custom_float_decode_table(format::custom_float_of(type));
+  Tensor table = Tensor::empty(Shape{static_cast<std::int64_t>(values.size())}, DType::f32);
+  std::copy(values.begin(), values.end(), table.data_as<float>());
   return table;
 }
 
 // A checkpoint weight as the CUDA kernels' LinearCodes, with the host tensors the view needs
 // (transposed SVD factors, a lookup table); nullopt for layouts the kernels cannot read (Hadamard
-// rotation, codebooks, more than 8 bits, custom floats), which the caller dequantizes instead.
+// rotation, codebooks, more than 8 bits), which the caller dequantizes instead.
 struct HostLinearCodes {
   cuda::LinearCodes codes;  // views into the checkpoint and into the tensors below
   Tensor svd_up, svd_down, lookup_table;
@@ -79,7 +91,7 @@ inline std::optional<HostLinearCodes> linear_codes_of(const quant::QuantizedWeig
   if (type.is_integer) {
     c.value = type.is_unsigned ? cuda::CodeValue::unsigned_integer : cuda::CodeValue::signed_integer;
   } else {
-    std::optional<Tensor> table = float8_lookup_table(type);
+    std::optional<Tensor> table = float_lookup_table(type);
     if (!table) return std::nullopt;
     out.lookup_table = std::move(*table);
     c.value = cuda::CodeValue::lookup;
