@@ -111,8 +111,16 @@ inline int multiprocessor_count() {
 
 namespace kernel_detail {
 
-// Behind the SVD pre-pass (params.low_rank set) as a programmatic dependent launch: the kernel waits for
-// it only before reading low_rank.
+// Whether the current device runs programmatic dependent launches (sm_90 and newer).
+inline bool programmatic_launch_supported() {
+  int device = 0, major = 0;
+  SDNQ_CUDA_CHECK(cudaGetDevice(&device));
+  SDNQ_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  return major >= 9;
+}
+
+// Behind the SVD pre-pass (params.low_rank set) as a programmatic dependent launch where the device has them:
+// the kernel waits for it only before reading low_rank (elsewhere stream order makes that wait a no-op).
 template <int Bits, class T, int Tokens>
 void launch_gemv_main(const GemvParams& params, const GemvPlan& plan, std::int64_t tokens, cudaStream_t stream) {
   constexpr int rows = Tokens >= 8 ? 2 : 4;
@@ -124,7 +132,7 @@ void launch_gemv_main(const GemvParams& params, const GemvPlan& plan, std::int64
   cudaLaunchAttribute overlap{};
   overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   overlap.val.programmaticStreamSerializationAllowed = 1;
-  if (params.low_rank != nullptr) {
+  if (params.low_rank != nullptr && programmatic_launch_supported()) {
     config.attrs = &overlap;
     config.numAttrs = 1;
   }
