@@ -88,34 +88,8 @@ Tensor reconstruct(const sdnq::cuda::LinearCodes& codes) {
   const std::int64_t n = codes.out_features, k = codes.in_features;
   Tensor weight = Tensor::empty(Shape{n, k}, DType::f32);
   if (codes.value == sdnq::cuda::CodeValue::lookup) {
-    std::vector<std::uint8_t> unpacked;
-    const std::uint8_t* code_of = static_cast<const std::uint8_t*>(codes.codes.data());
-    switch (codes.bits) {  // the packer's order, as the kernels unpack it (raw bytes at 8 bits)
-      case 1:
-        sdnq::cuda::detail::unpack_all_codes<1>(codes, unpacked);
-        break;
-      case 2:
-        sdnq::cuda::detail::unpack_all_codes<2>(codes, unpacked);
-        break;
-      case 3:
-        sdnq::cuda::detail::unpack_all_codes<3>(codes, unpacked);
-        break;
-      case 4:
-        sdnq::cuda::detail::unpack_all_codes<4>(codes, unpacked);
-        break;
-      case 5:
-        sdnq::cuda::detail::unpack_all_codes<5>(codes, unpacked);
-        break;
-      case 6:
-        sdnq::cuda::detail::unpack_all_codes<6>(codes, unpacked);
-        break;
-      case 7:
-        sdnq::cuda::detail::unpack_all_codes<7>(codes, unpacked);
-        break;
-      default:
-        break;
-    }
-    if (codes.bits < 8) code_of = unpacked.data();
+    std::vector<std::uint8_t> code_of;  // the packer's order, as the kernels unpack it (raw bytes at 8 bits)
+    sdnq::cuda::detail::unpack_all_codes(codes, code_of);
     const auto* table = static_cast<const float*>(codes.lookup_table->data());
     const std::int64_t group = codes.group_size > 0 ? codes.group_size : k;
     for (std::int64_t o = 0; o < n; ++o)
@@ -123,7 +97,7 @@ Tensor reconstruct(const sdnq::cuda::LinearCodes& codes) {
         const std::int64_t index = codes.group_size == -2 ? 0 : o * (k / group) + c / group;
         const float scale = parameter_value(codes.scale, index);
         const float zero = codes.zero_point ? parameter_value(*codes.zero_point, index) : 0.0f;
-        weight.data_as<float>()[o * k + c] = std::fma(table[code_of[o * k + c]], scale, zero);
+        weight.data_as<float>()[o * k + c] = std::fma(table[code_of[static_cast<std::size_t>(o * k + c)]], scale, zero);
       }
     return weight;
   }

@@ -184,6 +184,28 @@ void unpack_all_codes(const LinearCodes& w, std::vector<std::uint8_t>& codes) {
   }
 }
 
+// The same for the code width w.bits (1..8).
+inline void unpack_all_codes(const LinearCodes& w, std::vector<std::uint8_t>& codes) {
+  switch (w.bits) {
+    case 1:
+      return unpack_all_codes<1>(w, codes);
+    case 2:
+      return unpack_all_codes<2>(w, codes);
+    case 3:
+      return unpack_all_codes<3>(w, codes);
+    case 4:
+      return unpack_all_codes<4>(w, codes);
+    case 5:
+      return unpack_all_codes<5>(w, codes);
+    case 6:
+      return unpack_all_codes<6>(w, codes);
+    case 7:
+      return unpack_all_codes<7>(w, codes);
+    default:
+      return unpack_all_codes<8>(w, codes);
+  }
+}
+
 }  // namespace detail
 
 // The GEMV layout (see the file comment), in host memory; upload each tensor as is.
@@ -237,16 +259,7 @@ GemvWeightsHost repack_for_gemv(const LinearCodes& w) {
                group_size);
 
   std::vector<std::uint8_t> codes;
-  switch (w.bits) {
-    case 1: detail::unpack_all_codes<1>(w, codes); break;
-    case 2: detail::unpack_all_codes<2>(w, codes); break;
-    case 3: detail::unpack_all_codes<3>(w, codes); break;
-    case 4: detail::unpack_all_codes<4>(w, codes); break;
-    case 5: detail::unpack_all_codes<5>(w, codes); break;
-    case 6: detail::unpack_all_codes<6>(w, codes); break;
-    case 7: detail::unpack_all_codes<7>(w, codes); break;
-    default: detail::unpack_all_codes<8>(w, codes); break;
-  }
+  detail::unpack_all_codes(w, codes);
 
   GemvWeightsHost out;
   out.bits = w.bits;
