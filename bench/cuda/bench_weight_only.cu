@@ -25,12 +25,18 @@ namespace {
 
 using namespace sdnq_bench;
 
-// state.range: M, N, K, bits, group size (-1 row-wise), SVD rank.
+// state.range: M, N, K, bits, group size (-1 row-wise), SVD rank, float codes (1: read through a table of
+// 2^bits values, as float4_e2m1fn or float8_e4m3fn weights are; the codes are random either way).
 void bench_sdnq(benchmark::State& state) {
   const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)), k = static_cast<int>(state.range(2));
   const int bits = static_cast<int>(state.range(3));
   const std::int64_t group = state.range(4) > 0 ? state.range(4) : k;
   const std::int64_t rank = state.range(5);
+  const bool float_codes = state.range(6) != 0;
+  std::vector<float> values(std::size_t{1} << bits);
+  for (std::size_t i = 0; i < values.size(); ++i) values[i] = (static_cast<float>(i % 16) - 8.0f) * 0.5f;
+  sdnq::Tensor code_values = sdnq::cuda::empty(sdnq::Shape{std::int64_t{1} << bits}, sdnq::DType::f32);
+  SDNQ_CUDA_CHECK(cudaMemcpy(code_values.data(), values.data(), values.size() * sizeof(float), cudaMemcpyHostToDevice));
   const double code_bytes = double(n) * k * bits / 8, param_bytes = 4.0 * n * (k / group), svd_bytes = 2.0 * rank * (n + k);
   const double bytes = code_bytes + param_bytes + svd_bytes;
   const int copies = std::max(1, static_cast<int>(rotation_bytes / bytes) + 1);
@@ -41,8 +47,18 @@ void bench_sdnq(benchmark::State& state) {
     sdnq::Tensor params = sdnq::cuda::empty(sdnq::Shape{n, k / group, 2}, sdnq::DType::bf16);
     fill(codes, 200 + c);
     fill(params, 300 + c, 0.001f, 0.02f);
-    sdnq::cuda::GemvWeights w{bits, bits == 8, n, k, group, sdnq::DType::bf16,
-                              static_cast<const std::uint32_t*>(codes.data()), params.data(), 0, nullptr, nullptr};
+    sdnq::cuda::GemvWeights w{bits,
+                              bits == 8 && !float_codes,
+                              n,
+                              k,
+                              group,
+                              sdnq::DType::bf16,
+                              static_cast<const std::uint32_t*>(codes.data()),
+                              params.data(),
+                              0,
+                              nullptr,
+                              nullptr};
+    if (float_codes) w.code_values = static_cast<const float*>(code_values.data());
     storage.push_back(std::move(codes));
     storage.push_back(std::move(params));
     if (rank > 0) {
@@ -80,11 +96,25 @@ void register_all() {
     for (const auto& [n, k] : shapes) {
       const std::string shape = "/M" + std::to_string(m) + "/N" + std::to_string(n) + "/K" + std::to_string(k);
       benchmark::RegisterBenchmark(("cublas_bf16" + shape).c_str(), bench_cublas)->Args({m, n, k})->UseManualTime();
-      benchmark::RegisterBenchmark(("sdnq_uint4_g64" + shape).c_str(), bench_sdnq)->Args({m, n, k, 4, 64, 0})->UseManualTime();
-      benchmark::RegisterBenchmark(("sdnq_uint4_g128" + shape).c_str(), bench_sdnq)->Args({m, n, k, 4, 128, 0})->UseManualTime();
+      benchmark::RegisterBenchmark(("sdnq_uint4_g64" + shape).c_str(), bench_sdnq)
+          ->Args({m, n, k, 4, 64, 0, 0})
+          ->UseManualTime();
+      benchmark::RegisterBenchmark(("sdnq_uint4_g128" + shape).c_str(), bench_sdnq)
+          ->Args({m, n, k, 4, 128, 0, 0})
+          ->UseManualTime();
       benchmark::RegisterBenchmark(("sdnq_uint4_g128_svd32" + shape).c_str(), bench_sdnq)
-          ->Args({m, n, k, 4, 128, 32})->UseManualTime();
-      benchmark::RegisterBenchmark(("sdnq_int8_rowwise" + shape).c_str(), bench_sdnq)->Args({m, n, k, 8, -1, 0})->UseManualTime();
+          ->Args({m, n, k, 4, 128, 32, 0})
+          ->UseManualTime();
+      benchmark::RegisterBenchmark(("sdnq_int8_rowwise" + shape).c_str(), bench_sdnq)
+          ->Args({m, n, k, 8, -1, 0, 0})
+          ->UseManualTime();
+      if (m > 8) continue;  // float codes run the GEMV up to 8 tokens (QuantizedLinear), dequantize + cuBLAS above
+      benchmark::RegisterBenchmark(("sdnq_float4_g128" + shape).c_str(), bench_sdnq)
+          ->Args({m, n, k, 4, 128, 0, 1})
+          ->UseManualTime();
+      benchmark::RegisterBenchmark(("sdnq_float8_rowwise" + shape).c_str(), bench_sdnq)
+          ->Args({m, n, k, 8, -1, 0, 1})
+          ->UseManualTime();
     }
 }
 

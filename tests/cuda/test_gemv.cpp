@@ -79,6 +79,32 @@ TEST_CASE("gemv: generic path for the other packed widths", "[cuda][gemv]") {
   CHECK(run_and_compare<sdnq::bf16>(linear, tokens, true, 31) <= 1e-2);
 }
 
+TEST_CASE("gemv: float codes through a table of their values, 4 and 8 bits", "[cuda][gemv]") {
+  const std::int64_t tokens = GENERATE(1, 3, 4, 8, 17);
+  INFO("tokens " << tokens);
+  SECTION("float4_e2m1fn, groups of 32, odd N") {
+    const std::vector<float> table = sdnq::test::float4_e2m1_table();
+    const auto linear =
+        sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::lookup, 203, 512, 32, 0, 60, false, &table);
+    CHECK(run_and_compare<sdnq::bf16>(linear, tokens, true, 61) <= 1e-2);
+  }
+  SECTION("float4_e2m1fn, groups of 128, SVD r32, long K: several K splits") {
+    const std::vector<float> table = sdnq::test::float4_e2m1_table();
+    const auto linear =
+        sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::lookup, 48, 4096, 128, 32, 62, false, &table);
+    CHECK(run_and_compare<sdnq::bf16>(linear, tokens, false, 63) <= 1e-2);
+  }
+  SECTION("float8_e4m3fn row-wise and transposed (the direct quantized-matmul layout), fp16") {
+    const std::vector<float> table = sdnq::test::float8_e4m3_table_without_nan();
+    const auto rows =
+        sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::lookup, 101, 384, -1, 0, 64, false, &table);
+    CHECK(run_and_compare<sdnq::fp16>(rows, tokens, true, 65) <= 1e-2);
+    const auto transposed =
+        sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::lookup, 96, 256, -1, 16, 66, true, &table);
+    CHECK(run_and_compare<sdnq::fp16>(transposed, tokens, true, 67) <= 1e-2);
+  }
+}
+
 TEST_CASE("gemv: SVD branch of rank 0/16/32/128 and split-K", "[cuda][gemv]") {
   const std::int64_t rank = GENERATE(0, 16, 32, 128);
   const std::int64_t tokens = GENERATE(1, 4, 17);
@@ -100,10 +126,14 @@ TEST_CASE("gemv: unsupported input is rejected with a typed error", "[cuda][gemv
         [&] { (void)sdnq::cuda::repack_for_gemv<sdnq::bf16>(linear.codes); });
     CHECK(sdnq::test::contains(message, "multiples of 32"));
   }
-  SECTION("float codes") {
-    const std::vector<float> table(16, 1.0f);
-    const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::lookup, 16, 64, 32, 0, 51, false, &table);
-    CHECK_THROWS_AS(sdnq::cuda::repack_for_gemv<sdnq::bf16>(linear.codes), sdnq::UnsupportedError);
+  SECTION("float codes of a width other than 4 and 8") {
+    const std::vector<float> table(32, 1.0f);
+    const auto linear =
+        sdnq::test::make_random_linear<sdnq::bf16>(5, CodeValue::lookup, 16, 64, 32, 0, 51, false, &table);
+    const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
+        [&] { (void)sdnq::cuda::repack_for_gemv<sdnq::bf16>(linear.codes); });
+    CHECK(sdnq::test::contains(message, "float codes of 4 or 8 bits"));
+    CHECK(sdnq::test::contains(message, "5-bit"));
   }
   SECTION("more than 64 tokens") {
     const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 16, 64, 32, 0, 52);

@@ -63,6 +63,27 @@ inline Tensor pack_reference_codes(int bits, const std::vector<std::uint32_t>& c
   return out;
 }
 
+// float4_e2m1fn (§1.3): sign, 2 exponent bits (bias 1), 1 mantissa bit; written out here.
+inline std::vector<float> float4_e2m1_table() {
+  std::vector<float> table(16);
+  for (int code = 0; code < 16; ++code) {
+    const int sign = code >> 3, exponent = (code >> 1) & 3, mantissa = code & 1;
+    const double magnitude = exponent > 0 ? std::ldexp(1.0 + mantissa / 2.0, exponent - 1) : mantissa / 2.0;
+    table[code] = static_cast<float>(sign ? -magnitude : magnitude);
+  }
+  return table;
+}
+
+// float8_e4m3fn's value of every code, its two NaN codes read as 0 so that random codes give finite products.
+inline std::vector<float> float8_e4m3_table_without_nan() {
+  std::vector<float> table(256);
+  for (int code = 0; code < 256; ++code) {
+    const float value = fp8_e4m3fn::from_bits(static_cast<std::uint8_t>(code)).to_float();
+    table[code] = std::isnan(value) ? 0.0f : value;
+  }
+  return table;
+}
+
 // A random quantized Linear weight with its host tensors, and its dense value in double.
 struct RandomLinear {
   cuda::LinearCodes codes;           // views into the tensors below

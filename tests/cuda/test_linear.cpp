@@ -67,17 +67,6 @@ Outcome run_and_compare(const sdnq::test::RandomLinear& linear, std::int64_t tok
     REQUIRE(o_.relative_error <= 1e-2);                                  \
   } while (false)
 
-// float4_e2m1fn (§1.3): sign, 2 exponent bits (bias 1), 1 mantissa bit; written out here.
-std::vector<float> float4_e2m1_table() {
-  std::vector<float> table(16);
-  for (int code = 0; code < 16; ++code) {
-    const int sign = code >> 3, exponent = (code >> 1) & 3, mantissa = code & 1;
-    const double magnitude = exponent > 0 ? std::ldexp(1.0 + mantissa / 2.0, exponent - 1) : mantissa / 2.0;
-    table[code] = static_cast<float>(sign ? -magnitude : magnitude);
-  }
-  return table;
-}
-
 }  // namespace
 
 // The default layout of a 4/8-bit weight with N, K multiples of 64 is the tensor-core one: automatic,
@@ -154,11 +143,35 @@ TEST_CASE("quantized_linear: odd shapes without a tensor-core layout", "[cuda][l
     const auto five = sdnq::test::make_random_linear<sdnq::bf16>(5, CodeValue::signed_integer, 40, 96, 32, 16, 33);
     SDNQ_CHECK_LINEAR(run_and_compare<sdnq::bf16>(five, tokens, TestRoute::dequantize_cublas, 23, (96 + 64) * 2 * 8));
   }
-  SECTION("float4_e2m1fn codes through the lookup table, with SVD r32") {
-    const std::vector<float> table = float4_e2m1_table();
+  SECTION("float4_e2m1fn codes through the lookup table, with SVD r32: GEMV layout, or the checkpoint layout") {
+    const std::vector<float> table = sdnq::test::float4_e2m1_table();
     const auto linear =
         sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::lookup, 96, 256, 32, 32, 27, false, &table);
     const Outcome outcome = run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::automatic, 16);
+    CHECK(outcome.route == (tokens <= 8 ? "small_m on the gemv layout" : "dequantize_cublas on the gemv layout"));
+    SDNQ_CHECK_LINEAR(outcome);
+    // The dense route from the GEMV layout's bytes in 16-row chunks, and from the checkpoint layout.
+    SDNQ_CHECK_LINEAR(
+        run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::dequantize_cublas, 17, (256 + 64) * 2 * 16));
+    const Outcome checkpoint = run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::automatic, 18,
+                                                           std::size_t{64} << 20, true, TestLayout::checkpoint);
+    CHECK(checkpoint.route == "dequantize_cublas on the checkpoint layout");
+    SDNQ_CHECK_LINEAR(checkpoint);
+  }
+  SECTION("float8_e4m3fn codes (NaN codes read as 0), row-wise, fp16: GEMV layout") {
+    const std::vector<float> table = sdnq::test::float8_e4m3_table_without_nan();
+    const auto linear =
+        sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::lookup, 72, 192, -1, 0, 28, false, &table);
+    const Outcome outcome = run_and_compare<sdnq::fp16>(linear, tokens, TestRoute::automatic, 19);
+    CHECK(outcome.route == (tokens <= 8 ? "small_m on the gemv layout" : "dequantize_cublas on the gemv layout"));
+    SDNQ_CHECK_LINEAR(outcome);
+  }
+  SECTION("float5_e3m1fn-width codes keep the checkpoint layout (the GEMV reads float codes at 4 and 8 bits)") {
+    std::vector<float> table(32);
+    for (int code = 0; code < 32; ++code) table[code] = static_cast<float>(code % 16) * (code < 16 ? 0.25f : -0.25f);
+    const auto linear =
+        sdnq::test::make_random_linear<sdnq::bf16>(5, CodeValue::lookup, 40, 128, 32, 0, 29, false, &table);
+    const Outcome outcome = run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::automatic, 20);
     CHECK(outcome.route == "dequantize_cublas on the checkpoint layout");
     SDNQ_CHECK_LINEAR(outcome);
   }
@@ -574,12 +587,13 @@ TEST_CASE("quantized_linear: bad calls are rejected before launching", "[cuda][l
         [&] { sdnq::test::run_quantized_linear_misuse(uint4.codes, "no_cublas"); });
     CHECK(sdnq::test::contains(message, "cuBLAS handle"));
   }
-  SECTION("the small-M route forced on float codes") {
-    const std::vector<float> table = float4_e2m1_table();
-    const auto float4 =
-        sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::lookup, 64, 128, 32, 0, 29, false, &table);
+  SECTION("the small-M route forced on 5-bit float codes (the GEMV reads float codes at 4 and 8 bits)") {
+    std::vector<float> table(32);
+    for (int code = 0; code < 32; ++code) table[code] = static_cast<float>(code) - 16.0f;
+    const auto float5 =
+        sdnq::test::make_random_linear<sdnq::bf16>(5, CodeValue::lookup, 64, 128, 32, 0, 29, false, &table);
     const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
-        [&] { sdnq::test::run_quantized_linear_misuse(float4.codes, "forced_small_m_float"); });
+        [&] { sdnq::test::run_quantized_linear_misuse(float5.codes, "forced_small_m_float"); });
     CHECK(sdnq::test::contains(message, "route small_m"));
   }
   SECTION("a weight whose group size does not divide in_features") {

@@ -1,6 +1,7 @@
 #pragma once
 // Small-M weight-only GEMM  y[M, N] = x[M, K] · dequant(W)ᵀ (+ (x·svd_downᵀ)·svd_upᵀ) (+ b),
-// M = 1..64, bf16/fp16 activations, SDNQ integer weights of 1..8 bits in the layout of repack.hpp.
+// M = 1..64, bf16/fp16 activations, SDNQ integer weights of 1..8 bits in the layout of repack.hpp, and float
+// weights of 4 or 8 bits (float4_e2m1fn, float4_e3m0fn, float8_e4m3fn, ...) read through a table of their values.
 //
 // Design (CUDA cores; the weight stream is the cost):
 // - Each warp owns Rows output features and a K slice; lanes take 32-code chunks round-robin, so a
@@ -44,12 +45,13 @@ struct GemvWeights {
   std::int64_t svd_rank = 0;
   const void* svd_up = nullptr;           // [N, r]
   const void* svd_down = nullptr;         // [r, K]
+  const float* code_values = nullptr;     // float codes (4 or 8 bits): F32 [2^bits] decoded values; else null
 };
 
 // Repacked weights in device memory, owning.
 struct GemvWeightsDevice {
   GemvWeights meta;  // pointers refer to the tensors below
-  Tensor codes, group_params, svd_up, svd_down;
+  Tensor codes, group_params, svd_up, svd_down, code_values;
   const GemvWeights& view() const { return meta; }
 };
 
@@ -61,11 +63,19 @@ inline GemvWeightsDevice upload_gemv_weights(const GemvWeightsHost& host, int de
     out.svd_up = sdnq::cuda::to_device(host.svd_up, device, stream);
     out.svd_down = sdnq::cuda::to_device(host.svd_down, device, stream);
   }
-  out.meta = GemvWeights{host.bits, host.is_signed, host.out_features, host.in_features, host.group_size, host.dtype,
-                         static_cast<const std::uint32_t*>(out.codes.data()), out.group_params.data(),
+  if (host.code_values.defined()) out.code_values = sdnq::cuda::to_device(host.code_values, device, stream);
+  out.meta = GemvWeights{host.bits,
+                         host.is_signed,
+                         host.out_features,
+                         host.in_features,
+                         host.group_size,
+                         host.dtype,
+                         static_cast<const std::uint32_t*>(out.codes.data()),
+                         out.group_params.data(),
                          host.svd_up.defined() ? host.svd_up.size(1) : 0,
                          host.svd_up.defined() ? out.svd_up.data() : nullptr,
-                         host.svd_up.defined() ? out.svd_down.data() : nullptr};
+                         host.svd_up.defined() ? out.svd_down.data() : nullptr,
+                         out.code_values.defined() ? static_cast<const float*>(out.code_values.data()) : nullptr};
   return out;
 }
 
@@ -121,7 +131,7 @@ inline bool programmatic_launch_supported() {
 
 // Behind the SVD pre-pass (params.low_rank set) as a programmatic dependent launch where the device has them:
 // the kernel waits for it only before reading low_rank (elsewhere stream order makes that wait a no-op).
-template <int Bits, class T, int Tokens>
+template <int Bits, class T, int Tokens, bool Lookup>
 void launch_gemv_main(const GemvParams& params, const GemvPlan& plan, std::int64_t tokens, cudaStream_t stream) {
   constexpr int rows = Tokens >= 8 ? 2 : 4;
   cudaLaunchConfig_t config{};
@@ -136,21 +146,27 @@ void launch_gemv_main(const GemvParams& params, const GemvPlan& plan, std::int64
     config.attrs = &overlap;
     config.numAttrs = 1;
   }
-  SDNQ_CUDA_CHECK(cudaLaunchKernelEx(&config, gemv_kernel<Bits, T, Tokens, rows>, params));
+  SDNQ_CUDA_CHECK(cudaLaunchKernelEx(&config, gemv_kernel<Bits, T, Tokens, rows, Lookup>, params));
 }
 
-template <int Bits, class T>
+template <int Bits, class T, bool Lookup = false>
 void dispatch_gemv_tokens(const GemvParams& params, const GemvPlan& plan, std::int64_t tokens, cudaStream_t stream) {
   if constexpr (Bits == 4 || Bits == 8) {
-    if (plan.tokens_per_tile == 4) return launch_gemv_main<Bits, T, 4>(params, plan, tokens, stream);
+    if (plan.tokens_per_tile == 4) return launch_gemv_main<Bits, T, 4, Lookup>(params, plan, tokens, stream);
   }
-  if (plan.tokens_per_tile == 1) launch_gemv_main<Bits, T, 1>(params, plan, tokens, stream);
-  else launch_gemv_main<Bits, T, 8>(params, plan, tokens, stream);
+  if (plan.tokens_per_tile == 1)
+    launch_gemv_main<Bits, T, 1, Lookup>(params, plan, tokens, stream);
+  else
+    launch_gemv_main<Bits, T, 8, Lookup>(params, plan, tokens, stream);
 }
 
+// Float codes (params.code_values set) at 4 or 8 bits (gemv checked), integer codes at 1..8.
 template <class T>
 void dispatch_gemv_bits(int bits, const GemvParams& params, const GemvPlan& plan, std::int64_t tokens,
                         cudaStream_t stream) {
+  if (params.code_values != nullptr)
+    return bits == 4 ? dispatch_gemv_tokens<4, T, true>(params, plan, tokens, stream)
+                     : dispatch_gemv_tokens<8, T, true>(params, plan, tokens, stream);
   switch (bits) {
     case 1: return dispatch_gemv_tokens<1, T>(params, plan, tokens, stream);
     case 2: return dispatch_gemv_tokens<2, T>(params, plan, tokens, stream);
@@ -197,6 +213,9 @@ inline void gemv(const GemvWeights& w, TensorView x, std::optional<TensorView> b
                  TensorView workspace, cudaStream_t stream = nullptr) {
   SDNQ_REQUIRE(w.bits >= 1 && w.bits <= 8 && w.codes != nullptr && w.group_params != nullptr, UnsupportedError,
                "gemv: weights must be repacked {}-bit integer codes (1..8 bits)", w.bits);
+  SDNQ_REQUIRE(w.code_values == nullptr || ((w.bits == 4 || w.bits == 8) && !w.is_signed), UnsupportedError,
+               "gemv: float codes (a table of values) are read at 4 and 8 bits, got {}-bit{}", w.bits,
+               w.is_signed ? " signed" : "");
   SDNQ_REQUIRE(w.dtype == DType::bf16 || w.dtype == DType::f16, UnsupportedError,
                "gemv: activations must be BF16 or F16, weights were repacked for {}", dtype_name(w.dtype));
   SDNQ_REQUIRE(w.in_features % 32 == 0 && w.group_size % 32 == 0 && w.group_size > 0 &&
@@ -254,6 +273,7 @@ inline void gemv(const GemvWeights& w, TensorView x, std::optional<TensorView> b
   params.groups_per_row = static_cast<int>(w.in_features / w.group_size);
   params.chunks_per_split = plan.chunks_per_split;
   params.code_minus = 8388608.0f + (w.is_signed ? static_cast<float>(1 << (w.bits - 1)) : 0.0f);
+  params.code_values = w.code_values;
   if (partial == nullptr && w.svd_rank > 0) {  // one split: the main kernel adds the up-projection
     params.low_rank = low_rank;
     params.svd_up = w.svd_up;

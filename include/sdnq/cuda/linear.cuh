@@ -24,8 +24,9 @@
 //
 // Memory: one copy of the codes per layer, in the layout QuantizedLinearOptions::layout picks
 // (CodeLayout): by default the tensor-core layout where that kernel takes the weight (4/8-bit integer
-// codes, N and K multiples of 64), else the GEMV layout (integer codes, K and group multiples of 32),
-// else the checkpoint layout (float codes, odd shapes). Every route reads the kept layout: the dense
+// codes, N and K multiples of 64), else the GEMV layout (integer codes, and float codes of 4 or 8 bits read
+// through their table of values; K and group multiples of 32), else the checkpoint layout (other float
+// widths, odd shapes). Every route reads the kept layout: the dense
 // route dequantizes each chunk from it, and without a GEMV layout M = 1 runs the tensor-core kernel,
 // whose weight-streaming variant for M ≤ 16 (session 10) measured 7.3 µs on int8 3072² and 18.7 µs on
 // uint4+SVD 12288×3072, against 10.8 and 24.2 µs for the GEMV in an earlier run. The tensor-core layout
@@ -194,7 +195,11 @@ class QuantizedLinear {
   static bool layout_fits(const LinearCodes& host, CodeLayout layout) {
     const std::int64_t group = host.group_size > 0 ? host.group_size : host.in_features;
     const bool integer = host.value != CodeValue::lookup;
-    if (layout == CodeLayout::gemv) return integer && host.in_features % 32 == 0 && group % 32 == 0;
+    // Float codes in the GEMV layout at 4 and 8 bits only: there its bytes are the checkpoint's packing, which
+    // the dense route's vector kernel reads through the table (other widths keep the checkpoint layout).
+    if (layout == CodeLayout::gemv)
+      return (integer || ((host.bits == 4 || host.bits == 8) && host.lookup_table.has_value())) &&
+             host.in_features % 32 == 0 && group % 32 == 0;
     if (layout == CodeLayout::tensor_core)
       return integer && (host.bits == 4 || host.bits == 8) && host.out_features % gemm_tc_n_multiple == 0 &&
              host.in_features % gemm_tc_k_tile == 0 && (group == 32 || group % 64 == 0);
@@ -211,7 +216,9 @@ class QuantizedLinear {
   std::size_t device_bytes() const {
     const auto held = [](const Tensor& tensor) { return tensor.defined() ? tensor.nbytes() : std::size_t{0}; };
     std::size_t bytes = held(svd_up_) + held(svd_down_);
-    if (gemv_) bytes += held(gemv_->codes) + held(gemv_->group_params) + held(gemv_->svd_up) + held(gemv_->svd_down);
+    if (gemv_)
+      bytes += held(gemv_->codes) + held(gemv_->group_params) + held(gemv_->svd_up) + held(gemv_->svd_down) +
+               held(gemv_->code_values);
     if (tensor_core_)
       bytes += held(tensor_core_->codes) + held(tensor_core_->group_params) + held(tensor_core_->svd_up) +
                held(tensor_core_->svd_down);
@@ -283,8 +290,8 @@ class QuantizedLinear {
                  "64 and group size 32 or a multiple of 64, got {}-bit {} [{}, {}] group {}",
                  host.name, host.bits, integer ? "integer" : "float", host.out_features, host.in_features, group);
     SDNQ_REQUIRE(layout_ != CodeLayout::gemv || gemv_fits, UnsupportedError,
-                 "{}: the GEMV layout takes integer codes with in_features and group size multiples of 32, got {}-bit "
-                 "{} [{}, {}] group {}",
+                 "{}: the GEMV layout takes integer codes (float codes at 4 or 8 bits) with in_features and group size "
+                 "multiples of 32, got {}-bit {} [{}, {}] group {}",
                  host.name, host.bits, integer ? "integer" : "float", host.out_features, host.in_features, group);
     if (layout_ == CodeLayout::tensor_core) {
       tensor_core_ = upload_gemm_tc_weights(repack_for_gemm_tc<T>(host, options_.scale_rounding), device_);
@@ -462,13 +469,15 @@ void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<T
           w.bits, w.codes + row * (k / 32) * w.bits, static_cast<const T*>(w.group_params) + row * groups * 2, w_ext,
           rows, k, w.group_size, row_elements, w.is_signed ? static_cast<float>(1 << (w.bits - 1)) : 0.0f,
           multiprocessors, stream);
-    } else if (layer.gemv_) {  // 2, 4, 8 bits: the memory-speed vector kernel
+    } else if (layer.gemv_) {  // 2, 4, 8 bits: the memory-speed vector kernel (float codes through their table)
       const GemvWeights& w = layer.gemv_->view();
       const std::int64_t groups = w.in_features / w.group_size;
+      const bool lookup = w.code_values != nullptr;
       kernel_detail::DequantizeVectorParams p{};
       p.codes = w.codes + row * (k / 32) * w.bits;
       p.scale = static_cast<const T*>(w.group_params) + row * groups * 2;
-      p.zero_point = w.is_signed ? nullptr : static_cast<const T*>(p.scale) + 1;
+      p.zero_point = w.is_signed || lookup ? nullptr : static_cast<const T*>(p.scale) + 1;
+      p.lookup_table = w.code_values;
       p.param_stride = 2;
       p.params_in_output_dtype = true;
       p.out = w_ext;
@@ -478,7 +487,7 @@ void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<T
       p.group_size = w.group_size;
       p.param_row_stride = groups;
       p.code_minus = 8388608.0f + (w.is_signed ? static_cast<float>(1 << (w.bits - 1)) : 0.0f);
-      kernel_detail::dispatch_dequantize_vector<Kernel>(w.bits, false, p, multiprocessors, stream);
+      kernel_detail::dispatch_dequantize_vector<Kernel>(w.bits, lookup, p, multiprocessors, stream);
     } else {
       const LinearCodes& c = layer.checkpoint_;
       LinearCodes part = c;

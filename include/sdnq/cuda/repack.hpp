@@ -13,6 +13,7 @@
 // the packer stores them; native int8 is converted), 0 for unsigned ones.
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -218,6 +219,7 @@ struct GemvWeightsHost {
   Tensor codes;                  // U32 [N, K/32, bits]
   Tensor group_params;           // dtype [N, K/group_size, 2]
   Tensor svd_up, svd_down;       // dtype [N, r], [r, K]; undefined without SVD
+  Tensor code_values;            // float codes (4 or 8 bits): F32 [2^bits] decoded values; else undefined
 };
 
 // The GEMV layout's group parameters alone: T [N, K/group, 2], (scale, zero point) rounded to T (zero 0
@@ -241,17 +243,24 @@ Tensor gemv_group_params(const LinearCodes& w) {
   return out;
 }
 
-// Load-time repack of a host checkpoint weight for gemv.cuh. Throws UnsupportedError for what the
-// GEMV does not handle (lookup formats, in_features or group size not a multiple of 32).
+// Load-time repack of a host checkpoint weight for gemv.cuh. Float codes (CodeValue::lookup) of 4 or 8 bits
+// keep their table of values. Throws UnsupportedError for what the GEMV does not handle (float codes of other
+// widths, in_features or group size not a multiple of 32).
 template <class T>
 GemvWeightsHost repack_for_gemv(const LinearCodes& w) {
   static_assert(std::is_same_v<T, bf16> || std::is_same_v<T, fp16>, "activations are bf16 or fp16");
   detail::require_linear_codes_consistent(w);
   SDNQ_REQUIRE(w.codes.device().is_cpu() && w.scale.device().is_cpu(), ShapeError,
                "{}: repack_for_gemv reads host tensors", w.name);
-  SDNQ_REQUIRE(w.value != CodeValue::lookup, UnsupportedError,
-               "{}: the small-M GEMM has no float-code path yet; dequantize it (dequantize.cuh) and use cuBLAS",
-               w.name);
+  const bool lookup = w.value == CodeValue::lookup;
+  // (require_linear_codes_consistent checked that float codes come with an F32 table of 2^bits values.)
+  SDNQ_REQUIRE(!lookup || w.bits == 4 || w.bits == 8, UnsupportedError,
+               "{}: the small-M GEMM reads float codes of 4 or 8 bits, got {}-bit codes; dequantize them "
+               "(dequantize.cuh) and use cuBLAS",
+               w.name, w.bits);
+  SDNQ_REQUIRE(!lookup || (w.lookup_table->device().is_cpu() && w.lookup_table->is_contiguous()), ShapeError,
+               "{}: repack_for_gemv reads host tensors (the table of float values: contiguous, on {})", w.name,
+               w.lookup_table->device().to_string());
   const std::int64_t n = w.out_features, k = w.in_features;
   const std::int64_t group_size = w.group_size > 0 ? w.group_size : k;
   SDNQ_REQUIRE(k % 32 == 0 && group_size % 32 == 0, UnsupportedError,
@@ -283,6 +292,10 @@ GemvWeightsHost repack_for_gemv(const LinearCodes& w) {
   });
 
   out.group_params = gemv_group_params<T>(w);
+  if (lookup) {
+    out.code_values = Tensor::empty(Shape{std::int64_t{1} << w.bits}, DType::f32);
+    std::memcpy(out.code_values.data(), w.lookup_table->data(), out.code_values.nbytes());
+  }
 
   if (w.svd_up) {
     const std::int64_t rank = w.svd_rank();

@@ -27,6 +27,7 @@ struct GemvParams {
   int tokens, out_features, in_features;
   int chunks_per_row, chunks_per_group, groups_per_row, chunks_per_split;
   float code_minus;                   // 2^23 − code offset
+  const float* code_values;           // float codes: [2^Bits] decoded values (group zero 0); null: integers
   // The SVD branch's up-projection, added here when the kernel writes y (one split): low_rank [M, rank]
   // from the down-projection pre-pass this grid is launched behind (programmatic dependent launch on
   // sm_90), svd_up [N, rank] T; low_rank null otherwise.
@@ -65,9 +66,16 @@ __device__ __forceinline__ void load_chunk(const std::uint32_t* source, std::uin
 }
 
 // One warp computes Rows output features for Tokens tokens over one K slice: lanes take 32-code
-// chunks round-robin, so a warp reads 32·Bits·4 contiguous bytes per row and iteration.
-template <int Bits, class T, int Tokens, int Rows>
+// chunks round-robin, so a warp reads 32·Bits·4 contiguous bytes per row and iteration. Lookup: float
+// codes, each read through the block's copy of their decoded values (16 or 256 floats in shared memory:
+// at 4 bits one value a bank, so the lanes never conflict).
+template <int Bits, class T, int Tokens, int Rows, bool Lookup = false>
 __global__ void __launch_bounds__(gemv_warps * 32) gemv_kernel(const GemvParams p) {
+  __shared__ float code_values[Lookup ? (1 << Bits) : 1];
+  if constexpr (Lookup) {
+    for (int i = threadIdx.x; i < (1 << Bits); i += blockDim.x) code_values[i] = __ldg(p.code_values + i);
+    __syncthreads();
+  }
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int first_row = (blockIdx.x * gemv_warps + warp) * Rows;
   if (first_row >= p.out_features) return;  // no block-wide barrier below
@@ -114,7 +122,12 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_kernel(const GemvParams 
       for (int r = 0; r < Rows; ++r)
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
-          const float q = code_to_float(extract_code<Bits>(words[r], sub * 8 + j), p.code_minus);
+          const std::uint32_t code = extract_code<Bits>(words[r], sub * 8 + j);
+          float q;
+          if constexpr (Lookup)
+            q = code_values[code];
+          else
+            q = code_to_float(code, p.code_minus);
           const float w = fmaf(q, scale[r], zero[r]);
 #pragma unroll
           for (int t = 0; t < Tokens; ++t) acc[t][r] = fmaf(xs[t][j], w, acc[t][r]);
