@@ -269,6 +269,35 @@ TEST_CASE("quantized_linear: one code layout per layer, device bytes", "[cuda][l
   }
 }
 
+TEST_CASE("QuantizedLinear::adopt_gemv refuses weights the GEMV cannot read, naming the layer",
+          "[cuda][linear][host]") {
+  using sdnq::test::AdoptedGemv;
+  const auto refusal = [](AdoptedGemv weights) { return sdnq::test::adopt_gemv_refusal(weights); };
+  struct Case {
+    const char* what;
+    AdoptedGemv weights;
+    const char* expected;
+  };
+  const std::vector<Case> cases = {
+      {"9-bit codes", {.bits = 9}, "1..8-bit codes"},
+      {"K = 100", {.in_features = 100, .group_size = 100}, "multiples of 32"},
+      {"group 48", {.in_features = 96, .group_size = 48}, "group 48"},
+      {"group not dividing K", {.in_features = 160, .group_size = 64}, "group 64"},
+      {"no rows", {.out_features = 0}, "[0, 128]"},
+      {"F32 activations", {.dtype = sdnq::DType::f32}, "BF16 or F16"},
+      {"rank 300", {.svd_rank = 300}, "SVD rank 300 not supported (0..256"},
+      {"rank 16 without factors", {.svd_rank = 16, .factors = false}, "SVD rank 16 not supported"},
+      {"5-bit float codes", {.bits = 5, .float_codes = true}, "4 or 8 bits wide, got 5-bit"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.what);
+    const std::string message = refusal(c.weights);
+    INFO(message);
+    CHECK(sdnq::test::contains(message, "test.adopted"));
+    CHECK(sdnq::test::contains(message, c.expected));
+  }
+}
+
 // The small-M path of a quantized-matmul layer on weights packed by test_gemv_support.hpp's packer,
 // against the double product (K = 8192, N = 1096: a long K loop per warp).
 TEST_CASE("w8a8_dequantized_linear: int8 row-wise weights at small M, bf16 and fp16", "[cuda][linear]") {

@@ -80,6 +80,22 @@ LinearRun run_quantized_linear(const cuda::LinearCodes& weight, DType dtype, Ten
                    layer.device_bytes()};
 }
 
+std::string adopt_gemv_refusal(const AdoptedGemv& a) {
+  static const std::uint32_t never_read[4] = {};
+  static const float no_values[256] = {};
+  cuda::GemvWeightsDevice weights;
+  const void* factor = a.factors && a.svd_rank > 0 ? never_read : nullptr;
+  weights.meta = cuda::GemvWeights{a.bits,       false,   a.out_features, a.in_features,
+                                   a.group_size, a.dtype, never_read,     never_read,
+                                   a.svd_rank,   factor,  factor,         a.float_codes ? no_values : nullptr};
+  try {
+    (void)cuda::QuantizedLinear::adopt_gemv(std::move(weights), "test.adopted", 0);
+  } catch (const UnsupportedError& error) {
+    return error.what();
+  }
+  throw std::runtime_error("adopt_gemv accepted weights it must refuse");
+}
+
 std::size_t quantized_linear_device_bytes(const cuda::LinearCodes& weight, DType dtype, TestLayout layout) {
   cuda::QuantizedLinearOptions options;
   options.layout = to_layout(layout);

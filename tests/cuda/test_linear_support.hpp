@@ -30,6 +30,18 @@ LinearRun run_quantized_linear(const cuda::LinearCodes& weight, DType dtype, Ten
                                std::size_t dense_workspace_limit = std::size_t{64} << 20,
                                TestLayout layout = TestLayout::automatic);
 
+// GEMV-layout weights handed to cuda::QuantizedLinear::adopt_gemv: codes and group parameters present, SVD factors
+// present when svd_rank > 0 and `factors`, a table of float values when `float_codes`.
+struct AdoptedGemv {
+  int bits = 4;
+  std::int64_t out_features = 64, in_features = 128, group_size = 32, svd_rank = 0;
+  bool factors = true, float_codes = false;
+  DType dtype = DType::bf16;
+};
+// The message of the UnsupportedError adopt_gemv throws for layer "test.adopted" on weights it must refuse, before
+// it touches the device (the pointers it is given are never read); throws std::runtime_error if it accepts them.
+std::string adopt_gemv_refusal(const AdoptedGemv& weights);
+
 // device_bytes() of a QuantizedLinear built in `layout` (throws what the constructor throws).
 std::size_t quantized_linear_device_bytes(const cuda::LinearCodes& weight, DType dtype, TestLayout layout);
 

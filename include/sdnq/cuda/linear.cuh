@@ -163,9 +163,12 @@ class QuantizedLinear {
                  "{}: GEMV-layout weights must be 1..8-bit codes with in_features and group size multiples of 32, got "
                  "{}-bit [{}, {}] group {}",
                  name, w.bits, w.out_features, w.in_features, w.group_size);
+    SDNQ_REQUIRE(w.code_values == nullptr || ((w.bits == 4 || w.bits == 8) && !w.is_signed), UnsupportedError,
+                 "{}: GEMV-layout float codes (a table of values) must be 4 or 8 bits wide, got {}-bit{}", name, w.bits,
+                 w.is_signed ? " signed" : "");
     SDNQ_REQUIRE(w.svd_rank >= 0 && w.svd_rank <= kernel_detail::gemv_max_rank &&
                      (w.svd_rank == 0 || (w.svd_up != nullptr && w.svd_down != nullptr)),
-                 UnsupportedError, "{}: SVD rank {} not supported (0..{})", name, w.svd_rank,
+                 UnsupportedError, "{}: SVD rank {} not supported (0..{}, with both factors)", name, w.svd_rank,
                  kernel_detail::gemv_max_rank);
     QuantizedLinear layer;
     layer.name_ = std::move(name);
