@@ -47,17 +47,14 @@ void bench_sdnq(benchmark::State& state) {
     sdnq::Tensor params = sdnq::cuda::empty(sdnq::Shape{n, k / group, 2}, sdnq::DType::bf16);
     fill(codes, 200 + c);
     fill(params, 300 + c, 0.001f, 0.02f);
-    sdnq::cuda::GemvWeights w{bits,
-                              bits == 8 && !float_codes,
-                              n,
-                              k,
-                              group,
-                              sdnq::DType::bf16,
-                              static_cast<const std::uint32_t*>(codes.data()),
-                              params.data(),
-                              0,
-                              nullptr,
-                              nullptr};
+    sdnq::cuda::GemvWeights w;
+    w.bits = bits;
+    w.is_signed = bits == 8 && !float_codes;  // int8 row-wise: signed codes; float codes: their table
+    w.out_features = n;
+    w.in_features = k;
+    w.group_size = group;
+    w.codes = static_cast<const std::uint32_t*>(codes.data());
+    w.group_params = params.data();
     if (float_codes) w.code_values = static_cast<const float*>(code_values.data());
     storage.push_back(std::move(codes));
     storage.push_back(std::move(params));
