@@ -160,7 +160,7 @@ void dispatch_gemv_tokens(const GemvParams& params, const GemvPlan& plan, std::i
     launch_gemv_main<Bits, T, 8, Lookup>(params, plan, tokens, stream);
 }
 
-// Float codes (params.code_values set) at 4 or 8 bits (gemv checked), integer codes at 1..8.
+// Float codes (params.code_values set) at the widths gemv_reads_float_codes (gemv checked), integer codes at 1..8.
 template <class T>
 void dispatch_gemv_bits(int bits, const GemvParams& params, const GemvPlan& plan, std::int64_t tokens,
                         cudaStream_t stream) {
@@ -213,7 +213,7 @@ inline void gemv(const GemvWeights& w, TensorView x, std::optional<TensorView> b
                  TensorView workspace, cudaStream_t stream = nullptr) {
   SDNQ_REQUIRE(w.bits >= 1 && w.bits <= 8 && w.codes != nullptr && w.group_params != nullptr, UnsupportedError,
                "gemv: weights must be repacked {}-bit integer codes (1..8 bits)", w.bits);
-  SDNQ_REQUIRE(w.code_values == nullptr || ((w.bits == 4 || w.bits == 8) && !w.is_signed), UnsupportedError,
+  SDNQ_REQUIRE(w.code_values == nullptr || (gemv_reads_float_codes(w.bits) && !w.is_signed), UnsupportedError,
                "gemv: float codes (a table of values) are read at 4 and 8 bits, got {}-bit{}", w.bits,
                w.is_signed ? " signed" : "");
   SDNQ_REQUIRE(w.dtype == DType::bf16 || w.dtype == DType::f16, UnsupportedError,

@@ -163,7 +163,7 @@ class QuantizedLinear {
                  "{}: GEMV-layout weights must be 1..8-bit codes with in_features and group size multiples of 32, got "
                  "{}-bit [{}, {}] group {}",
                  name, w.bits, w.out_features, w.in_features, w.group_size);
-    SDNQ_REQUIRE(w.code_values == nullptr || ((w.bits == 4 || w.bits == 8) && !w.is_signed), UnsupportedError,
+    SDNQ_REQUIRE(w.code_values == nullptr || (gemv_reads_float_codes(w.bits) && !w.is_signed), UnsupportedError,
                  "{}: GEMV-layout float codes (a table of values) must be 4 or 8 bits wide, got {}-bit{}", name, w.bits,
                  w.is_signed ? " signed" : "");
     SDNQ_REQUIRE(w.svd_rank >= 0 && w.svd_rank <= kernel_detail::gemv_max_rank &&
@@ -198,11 +198,8 @@ class QuantizedLinear {
   static bool layout_fits(const LinearCodes& host, CodeLayout layout) {
     const std::int64_t group = host.group_size > 0 ? host.group_size : host.in_features;
     const bool integer = host.value != CodeValue::lookup;
-    // Float codes in the GEMV layout at 4 and 8 bits only: there its bytes are the checkpoint's packing, which
-    // the dense route's vector kernel reads through the table (other widths keep the checkpoint layout).
     if (layout == CodeLayout::gemv)
-      return (integer || ((host.bits == 4 || host.bits == 8) && host.lookup_table.has_value())) &&
-             host.in_features % 32 == 0 && group % 32 == 0;
+      return (integer || gemv_reads_float_codes(host.bits)) && host.in_features % 32 == 0 && group % 32 == 0;
     if (layout == CodeLayout::tensor_core)
       return integer && (host.bits == 4 || host.bits == 8) && host.out_features % gemm_tc_n_multiple == 0 &&
              host.in_features % gemm_tc_k_tile == 0 && (group == 32 || group % 64 == 0);

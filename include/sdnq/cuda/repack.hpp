@@ -209,6 +209,11 @@ inline void unpack_all_codes(const LinearCodes& w, std::vector<std::uint8_t>& co
 
 }  // namespace detail
 
+// The code widths at which the GEMV layout holds float codes, read through a table of their values: there its
+// bytes are the checkpoint's packing, which the dense route's vector dequantizer reads too. (Other float widths
+// stay in the checkpoint layout.)
+inline constexpr bool gemv_reads_float_codes(int bits) { return bits == 4 || bits == 8; }
+
 // The GEMV layout (see the file comment), in host memory; upload each tensor as is.
 struct GemvWeightsHost {
   int bits = 0;
@@ -254,7 +259,7 @@ GemvWeightsHost repack_for_gemv(const LinearCodes& w) {
                "{}: repack_for_gemv reads host tensors", w.name);
   const bool lookup = w.value == CodeValue::lookup;
   // (require_linear_codes_consistent checked that float codes come with an F32 table of 2^bits values.)
-  SDNQ_REQUIRE(!lookup || w.bits == 4 || w.bits == 8, UnsupportedError,
+  SDNQ_REQUIRE(!lookup || gemv_reads_float_codes(w.bits), UnsupportedError,
                "{}: the small-M GEMM reads float codes of 4 or 8 bits, got {}-bit codes; dequantize them "
                "(dequantize.cuh) and use cuBLAS",
                w.name, w.bits);
