@@ -25,14 +25,18 @@ namespace {
 
 using namespace sdnq_bench;
 
-// state.range: M, N, K, bits, group size (-1 row-wise), SVD rank, float codes (1: read through a table of
-// 2^bits values, as float4_e2m1fn or float8_e4m3fn weights are; the codes are random either way).
+// state.range: M, N, K, bits, group size (-1 row-wise), SVD rank, float codes: 0 integers, 1 read through a table
+// of 2^bits values (as float4_e2m1fn or float5_e3m1fn weights are), 2 native float8_e4m3fn and 3 float8_e5m2
+// converted by the hardware. The codes are random either way.
 void bench_sdnq(benchmark::State& state) {
   const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)), k = static_cast<int>(state.range(2));
   const int bits = static_cast<int>(state.range(3));
   const std::int64_t group = state.range(4) > 0 ? state.range(4) : k;
   const std::int64_t rank = state.range(5);
   const bool float_codes = state.range(6) != 0;
+  const auto float_decode = state.range(6) == 2   ? sdnq::cuda::FloatDecode::fp8_e4m3fn
+                            : state.range(6) == 3 ? sdnq::cuda::FloatDecode::fp8_e5m2
+                                                  : sdnq::cuda::FloatDecode::table;
   std::vector<float> values(std::size_t{1} << bits);
   for (std::size_t i = 0; i < values.size(); ++i) values[i] = (static_cast<float>(i % 16) - 8.0f) * 0.5f;
   sdnq::Tensor code_values = sdnq::cuda::empty(sdnq::Shape{std::int64_t{1} << bits}, sdnq::DType::f32);
@@ -56,6 +60,7 @@ void bench_sdnq(benchmark::State& state) {
     w.codes = static_cast<const std::uint32_t*>(codes.data());
     w.group_params = params.data();
     if (float_codes) w.code_values = static_cast<const float*>(code_values.data());
+    w.float_decode = float_decode;
     storage.push_back(std::move(codes));
     storage.push_back(std::move(params));
     if (rank > 0) {
@@ -109,8 +114,17 @@ void register_all() {
       benchmark::RegisterBenchmark(("sdnq_float4_g128" + shape).c_str(), bench_sdnq)
           ->Args({m, n, k, 4, 128, 0, 1})
           ->UseManualTime();
-      benchmark::RegisterBenchmark(("sdnq_float8_rowwise" + shape).c_str(), bench_sdnq)
+      benchmark::RegisterBenchmark(("sdnq_float5_g64" + shape).c_str(), bench_sdnq)
+          ->Args({m, n, k, 5, 64, 0, 1})
+          ->UseManualTime();
+      benchmark::RegisterBenchmark(("sdnq_float8_table_rowwise" + shape).c_str(), bench_sdnq)
           ->Args({m, n, k, 8, -1, 0, 1})
+          ->UseManualTime();
+      benchmark::RegisterBenchmark(("sdnq_fp8_e4m3fn_rowwise" + shape).c_str(), bench_sdnq)
+          ->Args({m, n, k, 8, -1, 0, 2})
+          ->UseManualTime();
+      benchmark::RegisterBenchmark(("sdnq_fp8_e5m2_rowwise" + shape).c_str(), bench_sdnq)
+          ->Args({m, n, k, 8, -1, 0, 3})
           ->UseManualTime();
     }
 }

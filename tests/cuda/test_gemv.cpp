@@ -79,7 +79,7 @@ TEST_CASE("gemv: generic path for the other packed widths", "[cuda][gemv]") {
   CHECK(run_and_compare<sdnq::bf16>(linear, tokens, true, 31) <= 1e-2);
 }
 
-TEST_CASE("gemv: float codes through a table of their values, 4 and 8 bits", "[cuda][gemv]") {
+TEST_CASE("gemv: float codes through a table of their values, or converted by the hardware (fp8)", "[cuda][gemv]") {
   const std::int64_t tokens = GENERATE(1, 3, 4, 8, 17);
   INFO("tokens " << tokens);
   SECTION("float4_e2m1fn, groups of 32, odd N") {
@@ -94,15 +94,71 @@ TEST_CASE("gemv: float codes through a table of their values, 4 and 8 bits", "[c
         sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::lookup, 48, 4096, 128, 32, 62, false, &table);
     CHECK(run_and_compare<sdnq::bf16>(linear, tokens, false, 63) <= 1e-2);
   }
-  SECTION("float8_e4m3fn row-wise and transposed (the direct quantized-matmul layout), fp16") {
+  SECTION("e4m3 values with the NaN codes read as 0 (not the native table: read through it), fp16") {
     const std::vector<float> table = sdnq::test::float8_e4m3_table_without_nan();
     const auto rows =
         sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::lookup, 101, 384, -1, 0, 64, false, &table);
+    CHECK(sdnq::cuda::repack_for_gemv<sdnq::fp16>(rows.codes).float_decode == sdnq::cuda::FloatDecode::table);
     CHECK(run_and_compare<sdnq::fp16>(rows, tokens, true, 65) <= 1e-2);
     const auto transposed =
         sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::lookup, 96, 256, -1, 16, 66, true, &table);
     CHECK(run_and_compare<sdnq::fp16>(transposed, tokens, true, 67) <= 1e-2);
   }
+  SECTION("native float8_e4m3fn converted, row-wise in bf16, transposed (direct quantized matmul) + SVD in fp16") {
+    const std::vector<float> table = sdnq::test::float8_e4m3fn_table();
+    const auto rows =
+        sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::lookup, 101, 384, -1, 0, 68, false, &table);
+    CHECK(sdnq::cuda::repack_for_gemv<sdnq::bf16>(rows.codes).float_decode == sdnq::cuda::FloatDecode::fp8_e4m3fn);
+    CHECK(run_and_compare<sdnq::bf16>(rows, tokens, true, 69) <= 1e-2);
+    const auto transposed =
+        sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::lookup, 96, 256, -1, 16, 70, true, &table);
+    CHECK(run_and_compare<sdnq::fp16>(transposed, tokens, true, 71) <= 1e-2);
+  }
+  SECTION("native float8_e5m2 converted, groups of 64, long K") {
+    const std::vector<float> table = sdnq::test::float8_e5m2_table();
+    const auto linear =
+        sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::lookup, 72, 4096, 64, 0, 72, false, &table);
+    CHECK(sdnq::cuda::repack_for_gemv<sdnq::bf16>(linear.codes).float_decode == sdnq::cuda::FloatDecode::fp8_e5m2);
+    CHECK(run_and_compare<sdnq::bf16>(linear, tokens, true, 73) <= 1e-2);
+  }
+  SECTION("custom floats of 2, 3, 5, 6 and 7 bits (float5_e3m1fn, float6_e3m2fn, ...), signed and unsigned") {
+    struct Format {
+      int exponent, mantissa;
+      bool is_signed;
+    };
+    for (const Format f : {Format{1, 0, true}, Format{1, 1, true}, Format{3, 1, true}, Format{3, 2, true},
+                           Format{4, 2, true}, Format{3, 2, false}, Format{4, 3, false}}) {
+      const int bits = f.exponent + f.mantissa + (f.is_signed ? 1 : 0);
+      INFO(bits << "-bit e" << f.exponent << "m" << f.mantissa << (f.is_signed ? "fn" : "fnu (zero point)"));
+      const std::vector<float> table = f.is_signed ? sdnq::test::custom_float_table(f.exponent, f.mantissa)
+                                                   : sdnq::test::unsigned_custom_float_table(f.exponent, f.mantissa);
+      const auto linear =
+          sdnq::test::make_random_linear<sdnq::bf16>(bits, CodeValue::lookup, 77, 320, 32, 16, 74 + bits, false, &table);
+      CHECK(linear.codes.zero_point.has_value() == !f.is_signed);
+      CHECK(run_and_compare<sdnq::bf16>(linear, tokens, true, 75) <= 1e-2);
+    }
+  }
+}
+
+TEST_CASE("float_decode_of: the native fp8 conversion only where it reproduces every value of the table",
+          "[cuda][gemv][host]") {
+  using sdnq::cuda::FloatDecode;
+  using sdnq::cuda::float_decode_of;
+  std::vector<float> e4m3 = sdnq::test::float8_e4m3fn_table(), e5m2 = sdnq::test::float8_e5m2_table();
+  CHECK(float_decode_of(e4m3.data(), 8) == FloatDecode::fp8_e4m3fn);
+  CHECK(float_decode_of(e5m2.data(), 8) == FloatDecode::fp8_e5m2);
+  CHECK(float_decode_of(sdnq::test::float8_e4m3_table_without_nan().data(), 8) == FloatDecode::table);
+  CHECK(float_decode_of(sdnq::test::float4_e2m1_table().data(), 4) == FloatDecode::table);
+  const std::vector<float> e4m3_sdnq = [&] {  // float8_e4m3fn_sdnq: 0x7F is 480, not NaN
+    std::vector<float> t = e4m3;
+    t[0x7F] = 480.0f, t[0xFF] = -480.0f;
+    return t;
+  }();
+  CHECK(float_decode_of(e4m3_sdnq.data(), 8) == FloatDecode::table);
+  e4m3[0x80] = 0.0f;  // +0 where the format has −0
+  CHECK(float_decode_of(e4m3.data(), 8) == FloatDecode::table);
+  e5m2[0x7C] = 65536.0f;  // a finite value where the format has +Inf
+  CHECK(float_decode_of(e5m2.data(), 8) == FloatDecode::table);
 }
 
 TEST_CASE("gemv: SVD branch of rank 0/16/32/128 and split-K", "[cuda][gemv]") {
@@ -125,15 +181,6 @@ TEST_CASE("gemv: unsupported input is rejected with a typed error", "[cuda][gemv
     const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
         [&] { (void)sdnq::cuda::repack_for_gemv<sdnq::bf16>(linear.codes); });
     CHECK(sdnq::test::contains(message, "multiples of 32"));
-  }
-  SECTION("float codes of a width other than 4 and 8") {
-    const std::vector<float> table(32, 1.0f);
-    const auto linear =
-        sdnq::test::make_random_linear<sdnq::bf16>(5, CodeValue::lookup, 16, 64, 32, 0, 51, false, &table);
-    const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
-        [&] { (void)sdnq::cuda::repack_for_gemv<sdnq::bf16>(linear.codes); });
-    CHECK(sdnq::test::contains(message, "float codes of 4 or 8 bits"));
-    CHECK(sdnq::test::contains(message, "5-bit"));
   }
   SECTION("more than 64 tokens") {
     const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 16, 64, 32, 0, 52);

@@ -2,6 +2,7 @@
 // Host-side helpers of the dequantize and GEMV kernel tests: random quantized Linear weights written
 // in the reference packer's layout by a packer coded here from sdnq-format.md §1.5 (independent of
 // the unpacker under test), their dense values in double, and the launchers defined in the .cu files.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -74,7 +75,49 @@ inline std::vector<float> float4_e2m1_table() {
   return table;
 }
 
-// float8_e4m3fn's value of every code, its two NaN codes read as 0 so that random codes give finite products.
+// An unsigned custom float (fnu: no sign bit) of exponent + mantissa bits, §1.3 likewise.
+inline std::vector<float> unsigned_custom_float_table(int exponent_bits, int mantissa_bits) {
+  const int bits = exponent_bits + mantissa_bits, bias = (1 << (exponent_bits - 1)) - 1;
+  std::vector<float> table(std::size_t{1} << bits);
+  for (int code = 0; code < (1 << bits); ++code) {
+    const int mantissa = code & ((1 << mantissa_bits) - 1), exponent = code >> mantissa_bits;
+    const double fraction = static_cast<double>(mantissa) / (1 << mantissa_bits);
+    table[code] =
+        static_cast<float>(exponent > 0 ? std::ldexp(1.0 + fraction, exponent - bias) : std::ldexp(fraction, 1 - bias));
+  }
+  return table;
+}
+
+// A custom float of `bits` = 1 + exponent + mantissa bits (§1.3: bias 2^(E−1) − 1, subnormals at e' = 0, every
+// code finite, both zero codes +0.0), written out here.
+inline std::vector<float> custom_float_table(int exponent_bits, int mantissa_bits) {
+  const int bits = 1 + exponent_bits + mantissa_bits, bias = (1 << (exponent_bits - 1)) - 1;
+  std::vector<float> table(std::size_t{1} << bits);
+  for (int code = 0; code < (1 << bits); ++code) {
+    const int mantissa = code & ((1 << mantissa_bits) - 1);
+    const int exponent = (code >> mantissa_bits) & ((1 << exponent_bits) - 1);
+    const double fraction = static_cast<double>(mantissa) / (1 << mantissa_bits);
+    const double magnitude =
+        exponent > 0 ? std::ldexp(1.0 + fraction, exponent - bias) : std::ldexp(fraction, 1 - bias);
+    table[code] = static_cast<float>((code >> (bits - 1)) != 0 && magnitude != 0.0 ? -magnitude : magnitude);
+  }
+  return table;
+}
+
+// The native fp8 formats' value of every code (NaN codes included: random codes skip them).
+inline std::vector<float> float8_e4m3fn_table() {
+  std::vector<float> table(256);
+  for (int code = 0; code < 256; ++code) table[code] = fp8_e4m3fn::from_bits(static_cast<std::uint8_t>(code)).to_float();
+  return table;
+}
+inline std::vector<float> float8_e5m2_table() {
+  std::vector<float> table(256);
+  for (int code = 0; code < 256; ++code) table[code] = fp8_e5m2::from_bits(static_cast<std::uint8_t>(code)).to_float();
+  return table;
+}
+
+// float8_e4m3fn's value of every code, its two NaN codes read as 0: not the native table, so the GEMV reads it
+// through shared memory.
 inline std::vector<float> float8_e4m3_table_without_nan() {
   std::vector<float> table(256);
   for (int code = 0; code < 256; ++code) {
@@ -101,10 +144,15 @@ RandomLinear make_random_linear(int bits, cuda::CodeValue value, std::int64_t n,
   RandomLinear out;
   const std::int64_t groups = group_size > 0 ? k / group_size : 1;
   const std::int64_t params = group_size == -2 ? 1 : n * groups;
-  const bool has_zero = value == cuda::CodeValue::unsigned_integer;
+  // Unsigned formats have a zero point: integers, and floats without a sign bit (fnu, §1.3: no negative value).
+  const bool has_zero = value == cuda::CodeValue::unsigned_integer ||
+                        (value == cuda::CodeValue::lookup &&
+                         std::none_of(table->begin(), table->end(), [](float v) { return v < 0.0f; }));
   std::vector<std::uint32_t> codes(static_cast<std::size_t>(n * k));
   std::uniform_int_distribution<std::uint32_t> code_dist(0, (1u << bits) - 1);
-  for (auto& c : codes) c = code_dist(rng);
+  for (auto& c : codes)  // codes whose table value is not finite (fp8 NaN and Inf) are drawn again
+    do c = code_dist(rng);
+    while (table != nullptr && !std::isfinite((*table)[c]));
 
   out.scale = Tensor::empty(Shape{params, 1}, DType::f32);
   out.zero_point = Tensor::empty(Shape{params, 1}, DType::f32);

@@ -158,22 +158,40 @@ TEST_CASE("quantized_linear: odd shapes without a tensor-core layout", "[cuda][l
     CHECK(checkpoint.route == "dequantize_cublas on the checkpoint layout");
     SDNQ_CHECK_LINEAR(checkpoint);
   }
-  SECTION("float8_e4m3fn codes (NaN codes read as 0), row-wise, fp16: GEMV layout") {
-    const std::vector<float> table = sdnq::test::float8_e4m3_table_without_nan();
+  SECTION("float8 codes row-wise, fp16: GEMV layout, native e4m3fn converted, other values through the table") {
+    const std::vector<float> without_nan = sdnq::test::float8_e4m3_table_without_nan();
+    const std::vector<float> native = sdnq::test::float8_e4m3fn_table();
+    for (const std::vector<float>* table : {&without_nan, &native}) {
+      const auto linear =
+          sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::lookup, 72, 192, -1, 0, 28, false, table);
+      const Outcome outcome = run_and_compare<sdnq::fp16>(linear, tokens, TestRoute::automatic, 19);
+      CHECK(outcome.route == (tokens <= 8 ? "small_m on the gemv layout" : "dequantize_cublas on the gemv layout"));
+      SDNQ_CHECK_LINEAR(outcome);
+    }
+  }
+  SECTION("float5_e3m1fn codes + SVD r16: GEMV layout (5 bits a code), dense route from it in 16-row chunks") {
+    const std::vector<float> table = sdnq::test::custom_float_table(3, 1);
     const auto linear =
-        sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::lookup, 72, 192, -1, 0, 28, false, &table);
-    const Outcome outcome = run_and_compare<sdnq::fp16>(linear, tokens, TestRoute::automatic, 19);
+        sdnq::test::make_random_linear<sdnq::bf16>(5, CodeValue::lookup, 40, 128, 32, 16, 29, false, &table);
+    const Outcome outcome = run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::automatic, 20);
     CHECK(outcome.route == (tokens <= 8 ? "small_m on the gemv layout" : "dequantize_cublas on the gemv layout"));
     SDNQ_CHECK_LINEAR(outcome);
+    SDNQ_CHECK_LINEAR(
+        run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::dequantize_cublas, 21, (128 + 64) * 2 * 16));
   }
-  SECTION("float5_e3m1fn-width codes keep the checkpoint layout (the GEMV reads float codes at 4 and 8 bits)") {
-    std::vector<float> table(32);
-    for (int code = 0; code < 32; ++code) table[code] = static_cast<float>(code % 16) * (code < 16 ? 0.25f : -0.25f);
-    const auto linear =
-        sdnq::test::make_random_linear<sdnq::bf16>(5, CodeValue::lookup, 40, 128, 32, 0, 29, false, &table);
-    const Outcome outcome = run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::automatic, 20);
-    CHECK(outcome.route == "dequantize_cublas on the checkpoint layout");
-    SDNQ_CHECK_LINEAR(outcome);
+  SECTION("unsigned floats with zero points (fnu), 4 and 6 bits: GEMV layout, every route") {
+    for (const int exponent : {2, 3}) {
+      const std::vector<float> table = sdnq::test::unsigned_custom_float_table(exponent, 2);
+      const int bits = exponent + 2;
+      INFO(bits << "-bit fnu");
+      const auto linear =
+          sdnq::test::make_random_linear<sdnq::bf16>(bits, CodeValue::lookup, 64, 192, 64, 0, 30, false, &table);
+      REQUIRE(linear.codes.zero_point.has_value());
+      const Outcome outcome = run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::automatic, 22);
+      CHECK(outcome.route == (tokens <= 8 ? "small_m on the gemv layout" : "dequantize_cublas on the gemv layout"));
+      SDNQ_CHECK_LINEAR(outcome);
+      SDNQ_CHECK_LINEAR(run_and_compare<sdnq::bf16>(linear, tokens, TestRoute::dequantize_cublas, 23));
+    }
   }
 }
 
@@ -287,7 +305,10 @@ TEST_CASE("QuantizedLinear::adopt_gemv refuses weights the GEMV cannot read, nam
       {"F32 activations", {.dtype = sdnq::DType::f32}, "BF16 or F16"},
       {"rank 300", {.svd_rank = 300}, "SVD rank 300 not supported (0..256"},
       {"rank 16 without factors", {.svd_rank = 16, .factors = false}, "SVD rank 16 not supported"},
-      {"5-bit float codes", {.bits = 5, .float_codes = true}, "4 or 8 bits wide, got 5-bit"},
+      {"signed float codes", {.bits = 5, .is_signed = true, .float_codes = true}, "got signed 5-bit codes"},
+      {"4-bit codes read as fp8",
+       {.float_codes = true, .float_decode = sdnq::cuda::FloatDecode::fp8_e4m3fn},
+       "fp8_e4m3fn float codes are 8 bits wide, got 4-bit codes"},
   };
   for (const Case& c : cases) {
     INFO(c.what);
@@ -616,13 +637,10 @@ TEST_CASE("quantized_linear: bad calls are rejected before launching", "[cuda][l
         [&] { sdnq::test::run_quantized_linear_misuse(uint4.codes, "no_cublas"); });
     CHECK(sdnq::test::contains(message, "cuBLAS handle"));
   }
-  SECTION("the small-M route forced on 5-bit float codes (the GEMV reads float codes at 4 and 8 bits)") {
-    std::vector<float> table(32);
-    for (int code = 0; code < 32; ++code) table[code] = static_cast<float>(code) - 16.0f;
-    const auto float5 =
-        sdnq::test::make_random_linear<sdnq::bf16>(5, CodeValue::lookup, 64, 128, 32, 0, 29, false, &table);
+  SECTION("the small-M route forced on a layer kept in the checkpoint layout (K = 80, group 40)") {
+    const auto odd = sdnq::test::make_random_linear<sdnq::bf16>(4, CodeValue::unsigned_integer, 64, 80, 40, 0, 29);
     const auto message = sdnq::test::message_of<sdnq::UnsupportedError>(
-        [&] { sdnq::test::run_quantized_linear_misuse(float5.codes, "forced_small_m_float"); });
+        [&] { sdnq::test::run_quantized_linear_misuse(odd.codes, "forced_small_m"); });
     CHECK(sdnq::test::contains(message, "route small_m"));
   }
   SECTION("a weight whose group size does not divide in_features") {

@@ -85,9 +85,10 @@ std::string adopt_gemv_refusal(const AdoptedGemv& a) {
   static const float no_values[256] = {};
   cuda::GemvWeightsDevice weights;
   const void* factor = a.factors && a.svd_rank > 0 ? never_read : nullptr;
-  weights.meta = cuda::GemvWeights{a.bits,       false,   a.out_features, a.in_features,
-                                   a.group_size, a.dtype, never_read,     never_read,
-                                   a.svd_rank,   factor,  factor,         a.float_codes ? no_values : nullptr};
+  weights.meta = cuda::GemvWeights{a.bits,       a.is_signed, a.out_features, a.in_features,
+                                   a.group_size, a.dtype,     never_read,     never_read,
+                                   a.svd_rank,   factor,      factor,         a.float_codes ? no_values : nullptr,
+                                   a.float_decode};
   try {
     (void)cuda::QuantizedLinear::adopt_gemv(std::move(weights), "test.adopted", 0);
   } catch (const UnsupportedError& error) {
@@ -215,7 +216,7 @@ void run_quantized_linear_misuse(const cuda::LinearCodes& weight, const std::str
   } else if (what == "wrong_width") {
     Tensor wide = cuda::zeros(Shape{tokens, k + 32}, DType::bf16);
     cuda::quantized_linear(layer, wide, std::nullopt, y, workspace, cublas.handle);
-  } else if (what == "forced_small_m_float") {
+  } else if (what == "forced_small_m") {
     cuda::quantized_linear(layer, x, std::nullopt, y, workspace, cublas.handle, nullptr, cuda::LinearRoute::small_m);
   } else if (what == "no_cublas") {
     cuda::quantized_linear(layer, x, std::nullopt, y, workspace, nullptr, nullptr,

@@ -35,7 +35,8 @@ LinearRun run_quantized_linear(const cuda::LinearCodes& weight, DType dtype, Ten
 struct AdoptedGemv {
   int bits = 4;
   std::int64_t out_features = 64, in_features = 128, group_size = 32, svd_rank = 0;
-  bool factors = true, float_codes = false;
+  bool factors = true, is_signed = false, float_codes = false;
+  cuda::FloatDecode float_decode = cuda::FloatDecode::table;
   DType dtype = DType::bf16;
 };
 // The message of the UnsupportedError adopt_gemv throws for layer "test.adopted" on weights it must refuse, before
@@ -71,7 +72,7 @@ Tensor run_dense_linear(TensorView x, TensorView weight, std::optional<TensorVie
 
 // Calls quantized_linear with views that break one requirement; returns nothing, throws what it throws.
 // `what`: "host_x" (x claims cuda but points to host memory), "short_workspace", "wrong_width",
-// "forced_small_m_float", "no_cublas".
+// "forced_small_m" (the small_m route forced), "no_cublas".
 void run_quantized_linear_misuse(const cuda::LinearCodes& weight, const std::string& what);
 
 }  // namespace sdnq::test

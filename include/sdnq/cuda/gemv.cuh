@@ -1,7 +1,8 @@
 #pragma once
 // Small-M weight-only GEMM  y[M, N] = x[M, K] · dequant(W)ᵀ (+ (x·svd_downᵀ)·svd_upᵀ) (+ b),
 // M = 1..64, bf16/fp16 activations, SDNQ integer weights of 1..8 bits in the layout of repack.hpp, and float
-// weights of 4 or 8 bits (float4_e2m1fn, float4_e3m0fn, float8_e4m3fn, ...) read through a table of their values.
+// weights of 1..8 bits (float4_e2m1fn, float5_e3m1fn, ...) read through a table of their values, native fp8
+// (float8_e4m3fn, float8_e5m2) converted by the hardware instead.
 //
 // Design (CUDA cores; the weight stream is the cost):
 // - Each warp owns Rows output features and a K slice; lanes take 32-code chunks round-robin, so a
@@ -45,7 +46,10 @@ struct GemvWeights {
   std::int64_t svd_rank = 0;
   const void* svd_up = nullptr;           // [N, r]
   const void* svd_down = nullptr;         // [r, K]
-  const float* code_values = nullptr;     // float codes (4 or 8 bits): F32 [2^bits] decoded values; else null
+  const float* code_values = nullptr;     // float codes: F32 [2^bits] decoded values; null for integer codes
+  // Float codes: how the kernel reads them. fp8_e4m3fn / fp8_e5m2 only where code_values is exactly that
+  // format's table (repack_for_gemv derives it with float_decode_of); the table itself is then not read.
+  FloatDecode float_decode = FloatDecode::table;
 };
 
 // Repacked weights in device memory, owning.
@@ -75,7 +79,8 @@ inline GemvWeightsDevice upload_gemv_weights(const GemvWeightsHost& host, int de
                          host.svd_up.defined() ? host.svd_up.size(1) : 0,
                          host.svd_up.defined() ? out.svd_up.data() : nullptr,
                          host.svd_up.defined() ? out.svd_down.data() : nullptr,
-                         out.code_values.defined() ? static_cast<const float*>(out.code_values.data()) : nullptr};
+                         out.code_values.defined() ? static_cast<const float*>(out.code_values.data()) : nullptr,
+                         host.float_decode};
   return out;
 }
 
@@ -131,7 +136,7 @@ inline bool programmatic_launch_supported() {
 
 // Behind the SVD pre-pass (params.low_rank set) as a programmatic dependent launch where the device has them:
 // the kernel waits for it only before reading low_rank (elsewhere stream order makes that wait a no-op).
-template <int Bits, class T, int Tokens, bool Lookup>
+template <int Bits, class T, int Tokens, GemvDecode Decode>
 void launch_gemv_main(const GemvParams& params, const GemvPlan& plan, std::int64_t tokens, cudaStream_t stream) {
   constexpr int rows = Tokens >= 8 ? 2 : 4;
   cudaLaunchConfig_t config{};
@@ -146,36 +151,44 @@ void launch_gemv_main(const GemvParams& params, const GemvPlan& plan, std::int64
     config.attrs = &overlap;
     config.numAttrs = 1;
   }
-  SDNQ_CUDA_CHECK(cudaLaunchKernelEx(&config, gemv_kernel<Bits, T, Tokens, rows, Lookup>, params));
+  SDNQ_CUDA_CHECK(cudaLaunchKernelEx(&config, gemv_kernel<Bits, T, Tokens, rows, Decode>, params));
 }
 
-template <int Bits, class T, bool Lookup = false>
+template <int Bits, class T, GemvDecode Decode>
 void dispatch_gemv_tokens(const GemvParams& params, const GemvPlan& plan, std::int64_t tokens, cudaStream_t stream) {
   if constexpr (Bits == 4 || Bits == 8) {
-    if (plan.tokens_per_tile == 4) return launch_gemv_main<Bits, T, 4, Lookup>(params, plan, tokens, stream);
+    if (plan.tokens_per_tile == 4) return launch_gemv_main<Bits, T, 4, Decode>(params, plan, tokens, stream);
   }
   if (plan.tokens_per_tile == 1)
-    launch_gemv_main<Bits, T, 1, Lookup>(params, plan, tokens, stream);
+    launch_gemv_main<Bits, T, 1, Decode>(params, plan, tokens, stream);
   else
-    launch_gemv_main<Bits, T, 8, Lookup>(params, plan, tokens, stream);
+    launch_gemv_main<Bits, T, 8, Decode>(params, plan, tokens, stream);
 }
 
-// Float codes (params.code_values set) at the widths gemv_reads_float_codes (gemv checked), integer codes at 1..8.
-template <class T>
-void dispatch_gemv_bits(int bits, const GemvParams& params, const GemvPlan& plan, std::int64_t tokens,
-                        cudaStream_t stream) {
-  if (params.code_values != nullptr)
-    return bits == 4 ? dispatch_gemv_tokens<4, T, true>(params, plan, tokens, stream)
-                     : dispatch_gemv_tokens<8, T, true>(params, plan, tokens, stream);
+template <class T, GemvDecode Decode>
+void dispatch_gemv_widths(int bits, const GemvParams& params, const GemvPlan& plan, std::int64_t tokens,
+                          cudaStream_t stream) {
   switch (bits) {
-    case 1: return dispatch_gemv_tokens<1, T>(params, plan, tokens, stream);
-    case 2: return dispatch_gemv_tokens<2, T>(params, plan, tokens, stream);
-    case 3: return dispatch_gemv_tokens<3, T>(params, plan, tokens, stream);
-    case 4: return dispatch_gemv_tokens<4, T>(params, plan, tokens, stream);
-    case 5: return dispatch_gemv_tokens<5, T>(params, plan, tokens, stream);
-    case 6: return dispatch_gemv_tokens<6, T>(params, plan, tokens, stream);
-    case 7: return dispatch_gemv_tokens<7, T>(params, plan, tokens, stream);
-    default: return dispatch_gemv_tokens<8, T>(params, plan, tokens, stream);
+    case 1: return dispatch_gemv_tokens<1, T, Decode>(params, plan, tokens, stream);
+    case 2: return dispatch_gemv_tokens<2, T, Decode>(params, plan, tokens, stream);
+    case 3: return dispatch_gemv_tokens<3, T, Decode>(params, plan, tokens, stream);
+    case 4: return dispatch_gemv_tokens<4, T, Decode>(params, plan, tokens, stream);
+    case 5: return dispatch_gemv_tokens<5, T, Decode>(params, plan, tokens, stream);
+    case 6: return dispatch_gemv_tokens<6, T, Decode>(params, plan, tokens, stream);
+    case 7: return dispatch_gemv_tokens<7, T, Decode>(params, plan, tokens, stream);
+    default: return dispatch_gemv_tokens<8, T, Decode>(params, plan, tokens, stream);
+  }
+}
+
+// Integer codes, float codes through their table at 1..8 bits, or 8-bit fp8 codes converted (gemv checked which).
+template <class T>
+void dispatch_gemv_bits(int bits, GemvDecode decode, const GemvParams& params, const GemvPlan& plan,
+                        std::int64_t tokens, cudaStream_t stream) {
+  switch (decode) {
+    case GemvDecode::fp8_e4m3fn: return dispatch_gemv_tokens<8, T, GemvDecode::fp8_e4m3fn>(params, plan, tokens, stream);
+    case GemvDecode::fp8_e5m2: return dispatch_gemv_tokens<8, T, GemvDecode::fp8_e5m2>(params, plan, tokens, stream);
+    case GemvDecode::table: return dispatch_gemv_widths<T, GemvDecode::table>(bits, params, plan, tokens, stream);
+    default: return dispatch_gemv_widths<T, GemvDecode::integer>(bits, params, plan, tokens, stream);
   }
 }
 
@@ -213,9 +226,10 @@ inline void gemv(const GemvWeights& w, TensorView x, std::optional<TensorView> b
                  TensorView workspace, cudaStream_t stream = nullptr) {
   SDNQ_REQUIRE(w.bits >= 1 && w.bits <= 8 && w.codes != nullptr && w.group_params != nullptr, UnsupportedError,
                "gemv: weights must be repacked {}-bit integer codes (1..8 bits)", w.bits);
-  SDNQ_REQUIRE(w.code_values == nullptr || (gemv_reads_float_codes(w.bits) && !w.is_signed), UnsupportedError,
-               "gemv: float codes (a table of values) are read at 4 and 8 bits, got {}-bit{}", w.bits,
-               w.is_signed ? " signed" : "");
+  SDNQ_REQUIRE(w.code_values == nullptr || !w.is_signed, UnsupportedError,
+               "gemv: float codes (a table of values) carry their sign, got signed {}-bit codes", w.bits);
+  SDNQ_REQUIRE(w.code_values == nullptr || w.float_decode == FloatDecode::table || w.bits == 8, UnsupportedError,
+               "gemv: {} float codes are 8 bits wide, got {}-bit codes", float_decode_name(w.float_decode), w.bits);
   SDNQ_REQUIRE(w.dtype == DType::bf16 || w.dtype == DType::f16, UnsupportedError,
                "gemv: activations must be BF16 or F16, weights were repacked for {}", dtype_name(w.dtype));
   SDNQ_REQUIRE(w.in_features % 32 == 0 && w.group_size % 32 == 0 && w.group_size > 0 &&
@@ -294,13 +308,18 @@ inline void gemv(const GemvWeights& w, TensorView x, std::optional<TensorView> b
   low.rank = static_cast<int>(w.svd_rank);
   low.splits = plan.splits;
 
+  using kernel_detail::GemvDecode;
+  const GemvDecode decode = w.code_values == nullptr                       ? GemvDecode::integer
+                            : w.float_decode == FloatDecode::fp8_e4m3fn ? GemvDecode::fp8_e4m3fn
+                            : w.float_decode == FloatDecode::fp8_e5m2   ? GemvDecode::fp8_e5m2
+                                                                         : GemvDecode::table;
   if (w.dtype == DType::bf16) {
     kernel_detail::launch_gemv_low_rank<__nv_bfloat16>(low, stream);
-    kernel_detail::dispatch_gemv_bits<__nv_bfloat16>(w.bits, params, plan, tokens, stream);
+    kernel_detail::dispatch_gemv_bits<__nv_bfloat16>(w.bits, decode, params, plan, tokens, stream);
     if (partial != nullptr) kernel_detail::launch_gemv_epilogue<__nv_bfloat16>(low, stream);
   } else {
     kernel_detail::launch_gemv_low_rank<__half>(low, stream);
-    kernel_detail::dispatch_gemv_bits<__half>(w.bits, params, plan, tokens, stream);
+    kernel_detail::dispatch_gemv_bits<__half>(w.bits, decode, params, plan, tokens, stream);
     if (partial != nullptr) kernel_detail::launch_gemv_epilogue<__half>(low, stream);
   }
 }

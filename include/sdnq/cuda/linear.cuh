@@ -24,9 +24,8 @@
 //
 // Memory: one copy of the codes per layer, in the layout QuantizedLinearOptions::layout picks
 // (CodeLayout): by default the tensor-core layout where that kernel takes the weight (4/8-bit integer
-// codes, N and K multiples of 64), else the GEMV layout (integer codes, and float codes of 4 or 8 bits read
-// through their table of values; K and group multiples of 32), else the checkpoint layout (other float
-// widths, odd shapes). Every route reads the kept layout: the dense
+// codes, N and K multiples of 64), else the GEMV layout (integer and float codes of 1..8 bits, K and group
+// multiples of 32), else the checkpoint layout (odd shapes). Every route reads the kept layout: the dense
 // route dequantizes each chunk from it, and without a GEMV layout M = 1 runs the tensor-core kernel,
 // whose weight-streaming variant for M ≤ 16 (session 10) measured 7.3 µs on int8 3072² and 18.7 µs on
 // uint4+SVD 12288×3072, against 10.8 and 24.2 µs for the GEMV in an earlier run. The tensor-core layout
@@ -163,9 +162,12 @@ class QuantizedLinear {
                  "{}: GEMV-layout weights must be 1..8-bit codes with in_features and group size multiples of 32, got "
                  "{}-bit [{}, {}] group {}",
                  name, w.bits, w.out_features, w.in_features, w.group_size);
-    SDNQ_REQUIRE(w.code_values == nullptr || (gemv_reads_float_codes(w.bits) && !w.is_signed), UnsupportedError,
-                 "{}: GEMV-layout float codes (a table of values) must be 4 or 8 bits wide, got {}-bit{}", name, w.bits,
-                 w.is_signed ? " signed" : "");
+    SDNQ_REQUIRE(w.code_values == nullptr || !w.is_signed, UnsupportedError,
+                 "{}: GEMV-layout float codes (a table of values) carry their sign, got signed {}-bit codes", name,
+                 w.bits);
+    SDNQ_REQUIRE(w.code_values == nullptr || w.float_decode == FloatDecode::table || w.bits == 8, UnsupportedError,
+                 "{}: {} float codes are 8 bits wide, got {}-bit codes", name, float_decode_name(w.float_decode),
+                 w.bits);
     SDNQ_REQUIRE(w.svd_rank >= 0 && w.svd_rank <= kernel_detail::gemv_max_rank &&
                      (w.svd_rank == 0 || (w.svd_up != nullptr && w.svd_down != nullptr)),
                  UnsupportedError, "{}: SVD rank {} not supported (0..{}, with both factors)", name, w.svd_rank,
@@ -198,8 +200,7 @@ class QuantizedLinear {
   static bool layout_fits(const LinearCodes& host, CodeLayout layout) {
     const std::int64_t group = host.group_size > 0 ? host.group_size : host.in_features;
     const bool integer = host.value != CodeValue::lookup;
-    if (layout == CodeLayout::gemv)
-      return (integer || gemv_reads_float_codes(host.bits)) && host.in_features % 32 == 0 && group % 32 == 0;
+    if (layout == CodeLayout::gemv) return host.in_features % 32 == 0 && group % 32 == 0;
     if (layout == CodeLayout::tensor_core)
       return integer && (host.bits == 4 || host.bits == 8) && host.out_features % gemm_tc_n_multiple == 0 &&
              host.in_features % gemm_tc_k_tile == 0 && (group == 32 || group % 64 == 0);
@@ -290,8 +291,8 @@ class QuantizedLinear {
                  "64 and group size 32 or a multiple of 64, got {}-bit {} [{}, {}] group {}",
                  host.name, host.bits, integer ? "integer" : "float", host.out_features, host.in_features, group);
     SDNQ_REQUIRE(layout_ != CodeLayout::gemv || gemv_fits, UnsupportedError,
-                 "{}: the GEMV layout takes integer codes (float codes at 4 or 8 bits) with in_features and group size "
-                 "multiples of 32, got {}-bit {} [{}, {}] group {}",
+                 "{}: the GEMV layout takes codes with in_features and group size multiples of 32, got {}-bit {} "
+                 "[{}, {}] group {}",
                  host.name, host.bits, integer ? "integer" : "float", host.out_features, host.in_features, group);
     if (layout_ == CodeLayout::tensor_core) {
       tensor_core_ = upload_gemm_tc_weights(repack_for_gemm_tc<T>(host, options_.scale_rounding), device_);
@@ -466,7 +467,8 @@ void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<T
       const GemvWeights& w = layer.gemv_->view();
       const std::int64_t groups = w.in_features / w.group_size;
       kernel_detail::launch_dequantize_gemv_layout<Kernel>(
-          w.bits, w.codes + row * (k / 32) * w.bits, static_cast<const T*>(w.group_params) + row * groups * 2, w_ext,
+          w.bits, w.codes + row * (k / 32) * w.bits, static_cast<const T*>(w.group_params) + row * groups * 2,
+          w.code_values, w_ext,
           rows, k, w.group_size, row_elements, w.is_signed ? static_cast<float>(1 << (w.bits - 1)) : 0.0f,
           multiprocessors, stream);
     } else if (layer.gemv_) {  // 2, 4, 8 bits: the memory-speed vector kernel (float codes through their table)
@@ -476,7 +478,8 @@ void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<T
       kernel_detail::DequantizeVectorParams p{};
       p.codes = w.codes + row * (k / 32) * w.bits;
       p.scale = static_cast<const T*>(w.group_params) + row * groups * 2;
-      p.zero_point = w.is_signed || lookup ? nullptr : static_cast<const T*>(p.scale) + 1;
+      // Unsigned floats (fnu) have zero points like unsigned integers; without one the pair holds 0.
+      p.zero_point = w.is_signed ? nullptr : static_cast<const T*>(p.scale) + 1;
       p.lookup_table = w.code_values;
       p.param_stride = 2;
       p.params_in_output_dtype = true;

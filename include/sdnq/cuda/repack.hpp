@@ -209,10 +209,41 @@ inline void unpack_all_codes(const LinearCodes& w, std::vector<std::uint8_t>& co
 
 }  // namespace detail
 
-// The code widths at which the GEMV layout holds float codes, read through a table of their values: there its
-// bytes are the checkpoint's packing, which the dense route's vector dequantizer reads too. (Other float widths
-// stay in the checkpoint layout.)
-inline constexpr bool gemv_reads_float_codes(int bits) { return bits == 4 || bits == 8; }
+// How the GEMV turns float codes into values. A table of 2^bits values in shared memory reads every float
+// format; tables of 256 values put most lanes of a warp on colliding banks, so native fp8 codes are converted
+// by the hardware instead (two codes an instruction on sm_89 and newer), which gives the same values as the
+// table, NaN included.
+enum class FloatDecode : std::uint8_t { table, fp8_e4m3fn, fp8_e5m2 };
+
+// The decode that reproduces `values` (the 2^bits table of a float format) exactly: a native fp8 conversion
+// where every value, signed zeros and NaN included, is that format's, else the table.
+inline FloatDecode float_decode_of(const float* values, int bits) {
+  if (bits != 8) return FloatDecode::table;
+  const auto same = [](float a, float b) {
+    std::uint32_t bits_a = 0, bits_b = 0;
+    std::memcpy(&bits_a, &a, 4);
+    std::memcpy(&bits_b, &b, 4);
+    return (a != a && b != b) || bits_a == bits_b;  // any NaN matches any NaN
+  };
+  bool e4m3 = true, e5m2 = true;
+  for (int code = 0; code < 256; ++code) {
+    const auto byte = static_cast<std::uint8_t>(code);
+    e4m3 = e4m3 && same(values[code], fp8_e4m3fn::from_bits(byte).to_float());
+    e5m2 = e5m2 && same(values[code], fp8_e5m2::from_bits(byte).to_float());
+  }
+  return e4m3 ? FloatDecode::fp8_e4m3fn : e5m2 ? FloatDecode::fp8_e5m2 : FloatDecode::table;
+}
+
+inline const char* float_decode_name(FloatDecode decode) {
+  switch (decode) {
+    case FloatDecode::fp8_e4m3fn:
+      return "fp8_e4m3fn";
+    case FloatDecode::fp8_e5m2:
+      return "fp8_e5m2";
+    default:
+      return "table";
+  }
+}
 
 // The GEMV layout (see the file comment), in host memory; upload each tensor as is.
 struct GemvWeightsHost {
@@ -224,7 +255,8 @@ struct GemvWeightsHost {
   Tensor codes;                  // U32 [N, K/32, bits]
   Tensor group_params;           // dtype [N, K/group_size, 2]
   Tensor svd_up, svd_down;       // dtype [N, r], [r, K]; undefined without SVD
-  Tensor code_values;            // float codes (4 or 8 bits): F32 [2^bits] decoded values; else undefined
+  Tensor code_values;            // float codes: F32 [2^bits] decoded values; else undefined
+  FloatDecode float_decode = FloatDecode::table;  // float codes: how the GEMV reads them (float_decode_of)
 };
 
 // The GEMV layout's group parameters alone: T [N, K/group, 2], (scale, zero point) rounded to T (zero 0
@@ -248,9 +280,9 @@ Tensor gemv_group_params(const LinearCodes& w) {
   return out;
 }
 
-// Load-time repack of a host checkpoint weight for gemv.cuh. Float codes (CodeValue::lookup) of 4 or 8 bits
-// keep their table of values. Throws UnsupportedError for what the GEMV does not handle (float codes of other
-// widths, in_features or group size not a multiple of 32).
+// Load-time repack of a host checkpoint weight for gemv.cuh. Float codes (CodeValue::lookup) keep their table
+// of values and the decode that reproduces it. Throws UnsupportedError for what the GEMV does not handle
+// (in_features or group size not a multiple of 32).
 template <class T>
 GemvWeightsHost repack_for_gemv(const LinearCodes& w) {
   static_assert(std::is_same_v<T, bf16> || std::is_same_v<T, fp16>, "activations are bf16 or fp16");
@@ -259,10 +291,6 @@ GemvWeightsHost repack_for_gemv(const LinearCodes& w) {
                "{}: repack_for_gemv reads host tensors", w.name);
   const bool lookup = w.value == CodeValue::lookup;
   // (require_linear_codes_consistent checked that float codes come with an F32 table of 2^bits values.)
-  SDNQ_REQUIRE(!lookup || gemv_reads_float_codes(w.bits), UnsupportedError,
-               "{}: the small-M GEMM reads float codes of 4 or 8 bits, got {}-bit codes; dequantize them "
-               "(dequantize.cuh) and use cuBLAS",
-               w.name, w.bits);
   SDNQ_REQUIRE(!lookup || (w.lookup_table->device().is_cpu() && w.lookup_table->is_contiguous()), ShapeError,
                "{}: repack_for_gemv reads host tensors (the table of float values: contiguous, on {})", w.name,
                w.lookup_table->device().to_string());
@@ -300,6 +328,7 @@ GemvWeightsHost repack_for_gemv(const LinearCodes& w) {
   if (lookup) {
     out.code_values = Tensor::empty(Shape{std::int64_t{1} << w.bits}, DType::f32);
     std::memcpy(out.code_values.data(), w.lookup_table->data(), out.code_values.nbytes());
+    out.float_decode = float_decode_of(out.code_values.data_as<float>(), w.bits);
   }
 
   if (w.svd_up) {

@@ -1,6 +1,7 @@
 #pragma once
 // Kernels behind gemv.cuh: the weight-streaming main loop, the SVD down-projection pre-pass and the
 // split-K / SVD-up / bias epilogue. Layouts: see repack.hpp.
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -17,6 +18,14 @@ inline constexpr int gemv_epilogue_tokens = 8;   // tokens per block of the pre-
 // 256: a joined nn::gpu::Linear reads its parts' ranks zero-padded to 64 each (four parts of rank <= 64).
 inline constexpr int gemv_max_rank = 256;
 
+// How the main kernel turns a code into the value the scale multiplies (a template argument).
+enum class GemvDecode : int {
+  integer,     // the 2^23 mantissa trick: q = code − offset
+  table,       // float codes: the block's shared-memory copy of their 2^Bits values
+  fp8_e4m3fn,  // 8-bit float codes converted by the hardware, two an instruction (cvt e4m3x2 → f16x2, sm_89+)
+  fp8_e5m2,    // e5m2 is the upper byte of a half: one byte permute makes two halves
+};
+
 struct GemvParams {
   const std::uint32_t* codes;         // [N, K/32, Bits]
   const std::uint32_t* group_params;  // [N, G] (scale, zero) pairs of T
@@ -27,7 +36,7 @@ struct GemvParams {
   int tokens, out_features, in_features;
   int chunks_per_row, chunks_per_group, groups_per_row, chunks_per_split;
   float code_minus;                   // 2^23 − code offset
-  const float* code_values;           // float codes: [2^Bits] decoded values (group zero 0); null: integers
+  const float* code_values;           // GemvDecode::table: [2^Bits] decoded values (group zero 0)
   // The SVD branch's up-projection, added here when the kernel writes y (one split): low_rank [M, rank]
   // from the down-projection pre-pass this grid is launched behind (programmatic dependent launch on
   // sm_90), svd_up [N, rank] T; low_rank null otherwise.
@@ -65,14 +74,52 @@ __device__ __forceinline__ void load_chunk(const std::uint32_t* source, std::uin
   }
 }
 
+// Two fp8 codes (the low 16 bits of `pair`) as floats, exactly their format's values (NaN included).
+template <GemvDecode Decode>
+__device__ __forceinline__ float2 fp8_pair_to_float2(std::uint32_t pair) {
+  __half2_raw halves;
+  if constexpr (Decode == GemvDecode::fp8_e5m2) {
+    const std::uint32_t bits = __byte_perm(pair, 0u, 0x1404u);  // byte 0 → bits 8..15, byte 1 → bits 24..31
+    halves.x = static_cast<unsigned short>(bits & 0xFFFFu);
+    halves.y = static_cast<unsigned short>(bits >> 16);
+  } else {
+    halves = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair & 0xFFFFu), __NV_E4M3);
+  }
+  return __half22float2(__half2(halves));
+}
+
+// The values q of codes 8·sub .. 8·sub + 7 of a run of 32 (table: the block's copy of the code values).
+template <int Bits, GemvDecode Decode>
+__device__ __forceinline__ void decode_eight(const std::uint32_t (&words)[Bits], int sub, const float* table,
+                                             float code_minus, float (&q)[8]) {
+  if constexpr (Decode == GemvDecode::fp8_e4m3fn || Decode == GemvDecode::fp8_e5m2) {
+    static_assert(Bits == 8, "fp8 codes are 8 bits wide");
+#pragma unroll
+    for (int h = 0; h < 4; ++h) {  // the 4 byte pairs of words 2·sub and 2·sub + 1
+      const float2 v = fp8_pair_to_float2<Decode>(words[2 * sub + h / 2] >> (16 * (h % 2)));
+      q[2 * h] = v.x, q[2 * h + 1] = v.y;
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const std::uint32_t code = extract_code<Bits>(words, sub * 8 + j);
+      if constexpr (Decode == GemvDecode::table)
+        q[j] = table[code];
+      else
+        q[j] = code_to_float(code, code_minus);
+    }
+  }
+}
+
 // One warp computes Rows output features for Tokens tokens over one K slice: lanes take 32-code
-// chunks round-robin, so a warp reads 32·Bits·4 contiguous bytes per row and iteration. Lookup: float
-// codes, each read through the block's copy of their decoded values (16 or 256 floats in shared memory:
-// at 4 bits one value a bank, so the lanes never conflict).
-template <int Bits, class T, int Tokens, int Rows, bool Lookup = false>
+// chunks round-robin, so a warp reads 32·Bits·4 contiguous bytes per row and iteration. GemvDecode::table:
+// each code read through the block's copy of the values (2^Bits floats in shared memory: up to 5 bits one
+// value a bank, so the lanes never conflict).
+template <int Bits, class T, int Tokens, int Rows, GemvDecode Decode = GemvDecode::integer>
 __global__ void __launch_bounds__(gemv_warps * 32) gemv_kernel(const GemvParams p) {
-  __shared__ float code_values[Lookup ? (1 << Bits) : 1];
-  if constexpr (Lookup) {
+  constexpr bool lookup = Decode == GemvDecode::table;
+  __shared__ float code_values[lookup ? (1 << Bits) : 1];
+  if constexpr (lookup) {
     for (int i = threadIdx.x; i < (1 << Bits); i += blockDim.x) code_values[i] = __ldg(p.code_values + i);
     __syncthreads();
   }
@@ -119,19 +166,16 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_kernel(const GemvParams 
         xs[t][4] = c.x, xs[t][5] = c.y, xs[t][6] = d.x, xs[t][7] = d.y;
       }
 #pragma unroll
-      for (int r = 0; r < Rows; ++r)
+      for (int r = 0; r < Rows; ++r) {
+        float q[8];
+        decode_eight<Bits, Decode>(words[r], sub, code_values, p.code_minus, q);
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
-          const std::uint32_t code = extract_code<Bits>(words[r], sub * 8 + j);
-          float q;
-          if constexpr (Lookup)
-            q = code_values[code];
-          else
-            q = code_to_float(code, p.code_minus);
-          const float w = fmaf(q, scale[r], zero[r]);
+          const float w = fmaf(q[j], scale[r], zero[r]);
 #pragma unroll
           for (int t = 0; t < Tokens; ++t) acc[t][r] = fmaf(xs[t][j], w, acc[t][r]);
         }
+      }
     }
   }
 

@@ -171,12 +171,19 @@ void launch_dequantize_tensor_core_layout(int bits, const TensorCoreLayoutChunk&
 // `rows` rows of a weight in the GEMV layout (repack.hpp: U32 [rows, K/32, Bits], code j of a run of 32
 // at bit j·Bits; (scale, zero) T pairs [rows, G, 2]), pointers already at the chunk's first row,
 // dequantized into out [rows, out_row_stride]. For the widths the vector kernel does not take
-// (1, 3, 5, 6, 7): one thread per run of 32 codes, Bits words in, 64 bytes out.
+// (1, 3, 5, 6, 7): one thread per run of 32 codes, Bits words in, 64 bytes out. Float codes: `table` holds
+// their 2^Bits values (copied to shared memory), else q = code − code_offset.
 template <class T, int Bits>
 __global__ void __launch_bounds__(256)
     dequantize_gemv_layout_kernel(const std::uint32_t* __restrict__ codes, const T* __restrict__ group_params,
-                                  T* __restrict__ out, std::int64_t rows, std::int64_t in_features,
-                                  std::int64_t group_size, std::int64_t out_row_stride, float code_offset) {
+                                  const float* __restrict__ table, T* __restrict__ out, std::int64_t rows,
+                                  std::int64_t in_features, std::int64_t group_size, std::int64_t out_row_stride,
+                                  float code_offset) {
+  __shared__ float values[1 << Bits];
+  if (table != nullptr) {
+    for (int i = threadIdx.x; i < (1 << Bits); i += blockDim.x) values[i] = table[i];
+    __syncthreads();
+  }
   const std::int64_t runs_per_row = in_features / 32, groups = in_features / group_size;
   for (std::int64_t run = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; run < rows * runs_per_row;
        run += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
@@ -195,8 +202,9 @@ __global__ void __launch_bounds__(256)
       for (int h = 0; h < 2; ++h) {
         const int bit = (j + h) * Bits;
         const std::uint64_t both = words[bit / 32] | (static_cast<std::uint64_t>(words[bit / 32 + 1]) << 32);
-        const auto code = static_cast<float>((both >> (bit % 32)) & ((1u << Bits) - 1u));
-        value[h] = fmaf(code - code_offset, scale, zero);
+        const auto code = static_cast<std::uint32_t>((both >> (bit % 32)) & ((1u << Bits) - 1u));
+        const float q = table != nullptr ? values[code] : static_cast<float>(code) - code_offset;
+        value[h] = fmaf(q, scale, zero);
       }
       packed[j / 2] = pack_pair<T>(value[0], value[1]);
     }
@@ -208,8 +216,8 @@ __global__ void __launch_bounds__(256)
 }
 
 template <class T>
-void launch_dequantize_gemv_layout(int bits, const std::uint32_t* codes, const void* group_params, void* out,
-                                   std::int64_t rows, std::int64_t in_features, std::int64_t group_size,
+void launch_dequantize_gemv_layout(int bits, const std::uint32_t* codes, const void* group_params, const float* table,
+                                   void* out, std::int64_t rows, std::int64_t in_features, std::int64_t group_size,
                                    std::int64_t out_row_stride, float code_offset, int multiprocessors,
                                    cudaStream_t stream) {
   const std::int64_t runs = rows * (in_features / 32), wanted = (runs + 255) / 256;
@@ -217,10 +225,10 @@ void launch_dequantize_gemv_layout(int bits, const std::uint32_t* codes, const v
   const auto blocks = static_cast<unsigned>(wanted < resident ? wanted : resident);
   const auto* params = static_cast<const T*>(group_params);
   auto* target = static_cast<T*>(out);
-#define SDNQ_GEMV_LAYOUT_CASE(B)                                                                             \
-  case B:                                                                                                   \
-    dequantize_gemv_layout_kernel<T, B><<<blocks, 256, 0, stream>>>(codes, params, target, rows, in_features, \
-                                                                     group_size, out_row_stride, code_offset); \
+#define SDNQ_GEMV_LAYOUT_CASE(B)                                                                                  \
+  case B:                                                                                                        \
+    dequantize_gemv_layout_kernel<T, B><<<blocks, 256, 0, stream>>>(codes, params, table, target, rows, in_features, \
+                                                                     group_size, out_row_stride, code_offset);      \
     break;
   switch (bits) {
     SDNQ_GEMV_LAYOUT_CASE(1)
