@@ -5,7 +5,7 @@
 // TFLOP/s (2·M·N·K), TB/s over the bytes the kernels must read (codes + bf16 (scale, zero) pairs + SVD
 // factors; bf16 weights for cuBLAS), vs_cublas = cuBLAS time / ours (> 1 is faster). Weights rotate
 // among copies whose codes total > 120 MB. Formats: uint4 g128 with zero points + SVD rank 32, int8
-// row-wise; bf16 activations. Each layer keeps one code layout: the default (tensor-core) one, or the
+// row-wise, native float8_e4m3fn row-wise (weight-only, kept in the GEMV layout); bf16 activations. Each layer keeps one code layout: the default (tensor-core) one, or the
 // GEMV one for the "gemv_layout_" rows (the small-M GEMV route and its dense route). The "chunk16_"
 // rows run the dense route with a 16 MiB chunk limit instead of 64 MiB (the chunk the dequantize
 // writes can stay in the 50 MB L2 for the GEMM that reads it); the "beta_bias_" rows add the bias by a
@@ -43,7 +43,7 @@ namespace {
 using namespace sdnq_bench;
 using sdnq::cuda::LinearRoute;
 
-enum Format : int { uint4_g128_svd32 = 0, int8_rowwise = 1 };
+enum Format : int { uint4_g128_svd32 = 0, int8_rowwise = 1, e4m3_rowwise = 2 };
 
 std::uint64_t next_random(std::uint64_t& state) {
   state += 0x9E3779B97F4A7C15ull;
@@ -57,7 +57,7 @@ std::uint64_t next_random(std::uint64_t& state) {
 // factors ±0.05.
 struct HostWeight {
   sdnq::cuda::LinearCodes codes;
-  sdnq::Tensor packed, scale, zero_point, svd_up, svd_down;
+  sdnq::Tensor packed, scale, zero_point, svd_up, svd_down, lookup_table;
 };
 
 HostWeight make_host_weight(int format, std::int64_t n, std::int64_t k, std::uint64_t seed) {
@@ -80,6 +80,13 @@ HostWeight make_host_weight(int format, std::int64_t n, std::int64_t k, std::uin
   w.name = "bench";
   w.bits = four_bit ? 4 : 8;
   w.value = four_bit ? sdnq::cuda::CodeValue::unsigned_integer : sdnq::cuda::CodeValue::signed_integer;
+  if (format == e4m3_rowwise) {  // native float8_e4m3fn codes read through their values (GEMV layout)
+    out.lookup_table = sdnq::Tensor::empty(sdnq::Shape{256}, sdnq::DType::f32);
+    for (int code = 0; code < 256; ++code)
+      out.lookup_table.data_as<float>()[code] = sdnq::fp8_e4m3fn::from_bits(static_cast<std::uint8_t>(code)).to_float();
+    w.value = sdnq::cuda::CodeValue::lookup;
+    w.lookup_table = sdnq::TensorView(out.lookup_table);
+  }
   w.out_features = n;
   w.in_features = k;
   w.group_size = four_bit ? 128 : -1;
@@ -220,7 +227,7 @@ void bench_w8a8_dequantized(benchmark::State& state) {
 void register_all() {
   const std::vector<std::pair<int, int>> shapes = {{3072, 3072},  {12288, 3072}, {3072, 12288}, {9216, 3072},
                                                    {21504, 3072}, {8192, 8192},  {1280, 5120}};
-  const char* format_names[] = {"uint4_g128_svd32", "int8_rowwise"};
+  const char* format_names[] = {"uint4_g128_svd32", "int8_rowwise", "e4m3_rowwise"};
   const int automatic = static_cast<int>(sdnq::cuda::CodeLayout::automatic);
   const int gemv_layout = static_cast<int>(sdnq::cuda::CodeLayout::gemv);
   const auto add = [](const std::string& name, std::vector<std::int64_t> args) {
@@ -256,6 +263,23 @@ void register_all() {
             add("beta_bias_route_dequantize_cublas_" + name + shape, {m, n, k, format, dense, 1, automatic, 64, 0});
         }
       }
+    }
+  // Native e4m3 codes, row-wise (float8_e4m3fn weight-only layers): kept in the GEMV layout, the GEMV at one
+  // token, the weight-streaming kernel on their bytes from 2 to 16 tokens, dequantize + cuBLAS above.
+  for (const auto& [n, k] : shapes)
+    for (const int m : {1, 4, 8, 16, 32, 64}) {
+      const std::string shape = "/M" + std::to_string(m) + "/N" + std::to_string(n) + "/K" + std::to_string(k);
+      if (m == 8 || m == 32)
+        benchmark::RegisterBenchmark(("cublas_bf16" + shape).c_str(), bench_cublas)->Args({m, n, k})->UseManualTime();
+      add("linear_e4m3_rowwise" + shape, {m, n, k, e4m3_rowwise, static_cast<int>(LinearRoute::automatic), 1, automatic, 64});
+      if (m <= 16)
+        add("route_small_m_e4m3_rowwise" + shape,
+            {m, n, k, e4m3_rowwise, static_cast<int>(LinearRoute::small_m), 1, automatic, 64});
+      add("route_tensor_core_e4m3_rowwise" + shape,
+          {m, n, k, e4m3_rowwise, static_cast<int>(LinearRoute::tensor_core), 1, automatic, 64});
+      if (m >= 16)
+        add("route_dequantize_cublas_e4m3_rowwise" + shape,
+            {m, n, k, e4m3_rowwise, static_cast<int>(LinearRoute::dequantize_cublas), 1, automatic, 64});
     }
   // The dequantized 8-bit path below 32 tokens (FLUX.1's modulation Linears are 18432 and 9216 × 3072).
   for (const auto& [n, k] : std::vector<std::pair<int, int>>{{18432, 3072}, {9216, 3072}, {3072, 3072}, {12288, 3072}})

@@ -195,6 +195,49 @@ TEST_CASE("quantized_linear: odd shapes without a tensor-core layout", "[cuda][l
   }
 }
 
+// Native e4m3 codes with one scale a row are the 8-bit quantized-matmul operand's bytes: from 2 to 16 tokens the
+// weight-streaming tensor-core kernel reads them in the GEMV layout (tensor_core route), with F32 row scales.
+TEST_CASE("quantized_linear: native e4m3 row-wise codes in the GEMV layout take the weight-streaming kernel",
+          "[cuda][linear]") {
+  const std::int64_t tokens = GENERATE(1, 2, 9, 16, 17, 40);
+  INFO("tokens " << tokens);
+  const std::vector<float> table = sdnq::test::float8_e4m3fn_table();
+  const std::string expected = tokens == 1    ? "small_m on the gemv layout"
+                               : tokens <= 16 ? "tensor_core on the gemv layout"
+                                              : "dequantize_cublas on the gemv layout";
+  SECTION("row-wise bf16, transposed (direct quantized-matmul layout) fp16, tensor-wise bf16") {
+    const auto rows = sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::lookup, 96, 192, -1, 0, 80, false, &table);
+    const Outcome outcome = run_and_compare<sdnq::bf16>(rows, tokens, TestRoute::automatic, 81);
+    CHECK(outcome.route == expected);
+    SDNQ_CHECK_LINEAR(outcome);
+    const auto transposed =
+        sdnq::test::make_random_linear<sdnq::fp16>(8, CodeValue::lookup, 64, 256, -1, 0, 82, true, &table);
+    const Outcome t = run_and_compare<sdnq::fp16>(transposed, tokens, TestRoute::automatic, 83);
+    CHECK(t.route == expected);
+    SDNQ_CHECK_LINEAR(t);
+    const auto tensorwise =
+        sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::lookup, 128, 128, -2, 0, 84, false, &table);
+    SDNQ_CHECK_LINEAR(run_and_compare<sdnq::bf16>(tensorwise, tokens, TestRoute::automatic, 85));
+    // Forced: the streaming kernel in 16-token slabs at any M, without a bias; the GEMV up to 64 tokens.
+    SDNQ_CHECK_LINEAR(
+        run_and_compare<sdnq::bf16>(rows, tokens, TestRoute::tensor_core, 86, std::size_t{64} << 20, false));
+    SDNQ_CHECK_LINEAR(run_and_compare<sdnq::bf16>(rows, tokens, TestRoute::small_m, 87));
+  }
+  SECTION("grouped codes, an SVD branch or N % 32 != 0 stay on the GEMV and the dense route") {
+    const std::string other = tokens <= 8 ? "small_m on the gemv layout" : "dequantize_cublas on the gemv layout";
+    const auto grouped =
+        sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::lookup, 96, 192, 64, 0, 88, false, &table);
+    const auto svd = sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::lookup, 96, 192, -1, 16, 89, false, &table);
+    const auto narrow =
+        sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::lookup, 80, 192, -1, 0, 90, false, &table);
+    for (const sdnq::test::RandomLinear* linear : {&grouped, &svd, &narrow}) {
+      const Outcome outcome = run_and_compare<sdnq::bf16>(*linear, tokens, TestRoute::automatic, 91);
+      CHECK(outcome.route == other);
+      SDNQ_CHECK_LINEAR(outcome);
+    }
+  }
+}
+
 // The dense route at M > 128: without SVD x goes to cuBLAS as is and a bias is accumulated onto y with
 // beta = 1; with SVD the rank (and bias) columns are padded to 64 (rank 64 + bias needs a second 64).
 template <class T>

@@ -2,8 +2,10 @@
 // One quantized Linear on the GPU:  y[M, N] = x[M, K] · dequant(W)ᵀ (+ SVD branch) (+ b).
 // `QuantizedLinear` owns the weight repacked for the kernels that can run it; `quantized_linear()`
 // picks, by M and format, the fastest of three routes (or the one the caller forces):
-//   small_m            gemv.cuh: CUDA-core weight streaming, integer codes, M ≤ 64
-//   tensor_core        gemm_tc.cuh: mma.sync, dequantization in registers, 4/8-bit integer codes
+//   small_m            gemv.cuh: CUDA-core weight streaming, integer and float codes, M ≤ 64
+//   tensor_core        gemm_tc.cuh: mma.sync, dequantization in registers, 4/8-bit integer codes; also native
+//                      e4m3 codes with one scale a row kept in the GEMV layout (their bytes are the 8-bit
+//                      quantized-matmul operand): the weight-streaming kernel, 16 tokens a launch
 //   tensor_core_sm90   gemm_weight_only_sm90.cuh: wgmma with the weight dequantized in registers, x by
 //                      TMA, SVD branch fused as extra K steps; same tensor-core layout; sm_90a on Hopper
 //   dequantize_cublas  the weight dequantized into the caller's workspace N-chunk by N-chunk (at most
@@ -17,7 +19,8 @@
 //
 // Automatic choice (thresholds below, measured on one H100, see docs/kernels.md):
 //   M ≤ small_m_max_tokens with a GEMV layout → small_m; M ≤ tensor_core_max_tokens with a
-//   tensor-core layout → tensor_core; formats without one: small_m up to
+//   tensor-core layout → tensor_core; e4m3 row-wise codes in the GEMV layout: tensor_core up to
+//   fp8_rows_max_tokens; other formats without a tensor-core layout: small_m up to
 //   small_m_max_tokens_without_tensor_core; 4-bit weights in the tensor-core layout at
 //   M ≥ tensor_core_sm90_min_tokens on an sm_90a build running on Hopper → tensor_core_sm90;
 //   everything else → dequantize_cublas.
@@ -35,6 +38,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -93,6 +97,9 @@ inline constexpr std::int64_t small_m_max_tokens_without_tensor_core = 8;
 // bench_weight_only_tc at M = 4096, 0.82-0.83x cuBLAS bf16 (docs/benchmarks.md had 0.69-0.81x for the dense
 // route). 8-bit weights stay on dequantize + cuBLAS (0.87-0.93x there, 0.79-0.90x on the wgmma kernel).
 inline constexpr std::int64_t tensor_core_sm90_min_tokens = 256;
+// Native e4m3 codes with one scale a row take the weight-streaming tensor-core kernel from 2 tokens up to here
+// (one launch; more tokens would stream the weight again).
+inline constexpr std::int64_t fp8_rows_max_tokens = 16;
 
 // The one layout a QuantizedLinear keeps its codes in (see the file comment).
 enum class CodeLayout : std::uint8_t {
@@ -216,7 +223,7 @@ class QuantizedLinear {
   // Bytes this layer holds on its device: codes, group parameters, SVD factors, lookup table.
   std::size_t device_bytes() const {
     const auto held = [](const Tensor& tensor) { return tensor.defined() ? tensor.nbytes() : std::size_t{0}; };
-    std::size_t bytes = held(svd_up_) + held(svd_down_);
+    std::size_t bytes = held(svd_up_) + held(svd_down_) + held(fp8_row_scales_);
     if (gemv_)
       bytes += held(gemv_->codes) + held(gemv_->group_params) + held(gemv_->svd_up) + held(gemv_->svd_down) +
                held(gemv_->code_values);
@@ -232,7 +239,7 @@ class QuantizedLinear {
       case LinearRoute::small_m:
         return gemv_.has_value();
       case LinearRoute::tensor_core:
-        return tensor_core_.has_value();
+        return tensor_core_.has_value() || fp8_row_scales_.defined();
       case LinearRoute::tensor_core_sm90:
         return tensor_core_.has_value() && tensor_core_sm90_;
       default:
@@ -244,6 +251,7 @@ class QuantizedLinear {
   LinearRoute route_for(std::int64_t tokens) const {
     if (gemv_ && tokens <= small_m_max_tokens) return LinearRoute::small_m;
     if (tensor_core_ && tokens <= tensor_core_max_tokens) return LinearRoute::tensor_core;
+    if (fp8_row_scales_.defined() && tokens <= fp8_rows_max_tokens) return LinearRoute::tensor_core;
     if (tensor_core_sm90_ && bits_ == 4 && tokens >= tensor_core_sm90_min_tokens)
       return LinearRoute::tensor_core_sm90;
     if (gemv_ && !tensor_core_ && tokens <= small_m_max_tokens_without_tensor_core) return LinearRoute::small_m;
@@ -259,7 +267,7 @@ class QuantizedLinear {
       case LinearRoute::small_m:
         return gemv_workspace_bytes(gemv_->view(), tokens);
       case LinearRoute::tensor_core:
-        return gemm_tc_workspace_bytes(tensor_core_->view(), tokens);
+        return tensor_core_ ? gemm_tc_workspace_bytes(tensor_core_->view(), tokens) : 0;
       case LinearRoute::tensor_core_sm90:
         return gemm_weight_only_sm90_workspace_bytes(tensor_core_->view(), tokens);
       default:
@@ -298,7 +306,20 @@ class QuantizedLinear {
       tensor_core_ = upload_gemm_tc_weights(repack_for_gemm_tc<T>(host, options_.scale_rounding), device_);
       tensor_core_sm90_ = weight_only_sm90_supported(device_);  // asked here: no probe launch inside a call
     }
-    if (layout_ == CodeLayout::gemv) gemv_ = upload_gemv_weights(repack_for_gemv<T>(host), device_);
+    if (layout_ == CodeLayout::gemv) {
+      const GemvWeightsHost repacked = repack_for_gemv<T>(host);
+      // Native e4m3 codes with one scale a row are the 8-bit quantized-matmul weight's [N, K] bytes: the
+      // weight-streaming tensor-core kernel reads them with F32 row scales (rounded to T, as the GEMV's).
+      const bool one_group = repacked.group_size == repacked.in_features;
+      if (repacked.float_decode == FloatDecode::fp8_e4m3fn && one_group && !host.zero_point && svd_rank_ == 0 &&
+          kernel_detail::w8a8_rows_stream(out_features_, in_features_, current_gemm_tc_device())) {
+        Tensor scales = Tensor::empty(Shape{out_features_}, DType::f32);
+        for (std::int64_t row = 0; row < out_features_; ++row)
+          scales.data_as<float>()[row] = static_cast<float>(repacked.group_params.data_as<T>()[row * 2]);
+        fp8_row_scales_ = to_device(scales, device_);
+      }
+      gemv_ = upload_gemv_weights(repacked, device_);
+    }
     if (layout_ == CodeLayout::checkpoint) upload_checkpoint_copy(host);
     if (svd_rank_ > 0 && layout_ == CodeLayout::checkpoint) {  // the repacked layouts hold the factors in T
       Tensor up = Tensor::empty(Shape{out_features_, svd_rank_}, dtype_of_v<T>);
@@ -386,6 +407,8 @@ class QuantizedLinear {
   template <class T>
   friend void run_dense_route(const QuantizedLinear&, TensorView, std::optional<TensorView>, TensorView, TensorView,
                               cublasHandle_t, cudaStream_t);
+  friend void run_fp8_rows_stream(const QuantizedLinear&, TensorView, std::optional<TensorView>, TensorView,
+                                  cudaStream_t);
 
   std::string name_;
   DType dtype_ = DType::bf16;
@@ -400,6 +423,9 @@ class QuantizedLinear {
   std::vector<Tensor> checkpoint_storage_;  // what checkpoint_ points into
   Tensor svd_up_, svd_down_;                // T [N, r], [r, K] with the checkpoint layout
   bool tensor_core_sm90_ = false;  // the wgmma kernel runs on this device (sm_90a build, Hopper)
+  // GEMV-layout native e4m3 codes, one scale a row, no SVD, shapes the weight-streaming kernel takes: F32 [N]
+  // row scales for its StreamCodes::e4m3_rows (the tensor_core route); undefined otherwise.
+  Tensor fp8_row_scales_;
   std::int64_t dense_chunk_rows_ = 0;
   std::shared_ptr<cublasLtContext> lt_;  // the dense route's bias epilogue
 };
@@ -539,6 +565,29 @@ void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<T
   }
 }
 
+// The tensor_core route of native e4m3 codes kept in the GEMV layout with one scale a row: the weight-streaming
+// kernel on their [N, K] bytes (StreamCodes::e4m3_rows, w = round_T(q · s) as every other route), 16 tokens a
+// launch (more tokens stream the weight again per 16).
+inline void run_fp8_rows_stream(const QuantizedLinear& layer, TensorView x, std::optional<TensorView> bias,
+                                TensorView y, cudaStream_t stream) {
+  const GemmTcDevice device = current_gemm_tc_device();
+  const std::int64_t tokens = x.size(0), n = layer.out_features_, k = layer.in_features_;
+  const void* codes = layer.gemv_->view().codes;
+  const auto* scales = static_cast<const float*>(layer.fp8_row_scales_.data());
+  const void* bias_data = bias ? bias->data() : nullptr;
+  for (std::int64_t first = 0; first < tokens; first += kernel_detail::stream_max_tokens) {
+    const std::int64_t count = std::min<std::int64_t>(tokens - first, kernel_detail::stream_max_tokens);
+    const void* slab_x = static_cast<const std::byte*>(x.data()) + first * k * 2;
+    void* slab_y = static_cast<std::byte*>(y.data()) + first * n * 2;
+    if (layer.dtype() == DType::bf16)
+      kernel_detail::launch_w8a8_rows_stream<__nv_bfloat16, kernel_detail::StreamCodes::e4m3_rows>(
+          codes, scales, slab_x, bias_data, slab_y, count, n, k, device, stream);
+    else
+      kernel_detail::launch_w8a8_rows_stream<__half, kernel_detail::StreamCodes::e4m3_rows>(
+          codes, scales, slab_x, bias_data, slab_y, count, n, k, device, stream);
+  }
+}
+
 // y = x · dequant(W)ᵀ (+ SVD branch) (+ bias) on `stream`. x [M, K], y [M, N], bias [N]: contiguous
 // tensors of layer.dtype() on the layer's device, x and y 16-byte aligned. `workspace`: device memory
 // of at least layer.workspace_bytes(M, route) bytes, 16-byte aligned (may be empty when that is 0).
@@ -593,6 +642,7 @@ inline void quantized_linear(const QuantizedLinear& layer, TensorView x, std::op
     case LinearRoute::small_m:
       return gemv(layer.gemv_->view(), x, bias, y, workspace, stream);
     case LinearRoute::tensor_core:
+      if (!layer.tensor_core_) return run_fp8_rows_stream(layer, x, bias, y, stream);
       return gemm_tc(layer.tensor_core_->view(), x, bias, y, workspace, stream);
     case LinearRoute::tensor_core_sm90:
       return gemm_weight_only_sm90(layer.tensor_core_->view(), x, bias, y, workspace, stream);
