@@ -264,8 +264,8 @@ void register_all() {
         }
       }
     }
-  // Native e4m3 codes, row-wise (float8_e4m3fn weight-only layers): kept in the GEMV layout, the GEMV at one
-  // token, the weight-streaming kernel on their bytes from 2 to 16 tokens, dequantize + cuBLAS above.
+  // Native e4m3 codes, row-wise (float8_e4m3fn weight-only layers): kept in the GEMV layout, the weight-streaming
+  // kernel on their bytes up to 32 tokens, dequantize + cuBLAS above (the rows that chose fp8_rows_max_tokens).
   for (const auto& [n, k] : shapes)
     for (const int m : {1, 4, 8, 16, 32, 64}) {
       const std::string shape = "/M" + std::to_string(m) + "/N" + std::to_string(n) + "/K" + std::to_string(k);

@@ -6,6 +6,7 @@
 //   tensor_core        gemm_tc.cuh: mma.sync, dequantization in registers, 4/8-bit integer codes; also native
 //                      e4m3 codes with one scale a row kept in the GEMV layout (their bytes are the 8-bit
 //                      quantized-matmul operand): the weight-streaming kernel, 16 tokens a launch
+//                      (w8a8_dequantized_linear's kernel)
 //   tensor_core_sm90   gemm_weight_only_sm90.cuh: wgmma with the weight dequantized in registers, x by
 //                      TMA, SVD branch fused as extra K steps; same tensor-core layout; sm_90a on Hopper
 //   dequantize_cublas  the weight dequantized into the caller's workspace N-chunk by N-chunk (at most
@@ -20,7 +21,7 @@
 // Automatic choice (thresholds below, measured on one H100, see docs/kernels.md):
 //   M ≤ small_m_max_tokens with a GEMV layout → small_m; M ≤ tensor_core_max_tokens with a
 //   tensor-core layout → tensor_core; e4m3 row-wise codes in the GEMV layout: tensor_core up to
-//   fp8_rows_max_tokens; other formats without a tensor-core layout: small_m up to
+//   fp8_rows_max_tokens (M = 1 included); other formats without a tensor-core layout: small_m up to
 //   small_m_max_tokens_without_tensor_core; 4-bit weights in the tensor-core layout at
 //   M ≥ tensor_core_sm90_min_tokens on an sm_90a build running on Hopper → tensor_core_sm90;
 //   everything else → dequantize_cublas.
@@ -97,9 +98,12 @@ inline constexpr std::int64_t small_m_max_tokens_without_tensor_core = 8;
 // bench_weight_only_tc at M = 4096, 0.82-0.83x cuBLAS bf16 (docs/benchmarks.md had 0.69-0.81x for the dense
 // route). 8-bit weights stay on dequantize + cuBLAS (0.87-0.93x there, 0.79-0.90x on the wgmma kernel).
 inline constexpr std::int64_t tensor_core_sm90_min_tokens = 256;
-// Native e4m3 codes with one scale a row take the weight-streaming tensor-core kernel from 2 tokens up to here
-// (one launch; more tokens would stream the weight again).
-inline constexpr std::int64_t fp8_rows_max_tokens = 16;
+// Native e4m3 codes with one scale a row take the weight-streaming tensor-core kernel up to here (16 tokens a
+// launch). Measured on one H200 (bench_linear e4m3_rowwise, docs/benchmarks.md session 21): at one token it beat
+// the GEMV on 5 of 7 shapes (1.26-1.51× cuBLAS bf16 against 1.20-1.49×), at 4-16 tokens 1.12-1.82× against the
+// GEMV's 0.21-0.91×, at 32 tokens (two launches) 0.53-0.90× against dequantize + cuBLAS's 0.34-0.88×; at 64
+// tokens the dense route won on 4 of 7 shapes.
+inline constexpr std::int64_t fp8_rows_max_tokens = 32;
 
 // The one layout a QuantizedLinear keeps its codes in (see the file comment).
 enum class CodeLayout : std::uint8_t {
@@ -249,9 +253,9 @@ class QuantizedLinear {
 
   // The route quantized_linear() takes for `tokens` rows of x when not forced.
   LinearRoute route_for(std::int64_t tokens) const {
+    if (fp8_row_scales_.defined() && tokens <= fp8_rows_max_tokens) return LinearRoute::tensor_core;
     if (gemv_ && tokens <= small_m_max_tokens) return LinearRoute::small_m;
     if (tensor_core_ && tokens <= tensor_core_max_tokens) return LinearRoute::tensor_core;
-    if (fp8_row_scales_.defined() && tokens <= fp8_rows_max_tokens) return LinearRoute::tensor_core;
     if (tensor_core_sm90_ && bits_ == 4 && tokens >= tensor_core_sm90_min_tokens)
       return LinearRoute::tensor_core_sm90;
     if (gemv_ && !tensor_core_ && tokens <= small_m_max_tokens_without_tensor_core) return LinearRoute::small_m;

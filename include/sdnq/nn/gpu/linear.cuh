@@ -6,7 +6,8 @@
 //   quantized    cuda::QuantizedLinear (GEMV / tensor-core / dequantize + cuBLAS, chosen by M) for every
 //                layout the CUDA kernels read: integer and float codes of up to 8 bits (native fp8 and
 //                SDNQ's custom floats through a lookup table), SDNQ SVD branch. Float codes run the GEMV up
-//                to 8 tokens (native fp8 converted by the hardware), the dequantize + cuBLAS route above; the
+//                to 8 tokens (native fp8 converted by the hardware; float8_e4m3fn with one scale a row the
+//                weight-streaming tensor-core kernel up to 32), the dequantize + cuBLAS route above; the
 //                device holds their codes, not a bf16 copy.
 //   quantized    layers saved for SDNQ's quantized matmul with int8 or float8_e4m3fn codes used directly:
 //     matmul     cuda::gemm_w8a8 for M ≥ 32 tokens, as the reference (§5.1 step 0: fewer tokens take the
