@@ -110,6 +110,9 @@ void register_all() {
       benchmark::RegisterBenchmark(("sdnq_int8_rowwise" + shape).c_str(), bench_sdnq)
           ->Args({m, n, k, 8, -1, 0, 0})
           ->UseManualTime();
+      benchmark::RegisterBenchmark(("sdnq_uint5_g64" + shape).c_str(), bench_sdnq)
+          ->Args({m, n, k, 5, 64, 0, 0})
+          ->UseManualTime();
       if (m > 8) continue;  // float codes run the GEMV up to 8 tokens (QuantizedLinear), dequantize + cuBLAS above
       benchmark::RegisterBenchmark(("sdnq_float4_g128" + shape).c_str(), bench_sdnq)
           ->Args({m, n, k, 4, 128, 0, 1})

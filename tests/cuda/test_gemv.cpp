@@ -72,7 +72,7 @@ TEST_CASE("gemv: generic path for the other packed widths", "[cuda][gemv]") {
   const int bits = GENERATE(1, 2, 3, 5, 6, 7);
   const bool is_signed = GENERATE(false, true);
   if (bits == 1 && is_signed) return;
-  const std::int64_t tokens = GENERATE(1, 5);
+  const std::int64_t tokens = GENERATE(1, 3, 5);  // 3: a tile of 4 tokens at 5 and 6 bits, of 8 at the others
   INFO("bits " << bits << (is_signed ? " signed" : " unsigned") << ", tokens " << tokens);
   const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(
       bits, is_signed ? CodeValue::signed_integer : CodeValue::unsigned_integer, 77, 320, 64, 0, 30 + bits);

@@ -7,9 +7,11 @@
 // Design (CUDA cores; the weight stream is the cost):
 // - Each warp owns Rows output features and a K slice; lanes take 32-code chunks round-robin, so a
 //   warp streams contiguous 128-bit loads (evict-first) and every weight byte is read once per token
-//   tile. Codes become floats with the 2^23 mantissa trick (no I2F, no division), w = fma(q, s, z)
-//   with s, z rounded to the activation dtype as the reference loader does, fp32 accumulation.
-// - Tokens go in tiles of 1, 4 or 8 held in registers next to the weights; M > 8 runs several
+//   tile. Integer codes become floats with the 2^23 mantissa trick (no I2F, no division), float codes
+//   through a 2^bits table in shared memory, fp8 by cvt e4m3x2 → f16x2 (e5m2: a byte permute);
+//   w = fma(q, s, z) with s, z rounded to the activation dtype as the reference loader does, fp32
+//   accumulation.
+// - Tokens go in tiles of 1, 4 (gemv_four_token_tile widths) or 8 held in registers next to the weights; M > 8 runs several
 //   token tiles (grid z), re-reading the weights (from L2 when they fit): CUDA-core FMA throughput,
 //   not bandwidth, limits M >= 16; a tensor-core (mma) path for M = 16..64 is not written yet.
 // - Split-K (grid y) when N alone gives too few blocks for the SMs; partial sums in fp32 in the
@@ -96,10 +98,13 @@ struct GemvPlan {
 
 inline constexpr std::int64_t gemv_max_tokens = 64;
 
+// Widths with a tile of 4 tokens (4 rows a warp) for 2..4 tokens: the published 4..8-bit formats but 7. The
+// others run 2..8 tokens as one tile of 8 (2 rows a warp), fewer kernels to compile.
+inline constexpr bool gemv_four_token_tile(int bits) { return bits == 4 || bits == 5 || bits == 6 || bits == 8; }
+
 inline GemvPlan plan_gemv(const GemvWeights& w, std::int64_t tokens, int multiprocessors) {
   GemvPlan plan;
-  const bool fast_width = w.bits == 4 || w.bits == 8;
-  plan.tokens_per_tile = tokens == 1 ? 1 : (tokens <= 4 && fast_width) ? 4 : 8;
+  plan.tokens_per_tile = tokens == 1 ? 1 : (tokens <= 4 && gemv_four_token_tile(w.bits)) ? 4 : 8;
   const int rows_per_warp = plan.tokens_per_tile >= 8 ? 2 : 4;
   const std::int64_t blocks_n = (w.out_features + kernel_detail::gemv_warps * rows_per_warp - 1) /
                                 (kernel_detail::gemv_warps * rows_per_warp);
@@ -156,7 +161,7 @@ void launch_gemv_main(const GemvParams& params, const GemvPlan& plan, std::int64
 
 template <int Bits, class T, GemvDecode Decode>
 void dispatch_gemv_tokens(const GemvParams& params, const GemvPlan& plan, std::int64_t tokens, cudaStream_t stream) {
-  if constexpr (Bits == 4 || Bits == 8) {
+  if constexpr (gemv_four_token_tile(Bits)) {
     if (plan.tokens_per_tile == 4) return launch_gemv_main<Bits, T, 4, Decode>(params, plan, tokens, stream);
   }
   if (plan.tokens_per_tile == 1)
