@@ -8,6 +8,8 @@
 
 #include "cuda/cuda_test_support.hpp"
 #include "cuda/test_gemv_support.hpp"
+#include "sdnq/format/custom_float.hpp"
+#include "sdnq/format/storage_type.hpp"
 #include "sdnq_catch.hpp"
 
 namespace {
@@ -130,8 +132,7 @@ TEST_CASE("gemv: float codes through a table of their values, or converted by th
                            Format{4, 2, true}, Format{3, 2, false}, Format{4, 3, false}}) {
       const int bits = f.exponent + f.mantissa + (f.is_signed ? 1 : 0);
       INFO(bits << "-bit e" << f.exponent << "m" << f.mantissa << (f.is_signed ? "fn" : "fnu (zero point)"));
-      const std::vector<float> table = f.is_signed ? sdnq::test::custom_float_table(f.exponent, f.mantissa)
-                                                   : sdnq::test::unsigned_custom_float_table(f.exponent, f.mantissa);
+      const std::vector<float> table = sdnq::test::custom_float_table(f.exponent, f.mantissa, f.is_signed);
       const auto linear =
           sdnq::test::make_random_linear<sdnq::bf16>(bits, CodeValue::lookup, 77, 320, 32, 16, 74 + bits, false, &table);
       CHECK(linear.codes.zero_point.has_value() == !f.is_signed);
@@ -159,6 +160,24 @@ TEST_CASE("float_decode_of: the native fp8 conversion only where it reproduces e
   CHECK(float_decode_of(e4m3.data(), 8) == FloatDecode::table);
   e5m2[0x7C] = 65536.0f;  // a finite value where the format has +Inf
   CHECK(float_decode_of(e5m2.data(), 8) == FloatDecode::table);
+}
+
+TEST_CASE("the GEMV tests' custom float tables are the format library's decode tables", "[cuda][gemv][host]") {
+  struct Case {
+    const char* name;
+    int exponent, mantissa;
+    bool is_signed;
+  };
+  for (const Case c : {Case{"float4_e2m1fn", 2, 1, true}, Case{"float5_e3m1fn", 3, 1, true},
+                       Case{"float6_e3m2fn", 3, 2, true}, Case{"float2_e1m0fn", 1, 0, true},
+                       Case{"float6_e3m3fnu", 3, 3, false}, Case{"float7_e4m3fnu", 4, 3, false}}) {
+    INFO(c.name);
+    const sdnq::format::StorageType* type = sdnq::format::find_storage_type(c.name);
+    REQUIRE(type != nullptr);
+    CHECK(sdnq::test::custom_float_table(c.exponent, c.mantissa, c.is_signed) ==
+          sdnq::format::custom_float_decode_table(sdnq::format::custom_float_of(*type)));
+  }
+  CHECK(sdnq::test::custom_float_table(2, 1) == sdnq::test::float4_e2m1_table());
 }
 
 TEST_CASE("gemv: SVD branch of rank 0/16/32/128 and split-K", "[cuda][gemv]") {

@@ -75,23 +75,10 @@ inline std::vector<float> float4_e2m1_table() {
   return table;
 }
 
-// An unsigned custom float (fnu: no sign bit) of exponent + mantissa bits, §1.3 likewise.
-inline std::vector<float> unsigned_custom_float_table(int exponent_bits, int mantissa_bits) {
-  const int bits = exponent_bits + mantissa_bits, bias = (1 << (exponent_bits - 1)) - 1;
-  std::vector<float> table(std::size_t{1} << bits);
-  for (int code = 0; code < (1 << bits); ++code) {
-    const int mantissa = code & ((1 << mantissa_bits) - 1), exponent = code >> mantissa_bits;
-    const double fraction = static_cast<double>(mantissa) / (1 << mantissa_bits);
-    table[code] =
-        static_cast<float>(exponent > 0 ? std::ldexp(1.0 + fraction, exponent - bias) : std::ldexp(fraction, 1 - bias));
-  }
-  return table;
-}
-
-// A custom float of `bits` = 1 + exponent + mantissa bits (§1.3: bias 2^(E−1) − 1, subnormals at e' = 0, every
-// code finite, both zero codes +0.0), written out here.
-inline std::vector<float> custom_float_table(int exponent_bits, int mantissa_bits) {
-  const int bits = 1 + exponent_bits + mantissa_bits, bias = (1 << (exponent_bits - 1)) - 1;
+// A custom float of exponent + mantissa bits, plus a sign bit unless `is_signed` is false (fnu) (§1.3: bias
+// 2^(E−1) − 1, subnormals at e' = 0, every code finite, both zero codes +0.0), written out here.
+inline std::vector<float> custom_float_table(int exponent_bits, int mantissa_bits, bool is_signed = true) {
+  const int bits = exponent_bits + mantissa_bits + (is_signed ? 1 : 0), bias = (1 << (exponent_bits - 1)) - 1;
   std::vector<float> table(std::size_t{1} << bits);
   for (int code = 0; code < (1 << bits); ++code) {
     const int mantissa = code & ((1 << mantissa_bits) - 1);
@@ -99,7 +86,8 @@ inline std::vector<float> custom_float_table(int exponent_bits, int mantissa_bit
     const double fraction = static_cast<double>(mantissa) / (1 << mantissa_bits);
     const double magnitude =
         exponent > 0 ? std::ldexp(1.0 + fraction, exponent - bias) : std::ldexp(fraction, 1 - bias);
-    table[code] = static_cast<float>((code >> (bits - 1)) != 0 && magnitude != 0.0 ? -magnitude : magnitude);
+    const bool negative = is_signed && (code >> (bits - 1)) != 0 && magnitude != 0.0;
+    table[code] = static_cast<float>(negative ? -magnitude : magnitude);
   }
   return table;
 }

@@ -181,7 +181,7 @@ TEST_CASE("quantized_linear: odd shapes without a tensor-core layout", "[cuda][l
   }
   SECTION("unsigned floats with zero points (fnu), 4 and 6 bits: GEMV layout, every route") {
     for (const int exponent : {2, 3}) {
-      const std::vector<float> table = sdnq::test::unsigned_custom_float_table(exponent, 2);
+      const std::vector<float> table = sdnq::test::custom_float_table(exponent, 2, false);
       const int bits = exponent + 2;
       INFO(bits << "-bit fnu");
       const auto linear =
