@@ -5,10 +5,10 @@
 // TFLOP/s (2·M·N·K), TB/s over the bytes the kernels must read (codes + bf16 (scale, zero) pairs + SVD
 // factors; bf16 weights for cuBLAS), vs_cublas = cuBLAS time / ours (> 1 is faster). Weights rotate
 // among copies whose codes total > 120 MB. Formats: uint4 g128 with zero points + SVD rank 32, int8
-// row-wise, native float8_e4m3fn row-wise (weight-only, kept in the GEMV layout); bf16 activations. Each layer keeps one code layout: the default (tensor-core) one, or the
-// GEMV one for the "gemv_layout_" rows (the small-M GEMV route and its dense route). The "chunk16_"
-// rows run the dense route with a 16 MiB chunk limit instead of 64 MiB (the chunk the dequantize
-// writes can stay in the 50 MB L2 for the GEMM that reads it); the "beta_bias_" rows add the bias by a
+// row-wise, native float8_e4m3fn row-wise (weight-only, kept in the GEMV layout); bf16 activations. Each layer keeps
+// one code layout: the default (tensor-core) one, or the GEMV one for the "gemv_layout_" rows (the small-M GEMV route
+// and its dense route). The "chunk16_" rows run the dense route with a 16 MiB chunk limit instead of 64 MiB (the chunk
+// the dequantize writes can stay in the 50 MB L2 for the GEMM that reads it); the "beta_bias_" rows add the bias by a
 // broadcast into y and beta = 1 instead of the cuBLASLt epilogue (the dense route without SVD).
 // The "w8a8_dequantized_" rows time cuda::w8a8_dequantized_linear, the small-M (< 32 tokens) path of an
 // 8-bit quantized-matmul layer (int8 codes [N, K] + F32 scale, bf16 activations, with bias; TB/s over
@@ -271,7 +271,8 @@ void register_all() {
       const std::string shape = "/M" + std::to_string(m) + "/N" + std::to_string(n) + "/K" + std::to_string(k);
       if (m == 8 || m == 32)
         benchmark::RegisterBenchmark(("cublas_bf16" + shape).c_str(), bench_cublas)->Args({m, n, k})->UseManualTime();
-      add("linear_e4m3_rowwise" + shape, {m, n, k, e4m3_rowwise, static_cast<int>(LinearRoute::automatic), 1, automatic, 64});
+      add("linear_e4m3_rowwise" + shape,
+          {m, n, k, e4m3_rowwise, static_cast<int>(LinearRoute::automatic), 1, automatic, 64});
       if (m <= 16)
         add("route_small_m_e4m3_rowwise" + shape,
             {m, n, k, e4m3_rowwise, static_cast<int>(LinearRoute::small_m), 1, automatic, 64});

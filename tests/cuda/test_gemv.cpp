@@ -133,8 +133,8 @@ TEST_CASE("gemv: float codes through a table of their values, or converted by th
       const int bits = f.exponent + f.mantissa + (f.is_signed ? 1 : 0);
       INFO(bits << "-bit e" << f.exponent << "m" << f.mantissa << (f.is_signed ? "fn" : "fnu (zero point)"));
       const std::vector<float> table = sdnq::test::custom_float_table(f.exponent, f.mantissa, f.is_signed);
-      const auto linear =
-          sdnq::test::make_random_linear<sdnq::bf16>(bits, CodeValue::lookup, 77, 320, 32, 16, 74 + bits, false, &table);
+      const auto linear = sdnq::test::make_random_linear<sdnq::bf16>(bits, CodeValue::lookup, 77, 320, 32, 16,
+                                                                     74 + bits, false, &table);
       CHECK(linear.codes.zero_point.has_value() == !f.is_signed);
       CHECK(run_and_compare<sdnq::bf16>(linear, tokens, true, 75) <= 1e-2);
     }
@@ -143,8 +143,8 @@ TEST_CASE("gemv: float codes through a table of their values, or converted by th
 
 TEST_CASE("float_decode_of: the native fp8 conversion only where it reproduces every value of the table",
           "[cuda][gemv][host]") {
-  using sdnq::cuda::FloatDecode;
   using sdnq::cuda::float_decode_of;
+  using sdnq::cuda::FloatDecode;
   std::vector<float> e4m3 = sdnq::test::float8_e4m3fn_table(), e5m2 = sdnq::test::float8_e5m2_table();
   CHECK(float_decode_of(e4m3.data(), 8) == FloatDecode::fp8_e4m3fn);
   CHECK(float_decode_of(e5m2.data(), 8) == FloatDecode::fp8_e5m2);
@@ -168,9 +168,9 @@ TEST_CASE("the GEMV tests' custom float tables are the format library's decode t
     int exponent, mantissa;
     bool is_signed;
   };
-  for (const Case c : {Case{"float4_e2m1fn", 2, 1, true}, Case{"float5_e3m1fn", 3, 1, true},
-                       Case{"float6_e3m2fn", 3, 2, true}, Case{"float2_e1m0fn", 1, 0, true},
-                       Case{"float6_e3m3fnu", 3, 3, false}, Case{"float7_e4m3fnu", 4, 3, false}}) {
+  for (const Case c :
+       {Case{"float4_e2m1fn", 2, 1, true}, Case{"float5_e3m1fn", 3, 1, true}, Case{"float6_e3m2fn", 3, 2, true},
+        Case{"float2_e1m0fn", 1, 0, true}, Case{"float6_e3m3fnu", 3, 3, false}, Case{"float7_e4m3fnu", 4, 3, false}}) {
     INFO(c.name);
     const sdnq::format::StorageType* type = sdnq::format::find_storage_type(c.name);
     REQUIRE(type != nullptr);

@@ -95,7 +95,8 @@ inline std::vector<float> custom_float_table(int exponent_bits, int mantissa_bit
 // The native fp8 formats' value of every code (NaN codes included: random codes skip them).
 inline std::vector<float> float8_e4m3fn_table() {
   std::vector<float> table(256);
-  for (int code = 0; code < 256; ++code) table[code] = fp8_e4m3fn::from_bits(static_cast<std::uint8_t>(code)).to_float();
+  for (int code = 0; code < 256; ++code)
+    table[code] = fp8_e4m3fn::from_bits(static_cast<std::uint8_t>(code)).to_float();
   return table;
 }
 inline std::vector<float> float8_e5m2_table() {

@@ -203,10 +203,10 @@ TEST_CASE("quantized_linear: native e4m3 row-wise codes in the GEMV layout take 
   const std::int64_t tokens = GENERATE(1, 2, 9, 16, 17, 40);
   INFO("tokens " << tokens);
   const std::vector<float> table = sdnq::test::float8_e4m3fn_table();
-  const std::string expected =
-      tokens <= 32 ? "tensor_core on the gemv layout" : "dequantize_cublas on the gemv layout";
+  const std::string expected = tokens <= 32 ? "tensor_core on the gemv layout" : "dequantize_cublas on the gemv layout";
   SECTION("row-wise bf16, transposed (direct quantized-matmul layout) fp16, tensor-wise bf16") {
-    const auto rows = sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::lookup, 96, 192, -1, 0, 80, false, &table);
+    const auto rows =
+        sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::lookup, 96, 192, -1, 0, 80, false, &table);
     const Outcome outcome = run_and_compare<sdnq::bf16>(rows, tokens, TestRoute::automatic, 81);
     CHECK(outcome.route == expected);
     SDNQ_CHECK_LINEAR(outcome);
@@ -227,7 +227,8 @@ TEST_CASE("quantized_linear: native e4m3 row-wise codes in the GEMV layout take 
     const std::string other = tokens <= 8 ? "small_m on the gemv layout" : "dequantize_cublas on the gemv layout";
     const auto grouped =
         sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::lookup, 96, 192, 64, 0, 88, false, &table);
-    const auto svd = sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::lookup, 96, 192, -1, 16, 89, false, &table);
+    const auto svd =
+        sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::lookup, 96, 192, -1, 16, 89, false, &table);
     const auto narrow =
         sdnq::test::make_random_linear<sdnq::bf16>(8, CodeValue::lookup, 80, 192, -1, 0, 90, false, &table);
     for (const sdnq::test::RandomLinear* linear : {&grouped, &svd, &narrow}) {

@@ -85,9 +85,9 @@ std::string adopt_gemv_refusal(const AdoptedGemv& a) {
   static const float no_values[256] = {};
   cuda::GemvWeightsDevice weights;
   const void* factor = a.factors && a.svd_rank > 0 ? never_read : nullptr;
-  weights.meta = cuda::GemvWeights{a.bits,       a.is_signed, a.out_features, a.in_features,
-                                   a.group_size, a.dtype,     never_read,     never_read,
-                                   a.svd_rank,   factor,      factor,         a.float_codes ? no_values : nullptr,
+  weights.meta = cuda::GemvWeights{a.bits,        a.is_signed, a.out_features, a.in_features,
+                                   a.group_size,  a.dtype,     never_read,     never_read,
+                                   a.svd_rank,    factor,      factor,         a.float_codes ? no_values : nullptr,
                                    a.float_decode};
   try {
     (void)cuda::QuantizedLinear::adopt_gemv(std::move(weights), "test.adopted", 0);

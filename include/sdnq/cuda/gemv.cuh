@@ -11,8 +11,8 @@
 //   through a 2^bits table in shared memory, fp8 by cvt e4m3x2 → f16x2 (e5m2: a byte permute);
 //   w = fma(q, s, z) with s, z rounded to the activation dtype as the reference loader does, fp32
 //   accumulation.
-// - Tokens go in tiles of 1, 4 (gemv_four_token_tile widths) or 8 held in registers next to the weights; M > 8 runs several
-//   token tiles (grid z), re-reading the weights (from L2 when they fit): CUDA-core FMA throughput,
+// - Tokens go in tiles of 1, 4 (gemv_four_token_tile widths) or 8 held in registers next to the weights;
+//   M > 8 runs several token tiles (grid z), re-reading the weights (from L2 when they fit): CUDA-core FMA throughput,
 //   not bandwidth, limits M >= 16; a tensor-core (mma) path for M = 16..64 is not written yet.
 // - Split-K (grid y) when N alone gives too few blocks for the SMs; partial sums in fp32 in the
 //   caller's workspace, then an epilogue kernel reduces them.
@@ -174,14 +174,22 @@ template <class T, GemvDecode Decode>
 void dispatch_gemv_widths(int bits, const GemvParams& params, const GemvPlan& plan, std::int64_t tokens,
                           cudaStream_t stream) {
   switch (bits) {
-    case 1: return dispatch_gemv_tokens<1, T, Decode>(params, plan, tokens, stream);
-    case 2: return dispatch_gemv_tokens<2, T, Decode>(params, plan, tokens, stream);
-    case 3: return dispatch_gemv_tokens<3, T, Decode>(params, plan, tokens, stream);
-    case 4: return dispatch_gemv_tokens<4, T, Decode>(params, plan, tokens, stream);
-    case 5: return dispatch_gemv_tokens<5, T, Decode>(params, plan, tokens, stream);
-    case 6: return dispatch_gemv_tokens<6, T, Decode>(params, plan, tokens, stream);
-    case 7: return dispatch_gemv_tokens<7, T, Decode>(params, plan, tokens, stream);
-    default: return dispatch_gemv_tokens<8, T, Decode>(params, plan, tokens, stream);
+    case 1:
+      return dispatch_gemv_tokens<1, T, Decode>(params, plan, tokens, stream);
+    case 2:
+      return dispatch_gemv_tokens<2, T, Decode>(params, plan, tokens, stream);
+    case 3:
+      return dispatch_gemv_tokens<3, T, Decode>(params, plan, tokens, stream);
+    case 4:
+      return dispatch_gemv_tokens<4, T, Decode>(params, plan, tokens, stream);
+    case 5:
+      return dispatch_gemv_tokens<5, T, Decode>(params, plan, tokens, stream);
+    case 6:
+      return dispatch_gemv_tokens<6, T, Decode>(params, plan, tokens, stream);
+    case 7:
+      return dispatch_gemv_tokens<7, T, Decode>(params, plan, tokens, stream);
+    default:
+      return dispatch_gemv_tokens<8, T, Decode>(params, plan, tokens, stream);
   }
 }
 
@@ -190,10 +198,14 @@ template <class T>
 void dispatch_gemv_bits(int bits, GemvDecode decode, const GemvParams& params, const GemvPlan& plan,
                         std::int64_t tokens, cudaStream_t stream) {
   switch (decode) {
-    case GemvDecode::fp8_e4m3fn: return dispatch_gemv_tokens<8, T, GemvDecode::fp8_e4m3fn>(params, plan, tokens, stream);
-    case GemvDecode::fp8_e5m2: return dispatch_gemv_tokens<8, T, GemvDecode::fp8_e5m2>(params, plan, tokens, stream);
-    case GemvDecode::table: return dispatch_gemv_widths<T, GemvDecode::table>(bits, params, plan, tokens, stream);
-    default: return dispatch_gemv_widths<T, GemvDecode::integer>(bits, params, plan, tokens, stream);
+    case GemvDecode::fp8_e4m3fn:
+      return dispatch_gemv_tokens<8, T, GemvDecode::fp8_e4m3fn>(params, plan, tokens, stream);
+    case GemvDecode::fp8_e5m2:
+      return dispatch_gemv_tokens<8, T, GemvDecode::fp8_e5m2>(params, plan, tokens, stream);
+    case GemvDecode::table:
+      return dispatch_gemv_widths<T, GemvDecode::table>(bits, params, plan, tokens, stream);
+    default:
+      return dispatch_gemv_widths<T, GemvDecode::integer>(bits, params, plan, tokens, stream);
   }
 }
 
@@ -314,10 +326,10 @@ inline void gemv(const GemvWeights& w, TensorView x, std::optional<TensorView> b
   low.splits = plan.splits;
 
   using kernel_detail::GemvDecode;
-  const GemvDecode decode = w.code_values == nullptr                       ? GemvDecode::integer
+  const GemvDecode decode = w.code_values == nullptr                    ? GemvDecode::integer
                             : w.float_decode == FloatDecode::fp8_e4m3fn ? GemvDecode::fp8_e4m3fn
                             : w.float_decode == FloatDecode::fp8_e5m2   ? GemvDecode::fp8_e5m2
-                                                                         : GemvDecode::table;
+                                                                        : GemvDecode::table;
   if (w.dtype == DType::bf16) {
     kernel_detail::launch_gemv_low_rank<__nv_bfloat16>(low, stream);
     kernel_detail::dispatch_gemv_bits<__nv_bfloat16>(w.bits, decode, params, plan, tokens, stream);

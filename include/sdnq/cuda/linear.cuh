@@ -498,9 +498,8 @@ void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<T
       const std::int64_t groups = w.in_features / w.group_size;
       kernel_detail::launch_dequantize_gemv_layout<Kernel>(
           w.bits, w.codes + row * (k / 32) * w.bits, static_cast<const T*>(w.group_params) + row * groups * 2,
-          w.code_values, w_ext,
-          rows, k, w.group_size, row_elements, w.is_signed ? static_cast<float>(1 << (w.bits - 1)) : 0.0f,
-          multiprocessors, stream);
+          w.code_values, w_ext, rows, k, w.group_size, row_elements,
+          w.is_signed ? static_cast<float>(1 << (w.bits - 1)) : 0.0f, multiprocessors, stream);
     } else if (layer.gemv_) {  // 2, 4, 8 bits: the memory-speed vector kernel (float codes through their table)
       const GemvWeights& w = layer.gemv_->view();
       const std::int64_t groups = w.in_features / w.group_size;

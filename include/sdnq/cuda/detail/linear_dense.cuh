@@ -225,10 +225,10 @@ void launch_dequantize_gemv_layout(int bits, const std::uint32_t* codes, const v
   const auto blocks = static_cast<unsigned>(wanted < resident ? wanted : resident);
   const auto* params = static_cast<const T*>(group_params);
   auto* target = static_cast<T*>(out);
-#define SDNQ_GEMV_LAYOUT_CASE(B)                                                                                  \
-  case B:                                                                                                        \
+#define SDNQ_GEMV_LAYOUT_CASE(B)                                                                                     \
+  case B:                                                                                                            \
     dequantize_gemv_layout_kernel<T, B><<<blocks, 256, 0, stream>>>(codes, params, table, target, rows, in_features, \
-                                                                     group_size, out_row_stride, code_offset);      \
+                                                                    group_size, out_row_stride, code_offset);        \
     break;
   switch (bits) {
     SDNQ_GEMV_LAYOUT_CASE(1)
