@@ -339,6 +339,37 @@ void launch_w8a8_rows_stream(const void* codes, const float* scale, const void* 
   launch_gemm_tc_stream<T, 8, 2, false, Codes>(p, device, false, stream);
 }
 
+// launch_w8a8_rows_stream for any M ≥ 1, in slabs of stream_max_tokens rows (each slab streams the weight
+// again), e4m3 or int8 codes; the caller checked w8a8_rows_stream and the alignments.
+template <class T>
+void launch_w8a8_rows_stream_slabs(bool e4m3, const void* codes, const float* scale, const void* x, const void* bias,
+                                   void* y, std::int64_t tokens, std::int64_t out_features, std::int64_t in_features,
+                                   const GemmTcDevice& device, cudaStream_t stream) {
+  for (std::int64_t first = 0; first < tokens; first += stream_max_tokens) {
+    const std::int64_t count = tokens - first < stream_max_tokens ? tokens - first : stream_max_tokens;
+    const void* slab_x = static_cast<const T*>(x) + first * in_features;
+    void* slab_y = static_cast<T*>(y) + first * out_features;
+    if (e4m3)
+      launch_w8a8_rows_stream<T, StreamCodes::e4m3_rows>(codes, scale, slab_x, bias, slab_y, count, out_features,
+                                                         in_features, device, stream);
+    else
+      launch_w8a8_rows_stream<T, StreamCodes::int8_rows>(codes, scale, slab_x, bias, slab_y, count, out_features,
+                                                         in_features, device, stream);
+  }
+}
+
+// The same for activations of `dtype` (BF16 or F16).
+inline void launch_w8a8_rows_stream_slabs(DType dtype, bool e4m3, const void* codes, const float* scale, const void* x,
+                                          const void* bias, void* y, std::int64_t tokens, std::int64_t out_features,
+                                          std::int64_t in_features, const GemmTcDevice& device, cudaStream_t stream) {
+  if (dtype == DType::bf16)
+    launch_w8a8_rows_stream_slabs<__nv_bfloat16>(e4m3, codes, scale, x, bias, y, tokens, out_features, in_features,
+                                                 device, stream);
+  else
+    launch_w8a8_rows_stream_slabs<__half>(e4m3, codes, scale, x, bias, y, tokens, out_features, in_features, device,
+                                          stream);
+}
+
 // partial [splits, M, rp] fp32 = x · svd_downᵀ per K split, for the weight-streaming kernel.
 template <class T>
 void launch_gemm_tc_stream_down(const GemmTcWeights& w, const GemmTcParams& main, const KSplit& split,

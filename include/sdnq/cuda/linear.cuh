@@ -39,7 +39,6 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -411,8 +410,6 @@ class QuantizedLinear {
   template <class T>
   friend void run_dense_route(const QuantizedLinear&, TensorView, std::optional<TensorView>, TensorView, TensorView,
                               cublasHandle_t, cudaStream_t);
-  friend void run_fp8_rows_stream(const QuantizedLinear&, TensorView, std::optional<TensorView>, TensorView,
-                                  cudaStream_t);
 
   std::string name_;
   DType dtype_ = DType::bf16;
@@ -568,29 +565,6 @@ void run_dense_route(const QuantizedLinear& layer, TensorView x, std::optional<T
   }
 }
 
-// The tensor_core route of native e4m3 codes kept in the GEMV layout with one scale a row: the weight-streaming
-// kernel on their [N, K] bytes (StreamCodes::e4m3_rows, w = round_T(q · s) as every other route), 16 tokens a
-// launch (more tokens stream the weight again per 16).
-inline void run_fp8_rows_stream(const QuantizedLinear& layer, TensorView x, std::optional<TensorView> bias,
-                                TensorView y, cudaStream_t stream) {
-  const GemmTcDevice device = current_gemm_tc_device();
-  const std::int64_t tokens = x.size(0), n = layer.out_features_, k = layer.in_features_;
-  const void* codes = layer.gemv_->view().codes;
-  const auto* scales = static_cast<const float*>(layer.fp8_row_scales_.data());
-  const void* bias_data = bias ? bias->data() : nullptr;
-  for (std::int64_t first = 0; first < tokens; first += kernel_detail::stream_max_tokens) {
-    const std::int64_t count = std::min<std::int64_t>(tokens - first, kernel_detail::stream_max_tokens);
-    const void* slab_x = static_cast<const std::byte*>(x.data()) + first * k * 2;
-    void* slab_y = static_cast<std::byte*>(y.data()) + first * n * 2;
-    if (layer.dtype() == DType::bf16)
-      kernel_detail::launch_w8a8_rows_stream<__nv_bfloat16, kernel_detail::StreamCodes::e4m3_rows>(
-          codes, scales, slab_x, bias_data, slab_y, count, n, k, device, stream);
-    else
-      kernel_detail::launch_w8a8_rows_stream<__half, kernel_detail::StreamCodes::e4m3_rows>(
-          codes, scales, slab_x, bias_data, slab_y, count, n, k, device, stream);
-  }
-}
-
 // y = x · dequant(W)ᵀ (+ SVD branch) (+ bias) on `stream`. x [M, K], y [M, N], bias [N]: contiguous
 // tensors of layer.dtype() on the layer's device, x and y 16-byte aligned. `workspace`: device memory
 // of at least layer.workspace_bytes(M, route) bytes, 16-byte aligned (may be empty when that is 0).
@@ -645,7 +619,10 @@ inline void quantized_linear(const QuantizedLinear& layer, TensorView x, std::op
     case LinearRoute::small_m:
       return gemv(layer.gemv_->view(), x, bias, y, workspace, stream);
     case LinearRoute::tensor_core:
-      if (!layer.tensor_core_) return run_fp8_rows_stream(layer, x, bias, y, stream);
+      if (!layer.tensor_core_)  // e4m3 row-wise codes in the GEMV layout: w8a8_dequantized_linear's kernel
+        return kernel_detail::launch_w8a8_rows_stream_slabs(
+            layer.dtype(), true, layer.gemv_->view().codes, static_cast<const float*>(layer.fp8_row_scales_.data()),
+            x.data(), bias ? bias->data() : nullptr, y.data(), tokens, n, k, current_gemm_tc_device(), stream);
       return gemm_tc(layer.tensor_core_->view(), x, bias, y, workspace, stream);
     case LinearRoute::tensor_core_sm90:
       return gemm_weight_only_sm90(layer.tensor_core_->view(), x, bias, y, workspace, stream);
@@ -787,29 +764,8 @@ inline void w8a8_dequantized_linear(const W8A8Weights& w, const void* e4m3_table
   // 16 tokens; otherwise the CUDA-core kernel, which takes any N and K % 16 == 0.
   const GemmTcDevice device = current_gemm_tc_device();
   if (kernel_detail::w8a8_rows_stream(n, k, device)) {
-    using kernel_detail::StreamCodes;
-    const void* bias_data = bias ? bias->data() : nullptr;
-    const std::int64_t slab = kernel_detail::stream_max_tokens, element = 2;  // bf16 / fp16
-    for (std::int64_t first = 0; first < tokens; first += slab) {
-      const std::int64_t count = tokens - first < slab ? tokens - first : slab;
-      const void* slab_x = static_cast<const std::byte*>(x.data()) + first * k * element;
-      void* slab_y = static_cast<std::byte*>(y.data()) + first * n * element;
-      if (w.dtype == DType::bf16) {
-        if (e4m3)
-          kernel_detail::launch_w8a8_rows_stream<__nv_bfloat16, StreamCodes::e4m3_rows>(
-              w.codes, w.scale, slab_x, bias_data, slab_y, count, n, k, device, stream);
-        else
-          kernel_detail::launch_w8a8_rows_stream<__nv_bfloat16, StreamCodes::int8_rows>(
-              w.codes, w.scale, slab_x, bias_data, slab_y, count, n, k, device, stream);
-      } else {
-        if (e4m3)
-          kernel_detail::launch_w8a8_rows_stream<__half, StreamCodes::e4m3_rows>(w.codes, w.scale, slab_x, bias_data,
-                                                                                 slab_y, count, n, k, device, stream);
-        else
-          kernel_detail::launch_w8a8_rows_stream<__half, StreamCodes::int8_rows>(w.codes, w.scale, slab_x, bias_data,
-                                                                                 slab_y, count, n, k, device, stream);
-      }
-    }
+    kernel_detail::launch_w8a8_rows_stream_slabs(w.dtype, e4m3, w.codes, w.scale, x.data(),
+                                                 bias ? bias->data() : nullptr, y.data(), tokens, n, k, device, stream);
     return;
   }
   kernel_detail::W8A8GemvParams p{};
